@@ -1,0 +1,39 @@
+# Top-level entry points (ARCHITECTURE.md §1). CMake does the building.
+BUILD      ?= build
+TEST_BUILD ?= build-test
+PREFIX     ?= /usr/local
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: all deps demo test format check-format install clean bench
+
+all: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DNS_TESTS=OFF >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+deps:
+	@scripts/install-deps.sh
+
+demo: all
+	@examples/users-upload/demo.sh $(BUILD)/nightshift
+
+# Tests build separately with clang, sanitizers, -Werror and the fuzzers.
+test: deps check-format
+	@CC=clang cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DNS_SANITIZE=ON \
+		-DNS_WERROR=ON -DNS_FUZZ=ON >/dev/null
+	@cmake --build $(TEST_BUILD) -j $(JOBS)
+	@cd $(TEST_BUILD) && ctest --output-on-failure -j $(JOBS)
+
+format:
+	@clang-format -i $$(git ls-files '*.c' '*.h')
+
+check-format:
+	@scripts/check-format.sh
+
+bench: all
+	@bench/csv-to-sqlite/run.sh $(BUILD)/nightshift
+
+install: all
+	@cmake --install $(BUILD) --prefix $(PREFIX)
+
+clean:
+	rm -rf $(BUILD) $(TEST_BUILD)

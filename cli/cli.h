@@ -1,0 +1,41 @@
+/* cli.h - shared pieces of the nightshift command: each command is one file. */
+#ifndef NS_CLI_H
+#define NS_CLI_H
+
+#include "nightshift.h"
+
+#include <stdbool.h>
+
+typedef struct cli_opts {
+    const char *repository;
+    bool json, next;
+    const char *job, *status;
+    int limit;
+    const char **args; /* positional arguments */
+    int nargs;
+} cli_opts;
+
+/* Parses the options common to all commands; returns false on bad usage. */
+bool cli_parse(int argc, char **argv, cli_opts *o);
+/* Prints an error as "nightshift: message" to stderr. */
+void cli_error(const ns_error *err);
+/* Opens the repository named by the options; prints the error on failure. */
+ns_repo *cli_repo(const cli_opts *o);
+/* Parses an execution id argument; prints an error on failure. */
+bool cli_exec_id(const char *s, int64_t *id);
+/* The progress listener: live progress on a terminal, one line per step otherwise. */
+const ns_listener *cli_listener(void);
+/* Installs SIGINT/SIGTERM handlers that stop the job after its chunk. */
+void cli_signals(void);
+/* Prints the final line of a run and returns its exit code. */
+int cli_outcome(ns_status st, const ns_outcome *out, const ns_error *err);
+
+int cmd_run(int argc, char **argv);
+int cmd_restart(int argc, char **argv);
+int cmd_stop(int argc, char **argv);
+int cmd_abandon(int argc, char **argv);
+int cmd_list(int argc, char **argv);
+int cmd_show(int argc, char **argv);
+int cmd_validate(int argc, char **argv);
+
+#endif

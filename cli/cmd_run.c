@@ -1,0 +1,42 @@
+/* cmd_run.c - `nightshift run JOB.yaml [NAME=VALUE ...] [--next]`. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+int cmd_run(int argc, char **argv)
+{
+    cli_opts o;
+    ns_job *job = NULL;
+    ns_repo *repo = NULL;
+    ns_error err = {0};
+    ns_outcome out = {0};
+    int rc = NS_EXIT_USAGE;
+
+    if (!cli_parse(argc, argv, &o))
+        goto done;
+    if (o.nargs < 1) {
+        fprintf(stderr, "usage: nightshift run JOB.yaml [NAME=VALUE ...] [--next]\n");
+        goto done;
+    }
+    if (ns_job_load(o.args[0], &job, &err) != NS_OK) {
+        cli_error(&err);
+        goto done;
+    }
+    if (!(repo = cli_repo(&o))) {
+        rc = NS_EXIT_FAILED;
+        goto done;
+    }
+    cli_signals();
+    ns_launch l = {.params = o.args + 1,
+                   .nparams = (size_t)(o.nargs - 1),
+                   .next = o.next,
+                   .listener = cli_listener()};
+    ns_status st = ns_job_run(repo, job, &l, &out, &err);
+    rc = cli_outcome(st, &out, &err);
+done:
+    ns_repo_close(repo);
+    ns_job_free(job);
+    free(o.args);
+    return rc;
+}

@@ -1,0 +1,229 @@
+/*
+ * nightshift.h - public API of libnightshift, a batch-job engine.
+ *
+ * A job is a YAML file of ordered steps. A chunk step reads items, writes them
+ * in transactional chunks, and records every run in a job repository so that it
+ * can be listed, restarted where it stopped, and never run twice by accident.
+ *
+ * Conventions (see docs/internals.md):
+ * - Every fallible call returns ns_status; NS_OK is 0.
+ * - Calls take an optional `ns_error *err` (may be NULL). The first error
+ *   written wins; later ones are dropped, so the root cause is kept.
+ * - Out-parameters are written only on success.
+ * - Every `_free`/`_close` accepts NULL.
+ * - A returned `const char *` is borrowed from its object and stays valid until
+ *   the next call on that object, unless said otherwise.
+ * - Handles are not thread-safe; use one per thread.
+ */
+#ifndef NIGHTSHIFT_H
+#define NIGHTSHIFT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(NS_BUILDING_LIBRARY) && defined(__GNUC__)
+#define NS_EXTERN __attribute__((visibility("default")))
+#else
+#define NS_EXTERN
+#endif
+
+#define NS_VERSION_STRING "0.1.0"
+
+/* Status codes, generated from one table (name, message). */
+#define NS_STATUS_MAP(XX)                                                                          \
+    XX(OK, "success")                                                                              \
+    XX(ENOMEM, "out of memory")                                                                    \
+    XX(EINVAL, "invalid argument")                                                                 \
+    XX(EIO, "input/output error")                                                                  \
+    XX(ECONFIG, "invalid job file")                                                                \
+    XX(EPARAM, "invalid job parameter")                                                            \
+    XX(EDB, "database error")                                                                      \
+    XX(ESCHEMA, "target does not match the input")                                                 \
+    XX(EREFUSED, "launch refused")                                                                 \
+    XX(ENOTFOUND, "not found")                                                                     \
+    XX(ECONFLICT, "concurrent modification")                                                       \
+    XX(ESKIPLIMIT, "skip limit exceeded")                                                          \
+    XX(EUNSUPPORTED, "not supported")
+
+typedef enum ns_status {
+#define NS_XX(name, msg) NS_##name,
+    NS_STATUS_MAP(NS_XX)
+#undef NS_XX
+        NS_STATUS_COUNT
+} ns_status;
+
+/* "NS_EIO" etc.; "NS_UNKNOWN" for an out-of-range value. Never NULL. */
+NS_EXTERN const char *ns_status_name(ns_status s);
+/* A short English description of the code. Never NULL. */
+NS_EXTERN const char *ns_strerror(ns_status s);
+
+/*
+ * Error detail. `message` is complete and meant for people: it already names
+ * where (file:line, step, column) and why. `sub` carries the backend detail
+ * such as a SQLSTATE ("23505") or an SQLite result name, empty when none.
+ */
+typedef struct ns_error {
+    ns_status code;
+    char sub[32];
+    char message[1024];
+} ns_error;
+
+NS_EXTERN void ns_error_clear(ns_error *err);
+
+/* Batch statuses of executions and step executions (ARCHITECTURE.md §8). */
+#define NS_BATCH_STATUS_MAP(XX)                                                                    \
+    XX(STARTING)                                                                                   \
+    XX(STARTED)                                                                                    \
+    XX(STOPPING)                                                                                   \
+    XX(STOPPED)                                                                                    \
+    XX(FAILED)                                                                                     \
+    XX(COMPLETED)                                                                                  \
+    XX(ABANDONED)                                                                                  \
+    XX(UNKNOWN)
+
+typedef enum ns_batch_status {
+#define NS_XX(name) NS_BATCH_##name,
+    NS_BATCH_STATUS_MAP(NS_XX)
+#undef NS_XX
+} ns_batch_status;
+
+NS_EXTERN const char *ns_batch_status_name(ns_batch_status s);
+/* Returns NS_BATCH_UNKNOWN for an unrecognised name. */
+NS_EXTERN ns_batch_status ns_batch_status_parse(const char *name);
+
+/* Process exit codes of the command line (ARCHITECTURE.md §2). */
+enum {
+    NS_EXIT_COMPLETED = 0,
+    NS_EXIT_FAILED = 1,
+    NS_EXIT_USAGE = 2,
+    NS_EXIT_STOPPED = 3,
+    NS_EXIT_REFUSED = 4
+};
+
+/* ---------------------------------------------------------------- jobs */
+
+typedef struct ns_job ns_job;
+
+/*
+ * Loads and validates a job file. On error `err->message` reads
+ * "PATH:LINE: KEY: message" and NS_ECONFIG is returned.
+ */
+NS_EXTERN ns_status ns_job_load(const char *path, ns_job **out, ns_error *err);
+/* Same, from memory; `name` is used in messages in place of a path. */
+NS_EXTERN ns_status ns_job_load_buffer(const char *name, const char *data, size_t len,
+                                       ns_job **out, ns_error *err);
+NS_EXTERN void ns_job_free(ns_job *job);
+NS_EXTERN const char *ns_job_name(const ns_job *job);
+NS_EXTERN size_t ns_job_step_count(const ns_job *job);
+
+/* ---------------------------------------------------------- repository */
+
+typedef struct ns_repo ns_repo;
+
+/*
+ * Opens (creating and migrating as needed) a job repository.
+ * URL: "sqlite:PATH". NULL means $NIGHTSHIFT_REPOSITORY, else
+ * "sqlite:nightshift.db".
+ */
+NS_EXTERN ns_status ns_repo_open(const char *url, ns_repo **out, ns_error *err);
+NS_EXTERN void ns_repo_close(ns_repo *repo);
+/* The URL actually opened (after the defaults above). */
+NS_EXTERN const char *ns_repo_url(const ns_repo *repo);
+
+/*
+ * Asks a running execution to stop after its current chunk (STOPPING).
+ * NS_EREFUSED when the execution is not running.
+ */
+NS_EXTERN ns_status ns_repo_request_stop(ns_repo *repo, int64_t execution_id, ns_error *err);
+/*
+ * Marks a STOPPED or FAILED execution ABANDONED: it will never be restarted.
+ * NS_EREFUSED when it is running, completed or already abandoned.
+ */
+NS_EXTERN ns_status ns_repo_abandon(ns_repo *repo, int64_t execution_id, ns_error *err);
+
+/*
+ * JSON of one execution (with its steps) or of a list of executions (without).
+ * `*out` is allocated; free it with ns_free(). `status` and `job` may be NULL;
+ * `limit` <= 0 means 20.
+ */
+NS_EXTERN ns_status ns_repo_show_json(ns_repo *repo, int64_t execution_id, char **out,
+                                      ns_error *err);
+NS_EXTERN ns_status ns_repo_list_json(ns_repo *repo, const char *job, const char *status,
+                                      int limit, char **out, ns_error *err);
+NS_EXTERN void ns_free(void *p);
+
+/* ------------------------------------------------------------- running */
+
+/* Counters of a step execution, as in Spring Batch. */
+typedef struct ns_counts {
+    int64_t read, write, filter, read_skip, process_skip, write_skip, commit, rollback;
+} ns_counts;
+
+/* What a listener is told; valid for the duration of the callback. */
+typedef struct ns_progress {
+    int64_t execution_id;
+    const char *job;
+    const char *step;
+    ns_batch_status status; /* of the step */
+    ns_counts counts;
+    int64_t bytes_done;  /* input consumed; -1 when unknown */
+    int64_t bytes_total; /* input size; -1 when unknown */
+    double elapsed;      /* seconds since the step started */
+    const char *rejects; /* rejects file path, NULL when no item was rejected */
+    const char *message; /* exit message on step end, else NULL */
+} ns_progress;
+
+typedef struct ns_listener {
+    void *ud;
+    void (*step_start)(void *ud, const ns_progress *p);
+    void (*chunk)(void *ud, const ns_progress *p); /* after each committed chunk */
+    void (*step_end)(void *ud, const ns_progress *p);
+    void (*notice)(void *ud, const char *message); /* e.g. a dead execution was recovered */
+} ns_listener;
+
+typedef struct ns_launch {
+    const char *const *params; /* "NAME=VALUE" strings */
+    size_t nparams;
+    int next;               /* --next: a new instance with a fresh run.id */
+    double lease_seconds;   /* heartbeat lease; <= 0 means 60 */
+    const ns_listener *listener;
+} ns_launch;
+
+typedef struct ns_outcome {
+    int64_t execution_id; /* 0 when no execution was created */
+    ns_batch_status status;
+    int exit_code;        /* NS_EXIT_* */
+    char message[1024];   /* the execution's exit message; "" when none */
+} ns_outcome;
+
+/*
+ * Runs a job, or restarts its instance per the rules of ARCHITECTURE.md §2.
+ * Returns NS_OK when the job ran to an end (whatever the end: see
+ * out->status, out->exit_code and out->message), NS_EREFUSED when the launch
+ * was refused, another code when it could not be attempted (`err` says why).
+ */
+NS_EXTERN ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch,
+                               ns_outcome *out, ns_error *err);
+
+/*
+ * Restarts a FAILED or STOPPED execution: reloads its job file and its
+ * parameters from the repository.
+ */
+NS_EXTERN ns_status ns_execution_restart(ns_repo *repo, int64_t execution_id,
+                                         const ns_listener *listener, ns_outcome *out,
+                                         ns_error *err);
+
+/*
+ * Asks the job running in this process to stop after its current chunk.
+ * Async-signal-safe: call it from a SIGINT/SIGTERM handler.
+ */
+NS_EXTERN void ns_request_stop(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NIGHTSHIFT_H */

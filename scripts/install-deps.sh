@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages nightshift needs to build, test and run its demo,
+# only those that are missing. Uses sudo when not root. Prints what it installs.
+set -euo pipefail
+
+pkgs=(
+    gcc make cmake pkg-config            # toolchain
+    clang libclang-rt-14-dev clang-format # sanitizer/libFuzzer build of the tests, format check
+    libsqlite3-dev sqlite3               # embedded repository and target; CLI used by tests/bench
+    libyaml-dev                          # job files
+    libjansson-dev                       # JSON: execution context, --json output
+    libcmocka-dev                        # unit tests
+    procps                               # pkill/ps in integration tests
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install-deps: installing ${missing[*]}" >&2
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq >&2
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

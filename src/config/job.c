@@ -1,0 +1,849 @@
+/*
+ * job.c - job file loader (ARCHITECTURE.md §3).
+ *
+ * The file is read with libyaml's document API so that every node keeps its
+ * line. The loader walks only the keys it knows, checks each one, and stops at
+ * the first problem with "PATH:LINE: KEY: message". Unknown keys are errors:
+ * a misspelt `chunks:` must not silently mean the default.
+ */
+#include "config/job.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+typedef struct loader {
+    const char *path;
+    yaml_document_t *doc;
+    ns_error *err;
+    ns_job *job;
+} loader;
+
+static ns_status fail(loader *l, const yaml_node_t *n, const char *key, const char *fmt, ...)
+    NS_PRINTF(4, 5);
+
+static ns_status fail(loader *l, const yaml_node_t *n, const char *key, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return ns__err(l->err, NS_ECONFIG, NULL, "%s:%d: %s: %s", l->path,
+                   n ? (int)n->start_mark.line + 1 : 1, key, msg);
+}
+
+static yaml_node_t *node_at(loader *l, int id)
+{
+    return yaml_document_get_node(l->doc, id);
+}
+
+static const char *scalar(const yaml_node_t *n)
+{
+    return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
+}
+
+static yaml_node_t *map_get(loader *l, const yaml_node_t *map, const char *key)
+{
+    if (!map || map->type != YAML_MAPPING_NODE)
+        return NULL;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        const char *k = scalar(node_at(l, p->key));
+        if (k && strcmp(k, key) == 0)
+            return node_at(l, p->value);
+    }
+    return NULL;
+}
+
+/* Every key of `map` must be in `allowed` (NULL-terminated) and appear once. */
+static ns_status check_keys(loader *l, const yaml_node_t *map, const char *where,
+                            const char *const *allowed)
+{
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *kn = node_at(l, p->key);
+        const char *k = scalar(kn);
+        if (!k)
+            return fail(l, kn, where, "keys must be plain names");
+        bool ok = false;
+        for (const char *const *a = allowed; *a; a++)
+            ok |= strcmp(*a, k) == 0;
+        if (!ok) {
+            char list[256] = "";
+            for (const char *const *a = allowed; *a; a++)
+                snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s",
+                         a == allowed ? "" : ", ", *a);
+            char key[256];
+            snprintf(key, sizeof(key), "%s%s%s", where, *where ? "." : "", k);
+            return fail(l, kn, key, "unknown key (expected one of: %s)", list);
+        }
+        for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++) {
+            const char *k2 = scalar(node_at(l, q->key));
+            if (k2 && strcmp(k, k2) == 0)
+                return fail(l, kn, k, "duplicate key");
+        }
+    }
+    return NS_OK;
+}
+
+static bool name_ok(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (!(islower((unsigned char)*s) || isdigit((unsigned char)*s) || *s == '_' || *s == '-'))
+            return false;
+    return true;
+}
+
+static ns_status get_string(loader *l, const yaml_node_t *n, const char *key, char **out)
+{
+    const char *s = scalar(n);
+    if (!s)
+        return fail(l, n, key, "must be a string");
+    if (!(*out = ns__strdup(s)))
+        return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+    return NS_OK;
+}
+
+static bool parse_bool(const char *s, bool *out)
+{
+    static const char *const t[] = {"true", "yes", "on", "1"}, *const f[] = {"false", "no", "off",
+                                                                             "0"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(s, t[i]) == 0)
+            return (*out = true), true;
+        if (strcasecmp(s, f[i]) == 0)
+            return (*out = false), true;
+    }
+    return false;
+}
+
+static ns_status get_bool(loader *l, const yaml_node_t *n, const char *key, bool *out)
+{
+    const char *s = scalar(n);
+    if (!s || !parse_bool(s, out))
+        return fail(l, n, key, "must be true or false");
+    return NS_OK;
+}
+
+static ns_status get_posint(loader *l, const yaml_node_t *n, const char *key, int64_t min,
+                            int64_t max, int64_t *out)
+{
+    const char *s = scalar(n);
+    int64_t v;
+    if (!s || !ns__parse_i64(s, strlen(s), &v) || v < min || v > max) {
+        if (min == 1)
+            return fail(l, n, key, "must be a positive integer (at most %lld)", (long long)max);
+        return fail(l, n, key, "must be an integer from %lld to %lld", (long long)min,
+                    (long long)max);
+    }
+    *out = v;
+    return NS_OK;
+}
+
+static ns_status get_char(loader *l, const yaml_node_t *n, const char *key, char *out)
+{
+    const char *s = scalar(n);
+    if (s && strcmp(s, "\\t") == 0)
+        s = "\t";
+    if (!s || strlen(s) != 1 || *s == '\n' || *s == '\r')
+        return fail(l, n, key, "must be a single character");
+    *out = *s;
+    return NS_OK;
+}
+
+static ns_status get_names(loader *l, const yaml_node_t *n, const char *key, char ***out,
+                           size_t *count)
+{
+    if (!n || n->type != YAML_SEQUENCE_NODE || n->data.sequence.items.top == n->data.sequence.items.start)
+        return fail(l, n, key, "must be a non-empty list of names");
+    size_t cnt = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    char **v = calloc(cnt, sizeof(*v));
+    if (!v)
+        return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+    *out = v;
+    *count = cnt;
+    for (size_t i = 0; i < cnt; i++) {
+        yaml_node_t *it = node_at(l, n->data.sequence.items.start[i]);
+        char k[256];
+        snprintf(k, sizeof(k), "%s[%zu]", key, i);
+        const char *s = scalar(it);
+        if (!s || !*s)
+            return fail(l, it, k, "must be a name");
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(v[j], s) == 0)
+                return fail(l, it, k, "'%s' is listed twice", s);
+        if (!(v[i] = ns__strdup(s)))
+            return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+    }
+    return NS_OK;
+}
+
+/* Checks the ${...} references of a template against what the job declares. */
+static ns_status check_template(loader *l, const yaml_node_t *n, const char *key, const char *t,
+                                bool allow_step)
+{
+    for (const char *p = t; (p = strstr(p, "${")) != NULL;) {
+        if (p > t && p[-1] == '$') { /* $${ is a literal ${ */
+            p += 2;
+            continue;
+        }
+        const char *e = strchr(p, '}');
+        if (!e)
+            return fail(l, n, key, "'${' without a closing '}'");
+        size_t len = (size_t)(e - p - 2);
+        const char *ref = p + 2;
+        if (len > 7 && strncmp(ref, "params.", 7) == 0) {
+            char name[128];
+            snprintf(name, sizeof(name), "%.*s", (int)(len - 7), ref + 7);
+            if (!ns__job_param(l->job, name))
+                return fail(l, n, key, "${params.%s}: no such parameter in params", name);
+        } else if (len > 4 && strncmp(ref, "env.", 4) == 0) {
+            for (size_t i = 4; i < len; i++)
+                if (!(isalnum((unsigned char)ref[i]) || ref[i] == '_'))
+                    return fail(l, n, key, "${%.*s}: not an environment variable name",
+                                (int)len, ref);
+        } else if (!((len == 8 && strncmp(ref, "job.name", 8) == 0) ||
+                     (len == 12 && strncmp(ref, "execution.id", 12) == 0) ||
+                     (allow_step && len == 9 && strncmp(ref, "step.name", 9) == 0))) {
+            return fail(l, n, key,
+                        "${%.*s}: unknown reference (use params.NAME, env.NAME, job.name, "
+                        "execution.id%s)",
+                        (int)len, ref, allow_step ? " or step.name" : "");
+        }
+        p = e + 1;
+    }
+    return NS_OK;
+}
+
+static ns_status get_template(loader *l, const yaml_node_t *n, const char *key, bool allow_step,
+                              char **out)
+{
+    ns_status st = get_string(l, n, key, out);
+    if (st == NS_OK && !**out)
+        return fail(l, n, key, "must not be empty");
+    return st ? st : check_template(l, n, key, *out, allow_step);
+}
+
+static const char *const ptype_names[] = {"string", "int", "float", "bool", "date", "timestamp"};
+
+const char *ns__ptype_name(ns_ptype t)
+{
+    return ptype_names[t];
+}
+
+bool ns__param_value(ns_ptype type, const char *s, char **out, char *why, size_t whylen)
+{
+    char buf[32];
+    const char *v = s;
+    size_t n = strlen(s);
+
+    switch (type) {
+    case NS_P_STRING:
+        break;
+    case NS_P_INT: {
+        int64_t x;
+        if (!ns__parse_i64(s, n, &x))
+            return snprintf(why, whylen, "'%s' is not an integer", s), false;
+        break;
+    }
+    case NS_P_FLOAT: {
+        char *end;
+        errno = 0;
+        double d = strtod(s, &end);
+        if (!n || *end || errno || !isfinite(d))
+            return snprintf(why, whylen, "'%s' is not a number", s), false;
+        break;
+    }
+    case NS_P_BOOL: {
+        bool b;
+        if (!parse_bool(s, &b))
+            return snprintf(why, whylen, "'%s' is not true or false", s), false;
+        v = b ? "true" : "false";
+        break;
+    }
+    case NS_P_DATE:
+        if (strcmp(s, "today") == 0 || strcmp(s, "yesterday") == 0) {
+            ns__local_date(buf, sizeof(buf), s[0] == 't' ? 0 : -1);
+            v = buf;
+        } else if (!ns__valid_date(s, n)) {
+            return snprintf(why, whylen, "'%s' is not a date (YYYY-MM-DD, today or yesterday)", s),
+                   false;
+        }
+        break;
+    case NS_P_TIMESTAMP:
+        if (!ns__valid_timestamp(s, n))
+            return snprintf(why, whylen, "'%s' is not a timestamp (YYYY-MM-DDTHH:MM:SS)", s),
+                   false;
+        break;
+    }
+    if (out && !(*out = ns__strdup(v)))
+        return snprintf(why, whylen, "out of memory"), false;
+    return true;
+}
+
+static ns_status load_params(loader *l, const yaml_node_t *map)
+{
+    static const char *const keys[] = {"type", "required", "default", "identifying", NULL};
+    ns_job *job = l->job;
+    ns_status st;
+
+    if (map->type != YAML_MAPPING_NODE)
+        return fail(l, map, "params", "must be a mapping of parameter names");
+    size_t n = (size_t)(map->data.mapping.pairs.top - map->data.mapping.pairs.start);
+    job->params = calloc(n ? n : 1, sizeof(*job->params));
+    if (!job->params)
+        return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_pair_t *p = &map->data.mapping.pairs.start[i];
+        yaml_node_t *kn = node_at(l, p->key), *v = node_at(l, p->value);
+        const char *name = scalar(kn);
+        char key[256];
+        snprintf(key, sizeof(key), "params.%s", name ? name : "?");
+        if (!name || !*name || strchr(name, '=') || strcmp(name, "run.id") == 0)
+            return fail(l, kn, key, "invalid parameter name");
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(job->params[j].name, name) == 0)
+                return fail(l, kn, key, "duplicate parameter");
+        ns_param_def *pd = &job->params[job->nparams++];
+        pd->name = ns__strdup(name);
+        pd->identifying = true;
+        pd->line = (int)kn->start_mark.line + 1;
+        const char *tname = scalar(v);
+        yaml_node_t *tn = v;
+        if (!tname) {
+            if (v->type != YAML_MAPPING_NODE)
+                return fail(l, v, key, "must be a type name or {type: ..., ...}");
+            if ((st = check_keys(l, v, key, keys)) != NS_OK)
+                return st;
+            tn = map_get(l, v, "type");
+            tname = tn ? scalar(tn) : "string";
+        }
+        char k2[300];
+        snprintf(k2, sizeof(k2), "%s.type", key);
+        bool found = false;
+        for (int t = 0; t <= NS_P_TIMESTAMP; t++)
+            if (tname && strcmp(tname, ptype_names[t]) == 0)
+                pd->type = (ns_ptype)t, found = true;
+        if (!found)
+            return fail(l, tn, k2, "unknown type '%s' (string, int, float, bool, date, timestamp)",
+                        tname ? tname : "");
+        if (v->type != YAML_MAPPING_NODE)
+            continue;
+        yaml_node_t *x;
+        snprintf(k2, sizeof(k2), "%s.required", key);
+        if ((x = map_get(l, v, "required")) && (st = get_bool(l, x, k2, &pd->required)) != NS_OK)
+            return st;
+        snprintf(k2, sizeof(k2), "%s.identifying", key);
+        if ((x = map_get(l, v, "identifying")) &&
+            (st = get_bool(l, x, k2, &pd->identifying)) != NS_OK)
+            return st;
+        snprintf(k2, sizeof(k2), "%s.default", key);
+        if ((x = map_get(l, v, "default"))) {
+            char why[160];
+            if ((st = get_string(l, x, k2, &pd->def)) != NS_OK)
+                return st;
+            if (!ns__param_value(pd->type, pd->def, NULL, why, sizeof(why)))
+                return fail(l, x, k2, "%s", why);
+            if (pd->required)
+                return fail(l, x, k2, "a required parameter cannot have a default");
+        }
+    }
+    return NS_OK;
+}
+
+static ns_status load_conns(loader *l, const yaml_node_t *map)
+{
+    ns_job *job = l->job;
+    ns_status st;
+
+    if (map->type != YAML_MAPPING_NODE)
+        return fail(l, map, "connections", "must be a mapping of names to URLs");
+    size_t n = (size_t)(map->data.mapping.pairs.top - map->data.mapping.pairs.start);
+    job->conns = calloc(n ? n : 1, sizeof(*job->conns));
+    if (!job->conns)
+        return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_pair_t *p = &map->data.mapping.pairs.start[i];
+        yaml_node_t *kn = node_at(l, p->key), *v = node_at(l, p->value);
+        const char *name = scalar(kn);
+        char key[256];
+        snprintf(key, sizeof(key), "connections.%s", name ? name : "?");
+        if (!name || !name_ok(name))
+            return fail(l, kn, key, "connection names use a-z, 0-9, _ and -");
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(job->conns[j].name, name) == 0)
+                return fail(l, kn, key, "duplicate connection");
+        ns_conn_def *c = &job->conns[job->nconns++];
+        c->name = ns__strdup(name);
+        c->line = (int)v->start_mark.line + 1;
+        if ((st = get_template(l, v, key, false, &c->url)) != NS_OK)
+            return st;
+        if (!strchr(c->url, '$') && strncmp(c->url, "sqlite:", 7) != 0 &&
+            strncmp(c->url, "postgresql:", 11) != 0 && strncmp(c->url, "postgres:", 9) != 0)
+            return fail(l, v, key, "unsupported URL '%s' (use sqlite:PATH or postgresql://...)",
+                        c->url);
+    }
+    return NS_OK;
+}
+
+static ns_status load_reader(loader *l, ns_step_def *s, const yaml_node_t *n, const char *where)
+{
+    static const char *const kinds[] = {"csv", NULL};
+    static const char *const keys[] = {"path", "header", "delimiter", "quote", "columns", NULL};
+    char key[300];
+    ns_status st;
+    yaml_node_t *x;
+
+    if (!n || n->type != YAML_MAPPING_NODE || n->data.mapping.pairs.top - n->data.mapping.pairs.start != 1)
+        return fail(l, n, where, "must name exactly one reader, e.g. {csv: {path: ...}}");
+    if ((st = check_keys(l, n, where, kinds)) != NS_OK)
+        return st;
+    yaml_node_t *c = map_get(l, n, "csv");
+    snprintf(key, sizeof(key), "%s.csv", where);
+    if (!c || c->type != YAML_MAPPING_NODE)
+        return fail(l, c ? c : n, key, "must be a mapping with at least path:");
+    if ((st = check_keys(l, c, key, keys)) != NS_OK)
+        return st;
+    snprintf(key, sizeof(key), "%s.csv.path", where);
+    if (!(x = map_get(l, c, "path")))
+        return fail(l, c, key, "is required");
+    if ((st = get_template(l, x, key, true, &s->csv_path)) != NS_OK)
+        return st;
+    s->csv_header = true;
+    s->csv_delimiter = ',';
+    s->csv_quote = '"';
+    snprintf(key, sizeof(key), "%s.csv.header", where);
+    if ((x = map_get(l, c, "header")) && (st = get_bool(l, x, key, &s->csv_header)) != NS_OK)
+        return st;
+    snprintf(key, sizeof(key), "%s.csv.delimiter", where);
+    if ((x = map_get(l, c, "delimiter")) && (st = get_char(l, x, key, &s->csv_delimiter)) != NS_OK)
+        return st;
+    snprintf(key, sizeof(key), "%s.csv.quote", where);
+    if ((x = map_get(l, c, "quote")) && (st = get_char(l, x, key, &s->csv_quote)) != NS_OK)
+        return st;
+    if (s->csv_quote == s->csv_delimiter)
+        return fail(l, x ? x : c, key, "quote and delimiter must differ");
+    snprintf(key, sizeof(key), "%s.csv.columns", where);
+    if ((x = map_get(l, c, "columns")) &&
+        (st = get_names(l, x, key, &s->csv_columns, &s->csv_ncolumns)) != NS_OK)
+        return st;
+    if (!s->csv_header && !s->csv_columns)
+        return fail(l, c, key, "is required when header: false");
+    return NS_OK;
+}
+
+static ns_status load_writer(loader *l, ns_step_def *s, const yaml_node_t *n, const char *where)
+{
+    static const char *const kinds[] = {"table", NULL};
+    static const char *const keys[] = {"connection", "name", "mode", "key", NULL};
+    char key[300];
+    ns_status st;
+    yaml_node_t *x;
+
+    if (!n || n->type != YAML_MAPPING_NODE || n->data.mapping.pairs.top - n->data.mapping.pairs.start != 1)
+        return fail(l, n, where, "must name exactly one writer, e.g. {table: {...}}");
+    if ((st = check_keys(l, n, where, kinds)) != NS_OK)
+        return st;
+    yaml_node_t *t = map_get(l, n, "table");
+    snprintf(key, sizeof(key), "%s.table", where);
+    if (!t || t->type != YAML_MAPPING_NODE)
+        return fail(l, t ? t : n, key, "must be a mapping with connection: and name:");
+    if ((st = check_keys(l, t, key, keys)) != NS_OK)
+        return st;
+    snprintf(key, sizeof(key), "%s.table.connection", where);
+    if (!(x = map_get(l, t, "connection")))
+        return fail(l, t, key, "is required");
+    if ((st = get_string(l, x, key, &s->table_conn)) != NS_OK)
+        return st;
+    if (!ns__job_conn(l->job, s->table_conn))
+        return fail(l, x, key, "no connection named '%s' in connections", s->table_conn);
+    snprintf(key, sizeof(key), "%s.table.name", where);
+    if (!(x = map_get(l, t, "name")))
+        return fail(l, t, key, "is required");
+    if ((st = get_string(l, x, key, &s->table_name)) != NS_OK)
+        return st;
+    if (!*s->table_name || strchr(s->table_name, '"'))
+        return fail(l, x, key, "must be a table name");
+    snprintf(key, sizeof(key), "%s.table.mode", where);
+    s->table_mode = NS_MODE_INSERT;
+    if ((x = map_get(l, t, "mode"))) {
+        const char *m = scalar(x);
+        if (m && strcmp(m, "insert") == 0)
+            s->table_mode = NS_MODE_INSERT;
+        else if (m && strcmp(m, "upsert") == 0)
+            s->table_mode = NS_MODE_UPSERT;
+        else if (m && strcmp(m, "replace") == 0)
+            s->table_mode = NS_MODE_REPLACE;
+        else
+            return fail(l, x, key, "must be insert, upsert or replace");
+    }
+    snprintf(key, sizeof(key), "%s.table.key", where);
+    if ((x = map_get(l, t, "key"))) {
+        if (s->table_mode != NS_MODE_UPSERT)
+            return fail(l, x, key, "only used with mode: upsert");
+        if ((st = get_names(l, x, key, &s->table_key, &s->table_nkey)) != NS_OK)
+            return st;
+    } else if (s->table_mode == NS_MODE_UPSERT) {
+        return fail(l, t, key, "is required with mode: upsert (the columns of a unique key)");
+    }
+    return NS_OK;
+}
+
+static ns_status load_step(loader *l, size_t i, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"name",      "chunk", "reader", "processor", "writer",
+                                       "skip",      "rejects", NULL};
+    static const char *const skip_keys[] = {"limit", NULL};
+    ns_step_def *s = &l->job->steps[i];
+    char where[64], key[128];
+    ns_status st;
+    yaml_node_t *x;
+
+    snprintf(where, sizeof(where), "steps[%zu]", i);
+    if (n->type != YAML_MAPPING_NODE)
+        return fail(l, n, where, "must be a mapping with name:, reader: and writer:");
+    if ((st = check_keys(l, n, where, keys)) != NS_OK)
+        return st;
+    s->line = (int)n->start_mark.line + 1;
+    snprintf(key, sizeof(key), "%s.name", where);
+    if (!(x = map_get(l, n, "name")))
+        return fail(l, n, key, "is required");
+    if ((st = get_string(l, x, key, &s->name)) != NS_OK)
+        return st;
+    if (!name_ok(s->name))
+        return fail(l, x, key, "step names use a-z, 0-9, _ and -");
+    for (size_t j = 0; j < i; j++)
+        if (strcmp(l->job->steps[j].name, s->name) == 0)
+            return fail(l, x, key, "another step is already named '%s'", s->name);
+    s->chunk = 1000;
+    snprintf(key, sizeof(key), "%s.chunk", where);
+    if ((x = map_get(l, n, "chunk")) &&
+        (st = get_posint(l, x, key, 1, 1000000, &s->chunk)) != NS_OK)
+        return st;
+    snprintf(key, sizeof(key), "%s.processor", where);
+    if ((x = map_get(l, n, "processor")))
+        return fail(l, x, key, "processors are not supported by this version of nightshift");
+    snprintf(key, sizeof(key), "%s.reader", where);
+    if (!(x = map_get(l, n, "reader")))
+        return fail(l, n, key, "is required");
+    if ((st = load_reader(l, s, x, key)) != NS_OK)
+        return st;
+    snprintf(key, sizeof(key), "%s.writer", where);
+    if (!(x = map_get(l, n, "writer")))
+        return fail(l, n, key, "is required");
+    if ((st = load_writer(l, s, x, key)) != NS_OK)
+        return st;
+    snprintf(key, sizeof(key), "%s.skip", where);
+    if ((x = map_get(l, n, "skip"))) {
+        if (x->type != YAML_MAPPING_NODE)
+            return fail(l, x, key, "must be a mapping such as {limit: 100}");
+        if ((st = check_keys(l, x, key, skip_keys)) != NS_OK)
+            return st;
+        snprintf(key, sizeof(key), "%s.skip.limit", where);
+        yaml_node_t *lim = map_get(l, x, "limit");
+        if (lim && (st = get_posint(l, lim, key, 0, INT64_MAX, &s->skip_limit)) != NS_OK)
+            return st;
+    }
+    snprintf(key, sizeof(key), "%s.rejects", where);
+    if ((x = map_get(l, n, "rejects"))) {
+        if ((st = get_template(l, x, key, true, &s->rejects)) != NS_OK)
+            return st;
+    } else if (!(s->rejects = ns__strdup("rejects/${job.name}-${execution.id}-${step.name}.csv"))) {
+        return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+    }
+    return NS_OK;
+}
+
+static ns_status load_root(loader *l, yaml_node_t *root)
+{
+    static const char *const keys[] = {"job",         "description", "restartable", "params",
+                                       "connections", "steps",       NULL};
+    ns_job *job = l->job;
+    ns_status st;
+    yaml_node_t *x;
+
+    if (!root || root->type != YAML_MAPPING_NODE)
+        return fail(l, root, "job", "the file must be a mapping with job: and steps:");
+    if ((st = check_keys(l, root, "", keys)) != NS_OK)
+        return st;
+    if (!(x = map_get(l, root, "job")))
+        return fail(l, root, "job", "is required");
+    if ((st = get_string(l, x, "job", &job->name)) != NS_OK)
+        return st;
+    if (!name_ok(job->name) || strlen(job->name) > 128)
+        return fail(l, x, "job", "job names use a-z, 0-9, _ and - (at most 128)");
+    if ((x = map_get(l, root, "description")) &&
+        (st = get_string(l, x, "description", &job->description)) != NS_OK)
+        return st;
+    job->restartable = true;
+    if ((x = map_get(l, root, "restartable")) &&
+        (st = get_bool(l, x, "restartable", &job->restartable)) != NS_OK)
+        return st;
+    if ((x = map_get(l, root, "params")) && (st = load_params(l, x)) != NS_OK)
+        return st;
+    if ((x = map_get(l, root, "connections")) && (st = load_conns(l, x)) != NS_OK)
+        return st;
+    if (!(x = map_get(l, root, "steps")))
+        return fail(l, root, "steps", "is required");
+    if (x->type != YAML_SEQUENCE_NODE || x->data.sequence.items.top == x->data.sequence.items.start)
+        return fail(l, x, "steps", "must be a non-empty list of steps");
+    size_t n = (size_t)(x->data.sequence.items.top - x->data.sequence.items.start);
+    if (!(job->steps = calloc(n, sizeof(*job->steps))))
+        return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        job->nsteps = i + 1;
+        if ((st = load_step(l, i, node_at(l, x->data.sequence.items.start[i]))) != NS_OK)
+            return st;
+    }
+    return NS_OK;
+}
+
+ns_status ns_job_load_buffer(const char *name, const char *data, size_t len, ns_job **out,
+                             ns_error *err)
+{
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    ns_status st = NS_OK;
+    loader l = {name, &doc, err, NULL};
+
+    if (!(l.job = calloc(1, sizeof(*l.job))))
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    if (!yaml_parser_initialize(&parser)) {
+        free(l.job);
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    }
+    yaml_parser_set_input_string(&parser, (const unsigned char *)data, len);
+    if (!yaml_parser_load(&parser, &doc)) {
+        st = ns__err(err, NS_ECONFIG, NULL, "%s:%d: yaml: %s%s%s", name,
+                     (int)parser.problem_mark.line + 1, parser.problem ? parser.problem : "syntax error",
+                     parser.context ? " " : "", parser.context ? parser.context : "");
+        yaml_parser_delete(&parser);
+        ns_job_free(l.job);
+        return st;
+    }
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (!root)
+        st = ns__err(err, NS_ECONFIG, NULL, "%s:1: job: the file is empty", name);
+    else
+        st = load_root(&l, root);
+    yaml_document_delete(&doc);
+    yaml_parser_delete(&parser);
+    if (st == NS_OK && !(l.job->path = ns__strdup("")))
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    if (st != NS_OK) {
+        ns_job_free(l.job);
+        return st;
+    }
+    *out = l.job;
+    return NS_OK;
+}
+
+ns_status ns_job_load(const char *path, ns_job **out, ns_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    ns_buf b = {0};
+    ns_status st;
+    char tmp[65536];
+    size_t n;
+
+    if (!f)
+        return ns__err(err, NS_ECONFIG, NULL, "%s: cannot open: %s", path, strerror(errno));
+    while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0) {
+        if (ns__buf_append(&b, tmp, n) != NS_OK || b.len > (16u << 20)) {
+            fclose(f);
+            ns__buf_free(&b);
+            return ns__err(err, NS_ECONFIG, NULL, "%s: too large for a job file", path);
+        }
+    }
+    bool bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        ns__buf_free(&b);
+        return ns__err(err, NS_ECONFIG, NULL, "%s: read error", path);
+    }
+    ns_job *job = NULL;
+    st = ns_job_load_buffer(path, b.data ? b.data : "", b.len, &job, err);
+    ns__buf_free(&b);
+    if (st != NS_OK)
+        return st;
+    char *abs = realpath(path, NULL);
+    if (abs) {
+        free(job->path);
+        job->path = abs;
+    }
+    *out = job;
+    return NS_OK;
+}
+
+static void free_names(char **v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+void ns_job_free(ns_job *job)
+{
+    if (!job)
+        return;
+    for (size_t i = 0; i < job->nparams; i++) {
+        free(job->params[i].name);
+        free(job->params[i].def);
+    }
+    for (size_t i = 0; i < job->nconns; i++) {
+        free(job->conns[i].name);
+        free(job->conns[i].url);
+    }
+    for (size_t i = 0; i < job->nsteps; i++) {
+        ns_step_def *s = &job->steps[i];
+        free(s->name);
+        free(s->rejects);
+        free(s->csv_path);
+        free_names(s->csv_columns, s->csv_ncolumns);
+        free(s->table_conn);
+        free(s->table_name);
+        free_names(s->table_key, s->table_nkey);
+    }
+    free(job->params);
+    free(job->conns);
+    free(job->steps);
+    free(job->path);
+    free(job->name);
+    free(job->description);
+    free(job);
+}
+
+const char *ns_job_name(const ns_job *job)
+{
+    return job->name;
+}
+
+size_t ns_job_step_count(const ns_job *job)
+{
+    return job->nsteps;
+}
+
+const ns_param_def *ns__job_param(const ns_job *job, const char *name)
+{
+    for (size_t i = 0; i < job->nparams; i++)
+        if (strcmp(job->params[i].name, name) == 0)
+            return &job->params[i];
+    return NULL;
+}
+
+const ns_conn_def *ns__job_conn(const ns_job *job, const char *name)
+{
+    for (size_t i = 0; i < job->nconns; i++)
+        if (strcmp(job->conns[i].name, name) == 0)
+            return &job->conns[i];
+    return NULL;
+}
+
+static ns_status check_env(const ns_job *job, const char *t, const char *what, ns_error *err)
+{
+    for (const char *p = t; t && (p = strstr(p, "${env.")) != NULL; p++) {
+        const char *e = strchr(p, '}');
+        char name[128];
+        if (!e || (p > t && p[-1] == '$'))
+            continue;
+        snprintf(name, sizeof(name), "%.*s", (int)(e - p - 6), p + 6);
+        if (!getenv(name))
+            return ns__err(err, NS_EPARAM, NULL, "%s: %s uses ${env.%s}, which is not set",
+                           job->path[0] ? job->path : job->name, what, name);
+    }
+    return NS_OK;
+}
+
+ns_status ns__job_check_env(const ns_job *job, ns_error *err)
+{
+    ns_status st = NS_OK;
+    char what[300];
+    for (size_t i = 0; i < job->nconns && st == NS_OK; i++) {
+        snprintf(what, sizeof(what), "connections.%s", job->conns[i].name);
+        st = check_env(job, job->conns[i].url, what, err);
+    }
+    for (size_t i = 0; i < job->nsteps && st == NS_OK; i++) {
+        snprintf(what, sizeof(what), "steps[%zu].reader.csv.path", i);
+        st = check_env(job, job->steps[i].csv_path, what, err);
+        snprintf(what, sizeof(what), "steps[%zu].rejects", i);
+        if (st == NS_OK)
+            st = check_env(job, job->steps[i].rejects, what, err);
+    }
+    return st;
+}
+
+ns_status ns__subst(const char *t, const ns_subst_ctx *ctx, const char *what, char **out,
+                    bool *secret, ns_error *err)
+{
+    ns_buf b = {0};
+    const char *p = t;
+
+    while (*p) {
+        const char *d = strstr(p, "${");
+        if (!d) {
+            ns__buf_append(&b, p, strlen(p));
+            break;
+        }
+        if (d > t && d[-1] == '$') { /* "$${" -> "${" */
+            ns__buf_append(&b, p, (size_t)(d - p - 1));
+            ns__buf_append(&b, "${", 2);
+            p = d + 2;
+            continue;
+        }
+        ns__buf_append(&b, p, (size_t)(d - p));
+        const char *e = strchr(d, '}');
+        if (!e) {
+            ns__buf_free(&b);
+            return ns__err(err, NS_ECONFIG, NULL, "%s: '${' without '}'", what);
+        }
+        char ref[160];
+        snprintf(ref, sizeof(ref), "%.*s", (int)(e - d - 2), d + 2);
+        const char *val = NULL;
+        char num[32];
+        if (strncmp(ref, "params.", 7) == 0) {
+            for (size_t i = 0; i < ctx->nparams; i++)
+                if (strcmp(ctx->param_names[i], ref + 7) == 0)
+                    val = ctx->param_values[i];
+            if (!val) {
+                ns__buf_free(&b);
+                return ns__err(err, NS_EPARAM, NULL,
+                               "%s: ${%s} has no value (pass %s=VALUE or give it a default)",
+                               what, ref, ref + 7);
+            }
+        } else if (strncmp(ref, "env.", 4) == 0) {
+            val = getenv(ref + 4);
+            if (!val) {
+                ns__buf_free(&b);
+                return ns__err(err, NS_EPARAM, NULL, "%s: environment variable %s is not set",
+                               what, ref + 4);
+            }
+            if (secret)
+                *secret = true;
+        } else if (strcmp(ref, "job.name") == 0 && ctx->job) {
+            val = ctx->job->name;
+        } else if (strcmp(ref, "execution.id") == 0 && ctx->execution_id) {
+            snprintf(num, sizeof(num), "%lld", (long long)ctx->execution_id);
+            val = num;
+        } else if (strcmp(ref, "step.name") == 0 && ctx->step) {
+            val = ctx->step;
+        } else {
+            ns__buf_free(&b);
+            return ns__err(err, NS_ECONFIG, NULL, "%s: ${%s} cannot be used here", what, ref);
+        }
+        ns__buf_append(&b, val, strlen(val));
+        p = e + 1;
+    }
+    ns__buf_cstr(&b);
+    if (!b.data)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    *out = b.data;
+    return NS_OK;
+}

@@ -1,0 +1,98 @@
+/*
+ * job.h - the job definition: what a job file says, validated.
+ *
+ * String values that may hold ${...} references are kept as templates and
+ * substituted at run time by ns__subst(), once the parameters and the
+ * execution id are known.
+ */
+#ifndef NS_JOB_H
+#define NS_JOB_H
+
+#include "util/util.h"
+
+typedef enum ns_ptype { NS_P_STRING, NS_P_INT, NS_P_FLOAT, NS_P_BOOL, NS_P_DATE, NS_P_TIMESTAMP } ns_ptype;
+
+typedef struct ns_param_def {
+    char *name;
+    ns_ptype type;
+    bool required, identifying;
+    char *def; /* default value text, NULL when none */
+    int line;
+} ns_param_def;
+
+typedef struct ns_conn_def {
+    char *name;
+    char *url; /* template */
+    int line;
+} ns_conn_def;
+
+typedef enum ns_write_mode { NS_MODE_INSERT, NS_MODE_UPSERT, NS_MODE_REPLACE } ns_write_mode;
+
+typedef struct ns_step_def {
+    char *name;
+    int line;
+    int64_t chunk;
+    int64_t skip_limit;
+    char *rejects; /* template */
+
+    /* reader: csv */
+    char *csv_path; /* template */
+    bool csv_header;
+    char csv_delimiter, csv_quote;
+    char **csv_columns;
+    size_t csv_ncolumns;
+
+    /* writer: table */
+    char *table_conn; /* connection name */
+    char *table_name;
+    ns_write_mode table_mode;
+    char **table_key;
+    size_t table_nkey;
+} ns_step_def;
+
+struct ns_job {
+    char *path; /* absolute path of the file, "" for a buffer */
+    char *name;
+    char *description;
+    bool restartable;
+    ns_param_def *params;
+    size_t nparams;
+    ns_conn_def *conns;
+    size_t nconns;
+    ns_step_def *steps;
+    size_t nsteps;
+};
+
+const ns_param_def *ns__job_param(const ns_job *job, const char *name);
+const ns_conn_def *ns__job_conn(const ns_job *job, const char *name);
+const char *ns__ptype_name(ns_ptype t);
+
+/*
+ * Checks a parameter value against its type and writes its canonical text
+ * (dates `today`/`yesterday` resolved, booleans as true/false) into *out
+ * (malloc'd). On error writes a reason into why.
+ */
+bool ns__param_value(ns_ptype type, const char *text, char **out, char *why, size_t whylen);
+
+/* Checks that every ${env.X} the job uses is set (before anything runs). */
+ns_status ns__job_check_env(const ns_job *job, ns_error *err);
+
+/* Values for ${...} substitution. Any member may be NULL/0 when not known yet. */
+typedef struct ns_subst_ctx {
+    const ns_job *job;
+    const char *const *param_names;
+    const char *const *param_values;
+    size_t nparams;
+    int64_t execution_id;
+    const char *step;
+} ns_subst_ctx;
+
+/*
+ * Substitutes ${params.X}, ${env.X}, ${job.name}, ${execution.id},
+ * ${step.name} in tmpl. *out is malloc'd. `what` names the value in errors.
+ * *secret is set when an ${env.X} was used (the result must not be shown).
+ */
+ns_status ns__subst(const char *tmpl, const ns_subst_ctx *ctx, const char *what, char **out,
+                    bool *secret, ns_error *err);
+
+#endif

@@ -1,0 +1,795 @@
+/*
+ * run.c - the launcher and the chunk-oriented step runner.
+ *
+ * Data flows one way (ARCHITECTURE.md §5): job definition -> launch in the
+ * repository (new execution or restart) -> for each step: reader -> writer
+ * in chunks -> commit (target rows + checkpoint in one transaction) ->
+ * repository update -> listener.
+ *
+ * Exactly-once (§7): each chunk's commit stores the reader position, the
+ * counters and the rejects-file offset in the target (nightshift_checkpoint),
+ * inside the transaction that writes the chunk's rows. On restart that row is
+ * the truth: the reader seeks to it, the rejects file is cut back to it, and
+ * the repository's record of the dead execution is brought up to it.
+ */
+#include "config/job.h"
+#include "io/io.h"
+#include "repo/repo.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t stop_signal;
+
+void ns_request_stop(void)
+{
+    stop_signal = 1;
+}
+
+/* ------------------------------------------------------- parameters */
+
+typedef struct params {
+    ns_param_val *v;
+    char **names, **values; /* parallel arrays, for substitution */
+    size_t n;
+} params;
+
+static void params_free(params *p)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        free(p->names[i]);
+        free(p->values[i]);
+    }
+    free(p->v);
+    free(p->names);
+    free(p->values);
+    memset(p, 0, sizeof(*p));
+}
+
+static ns_status params_add(params *p, const char *name, const char *type, const char *value,
+                            bool identifying, ns_error *err)
+{
+    size_t n = p->n + 1;
+    ns_param_val *v = realloc(p->v, n * sizeof(*v));
+    char **names = v ? realloc(p->names, n * sizeof(*names)) : NULL;
+    char **values = names ? realloc(p->values, n * sizeof(*values)) : NULL;
+    if (v)
+        p->v = v;
+    if (names)
+        p->names = names;
+    if (!values)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    p->values = values;
+    p->names[p->n] = ns__strdup(name);
+    p->values[p->n] = ns__strdup(value);
+    if (!p->names[p->n] || !p->values[p->n])
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    p->v[p->n] = (ns_param_val){p->names[p->n], type, p->values[p->n], identifying};
+    p->n = n;
+    return NS_OK;
+}
+
+/* Applies NAME=VALUE arguments, defaults and types (ARCHITECTURE.md §3). */
+static ns_status resolve_params(const ns_job *job, const char *const *args, size_t nargs,
+                                params *out, ns_error *err)
+{
+    const char **given = calloc(job->nparams + 1, sizeof(*given));
+    const char *run_id = NULL;
+    ns_status st = NS_OK;
+
+    if (!given)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    for (size_t i = 0; i < nargs && st == NS_OK; i++) {
+        const char *eq = strchr(args[i], '=');
+        if (!eq || eq == args[i]) {
+            st = ns__err(err, NS_EPARAM, NULL, "'%s': parameters are given as NAME=VALUE",
+                         args[i]);
+            break;
+        }
+        size_t len = (size_t)(eq - args[i]);
+        if (len == 6 && strncmp(args[i], "run.id", 6) == 0) {
+            run_id = eq + 1;
+            continue;
+        }
+        size_t k = 0;
+        while (k < job->nparams &&
+               !(strlen(job->params[k].name) == len && strncmp(job->params[k].name, args[i], len) == 0))
+            k++;
+        if (k == job->nparams) {
+            ns_buf names = {0};
+            for (size_t j = 0; j < job->nparams; j++)
+                ns__buf_printf(&names, "%s%s", j ? ", " : "", job->params[j].name);
+            st = ns__err(err, NS_EPARAM, NULL, "unknown parameter '%.*s' (job %s declares: %s)",
+                         (int)len, args[i], job->name, names.len ? ns__buf_cstr(&names) : "none");
+            ns__buf_free(&names);
+            break;
+        }
+        given[k] = eq + 1;
+    }
+    for (size_t k = 0; k < job->nparams && st == NS_OK; k++) {
+        const ns_param_def *d = &job->params[k];
+        const char *text = given[k] ? given[k] : d->def;
+        char *value = NULL, why[256];
+        if (!text) {
+            if (d->required)
+                st = ns__err(err, NS_EPARAM, NULL, "parameter '%s' is required (pass %s=VALUE)",
+                             d->name, d->name);
+            continue;
+        }
+        if (!ns__param_value(d->type, text, &value, why, sizeof(why))) {
+            st = ns__err(err, NS_EPARAM, NULL, "parameter '%s' (%s): %s", d->name,
+                         ns__ptype_name(d->type), why);
+            break;
+        }
+        st = params_add(out, d->name, ns__ptype_name(d->type), value, d->identifying, err);
+        free(value);
+    }
+    if (st == NS_OK && run_id) {
+        int64_t x;
+        if (!ns__parse_i64(run_id, strlen(run_id), &x))
+            st = ns__err(err, NS_EPARAM, NULL, "parameter 'run.id': '%s' is not an integer",
+                         run_id);
+        else
+            st = params_add(out, "run.id", "int", run_id, true, err);
+    }
+    free(given);
+    return st;
+}
+
+/* ----------------------------------------------------------- steps */
+
+typedef struct run_ctx {
+    ns_repo *repo;
+    const ns_job *job;
+    const ns_listener *listener;
+    ns_launch_res launch;
+    params *params;
+} run_ctx;
+
+typedef struct step_run {
+    run_ctx *rc;
+    const ns_step_def *def;
+    ns_step_exec se;
+    ns_counts counts;
+    ns_reader *reader;
+    ns_writer *writer;
+    bool shared; /* the writer uses the repository's connection */
+    char *rejects_path;
+    FILE *rejects;
+    int64_t rejects_offset;
+    int64_t chunks; /* chunks committed for this step of the instance, across executions */
+    char *context;  /* JSON of the last checkpoint */
+    bool stop;
+    double t0;
+} step_run;
+
+static void notice(run_ctx *rc, const char *fmt, ...) NS_PRINTF(2, 3);
+static void notice(run_ctx *rc, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    if (!rc->listener || !rc->listener->notice)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    rc->listener->notice(rc->listener->ud, msg);
+}
+
+static void report(step_run *s, void (*fn)(void *, const ns_progress *), ns_batch_status status,
+                   const char *message)
+{
+    const ns_listener *l = s->rc->listener;
+    if (!l || !fn)
+        return;
+    ns_progress p = {.execution_id = s->rc->launch.execution_id,
+                     .job = s->rc->job->name,
+                     .step = s->def->name,
+                     .status = status,
+                     .counts = s->counts,
+                     .bytes_done = -1,
+                     .bytes_total = -1,
+                     .elapsed = ns__mono() - s->t0,
+                     .rejects = s->rejects ? s->rejects_path : NULL,
+                     .message = message};
+    if (s->reader)
+        s->reader->vt->progress(s->reader, &p.bytes_done, &p.bytes_total);
+    fn(l->ud, &p);
+}
+
+static ns_status subst(step_run *s, const char *tmpl, const char *what, char **out, bool *secret,
+                       ns_error *err)
+{
+    ns_subst_ctx c = {.job = s->rc->job,
+                      .param_names = (const char *const *)s->rc->params->names,
+                      .param_values = (const char *const *)s->rc->params->values,
+                      .nparams = s->rc->params->n,
+                      .execution_id = s->rc->launch.execution_id,
+                      .step = s->def->name};
+    return ns__subst(tmpl, &c, what, out, secret, err);
+}
+
+/* Writes one CSV field, quoted when needed; invalid UTF-8 bytes as \xHH. */
+static void csv_field(FILE *f, const char *p, size_t n)
+{
+    bool quote = false;
+    for (size_t i = 0; i < n && !quote; i++)
+        quote = p[i] == ',' || p[i] == '"' || p[i] == '\n' || p[i] == '\r';
+    if (quote)
+        fputc('"', f);
+    size_t i = 0;
+    while (i < n) {
+        size_t ok = ns__utf8_valid_prefix((const unsigned char *)p + i, n - i);
+        for (size_t k = i; k < i + ok; k++) {
+            if (p[k] == '"')
+                fputc('"', f);
+            fputc(p[k], f);
+        }
+        i += ok;
+        if (i < n) {
+            fprintf(f, "\\x%02X", (unsigned)(unsigned char)p[i]);
+            i++;
+        }
+    }
+    if (quote)
+        fputc('"', f);
+}
+
+static ns_status reject(step_run *s, int64_t line, const char *column, const char *code,
+                        const char *message, const char *raw, size_t raw_len, ns_error *err)
+{
+    if (!s->rejects) {
+        if (ns__mkdir_parents(s->rejects_path, err) != NS_OK)
+            return NS_EIO;
+        s->rejects = fopen(s->rejects_path, "a");
+        if (!s->rejects)
+            return ns__err(err, NS_EIO, NULL, "rejects file %s: %s", s->rejects_path,
+                           strerror(errno));
+        if (ftell(s->rejects) == 0)
+            fputs("line,column,code,message,record\n", s->rejects);
+    }
+    fprintf(s->rejects, "%lld,", (long long)line);
+    if (column)
+        csv_field(s->rejects, column, strlen(column));
+    fputc(',', s->rejects);
+    csv_field(s->rejects, code, strlen(code));
+    fputc(',', s->rejects);
+    csv_field(s->rejects, message, strlen(message));
+    fputc(',', s->rejects);
+    csv_field(s->rejects, raw, raw_len);
+    fputc('\n', s->rejects);
+    return NS_OK;
+}
+
+/* Flushes the rejects of a chunk to disk before the chunk commits, so that a
+ * committed chunk never lacks its rejects. */
+static ns_status rejects_sync(step_run *s, ns_error *err)
+{
+    if (!s->rejects)
+        return NS_OK;
+    if (fflush(s->rejects) != 0 || fdatasync(fileno(s->rejects)) != 0)
+        return ns__err(err, NS_EIO, NULL, "rejects file %s: %s", s->rejects_path, strerror(errno));
+    long off = ftell(s->rejects);
+    s->rejects_offset = off < 0 ? 0 : off;
+    return NS_OK;
+}
+
+static ns_status make_context(step_run *s, ns_error *err)
+{
+    const ns_counts *c = &s->counts;
+    json_t *pos = s->reader->vt->position(s->reader);
+    json_t *o = json_pack("{s:o, s:{s:s, s:I}, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}",
+                          "position", pos, "rejects", "path", s->rejects_path, "offset",
+                          (json_int_t)s->rejects_offset, "chunks", (json_int_t)s->chunks,
+                          "step_execution_id", (json_int_t)s->se.id, "counts", "read",
+                          (json_int_t)c->read, "write", (json_int_t)c->write, "filter",
+                          (json_int_t)c->filter, "read_skip", (json_int_t)c->read_skip,
+                          "process_skip", (json_int_t)c->process_skip, "write_skip",
+                          (json_int_t)c->write_skip, "commit", (json_int_t)c->commit, "rollback",
+                          (json_int_t)c->rollback);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!text)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    free(s->context);
+    s->context = text;
+    s->se.context = text;
+    return NS_OK;
+}
+
+static ns_status commit_hook(void *arg, ns_error *err)
+{
+    step_run *s = arg;
+    s->se.counts = s->counts;
+    return s->rc->repo->vt->step_update(s->rc->repo, &s->se, &s->stop, err);
+}
+
+static ns_status commit_chunk(step_run *s, ns_error *err)
+{
+    ns_ckpt_key key = {s->rc->job->name, s->rc->launch.job_key, s->def->name, "",
+                       s->rc->launch.execution_id, s->se.id};
+    ns_status st;
+
+    if ((st = rejects_sync(s, err)) != NS_OK)
+        return st;
+    s->counts.commit++;
+    s->chunks++;
+    if ((st = make_context(s, err)) != NS_OK)
+        return st;
+    /* Same database: the repository update rides in the chunk's transaction. */
+    st = s->writer->vt->commit(s->writer, &key, s->context, s->shared ? commit_hook : NULL, s,
+                               err);
+    if (st != NS_OK) {
+        s->counts.commit--;
+        s->chunks--;
+        return st;
+    }
+    if (!s->shared && (st = commit_hook(s, err)) != NS_OK) {
+        /* The chunk is committed in the target; the repository lags behind
+         * and is reconciled from the checkpoint on restart. */
+        ns__err_prefix(err, "recording chunk %lld in the repository", (long long)s->chunks);
+        return st;
+    }
+    return NS_OK;
+}
+
+/* Brings the step to where the target's checkpoint says it stands. */
+static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
+{
+    ns_ckpt_key key = {s->rc->job->name, s->rc->launch.job_key, s->def->name, "", 0, 0};
+    char *ctx = NULL;
+    json_t *o = NULL, *repo_ctx = NULL;
+    ns_status st;
+
+    if ((st = s->writer->vt->checkpoint(s->writer, &key, &ctx, err)) != NS_OK)
+        return st;
+    if (!ctx) {
+        if (state->context && !s->writer->vt->single_transaction(s->writer))
+            notice(s->rc,
+                   "step %s: the repository has a saved position but the target has no "
+                   "checkpoint; the target is the truth, so the step starts from the beginning",
+                   s->def->name);
+        return NS_OK;
+    }
+    json_error_t je;
+    if (!(o = json_loads(ctx, 0, &je))) {
+        st = ns__err(err, NS_EDB, NULL, "step %s: unreadable checkpoint in the target: %s",
+                     s->def->name, je.text);
+        goto out;
+    }
+    json_t *pos = json_object_get(o, "position"), *rej = json_object_get(o, "rejects");
+    json_t *cnt = json_object_get(o, "counts");
+    s->chunks = json_integer_value(json_object_get(o, "chunks"));
+    int64_t old_se = json_integer_value(json_object_get(o, "step_execution_id"));
+    if ((st = s->reader->vt->seek(s->reader, pos, err)) != NS_OK)
+        goto out;
+    /* Cut the earlier execution's rejects file back to its last commit: rows
+     * past that point are read again now. */
+    const char *rpath = json_string_value(json_object_get(rej, "path"));
+    json_int_t roff = json_integer_value(json_object_get(rej, "offset"));
+    if (rpath && access(rpath, F_OK) == 0 && truncate(rpath, (off_t)roff) != 0) {
+        st = ns__err(err, NS_EIO, NULL, "rejects file %s: cannot truncate: %s", rpath,
+                     strerror(errno));
+        goto out;
+    }
+    /* The repository lags when the process died between the target commit
+     * and the repository update: reconcile. */
+    int64_t repo_chunks = -1;
+    if (state->context && (repo_ctx = json_loads(state->context, 0, NULL)))
+        repo_chunks = json_integer_value(json_object_get(repo_ctx, "chunks"));
+    if (old_se && repo_chunks < s->chunks) {
+        ns_counts c = {
+            json_integer_value(json_object_get(cnt, "read")),
+            json_integer_value(json_object_get(cnt, "write")),
+            json_integer_value(json_object_get(cnt, "filter")),
+            json_integer_value(json_object_get(cnt, "read_skip")),
+            json_integer_value(json_object_get(cnt, "process_skip")),
+            json_integer_value(json_object_get(cnt, "write_skip")),
+            json_integer_value(json_object_get(cnt, "commit")),
+            json_integer_value(json_object_get(cnt, "rollback")),
+        };
+        if ((st = s->rc->repo->vt->step_reconcile(s->rc->repo, old_se, &c, ctx, err)) != NS_OK)
+            goto out;
+    }
+    json_t *line = json_object_get(pos, "line");
+    notice(s->rc, "step %s: resuming after chunk %lld%s%lld", s->def->name,
+           (long long)s->chunks, json_is_integer(line) ? " at line " : "",
+           json_is_integer(line) ? (long long)json_integer_value(line) : 0LL);
+out:
+    json_decref(o);
+    json_decref(repo_ctx);
+    free(ctx);
+    return st;
+}
+
+/* Copies a record into the chunk arena (one allocation per item). */
+static ns_status to_item(const ns_record *r, ns_item *it, ns_arena *a)
+{
+    size_t total = r->raw_len + r->nfields * sizeof(ns_value);
+    for (size_t i = 0; i < r->nfields; i++)
+        total += r->fields[i].len;
+    char *mem = ns__arena_alloc(a, total + 1);
+    if (!mem)
+        return NS_ENOMEM;
+    ns_value *f = (ns_value *)(void *)mem;
+    char *p = mem + r->nfields * sizeof(ns_value);
+    for (size_t i = 0; i < r->nfields; i++) {
+        f[i].len = r->fields[i].len;
+        if (!r->fields[i].ptr) {
+            f[i].ptr = NULL;
+            continue;
+        }
+        memcpy(p, r->fields[i].ptr, f[i].len);
+        f[i].ptr = p;
+        p += f[i].len;
+    }
+    memcpy(p, r->raw, r->raw_len);
+    *it = (ns_item){.line = r->line, .raw = p, .raw_len = r->raw_len, .fields = f,
+                    .nfields = r->nfields};
+    return NS_OK;
+}
+
+static int64_t skips(const ns_counts *c)
+{
+    return c->read_skip + c->process_skip + c->write_skip;
+}
+
+static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
+{
+    const ns_step_def *d = s->def;
+    const ns_conn_def *conn = ns__job_conn(s->rc->job, d->table_conn);
+    char *path = NULL, *url = NULL, where[512];
+    bool secret = false;
+    ns_status st;
+
+    if ((st = subst(s, d->rejects, "rejects", &s->rejects_path, NULL, err)) != NS_OK)
+        goto out;
+    if ((st = subst(s, d->csv_path, "reader.csv.path", &path, NULL, err)) != NS_OK)
+        goto out;
+    if ((st = ns__reader_new(&ns__reader_csv, &s->reader, err)) != NS_OK)
+        goto out;
+    if ((st = s->reader->vt->open(s->reader, d, path, err)) != NS_OK)
+        goto out;
+    if ((st = subst(s, conn->url, "connection", &url, &secret, err)) != NS_OK)
+        goto out;
+    if (secret)
+        snprintf(where, sizeof(where), "connection '%s'", conn->name);
+    else
+        snprintf(where, sizeof(where), "connection '%s' (%s)", conn->name, url);
+    const ns_writer_vt *wvt = ns__writer_find_table(url);
+    if (!wvt) {
+        st = ns__err(err, NS_EUNSUPPORTED, NULL,
+                     "%s: this build writes tables to sqlite: targets only", where);
+        goto out;
+    }
+    size_t ncols;
+    const char *const *cols = s->reader->vt->columns(s->reader, &ncols);
+    void *shared = strncmp(url, "sqlite:", 7) == 0 ? ns__repo_sqlite_shared(s->rc->repo, url + 7)
+                                                   : NULL;
+    ns_writer_cfg cfg = {.url = url,
+                         .conn_name = where,
+                         .shared = shared,
+                         .table = d->table_name,
+                         .mode = d->table_mode,
+                         .key = (const char *const *)d->table_key,
+                         .nkey = d->table_nkey,
+                         .columns = cols,
+                         .ncolumns = ncols};
+    s->shared = shared != NULL;
+    if ((st = ns__writer_new(wvt, &s->writer, err)) != NS_OK)
+        goto out;
+    if ((st = s->writer->vt->open(s->writer, &cfg, err)) != NS_OK)
+        goto out;
+    st = resume(s, state, err);
+out:
+    free(path);
+    free(url);
+    return st;
+}
+
+/* Runs one chunk step; returns its final status in *status. */
+static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status,
+                          char *msg, size_t msglen)
+{
+    step_run s = {.rc = rc, .def = def, .t0 = ns__mono()};
+    ns_step_state state = {0};
+    ns_error e = {0}, *err = &e;
+    ns_arena arena;
+    ns_item *items = NULL, *bad = NULL; /* a chunk's items; its unreadable records */
+    ns_status st;
+    bool started = false;
+
+    ns__arena_init(&arena, 1 << 20);
+    *status = NS_BATCH_FAILED;
+    if ((st = rc->repo->vt->step_state(rc->repo, rc->launch.instance_id, def->name, &state,
+                                       err)) != NS_OK)
+        goto out;
+    if (state.completed) {
+        notice(rc, "step %s: already completed for this instance; not run again", def->name);
+        *status = NS_BATCH_COMPLETED;
+        goto out;
+    }
+    if ((st = rc->repo->vt->step_begin(rc->repo, rc->launch.execution_id, def->name, &s.se,
+                                       err)) != NS_OK)
+        goto out;
+    started = true;
+    report(&s, rc->listener ? rc->listener->step_start : NULL, NS_BATCH_STARTED, NULL);
+    if ((st = open_io(&s, &state, err)) != NS_OK)
+        goto out;
+    if (!(items = malloc((size_t)def->chunk * sizeof(*items))) ||
+        !(bad = malloc((size_t)def->chunk * sizeof(*bad)))) {
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        goto out;
+    }
+    const char *const *names;
+    size_t nnames;
+    names = s.reader->vt->columns(s.reader, &nnames);
+    bool single = s.writer->vt->single_transaction(s.writer);
+    bool eof = false;
+    while (!eof) {
+        size_t n = 0, nbad = 0;
+        ns_counts before = s.counts;
+        ns__arena_reset(&arena);
+        while (n < (size_t)def->chunk) {
+            ns_record r;
+            if ((st = s.reader->vt->next(s.reader, &r, &eof, err)) != NS_OK)
+                goto out;
+            if (eof)
+                break;
+            s.counts.read++;
+            ns_item *it = r.error_code ? &bad[nbad++] : &items[n++];
+            if (to_item(&r, it, &arena) != NS_OK) {
+                st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+                goto out;
+            }
+            if (r.error_code) {
+                s.counts.read_skip++;
+                it->code = r.error_code;
+                it->column = r.error_field >= 0 ? names[r.error_field] : NULL;
+                it->message = ns__arena_strndup(&arena, r.error_message, strlen(r.error_message));
+                if (skips(&s.counts) > def->skip_limit)
+                    break;
+            }
+        }
+        if (n > 0 && (st = s.writer->vt->write(s.writer, items, n, &arena, err)) != NS_OK) {
+            s.writer->vt->rollback(s.writer);
+            s.counts = before;
+            s.counts.rollback++;
+            goto out;
+        }
+        /* Rejects in file order: merge the reader's with the writer's. */
+        for (size_t i = 0, b = 0; i < n || b < nbad;) {
+            ns_item *it;
+            if (b < nbad && (i >= n || bad[b].line < items[i].line)) {
+                it = &bad[b++];
+            } else {
+                it = &items[i++];
+                if (!it->code) {
+                    s.counts.write++;
+                    continue;
+                }
+                s.counts.write_skip++;
+            }
+            if ((st = reject(&s, it->line, it->column, it->code, it->message, it->raw,
+                             it->raw_len, err)) != NS_OK)
+                goto out;
+        }
+        if (skips(&s.counts) > def->skip_limit) {
+            s.writer->vt->rollback(s.writer);
+            int64_t total = skips(&s.counts);
+            s.counts = before;
+            s.counts.rollback++;
+            if (s.rejects)
+                fflush(s.rejects);
+            st = ns__err(err, NS_ESKIPLIMIT, NULL,
+                         "skip limit %lld exceeded: %lld records rejected so far (see %s); the "
+                         "chunk in which it happened was rolled back",
+                         (long long)def->skip_limit, (long long)total, s.rejects_path);
+            goto out;
+        }
+        if (single) {
+            /* Replace mode: one transaction for the whole step. */
+            if (eof && (st = commit_chunk(&s, err)) != NS_OK)
+                goto out;
+        } else if (n > 0 || s.counts.read != before.read || eof) {
+            if ((st = commit_chunk(&s, err)) != NS_OK) {
+                s.writer->vt->rollback(s.writer);
+                s.counts = before;
+                s.counts.rollback++;
+                goto out;
+            }
+        }
+        report(&s, rc->listener ? rc->listener->chunk : NULL, NS_BATCH_STARTED, NULL);
+        if (!single && (s.stop || stop_signal) && !eof) {
+            *status = NS_BATCH_STOPPED;
+            snprintf(msg, msglen, "stopped on request after chunk %lld; %lld records read",
+                     (long long)s.chunks, (long long)s.counts.read);
+            break;
+        }
+    }
+    if (eof) {
+        *status = NS_BATCH_COMPLETED;
+        if (skips(&s.counts))
+            snprintf(msg, msglen, "%lld of %lld records rejected (see %s)",
+                     (long long)skips(&s.counts), (long long)s.counts.read, s.rejects_path);
+    }
+out:
+    if (st != NS_OK) {
+        *status = NS_BATCH_FAILED;
+        snprintf(msg, msglen, "%s", e.message);
+    }
+    if (s.rejects)
+        fclose(s.rejects);
+    if (started) {
+        ns_error e2 = {0};
+        s.se.counts = s.counts;
+        if (rc->repo->vt->step_end(rc->repo, &s.se, *status, NULL, msg, &e2) != NS_OK &&
+            *status != NS_BATCH_FAILED) {
+            *status = NS_BATCH_FAILED;
+            snprintf(msg, msglen, "%s", e2.message);
+        }
+        report(&s, rc->listener ? rc->listener->step_end : NULL, *status, msg[0] ? msg : NULL);
+    }
+    ns__writer_free(s.writer);
+    ns__reader_free(s.reader);
+    ns__arena_free(&arena);
+    free(items);
+    free(bad);
+    free(s.rejects_path);
+    free(s.context);
+    free(state.context);
+    return st;
+}
+
+/* --------------------------------------------------------- launcher */
+
+static int exit_for(ns_batch_status s)
+{
+    switch (s) {
+    case NS_BATCH_COMPLETED:
+        return NS_EXIT_COMPLETED;
+    case NS_BATCH_STOPPED:
+        return NS_EXIT_STOPPED;
+    default:
+        return NS_EXIT_FAILED;
+    }
+}
+
+ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, ns_outcome *out,
+                     ns_error *err)
+{
+    params p = {0};
+    run_ctx rc = {.repo = repo, .job = job, .listener = launch ? launch->listener : NULL,
+                  .params = &p};
+    ns_status st;
+    char msg[1024] = "";
+
+    out->execution_id = 0;
+    out->status = NS_BATCH_UNKNOWN;
+    out->exit_code = NS_EXIT_USAGE;
+    out->message[0] = '\0';
+    if ((st = resolve_params(job, launch ? launch->params : NULL, launch ? launch->nparams : 0, &p,
+                             err)) != NS_OK)
+        goto done;
+    if ((st = ns__job_check_env(job, err)) != NS_OK)
+        goto done;
+    bool has_run_id = false;
+    for (size_t i = 0; i < p.n; i++)
+        has_run_id |= strcmp(p.v[i].name, "run.id") == 0;
+    if (has_run_id && launch && launch->next) {
+        st = ns__err(err, NS_EPARAM, NULL, "--next and run.id=... cannot be used together");
+        goto done;
+    }
+    ns_launch_req req = {.job_name = job->name,
+                         .job_path = job->path,
+                         .params = p.v,
+                         .nparams = p.n,
+                         .next = launch && launch->next,
+                         .restartable = job->restartable,
+                         .lease = launch && launch->lease_seconds > 0 ? launch->lease_seconds : 60};
+    if ((st = repo->vt->launch(repo, &req, &rc.launch, err)) != NS_OK) {
+        if (rc.launch.notice[0])
+            notice(&rc, "%s", rc.launch.notice);
+        out->exit_code = st == NS_EREFUSED ? NS_EXIT_REFUSED : NS_EXIT_FAILED;
+        goto done;
+    }
+    if (rc.launch.notice[0])
+        notice(&rc, "%s", rc.launch.notice);
+    if (rc.launch.run_id) {
+        char v[32];
+        snprintf(v, sizeof(v), "%lld", (long long)rc.launch.run_id);
+        params_add(&p, "run.id", "int", v, true, NULL);
+    }
+    out->execution_id = rc.launch.execution_id;
+    if (rc.launch.restart_of)
+        notice(&rc, "execution %lld restarts execution %lld", (long long)rc.launch.execution_id,
+               (long long)rc.launch.restart_of);
+    if ((st = repo->vt->exec_status(repo, rc.launch.execution_id, NS_BATCH_STARTED, "EXECUTING",
+                                    "", false, err)) != NS_OK)
+        goto done;
+
+    ns_batch_status status = NS_BATCH_COMPLETED;
+    for (size_t i = 0; i < job->nsteps && status == NS_BATCH_COMPLETED; i++) {
+        char smsg[1024] = "";
+        run_step(&rc, &job->steps[i], &status, smsg, sizeof(smsg));
+        if (status != NS_BATCH_COMPLETED)
+            snprintf(msg, sizeof(msg), "step %s: %s", job->steps[i].name, smsg);
+        if (status == NS_BATCH_COMPLETED && stop_signal && i + 1 < job->nsteps) {
+            status = NS_BATCH_STOPPED;
+            snprintf(msg, sizeof(msg), "stopped on request after step %s", job->steps[i].name);
+        }
+    }
+    ns_error e2 = {0};
+    if (repo->vt->exec_status(repo, rc.launch.execution_id, status, NULL, msg, true, &e2) != NS_OK) {
+        status = NS_BATCH_FAILED;
+        snprintf(msg, sizeof(msg), "%s", e2.message);
+    }
+    out->status = status;
+    out->exit_code = exit_for(status);
+    snprintf(out->message, sizeof(out->message), "%s", msg);
+    st = NS_OK;
+done:
+    if (st == NS_EPARAM || st == NS_ECONFIG)
+        out->exit_code = NS_EXIT_USAGE;
+    params_free(&p);
+    return st;
+}
+
+ns_status ns_execution_restart(ns_repo *repo, int64_t id, const ns_listener *listener,
+                               ns_outcome *out, ns_error *err)
+{
+    ns_exec_info info = {0};
+    ns_job *job = NULL;
+    char **args = NULL;
+    ns_status st;
+
+    out->execution_id = 0;
+    out->status = NS_BATCH_UNKNOWN;
+    out->exit_code = NS_EXIT_FAILED;
+    if ((st = repo->vt->exec_info(repo, id, &info, err)) != NS_OK) {
+        out->exit_code = st == NS_ENOTFOUND ? NS_EXIT_USAGE : NS_EXIT_FAILED;
+        return st;
+    }
+    if (info.status == NS_BATCH_COMPLETED || info.status == NS_BATCH_ABANDONED) {
+        st = ns__err(err, NS_EREFUSED, NULL, "execution %lld is %s; only FAILED or STOPPED "
+                                             "executions can be restarted",
+                     (long long)id, ns_batch_status_name(info.status));
+        out->exit_code = NS_EXIT_REFUSED;
+        goto out;
+    }
+    if (!info.job_path[0]) {
+        st = ns__err(err, NS_EREFUSED, NULL, "execution %lld has no job file recorded",
+                     (long long)id);
+        out->exit_code = NS_EXIT_REFUSED;
+        goto out;
+    }
+    if ((st = ns_job_load(info.job_path, &job, err)) != NS_OK) {
+        ns__err_prefix(err, "restart of execution %lld", (long long)id);
+        out->exit_code = NS_EXIT_USAGE;
+        goto out;
+    }
+    if (!(args = calloc(info.nparams + 1, sizeof(*args)))) {
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        goto out;
+    }
+    size_t nargs = 0;
+    for (size_t i = 0; i < info.nparams; i++) {
+        /* Parameters the job no longer declares cannot be passed again. */
+        if (strcmp(info.params[i].name, "run.id") != 0 && !ns__job_param(job, info.params[i].name))
+            continue;
+        args[nargs++] = ns__asprintf("%s=%s", info.params[i].name, info.params[i].value);
+    }
+    ns_launch l = {.params = (const char *const *)args, .nparams = nargs, .listener = listener};
+    st = ns_job_run(repo, job, &l, out, err);
+out:
+    for (size_t i = 0; args && args[i]; i++)
+        free(args[i]);
+    free(args);
+    ns_job_free(job);
+    ns__exec_info_free(&info);
+    return st;
+}

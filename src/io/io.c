@@ -1,0 +1,58 @@
+/* io.c - the registry of readers and writers. */
+#include "io/io.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const ns_reader_vt *const readers[] = {&ns__reader_csv};
+
+const ns_reader_vt *ns__reader_find(const char *kind)
+{
+    for (size_t i = 0; i < sizeof(readers) / sizeof(readers[0]); i++)
+        if (strcmp(readers[i]->name, kind) == 0)
+            return readers[i];
+    return NULL;
+}
+
+const ns_writer_vt *ns__writer_find_table(const char *url)
+{
+    if (strncmp(url, "sqlite:", 7) == 0)
+        return &ns__writer_table_sqlite;
+    return NULL;
+}
+
+ns_status ns__reader_new(const ns_reader_vt *vt, ns_reader **out, ns_error *err)
+{
+    ns_reader *r = calloc(1, vt->instance_size);
+    if (!r)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    r->vt = vt;
+    *out = r;
+    return NS_OK;
+}
+
+void ns__reader_free(ns_reader *r)
+{
+    if (!r)
+        return;
+    r->vt->close(r);
+    free(r);
+}
+
+ns_status ns__writer_new(const ns_writer_vt *vt, ns_writer **out, ns_error *err)
+{
+    ns_writer *w = calloc(1, vt->instance_size);
+    if (!w)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    w->vt = vt;
+    *out = w;
+    return NS_OK;
+}
+
+void ns__writer_free(ns_writer *w)
+{
+    if (!w)
+        return;
+    w->vt->close(w);
+    free(w);
+}

@@ -1,0 +1,159 @@
+/*
+ * io.h - readers and writers (ARCHITECTURE.md §6).
+ *
+ * Both are vtables: a const struct with a name, a version, the size of an
+ * instance and its methods; an instance struct whose first member points to
+ * it. The step runner finds them by name in a registry (io.c). Nothing here
+ * knows about the job repository: a writer stores the checkpoint it is given
+ * in its own transaction and hands it back on restart.
+ */
+#ifndef NS_IO_H
+#define NS_IO_H
+
+#include "config/job.h"
+#include "io/csv.h"
+
+#include <jansson.h>
+
+/* One input record, as a reader returns it (borrowed until its next call). */
+typedef struct ns_record {
+    int64_t line; /* source line, 0 when the input has none */
+    const char *raw;
+    size_t raw_len;
+    const ns_value *fields;
+    size_t nfields;
+    const char *error_code; /* set when the record cannot become an item */
+    int error_field;        /* -1 when the error is not about one field */
+    const char *error_message;
+} ns_record;
+
+typedef struct ns_reader ns_reader;
+typedef struct ns_reader_vt {
+    const char *name;
+    int version;
+    size_t instance_size;
+    ns_status (*open)(ns_reader *r, const ns_step_def *def, const char *path, ns_error *err);
+    /* Names of the fields, in order. Borrowed. */
+    const char *const *(*columns)(ns_reader *r, size_t *n);
+    /* Continues from a position saved by position(). */
+    ns_status (*seek)(ns_reader *r, json_t *pos, ns_error *err);
+    /* Next record; *rec = NULL at the end. */
+    ns_status (*next)(ns_reader *r, ns_record *rec, bool *eof, ns_error *err);
+    /* Position after the last record returned (new reference). */
+    json_t *(*position)(ns_reader *r);
+    void (*progress)(ns_reader *r, int64_t *done, int64_t *total);
+    void (*close)(ns_reader *r);
+} ns_reader_vt;
+struct ns_reader {
+    const ns_reader_vt *vt;
+};
+
+/* An item in a chunk, with the writer's verdict on it. */
+typedef struct ns_item {
+    int64_t line;
+    const char *raw;
+    size_t raw_len;
+    const ns_value *fields;
+    size_t nfields;
+    const char *code;    /* NULL when written; else the reject code */
+    const char *column;  /* the column at fault, or NULL */
+    const char *message; /* why, for the rejects file */
+} ns_item;
+
+/* Identifies a step of a job instance in the target's checkpoint table. */
+typedef struct ns_ckpt_key {
+    const char *job_name, *job_key, *step, *partition;
+    int64_t execution_id, step_execution_id;
+} ns_ckpt_key;
+
+typedef struct ns_writer_cfg {
+    const char *url;       /* substituted target URL; may hold secrets: never print it */
+    const char *conn_name; /* connection name from the job file, for messages */
+    void *shared;          /* the repository's connection when it is the same database */
+    const char *table;
+    ns_write_mode mode;
+    const char *const *key;
+    size_t nkey;
+    const char *const *columns; /* the input field names, in order */
+    size_t ncolumns;
+} ns_writer_cfg;
+
+typedef ns_status (*ns_commit_hook)(void *arg, ns_error *err);
+
+typedef struct ns_writer ns_writer;
+typedef struct ns_writer_vt {
+    const char *name;
+    int version;
+    size_t instance_size;
+    ns_status (*open)(ns_writer *w, const ns_writer_cfg *cfg, ns_error *err);
+    /* The context saved with the last committed chunk; *context = NULL if none. */
+    ns_status (*checkpoint)(ns_writer *w, const ns_ckpt_key *key, char **context, ns_error *err);
+    /* Writes items inside the open transaction (beginning one if needed).
+     * Items the target refuses get code/column/message set (allocated in
+     * `arena`); an error return means the chunk cannot be written at all. */
+    ns_status (*write)(ns_writer *w, ns_item *items, size_t n, ns_arena *arena, ns_error *err);
+    /* Stores the checkpoint, calls hook (inside the transaction) and commits. */
+    ns_status (*commit)(ns_writer *w, const ns_ckpt_key *key, const char *context,
+                        ns_commit_hook hook, void *arg, ns_error *err);
+    void (*rollback)(ns_writer *w);
+    void (*close)(ns_writer *w);
+    /* Whole step in one transaction (replace mode): commit only at the end. */
+    bool (*single_transaction)(ns_writer *w);
+} ns_writer_vt;
+struct ns_writer {
+    const ns_writer_vt *vt;
+};
+
+extern const ns_reader_vt ns__reader_csv;
+extern const ns_writer_vt ns__writer_table_sqlite;
+
+/* Registry lookups: a reader by kind ("csv"); a table writer by target URL. */
+const ns_reader_vt *ns__reader_find(const char *kind);
+const ns_writer_vt *ns__writer_find_table(const char *url);
+
+/* Instances: allocated with the vtable's instance_size, zeroed. */
+ns_status ns__reader_new(const ns_reader_vt *vt, ns_reader **out, ns_error *err);
+void ns__reader_free(ns_reader *r);
+ns_status ns__writer_new(const ns_writer_vt *vt, ns_writer **out, ns_error *err);
+void ns__writer_free(ns_writer *w);
+
+/* ------------------------------------------------ column type checks */
+
+typedef enum ns_ckind {
+    NS_CT_ANY,
+    NS_CT_TEXT,
+    NS_CT_INT,
+    NS_CT_REAL,
+    NS_CT_NUMERIC,
+    NS_CT_BOOL,
+    NS_CT_DATE,
+    NS_CT_TIMESTAMP
+} ns_ckind;
+
+typedef struct ns_coltype {
+    ns_ckind kind;
+    int64_t min, max;   /* NS_CT_INT */
+    int64_t length;     /* NS_CT_TEXT: max characters, 0 = unlimited */
+    int precision, scale; /* NS_CT_NUMERIC; precision 0 = unconstrained */
+    char decl[64];      /* the declared type, for messages */
+} ns_coltype;
+
+/* The value a checked field binds as. */
+typedef struct ns_bound {
+    enum { NS_B_TEXT, NS_B_INT, NS_B_REAL } kind;
+    int64_t i;
+    double d;
+    const char *p; /* NS_B_TEXT: the text (trimmed where the type allows) */
+    size_t len;
+} ns_bound;
+
+/* Reads an SQL declared type ("VARCHAR(20)", "INTEGER", "NUMERIC(10,2)"). */
+void ns__coltype_parse(const char *decl, ns_coltype *ct);
+/*
+ * Checks a non-NULL value against a column type. On success fills *b. On
+ * failure returns false with a SQLSTATE in *code and a message in msg.
+ */
+bool ns__coltype_check(const ns_coltype *ct, const char *p, size_t n, ns_bound *b,
+                       const char **code, char *msg, size_t msglen);
+
+#endif

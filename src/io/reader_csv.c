@@ -1,0 +1,149 @@
+/* reader_csv.c - the `csv` reader: a CSV file with a header line (or
+ * declared columns), positioned by byte offset and line for restarts. */
+#include "io/io.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct csv_reader {
+    ns_reader base;
+    ns_csv *csv;
+    char *path;
+    char **names;
+    size_t nnames;
+} csv_reader;
+
+static ns_status set_names(csv_reader *r, const ns_value *v, char *const *names, size_t n,
+                           ns_error *err)
+{
+    if (!(r->names = calloc(n, sizeof(*r->names))))
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    r->nnames = n;
+    for (size_t i = 0; i < n; i++) {
+        const char *p = v ? v[i].ptr : names[i];
+        size_t len = v ? v[i].len : strlen(names[i]);
+        if (!p || !len)
+            return ns__err(err, NS_ESCHEMA, NULL, "%s:1: header: column %zu has no name",
+                           r->path, i + 1);
+        if (!(r->names[i] = ns__strndup(p, len)))
+            return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(r->names[j], r->names[i]) == 0)
+                return ns__err(err, NS_ESCHEMA, NULL, "%s:1: header: column '%s' appears twice",
+                               r->path, r->names[i]);
+    }
+    return NS_OK;
+}
+
+static ns_status csv_open(ns_reader *base, const ns_step_def *def, const char *path, ns_error *err)
+{
+    csv_reader *r = (csv_reader *)base;
+    ns_csv_options opt = {.delimiter = def->csv_delimiter,
+                          .quote = def->csv_quote,
+                          .check_utf8 = true};
+    const char *env = getenv("NIGHTSHIFT_CSV_READ_SIZE"); /* tests: tiny reads */
+    ns_status st;
+
+    if (env && atol(env) > 0)
+        opt.read_size = (size_t)atol(env);
+    if (!(r->path = ns__strdup(path)))
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    if ((st = ns__csv_open_path(path, &opt, &r->csv, err)) != NS_OK)
+        return st;
+    if (def->csv_header) {
+        const ns_csv_record *h = NULL;
+        if ((st = ns__csv_next(r->csv, &h, err)) != NS_OK)
+            return st;
+        if (!h)
+            return ns__err(err, NS_ESCHEMA, NULL, "%s: the file is empty (no header line)", path);
+        if (h->error_code)
+            return ns__err(err, NS_ESCHEMA, h->error_code, "%s:%lld: header: %s", path,
+                           (long long)h->line, h->error_message);
+        if (def->csv_columns && h->nfields != def->csv_ncolumns)
+            return ns__err(err, NS_ESCHEMA, NULL,
+                           "%s:%lld: header has %zu fields but reader.csv.columns lists %zu",
+                           path, (long long)h->line, h->nfields, def->csv_ncolumns);
+        if (!def->csv_columns && (st = set_names(r, h->fields, NULL, h->nfields, err)) != NS_OK)
+            return st;
+    }
+    if (def->csv_columns &&
+        (st = set_names(r, NULL, def->csv_columns, def->csv_ncolumns, err)) != NS_OK)
+        return st;
+    ns__csv_expect(r->csv, r->nnames);
+    return NS_OK;
+}
+
+static const char *const *csv_columns(ns_reader *base, size_t *n)
+{
+    csv_reader *r = (csv_reader *)base;
+    *n = r->nnames;
+    return (const char *const *)r->names;
+}
+
+static ns_status csv_seek(ns_reader *base, json_t *pos, ns_error *err)
+{
+    csv_reader *r = (csv_reader *)base;
+    json_t *off = json_object_get(pos, "offset"), *line = json_object_get(pos, "line");
+    if (!json_is_integer(off) || !json_is_integer(line))
+        return ns__err(err, NS_EINVAL, NULL, "%s: saved position is not a CSV position", r->path);
+    return ns__csv_seek(r->csv, json_integer_value(off), json_integer_value(line), err);
+}
+
+static ns_status csv_next(ns_reader *base, ns_record *out, bool *eof, ns_error *err)
+{
+    csv_reader *r = (csv_reader *)base;
+    const ns_csv_record *c = NULL;
+    ns_status st = ns__csv_next(r->csv, &c, err);
+
+    if (st != NS_OK)
+        return st;
+    *eof = c == NULL;
+    if (!c)
+        return NS_OK;
+    out->line = c->line;
+    out->raw = c->raw;
+    out->raw_len = c->raw_len;
+    out->fields = c->fields;
+    out->nfields = c->nfields;
+    out->error_code = c->error_code;
+    out->error_field = c->error_field < (int)r->nnames ? c->error_field : -1;
+    out->error_message = c->error_message;
+    return NS_OK;
+}
+
+static json_t *csv_position(ns_reader *base)
+{
+    csv_reader *r = (csv_reader *)base;
+    return json_pack("{s:I, s:I}", "offset", (json_int_t)ns__csv_offset(r->csv), "line",
+                     (json_int_t)ns__csv_line(r->csv));
+}
+
+static void csv_progress(ns_reader *base, int64_t *done, int64_t *total)
+{
+    csv_reader *r = (csv_reader *)base;
+    *done = ns__csv_offset(r->csv);
+    *total = ns__csv_size(r->csv);
+}
+
+static void csv_close(ns_reader *base)
+{
+    csv_reader *r = (csv_reader *)base;
+    ns__csv_close(r->csv);
+    for (size_t i = 0; i < r->nnames; i++)
+        free(r->names[i]);
+    free(r->names);
+    free(r->path);
+}
+
+const ns_reader_vt ns__reader_csv = {
+    .name = "csv",
+    .version = 1,
+    .instance_size = sizeof(csv_reader),
+    .open = csv_open,
+    .columns = csv_columns,
+    .seek = csv_seek,
+    .next = csv_next,
+    .position = csv_position,
+    .progress = csv_progress,
+    .close = csv_close,
+};

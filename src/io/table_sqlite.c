@@ -1,0 +1,509 @@
+/*
+ * table_sqlite.c - the `table` writer on an SQLite target.
+ *
+ * Input fields are mapped to the table's columns by name before anything
+ * runs. Each value is checked against its column's declared type and NOT
+ * NULL in the client (coltype.c), then bound natively (integers as int64).
+ * Constraints only the database knows (UNIQUE, CHECK, foreign keys,
+ * triggers) are isolated for free: in SQLite a failing INSERT rolls back only
+ * its own statement, so the chunk's transaction continues with the next row
+ * and the good rows commit without replaying anything. The earlier of two
+ * rows colliding on a key is the one kept, since rows go in file order.
+ *
+ * The checkpoint (ARCHITECTURE.md §7) is a row of nightshift_checkpoint in
+ * the target, written in the chunk's own transaction.
+ */
+#include "io/io.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct tcol {
+    char *name;
+    ns_coltype ct;
+    bool notnull, rowid_alias;
+} tcol;
+
+typedef struct sqlite_writer {
+    ns_writer base;
+    sqlite3 *db;
+    bool own_db;
+    char *where; /* "connection 'target' (sqlite:x.db)" for messages */
+    char *table;
+    ns_write_mode mode;
+    tcol *cols; /* one per input field, in input order */
+    size_t ncols;
+    sqlite3_stmt *ins, *ckpt_get, *ckpt_put;
+    bool in_txn, replaced;
+} sqlite_writer;
+
+#define CKPT_TABLE                                                                                 \
+    "CREATE TABLE IF NOT EXISTS nightshift_checkpoint ("                                           \
+    "  job_name TEXT NOT NULL,"                                                                    \
+    "  job_key TEXT NOT NULL,"                                                                     \
+    "  step_name TEXT NOT NULL,"                                                                   \
+    "  partition_name TEXT NOT NULL DEFAULT '',"                                                   \
+    "  execution_id INTEGER NOT NULL,"                                                             \
+    "  step_execution_id INTEGER NOT NULL,"                                                        \
+    "  context TEXT NOT NULL,"                                                                     \
+    "  updated_at TEXT NOT NULL,"                                                                  \
+    "  PRIMARY KEY (job_name, job_key, step_name, partition_name))"
+
+static ns_status db_fail(sqlite_writer *w, ns_error *err, const char *what)
+{
+    return ns__err(err, NS_EDB, sqlite3_errstr(sqlite3_extended_errcode(w->db)), "%s: %s: %s",
+                   w->where, what, sqlite3_errmsg(w->db));
+}
+
+static ns_status exec(sqlite_writer *w, const char *sql, ns_error *err)
+{
+    if (sqlite3_exec(w->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        return db_fail(w, err, sql);
+    return NS_OK;
+}
+
+static void append_ident(ns_buf *b, const char *name)
+{
+    ns__buf_putc(b, '"');
+    for (const char *p = name; *p; p++) {
+        if (*p == '"')
+            ns__buf_putc(b, '"');
+        ns__buf_putc(b, *p);
+    }
+    ns__buf_putc(b, '"');
+}
+
+typedef struct tinfo {
+    char *name, *type;
+    bool notnull, has_default, generated;
+    int pk;
+} tinfo;
+
+static void free_tinfo(tinfo *t, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(t[i].name);
+        free(t[i].type);
+    }
+    free(t);
+}
+
+static ns_status read_table(sqlite_writer *w, tinfo **out, size_t *n, ns_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    tinfo *t = NULL;
+    size_t cnt = 0;
+
+    if (sqlite3_prepare_v2(w->db,
+                           "SELECT name, type, \"notnull\", dflt_value IS NOT NULL, pk, hidden"
+                           " FROM pragma_table_xinfo(?)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_fail(w, err, "read table definition");
+    sqlite3_bind_text(st, 1, w->table, -1, SQLITE_STATIC);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        tinfo *p = realloc(t, (cnt + 1) * sizeof(*t));
+        if (!p)
+            break;
+        t = p;
+        p = &t[cnt++];
+        p->name = ns__strdup((const char *)sqlite3_column_text(st, 0));
+        const unsigned char *ty = sqlite3_column_text(st, 1);
+        p->type = ns__strdup(ty ? (const char *)ty : "");
+        p->notnull = sqlite3_column_int(st, 2) != 0;
+        p->has_default = sqlite3_column_int(st, 3) != 0;
+        p->pk = sqlite3_column_int(st, 4);
+        p->generated = sqlite3_column_int(st, 5) >= 2;
+    }
+    sqlite3_finalize(st);
+    if (cnt == 0) {
+        free(t);
+        return ns__err(err, NS_ESCHEMA, NULL, "%s: table '%s' does not exist", w->where,
+                       w->table);
+    }
+    *out = t;
+    *n = cnt;
+    return NS_OK;
+}
+
+static ns_status build_insert(sqlite_writer *w, const ns_writer_cfg *cfg, ns_error *err)
+{
+    ns_buf b = {0};
+    ns_status st = NS_OK;
+
+    ns__buf_printf(&b, "INSERT INTO ");
+    append_ident(&b, w->table);
+    ns__buf_printf(&b, " (");
+    for (size_t i = 0; i < w->ncols; i++) {
+        if (i)
+            ns__buf_printf(&b, ", ");
+        append_ident(&b, w->cols[i].name);
+    }
+    ns__buf_printf(&b, ") VALUES (");
+    for (size_t i = 0; i < w->ncols; i++)
+        ns__buf_printf(&b, i ? ", ?" : "?");
+    ns__buf_printf(&b, ")");
+    if (w->mode == NS_MODE_UPSERT) {
+        ns__buf_printf(&b, " ON CONFLICT (");
+        for (size_t i = 0; i < cfg->nkey; i++) {
+            if (i)
+                ns__buf_printf(&b, ", ");
+            append_ident(&b, cfg->key[i]);
+        }
+        ns__buf_printf(&b, ") DO ");
+        size_t set = 0;
+        for (size_t i = 0; i < w->ncols; i++) {
+            bool is_key = false;
+            for (size_t k = 0; k < cfg->nkey; k++)
+                is_key |= strcasecmp(cfg->key[k], w->cols[i].name) == 0;
+            if (is_key)
+                continue;
+            ns__buf_printf(&b, set++ ? ", " : "UPDATE SET ");
+            append_ident(&b, w->cols[i].name);
+            ns__buf_printf(&b, " = excluded.");
+            append_ident(&b, w->cols[i].name);
+        }
+        if (!set)
+            ns__buf_printf(&b, "NOTHING");
+    }
+    if (sqlite3_prepare_v2(w->db, ns__buf_cstr(&b), -1, &w->ins, NULL) != SQLITE_OK)
+        st = ns__err(err, NS_ESCHEMA, NULL, "%s: table %s: %s", w->where, w->table,
+                     sqlite3_errmsg(w->db));
+    ns__buf_free(&b);
+    return st;
+}
+
+static ns_status sw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *err)
+{
+    sqlite_writer *w = (sqlite_writer *)base;
+    tinfo *t = NULL;
+    size_t nt = 0;
+    ns_status st;
+
+    w->where = ns__strdup(cfg->conn_name);
+    w->table = ns__strdup(cfg->table);
+    w->mode = cfg->mode;
+    if (!w->where || !w->table)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    if (cfg->shared) {
+        w->db = cfg->shared;
+    } else {
+        w->own_db = true;
+        if (sqlite3_open_v2(cfg->url + 7, &w->db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK)
+            return ns__err(err, NS_EDB, NULL, "%s: cannot open the database: %s", w->where,
+                           w->db ? sqlite3_errmsg(w->db) : "out of memory");
+        sqlite3_busy_timeout(w->db, 30000);
+        /* A larger page cache keeps index maintenance of big loads in memory. */
+        if ((st = exec(w, "PRAGMA cache_size = -65536", err)) != NS_OK)
+            return st;
+    }
+    if ((st = exec(w, "PRAGMA foreign_keys = ON", err)) != NS_OK)
+        return st;
+    if ((st = read_table(w, &t, &nt, err)) != NS_OK)
+        return st;
+
+    int npk = 0;
+    for (size_t i = 0; i < nt; i++)
+        npk += t[i].pk > 0;
+    if (!(w->cols = calloc(cfg->ncolumns ? cfg->ncolumns : 1, sizeof(*w->cols)))) {
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        goto out;
+    }
+    bool *used = calloc(nt, sizeof(*used));
+    if (!used) {
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < cfg->ncolumns && st == NS_OK; i++) {
+        size_t k = 0;
+        while (k < nt && strcasecmp(t[k].name, cfg->columns[i]) != 0)
+            k++;
+        if (k == nt) {
+            ns_buf names = {0};
+            for (size_t j = 0; j < nt; j++)
+                if (!t[j].generated)
+                    ns__buf_printf(&names, "%s%s", names.len ? ", " : "", t[j].name);
+            st = ns__err(err, NS_ESCHEMA, NULL,
+                         "input column '%s' has no column in table %s (its columns: %s)",
+                         cfg->columns[i], w->table, ns__buf_cstr(&names));
+            ns__buf_free(&names);
+            break;
+        }
+        if (t[k].generated) {
+            st = ns__err(err, NS_ESCHEMA, NULL,
+                         "input column '%s' is a generated column of table %s and cannot be "
+                         "written",
+                         cfg->columns[i], w->table);
+            break;
+        }
+        used[k] = true;
+        tcol *c = &w->cols[w->ncols++];
+        c->name = ns__strdup(t[k].name);
+        ns__coltype_parse(t[k].type, &c->ct);
+        c->notnull = t[k].notnull;
+        c->rowid_alias = t[k].pk == 1 && npk == 1 && strcasecmp(t[k].type, "INTEGER") == 0;
+        if (c->rowid_alias) /* NULL means "assign the next rowid" */
+            c->notnull = false;
+    }
+    for (size_t k = 0; k < nt && st == NS_OK; k++) {
+        bool alias = t[k].pk == 1 && npk == 1 && strcasecmp(t[k].type, "INTEGER") == 0;
+        if (!used[k] && t[k].notnull && !t[k].has_default && !alias && !t[k].generated)
+            st = ns__err(err, NS_ESCHEMA, NULL,
+                         "column %s.%s is NOT NULL without a default, but the input has no "
+                         "column '%s'",
+                         w->table, t[k].name, t[k].name);
+    }
+    free(used);
+    for (size_t i = 0; i < cfg->nkey && st == NS_OK; i++) {
+        bool found = false;
+        for (size_t k = 0; k < w->ncols; k++)
+            found |= strcasecmp(cfg->key[i], w->cols[k].name) == 0;
+        if (!found)
+            st = ns__err(err, NS_ESCHEMA, NULL, "upsert key column '%s' is not in the input",
+                         cfg->key[i]);
+    }
+    if (st != NS_OK)
+        goto out;
+    if ((st = build_insert(w, cfg, err)) != NS_OK)
+        goto out;
+    if ((st = exec(w, CKPT_TABLE, err)) != NS_OK)
+        goto out;
+    if (sqlite3_prepare_v2(w->db,
+                           "SELECT context FROM nightshift_checkpoint WHERE job_name = ? AND"
+                           " job_key = ? AND step_name = ? AND partition_name = ?",
+                           -1, &w->ckpt_get, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(
+            w->db,
+            "INSERT INTO nightshift_checkpoint (job_name, job_key, step_name, partition_name,"
+            " execution_id, step_execution_id, context, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+            " ON CONFLICT (job_name, job_key, step_name, partition_name) DO UPDATE SET"
+            " execution_id = excluded.execution_id,"
+            " step_execution_id = excluded.step_execution_id,"
+            " context = excluded.context, updated_at = excluded.updated_at",
+            -1, &w->ckpt_put, NULL) != SQLITE_OK)
+        st = db_fail(w, err, "prepare checkpoint");
+out:
+    free_tinfo(t, nt);
+    return st;
+}
+
+static void bind_key(sqlite3_stmt *st, const ns_ckpt_key *k)
+{
+    sqlite3_bind_text(st, 1, k->job_name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, k->job_key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, k->step, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, k->partition ? k->partition : "", -1, SQLITE_STATIC);
+}
+
+static ns_status sw_checkpoint(ns_writer *base, const ns_ckpt_key *key, char **context,
+                               ns_error *err)
+{
+    sqlite_writer *w = (sqlite_writer *)base;
+    bind_key(w->ckpt_get, key);
+    int rc = sqlite3_step(w->ckpt_get);
+    *context = rc == SQLITE_ROW ? ns__strdup((const char *)sqlite3_column_text(w->ckpt_get, 0))
+                                : NULL;
+    sqlite3_reset(w->ckpt_get);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return db_fail(w, err, "read checkpoint");
+    return NS_OK;
+}
+
+static ns_status begin(sqlite_writer *w, ns_error *err)
+{
+    ns_status st;
+    if (w->in_txn)
+        return NS_OK;
+    if ((st = exec(w, "BEGIN IMMEDIATE", err)) != NS_OK)
+        return st;
+    w->in_txn = true;
+    if (w->mode == NS_MODE_REPLACE && !w->replaced) {
+        ns_buf b = {0};
+        ns__buf_printf(&b, "DELETE FROM ");
+        append_ident(&b, w->table);
+        st = exec(w, ns__buf_cstr(&b), err);
+        ns__buf_free(&b);
+        w->replaced = st == NS_OK;
+    }
+    return st;
+}
+
+/* Maps an SQLite constraint failure to a SQLSTATE and the column it names. */
+static void reject_constraint(sqlite_writer *w, ns_item *it, ns_arena *a)
+{
+    int ext = sqlite3_extended_errcode(w->db);
+    const char *msg = sqlite3_errmsg(w->db);
+
+    switch (ext) {
+    case SQLITE_CONSTRAINT_UNIQUE:
+    case SQLITE_CONSTRAINT_PRIMARYKEY:
+    case SQLITE_CONSTRAINT_ROWID:
+        it->code = "23505";
+        break;
+    case SQLITE_CONSTRAINT_NOTNULL:
+        it->code = "23502";
+        break;
+    case SQLITE_CONSTRAINT_CHECK:
+        it->code = "23514";
+        break;
+    case SQLITE_CONSTRAINT_FOREIGNKEY:
+        it->code = "23503";
+        break;
+    case SQLITE_CONSTRAINT_TRIGGER:
+        it->code = "P0001";
+        break;
+    default:
+        it->code = "23000";
+    }
+    it->message = ns__arena_strndup(a, msg, strlen(msg));
+    /* "UNIQUE constraint failed: users.email" names one column; a list
+     * ("users.a, users.b") names none in particular. */
+    const char *colon = strstr(msg, "failed: ");
+    if ((ext == SQLITE_CONSTRAINT_UNIQUE || ext == SQLITE_CONSTRAINT_NOTNULL ||
+         ext == SQLITE_CONSTRAINT_PRIMARYKEY) &&
+        colon && !strchr(colon, ',')) {
+        const char *dot = strrchr(colon, '.');
+        if (dot)
+            it->column = ns__arena_strndup(a, dot + 1, strlen(dot + 1));
+    }
+}
+
+static ns_status sw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a, ns_error *err)
+{
+    sqlite_writer *w = (sqlite_writer *)base;
+    sqlite3_stmt *ins = w->ins;
+    ns_status st;
+    char msg[256];
+
+    if ((st = begin(w, err)) != NS_OK)
+        return st;
+    for (size_t i = 0; i < n; i++) {
+        ns_item *it = &items[i];
+        bool bad = false;
+        for (size_t j = 0; j < w->ncols && !bad; j++) {
+            const ns_value *v = &it->fields[j];
+            const tcol *c = &w->cols[j];
+            int bi = (int)j + 1;
+            if (!v->ptr) {
+                if (c->notnull) {
+                    it->code = "23502";
+                    it->column = c->name;
+                    snprintf(msg, sizeof(msg),
+                             "null value in column \"%s\" violates not-null constraint", c->name);
+                    it->message = ns__arena_strndup(a, msg, strlen(msg));
+                    bad = true;
+                } else {
+                    sqlite3_bind_null(ins, bi);
+                }
+                continue;
+            }
+            ns_bound b;
+            const char *code;
+            if (!ns__coltype_check(&c->ct, v->ptr, v->len, &b, &code, msg, sizeof(msg))) {
+                it->code = code;
+                it->column = c->name;
+                it->message = ns__arena_strndup(a, msg, strlen(msg));
+                bad = true;
+            } else if (b.kind == NS_B_INT) {
+                sqlite3_bind_int64(ins, bi, b.i);
+            } else if (b.kind == NS_B_REAL) {
+                sqlite3_bind_double(ins, bi, b.d);
+            } else {
+                sqlite3_bind_text(ins, bi, b.len ? b.p : "", (int)b.len, SQLITE_STATIC);
+            }
+        }
+        if (bad)
+            continue;
+        int rc = sqlite3_step(ins);
+        if (rc == SQLITE_DONE) {
+            sqlite3_reset(ins);
+            continue;
+        }
+        if ((rc & 0xff) == SQLITE_CONSTRAINT || (sqlite3_extended_errcode(w->db) & 0xff) ==
+                                                    SQLITE_CONSTRAINT) {
+            reject_constraint(w, it, a);
+            sqlite3_reset(ins);
+            continue;
+        }
+        st = ns__err(err, NS_EDB, sqlite3_errstr(sqlite3_extended_errcode(w->db)),
+                     "%s: writing the record of line %lld into %s: %s", w->where,
+                     (long long)it->line, w->table, sqlite3_errmsg(w->db));
+        sqlite3_reset(ins);
+        return st;
+    }
+    return NS_OK;
+}
+
+static ns_status sw_commit(ns_writer *base, const ns_ckpt_key *key, const char *context,
+                           ns_commit_hook hook, void *arg, ns_error *err)
+{
+    sqlite_writer *w = (sqlite_writer *)base;
+    ns_status st;
+
+    if ((st = begin(w, err)) != NS_OK)
+        return st;
+    bind_key(w->ckpt_put, key);
+    sqlite3_bind_int64(w->ckpt_put, 5, key->execution_id);
+    sqlite3_bind_int64(w->ckpt_put, 6, key->step_execution_id);
+    sqlite3_bind_text(w->ckpt_put, 7, context, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(w->ckpt_put);
+    sqlite3_reset(w->ckpt_put);
+    if (rc != SQLITE_DONE)
+        return db_fail(w, err, "save checkpoint");
+    if (hook && (st = hook(arg, err)) != NS_OK)
+        return st;
+    if (sqlite3_exec(w->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        st = db_fail(w, err, "commit");
+        if ((sqlite3_extended_errcode(w->db) & 0xff) == SQLITE_CONSTRAINT)
+            ns__err_prefix(err, "a deferred constraint failed at commit, so the chunk could not "
+                                "be isolated row by row");
+        return st;
+    }
+    w->in_txn = false;
+    return NS_OK;
+}
+
+static void sw_rollback(ns_writer *base)
+{
+    sqlite_writer *w = (sqlite_writer *)base;
+    if (w->in_txn && !sqlite3_get_autocommit(w->db))
+        sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
+    w->in_txn = false;
+    w->replaced = false;
+}
+
+static void sw_close(ns_writer *base)
+{
+    sqlite_writer *w = (sqlite_writer *)base;
+    sw_rollback(base);
+    sqlite3_finalize(w->ins);
+    sqlite3_finalize(w->ckpt_get);
+    sqlite3_finalize(w->ckpt_put);
+    if (w->own_db)
+        sqlite3_close_v2(w->db);
+    for (size_t i = 0; i < w->ncols; i++)
+        free(w->cols[i].name);
+    free(w->cols);
+    free(w->where);
+    free(w->table);
+}
+
+static bool sw_single(ns_writer *base)
+{
+    return ((sqlite_writer *)base)->mode == NS_MODE_REPLACE;
+}
+
+const ns_writer_vt ns__writer_table_sqlite = {
+    .name = "table:sqlite",
+    .version = 1,
+    .instance_size = sizeof(sqlite_writer),
+    .open = sw_open,
+    .checkpoint = sw_checkpoint,
+    .write = sw_write,
+    .commit = sw_commit,
+    .rollback = sw_rollback,
+    .close = sw_close,
+    .single_transaction = sw_single,
+};

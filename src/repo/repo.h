@@ -1,0 +1,129 @@
+/*
+ * repo.h - the job repository interface (ARCHITECTURE.md §8).
+ *
+ * A repository backend is a vtable; ns_repo is an instance whose first
+ * member points to it. The SQLite backend lives in sqlite.c. The decision of
+ * what a launch does (start, restart, refuse, recover a dead execution) is
+ * backend-independent and lives in repo.c; backends supply the atomic
+ * transaction around it.
+ */
+#ifndef NS_REPO_H
+#define NS_REPO_H
+
+#include "util/util.h"
+
+typedef struct ns_param_val {
+    const char *name;
+    const char *type;
+    const char *value;
+    bool identifying;
+} ns_param_val;
+
+/* What a launch asks for. */
+typedef struct ns_launch_req {
+    const char *job_name;
+    const char *job_path;
+    const ns_param_val *params; /* with run.id only when restarting a --next instance */
+    size_t nparams;
+    bool next;        /* add run.id = 1 + the largest run.id given to this job */
+    bool restartable; /* the job's restartable: flag */
+    double lease;     /* seconds */
+} ns_launch_req;
+
+/* What a launch got. */
+typedef struct ns_launch_res {
+    int64_t execution_id, instance_id;
+    int64_t restart_of; /* the execution this one restarts, 0 when none */
+    char job_key[33];
+    int64_t run_id; /* with next: the run.id given; else 0 */
+    char notice[512]; /* set when a dead execution was marked FAILED */
+} ns_launch_res;
+
+/* The last execution of an instance, as the launch decision sees it. */
+typedef struct ns_last_exec {
+    int64_t id;
+    ns_batch_status status;
+    char host[256];
+    int64_t pid;
+    double heartbeat; /* epoch seconds */
+} ns_last_exec;
+
+typedef enum ns_launch_action {
+    NS_LAUNCH_START,   /* no execution yet */
+    NS_LAUNCH_RESTART, /* last one FAILED or STOPPED */
+    NS_LAUNCH_RECOVER, /* last one is marked running but its process is gone */
+    NS_LAUNCH_REFUSE
+} ns_launch_action;
+
+/* Decides; on NS_LAUNCH_REFUSE writes why into msg. */
+ns_launch_action ns__launch_decide(const ns_last_exec *last, bool have_last, bool restartable,
+                                   double lease, char *msg, size_t msglen);
+/* Key of an instance: hash of the sorted identifying parameters (run.id
+ * included, like any other). */
+void ns__instance_key(const ns_param_val *params, size_t n, char out[33]);
+
+/* Execution details needed for `restart ID`. */
+typedef struct ns_exec_info {
+    int64_t id, instance_id;
+    ns_batch_status status;
+    char *job_name, *job_path;
+    ns_param_val *params; /* all stored parameters, run.id included */
+    size_t nparams;
+} ns_exec_info;
+void ns__exec_info_free(ns_exec_info *info);
+
+/* Where a step of an instance stands before it runs. */
+typedef struct ns_step_state {
+    bool completed;        /* a COMPLETED step execution exists for this instance */
+    int64_t last_id;       /* the latest earlier step execution, 0 when none */
+    char *context;         /* its saved context (JSON), NULL when none */
+} ns_step_state;
+
+/* A running step execution, with what is written at each chunk. */
+typedef struct ns_step_exec {
+    int64_t id, version, execution_id;
+    ns_counts counts;
+    const char *context; /* JSON, borrowed */
+} ns_step_exec;
+
+typedef struct ns_repo_vt {
+    const char *name;
+    int version;
+    ns_status (*open)(ns_repo *r, const char *url, ns_error *err);
+    void (*close)(ns_repo *r);
+    ns_status (*launch)(ns_repo *r, const ns_launch_req *req, ns_launch_res *res, ns_error *err);
+    ns_status (*exec_info)(ns_repo *r, int64_t id, ns_exec_info *out, ns_error *err);
+    ns_status (*exec_status)(ns_repo *r, int64_t id, ns_batch_status status, const char *exit_code,
+                             const char *message, bool ended, ns_error *err);
+    ns_status (*step_state)(ns_repo *r, int64_t instance_id, const char *step, ns_step_state *out,
+                            ns_error *err);
+    ns_status (*step_begin)(ns_repo *r, int64_t execution_id, const char *step, ns_step_exec *se,
+                            ns_error *err);
+    /* Saves counters and context and beats the heart; tells whether a stop
+     * was requested. At most two statements. */
+    ns_status (*step_update)(ns_repo *r, ns_step_exec *se, bool *stop, ns_error *err);
+    ns_status (*step_end)(ns_repo *r, ns_step_exec *se, ns_batch_status status,
+                          const char *exit_code, const char *message, ns_error *err);
+    /* Brings an earlier step execution up to the target's checkpoint. */
+    ns_status (*step_reconcile)(ns_repo *r, int64_t step_exec_id, const ns_counts *c,
+                                const char *context, ns_error *err);
+    ns_status (*request_stop)(ns_repo *r, int64_t id, ns_error *err);
+    ns_status (*abandon)(ns_repo *r, int64_t id, ns_error *err);
+    ns_status (*show_json)(ns_repo *r, int64_t id, char **out, ns_error *err);
+    ns_status (*list_json)(ns_repo *r, const char *job, const char *status, int limit, char **out,
+                           ns_error *err);
+} ns_repo_vt;
+
+struct ns_repo {
+    const ns_repo_vt *vt;
+    char *url;
+    void *impl;
+};
+
+extern const ns_repo_vt ns__repo_sqlite;
+
+/* When the repository is an SQLite file and `path` is the same file, its
+ * connection (sqlite3 *), so a writer can share its transactions; else NULL. */
+void *ns__repo_sqlite_shared(ns_repo *r, const char *path);
+
+#endif

@@ -1,0 +1,867 @@
+/*
+ * sqlite.c - the job repository on SQLite (the embedded default).
+ *
+ * WAL mode, so `list`/`show` never wait for a running job. A launch runs in
+ * one BEGIN IMMEDIATE transaction: SQLite then holds the database's single
+ * write lock from the first read, so two simultaneous launches of one
+ * instance are serialised and the second sees the first's execution.
+ */
+#include "repo/repo.h"
+
+#include <jansson.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct sq {
+    sqlite3 *db;
+    char *path;
+} sq;
+
+#define DB(r) (((sq *)(r)->impl)->db)
+
+/* Forward migrations; entry i moves the schema from version i to i + 1. */
+static const char *const migrations[] = {
+    "CREATE TABLE ns_job_instance ("
+    "  id INTEGER PRIMARY KEY,"
+    "  job_name TEXT NOT NULL,"
+    "  job_key TEXT NOT NULL,"
+    "  created_at TEXT NOT NULL,"
+    "  UNIQUE (job_name, job_key));"
+    "CREATE TABLE ns_job_execution ("
+    "  id INTEGER PRIMARY KEY,"
+    "  instance_id INTEGER NOT NULL REFERENCES ns_job_instance (id),"
+    "  version INTEGER NOT NULL DEFAULT 0,"
+    "  status TEXT NOT NULL,"
+    "  exit_code TEXT NOT NULL DEFAULT 'UNKNOWN',"
+    "  exit_message TEXT NOT NULL DEFAULT '',"
+    "  job_file TEXT NOT NULL DEFAULT '',"
+    "  created_at TEXT NOT NULL,"
+    "  started_at TEXT,"
+    "  ended_at TEXT,"
+    "  last_updated TEXT NOT NULL,"
+    "  host TEXT NOT NULL,"
+    "  pid INTEGER NOT NULL,"
+    "  heartbeat TEXT NOT NULL,"
+    "  stop_requested INTEGER NOT NULL DEFAULT 0,"
+    "  restart_of INTEGER);"
+    "CREATE INDEX ns_job_execution_instance ON ns_job_execution (instance_id, id);"
+    "CREATE INDEX ns_job_execution_status ON ns_job_execution (status, id);"
+    "CREATE TABLE ns_job_param ("
+    "  execution_id INTEGER NOT NULL REFERENCES ns_job_execution (id),"
+    "  name TEXT NOT NULL,"
+    "  type TEXT NOT NULL,"
+    "  value TEXT NOT NULL,"
+    "  identifying INTEGER NOT NULL,"
+    "  PRIMARY KEY (execution_id, name)) WITHOUT ROWID;"
+    "CREATE TABLE ns_run_id ("
+    "  job_name TEXT PRIMARY KEY,"
+    "  last INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE ns_step_execution ("
+    "  id INTEGER PRIMARY KEY,"
+    "  execution_id INTEGER NOT NULL REFERENCES ns_job_execution (id),"
+    "  instance_id INTEGER NOT NULL,"
+    "  step_name TEXT NOT NULL,"
+    "  partition_name TEXT NOT NULL DEFAULT '',"
+    "  version INTEGER NOT NULL DEFAULT 0,"
+    "  status TEXT NOT NULL,"
+    "  exit_code TEXT NOT NULL DEFAULT 'EXECUTING',"
+    "  exit_message TEXT NOT NULL DEFAULT '',"
+    "  read_count INTEGER NOT NULL DEFAULT 0,"
+    "  write_count INTEGER NOT NULL DEFAULT 0,"
+    "  filter_count INTEGER NOT NULL DEFAULT 0,"
+    "  read_skip_count INTEGER NOT NULL DEFAULT 0,"
+    "  process_skip_count INTEGER NOT NULL DEFAULT 0,"
+    "  write_skip_count INTEGER NOT NULL DEFAULT 0,"
+    "  commit_count INTEGER NOT NULL DEFAULT 0,"
+    "  rollback_count INTEGER NOT NULL DEFAULT 0,"
+    "  started_at TEXT NOT NULL,"
+    "  ended_at TEXT,"
+    "  last_updated TEXT NOT NULL,"
+    "  UNIQUE (execution_id, step_name, partition_name));"
+    "CREATE INDEX ns_step_execution_instance"
+    "  ON ns_step_execution (instance_id, step_name, partition_name, id);"
+    /* The saved state of a step execution: reader position, rejects file
+     * offset. JSON, one row per step execution. */
+    "CREATE TABLE ns_execution_context ("
+    "  step_execution_id INTEGER PRIMARY KEY REFERENCES ns_step_execution (id),"
+    "  context TEXT NOT NULL);",
+};
+#define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+static ns_status db_err(sqlite3 *db, ns_error *err, const char *what)
+{
+    return ns__err(err, NS_EDB, sqlite3_errstr(sqlite3_extended_errcode(db)), "repository: %s: %s",
+                   what, sqlite3_errmsg(db));
+}
+
+static ns_status exec_sql(sqlite3 *db, const char *sql, ns_error *err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        ns__err(err, NS_EDB, sqlite3_errstr(sqlite3_extended_errcode(db)), "repository: %s",
+                msg ? msg : sqlite3_errmsg(db));
+        sqlite3_free(msg);
+        return NS_EDB;
+    }
+    return NS_OK;
+}
+
+/* Prepares `sql` and binds the arguments described by `fmt`: i = int64,
+ * s = text (NULL binds NULL), d = double. */
+static sqlite3_stmt *prep(sqlite3 *db, ns_error *err, const char *sql, const char *fmt, ...)
+{
+    sqlite3_stmt *st = NULL;
+    va_list ap;
+
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        db_err(db, err, "prepare");
+        return NULL;
+    }
+    /* A mismatch between the format and the SQL is a programming error:
+     * report it instead of reading stray arguments. */
+    if ((size_t)sqlite3_bind_parameter_count(st) != (fmt ? strlen(fmt) : 0)) {
+        ns__err(err, NS_EINVAL, NULL, "repository: internal error: %d parameters, %zu bound: %s",
+                sqlite3_bind_parameter_count(st), fmt ? strlen(fmt) : 0, sql);
+        sqlite3_finalize(st);
+        return NULL;
+    }
+    va_start(ap, fmt);
+    for (int i = 1; fmt && *fmt; fmt++, i++) {
+        if (*fmt == 'i') {
+            sqlite3_bind_int64(st, i, va_arg(ap, int64_t));
+        } else if (*fmt == 'd') {
+            sqlite3_bind_double(st, i, va_arg(ap, double));
+        } else {
+            const char *s = va_arg(ap, const char *);
+            if (s)
+                sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT);
+        }
+    }
+    va_end(ap);
+    return st;
+}
+
+/* Steps a statement that returns no row (or ignores it) and finalizes it. */
+static ns_status run(sqlite3 *db, sqlite3_stmt *st, ns_error *err, const char *what)
+{
+    if (!st)
+        return NS_EDB;
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        return db_err(db, err, what);
+    return NS_OK;
+}
+
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    return t ? (const char *)t : "";
+}
+
+static ns_status migrate(sqlite3 *db, ns_error *err)
+{
+    ns_status s;
+    int version = 0;
+    sqlite3_stmt *st = NULL;
+
+    if ((s = exec_sql(db, "BEGIN IMMEDIATE", err)) != NS_OK)
+        return s;
+    if ((s = exec_sql(db, "CREATE TABLE IF NOT EXISTS ns_schema (version INTEGER NOT NULL)", err)))
+        goto out;
+    if (!(st = prep(db, err, "SELECT version FROM ns_schema", NULL))) {
+        s = NS_EDB;
+        goto out;
+    }
+    if (sqlite3_step(st) == SQLITE_ROW)
+        version = sqlite3_column_int(st, 0);
+    else if ((s = exec_sql(db, "INSERT INTO ns_schema VALUES (0)", err)) != NS_OK)
+        goto out;
+    if (version > SCHEMA_VERSION) {
+        s = ns__err(err, NS_EDB, NULL,
+                    "repository schema version %d is newer than this nightshift knows (%d); "
+                    "upgrade nightshift",
+                    version, SCHEMA_VERSION);
+        goto out;
+    }
+    for (int v = version; v < SCHEMA_VERSION; v++)
+        if ((s = exec_sql(db, migrations[v], err)) != NS_OK)
+            goto out;
+    if (version < SCHEMA_VERSION &&
+        (s = run(db, prep(db, err, "UPDATE ns_schema SET version = ?", "i", (int64_t)SCHEMA_VERSION),
+                 err, "migrate")) != NS_OK)
+        goto out;
+    s = exec_sql(db, "COMMIT", err);
+out:
+    sqlite3_finalize(st);
+    if (s != NS_OK)
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return s;
+}
+
+static ns_status sq_open(ns_repo *r, const char *url, ns_error *err)
+{
+    sq *q = calloc(1, sizeof(*q));
+    ns_status s;
+
+    if (!q)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    q->path = ns__strdup(url + 7);
+    if (!q->path || !*q->path) {
+        free(q->path);
+        free(q);
+        return ns__err(err, NS_EINVAL, NULL, "repository '%s': missing path after sqlite:", url);
+    }
+    if (sqlite3_open_v2(q->path, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+        SQLITE_OK) {
+        s = ns__err(err, NS_EDB, NULL, "repository %s: cannot open: %s", q->path,
+                    q->db ? sqlite3_errmsg(q->db) : "out of memory");
+        goto fail;
+    }
+    sqlite3_busy_timeout(q->db, 30000);
+    if ((s = exec_sql(q->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                             "PRAGMA foreign_keys=ON",
+                      err)) != NS_OK)
+        goto fail;
+    if ((s = migrate(q->db, err)) != NS_OK)
+        goto fail;
+    r->impl = q;
+    return NS_OK;
+fail:
+    ns__err_prefix(err, "%s", url);
+    sqlite3_close(q->db);
+    free(q->path);
+    free(q);
+    return s;
+}
+
+static void sq_close(ns_repo *r)
+{
+    sq *q = r->impl;
+    if (!q)
+        return;
+    sqlite3_close_v2(q->db);
+    free(q->path);
+    free(q);
+}
+
+void *ns__repo_sqlite_shared(ns_repo *r, const char *path)
+{
+    struct stat a, b;
+    if (r->vt != &ns__repo_sqlite)
+        return NULL;
+    sq *q = r->impl;
+    if (stat(q->path, &a) != 0 || stat(path, &b) != 0)
+        return NULL;
+    return a.st_dev == b.st_dev && a.st_ino == b.st_ino ? q->db : NULL;
+}
+
+static ns_status last_exec(sqlite3 *db, int64_t instance, ns_last_exec *le, bool *have,
+                           ns_error *err)
+{
+    sqlite3_stmt *st = prep(db, err,
+                            "SELECT id, status, host, pid, heartbeat FROM ns_job_execution"
+                            " WHERE instance_id = ? ORDER BY id DESC LIMIT 1",
+                            "i", instance);
+    if (!st)
+        return NS_EDB;
+    int rc = sqlite3_step(st);
+    *have = rc == SQLITE_ROW;
+    if (*have) {
+        le->id = sqlite3_column_int64(st, 0);
+        le->status = ns_batch_status_parse(col_text(st, 1));
+        snprintf(le->host, sizeof(le->host), "%s", col_text(st, 2));
+        le->pid = sqlite3_column_int64(st, 3);
+        if (!ns__parse_iso(col_text(st, 4), &le->heartbeat))
+            le->heartbeat = 0;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return db_err(db, err, "read last execution");
+    return NS_OK;
+}
+
+/* Marks a dead execution and its running steps FAILED. */
+static ns_status mark_dead(sqlite3 *db, const ns_last_exec *le, const char *now, char *notice,
+                           size_t n, ns_error *err)
+{
+    char msg[512];
+    ns_status s;
+
+    snprintf(msg, sizeof(msg),
+             "process %lld on %s stopped without recording an end (killed or crashed); "
+             "marked FAILED when the instance was launched again",
+             (long long)le->pid, le->host);
+    s = run(db,
+            prep(db, err,
+                 "UPDATE ns_job_execution SET status = 'FAILED', exit_code = 'FAILED',"
+                 " exit_message = ?, ended_at = ?, last_updated = ?, version = version + 1"
+                 " WHERE id = ?",
+                 "sssi", msg, now, now, le->id),
+            err, "mark dead execution");
+    if (s == NS_OK)
+        s = run(db,
+                prep(db, err,
+                     "UPDATE ns_step_execution SET status = 'FAILED', exit_code = 'FAILED',"
+                     " exit_message = 'the process died', ended_at = ?, last_updated = ?,"
+                     " version = version + 1"
+                     " WHERE execution_id = ? AND status IN ('STARTING', 'STARTED', 'STOPPING')",
+                     "ssi", now, now, le->id),
+                err, "mark dead steps");
+    if (snprintf(notice, n, "execution %lld: %s", (long long)le->id, msg) < 0)
+        notice[0] = '\0';
+    return s;
+}
+
+static ns_status sq_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *res,
+                           ns_error *err)
+{
+    sqlite3 *db = DB(r);
+    ns_status s;
+    char now[40], run_id[32] = "", why[512];
+    int64_t instance = 0;
+    ns_last_exec le;
+    bool have = false;
+
+    memset(res, 0, sizeof(*res));
+    if ((s = exec_sql(db, "BEGIN IMMEDIATE", err)) != NS_OK)
+        return s;
+    ns__now_iso(now, sizeof(now));
+    if (req->next) {
+        sqlite3_stmt *st = prep(db, err,
+                                "INSERT INTO ns_run_id (job_name, last) VALUES (?, 1)"
+                                " ON CONFLICT (job_name) DO UPDATE SET last = last + 1"
+                                " RETURNING last",
+                                "s", req->job_name);
+        if (!st || sqlite3_step(st) != SQLITE_ROW) {
+            sqlite3_finalize(st);
+            s = db_err(db, err, "next run.id");
+            goto out;
+        }
+        res->run_id = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        snprintf(run_id, sizeof(run_id), "%lld", (long long)res->run_id);
+    }
+    ns_param_val all[65];
+    size_t nall = req->nparams < 64 ? req->nparams : 64;
+    memcpy(all, req->params, nall * sizeof(*all));
+    if (req->next)
+        all[nall++] = (ns_param_val){"run.id", "int", run_id, true};
+    ns__instance_key(all, nall, res->job_key);
+    if ((s = run(db,
+                 prep(db, err,
+                      "INSERT OR IGNORE INTO ns_job_instance (job_name, job_key, created_at)"
+                      " VALUES (?, ?, ?)",
+                      "sss", req->job_name, res->job_key, now),
+                 err, "create instance")) != NS_OK)
+        goto out;
+    sqlite3_stmt *st = prep(db, err,
+                            "SELECT id FROM ns_job_instance WHERE job_name = ? AND job_key = ?",
+                            "ss", req->job_name, res->job_key);
+    if (!st || sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        s = db_err(db, err, "find instance");
+        goto out;
+    }
+    instance = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if ((s = last_exec(db, instance, &le, &have, err)) != NS_OK)
+        goto out;
+    ns_launch_action a = ns__launch_decide(&le, have, req->restartable, req->lease, why,
+                                           sizeof(why));
+    if (a == NS_LAUNCH_RECOVER) {
+        if ((s = mark_dead(db, &le, now, res->notice, sizeof(res->notice), err)) != NS_OK)
+            goto out;
+        le.status = NS_BATCH_FAILED;
+        a = ns__launch_decide(&le, have, req->restartable, req->lease, why, sizeof(why));
+    }
+    if (a == NS_LAUNCH_REFUSE) {
+        /* Keep a recovery (the dead execution is FAILED either way). */
+        if (res->notice[0])
+            exec_sql(db, "COMMIT", err);
+        else
+            exec_sql(db, "ROLLBACK", NULL);
+        return ns__err(err, NS_EREFUSED, NULL, "job %s: %s", req->job_name, why);
+    }
+    res->restart_of = a == NS_LAUNCH_RESTART ? le.id : 0;
+    char restart_of[32];
+    snprintf(restart_of, sizeof(restart_of), "%lld", (long long)res->restart_of);
+    if ((s = run(db,
+                 prep(db, err,
+                      "INSERT INTO ns_job_execution (instance_id, status, job_file, created_at,"
+                      " last_updated, host, pid, heartbeat, restart_of)"
+                      " VALUES (?, 'STARTING', ?, ?, ?, ?, ?, ?, CAST(? AS INTEGER))",
+                      "issssiss", instance, req->job_path ? req->job_path : "", now, now,
+                      ns__hostname(), (int64_t)getpid(), now,
+                      res->restart_of ? restart_of : NULL),
+                 err, "create execution")) != NS_OK)
+        goto out;
+    res->execution_id = sqlite3_last_insert_rowid(db);
+    res->instance_id = instance;
+    for (size_t i = 0; i < nall; i++) {
+        const ns_param_val *p = &all[i];
+        if ((s = run(db,
+                     prep(db, err,
+                          "INSERT INTO ns_job_param (execution_id, name, type, value, identifying)"
+                          " VALUES (?, ?, ?, ?, ?)",
+                          "isssi", res->execution_id, p->name, p->type, p->value,
+                          (int64_t)p->identifying),
+                     err, "save parameters")) != NS_OK)
+            goto out;
+    }
+    s = exec_sql(db, "COMMIT", err);
+out:
+    if (s != NS_OK)
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return s;
+}
+
+static ns_status sq_exec_info(ns_repo *r, int64_t id, ns_exec_info *out, ns_error *err)
+{
+    sqlite3 *db = DB(r);
+    ns_exec_info info;
+    sqlite3_stmt *st;
+
+    memset(&info, 0, sizeof(info));
+    st = prep(db, err,
+              "SELECT e.id, e.instance_id, e.status, i.job_name, e.job_file"
+              " FROM ns_job_execution e JOIN ns_job_instance i ON i.id = e.instance_id"
+              " WHERE e.id = ?",
+              "i", id);
+    if (!st)
+        return NS_EDB;
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return ns__err(err, NS_ENOTFOUND, NULL, "no execution %lld in %s", (long long)id, r->url);
+    }
+    info.id = id;
+    info.instance_id = sqlite3_column_int64(st, 1);
+    info.status = ns_batch_status_parse(col_text(st, 2));
+    info.job_name = ns__strdup(col_text(st, 3));
+    info.job_path = ns__strdup(col_text(st, 4));
+    sqlite3_finalize(st);
+    st = prep(db, err,
+              "SELECT name, type, value, identifying FROM ns_job_param WHERE execution_id = ?"
+              " ORDER BY name",
+              "i", id);
+    if (!st) {
+        ns__exec_info_free(&info);
+        return NS_EDB;
+    }
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        ns_param_val *p = realloc(info.params, (info.nparams + 1) * sizeof(*p));
+        if (!p)
+            break;
+        info.params = p;
+        p = &info.params[info.nparams++];
+        p->name = ns__strdup(col_text(st, 0));
+        p->type = ns__strdup(col_text(st, 1));
+        p->value = ns__strdup(col_text(st, 2));
+        p->identifying = sqlite3_column_int(st, 3) != 0;
+    }
+    sqlite3_finalize(st);
+    *out = info;
+    return NS_OK;
+}
+
+static ns_status sq_exec_status(ns_repo *r, int64_t id, ns_batch_status status,
+                                const char *exit_code, const char *message, bool ended,
+                                ns_error *err)
+{
+    sqlite3 *db = DB(r);
+    char now[40];
+
+    ns__now_iso(now, sizeof(now));
+    /* Optimistic: read the version, update only that version; a concurrent
+     * `stop` bumps it, in which case read again. */
+    for (int attempt = 0; attempt < 5; attempt++) {
+        sqlite3_stmt *st = prep(db, err, "SELECT version FROM ns_job_execution WHERE id = ?", "i", id);
+        if (!st)
+            return NS_EDB;
+        if (sqlite3_step(st) != SQLITE_ROW) {
+            sqlite3_finalize(st);
+            return ns__err(err, NS_ENOTFOUND, NULL, "no execution %lld", (long long)id);
+        }
+        int64_t version = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        const char *sql = ended ? "UPDATE ns_job_execution SET status = ?, exit_code = ?,"
+                                  " exit_message = ?, ended_at = ?, last_updated = ?,"
+                                  " version = version + 1 WHERE id = ? AND version = ?"
+                                : "UPDATE ns_job_execution SET status = ?, exit_code = ?,"
+                                  " exit_message = ?, started_at = ?, last_updated = ?,"
+                                  " version = version + 1 WHERE id = ? AND version = ?";
+        ns_status s = run(db,
+                          prep(db, err, sql, "sssssii", ns_batch_status_name(status),
+                               exit_code ? exit_code : ns_batch_status_name(status),
+                               message ? message : "", now, now, id, version),
+                          err, "update execution");
+        if (s != NS_OK)
+            return s;
+        if (sqlite3_changes(db) == 1)
+            return NS_OK;
+    }
+    return ns__err(err, NS_ECONFLICT, NULL, "execution %lld: concurrent updates", (long long)id);
+}
+
+static ns_status sq_step_state(ns_repo *r, int64_t instance, const char *step, ns_step_state *out,
+                               ns_error *err)
+{
+    sqlite3 *db = DB(r);
+    sqlite3_stmt *st = prep(db, err,
+                            "SELECT s.id, s.status, c.context FROM ns_step_execution s"
+                            " LEFT JOIN ns_execution_context c ON c.step_execution_id = s.id"
+                            " WHERE s.instance_id = ? AND s.step_name = ? AND s.partition_name = ''"
+                            " ORDER BY s.id DESC LIMIT 1",
+                            "is", instance, step);
+    memset(out, 0, sizeof(*out));
+    if (!st)
+        return NS_EDB;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        out->last_id = sqlite3_column_int64(st, 0);
+        out->completed = strcmp(col_text(st, 1), "COMPLETED") == 0;
+        if (sqlite3_column_type(st, 2) != SQLITE_NULL)
+            out->context = ns__strdup(col_text(st, 2));
+    }
+    sqlite3_finalize(st);
+    return NS_OK;
+}
+
+static ns_status sq_step_begin(ns_repo *r, int64_t execution_id, const char *step,
+                               ns_step_exec *se, ns_error *err)
+{
+    sqlite3 *db = DB(r);
+    char now[40];
+
+    ns__now_iso(now, sizeof(now));
+    ns_status s = run(db,
+                      prep(db, err,
+                           "INSERT INTO ns_step_execution (execution_id, instance_id, step_name,"
+                           " status, started_at, last_updated)"
+                           " SELECT id, instance_id, ?, 'STARTED', ?, ? FROM ns_job_execution"
+                           " WHERE id = ?",
+                           "sssi", step, now, now, execution_id),
+                      err, "create step execution");
+    if (s != NS_OK)
+        return s;
+    memset(se, 0, sizeof(*se));
+    se->id = sqlite3_last_insert_rowid(db);
+    se->execution_id = execution_id;
+    return NS_OK;
+}
+
+/* Writes counters and context of a step execution at version se->version. */
+static ns_status save_step(sqlite3 *db, ns_step_exec *se, const char *status,
+                           const char *exit_code, const char *message, ns_error *err)
+{
+    char now[40];
+    const ns_counts *c = &se->counts;
+
+    ns__now_iso(now, sizeof(now));
+    ns_status s = run(db,
+                      prep(db, err,
+                           "UPDATE ns_step_execution SET read_count = ?, write_count = ?,"
+                           " filter_count = ?, read_skip_count = ?, process_skip_count = ?,"
+                           " write_skip_count = ?, commit_count = ?, rollback_count = ?,"
+                           " last_updated = ?, status = coalesce(?, status),"
+                           " exit_code = coalesce(?, exit_code),"
+                           " exit_message = coalesce(?, exit_message),"
+                           " ended_at = CASE WHEN ? IS NULL THEN ended_at ELSE ? END,"
+                           " version = version + 1 WHERE id = ? AND version = ?",
+                           "iiiiiiiissssssii", c->read, c->write, c->filter, c->read_skip,
+                           c->process_skip, c->write_skip, c->commit, c->rollback, now, status,
+                           exit_code, message, status, now, se->id, se->version),
+                      err, "update step execution");
+    if (s != NS_OK)
+        return s;
+    if (sqlite3_changes(db) != 1)
+        return ns__err(err, NS_ECONFLICT, NULL,
+                       "step execution %lld was changed by another process", (long long)se->id);
+    se->version++;
+    if (se->context)
+        s = run(db,
+                prep(db, err,
+                     "INSERT INTO ns_execution_context (step_execution_id, context) VALUES (?, ?)"
+                     " ON CONFLICT (step_execution_id) DO UPDATE SET context = excluded.context",
+                     "is", se->id, se->context),
+                err, "save context");
+    return s;
+}
+
+static ns_status sq_step_update(ns_repo *r, ns_step_exec *se, bool *stop, ns_error *err)
+{
+    sqlite3 *db = DB(r);
+    bool own = sqlite3_get_autocommit(db) != 0; /* else: inside the writer's transaction */
+    char now[40];
+    ns_status s;
+
+    if (own && (s = exec_sql(db, "BEGIN IMMEDIATE", err)) != NS_OK)
+        return s;
+    if ((s = save_step(db, se, NULL, NULL, NULL, err)) != NS_OK)
+        goto out;
+    ns__now_iso(now, sizeof(now));
+    sqlite3_stmt *st = prep(db, err,
+                            "UPDATE ns_job_execution SET heartbeat = ?, last_updated = ?"
+                            " WHERE id = ? RETURNING stop_requested",
+                            "ssi", now, now, se->execution_id);
+    if (!st) {
+        s = NS_EDB;
+        goto out;
+    }
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *stop = sqlite3_column_int(st, 0) != 0;
+    sqlite3_finalize(st);
+    if (own)
+        s = exec_sql(db, "COMMIT", err);
+out:
+    if (s != NS_OK && own)
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return s;
+}
+
+static ns_status sq_step_end(ns_repo *r, ns_step_exec *se, ns_batch_status status,
+                             const char *exit_code, const char *message, ns_error *err)
+{
+    return save_step(DB(r), se, ns_batch_status_name(status),
+                     exit_code ? exit_code : ns_batch_status_name(status), message ? message : "",
+                     err);
+}
+
+static ns_status sq_step_reconcile(ns_repo *r, int64_t id, const ns_counts *c,
+                                   const char *context, ns_error *err)
+{
+    sqlite3 *db = DB(r);
+    sqlite3_stmt *st = prep(db, err, "SELECT version FROM ns_step_execution WHERE id = ?", "i", id);
+    if (!st)
+        return NS_EDB;
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return NS_OK; /* recorded in another repository: nothing to reconcile */
+    }
+    ns_step_exec se = {.id = id, .version = sqlite3_column_int64(st, 0), .counts = *c,
+                       .context = context};
+    sqlite3_finalize(st);
+    return save_step(db, &se, NULL, NULL, NULL, err);
+}
+
+static ns_status sq_request_stop(ns_repo *r, int64_t id, ns_error *err)
+{
+    sqlite3 *db = DB(r);
+    char now[40];
+
+    ns__now_iso(now, sizeof(now));
+    ns_status s = run(db,
+                      prep(db, err,
+                           "UPDATE ns_job_execution SET stop_requested = 1, status = 'STOPPING',"
+                           " last_updated = ?, version = version + 1"
+                           " WHERE id = ? AND status IN ('STARTING', 'STARTED', 'STOPPING')",
+                           "si", now, id),
+                      err, "request stop");
+    if (s != NS_OK || sqlite3_changes(db) == 1)
+        return s;
+    sqlite3_stmt *st = prep(db, err, "SELECT status FROM ns_job_execution WHERE id = ?", "i", id);
+    if (!st)
+        return NS_EDB;
+    if (sqlite3_step(st) != SQLITE_ROW)
+        s = ns__err(err, NS_ENOTFOUND, NULL, "no execution %lld in %s", (long long)id, r->url);
+    else
+        s = ns__err(err, NS_EREFUSED, NULL, "execution %lld is not running (status %s)",
+                    (long long)id, col_text(st, 0));
+    sqlite3_finalize(st);
+    return s;
+}
+
+static ns_status sq_abandon(ns_repo *r, int64_t id, ns_error *err)
+{
+    sqlite3 *db = DB(r);
+    char now[40];
+
+    ns__now_iso(now, sizeof(now));
+    ns_status s = run(db,
+                      prep(db, err,
+                           "UPDATE ns_job_execution SET status = 'ABANDONED',"
+                           " exit_code = 'ABANDONED', last_updated = ?,"
+                           " ended_at = coalesce(ended_at, ?), version = version + 1"
+                           " WHERE id = ? AND status IN ('STOPPED', 'FAILED')",
+                           "ssi", now, now, id),
+                      err, "abandon");
+    if (s != NS_OK || sqlite3_changes(db) == 1)
+        return s;
+    sqlite3_stmt *st = prep(db, err, "SELECT status FROM ns_job_execution WHERE id = ?", "i", id);
+    if (!st)
+        return NS_EDB;
+    if (sqlite3_step(st) != SQLITE_ROW)
+        s = ns__err(err, NS_ENOTFOUND, NULL, "no execution %lld in %s", (long long)id, r->url);
+    else
+        s = ns__err(err, NS_EREFUSED, NULL,
+                    "execution %lld is %s; only STOPPED or FAILED executions can be abandoned",
+                    (long long)id, col_text(st, 0));
+    sqlite3_finalize(st);
+    return s;
+}
+
+/* ------------------------------------------------------------- JSON */
+
+static json_t *jtext(sqlite3_stmt *st, int i)
+{
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? json_null() : json_string(col_text(st, i));
+}
+
+static json_t *typed_value(const char *type, const char *v)
+{
+    int64_t i;
+    if (strcmp(type, "int") == 0 && ns__parse_i64(v, strlen(v), &i))
+        return json_integer(i);
+    if (strcmp(type, "float") == 0)
+        return json_real(strtod(v, NULL));
+    if (strcmp(type, "bool") == 0)
+        return json_boolean(strcmp(v, "true") == 0);
+    return json_string(v);
+}
+
+#define EXEC_COLUMNS                                                                               \
+    "e.id, i.job_name, e.instance_id, e.status, e.exit_code, e.exit_message, e.created_at,"       \
+    " e.started_at, e.ended_at, e.host, e.pid, e.restart_of, e.job_file, e.last_updated"
+
+static json_t *exec_json(sqlite3 *db, sqlite3_stmt *st)
+{
+    json_t *o = json_object();
+    int64_t id = sqlite3_column_int64(st, 0);
+
+    json_object_set_new(o, "id", json_integer(id));
+    json_object_set_new(o, "job", json_string(col_text(st, 1)));
+    json_object_set_new(o, "instance_id", json_integer(sqlite3_column_int64(st, 2)));
+    json_object_set_new(o, "status", json_string(col_text(st, 3)));
+    json_object_set_new(o, "exit_code", json_string(col_text(st, 4)));
+    json_object_set_new(o, "exit_message", json_string(col_text(st, 5)));
+    json_object_set_new(o, "created_at", jtext(st, 6));
+    json_object_set_new(o, "started_at", jtext(st, 7));
+    json_object_set_new(o, "ended_at", jtext(st, 8));
+    json_object_set_new(o, "host", json_string(col_text(st, 9)));
+    json_object_set_new(o, "pid", json_integer(sqlite3_column_int64(st, 10)));
+    json_object_set_new(o, "restart_of", sqlite3_column_type(st, 11) == SQLITE_NULL
+                                             ? json_null()
+                                             : json_integer(sqlite3_column_int64(st, 11)));
+    json_object_set_new(o, "job_file", json_string(col_text(st, 12)));
+    json_object_set_new(o, "last_updated", jtext(st, 13));
+
+    json_t *params = json_object(), *ident = json_array();
+    sqlite3_stmt *p = prep(db, NULL,
+                           "SELECT name, type, value, identifying FROM ns_job_param"
+                           " WHERE execution_id = ? ORDER BY name",
+                           "i", id);
+    while (p && sqlite3_step(p) == SQLITE_ROW) {
+        json_object_set_new(params, col_text(p, 0), typed_value(col_text(p, 1), col_text(p, 2)));
+        if (sqlite3_column_int(p, 3))
+            json_array_append_new(ident, json_string(col_text(p, 0)));
+    }
+    sqlite3_finalize(p);
+    json_object_set_new(o, "params", params);
+    json_object_set_new(o, "identifying", ident);
+    return o;
+}
+
+static ns_status dump(json_t *v, char **out, ns_error *err)
+{
+    char *s = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(v);
+    if (!s)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    *out = ns__strdup(s);
+    free(s);
+    return *out ? NS_OK : ns__err(err, NS_ENOMEM, NULL, "out of memory");
+}
+
+static ns_status sq_show_json(ns_repo *r, int64_t id, char **out, ns_error *err)
+{
+    sqlite3 *db = DB(r);
+    sqlite3_stmt *st = prep(db, err,
+                            "SELECT " EXEC_COLUMNS " FROM ns_job_execution e"
+                            " JOIN ns_job_instance i ON i.id = e.instance_id WHERE e.id = ?",
+                            "i", id);
+    if (!st)
+        return NS_EDB;
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return ns__err(err, NS_ENOTFOUND, NULL, "no execution %lld in %s", (long long)id, r->url);
+    }
+    json_t *o = exec_json(db, st);
+    sqlite3_finalize(st);
+
+    static const char *const counters[] = {
+        "read_count",         "write_count",      "filter_count", "read_skip_count",
+        "process_skip_count", "write_skip_count", "commit_count", "rollback_count"};
+    json_t *steps = json_array();
+    st = prep(db, err,
+              "SELECT s.step_name, s.partition_name, s.status, s.exit_code, s.exit_message,"
+              " s.read_count, s.write_count, s.filter_count, s.read_skip_count,"
+              " s.process_skip_count, s.write_skip_count, s.commit_count, s.rollback_count,"
+              " s.started_at, s.ended_at, s.id, c.context FROM ns_step_execution s"
+              " LEFT JOIN ns_execution_context c ON c.step_execution_id = s.id"
+              " WHERE s.execution_id = ? ORDER BY s.id",
+              "i", id);
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+        json_t *s = json_object();
+        json_object_set_new(s, "id", json_integer(sqlite3_column_int64(st, 15)));
+        json_object_set_new(s, "name", json_string(col_text(st, 0)));
+        json_object_set_new(s, "partition", json_string(col_text(st, 1)));
+        json_object_set_new(s, "status", json_string(col_text(st, 2)));
+        json_object_set_new(s, "exit_code", json_string(col_text(st, 3)));
+        json_object_set_new(s, "exit_message", json_string(col_text(st, 4)));
+        for (int k = 0; k < 8; k++)
+            json_object_set_new(s, counters[k], json_integer(sqlite3_column_int64(st, 5 + k)));
+        json_object_set_new(s, "started_at", jtext(st, 13));
+        json_object_set_new(s, "ended_at", jtext(st, 14));
+        json_t *ctx = NULL;
+        if (sqlite3_column_type(st, 16) != SQLITE_NULL)
+            ctx = json_loads(col_text(st, 16), 0, NULL);
+        json_object_set_new(s, "context", ctx ? ctx : json_null());
+        json_array_append_new(steps, s);
+    }
+    sqlite3_finalize(st);
+    json_object_set_new(o, "steps", steps);
+    return dump(o, out, err);
+}
+
+static ns_status sq_list_json(ns_repo *r, const char *job, const char *status, int limit,
+                              char **out, ns_error *err)
+{
+    sqlite3 *db = DB(r);
+    sqlite3_stmt *st = prep(db, err,
+                            "SELECT " EXEC_COLUMNS " FROM ns_job_execution e"
+                            " JOIN ns_job_instance i ON i.id = e.instance_id"
+                            " WHERE (?1 IS NULL OR i.job_name = ?1)"
+                            " AND (?2 IS NULL OR e.status = ?2)"
+                            " ORDER BY e.id DESC LIMIT ?3",
+                            "ssi", job, status, (int64_t)limit);
+    if (!st)
+        return NS_EDB;
+    json_t *a = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(a, exec_json(db, st));
+    sqlite3_finalize(st);
+    return dump(a, out, err);
+}
+
+const ns_repo_vt ns__repo_sqlite = {
+    .name = "sqlite",
+    .version = 1,
+    .open = sq_open,
+    .close = sq_close,
+    .launch = sq_launch,
+    .exec_info = sq_exec_info,
+    .exec_status = sq_exec_status,
+    .step_state = sq_step_state,
+    .step_begin = sq_step_begin,
+    .step_update = sq_step_update,
+    .step_end = sq_step_end,
+    .step_reconcile = sq_step_reconcile,
+    .request_stop = sq_request_stop,
+    .abandon = sq_abandon,
+    .show_json = sq_show_json,
+    .list_json = sq_list_json,
+};

@@ -1,0 +1,172 @@
+/* sys.c - time, hashing, UTF-8 and file-system helpers. */
+#include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+void ns__now_iso(char *buf, size_t n)
+{
+    struct timespec ts;
+    struct tm tm;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    snprintf(buf, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+}
+
+double ns__now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+double ns__mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void ns__local_date(char *buf, size_t n, int days)
+{
+    time_t t = time(NULL) + (time_t)days * 86400;
+    struct tm tm;
+    localtime_r(&t, &tm);
+    snprintf(buf, n, "%04d-%02d-%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
+}
+
+bool ns__parse_iso(const char *s, double *out)
+{
+    struct tm tm;
+    int ms = 0;
+
+    memset(&tm, 0, sizeof(tm));
+    if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                     &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) < 6)
+        return false;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    *out = (double)timegm(&tm) + ms / 1000.0;
+    return true;
+}
+
+/* Two independent 64-bit FNV-1a variants make a 128-bit key hash. Used for
+ * job-instance keys, where inputs are short and collisions must be
+ * negligible, not adversarially hard. */
+void ns__hash_hex(const void *p, size_t n, char out[33])
+{
+    const unsigned char *s = p;
+    uint64_t h1 = 0xcbf29ce484222325ULL, h2 = 0x84222325cbf29ce4ULL;
+
+    for (size_t i = 0; i < n; i++) {
+        h1 = (h1 ^ s[i]) * 0x100000001b3ULL;
+        h2 = (h2 ^ s[n - 1 - i]) * 0x100000001b3ULL;
+        h2 ^= h2 >> 29;
+    }
+    /* Final avalanche (splitmix64 finaliser). */
+    for (int k = 0; k < 2; k++) {
+        uint64_t *h = k ? &h2 : &h1;
+        *h ^= *h >> 33;
+        *h *= 0xff51afd7ed558ccdULL;
+        *h ^= *h >> 33;
+        *h *= 0xc4ceb9fe1a85ec53ULL;
+        *h ^= *h >> 33;
+    }
+    snprintf(out, 33, "%016llx%016llx", (unsigned long long)h1, (unsigned long long)h2);
+}
+
+size_t ns__utf8_valid_prefix(const unsigned char *p, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        /* Fast path: eight ASCII bytes at a time. */
+        while (i + 8 <= n) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            if (w & 0x8080808080808080ULL)
+                break;
+            i += 8;
+        }
+        if (i >= n)
+            break;
+        unsigned c = p[i];
+        size_t len;
+        unsigned min;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            len = 2;
+            min = 0x80;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+            min = 0x800;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+            min = 0x10000;
+        } else {
+            return i;
+        }
+        if (i + len > n)
+            return i;
+        unsigned cp = c & (0xFFu >> (len + 1));
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xC0) != 0x80)
+                return i;
+            cp = (cp << 6) | (p[i + k] & 0x3Fu);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return i;
+        i += len;
+    }
+    return n;
+}
+
+size_t ns__utf8_count(const char *p, size_t n)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < n; i++)
+        count += ((unsigned char)p[i] & 0xC0) != 0x80;
+    return count;
+}
+
+ns_status ns__mkdir_parents(const char *path, ns_error *err)
+{
+    char dir[4096];
+    size_t n = strlen(path);
+
+    if (n >= sizeof(dir))
+        return ns__err(err, NS_EINVAL, NULL, "%s: path too long", path);
+    memcpy(dir, path, n + 1);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return NS_OK;
+    *slash = '\0';
+    for (char *p = dir + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+            return ns__err(err, NS_EIO, NULL, "%s: cannot create directory: %s", dir,
+                           strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+        return ns__err(err, NS_EIO, NULL, "%s: cannot create directory: %s", dir, strerror(errno));
+    return NS_OK;
+}
+
+const char *ns__hostname(void)
+{
+    static char name[256];
+    if (!name[0] && gethostname(name, sizeof(name) - 1) != 0)
+        snprintf(name, sizeof(name), "localhost");
+    return name;
+}

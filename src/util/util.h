@@ -1,0 +1,113 @@
+/*
+ * util.h - internal helpers shared by every module: errors, memory arenas,
+ * growable buffers, strings, time, hashing and UTF-8. Not part of the public
+ * API; names are ns__ (two underscores).
+ */
+#ifndef NS_UTIL_H
+#define NS_UTIL_H
+
+#include "nightshift.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define NS_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define NS_PRINTF(a, b)
+#endif
+
+
+/* ------------------------------------------------------------ errors */
+
+/*
+ * Records an error unless one is already there (the first error wins).
+ * Returns `code` so callers can write `return ns__err(err, NS_EIO, ...)`.
+ * `sub` may be NULL.
+ */
+ns_status ns__err(ns_error *err, ns_status code, const char *sub, const char *fmt, ...)
+    NS_PRINTF(4, 5);
+ns_status ns__verr(ns_error *err, ns_status code, const char *sub, const char *fmt, va_list ap)
+    NS_PRINTF(4, 0);
+/* Prefixes an existing message with "prefix: " (used to add step context). */
+void ns__err_prefix(ns_error *err, const char *fmt, ...) NS_PRINTF(2, 3);
+
+/* ------------------------------------------------------------ arenas */
+
+/*
+ * A bump allocator. Everything allocated lives until ns__arena_reset or
+ * ns__arena_free. Reset keeps the largest block, so a chunk loop that resets
+ * after each commit allocates nothing once warm.
+ */
+typedef struct ns_arena_block ns_arena_block;
+typedef struct ns_arena {
+    ns_arena_block *head;
+    size_t block_size;
+} ns_arena;
+
+void ns__arena_init(ns_arena *a, size_t block_size);
+void *ns__arena_alloc(ns_arena *a, size_t n); /* 16-byte aligned; NULL on ENOMEM */
+char *ns__arena_strndup(ns_arena *a, const char *s, size_t n);
+void ns__arena_reset(ns_arena *a);
+void ns__arena_free(ns_arena *a);
+
+/* --------------------------------------------------------- buffers */
+
+typedef struct ns_buf {
+    char *data;
+    size_t len, cap;
+} ns_buf;
+
+ns_status ns__buf_reserve(ns_buf *b, size_t extra);
+ns_status ns__buf_append(ns_buf *b, const void *p, size_t n);
+ns_status ns__buf_putc(ns_buf *b, char c);
+ns_status ns__buf_printf(ns_buf *b, const char *fmt, ...) NS_PRINTF(2, 3);
+void ns__buf_free(ns_buf *b);
+/* NUL-terminates (not counted in len); returns data or "" when empty. */
+const char *ns__buf_cstr(ns_buf *b);
+
+/* --------------------------------------------------------- strings */
+
+char *ns__strdup(const char *s);
+char *ns__strndup(const char *s, size_t n);
+char *ns__asprintf(const char *fmt, ...) NS_PRINTF(1, 2);
+/* Parses a whole decimal int64 (optional sign, no spaces). */
+bool ns__parse_i64(const char *s, size_t n, int64_t *out);
+
+/* ------------------------------------------------------------ time */
+
+/* Wall-clock UTC as "YYYY-MM-DDTHH:MM:SS.mmmZ" into buf (>= 32 bytes). */
+void ns__now_iso(char *buf, size_t n);
+/* Wall-clock seconds since the epoch. */
+double ns__now(void);
+/* Monotonic seconds, for durations. */
+double ns__mono(void);
+/* Today's (or, with days = -1, yesterday's) local date as YYYY-MM-DD. */
+void ns__local_date(char *buf, size_t n, int days);
+/* Parses "YYYY-MM-DDTHH:MM:SS(.fff)Z" as written by ns__now_iso. */
+bool ns__parse_iso(const char *s, double *out);
+
+/* ----------------------------------------------------------- misc */
+
+/* 128-bit non-cryptographic hash as 32 lowercase hex digits + NUL. */
+void ns__hash_hex(const void *p, size_t n, char out[33]);
+/* Length of the valid UTF-8 prefix of p; == n when all valid. */
+size_t ns__utf8_valid_prefix(const unsigned char *p, size_t n);
+/* Number of code points in valid UTF-8. */
+size_t ns__utf8_count(const char *p, size_t n);
+/* Creates the parent directories of a file path (mkdir -p of dirname). */
+ns_status ns__mkdir_parents(const char *path, ns_error *err);
+/* This machine's host name (cached). */
+const char *ns__hostname(void);
+
+
+
+/* ------------------------------------------------- dates and times */
+
+/* YYYY-MM-DD, a real calendar day. */
+bool ns__valid_date(const char *s, size_t n);
+/* YYYY-MM-DD[ T]HH:MM[:SS[.frac]][Z|+HH[:MM]|-HH[:MM]]. */
+bool ns__valid_timestamp(const char *s, size_t n);
+#endif
