@@ -69,8 +69,7 @@ bool cli_parse(int argc, char **argv, cli_opts *o)
 
 void cli_error(const ns_error *err)
 {
-    fprintf(stderr, "nightshift: %s\n",
-            err->message[0] ? err->message : ns_strerror(err->code));
+    fprintf(stderr, "nightshift: %s\n", err->message[0] ? err->message : ns_strerror(err->code));
 }
 
 ns_repo *cli_repo(const cli_opts *o)
@@ -101,8 +100,8 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {{"run", cmd_run},         {"restart", cmd_restart}, {"stop", cmd_stop},
-                {"abandon", cmd_abandon}, {"list", cmd_list},       {"show", cmd_show},
+    } cmds[] = {{"run", cmd_run},          {"restart", cmd_restart}, {"stop", cmd_stop},
+                {"abandon", cmd_abandon},  {"list", cmd_list},       {"show", cmd_show},
                 {"validate", cmd_validate}};
 
     if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||

@@ -89,7 +89,8 @@ static void on_end(void *ud, const ns_progress *p)
         fprintf(stderr, "  filtered %lld", (long long)c->filter);
     fprintf(stderr, "  commits %lld  %.2fs", (long long)c->commit, p->elapsed);
     if (p->elapsed > 0 && c->read)
-        fprintf(stderr, "  %s items/s", num((long long)((double)c->read / p->elapsed), r, sizeof(r)));
+        fprintf(stderr, "  %s items/s",
+                num((long long)((double)c->read / p->elapsed), r, sizeof(r)));
     fputc('\n', stderr);
     if (p->rejects)
         fprintf(stderr, "%s: rejected records are in %s\n", p->step, p->rejects);

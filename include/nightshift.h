@@ -114,8 +114,8 @@ typedef struct ns_job ns_job;
  */
 NS_EXTERN ns_status ns_job_load(const char *path, ns_job **out, ns_error *err);
 /* Same, from memory; `name` is used in messages in place of a path. */
-NS_EXTERN ns_status ns_job_load_buffer(const char *name, const char *data, size_t len,
-                                       ns_job **out, ns_error *err);
+NS_EXTERN ns_status ns_job_load_buffer(const char *name, const char *data, size_t len, ns_job **out,
+                                       ns_error *err);
 NS_EXTERN void ns_job_free(ns_job *job);
 NS_EXTERN const char *ns_job_name(const ns_job *job);
 NS_EXTERN size_t ns_job_step_count(const ns_job *job);
@@ -152,8 +152,8 @@ NS_EXTERN ns_status ns_repo_abandon(ns_repo *repo, int64_t execution_id, ns_erro
  */
 NS_EXTERN ns_status ns_repo_show_json(ns_repo *repo, int64_t execution_id, char **out,
                                       ns_error *err);
-NS_EXTERN ns_status ns_repo_list_json(ns_repo *repo, const char *job, const char *status,
-                                      int limit, char **out, ns_error *err);
+NS_EXTERN ns_status ns_repo_list_json(ns_repo *repo, const char *job, const char *status, int limit,
+                                      char **out, ns_error *err);
 NS_EXTERN void ns_free(void *p);
 
 /* ------------------------------------------------------------- running */
@@ -188,16 +188,16 @@ typedef struct ns_listener {
 typedef struct ns_launch {
     const char *const *params; /* "NAME=VALUE" strings */
     size_t nparams;
-    int next;               /* --next: a new instance with a fresh run.id */
-    double lease_seconds;   /* heartbeat lease; <= 0 means 60 */
+    int next;             /* --next: a new instance with a fresh run.id */
+    double lease_seconds; /* heartbeat lease; <= 0 means 60 */
     const ns_listener *listener;
 } ns_launch;
 
 typedef struct ns_outcome {
     int64_t execution_id; /* 0 when no execution was created */
     ns_batch_status status;
-    int exit_code;        /* NS_EXIT_* */
-    char message[1024];   /* the execution's exit message; "" when none */
+    int exit_code;      /* NS_EXIT_* */
+    char message[1024]; /* the execution's exit message; "" when none */
 } ns_outcome;
 
 /*

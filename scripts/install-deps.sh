@@ -10,7 +10,7 @@ pkgs=(
     libyaml-dev                          # job files
     libjansson-dev                       # JSON: execution context, --json output
     libcmocka-dev                        # unit tests
-    procps                               # pkill/ps in integration tests
+    procps python3                       # integration tests: ps, data generators
 )
 
 missing=()

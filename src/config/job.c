@@ -162,7 +162,8 @@ static ns_status get_char(loader *l, const yaml_node_t *n, const char *key, char
 static ns_status get_names(loader *l, const yaml_node_t *n, const char *key, char ***out,
                            size_t *count)
 {
-    if (!n || n->type != YAML_SEQUENCE_NODE || n->data.sequence.items.top == n->data.sequence.items.start)
+    if (!n || n->type != YAML_SEQUENCE_NODE ||
+        n->data.sequence.items.top == n->data.sequence.items.start)
         return fail(l, n, key, "must be a non-empty list of names");
     size_t cnt = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
     char **v = calloc(cnt, sizeof(*v));
@@ -208,8 +209,8 @@ static ns_status check_template(loader *l, const yaml_node_t *n, const char *key
         } else if (len > 4 && strncmp(ref, "env.", 4) == 0) {
             for (size_t i = 4; i < len; i++)
                 if (!(isalnum((unsigned char)ref[i]) || ref[i] == '_'))
-                    return fail(l, n, key, "${%.*s}: not an environment variable name",
-                                (int)len, ref);
+                    return fail(l, n, key, "${%.*s}: not an environment variable name", (int)len,
+                                ref);
         } else if (!((len == 8 && strncmp(ref, "job.name", 8) == 0) ||
                      (len == 12 && strncmp(ref, "execution.id", 12) == 0) ||
                      (allow_step && len == 9 && strncmp(ref, "step.name", 9) == 0))) {
@@ -280,8 +281,7 @@ bool ns__param_value(ns_ptype type, const char *s, char **out, char *why, size_t
         break;
     case NS_P_TIMESTAMP:
         if (!ns__valid_timestamp(s, n))
-            return snprintf(why, whylen, "'%s' is not a timestamp (YYYY-MM-DDTHH:MM:SS)", s),
-                   false;
+            return snprintf(why, whylen, "'%s' is not a timestamp (YYYY-MM-DDTHH:MM:SS)", s), false;
         break;
     }
     if (out && !(*out = ns__strdup(v)))
@@ -402,7 +402,8 @@ static ns_status load_reader(loader *l, ns_step_def *s, const yaml_node_t *n, co
     ns_status st;
     yaml_node_t *x;
 
-    if (!n || n->type != YAML_MAPPING_NODE || n->data.mapping.pairs.top - n->data.mapping.pairs.start != 1)
+    if (!n || n->type != YAML_MAPPING_NODE ||
+        n->data.mapping.pairs.top - n->data.mapping.pairs.start != 1)
         return fail(l, n, where, "must name exactly one reader, e.g. {csv: {path: ...}}");
     if ((st = check_keys(l, n, where, kinds)) != NS_OK)
         return st;
@@ -448,7 +449,8 @@ static ns_status load_writer(loader *l, ns_step_def *s, const yaml_node_t *n, co
     ns_status st;
     yaml_node_t *x;
 
-    if (!n || n->type != YAML_MAPPING_NODE || n->data.mapping.pairs.top - n->data.mapping.pairs.start != 1)
+    if (!n || n->type != YAML_MAPPING_NODE ||
+        n->data.mapping.pairs.top - n->data.mapping.pairs.start != 1)
         return fail(l, n, where, "must name exactly one writer, e.g. {table: {...}}");
     if ((st = check_keys(l, n, where, kinds)) != NS_OK)
         return st;
@@ -499,8 +501,8 @@ static ns_status load_writer(loader *l, ns_step_def *s, const yaml_node_t *n, co
 
 static ns_status load_step(loader *l, size_t i, const yaml_node_t *n)
 {
-    static const char *const keys[] = {"name",      "chunk", "reader", "processor", "writer",
-                                       "skip",      "rejects", NULL};
+    static const char *const keys[] = {"name",   "chunk", "reader",  "processor",
+                                       "writer", "skip",  "rejects", NULL};
     static const char *const skip_keys[] = {"limit", NULL};
     ns_step_def *s = &l->job->steps[i];
     char where[64], key[128];
@@ -623,8 +625,9 @@ ns_status ns_job_load_buffer(const char *name, const char *data, size_t len, ns_
     yaml_parser_set_input_string(&parser, (const unsigned char *)data, len);
     if (!yaml_parser_load(&parser, &doc)) {
         st = ns__err(err, NS_ECONFIG, NULL, "%s:%d: yaml: %s%s%s", name,
-                     (int)parser.problem_mark.line + 1, parser.problem ? parser.problem : "syntax error",
-                     parser.context ? " " : "", parser.context ? parser.context : "");
+                     (int)parser.problem_mark.line + 1,
+                     parser.problem ? parser.problem : "syntax error", parser.context ? " " : "",
+                     parser.context ? parser.context : "");
         yaml_parser_delete(&parser);
         ns_job_free(l.job);
         return st;
@@ -815,15 +818,15 @@ ns_status ns__subst(const char *t, const ns_subst_ctx *ctx, const char *what, ch
             if (!val) {
                 ns__buf_free(&b);
                 return ns__err(err, NS_EPARAM, NULL,
-                               "%s: ${%s} has no value (pass %s=VALUE or give it a default)",
-                               what, ref, ref + 7);
+                               "%s: ${%s} has no value (pass %s=VALUE or give it a default)", what,
+                               ref, ref + 7);
             }
         } else if (strncmp(ref, "env.", 4) == 0) {
             val = getenv(ref + 4);
             if (!val) {
                 ns__buf_free(&b);
-                return ns__err(err, NS_EPARAM, NULL, "%s: environment variable %s is not set",
-                               what, ref + 4);
+                return ns__err(err, NS_EPARAM, NULL, "%s: environment variable %s is not set", what,
+                               ref + 4);
             }
             if (secret)
                 *secret = true;

@@ -10,7 +10,14 @@
 
 #include "util/util.h"
 
-typedef enum ns_ptype { NS_P_STRING, NS_P_INT, NS_P_FLOAT, NS_P_BOOL, NS_P_DATE, NS_P_TIMESTAMP } ns_ptype;
+typedef enum ns_ptype {
+    NS_P_STRING,
+    NS_P_INT,
+    NS_P_FLOAT,
+    NS_P_BOOL,
+    NS_P_DATE,
+    NS_P_TIMESTAMP
+} ns_ptype;
 
 typedef struct ns_param_def {
     char *name;

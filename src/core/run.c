@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t stop_signal;
@@ -86,8 +87,7 @@ static ns_status resolve_params(const ns_job *job, const char *const *args, size
     for (size_t i = 0; i < nargs && st == NS_OK; i++) {
         const char *eq = strchr(args[i], '=');
         if (!eq || eq == args[i]) {
-            st = ns__err(err, NS_EPARAM, NULL, "'%s': parameters are given as NAME=VALUE",
-                         args[i]);
+            st = ns__err(err, NS_EPARAM, NULL, "'%s': parameters are given as NAME=VALUE", args[i]);
             break;
         }
         size_t len = (size_t)(eq - args[i]);
@@ -96,8 +96,8 @@ static ns_status resolve_params(const ns_job *job, const char *const *args, size
             continue;
         }
         size_t k = 0;
-        while (k < job->nparams &&
-               !(strlen(job->params[k].name) == len && strncmp(job->params[k].name, args[i], len) == 0))
+        while (k < job->nparams && !(strlen(job->params[k].name) == len &&
+                                     strncmp(job->params[k].name, args[i], len) == 0))
             k++;
         if (k == job->nparams) {
             ns_buf names = {0};
@@ -131,8 +131,8 @@ static ns_status resolve_params(const ns_job *job, const char *const *args, size
     if (st == NS_OK && run_id) {
         int64_t x;
         if (!ns__parse_i64(run_id, strlen(run_id), &x))
-            st = ns__err(err, NS_EPARAM, NULL, "parameter 'run.id': '%s' is not an integer",
-                         run_id);
+            st =
+                ns__err(err, NS_EPARAM, NULL, "parameter 'run.id': '%s' is not an integer", run_id);
         else
             st = params_add(out, "run.id", "int", run_id, true, err);
     }
@@ -165,6 +165,7 @@ typedef struct step_run {
     char *context;  /* JSON of the last checkpoint */
     bool stop;
     double t0;
+    char last_reject[512]; /* "line N: CODE: message" of the latest reject */
 } step_run;
 
 static void notice(run_ctx *rc, const char *fmt, ...) NS_PRINTF(2, 3);
@@ -252,6 +253,8 @@ static ns_status reject(step_run *s, int64_t line, const char *column, const cha
         if (ftell(s->rejects) == 0)
             fputs("line,column,code,message,record\n", s->rejects);
     }
+    snprintf(s->last_reject, sizeof(s->last_reject), "line %lld%s%s: %s: %s", (long long)line,
+             column ? ", column " : "", column ? column : "", code, message);
     fprintf(s->rejects, "%lld,", (long long)line);
     if (column)
         csv_field(s->rejects, column, strlen(column));
@@ -282,15 +285,14 @@ static ns_status make_context(step_run *s, ns_error *err)
 {
     const ns_counts *c = &s->counts;
     json_t *pos = s->reader->vt->position(s->reader);
-    json_t *o = json_pack("{s:o, s:{s:s, s:I}, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}",
-                          "position", pos, "rejects", "path", s->rejects_path, "offset",
-                          (json_int_t)s->rejects_offset, "chunks", (json_int_t)s->chunks,
-                          "step_execution_id", (json_int_t)s->se.id, "counts", "read",
-                          (json_int_t)c->read, "write", (json_int_t)c->write, "filter",
-                          (json_int_t)c->filter, "read_skip", (json_int_t)c->read_skip,
-                          "process_skip", (json_int_t)c->process_skip, "write_skip",
-                          (json_int_t)c->write_skip, "commit", (json_int_t)c->commit, "rollback",
-                          (json_int_t)c->rollback);
+    json_t *o = json_pack(
+        "{s:o, s:{s:s, s:I}, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}", "position",
+        pos, "rejects", "path", s->rejects_path, "offset", (json_int_t)s->rejects_offset, "chunks",
+        (json_int_t)s->chunks, "step_execution_id", (json_int_t)s->se.id, "counts", "read",
+        (json_int_t)c->read, "write", (json_int_t)c->write, "filter", (json_int_t)c->filter,
+        "read_skip", (json_int_t)c->read_skip, "process_skip", (json_int_t)c->process_skip,
+        "write_skip", (json_int_t)c->write_skip, "commit", (json_int_t)c->commit, "rollback",
+        (json_int_t)c->rollback);
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (!text)
@@ -310,8 +312,9 @@ static ns_status commit_hook(void *arg, ns_error *err)
 
 static ns_status commit_chunk(step_run *s, ns_error *err)
 {
-    ns_ckpt_key key = {s->rc->job->name, s->rc->launch.job_key, s->def->name, "",
-                       s->rc->launch.execution_id, s->se.id};
+    ns_ckpt_key key = {
+        s->rc->job->name, s->rc->launch.job_key, s->def->name, "", s->rc->launch.execution_id,
+        s->se.id};
     ns_status st;
 
     if ((st = rejects_sync(s, err)) != NS_OK)
@@ -321,8 +324,7 @@ static ns_status commit_chunk(step_run *s, ns_error *err)
     if ((st = make_context(s, err)) != NS_OK)
         return st;
     /* Same database: the repository update rides in the chunk's transaction. */
-    st = s->writer->vt->commit(s->writer, &key, s->context, s->shared ? commit_hook : NULL, s,
-                               err);
+    st = s->writer->vt->commit(s->writer, &key, s->context, s->shared ? commit_hook : NULL, s, err);
     if (st != NS_OK) {
         s->counts.commit--;
         s->chunks--;
@@ -371,7 +373,9 @@ static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
      * past that point are read again now. */
     const char *rpath = json_string_value(json_object_get(rej, "path"));
     json_int_t roff = json_integer_value(json_object_get(rej, "offset"));
-    if (rpath && access(rpath, F_OK) == 0 && truncate(rpath, (off_t)roff) != 0) {
+    struct stat sb;
+    if (rpath && stat(rpath, &sb) == 0 && S_ISREG(sb.st_mode) &&
+        truncate(rpath, (off_t)roff) != 0) {
         st = ns__err(err, NS_EIO, NULL, "rejects file %s: cannot truncate: %s", rpath,
                      strerror(errno));
         goto out;
@@ -396,8 +400,8 @@ static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
             goto out;
     }
     json_t *line = json_object_get(pos, "line");
-    notice(s->rc, "step %s: resuming after chunk %lld%s%lld", s->def->name,
-           (long long)s->chunks, json_is_integer(line) ? " at line " : "",
+    notice(s->rc, "step %s: resuming after chunk %lld%s%lld", s->def->name, (long long)s->chunks,
+           json_is_integer(line) ? " at line " : "",
            json_is_integer(line) ? (long long)json_integer_value(line) : 0LL);
 out:
     json_decref(o);
@@ -428,8 +432,8 @@ static ns_status to_item(const ns_record *r, ns_item *it, ns_arena *a)
         p += f[i].len;
     }
     memcpy(p, r->raw, r->raw_len);
-    *it = (ns_item){.line = r->line, .raw = p, .raw_len = r->raw_len, .fields = f,
-                    .nfields = r->nfields};
+    *it = (ns_item){
+        .line = r->line, .raw = p, .raw_len = r->raw_len, .fields = f, .nfields = r->nfields};
     return NS_OK;
 }
 
@@ -468,8 +472,8 @@ static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
     }
     size_t ncols;
     const char *const *cols = s->reader->vt->columns(s->reader, &ncols);
-    void *shared = strncmp(url, "sqlite:", 7) == 0 ? ns__repo_sqlite_shared(s->rc->repo, url + 7)
-                                                   : NULL;
+    void *shared =
+        strncmp(url, "sqlite:", 7) == 0 ? ns__repo_sqlite_shared(s->rc->repo, url + 7) : NULL;
     ns_writer_cfg cfg = {.url = url,
                          .conn_name = where,
                          .shared = shared,
@@ -492,8 +496,8 @@ out:
 }
 
 /* Runs one chunk step; returns its final status in *status. */
-static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status,
-                          char *msg, size_t msglen)
+static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *msg,
+                          size_t msglen)
 {
     step_run s = {.rc = rc, .def = def, .t0 = ns__mono()};
     ns_step_state state = {0};
@@ -505,16 +509,16 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
 
     ns__arena_init(&arena, 1 << 20);
     *status = NS_BATCH_FAILED;
-    if ((st = rc->repo->vt->step_state(rc->repo, rc->launch.instance_id, def->name, &state,
-                                       err)) != NS_OK)
+    if ((st = rc->repo->vt->step_state(rc->repo, rc->launch.instance_id, def->name, &state, err)) !=
+        NS_OK)
         goto out;
     if (state.completed) {
         notice(rc, "step %s: already completed for this instance; not run again", def->name);
         *status = NS_BATCH_COMPLETED;
         goto out;
     }
-    if ((st = rc->repo->vt->step_begin(rc->repo, rc->launch.execution_id, def->name, &s.se,
-                                       err)) != NS_OK)
+    if ((st = rc->repo->vt->step_begin(rc->repo, rc->launch.execution_id, def->name, &s.se, err)) !=
+        NS_OK)
         goto out;
     started = true;
     report(&s, rc->listener ? rc->listener->step_start : NULL, NS_BATCH_STARTED, NULL);
@@ -574,8 +578,8 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
                 }
                 s.counts.write_skip++;
             }
-            if ((st = reject(&s, it->line, it->column, it->code, it->message, it->raw,
-                             it->raw_len, err)) != NS_OK)
+            if ((st = reject(&s, it->line, it->column, it->code, it->message, it->raw, it->raw_len,
+                             err)) != NS_OK)
                 goto out;
         }
         if (skips(&s.counts) > def->skip_limit) {
@@ -586,9 +590,10 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
             if (s.rejects)
                 fflush(s.rejects);
             st = ns__err(err, NS_ESKIPLIMIT, NULL,
-                         "skip limit %lld exceeded: %lld records rejected so far (see %s); the "
-                         "chunk in which it happened was rolled back",
-                         (long long)def->skip_limit, (long long)total, s.rejects_path);
+                         "skip limit %lld exceeded by %s (%lld records rejected so far, see %s); "
+                         "the chunk in which it happened was rolled back",
+                         (long long)def->skip_limit, s.last_reject, (long long)total,
+                         s.rejects_path);
             goto out;
         }
         if (single) {
@@ -663,8 +668,8 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
                      ns_error *err)
 {
     params p = {0};
-    run_ctx rc = {.repo = repo, .job = job, .listener = launch ? launch->listener : NULL,
-                  .params = &p};
+    run_ctx rc = {
+        .repo = repo, .job = job, .listener = launch ? launch->listener : NULL, .params = &p};
     ns_status st;
     char msg[1024] = "";
 
@@ -708,8 +713,8 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
     if (rc.launch.restart_of)
         notice(&rc, "execution %lld restarts execution %lld", (long long)rc.launch.execution_id,
                (long long)rc.launch.restart_of);
-    if ((st = repo->vt->exec_status(repo, rc.launch.execution_id, NS_BATCH_STARTED, "EXECUTING",
-                                    "", false, err)) != NS_OK)
+    if ((st = repo->vt->exec_status(repo, rc.launch.execution_id, NS_BATCH_STARTED, "EXECUTING", "",
+                                    false, err)) != NS_OK)
         goto done;
 
     ns_batch_status status = NS_BATCH_COMPLETED;
@@ -724,7 +729,8 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
         }
     }
     ns_error e2 = {0};
-    if (repo->vt->exec_status(repo, rc.launch.execution_id, status, NULL, msg, true, &e2) != NS_OK) {
+    if (repo->vt->exec_status(repo, rc.launch.execution_id, status, NULL, msg, true, &e2) !=
+        NS_OK) {
         status = NS_BATCH_FAILED;
         snprintf(msg, sizeof(msg), "%s", e2.message);
     }
@@ -755,8 +761,9 @@ ns_status ns_execution_restart(ns_repo *repo, int64_t id, const ns_listener *lis
         return st;
     }
     if (info.status == NS_BATCH_COMPLETED || info.status == NS_BATCH_ABANDONED) {
-        st = ns__err(err, NS_EREFUSED, NULL, "execution %lld is %s; only FAILED or STOPPED "
-                                             "executions can be restarted",
+        st = ns__err(err, NS_EREFUSED, NULL,
+                     "execution %lld is %s; only FAILED or STOPPED "
+                     "executions can be restarted",
                      (long long)id, ns_batch_status_name(info.status));
         out->exit_code = NS_EXIT_REFUSED;
         goto out;

@@ -180,8 +180,8 @@ static ns_status fill(ns_csv *c, ns_error *err)
     }
     if (c->end >= MAX_RECORD)
         return ns__err(err, NS_EIO, NS_CODE_QUOTE,
-                       "%s:%lld: record longer than %u MiB; is a quoted field not closed?",
-                       c->path, (long long)c->line, MAX_RECORD >> 20);
+                       "%s:%lld: record longer than %u MiB; is a quoted field not closed?", c->path,
+                       (long long)c->line, MAX_RECORD >> 20);
     if (c->cap - c->end < c->opt.read_size) {
         size_t cap = c->cap * 2;
         while (cap - c->end < c->opt.read_size)
@@ -376,10 +376,12 @@ static int scan(ns_csv *c, size_t *nf_out, size_t *raw_end, size_t *term_end, in
             set_error(c, NS_CODE_QUOTE, (int)nf - 1,
                       "unexpected character after the closing quote of a field");
             /* Resynchronise: the rest of the field up to the next delimiter or
-             * newline is read as unquoted text; the record is rejected anyway. */
+             * newline is read as unquoted text; the record is rejected anyway,
+             * and the field keeps its whole raw text for the message. */
             nf--;
         }
-        /* Unquoted field. */
+        /* Unquoted field (or the tail of a malformed quoted one). */
+        size_t vstart = b[fstart] == q ? fstart : p;
         size_t k = p;
         while (k < end) {
             char ch = b[k];
@@ -394,7 +396,7 @@ static int scan(ns_csv *c, size_t *nf_out, size_t *raw_end, size_t *term_end, in
         size_t fe = k;
         if ((k >= end || b[k] == '\n') && fe > fstart && b[fe - 1] == '\r')
             fe--;
-        if (!add_field(c, nf++, p, fe - p, fe == fstart ? F_NULL : F_BUF, fstart - i))
+        if (!add_field(c, nf++, vstart, fe - vstart, fe == fstart ? F_NULL : F_BUF, fstart - i))
             return SCAN_NOMEM;
         if (k >= end) {
             *raw_end = fe;

@@ -17,23 +17,23 @@ typedef struct ns_value {
 } ns_value;
 
 typedef struct ns_csv_options {
-    char delimiter;     /* default ',' */
-    char quote;         /* default '"' */
-    size_t read_size;   /* bytes per read(); default 1 MiB; 1 is valid (tests) */
-    size_t expect;      /* expected field count; 0 = any */
-    bool check_utf8;    /* reject records with invalid UTF-8 */
+    char delimiter;   /* default ',' */
+    char quote;       /* default '"' */
+    size_t read_size; /* bytes per read(); default 1 MiB; 1 is valid (tests) */
+    size_t expect;    /* expected field count; 0 = any */
+    bool check_utf8;  /* reject records with invalid UTF-8 */
 } ns_csv_options;
 
 /* Stable reject codes of the reader. */
 #define NS_CODE_FIELD_COUNT "NS_FIELD_COUNT"
-#define NS_CODE_ENCODING "NS_ENCODING"
-#define NS_CODE_QUOTE "NS_CSV_QUOTE"
+#define NS_CODE_ENCODING    "NS_ENCODING"
+#define NS_CODE_QUOTE       "NS_CSV_QUOTE"
 
 typedef struct ns_csv_record {
-    int64_t line;       /* 1-based physical line on which the record starts */
-    int64_t offset;     /* byte offset of its first byte */
-    int64_t end;        /* byte offset just past its terminator */
-    const char *raw;    /* record text without its line terminator */
+    int64_t line;    /* 1-based physical line on which the record starts */
+    int64_t offset;  /* byte offset of its first byte */
+    int64_t end;     /* byte offset just past its terminator */
+    const char *raw; /* record text without its line terminator */
     size_t raw_len;
     size_t nfields;
     const ns_value *fields;

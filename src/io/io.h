@@ -132,10 +132,10 @@ typedef enum ns_ckind {
 
 typedef struct ns_coltype {
     ns_ckind kind;
-    int64_t min, max;   /* NS_CT_INT */
-    int64_t length;     /* NS_CT_TEXT: max characters, 0 = unlimited */
+    int64_t min, max;     /* NS_CT_INT */
+    int64_t length;       /* NS_CT_TEXT: max characters, 0 = unlimited */
     int precision, scale; /* NS_CT_NUMERIC; precision 0 = unconstrained */
-    char decl[64];      /* the declared type, for messages */
+    char decl[64];        /* the declared type, for messages */
 } ns_coltype;
 
 /* The value a checked field binds as. */

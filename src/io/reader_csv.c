@@ -23,8 +23,8 @@ static ns_status set_names(csv_reader *r, const ns_value *v, char *const *names,
         const char *p = v ? v[i].ptr : names[i];
         size_t len = v ? v[i].len : strlen(names[i]);
         if (!p || !len)
-            return ns__err(err, NS_ESCHEMA, NULL, "%s:1: header: column %zu has no name",
-                           r->path, i + 1);
+            return ns__err(err, NS_ESCHEMA, NULL, "%s:1: header: column %zu has no name", r->path,
+                           i + 1);
         if (!(r->names[i] = ns__strndup(p, len)))
             return ns__err(err, NS_ENOMEM, NULL, "out of memory");
         for (size_t j = 0; j < i; j++)
@@ -38,9 +38,8 @@ static ns_status set_names(csv_reader *r, const ns_value *v, char *const *names,
 static ns_status csv_open(ns_reader *base, const ns_step_def *def, const char *path, ns_error *err)
 {
     csv_reader *r = (csv_reader *)base;
-    ns_csv_options opt = {.delimiter = def->csv_delimiter,
-                          .quote = def->csv_quote,
-                          .check_utf8 = true};
+    ns_csv_options opt = {
+        .delimiter = def->csv_delimiter, .quote = def->csv_quote, .check_utf8 = true};
     const char *env = getenv("NIGHTSHIFT_CSV_READ_SIZE"); /* tests: tiny reads */
     ns_status st;
 
@@ -61,8 +60,8 @@ static ns_status csv_open(ns_reader *base, const ns_step_def *def, const char *p
                            (long long)h->line, h->error_message);
         if (def->csv_columns && h->nfields != def->csv_ncolumns)
             return ns__err(err, NS_ESCHEMA, NULL,
-                           "%s:%lld: header has %zu fields but reader.csv.columns lists %zu",
-                           path, (long long)h->line, h->nfields, def->csv_ncolumns);
+                           "%s:%lld: header has %zu fields but reader.csv.columns lists %zu", path,
+                           (long long)h->line, h->nfields, def->csv_ncolumns);
         if (!def->csv_columns && (st = set_names(r, h->fields, NULL, h->nfields, err)) != NS_OK)
             return st;
     }
@@ -121,8 +120,8 @@ static json_t *csv_position(ns_reader *base)
 static void csv_progress(ns_reader *base, int64_t *done, int64_t *total)
 {
     csv_reader *r = (csv_reader *)base;
-    *done = ns__csv_offset(r->csv);
-    *total = ns__csv_size(r->csv);
+    *done = r->csv ? ns__csv_offset(r->csv) : -1;
+    *total = r->csv ? ns__csv_size(r->csv) : -1;
 }
 
 static void csv_close(ns_reader *base)

@@ -119,8 +119,7 @@ static ns_status read_table(sqlite_writer *w, tinfo **out, size_t *n, ns_error *
     sqlite3_finalize(st);
     if (cnt == 0) {
         free(t);
-        return ns__err(err, NS_ESCHEMA, NULL, "%s: table '%s' does not exist", w->where,
-                       w->table);
+        return ns__err(err, NS_ESCHEMA, NULL, "%s: table '%s' does not exist", w->where, w->table);
     }
     *out = t;
     *n = cnt;
@@ -303,8 +302,8 @@ static ns_status sw_checkpoint(ns_writer *base, const ns_ckpt_key *key, char **c
     sqlite_writer *w = (sqlite_writer *)base;
     bind_key(w->ckpt_get, key);
     int rc = sqlite3_step(w->ckpt_get);
-    *context = rc == SQLITE_ROW ? ns__strdup((const char *)sqlite3_column_text(w->ckpt_get, 0))
-                                : NULL;
+    *context =
+        rc == SQLITE_ROW ? ns__strdup((const char *)sqlite3_column_text(w->ckpt_get, 0)) : NULL;
     sqlite3_reset(w->ckpt_get);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return db_fail(w, err, "read checkpoint");
@@ -421,8 +420,8 @@ static ns_status sw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a
             sqlite3_reset(ins);
             continue;
         }
-        if ((rc & 0xff) == SQLITE_CONSTRAINT || (sqlite3_extended_errcode(w->db) & 0xff) ==
-                                                    SQLITE_CONSTRAINT) {
+        if ((rc & 0xff) == SQLITE_CONSTRAINT ||
+            (sqlite3_extended_errcode(w->db) & 0xff) == SQLITE_CONSTRAINT) {
             reject_constraint(w, it, a);
             sqlite3_reset(ins);
             continue;

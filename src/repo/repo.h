@@ -35,7 +35,7 @@ typedef struct ns_launch_res {
     int64_t execution_id, instance_id;
     int64_t restart_of; /* the execution this one restarts, 0 when none */
     char job_key[33];
-    int64_t run_id; /* with next: the run.id given; else 0 */
+    int64_t run_id;   /* with next: the run.id given; else 0 */
     char notice[512]; /* set when a dead execution was marked FAILED */
 } ns_launch_res;
 
@@ -74,9 +74,9 @@ void ns__exec_info_free(ns_exec_info *info);
 
 /* Where a step of an instance stands before it runs. */
 typedef struct ns_step_state {
-    bool completed;        /* a COMPLETED step execution exists for this instance */
-    int64_t last_id;       /* the latest earlier step execution, 0 when none */
-    char *context;         /* its saved context (JSON), NULL when none */
+    bool completed;  /* a COMPLETED step execution exists for this instance */
+    int64_t last_id; /* the latest earlier step execution, 0 when none */
+    char *context;   /* its saved context (JSON), NULL when none */
 } ns_step_state;
 
 /* A running step execution, with what is written at each chunk. */

@@ -193,7 +193,8 @@ static ns_status migrate(sqlite3 *db, ns_error *err)
         if ((s = exec_sql(db, migrations[v], err)) != NS_OK)
             goto out;
     if (version < SCHEMA_VERSION &&
-        (s = run(db, prep(db, err, "UPDATE ns_schema SET version = ?", "i", (int64_t)SCHEMA_VERSION),
+        (s = run(db,
+                 prep(db, err, "UPDATE ns_schema SET version = ?", "i", (int64_t)SCHEMA_VERSION),
                  err, "migrate")) != NS_OK)
         goto out;
     s = exec_sql(db, "COMMIT", err);
@@ -224,8 +225,9 @@ static ns_status sq_open(ns_repo *r, const char *url, ns_error *err)
         goto fail;
     }
     sqlite3_busy_timeout(q->db, 30000);
-    if ((s = exec_sql(q->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                             "PRAGMA foreign_keys=ON",
+    if ((s = exec_sql(q->db,
+                      "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                      "PRAGMA foreign_keys=ON",
                       err)) != NS_OK)
         goto fail;
     if ((s = migrate(q->db, err)) != NS_OK)
@@ -318,8 +320,7 @@ static ns_status mark_dead(sqlite3 *db, const ns_last_exec *le, const char *now,
     return s;
 }
 
-static ns_status sq_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *res,
-                           ns_error *err)
+static ns_status sq_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *res, ns_error *err)
 {
     sqlite3 *db = DB(r);
     ns_status s;
@@ -349,7 +350,8 @@ static ns_status sq_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
     }
     ns_param_val all[65];
     size_t nall = req->nparams < 64 ? req->nparams : 64;
-    memcpy(all, req->params, nall * sizeof(*all));
+    if (nall)
+        memcpy(all, req->params, nall * sizeof(*all));
     if (req->next)
         all[nall++] = (ns_param_val){"run.id", "int", run_id, true};
     ns__instance_key(all, nall, res->job_key);
@@ -360,9 +362,9 @@ static ns_status sq_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
                       "sss", req->job_name, res->job_key, now),
                  err, "create instance")) != NS_OK)
         goto out;
-    sqlite3_stmt *st = prep(db, err,
-                            "SELECT id FROM ns_job_instance WHERE job_name = ? AND job_key = ?",
-                            "ss", req->job_name, res->job_key);
+    sqlite3_stmt *st =
+        prep(db, err, "SELECT id FROM ns_job_instance WHERE job_name = ? AND job_key = ?", "ss",
+             req->job_name, res->job_key);
     if (!st || sqlite3_step(st) != SQLITE_ROW) {
         sqlite3_finalize(st);
         s = db_err(db, err, "find instance");
@@ -372,8 +374,8 @@ static ns_status sq_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
     sqlite3_finalize(st);
     if ((s = last_exec(db, instance, &le, &have, err)) != NS_OK)
         goto out;
-    ns_launch_action a = ns__launch_decide(&le, have, req->restartable, req->lease, why,
-                                           sizeof(why));
+    ns_launch_action a =
+        ns__launch_decide(&le, have, req->restartable, req->lease, why, sizeof(why));
     if (a == NS_LAUNCH_RECOVER) {
         if ((s = mark_dead(db, &le, now, res->notice, sizeof(res->notice), err)) != NS_OK)
             goto out;
@@ -397,8 +399,7 @@ static ns_status sq_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
                       " last_updated, host, pid, heartbeat, restart_of)"
                       " VALUES (?, 'STARTING', ?, ?, ?, ?, ?, ?, CAST(? AS INTEGER))",
                       "issssiss", instance, req->job_path ? req->job_path : "", now, now,
-                      ns__hostname(), (int64_t)getpid(), now,
-                      res->restart_of ? restart_of : NULL),
+                      ns__hostname(), (int64_t)getpid(), now, res->restart_of ? restart_of : NULL),
                  err, "create execution")) != NS_OK)
         goto out;
     res->execution_id = sqlite3_last_insert_rowid(db);
@@ -480,7 +481,8 @@ static ns_status sq_exec_status(ns_repo *r, int64_t id, ns_batch_status status,
     /* Optimistic: read the version, update only that version; a concurrent
      * `stop` bumps it, in which case read again. */
     for (int attempt = 0; attempt < 5; attempt++) {
-        sqlite3_stmt *st = prep(db, err, "SELECT version FROM ns_job_execution WHERE id = ?", "i", id);
+        sqlite3_stmt *st =
+            prep(db, err, "SELECT version FROM ns_job_execution WHERE id = ?", "i", id);
         if (!st)
             return NS_EDB;
         if (sqlite3_step(st) != SQLITE_ROW) {
@@ -531,8 +533,8 @@ static ns_status sq_step_state(ns_repo *r, int64_t instance, const char *step, n
     return NS_OK;
 }
 
-static ns_status sq_step_begin(ns_repo *r, int64_t execution_id, const char *step,
-                               ns_step_exec *se, ns_error *err)
+static ns_status sq_step_begin(ns_repo *r, int64_t execution_id, const char *step, ns_step_exec *se,
+                               ns_error *err)
 {
     sqlite3 *db = DB(r);
     char now[40];
@@ -555,8 +557,8 @@ static ns_status sq_step_begin(ns_repo *r, int64_t execution_id, const char *ste
 }
 
 /* Writes counters and context of a step execution at version se->version. */
-static ns_status save_step(sqlite3 *db, ns_step_exec *se, const char *status,
-                           const char *exit_code, const char *message, ns_error *err)
+static ns_status save_step(sqlite3 *db, ns_step_exec *se, const char *status, const char *exit_code,
+                           const char *message, ns_error *err)
 {
     char now[40];
     const ns_counts *c = &se->counts;
@@ -631,8 +633,8 @@ static ns_status sq_step_end(ns_repo *r, ns_step_exec *se, ns_batch_status statu
                      err);
 }
 
-static ns_status sq_step_reconcile(ns_repo *r, int64_t id, const ns_counts *c,
-                                   const char *context, ns_error *err)
+static ns_status sq_step_reconcile(ns_repo *r, int64_t id, const ns_counts *c, const char *context,
+                                   ns_error *err)
 {
     sqlite3 *db = DB(r);
     sqlite3_stmt *st = prep(db, err, "SELECT version FROM ns_step_execution WHERE id = ?", "i", id);
@@ -642,8 +644,8 @@ static ns_status sq_step_reconcile(ns_repo *r, int64_t id, const ns_counts *c,
         sqlite3_finalize(st);
         return NS_OK; /* recorded in another repository: nothing to reconcile */
     }
-    ns_step_exec se = {.id = id, .version = sqlite3_column_int64(st, 0), .counts = *c,
-                       .context = context};
+    ns_step_exec se = {
+        .id = id, .version = sqlite3_column_int64(st, 0), .counts = *c, .context = context};
     sqlite3_finalize(st);
     return save_step(db, &se, NULL, NULL, NULL, err);
 }
@@ -724,7 +726,7 @@ static json_t *typed_value(const char *type, const char *v)
 }
 
 #define EXEC_COLUMNS                                                                               \
-    "e.id, i.job_name, e.instance_id, e.status, e.exit_code, e.exit_message, e.created_at,"       \
+    "e.id, i.job_name, e.instance_id, e.status, e.exit_code, e.exit_message, e.created_at,"        \
     " e.started_at, e.ended_at, e.host, e.pid, e.restart_of, e.job_file, e.last_updated"
 
 static json_t *exec_json(sqlite3 *db, sqlite3_stmt *st)
@@ -743,9 +745,10 @@ static json_t *exec_json(sqlite3 *db, sqlite3_stmt *st)
     json_object_set_new(o, "ended_at", jtext(st, 8));
     json_object_set_new(o, "host", json_string(col_text(st, 9)));
     json_object_set_new(o, "pid", json_integer(sqlite3_column_int64(st, 10)));
-    json_object_set_new(o, "restart_of", sqlite3_column_type(st, 11) == SQLITE_NULL
-                                             ? json_null()
-                                             : json_integer(sqlite3_column_int64(st, 11)));
+    json_object_set_new(o, "restart_of",
+                        sqlite3_column_type(st, 11) == SQLITE_NULL
+                            ? json_null()
+                            : json_integer(sqlite3_column_int64(st, 11)));
     json_object_set_new(o, "job_file", json_string(col_text(st, 12)));
     json_object_set_new(o, "last_updated", jtext(st, 13));
 

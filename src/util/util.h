@@ -19,7 +19,6 @@
 #define NS_PRINTF(a, b)
 #endif
 
-
 /* ------------------------------------------------------------ errors */
 
 /*
@@ -101,8 +100,6 @@ size_t ns__utf8_count(const char *p, size_t n);
 ns_status ns__mkdir_parents(const char *path, ns_error *err);
 /* This machine's host name (cached). */
 const char *ns__hostname(void);
-
-
 
 /* ------------------------------------------------- dates and times */
 

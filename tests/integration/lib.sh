@@ -1,0 +1,35 @@
+# lib.sh - helpers for the integration tests: a scratch directory, a private
+# repository, assertions that say what was expected. Source it first.
+set -euo pipefail
+: "${NS:?set NS to the nightshift binary}"
+: "${NS_SRC:?set NS_SRC to the source tree}"
+T=$(mktemp -d "${TMPDIR:-/tmp}/ns-it.XXXXXX")
+export NIGHTSHIFT_REPOSITORY="sqlite:$T/repo.db"
+export CI=1 # one summary line per step, no live progress
+cleanup() {
+    local pids
+    pids=$(jobs -p 2>/dev/null || true)
+    [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
+    rm -rf "$T"
+}
+trap cleanup EXIT
+cd "$T"
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+assert_eq() { [ "$1" == "$2" ] || fail "$3: expected '$2', got '$1'"; }
+# expect_exit CODE CMD...: runs CMD, checks its exit status, keeps its stderr in $T/err.
+expect_exit() {
+    local want=$1 got=0
+    shift
+    "$@" >"$T/out" 2>"$T/err" || got=$?
+    if [ "$got" != "$want" ]; then
+        echo "--- stdout" >&2; cat "$T/out" >&2; echo "--- stderr" >&2; cat "$T/err" >&2
+        fail "'$*' exited $got, expected $want"
+    fi
+}
+expect_err() { grep -qF -- "$1" "$T/err" || { cat "$T/err" >&2; fail "stderr lacks: $1"; }; }
+sql() { sqlite3 -batch "$1" "$2"; }
+# JSON field of `show --json` (python3 is a test dependency).
+show_field() {
+    "$NS" show "$1" --json | python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d' + sys.argv[1]))" "$2"
+}

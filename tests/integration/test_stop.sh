@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Graceful stop: SIGTERM, and `nightshift stop ID` from another process, end
+# the run after its current chunk as STOPPED (exit 3); run again, it resumes
+# and every row is loaded exactly once.
+source "$(dirname "$0")/lib.sh"
+ROWS=300000
+python3 -c "
+print('id,v')
+for i in range(1, $ROWS + 1): print(f'{i},v{i}')" > in.csv
+export TARGET_DB="$T/target.db"
+sqlite3 "$TARGET_DB" "CREATE TABLE k (id INTEGER NOT NULL, v TEXT);"
+cat > job.yaml <<'EOF2'
+job: stoppable
+params:
+  file: {type: string, required: true}
+  how: {type: string, required: true}
+connections:
+  target: "sqlite:${env.TARGET_DB}"
+steps:
+  - name: load
+    chunk: 100
+    reader: {csv: {path: "${params.file}"}}
+    writer: {table: {connection: target, name: k}}
+EOF2
+wait_started() { # waits until execution $1 has committed a chunk
+    for _ in $(seq 200); do
+        n=$("$NS" show "$1" --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["steps"][0]["commit_count"] if d["steps"] else 0)' 2>/dev/null || echo 0)
+        [ "$n" -gt 0 ] && return 0
+        sleep 0.05
+    done
+    fail "execution $1 never committed a chunk"
+}
+check() { # check HOW ID: stopped, then resumed to exactly all rows
+    local rc=$1
+    assert_eq "$rc" 3 "$2: exit status of a stopped run"
+    assert_eq "$(show_field "$3" "['status']")" STOPPED "$2: status"
+    local part
+    part=$(sql "$TARGET_DB" "SELECT count(*) FROM k")
+    [ "$part" -gt 0 ] && [ "$part" -lt "$ROWS" ] || fail "$2: stopped with $part rows"
+    assert_eq "$((part % 100))" 0 "$2: stopped at a chunk boundary"
+    expect_exit 0 "$NS" run job.yaml file=in.csv how="$2"
+    expect_err "restarts execution $3"
+    assert_eq "$(sql "$TARGET_DB" "SELECT count(*), count(DISTINCT id) FROM k")" "$ROWS|$ROWS" "$2: rows"
+    sql "$TARGET_DB" "DELETE FROM k"
+}
+
+"$NS" run job.yaml file=in.csv how=sigterm > /dev/null 2> run.err & pid=$!
+wait_started 1
+kill -TERM $pid
+rc=0; wait $pid || rc=$?
+check $rc sigterm 1
+
+"$NS" run job.yaml file=in.csv how=command > /dev/null 2> run.err & pid=$!
+wait_started 3
+expect_exit 0 "$NS" stop 3
+expect_err "STOPPING"
+rc=0; wait $pid || rc=$?
+check $rc command 3
+expect_exit 4 "$NS" stop 3
+expect_err "is not running"
+echo "stop: ok"
