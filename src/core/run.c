@@ -166,6 +166,7 @@ typedef struct step_run {
     bool stop;
     double t0;
     char last_reject[512]; /* "line N: CODE: message" of the latest reject */
+    bool done;             /* the target says this step already completed */
 } step_run;
 
 static void notice(run_ctx *rc, const char *fmt, ...) NS_PRINTF(2, 3);
@@ -330,6 +331,11 @@ static ns_status commit_chunk(step_run *s, ns_error *err)
         s->chunks--;
         return st;
     }
+    /* Fault injection for the tests (docs/internals.md): die in the window
+     * between the target's commit and the repository's update. */
+    const char *crash = getenv("NIGHTSHIFT_TEST_EXIT_AFTER_COMMIT");
+    if (crash && !s->shared && atoll(crash) == s->chunks)
+        _exit(99);
     if (!s->shared && (st = commit_hook(s, err)) != NS_OK) {
         /* The chunk is committed in the target; the repository lags behind
          * and is reconciled from the checkpoint on restart. */
@@ -398,6 +404,14 @@ static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
         };
         if ((st = s->rc->repo->vt->step_reconcile(s->rc->repo, old_se, &c, ctx, err)) != NS_OK)
             goto out;
+    }
+    if (s->writer->vt->single_transaction(s->writer)) {
+        /* A whole-step transaction checkpoints only when the step is done:
+         * running it again would replace the table with nothing. */
+        s->done = true;
+        notice(s->rc, "step %s: already committed in the target; recorded as completed",
+               s->def->name);
+        goto out;
     }
     json_t *line = json_object_get(pos, "line");
     notice(s->rc, "step %s: resuming after chunk %lld%s%lld", s->def->name, (long long)s->chunks,
@@ -533,7 +547,7 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
     size_t nnames;
     names = s.reader->vt->columns(s.reader, &nnames);
     bool single = s.writer->vt->single_transaction(s.writer);
-    bool eof = false;
+    bool eof = s.done;
     while (!eof) {
         size_t n = 0, nbad = 0;
         ns_counts before = s.counts;

@@ -155,6 +155,20 @@ ns_status ns__csv_seek(ns_csv *c, int64_t offset, int64_t line, ns_error *err)
         return ns__err(err, NS_EIO, NULL,
                        "%s: cannot resume at byte %lld: the file is %lld bytes (was it replaced?)",
                        c->path, (long long)offset, (long long)c->size);
+    /* A saved position is always just after a line end; anything else means
+     * the file was changed before that point since the position was saved. */
+    char before = '\n';
+    if (offset > 0) {
+        if (c->fd >= 0 && pread(c->fd, &before, 1, (off_t)offset - 1) != 1)
+            return ns__err(err, NS_EIO, NULL, "%s: cannot read: %s", c->path, strerror(errno));
+        if (c->fd < 0)
+            before = c->mem[offset - 1];
+    }
+    if (before != '\n')
+        return ns__err(err, NS_EIO, NULL,
+                       "%s: cannot resume at line %lld (byte %lld): the file changed before that "
+                       "point since the last run",
+                       c->path, (long long)line, (long long)offset);
     if (c->fd >= 0) {
         if (lseek(c->fd, (off_t)offset, SEEK_SET) < 0)
             return ns__err(err, NS_EIO, NULL, "%s: cannot seek: %s", c->path, strerror(errno));

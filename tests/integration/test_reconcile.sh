@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The window between a chunk's commit in the target and the repository's
+# update (ARCHITECTURE.md §7): a process that dies there leaves the repository
+# behind; the next run trusts the target's checkpoint, reconciles the
+# repository, and neither loses nor repeats a row. For a replace step, whose
+# one transaction is the whole step, the rerun must not replace the table
+# again. Also: a file changed before the saved position is refused.
+source "$(dirname "$0")/lib.sh"
+export TARGET_DB="$T/target.db"
+sqlite3 "$TARGET_DB" "CREATE TABLE k (id INTEGER NOT NULL, v TEXT);"
+cat > job.yaml <<'EOF2'
+job: reconcile
+params:
+  file: {type: string, required: true}
+connections:
+  target: "sqlite:${env.TARGET_DB}"
+steps:
+  - name: load
+    chunk: 100
+    reader: {csv: {path: "${params.file}"}}
+    writer: {table: {connection: target, name: k}}
+EOF2
+sed 's/name: k}}/name: k, mode: replace}}/; s/job: reconcile/job: reconcile-replace/' job.yaml > replace.yaml
+python3 -c "
+print('id,v')
+for i in range(1, 1001): print(f'{i},v{i}')" > in.csv
+
+# insert: die after the 3rd chunk's commit; the repository saw only 2.
+expect_exit 99 env NIGHTSHIFT_TEST_EXIT_AFTER_COMMIT=3 "$NS" run job.yaml file=in.csv
+assert_eq "$(sql "$TARGET_DB" 'SELECT count(*) FROM k')" 300 "rows in the target"
+assert_eq "$(show_field 1 "['steps'][0]['commit_count']")" 2 "commits the repository saw"
+expect_exit 0 "$NS" run job.yaml file=in.csv
+expect_err "resuming after chunk 3 at line 302"
+assert_eq "$(show_field 1 "['steps'][0]['commit_count']")" 3 "commits after reconciling"
+assert_eq "$(show_field 1 "['steps'][0]['read_count']")" 300 "reads after reconciling"
+assert_eq "$(show_field 2 "['steps'][0]['read_count']")" 700 "reads of the restart"
+assert_eq "$(sql "$TARGET_DB" 'SELECT count(*), count(DISTINCT id) FROM k')" "1000|1000" "rows"
+
+# replace: die right after the step's single commit; the rerun must record
+# the step as done, not delete the rows it committed.
+python3 -c "
+print('id,v')
+for i in range(5001, 5251): print(f'{i},r{i}')" > new.csv
+expect_exit 99 env NIGHTSHIFT_TEST_EXIT_AFTER_COMMIT=1 "$NS" run replace.yaml file=new.csv
+assert_eq "$(sql "$TARGET_DB" 'SELECT count(*), min(id) FROM k')" "250|5001" "rows after the replace"
+expect_exit 0 "$NS" run replace.yaml file=new.csv
+expect_err "already committed in the target"
+assert_eq "$(sql "$TARGET_DB" 'SELECT count(*), min(id) FROM k')" "250|5001" "rows after the rerun"
+
+# A file edited before the saved position is refused, not misread.
+sqlite3 "$TARGET_DB" "DELETE FROM k"
+python3 -c "
+print('id,v')
+for i in range(1, 1001): print(f'{i},w{i}')" > edit.csv
+expect_exit 99 env NIGHTSHIFT_TEST_EXIT_AFTER_COMMIT=2 "$NS" run job.yaml file=edit.csv
+sed -i '2s/w1/longer-value-1/' edit.csv
+expect_exit 1 "$NS" run job.yaml file=edit.csv
+expect_err "cannot resume at line 202"
+expect_err "the file changed before that point"
+echo "reconcile: ok"
