@@ -737,8 +737,8 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
         run_step(&rc, &job->steps[i], &status, smsg, sizeof(smsg));
         /* The job's message: the failing step's, else each step's note. */
         size_t used = status == NS_BATCH_COMPLETED ? strlen(msg) : 0;
-        if (smsg[0] && snprintf(msg + used, sizeof(msg) - used, "%sstep %s: %s",
-                                used ? "; " : "", job->steps[i].name, smsg) < 0)
+        if (smsg[0] && snprintf(msg + used, sizeof(msg) - used, "%sstep %s: %s", used ? "; " : "",
+                                job->steps[i].name, smsg) < 0)
             msg[used] = '\0';
         if (status == NS_BATCH_COMPLETED && stop_signal && i + 1 < job->nsteps) {
             status = NS_BATCH_STOPPED;
