@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(
-    gcc make cmake pkg-config            # toolchain
+    gcc make cmake pkg-config bc         # toolchain; bc for bench/
     clang libclang-rt-14-dev clang-format # sanitizer/libFuzzer build of the tests, format check
     libsqlite3-dev sqlite3               # embedded repository and target; CLI used by tests/bench
     libyaml-dev                          # job files

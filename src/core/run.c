@@ -167,6 +167,7 @@ typedef struct step_run {
     double t0;
     char last_reject[512]; /* "line N: CODE: message" of the latest reject */
     bool done;             /* the target says this step already completed */
+    bool resumed;          /* continuing from a checkpoint */
 } step_run;
 
 static void notice(run_ctx *rc, const char *fmt, ...) NS_PRINTF(2, 3);
@@ -247,7 +248,9 @@ static ns_status reject(step_run *s, int64_t line, const char *column, const cha
     if (!s->rejects) {
         if (ns__mkdir_parents(s->rejects_path, err) != NS_OK)
             return NS_EIO;
-        s->rejects = fopen(s->rejects_path, "a");
+        /* A step that starts afresh replaces its rejects file; a resumed one
+         * appends to what its checkpoint kept (see resume()). */
+        s->rejects = fopen(s->rejects_path, s->resumed ? "a" : "w");
         if (!s->rejects)
             return ns__err(err, NS_EIO, NULL, "rejects file %s: %s", s->rejects_path,
                            strerror(errno));
@@ -372,6 +375,7 @@ static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
     json_t *pos = json_object_get(o, "position"), *rej = json_object_get(o, "rejects");
     json_t *cnt = json_object_get(o, "counts");
     s->chunks = json_integer_value(json_object_get(o, "chunks"));
+    s->resumed = true;
     int64_t old_se = json_integer_value(json_object_get(o, "step_execution_id"));
     if ((st = s->reader->vt->seek(s->reader, pos, err)) != NS_OK)
         goto out;

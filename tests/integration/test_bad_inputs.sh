@@ -101,6 +101,11 @@ sed -i 's|rejects: "/dev/full"|rejects: "rejects/full.csv"|' full.yaml
 expect_exit 0 "$NS" run full.yaml file=in.csv day=2026-01-02
 assert_eq "$(sql "$TARGET_DB" 'SELECT group_concat(id) FROM u')" "1,2,3,4,6" "rows after the restart"
 assert_eq "$(tail -n +2 rejects/full.csv | cut -d, -f1-3)" "6,n,22P02" "the reject"
+# A new instance with the same fixed rejects path starts a fresh file.
+sqlite3 "$TARGET_DB" "DELETE FROM u"
+expect_exit 0 "$NS" run full.yaml file=in.csv day=2026-01-03
+assert_eq "$(cat rejects/full.csv | cut -d, -f1-3 | tr '\n' ' ')" "line,column,code 6,n,22P02 " \
+    "rejects file of a fresh run"
 
 # Modes: upsert updates by key; replace swaps the whole table; header-less input.
 WRITER_EXTRA=", mode: upsert, key: [id]" write_job upsert.yaml
