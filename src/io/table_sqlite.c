@@ -189,7 +189,8 @@ static ns_status sw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
         w->db = cfg->shared;
     } else {
         w->own_db = true;
-        if (sqlite3_open_v2(cfg->url + 7, &w->db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK)
+        if (sqlite3_open_v2(cfg->url + 7, &w->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                            NULL) != SQLITE_OK)
             return ns__err(err, NS_EDB, NULL, "%s: cannot open the database: %s", w->where,
                            w->db ? sqlite3_errmsg(w->db) : "out of memory");
         sqlite3_busy_timeout(w->db, 30000);
