@@ -524,6 +524,7 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
     ns_item *items = NULL, *bad = NULL; /* a chunk's items; its unreadable records */
     ns_status st;
     bool started = false;
+    ns_counts committed = {0}; /* the counters as of the last commit */
 
     ns__arena_init(&arena, 1 << 20);
     *status = NS_BATCH_FAILED;
@@ -577,12 +578,8 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
                     break;
             }
         }
-        if (n > 0 && (st = s.writer->vt->write(s.writer, items, n, &arena, err)) != NS_OK) {
-            s.writer->vt->rollback(s.writer);
-            s.counts = before;
-            s.counts.rollback++;
+        if (n > 0 && (st = s.writer->vt->write(s.writer, items, n, &arena, err)) != NS_OK)
             goto out;
-        }
         /* Rejects in file order: merge the reader's with the writer's. */
         for (size_t i = 0, b = 0; i < n || b < nbad;) {
             ns_item *it;
@@ -601,36 +598,27 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
                 goto out;
         }
         if (skips(&s.counts) > def->skip_limit) {
-            s.writer->vt->rollback(s.writer);
-            int64_t total = skips(&s.counts);
-            s.counts = before;
-            s.counts.rollback++;
             if (s.rejects)
                 fflush(s.rejects);
             st = ns__err(err, NS_ESKIPLIMIT, NULL,
                          "skip limit %lld exceeded by %s (%lld records rejected so far, see %s); "
                          "the chunk in which it happened was rolled back",
-                         (long long)def->skip_limit, s.last_reject, (long long)total,
+                         (long long)def->skip_limit, s.last_reject, (long long)skips(&s.counts),
                          s.rejects_path);
             goto out;
         }
-        if (single) {
-            /* Replace mode: one transaction for the whole step. */
-            if (eof && (st = commit_chunk(&s, err)) != NS_OK)
-                goto out;
-        } else if (n > 0 || s.counts.read != before.read || eof) {
-            if ((st = commit_chunk(&s, err)) != NS_OK) {
-                s.writer->vt->rollback(s.writer);
-                s.counts = before;
-                s.counts.rollback++;
-                goto out;
-            }
-        }
+        /* Replace mode is one transaction for the whole step: it commits at
+         * the end only. */
+        if ((single ? eof : (n > 0 || s.counts.read != before.read || eof)) &&
+            (st = commit_chunk(&s, err)) != NS_OK)
+            goto out;
+        if (!single || eof)
+            committed = s.counts;
         report(&s, rc->listener ? rc->listener->chunk : NULL, NS_BATCH_STARTED, NULL);
-        if (!single && (s.stop || stop_signal) && !eof) {
+        if ((s.stop || stop_signal) && !eof) {
             *status = NS_BATCH_STOPPED;
             snprintf(msg, msglen, "stopped on request after chunk %lld; %lld records read",
-                     (long long)s.chunks, (long long)s.counts.read);
+                     (long long)s.chunks, (long long)committed.read);
             break;
         }
     }
@@ -644,6 +632,15 @@ out:
     if (st != NS_OK) {
         *status = NS_BATCH_FAILED;
         snprintf(msg, msglen, "%s", e.message);
+    }
+    if (*status != NS_BATCH_COMPLETED && s.writer) {
+        /* Whatever was not committed is undone, and the counters say so:
+         * they always describe what the target holds. */
+        s.writer->vt->rollback(s.writer);
+        if (memcmp(&s.counts, &committed, sizeof(committed)) != 0) {
+            s.counts = committed;
+            s.counts.rollback++;
+        }
     }
     if (s.rejects)
         fclose(s.rejects);

@@ -56,6 +56,11 @@ expect_exit 1 "$NS" run rules.yaml file=in.csv
 expect_err "null value in column \"v\""
 failed=$(last_id)
 assert_eq "$(sql "$TARGET_DB" 'SELECT count(*) FROM t WHERE id <= 1000')" 500 "rows committed before the failure"
+# The failed execution's counters describe what the target holds.
+assert_eq "$(show_field "$failed" "['steps'][0]['read_count']")" 500 "read_count of the failed run"
+assert_eq "$(show_field "$failed" "['steps'][0]['write_count']")" 500 "write_count of the failed run"
+assert_eq "$(show_field "$failed" "['steps'][0]['commit_count']")" 5 "commit_count of the failed run"
+assert_eq "$(show_field "$failed" "['steps'][0]['rollback_count']")" 1 "rollback_count of the failed run"
 rows 1 1000 > in.csv
 expect_exit 0 "$NS" run rules.yaml file=in.csv
 expect_err "execution $((failed + 1)) restarts execution $failed"

@@ -58,4 +58,19 @@ rc=0; wait $pid || rc=$?
 check $rc command 3
 expect_exit 4 "$NS" stop 3
 expect_err "is not running"
+
+# A replace step is one transaction: stopped, it leaves the table as it was.
+sed 's/name: k}}/name: k, mode: replace}}/; s/job: stoppable/job: stoppable-replace/' job.yaml > replace.yaml
+sql "$TARGET_DB" "INSERT INTO k VALUES (-1, 'old'), (-2, 'old')"
+"$NS" run replace.yaml file=in.csv how=replace > /dev/null 2> run.err & pid=$!
+for _ in $(seq 200); do # wait until it has read something
+    grep -q '"read_count"' <("$NS" show 5 --json 2>/dev/null) && break
+    sleep 0.05
+done
+sleep 0.3
+kill -TERM $pid
+rc=0; wait $pid || rc=$?
+assert_eq "$rc" 3 "exit status of a stopped replace"
+assert_eq "$(sql "$TARGET_DB" "SELECT group_concat(id) FROM k")" "-1,-2" "table after a stopped replace"
+assert_eq "$(show_field 5 "['steps'][0]['write_count']")" 0 "write_count of a stopped replace"
 echo "stop: ok"
