@@ -33,3 +33,33 @@ sql() { sqlite3 -batch "$1" "$2"; }
 show_field() {
     "$NS" show "$1" --json | python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d' + sys.argv[1]))" "$2"
 }
+# load_job FILE JOB TABLE [KEY: VALUE ...]: a one-step CSV -> table job whose
+# target is $TARGET_DB, with parameters `file` and `how` (identifying, default ''
+# for tests that need several instances of one file). Extra arguments are more
+# step keys, e.g. "rejects: x.csv" or "skip: {limit: 10}"; WRITER_MODE adds a mode.
+load_job() {
+    local file=$1 job=$2 table=$3
+    shift 3
+    {
+        echo "job: $job"
+        echo "params:"
+        echo "  file: {type: string, required: true}"
+        echo "  how: {type: string, default: ''}"
+        echo "connections:"
+        echo "  target: \"sqlite:\${env.TARGET_DB}\""
+        echo "steps:"
+        echo "  - name: load"
+        echo "    chunk: 100"
+        echo "    reader: {csv: {path: \"\${params.file}\"}}"
+        echo "    writer: {table: {connection: target, name: $table${WRITER_MODE:+, mode: $WRITER_MODE}}}"
+        for extra in "$@"; do echo "    $extra"; done
+    } > "$file"
+}
+# csv_rows FROM TO [PREFIX]: "id,v" then FROM..TO as "i,PREFIXi".
+csv_rows() {
+    python3 -c "
+import sys
+a, b, p = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+print('id,v')
+for i in range(a, b + 1): print(f'{i},{p}{i}')" "$1" "$2" "${3:-v}"
+}

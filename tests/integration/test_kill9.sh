@@ -11,20 +11,7 @@ print("id,v")
 for i in range(1, $ROWS + 1):
     print(f"{i},{'bad' if i % 500 == 0 else 'v' + str(i)}")
 PY
-cat > job.yaml <<'EOF2'
-job: crash
-params:
-  file: {type: string, required: true}
-connections:
-  target: "sqlite:${env.TARGET_DB}"
-steps:
-  - name: load
-    chunk: 100
-    reader: {csv: {path: "${params.file}"}}
-    writer: {table: {connection: target, name: k}}
-    skip: {limit: 100000}
-    rejects: "${env.REJECTS}/${execution.id}.csv"
-EOF2
+load_job job.yaml crash k "skip: {limit: 100000}" 'rejects: "${env.REJECTS}/${execution.id}.csv"'
 
 variant() { # variant NAME TARGET_DB REPOSITORY_DB
     export TARGET_DB="$2" NIGHTSHIFT_REPOSITORY="sqlite:$3" REJECTS="$T/rejects-$1"

@@ -8,22 +8,9 @@
 source "$(dirname "$0")/lib.sh"
 export TARGET_DB="$T/target.db"
 sqlite3 "$TARGET_DB" "CREATE TABLE k (id INTEGER NOT NULL, v TEXT);"
-cat > job.yaml <<'EOF2'
-job: reconcile
-params:
-  file: {type: string, required: true}
-connections:
-  target: "sqlite:${env.TARGET_DB}"
-steps:
-  - name: load
-    chunk: 100
-    reader: {csv: {path: "${params.file}"}}
-    writer: {table: {connection: target, name: k}}
-EOF2
-sed 's/name: k}}/name: k, mode: replace}}/; s/job: reconcile/job: reconcile-replace/' job.yaml > replace.yaml
-python3 -c "
-print('id,v')
-for i in range(1, 1001): print(f'{i},v{i}')" > in.csv
+load_job job.yaml reconcile k
+WRITER_MODE=replace load_job replace.yaml reconcile-replace k
+csv_rows 1 1000 > in.csv
 
 # insert: die after the 3rd chunk's commit; the repository saw only 2.
 expect_exit 99 env NIGHTSHIFT_TEST_EXIT_AFTER_COMMIT=3 "$NS" run job.yaml file=in.csv
@@ -38,9 +25,7 @@ assert_eq "$(sql "$TARGET_DB" 'SELECT count(*), count(DISTINCT id) FROM k')" "10
 
 # replace: die right after the step's single commit; the rerun must record
 # the step as done, not delete the rows it committed.
-python3 -c "
-print('id,v')
-for i in range(5001, 5251): print(f'{i},r{i}')" > new.csv
+csv_rows 5001 5250 r > new.csv
 expect_exit 99 env NIGHTSHIFT_TEST_EXIT_AFTER_COMMIT=1 "$NS" run replace.yaml file=new.csv
 assert_eq "$(sql "$TARGET_DB" 'SELECT count(*), min(id) FROM k')" "250|5001" "rows after the replace"
 expect_exit 0 "$NS" run replace.yaml file=new.csv
@@ -49,9 +34,7 @@ assert_eq "$(sql "$TARGET_DB" 'SELECT count(*), min(id) FROM k')" "250|5001" "ro
 
 # A file edited before the saved position is refused, not misread.
 sqlite3 "$TARGET_DB" "DELETE FROM k"
-python3 -c "
-print('id,v')
-for i in range(1, 1001): print(f'{i},w{i}')" > edit.csv
+csv_rows 1 1000 w > edit.csv
 expect_exit 99 env NIGHTSHIFT_TEST_EXIT_AFTER_COMMIT=2 "$NS" run job.yaml file=edit.csv
 sed -i '2s/w1/longer-value-1/' edit.csv
 expect_exit 1 "$NS" run job.yaml file=edit.csv

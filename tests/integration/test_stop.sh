@@ -4,24 +4,11 @@
 # and every row is loaded exactly once.
 source "$(dirname "$0")/lib.sh"
 ROWS=300000
-python3 -c "
-print('id,v')
-for i in range(1, $ROWS + 1): print(f'{i},v{i}')" > in.csv
+csv_rows 1 "$ROWS" > in.csv
 export TARGET_DB="$T/target.db"
 sqlite3 "$TARGET_DB" "CREATE TABLE k (id INTEGER NOT NULL, v TEXT);"
-cat > job.yaml <<'EOF2'
-job: stoppable
-params:
-  file: {type: string, required: true}
-  how: {type: string, required: true}
-connections:
-  target: "sqlite:${env.TARGET_DB}"
-steps:
-  - name: load
-    chunk: 100
-    reader: {csv: {path: "${params.file}"}}
-    writer: {table: {connection: target, name: k}}
-EOF2
+load_job job.yaml stoppable k
+WRITER_MODE=replace load_job replace.yaml stoppable-replace k
 wait_started() { # waits until execution $1 has committed a chunk
     for _ in $(seq 200); do
         n=$("$NS" show "$1" --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["steps"][0]["commit_count"] if d["steps"] else 0)' 2>/dev/null || echo 0)
@@ -60,7 +47,6 @@ expect_exit 4 "$NS" stop 3
 expect_err "is not running"
 
 # A replace step is one transaction: stopped, it leaves the table as it was.
-sed 's/name: k}}/name: k, mode: replace}}/; s/job: stoppable/job: stoppable-replace/' job.yaml > replace.yaml
 sql "$TARGET_DB" "INSERT INTO k VALUES (-1, 'old'), (-2, 'old')"
 "$NS" run replace.yaml file=in.csv how=replace > /dev/null 2> run.err & pid=$!
 for _ in $(seq 200); do # wait until it has read something
