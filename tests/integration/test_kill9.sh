@@ -17,15 +17,24 @@ variant() { # variant NAME TARGET_DB REPOSITORY_DB
     export TARGET_DB="$2" NIGHTSHIFT_REPOSITORY="sqlite:$3" REJECTS="$T/rejects-$1"
     # No primary key: a duplicated row would show, not be refused.
     sqlite3 "$TARGET_DB" "CREATE TABLE k (id INTEGER NOT NULL, v TEXT CHECK (v <> 'bad'));"
-    local kills=0 rc done=0
-    for i in $(seq 1 25); do
+    local kills=0 rc done=0 elapsed=0 maxd=0.15 d committed
+    for i in $(seq 1 40); do
+        d=$(python3 -c "import random; print(round(random.uniform(0.01, $maxd), 3))")
         "$NS" run job.yaml file=in.csv > /dev/null 2>> "run-$1.log" & pid=$!
-        sleep "$(python3 -c 'import random; print(round(random.uniform(0.02, 0.15), 3))')"
+        sleep "$d"
         kill -9 $pid 2>/dev/null && kills=$((kills + 1))
         rc=0; { wait $pid; } 2>/dev/null || rc=$?
         if [ $rc == 0 ]; then done=1; break; fi
+        [ $kills -ge 25 ] && break
+        # Aim at about 1/40 of the input per kill, whatever this machine's speed.
+        elapsed=$(python3 -c "print($elapsed + $d)")
+        committed=$(sql "$TARGET_DB" "SELECT count(*) FROM k")
+        if [ "$i" -ge 3 ] && [ "$committed" -gt 0 ]; then
+            maxd=$(python3 -c "print(round(min(0.5, max(0.03, 2 * $elapsed * $ROWS / 40 / $committed)), 3))")
+        fi
     done
     [ $kills -ge 20 ] || fail "$1: only $kills kills landed before the load finished; enlarge ROWS"
+    echo "$1: after $kills kills, $(sql "$TARGET_DB" "SELECT count(*) FROM k") of $ROWS rows were committed"
     if [ $done == 0 ]; then
         expect_exit 0 "$NS" run job.yaml file=in.csv
     fi
