@@ -102,11 +102,16 @@ void ns__instance_key(const ns_param_val *params, size_t n, char out[33])
     ns__buf_free(&b);
 }
 
-static bool process_gone(int64_t pid)
+static bool process_gone(int64_t pid, int64_t start)
 {
     if (pid <= 0)
         return true;
-    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+    if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+        return true;
+    /* The pid exists; it is ours only if it started when ours did (pids are
+     * recycled, quickly where pid_max is 32768). */
+    int64_t now = ns__process_start(pid);
+    return start >= 0 && now >= 0 && now != start;
 }
 
 ns_launch_action ns__launch_decide(const ns_last_exec *last, bool have_last, bool restartable,
@@ -122,7 +127,7 @@ ns_launch_action ns__launch_decide(const ns_last_exec *last, bool have_last, boo
         double age = ns__now() - last->heartbeat;
         /* The caller marks a dead execution FAILED first, then
          * decides again with status FAILED. */
-        if ((here && process_gone(last->pid)) || (!here && age > lease))
+        if ((here && process_gone(last->pid, last->process_start)) || (!here && age > lease))
             return NS_LAUNCH_RECOVER;
         snprintf(msg, msglen, "already running as execution %lld (pid %lld on %s)",
                  (long long)last->id, (long long)last->pid, last->host);

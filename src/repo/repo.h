@@ -45,7 +45,8 @@ typedef struct ns_last_exec {
     ns_batch_status status;
     char host[256];
     int64_t pid;
-    double heartbeat; /* epoch seconds */
+    int64_t process_start; /* see ns__process_start; -1 when not recorded */
+    double heartbeat;      /* epoch seconds */
 } ns_last_exec;
 
 typedef enum ns_launch_action {

@@ -46,6 +46,7 @@ static const char *const migrations[] = {
     "  last_updated TEXT NOT NULL,"
     "  host TEXT NOT NULL,"
     "  pid INTEGER NOT NULL,"
+    "  process_start INTEGER NOT NULL DEFAULT -1,"
     "  heartbeat TEXT NOT NULL,"
     "  stop_requested INTEGER NOT NULL DEFAULT 0,"
     "  restart_of INTEGER);"
@@ -267,7 +268,8 @@ static ns_status last_exec(sqlite3 *db, int64_t instance, ns_last_exec *le, bool
                            ns_error *err)
 {
     sqlite3_stmt *st = prep(db, err,
-                            "SELECT id, status, host, pid, heartbeat FROM ns_job_execution"
+                            "SELECT id, status, host, pid, heartbeat, process_start"
+                            " FROM ns_job_execution"
                             " WHERE instance_id = ? ORDER BY id DESC LIMIT 1",
                             "i", instance);
     if (!st)
@@ -281,6 +283,7 @@ static ns_status last_exec(sqlite3 *db, int64_t instance, ns_last_exec *le, bool
         le->pid = sqlite3_column_int64(st, 3);
         if (!ns__parse_iso(col_text(st, 4), &le->heartbeat))
             le->heartbeat = 0;
+        le->process_start = sqlite3_column_int64(st, 5);
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
@@ -396,10 +399,11 @@ static ns_status sq_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
     if ((s = run(db,
                  prep(db, err,
                       "INSERT INTO ns_job_execution (instance_id, status, job_file, created_at,"
-                      " last_updated, host, pid, heartbeat, restart_of)"
-                      " VALUES (?, 'STARTING', ?, ?, ?, ?, ?, ?, CAST(? AS INTEGER))",
-                      "issssiss", instance, req->job_path ? req->job_path : "", now, now,
-                      ns__hostname(), (int64_t)getpid(), now, res->restart_of ? restart_of : NULL),
+                      " last_updated, host, pid, process_start, heartbeat, restart_of)"
+                      " VALUES (?, 'STARTING', ?, ?, ?, ?, ?, ?, ?, CAST(? AS INTEGER))",
+                      "issssiiss", instance, req->job_path ? req->job_path : "", now, now,
+                      ns__hostname(), (int64_t)getpid(), ns__process_start(getpid()), now,
+                      res->restart_of ? restart_of : NULL),
                  err, "create execution")) != NS_OK)
         goto out;
     res->execution_id = sqlite3_last_insert_rowid(db);

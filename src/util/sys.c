@@ -170,3 +170,26 @@ const char *ns__hostname(void)
         snprintf(name, sizeof(name), "localhost");
     return name;
 }
+
+int64_t ns__process_start(int64_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%lld/stat", (long long)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* The command name (field 2) may hold spaces and parentheses: count
+     * fields from the last ')'. starttime is field 22. */
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return -1;
+    int field = 2;
+    for (; *p && field < 22; p++)
+        if (*p == ' ')
+            field++;
+    long long v;
+    return sscanf(p, "%lld", &v) == 1 ? (int64_t)v : -1;
+}

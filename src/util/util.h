@@ -100,6 +100,9 @@ size_t ns__utf8_count(const char *p, size_t n);
 ns_status ns__mkdir_parents(const char *path, ns_error *err);
 /* This machine's host name (cached). */
 const char *ns__hostname(void);
+/* When process `pid` started (clock ticks since boot, from /proc), so a
+ * recycled pid is not mistaken for the process recorded; -1 when unknown. */
+int64_t ns__process_start(int64_t pid);
 
 /* ------------------------------------------------- dates and times */
 

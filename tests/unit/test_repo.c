@@ -153,6 +153,19 @@ static void test_dead_process_recovered(void **state)
     assert_int_equal(launch(r, params, 1, false, true, &res, &err), NS_OK);
     assert_true(res.restart_of > 0);
     assert_non_null(strstr(res.notice, "marked FAILED"));
+    /* A live pid that started at another time is a recycled pid: the
+     * recorded process is dead. */
+    sqlite3 *db0;
+    char sql0[256];
+    assert_int_equal(sqlite3_open(path, &db0), SQLITE_OK);
+    assert_true(ns__process_start(getpid()) > 0);
+    snprintf(sql0, sizeof(sql0), "UPDATE ns_job_execution SET process_start = 1 WHERE id = %lld",
+             (long long)res.execution_id);
+    assert_int_equal(sqlite3_exec(db0, sql0, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db0);
+    assert_int_equal(launch(r, params, 1, false, true, &res2, &err), NS_OK);
+    assert_int_equal(res2.restart_of, res.execution_id);
+    res = res2;
     /* A foreign host's execution is alive until its heartbeat is older
      * than the lease. */
     sqlite3 *db;
