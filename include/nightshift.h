@@ -191,6 +191,7 @@ typedef struct ns_launch {
     int next;             /* --next: a new instance with a fresh run.id */
     double lease_seconds; /* heartbeat lease; <= 0 means 60 */
     const ns_listener *listener;
+    const char *workdir; /* relative paths are resolved here; NULL: the current directory */
 } ns_launch;
 
 typedef struct ns_outcome {
@@ -211,7 +212,8 @@ NS_EXTERN ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch
 
 /*
  * Restarts a FAILED or STOPPED execution: reloads its job file and its
- * parameters from the repository.
+ * parameters from the repository; relative paths are resolved against the
+ * directory the execution was launched from.
  */
 NS_EXTERN ns_status ns_execution_restart(ns_repo *repo, int64_t execution_id,
                                          const ns_listener *listener, ns_outcome *out,

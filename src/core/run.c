@@ -143,6 +143,7 @@ static ns_status resolve_params(const ns_job *job, const char *const *args, size
 /* ----------------------------------------------------------- steps */
 
 typedef struct run_ctx {
+    const char *workdir; /* restart ID: relative paths are resolved here */
     ns_repo *repo;
     const ns_job *job;
     const ns_listener *listener;
@@ -214,6 +215,20 @@ static ns_status subst(step_run *s, const char *tmpl, const char *what, char **o
                       .execution_id = s->rc->launch.execution_id,
                       .step = s->def->name};
     return ns__subst(tmpl, &c, what, out, secret, err);
+}
+
+/* Makes a relative path (or sqlite: URL) relative to the run's working
+ * directory, when it has one other than the current directory. */
+static ns_status resolve(const run_ctx *rc, char **path, size_t skip, ns_error *err)
+{
+    if (!rc->workdir || !rc->workdir[0] || (*path)[skip] == '/' || (*path)[skip] == '\0')
+        return NS_OK;
+    char *abs = ns__asprintf("%.*s%s/%s", (int)skip, *path, rc->workdir, *path + skip);
+    if (!abs)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    free(*path);
+    *path = abs;
+    return NS_OK;
 }
 
 /* Writes one CSV field, quoted when needed; invalid UTF-8 bytes as \xHH. */
@@ -468,15 +483,19 @@ static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
     bool secret = false;
     ns_status st;
 
-    if ((st = subst(s, d->rejects, "rejects", &s->rejects_path, NULL, err)) != NS_OK)
+    if ((st = subst(s, d->rejects, "rejects", &s->rejects_path, NULL, err)) != NS_OK ||
+        (st = resolve(s->rc, &s->rejects_path, 0, err)) != NS_OK)
         goto out;
-    if ((st = subst(s, d->csv_path, "reader.csv.path", &path, NULL, err)) != NS_OK)
+    if ((st = subst(s, d->csv_path, "reader.csv.path", &path, NULL, err)) != NS_OK ||
+        (st = resolve(s->rc, &path, 0, err)) != NS_OK)
         goto out;
     if ((st = ns__reader_new(&ns__reader_csv, &s->reader, err)) != NS_OK)
         goto out;
     if ((st = s->reader->vt->open(s->reader, d, path, err)) != NS_OK)
         goto out;
     if ((st = subst(s, conn->url, "connection", &url, &secret, err)) != NS_OK)
+        goto out;
+    if (strncmp(url, "sqlite:", 7) == 0 && (st = resolve(s->rc, &url, 7, err)) != NS_OK)
         goto out;
     if (secret)
         snprintf(where, sizeof(where), "connection '%s'", conn->name);
@@ -683,8 +702,12 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
                      ns_error *err)
 {
     params p = {0};
-    run_ctx rc = {
-        .repo = repo, .job = job, .listener = launch ? launch->listener : NULL, .params = &p};
+    run_ctx rc = {.workdir = launch ? launch->workdir : NULL,
+                  .repo = repo,
+                  .job = job,
+                  .listener = launch ? launch->listener : NULL,
+                  .params = &p};
+    char cwd[4096];
     ns_status st;
     char msg[1024] = "";
 
@@ -704,8 +727,10 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
         st = ns__err(err, NS_EPARAM, NULL, "--next and run.id=... cannot be used together");
         goto done;
     }
+    const char *workdir = rc.workdir ? rc.workdir : getcwd(cwd, sizeof(cwd));
     ns_launch_req req = {.job_name = job->name,
                          .job_path = job->path,
+                         .workdir = workdir ? workdir : "",
                          .params = p.v,
                          .nparams = p.n,
                          .next = launch && launch->next,
@@ -808,7 +833,10 @@ ns_status ns_execution_restart(ns_repo *repo, int64_t id, const ns_listener *lis
             continue;
         args[nargs++] = ns__asprintf("%s=%s", info.params[i].name, info.params[i].value);
     }
-    ns_launch l = {.params = (const char *const *)args, .nparams = nargs, .listener = listener};
+    ns_launch l = {.params = (const char *const *)args,
+                   .nparams = nargs,
+                   .listener = listener,
+                   .workdir = info.workdir};
     st = ns_job_run(repo, job, &l, out, err);
 out:
     for (size_t i = 0; args && args[i]; i++)

@@ -169,6 +169,7 @@ void ns__exec_info_free(ns_exec_info *info)
         return;
     free(info->job_name);
     free(info->job_path);
+    free(info->workdir);
     for (size_t i = 0; i < info->nparams; i++) {
         free((char *)info->params[i].name);
         free((char *)info->params[i].type);

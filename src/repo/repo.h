@@ -23,6 +23,7 @@ typedef struct ns_param_val {
 typedef struct ns_launch_req {
     const char *job_name;
     const char *job_path;
+    const char *workdir;        /* where relative paths are resolved */
     const ns_param_val *params; /* with run.id only when restarting a --next instance */
     size_t nparams;
     bool next;        /* add run.id = 1 + the largest run.id given to this job */
@@ -67,7 +68,7 @@ void ns__instance_key(const ns_param_val *params, size_t n, char out[33]);
 typedef struct ns_exec_info {
     int64_t id, instance_id;
     ns_batch_status status;
-    char *job_name, *job_path;
+    char *job_name, *job_path, *workdir;
     ns_param_val *params; /* all stored parameters, run.id included */
     size_t nparams;
 } ns_exec_info;

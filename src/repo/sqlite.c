@@ -40,6 +40,7 @@ static const char *const migrations[] = {
     "  exit_code TEXT NOT NULL DEFAULT 'UNKNOWN',"
     "  exit_message TEXT NOT NULL DEFAULT '',"
     "  job_file TEXT NOT NULL DEFAULT '',"
+    "  workdir TEXT NOT NULL DEFAULT '',"
     "  created_at TEXT NOT NULL,"
     "  started_at TEXT,"
     "  ended_at TEXT,"
@@ -398,12 +399,13 @@ static ns_status sq_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
     snprintf(restart_of, sizeof(restart_of), "%lld", (long long)res->restart_of);
     if ((s = run(db,
                  prep(db, err,
-                      "INSERT INTO ns_job_execution (instance_id, status, job_file, created_at,"
-                      " last_updated, host, pid, process_start, heartbeat, restart_of)"
-                      " VALUES (?, 'STARTING', ?, ?, ?, ?, ?, ?, ?, CAST(? AS INTEGER))",
-                      "issssiiss", instance, req->job_path ? req->job_path : "", now, now,
-                      ns__hostname(), (int64_t)getpid(), ns__process_start(getpid()), now,
-                      res->restart_of ? restart_of : NULL),
+                      "INSERT INTO ns_job_execution (instance_id, status, job_file, workdir,"
+                      " created_at, last_updated, host, pid, process_start, heartbeat,"
+                      " restart_of)"
+                      " VALUES (?, 'STARTING', ?, ?, ?, ?, ?, ?, ?, ?, CAST(? AS INTEGER))",
+                      "isssssiiss", instance, req->job_path ? req->job_path : "",
+                      req->workdir ? req->workdir : "", now, now, ns__hostname(), (int64_t)getpid(),
+                      ns__process_start(getpid()), now, res->restart_of ? restart_of : NULL),
                  err, "create execution")) != NS_OK)
         goto out;
     res->execution_id = sqlite3_last_insert_rowid(db);
@@ -434,7 +436,7 @@ static ns_status sq_exec_info(ns_repo *r, int64_t id, ns_exec_info *out, ns_erro
 
     memset(&info, 0, sizeof(info));
     st = prep(db, err,
-              "SELECT e.id, e.instance_id, e.status, i.job_name, e.job_file"
+              "SELECT e.id, e.instance_id, e.status, i.job_name, e.job_file, e.workdir"
               " FROM ns_job_execution e JOIN ns_job_instance i ON i.id = e.instance_id"
               " WHERE e.id = ?",
               "i", id);
@@ -449,6 +451,7 @@ static ns_status sq_exec_info(ns_repo *r, int64_t id, ns_exec_info *out, ns_erro
     info.status = ns_batch_status_parse(col_text(st, 2));
     info.job_name = ns__strdup(col_text(st, 3));
     info.job_path = ns__strdup(col_text(st, 4));
+    info.workdir = ns__strdup(col_text(st, 5));
     sqlite3_finalize(st);
     st = prep(db, err,
               "SELECT name, type, value, identifying FROM ns_job_param WHERE execution_id = ?"
@@ -731,7 +734,8 @@ static json_t *typed_value(const char *type, const char *v)
 
 #define EXEC_COLUMNS                                                                               \
     "e.id, i.job_name, e.instance_id, e.status, e.exit_code, e.exit_message, e.created_at,"        \
-    " e.started_at, e.ended_at, e.host, e.pid, e.restart_of, e.job_file, e.last_updated"
+    " e.started_at, e.ended_at, e.host, e.pid, e.restart_of, e.job_file, e.last_updated,"          \
+    " e.workdir"
 
 static json_t *exec_json(sqlite3 *db, sqlite3_stmt *st)
 {
@@ -755,6 +759,7 @@ static json_t *exec_json(sqlite3 *db, sqlite3_stmt *st)
                             : json_integer(sqlite3_column_int64(st, 11)));
     json_object_set_new(o, "job_file", json_string(col_text(st, 12)));
     json_object_set_new(o, "last_updated", jtext(st, 13));
+    json_object_set_new(o, "workdir", json_string(col_text(st, 14)));
 
     json_t *params = json_object(), *ident = json_array();
     sqlite3_stmt *p = prep(db, NULL,

@@ -72,12 +72,14 @@ expect_exit 4 "$NS" run rules.yaml file=in.csv
 expect_err "already completed"
 expect_exit 4 "$NS" restart "$((failed + 1))"
 
-# restart ID does the same.
+# restart ID does the same, from any directory: relative paths (file=in2.csv)
+# are resolved against the directory the execution was launched from.
 rows 5001 5300 5150 > in2.csv
 expect_exit 1 "$NS" run rules.yaml file=in2.csv
 failed=$(last_id)
 rows 5001 5300 > in2.csv
-expect_exit 0 "$NS" restart "$failed"
+mkdir -p elsewhere
+expect_exit 0 sh -c "cd elsewhere && exec '$NS' restart $failed"
 assert_eq "$(sql "$TARGET_DB" 'SELECT count(*) FROM t WHERE id BETWEEN 5001 AND 5300')" 300 "rows after restart ID"
 
 # Abandoned: never restarted.
