@@ -795,9 +795,9 @@ ns_status ns__subst(const char *t, const ns_subst_ctx *ctx, const char *what, ch
             ns__buf_append(&b, p, strlen(p));
             break;
         }
-        if (d > t && d[-1] == '$') { /* "$${" -> "${" */
+        if (d > t && d[-1] == '$') { /* "$${" -> "${" (kept escaped with keep_env) */
             ns__buf_append(&b, p, (size_t)(d - p - 1));
-            ns__buf_append(&b, "${", 2);
+            ns__buf_append(&b, ctx->keep_env ? "$${" : "${", ctx->keep_env ? 3 : 2);
             p = d + 2;
             continue;
         }
@@ -822,14 +822,19 @@ ns_status ns__subst(const char *t, const ns_subst_ctx *ctx, const char *what, ch
                                ref, ref + 7);
             }
         } else if (strncmp(ref, "env.", 4) == 0) {
+            if (secret)
+                *secret = true;
+            if (ctx->keep_env) {
+                ns__buf_append(&b, d, (size_t)(e - d + 1));
+                p = e + 1;
+                continue;
+            }
             val = getenv(ref + 4);
             if (!val) {
                 ns__buf_free(&b);
                 return ns__err(err, NS_EPARAM, NULL, "%s: environment variable %s is not set", what,
                                ref + 4);
             }
-            if (secret)
-                *secret = true;
         } else if (strcmp(ref, "job.name") == 0 && ctx->job) {
             val = ctx->job->name;
         } else if (strcmp(ref, "execution.id") == 0 && ctx->execution_id) {
@@ -841,7 +846,11 @@ ns_status ns__subst(const char *t, const ns_subst_ctx *ctx, const char *what, ch
             ns__buf_free(&b);
             return ns__err(err, NS_ECONFIG, NULL, "%s: ${%s} cannot be used here", what, ref);
         }
-        ns__buf_append(&b, val, strlen(val));
+        for (const char *v = val; *v; v++) {
+            if (ctx->keep_env && v[0] == '$' && v[1] == '{')
+                ns__buf_putc(&b, '$'); /* a value is never read as a reference */
+            ns__buf_putc(&b, *v);
+        }
         p = e + 1;
     }
     ns__buf_cstr(&b);

@@ -92,6 +92,10 @@ typedef struct ns_subst_ctx {
     size_t nparams;
     int64_t execution_id;
     const char *step;
+    /* Leave ${env.X} as it is (and escape "${" in other values as "$${"), so
+     * the result can be shown and stored; substituting it again (without
+     * keep_env) gives the real value. */
+    bool keep_env;
 } ns_subst_ctx;
 
 /*

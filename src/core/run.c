@@ -158,8 +158,10 @@ typedef struct step_run {
     ns_counts counts;
     ns_reader *reader;
     ns_writer *writer;
-    bool shared; /* the writer uses the repository's connection */
-    char *rejects_path;
+    bool shared;         /* the writer uses the repository's connection */
+    char *rejects_path;  /* the file, as opened */
+    char *rejects_shown; /* the same with ${env.X} unexpanded: for messages */
+    char *rejects_saved; /* rejects_shown made absolute: for the checkpoint */
     FILE *rejects;
     int64_t rejects_offset;
     int64_t chunks; /* chunks committed for this step of the instance, across executions */
@@ -198,14 +200,19 @@ static void report(step_run *s, void (*fn)(void *, const ns_progress *), ns_batc
                      .bytes_done = -1,
                      .bytes_total = -1,
                      .elapsed = ns__mono() - s->t0,
-                     .rejects = s->rejects ? s->rejects_path : NULL,
+                     .rejects = s->rejects ? s->rejects_shown : NULL,
                      .message = message};
     if (s->reader)
         s->reader->vt->progress(s->reader, &p.bytes_done, &p.bytes_total);
     fn(l->ud, &p);
 }
 
-static ns_status subst(step_run *s, const char *tmpl, const char *what, char **out, bool *secret,
+/*
+ * Substitutes a template into what is used (*real) and what may be shown or
+ * stored (*shown): the same text with every ${env.X} left unexpanded, since an
+ * environment value is never written to the repository, logs or output.
+ */
+static ns_status subst(step_run *s, const char *tmpl, const char *what, char **real, char **shown,
                        ns_error *err)
 {
     ns_subst_ctx c = {.job = s->rc->job,
@@ -213,8 +220,15 @@ static ns_status subst(step_run *s, const char *tmpl, const char *what, char **o
                       .param_values = (const char *const *)s->rc->params->values,
                       .nparams = s->rc->params->n,
                       .execution_id = s->rc->launch.execution_id,
-                      .step = s->def->name};
-    return ns__subst(tmpl, &c, what, out, secret, err);
+                      .step = s->def->name,
+                      .keep_env = true};
+    ns_status st = ns__subst(tmpl, &c, what, shown, NULL, err);
+    c.keep_env = false;
+    if (st == NS_OK && (st = ns__subst(*shown, &c, what, real, NULL, err)) != NS_OK) {
+        free(*shown);
+        *shown = NULL;
+    }
+    return st;
 }
 
 /* Makes a relative path (or sqlite: URL) relative to the run's working
@@ -261,13 +275,14 @@ static ns_status reject(step_run *s, int64_t line, const char *column, const cha
                         const char *message, const char *raw, size_t raw_len, ns_error *err)
 {
     if (!s->rejects) {
-        if (ns__mkdir_parents(s->rejects_path, err) != NS_OK)
-            return NS_EIO;
+        if (ns__mkdir_parents(s->rejects_path, NULL) != NS_OK)
+            return ns__err(err, NS_EIO, NULL, "rejects file %s: cannot create its directory: %s",
+                           s->rejects_shown, strerror(errno));
         /* A step that starts afresh replaces its rejects file; a resumed one
          * appends to what its checkpoint kept (see resume()). */
         s->rejects = fopen(s->rejects_path, s->resumed ? "a" : "w");
         if (!s->rejects)
-            return ns__err(err, NS_EIO, NULL, "rejects file %s: %s", s->rejects_path,
+            return ns__err(err, NS_EIO, NULL, "rejects file %s: %s", s->rejects_shown,
                            strerror(errno));
         if (ftell(s->rejects) == 0)
             fputs("line,column,code,message,record\n", s->rejects);
@@ -294,7 +309,7 @@ static ns_status rejects_sync(step_run *s, ns_error *err)
     if (!s->rejects)
         return NS_OK;
     if (fflush(s->rejects) != 0 || fdatasync(fileno(s->rejects)) != 0)
-        return ns__err(err, NS_EIO, NULL, "rejects file %s: %s", s->rejects_path, strerror(errno));
+        return ns__err(err, NS_EIO, NULL, "rejects file %s: %s", s->rejects_shown, strerror(errno));
     long off = ftell(s->rejects);
     s->rejects_offset = off < 0 ? 0 : off;
     return NS_OK;
@@ -306,7 +321,7 @@ static ns_status make_context(step_run *s, ns_error *err)
     json_t *pos = s->reader->vt->position(s->reader);
     json_t *o = json_pack(
         "{s:o, s:{s:s, s:I}, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}", "position",
-        pos, "rejects", "path", s->rejects_path, "offset", (json_int_t)s->rejects_offset, "chunks",
+        pos, "rejects", "path", s->rejects_saved, "offset", (json_int_t)s->rejects_offset, "chunks",
         (json_int_t)s->chunks, "step_execution_id", (json_int_t)s->se.id, "counts", "read",
         (json_int_t)c->read, "write", (json_int_t)c->write, "filter", (json_int_t)c->filter,
         "read_skip", (json_int_t)c->read_skip, "process_skip", (json_int_t)c->process_skip,
@@ -396,15 +411,19 @@ static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
         goto out;
     /* Cut the earlier execution's rejects file back to its last commit: rows
      * past that point are read again now. */
-    const char *rpath = json_string_value(json_object_get(rej, "path"));
+    const char *rshown = json_string_value(json_object_get(rej, "path"));
     json_int_t roff = json_integer_value(json_object_get(rej, "offset"));
+    ns_subst_ctx env_only = {0};
+    char *rpath = NULL;
     struct stat sb;
-    if (rpath && stat(rpath, &sb) == 0 && S_ISREG(sb.st_mode) &&
-        truncate(rpath, (off_t)roff) != 0) {
-        st = ns__err(err, NS_EIO, NULL, "rejects file %s: cannot truncate: %s", rpath,
+    if (rshown && ns__subst(rshown, &env_only, "rejects", &rpath, NULL, NULL) == NS_OK &&
+        stat(rpath, &sb) == 0 && S_ISREG(sb.st_mode) && truncate(rpath, (off_t)roff) != 0) {
+        st = ns__err(err, NS_EIO, NULL, "rejects file %s: cannot truncate: %s", rshown,
                      strerror(errno));
+        free(rpath);
         goto out;
     }
+    free(rpath);
     /* The repository lags when the process died between the target commit
      * and the repository update: reconcile. */
     int64_t repo_chunks = -1;
@@ -479,28 +498,38 @@ static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
 {
     const ns_step_def *d = s->def;
     const ns_conn_def *conn = ns__job_conn(s->rc->job, d->table_conn);
-    char *path = NULL, *url = NULL, where[512];
-    bool secret = false;
+    char *path = NULL, *path_shown = NULL, *url = NULL, *url_shown = NULL, where[512];
     ns_status st;
 
-    if ((st = subst(s, d->rejects, "rejects", &s->rejects_path, NULL, err)) != NS_OK ||
-        (st = resolve(s->rc, &s->rejects_path, 0, err)) != NS_OK)
+    if ((st = subst(s, d->rejects, "rejects", &s->rejects_path, &s->rejects_shown, err)) != NS_OK ||
+        (st = resolve(s->rc, &s->rejects_path, 0, err)) != NS_OK ||
+        (st = resolve(s->rc, &s->rejects_shown, 0, err)) != NS_OK)
         goto out;
-    if ((st = subst(s, d->csv_path, "reader.csv.path", &path, NULL, err)) != NS_OK ||
-        (st = resolve(s->rc, &path, 0, err)) != NS_OK)
+    /* The checkpoint keeps an absolute path, so a restart from any directory
+     * finds the file to cut back. */
+    char cwd[4096];
+    if (s->rejects_path[0] == '/' || !getcwd(cwd, sizeof(cwd)))
+        s->rejects_saved = ns__strdup(s->rejects_shown);
+    else
+        s->rejects_saved = ns__asprintf("%s/%s", cwd, s->rejects_shown);
+    if (!s->rejects_saved) {
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        goto out;
+    }
+    if ((st = subst(s, d->csv_path, "reader.csv.path", &path, &path_shown, err)) != NS_OK ||
+        (st = resolve(s->rc, &path, 0, err)) != NS_OK ||
+        (st = resolve(s->rc, &path_shown, 0, err)) != NS_OK)
         goto out;
     if ((st = ns__reader_new(&ns__reader_csv, &s->reader, err)) != NS_OK)
         goto out;
-    if ((st = s->reader->vt->open(s->reader, d, path, err)) != NS_OK)
+    if ((st = s->reader->vt->open(s->reader, d, path, path_shown, err)) != NS_OK)
         goto out;
-    if ((st = subst(s, conn->url, "connection", &url, &secret, err)) != NS_OK)
+    if ((st = subst(s, conn->url, "connection", &url, &url_shown, err)) != NS_OK)
         goto out;
-    if (strncmp(url, "sqlite:", 7) == 0 && (st = resolve(s->rc, &url, 7, err)) != NS_OK)
+    if (strncmp(url, "sqlite:", 7) == 0 && ((st = resolve(s->rc, &url, 7, err)) != NS_OK ||
+                                            (st = resolve(s->rc, &url_shown, 7, err)) != NS_OK))
         goto out;
-    if (secret)
-        snprintf(where, sizeof(where), "connection '%s'", conn->name);
-    else
-        snprintf(where, sizeof(where), "connection '%s' (%s)", conn->name, url);
+    snprintf(where, sizeof(where), "connection '%s' (%s)", conn->name, url_shown);
     const ns_writer_vt *wvt = ns__writer_find_table(url);
     if (!wvt) {
         st = ns__err(err, NS_EUNSUPPORTED, NULL,
@@ -528,7 +557,9 @@ static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
     st = resume(s, state, err);
 out:
     free(path);
+    free(path_shown);
     free(url);
+    free(url_shown);
     return st;
 }
 
@@ -623,7 +654,7 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
                          "skip limit %lld exceeded by %s (%lld records rejected so far, see %s); "
                          "the chunk in which it happened was rolled back",
                          (long long)def->skip_limit, s.last_reject, (long long)skips(&s.counts),
-                         s.rejects_path);
+                         s.rejects_shown);
             goto out;
         }
         /* Replace mode is one transaction for the whole step: it commits at
@@ -645,7 +676,7 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
         *status = NS_BATCH_COMPLETED;
         if (skips(&s.counts))
             snprintf(msg, msglen, "%lld of %lld records rejected (see %s)",
-                     (long long)skips(&s.counts), (long long)s.counts.read, s.rejects_path);
+                     (long long)skips(&s.counts), (long long)s.counts.read, s.rejects_shown);
     }
 out:
     if (st != NS_OK) {
@@ -679,6 +710,8 @@ out:
     free(items);
     free(bad);
     free(s.rejects_path);
+    free(s.rejects_shown);
+    free(s.rejects_saved);
     free(s.context);
     free(state.context);
     return st;

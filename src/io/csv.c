@@ -77,18 +77,18 @@ static ns_status csv_new(const ns_csv_options *opt, ns_csv **out)
     return NS_OK;
 }
 
-ns_status ns__csv_open_path(const char *path, const ns_csv_options *opt, ns_csv **out,
-                            ns_error *err)
+ns_status ns__csv_open_path(const char *path, const char *name, const ns_csv_options *opt,
+                            ns_csv **out, ns_error *err)
 {
     ns_csv *c = NULL;
     struct stat st;
 
     if (csv_new(opt, &c) != NS_OK)
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-    c->path = ns__strdup(path);
+    c->path = ns__strdup(name ? name : path);
     c->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (c->fd < 0) {
-        ns__err(err, NS_EIO, NULL, "%s: cannot open: %s", path, strerror(errno));
+        ns__err(err, NS_EIO, NULL, "%s: cannot open: %s", c->path, strerror(errno));
         ns__csv_close(c);
         return NS_EIO;
     }

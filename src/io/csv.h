@@ -45,8 +45,10 @@ typedef struct ns_csv_record {
 
 typedef struct ns_csv ns_csv;
 
-ns_status ns__csv_open_path(const char *path, const ns_csv_options *opt, ns_csv **out,
-                            ns_error *err);
+/* `name` is what messages call the file (it may differ from `path`, e.g. to
+ * keep an ${env.X} out of them); NULL means `path`. */
+ns_status ns__csv_open_path(const char *path, const char *name, const ns_csv_options *opt,
+                            ns_csv **out, ns_error *err);
 /* Reads from memory (not copied; must outlive the reader). */
 ns_status ns__csv_open_mem(const char *data, size_t len, const ns_csv_options *opt, ns_csv **out,
                            ns_error *err);

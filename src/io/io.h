@@ -32,7 +32,9 @@ typedef struct ns_reader_vt {
     const char *name;
     int version;
     size_t instance_size;
-    ns_status (*open)(ns_reader *r, const ns_step_def *def, const char *path, ns_error *err);
+    /* `name` is how messages call the input (without secrets). */
+    ns_status (*open)(ns_reader *r, const ns_step_def *def, const char *path, const char *name,
+                      ns_error *err);
     /* Names of the fields, in order. Borrowed. */
     const char *const *(*columns)(ns_reader *r, size_t *n);
     /* Continues from a position saved by position(). */

@@ -35,7 +35,8 @@ static ns_status set_names(csv_reader *r, const ns_value *v, char *const *names,
     return NS_OK;
 }
 
-static ns_status csv_open(ns_reader *base, const ns_step_def *def, const char *path, ns_error *err)
+static ns_status csv_open(ns_reader *base, const ns_step_def *def, const char *path,
+                          const char *name, ns_error *err)
 {
     csv_reader *r = (csv_reader *)base;
     ns_csv_options opt = {
@@ -45,22 +46,23 @@ static ns_status csv_open(ns_reader *base, const ns_step_def *def, const char *p
 
     if (env && atol(env) > 0)
         opt.read_size = (size_t)atol(env);
-    if (!(r->path = ns__strdup(path)))
+    if (!(r->path = ns__strdup(name)))
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-    if ((st = ns__csv_open_path(path, &opt, &r->csv, err)) != NS_OK)
+    path = path ? path : name;
+    if ((st = ns__csv_open_path(path, name, &opt, &r->csv, err)) != NS_OK)
         return st;
     if (def->csv_header) {
         const ns_csv_record *h = NULL;
         if ((st = ns__csv_next(r->csv, &h, err)) != NS_OK)
             return st;
         if (!h)
-            return ns__err(err, NS_ESCHEMA, NULL, "%s: the file is empty (no header line)", path);
+            return ns__err(err, NS_ESCHEMA, NULL, "%s: the file is empty (no header line)", name);
         if (h->error_code)
-            return ns__err(err, NS_ESCHEMA, h->error_code, "%s:%lld: header: %s", path,
+            return ns__err(err, NS_ESCHEMA, h->error_code, "%s:%lld: header: %s", name,
                            (long long)h->line, h->error_message);
         if (def->csv_columns && h->nfields != def->csv_ncolumns)
             return ns__err(err, NS_ESCHEMA, NULL,
-                           "%s:%lld: header has %zu fields but reader.csv.columns lists %zu", path,
+                           "%s:%lld: header has %zu fields but reader.csv.columns lists %zu", name,
                            (long long)h->line, h->nfields, def->csv_ncolumns);
         if (!def->csv_columns && (st = set_names(r, h->fields, NULL, h->nfields, err)) != NS_OK)
             return st;

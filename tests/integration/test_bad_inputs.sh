@@ -88,8 +88,41 @@ steps:
 EOY
 expect_exit 1 env SECRET_PATH="$T/hunter2/x.db" "$NS" run secret.yaml
 grep -q hunter2 "$T/err" && fail "the secret path leaked into the error: $(cat "$T/err")"
-expect_err "connection 'target': cannot open the database"
+expect_err "connection 'target' (sqlite:\${env.SECRET_PATH}): cannot open the database"
 "$NS" show "$("$NS" list --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')" --json | grep -q hunter2 && fail "the secret leaked into the repository"
+
+# Paths built from the environment: the files land where the variable says,
+# but its value appears in no message and nowhere in the repository, also
+# across a crash and restart (the rejects file is found again to be cut back).
+mkdir -p "$T/hunter3/in"
+cp in.csv "$T/hunter3/in/data.csv"
+cat > envpath.yaml <<'EOY'
+job: envpath
+connections:
+  target: "sqlite:${env.TARGET_DB}"
+steps:
+  - name: load
+    chunk: 2
+    reader: {csv: {path: "${env.SECRET_DIR}/in/data.csv"}}
+    writer: {table: {connection: target, name: u}}
+    skip: {limit: 10}
+    rejects: "${env.SECRET_DIR}/rejects.csv"
+EOY
+sqlite3 "$TARGET_DB" "DELETE FROM u"
+expect_exit 99 env SECRET_DIR="$T/hunter3" NIGHTSHIFT_TEST_EXIT_AFTER_COMMIT=2 "$NS" run envpath.yaml
+expect_exit 0 env SECRET_DIR="$T/hunter3" "$NS" run envpath.yaml
+grep -q hunter3 "$T/err" && fail "an environment value leaked into the output: $(cat "$T/err")"
+expect_err 'rejected records are in ${env.SECRET_DIR}/rejects.csv'
+for id in $("$NS" list --json | python3 -c 'import json,sys; print(" ".join(str(e["id"]) for e in json.load(sys.stdin)))'); do
+    "$NS" show "$id" --json | grep -q hunter3 && fail "an environment value was stored in the repository"
+done
+sqlite3 "$TARGET_DB" "SELECT context FROM nightshift_checkpoint" | grep -q hunter3 &&
+    fail "an environment value was stored in the checkpoint"
+assert_eq "$(tail -n +2 "$T/hunter3/rejects.csv" | cut -d, -f1-3)" "6,n,22P02" "rejects across the restart"
+expect_exit 1 env SECRET_DIR="$T/hunter3/missing" "$NS" run envpath.yaml --next
+grep -q hunter3 "$T/err" && fail "an environment value leaked into an error: $(cat "$T/err")"
+expect_err '${env.SECRET_DIR}/in/data.csv: cannot open'
+sqlite3 "$TARGET_DB" "DELETE FROM u"
 
 # A full disk for the rejects file: the step fails, the chunks committed
 # before stay, and a restart (with a writable rejects path) completes.

@@ -172,6 +172,20 @@ static void test_substitution(void **state)
     assert_string_equal(out, "apw");
     assert_true(secret);
     free(out);
+    /* keep_env: environment references stay; values cannot inject one. */
+    const char *evil[] = {"${env.NS_TEST_SECRET}"};
+    ns_subst_ctx k = c;
+    k.param_values = evil;
+    k.keep_env = true;
+    assert_int_equal(
+        ns__subst("${params.file}/${env.NS_TEST_SECRET}/x", &k, "t", &out, &secret, &err), NS_OK);
+    assert_string_equal(out, "$${env.NS_TEST_SECRET}/${env.NS_TEST_SECRET}/x");
+    char *real = NULL;
+    k.keep_env = false;
+    assert_int_equal(ns__subst(out, &k, "t", &real, &secret, &err), NS_OK);
+    assert_string_equal(real, "${env.NS_TEST_SECRET}/pw/x");
+    free(out);
+    free(real);
     unsetenv("NS_TEST_UNSET");
     assert_int_equal(ns__subst("${env.NS_TEST_UNSET}", &c, "t", &out, &secret, &err), NS_EPARAM);
     ns_job_free(job);
