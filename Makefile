@@ -3,6 +3,7 @@ BUILD      ?= build
 TEST_BUILD ?= build-test
 PREFIX     ?= /usr/local
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+MAKEFLAGS  += --no-print-directory
 
 .PHONY: all deps demo test format check-format install clean bench
 

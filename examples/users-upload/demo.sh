@@ -5,14 +5,12 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 ns=$(cd "$(dirname "${1:-build/nightshift}")" && pwd)/$(basename "${1:-build/nightshift}")
-out="$here/out"
-rm -rf "$out" && mkdir -p "$out"
-export DEMO_DB="$out/demo.db" DEMO_OUT="$out"
-export NIGHTSHIFT_REPOSITORY="sqlite:$out/nightshift.db"
-
-sqlite3 "$DEMO_DB" < "$here/schema.sql"
-echo "== nightshift run job.yaml file=users.csv month=2026-11-01"
 cd "$here"
+rm -rf out && mkdir -p out
+export NIGHTSHIFT_REPOSITORY="sqlite:out/nightshift.db"
+
+sqlite3 out/demo.db < schema.sql
+echo "== nightshift run job.yaml file=users.csv month=2026-11-01"
 "$ns" run job.yaml file=users.csv month=2026-11-01 || true
 echo
 echo "== nightshift list"
@@ -21,11 +19,11 @@ echo
 echo "== nightshift show 1"
 "$ns" show 1
 echo
-rejects=$(ls "$out"/rejects/*.csv)
-echo "== the first rejects of $(( $(wc -l < "$rejects") - 1 )) (file: ${rejects#$here/})"
+rejects=$(ls out/rejects/*.csv)
+echo "== the first rejects of $(( $(wc -l < "$rejects") - 1 )) (file: $rejects)"
 head -8 "$rejects"
 echo
-echo "== rows in users: $(sqlite3 "$DEMO_DB" 'SELECT count(*) FROM users')"
+echo "== rows in users: $(sqlite3 out/demo.db 'SELECT count(*) FROM users')"
 echo
 echo "== the same month again is refused (exit 4):"
 set +e
