@@ -784,7 +784,7 @@ ns_status ns__job_check_env(const ns_job *job, ns_error *err)
 }
 
 ns_status ns__subst(const char *t, const ns_subst_ctx *ctx, const char *what, char **out,
-                    bool *secret, ns_error *err)
+                    ns_error *err)
 {
     ns_buf b = {0};
     const char *p = t;
@@ -822,8 +822,6 @@ ns_status ns__subst(const char *t, const ns_subst_ctx *ctx, const char *what, ch
                                ref, ref + 7);
             }
         } else if (strncmp(ref, "env.", 4) == 0) {
-            if (secret)
-                *secret = true;
             if (ctx->keep_env) {
                 ns__buf_append(&b, d, (size_t)(e - d + 1));
                 p = e + 1;

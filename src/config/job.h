@@ -101,9 +101,8 @@ typedef struct ns_subst_ctx {
 /*
  * Substitutes ${params.X}, ${env.X}, ${job.name}, ${execution.id},
  * ${step.name} in tmpl. *out is malloc'd. `what` names the value in errors.
- * *secret is set when an ${env.X} was used (the result must not be shown).
  */
 ns_status ns__subst(const char *tmpl, const ns_subst_ctx *ctx, const char *what, char **out,
-                    bool *secret, ns_error *err);
+                    ns_error *err);
 
 #endif

@@ -222,9 +222,9 @@ static ns_status subst(step_run *s, const char *tmpl, const char *what, char **r
                       .execution_id = s->rc->launch.execution_id,
                       .step = s->def->name,
                       .keep_env = true};
-    ns_status st = ns__subst(tmpl, &c, what, shown, NULL, err);
+    ns_status st = ns__subst(tmpl, &c, what, shown, err);
     c.keep_env = false;
-    if (st == NS_OK && (st = ns__subst(*shown, &c, what, real, NULL, err)) != NS_OK) {
+    if (st == NS_OK && (st = ns__subst(*shown, &c, what, real, err)) != NS_OK) {
         free(*shown);
         *shown = NULL;
     }
@@ -416,7 +416,7 @@ static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
     ns_subst_ctx env_only = {0};
     char *rpath = NULL;
     struct stat sb;
-    if (rshown && ns__subst(rshown, &env_only, "rejects", &rpath, NULL, NULL) == NS_OK &&
+    if (rshown && ns__subst(rshown, &env_only, "rejects", &rpath, NULL) == NS_OK &&
         stat(rpath, &sb) == 0 && S_ISREG(sb.st_mode) && truncate(rpath, (off_t)roff) != 0) {
         st = ns__err(err, NS_EIO, NULL, "rejects file %s: cannot truncate: %s", rshown,
                      strerror(errno));
