@@ -2,6 +2,7 @@
 #include "repo/repo.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,4 +178,92 @@ void ns__exec_info_free(ns_exec_info *info)
     }
     free(info->params);
     memset(info, 0, sizeof(*info));
+}
+
+/* ------------------------------------------------------------- JSON */
+
+static json_t *jstr(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+static json_t *jint(const char *s)
+{
+    int64_t v;
+    return s && ns__parse_i64(s, strlen(s), &v) ? json_integer(v) : json_null();
+}
+
+static json_t *typed_value(const char *type, const char *v)
+{
+    if (strcmp(type, "int") == 0)
+        return jint(v);
+    if (strcmp(type, "float") == 0)
+        return json_real(strtod(v, NULL));
+    if (strcmp(type, "bool") == 0)
+        return json_boolean(strcmp(v, "true") == 0);
+    return json_string(v);
+}
+
+json_t *ns__json_exec(const char *const *c)
+{
+    static const char *const names[NS_EXEC_NCOLS] = {
+        "id",           "job",        "instance_id", "status",       "exit_code",
+        "exit_message", "created_at", "started_at",  "ended_at",     "host",
+        "pid",          "restart_of", "job_file",    "last_updated", "workdir"};
+    json_t *o = json_object();
+    for (int i = 0; i < NS_EXEC_NCOLS; i++) {
+        bool num = i == 0 || i == 2 || i == 10 || i == 11;
+        json_object_set_new(o, names[i], num ? jint(c[i]) : jstr(c[i]));
+    }
+    json_object_set_new(o, "params", json_object());
+    json_object_set_new(o, "identifying", json_array());
+    return o;
+}
+
+void ns__json_exec_param(json_t *exec, const char *const *c)
+{
+    json_object_set_new(json_object_get(exec, "params"), c[0], typed_value(c[1], c[2]));
+    if (c[3] && (c[3][0] == '1' || c[3][0] == 't'))
+        json_array_append_new(json_object_get(exec, "identifying"), json_string(c[0]));
+}
+
+json_t *ns__json_step(const char *const *c)
+{
+    static const char *const names[NS_STEP_NCOLS] = {"name",
+                                                     "partition",
+                                                     "status",
+                                                     "exit_code",
+                                                     "exit_message",
+                                                     "read_count",
+                                                     "write_count",
+                                                     "filter_count",
+                                                     "read_skip_count",
+                                                     "process_skip_count",
+                                                     "write_skip_count",
+                                                     "commit_count",
+                                                     "rollback_count",
+                                                     "started_at",
+                                                     "ended_at",
+                                                     "id",
+                                                     "context"};
+    json_t *o = json_object();
+    json_object_set_new(o, "id", jint(c[15]));
+    for (int i = 0; i < 15; i++) {
+        bool num = i >= 5 && i <= 12;
+        json_object_set_new(o, names[i], num ? jint(c[i]) : jstr(c[i]));
+    }
+    json_t *ctx = c[16] ? json_loads(c[16], 0, NULL) : NULL;
+    json_object_set_new(o, "context", ctx ? ctx : json_null());
+    return o;
+}
+
+ns_status ns__json_dump(json_t *v, char **out, ns_error *err)
+{
+    char *s = v ? json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(v);
+    if (!s)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    *out = ns__strdup(s);
+    free(s);
+    return *out ? NS_OK : ns__err(err, NS_ENOMEM, NULL, "out of memory");
 }

@@ -12,6 +12,8 @@
 
 #include "util/util.h"
 
+#include <jansson.h>
+
 typedef struct ns_param_val {
     const char *name;
     const char *type;
@@ -123,6 +125,24 @@ struct ns_repo {
 };
 
 extern const ns_repo_vt ns__repo_sqlite;
+
+/*
+ * JSON of `show`/`list`, the same for every backend. Backends pass each row
+ * as text columns (NULL for SQL NULL) in the order named below.
+ */
+#define NS_EXEC_NCOLS                                                                              \
+    15                   /* id, job, instance_id, status, exit_code, exit_message,                 \
+                            created_at, started_at, ended_at, host, pid, restart_of,               \
+                            job_file, last_updated, workdir */
+#define NS_PARAM_NCOLS 4 /* name, type, value, identifying */
+#define NS_STEP_NCOLS                                                                              \
+    17 /* name, partition, status, exit_code, exit_message, the eight                              \
+          counters, started_at, ended_at, id, context */
+json_t *ns__json_exec(const char *const *cols);
+void ns__json_exec_param(json_t *exec, const char *const *cols);
+json_t *ns__json_step(const char *const *cols);
+/* Serialises (and releases) v into a malloc'd string. */
+ns_status ns__json_dump(json_t *v, char **out, ns_error *err);
 
 /* When the repository is an SQLite file and `path` is the same file, its
  * connection (sqlite3 *), so a writer can share its transactions; else NULL. */

@@ -8,7 +8,6 @@
  */
 #include "repo/repo.h"
 
-#include <jansson.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -715,21 +714,13 @@ static ns_status sq_abandon(ns_repo *r, int64_t id, ns_error *err)
 
 /* ------------------------------------------------------------- JSON */
 
-static json_t *jtext(sqlite3_stmt *st, int i)
+/* Row i of a statement as text columns, NULL for SQL NULL. */
+static void row(sqlite3_stmt *st, const char **cols, int n)
 {
-    return sqlite3_column_type(st, i) == SQLITE_NULL ? json_null() : json_string(col_text(st, i));
-}
-
-static json_t *typed_value(const char *type, const char *v)
-{
-    int64_t i;
-    if (strcmp(type, "int") == 0 && ns__parse_i64(v, strlen(v), &i))
-        return json_integer(i);
-    if (strcmp(type, "float") == 0)
-        return json_real(strtod(v, NULL));
-    if (strcmp(type, "bool") == 0)
-        return json_boolean(strcmp(v, "true") == 0);
-    return json_string(v);
+    for (int i = 0; i < n; i++)
+        cols[i] = sqlite3_column_type(st, i) == SQLITE_NULL
+                      ? NULL
+                      : (const char *)sqlite3_column_text(st, i);
 }
 
 #define EXEC_COLUMNS                                                                               \
@@ -739,53 +730,19 @@ static json_t *typed_value(const char *type, const char *v)
 
 static json_t *exec_json(sqlite3 *db, sqlite3_stmt *st)
 {
-    json_t *o = json_object();
-    int64_t id = sqlite3_column_int64(st, 0);
-
-    json_object_set_new(o, "id", json_integer(id));
-    json_object_set_new(o, "job", json_string(col_text(st, 1)));
-    json_object_set_new(o, "instance_id", json_integer(sqlite3_column_int64(st, 2)));
-    json_object_set_new(o, "status", json_string(col_text(st, 3)));
-    json_object_set_new(o, "exit_code", json_string(col_text(st, 4)));
-    json_object_set_new(o, "exit_message", json_string(col_text(st, 5)));
-    json_object_set_new(o, "created_at", jtext(st, 6));
-    json_object_set_new(o, "started_at", jtext(st, 7));
-    json_object_set_new(o, "ended_at", jtext(st, 8));
-    json_object_set_new(o, "host", json_string(col_text(st, 9)));
-    json_object_set_new(o, "pid", json_integer(sqlite3_column_int64(st, 10)));
-    json_object_set_new(o, "restart_of",
-                        sqlite3_column_type(st, 11) == SQLITE_NULL
-                            ? json_null()
-                            : json_integer(sqlite3_column_int64(st, 11)));
-    json_object_set_new(o, "job_file", json_string(col_text(st, 12)));
-    json_object_set_new(o, "last_updated", jtext(st, 13));
-    json_object_set_new(o, "workdir", json_string(col_text(st, 14)));
-
-    json_t *params = json_object(), *ident = json_array();
+    const char *c[NS_STEP_NCOLS];
+    row(st, c, NS_EXEC_NCOLS);
+    json_t *o = ns__json_exec(c);
     sqlite3_stmt *p = prep(db, NULL,
                            "SELECT name, type, value, identifying FROM ns_job_param"
                            " WHERE execution_id = ? ORDER BY name",
-                           "i", id);
+                           "i", sqlite3_column_int64(st, 0));
     while (p && sqlite3_step(p) == SQLITE_ROW) {
-        json_object_set_new(params, col_text(p, 0), typed_value(col_text(p, 1), col_text(p, 2)));
-        if (sqlite3_column_int(p, 3))
-            json_array_append_new(ident, json_string(col_text(p, 0)));
+        row(p, c, NS_PARAM_NCOLS);
+        ns__json_exec_param(o, c);
     }
     sqlite3_finalize(p);
-    json_object_set_new(o, "params", params);
-    json_object_set_new(o, "identifying", ident);
     return o;
-}
-
-static ns_status dump(json_t *v, char **out, ns_error *err)
-{
-    char *s = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    json_decref(v);
-    if (!s)
-        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-    *out = ns__strdup(s);
-    free(s);
-    return *out ? NS_OK : ns__err(err, NS_ENOMEM, NULL, "out of memory");
 }
 
 static ns_status sq_show_json(ns_repo *r, int64_t id, char **out, ns_error *err)
@@ -804,10 +761,8 @@ static ns_status sq_show_json(ns_repo *r, int64_t id, char **out, ns_error *err)
     json_t *o = exec_json(db, st);
     sqlite3_finalize(st);
 
-    static const char *const counters[] = {
-        "read_count",         "write_count",      "filter_count", "read_skip_count",
-        "process_skip_count", "write_skip_count", "commit_count", "rollback_count"};
     json_t *steps = json_array();
+    const char *c[NS_STEP_NCOLS];
     st = prep(db, err,
               "SELECT s.step_name, s.partition_name, s.status, s.exit_code, s.exit_message,"
               " s.read_count, s.write_count, s.filter_count, s.read_skip_count,"
@@ -817,26 +772,12 @@ static ns_status sq_show_json(ns_repo *r, int64_t id, char **out, ns_error *err)
               " WHERE s.execution_id = ? ORDER BY s.id",
               "i", id);
     while (st && sqlite3_step(st) == SQLITE_ROW) {
-        json_t *s = json_object();
-        json_object_set_new(s, "id", json_integer(sqlite3_column_int64(st, 15)));
-        json_object_set_new(s, "name", json_string(col_text(st, 0)));
-        json_object_set_new(s, "partition", json_string(col_text(st, 1)));
-        json_object_set_new(s, "status", json_string(col_text(st, 2)));
-        json_object_set_new(s, "exit_code", json_string(col_text(st, 3)));
-        json_object_set_new(s, "exit_message", json_string(col_text(st, 4)));
-        for (int k = 0; k < 8; k++)
-            json_object_set_new(s, counters[k], json_integer(sqlite3_column_int64(st, 5 + k)));
-        json_object_set_new(s, "started_at", jtext(st, 13));
-        json_object_set_new(s, "ended_at", jtext(st, 14));
-        json_t *ctx = NULL;
-        if (sqlite3_column_type(st, 16) != SQLITE_NULL)
-            ctx = json_loads(col_text(st, 16), 0, NULL);
-        json_object_set_new(s, "context", ctx ? ctx : json_null());
-        json_array_append_new(steps, s);
+        row(st, c, NS_STEP_NCOLS);
+        json_array_append_new(steps, ns__json_step(c));
     }
     sqlite3_finalize(st);
     json_object_set_new(o, "steps", steps);
-    return dump(o, out, err);
+    return ns__json_dump(o, out, err);
 }
 
 static ns_status sq_list_json(ns_repo *r, const char *job, const char *status, int limit,
@@ -856,7 +797,7 @@ static ns_status sq_list_json(ns_repo *r, const char *job, const char *status, i
     while (sqlite3_step(st) == SQLITE_ROW)
         json_array_append_new(a, exec_json(db, st));
     sqlite3_finalize(st);
-    return dump(a, out, err);
+    return ns__json_dump(a, out, err);
 }
 
 const ns_repo_vt ns__repo_sqlite = {
