@@ -9,6 +9,7 @@ pkgs=(
     libsqlite3-dev sqlite3               # embedded repository and target; CLI used by tests/bench
     libyaml-dev                          # job files
     libjansson-dev                       # JSON: execution context, --json output
+    libpq-dev postgresql                 # PostgreSQL client; a server for the tests
     libcmocka-dev                        # unit tests
     procps python3                       # integration tests: ps, data generators
 )

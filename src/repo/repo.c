@@ -21,9 +21,7 @@ ns_status ns_repo_open(const char *url, ns_repo **out, ns_error *err)
     if (strncmp(url, "sqlite:", 7) == 0)
         vt = &ns__repo_sqlite;
     else if (strncmp(url, "postgresql:", 11) == 0 || strncmp(url, "postgres:", 9) == 0)
-        return ns__err(err, NS_EUNSUPPORTED, NULL,
-                       "repository %s: PostgreSQL repositories are not supported by this build",
-                       url);
+        vt = &ns__repo_pg;
     else
         return ns__err(err, NS_EINVAL, NULL,
                        "repository '%s': unsupported URL (use sqlite:PATH or postgresql://...)",

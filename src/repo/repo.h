@@ -125,6 +125,7 @@ struct ns_repo {
 };
 
 extern const ns_repo_vt ns__repo_sqlite;
+extern const ns_repo_vt ns__repo_pg;
 
 /*
  * JSON of `show`/`list`, the same for every backend. Backends pass each row

@@ -63,3 +63,15 @@ a, b, p = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 print('id,v')
 for i in range(a, b + 1): print(f'{i},{p}{i}')" "$1" "$2" "${3:-v}"
 }
+# pg_db NAME: a fresh database on the test server (ctest fixture "pg"; tests
+# using it are named *_pg*); prints its URL. Fails when there is no server.
+pg_db() {
+    local url
+    url=$(cat "${NS_PG_STATE:?no PostgreSQL test server}/url" 2>/dev/null) ||
+        fail "no PostgreSQL test server: the pg fixture did not start"
+    psql "$url" -qAtc "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null ||
+        fail "cannot create database $1"
+    echo "${url/postgresql:\/\/\/postgres/postgresql:///$1}"
+}
+# The test server's log (statements of databases set to log them).
+pg_log() { echo "$(cat "$NS_PG_STATE/dir")/server.log"; }

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Exactly-once under kill -9 (ARCHITECTURE.md §7): a load is killed at 25
 # random moments, relaunched each time, and must end with every good row
-# exactly once and every bad row exactly once in the rejects files. Two
-# variants: the target is its own database (checkpoint row in the target),
-# and the target is the repository's database (one transaction for both).
+# exactly once and every bad row exactly once in the rejects files. Variants
+# ($KILL9_VARIANTS): the target is its own database (checkpoint row in the
+# target), the target is the repository's database (one transaction for
+# both), and the repository is PostgreSQL (run by test_kill9_pg.sh).
 source "$(dirname "$0")/lib.sh"
 ROWS=700000
 python3 - > in.csv <<PY
@@ -13,8 +14,8 @@ for i in range(1, $ROWS + 1):
 PY
 load_job job.yaml crash k "skip: {limit: 100000}" 'rejects: "${env.REJECTS}/${execution.id}.csv"'
 
-variant() { # variant NAME TARGET_DB REPOSITORY_DB
-    export TARGET_DB="$2" NIGHTSHIFT_REPOSITORY="sqlite:$3" REJECTS="$T/rejects-$1"
+variant() { # variant NAME TARGET_DB REPOSITORY_URL
+    export TARGET_DB="$2" NIGHTSHIFT_REPOSITORY="$3" REJECTS="$T/rejects-$1"
     # No primary key: a duplicated row would show, not be refused.
     sqlite3 "$TARGET_DB" "CREATE TABLE k (id INTEGER NOT NULL, v TEXT CHECK (v <> 'bad'));"
     local kills=0 rc done=0 elapsed=0 maxd=0.15 d committed
@@ -53,5 +54,10 @@ variant() { # variant NAME TARGET_DB REPOSITORY_DB
     echo "$1: $kills kills, $count rows, no loss, no duplicate"
 }
 
-variant separate "$T/target.db" "$T/repo.db"
-variant shared "$T/both.db" "$T/both.db"
+for v in ${KILL9_VARIANTS:-separate shared}; do
+    case $v in
+    separate) variant separate "$T/target.db" "sqlite:$T/repo.db" ;;
+    shared) variant shared "$T/both.db" "sqlite:$T/both.db" ;;
+    pg-repository) variant pg-repository "$T/target-pg.db" "$(pg_db ns_kill9)" ;;
+    esac
+done

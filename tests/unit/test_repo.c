@@ -8,6 +8,7 @@
 
 #include "repo/repo.h"
 
+#include <libpq-fe.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,13 +16,46 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* Every test runs on SQLite and, when the test server is up (ctest's pg
+ * fixture writes its URL to $NS_PG_STATE/url), on PostgreSQL. */
 static char path[256];
+static char pg_url[512];
+static bool on_pg;
+
+static void sql(const char *stmt)
+{
+    if (on_pg) {
+        PGconn *c = PQconnectdb(pg_url);
+        PGresult *r = PQexec(c, "SET search_path = nightshift");
+        PQclear(r);
+        r = PQexec(c, stmt);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            fail_msg("%s: %s", stmt, PQerrorMessage(c));
+        PQclear(r);
+        PQfinish(c);
+    } else {
+        sqlite3 *db;
+        assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+        if (sqlite3_exec(db, stmt, NULL, NULL, NULL) != SQLITE_OK)
+            fail_msg("%s: %s", stmt, sqlite3_errmsg(db));
+        sqlite3_close(db);
+    }
+}
 
 static int setup(void **state)
 {
     (void)state;
     snprintf(path, sizeof(path), "/tmp/ns-test-repo-%d.db", (int)getpid());
     unlink(path);
+    if (on_pg) {
+        PGconn *c = PQconnectdb(pg_url);
+        PQclear(PQexec(c, "SET client_min_messages = warning"));
+        PGresult *r = PQexec(c, "DROP SCHEMA IF EXISTS nightshift CASCADE");
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            fail_msg("cannot reset the test database: %s", PQerrorMessage(c));
+        PQclear(r);
+        PQfinish(c);
+    }
     return 0;
 }
 
@@ -39,10 +73,13 @@ static int teardown(void **state)
 
 static ns_repo *open_repo(void)
 {
-    char url[300];
+    char url[600];
     ns_repo *r = NULL;
     ns_error err = {0};
-    snprintf(url, sizeof(url), "sqlite:%s", path);
+    if (on_pg)
+        snprintf(url, sizeof(url), "%s", pg_url);
+    else
+        snprintf(url, sizeof(url), "sqlite:%s", path);
     if (ns_repo_open(url, &r, &err) != NS_OK)
         fail_msg("open: %s", err.message);
     return r;
@@ -155,34 +192,28 @@ static void test_dead_process_recovered(void **state)
     assert_non_null(strstr(res.notice, "marked FAILED"));
     /* A live pid that started at another time is a recycled pid: the
      * recorded process is dead. */
-    sqlite3 *db0;
-    char sql0[256];
-    assert_int_equal(sqlite3_open(path, &db0), SQLITE_OK);
+    char stmt[256];
     assert_true(ns__process_start(getpid()) > 0);
-    snprintf(sql0, sizeof(sql0), "UPDATE ns_job_execution SET process_start = 1 WHERE id = %lld",
+    snprintf(stmt, sizeof(stmt), "UPDATE ns_job_execution SET process_start = 1 WHERE id = %lld",
              (long long)res.execution_id);
-    assert_int_equal(sqlite3_exec(db0, sql0, NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db0);
+    sql(stmt);
     assert_int_equal(launch(r, params, 1, false, true, &res2, &err), NS_OK);
     assert_int_equal(res2.restart_of, res.execution_id);
     res = res2;
     /* A foreign host's execution is alive until its heartbeat is older
      * than the lease. */
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    char sql[256];
-    snprintf(sql, sizeof(sql),
-             "UPDATE ns_job_execution SET host = 'elsewhere', heartbeat = "
-             "strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ', 'now') WHERE id = %lld",
-             (long long)res.execution_id);
-    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    char now[40];
+    ns__now_iso(now, sizeof(now));
+    snprintf(stmt, sizeof(stmt),
+             "UPDATE ns_job_execution SET host = 'elsewhere', heartbeat = '%s' WHERE id = %lld",
+             now, (long long)res.execution_id);
+    sql(stmt);
     assert_int_equal(launch(r, params, 1, false, true, &res2, &err), NS_EREFUSED);
     ns_error_clear(&err);
-    snprintf(sql, sizeof(sql),
+    snprintf(stmt, sizeof(stmt),
              "UPDATE ns_job_execution SET heartbeat = '2020-01-01T00:00:00.000Z' WHERE id = %lld",
              (long long)res.execution_id);
-    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
+    sql(stmt);
     assert_int_equal(launch(r, params, 1, false, true, &res2, &err), NS_OK);
     assert_int_equal(res2.restart_of, res.execution_id);
     ns_repo_close(r);
@@ -234,14 +265,13 @@ static void test_schema_versions(void **state)
     ns_repo_close(r);
     r = open_repo(); /* migrations are idempotent */
     ns_repo_close(r);
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "UPDATE ns_schema SET version = 99", NULL, NULL, NULL),
-                     SQLITE_OK);
-    sqlite3_close(db);
-    char url[300];
+    sql("UPDATE ns_schema SET version = 99");
+    char url[600];
     ns_error err = {0};
-    snprintf(url, sizeof(url), "sqlite:%s", path);
+    if (on_pg)
+        snprintf(url, sizeof(url), "%s", pg_url);
+    else
+        snprintf(url, sizeof(url), "sqlite:%s", path);
     assert_int_equal(ns_repo_open(url, &r, &err), NS_EDB);
     assert_non_null(strstr(err.message, "newer than this nightshift"));
     ns_error_clear(&err);
@@ -257,5 +287,20 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_request_and_steps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_schema_versions, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = cmocka_run_group_tests_name("sqlite", tests, NULL, NULL);
+    const char *state = getenv("NS_PG_STATE");
+    if (!state)
+        return failed;
+    char file[600];
+    snprintf(file, sizeof(file), "%s/url", state);
+    FILE *f = fopen(file, "r");
+    if (!f || !fgets(pg_url, sizeof(pg_url), f)) {
+        fprintf(stderr, "test_repo: no PostgreSQL test server (%s): the pg fixture did not start\n",
+                file);
+        return 1;
+    }
+    fclose(f);
+    pg_url[strcspn(pg_url, "\n")] = '\0';
+    on_pg = true;
+    return failed + cmocka_run_group_tests_name("postgresql", tests, NULL, NULL);
 }

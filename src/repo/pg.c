@@ -1,0 +1,808 @@
+/*
+ * pg.c - the job repository on PostgreSQL, in schema `nightshift`.
+ *
+ * Several processes and machines may share it. A launch locks its instance's
+ * row (INSERT ... ON CONFLICT DO NOTHING, then SELECT ... FOR UPDATE), so
+ * simultaneous launches of one instance are serialised and all but the first
+ * see its execution. The schema is created and migrated on first use under
+ * an advisory lock. Statements per launch do not depend on history (every
+ * lookup is by index); a chunk costs two statements.
+ */
+#include "repo/repo.h"
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct pgr {
+    PGconn *c;
+} pgr;
+
+#define CONN(r) (((pgr *)(r)->impl)->c)
+/* Timestamps leave the database as "YYYY-MM-DDTHH:MM:SS.mmmZ", like SQLite's. */
+#define ISO(x) "to_char(" x " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+/* Serialises migrations of one database ('nsmg'). */
+#define MIGRATION_LOCK "1853058919"
+
+static const char *const migrations[] = {
+    "CREATE TABLE nightshift.ns_job_instance ("
+    "  id bigserial PRIMARY KEY,"
+    "  job_name text NOT NULL,"
+    "  job_key text NOT NULL,"
+    "  created_at timestamptz NOT NULL DEFAULT now(),"
+    "  UNIQUE (job_name, job_key));"
+    "CREATE TABLE nightshift.ns_job_execution ("
+    "  id bigserial PRIMARY KEY,"
+    "  instance_id bigint NOT NULL REFERENCES nightshift.ns_job_instance (id),"
+    "  version bigint NOT NULL DEFAULT 0,"
+    "  status text NOT NULL,"
+    "  exit_code text NOT NULL DEFAULT 'UNKNOWN',"
+    "  exit_message text NOT NULL DEFAULT '',"
+    "  job_file text NOT NULL DEFAULT '',"
+    "  workdir text NOT NULL DEFAULT '',"
+    "  created_at timestamptz NOT NULL DEFAULT now(),"
+    "  started_at timestamptz,"
+    "  ended_at timestamptz,"
+    "  last_updated timestamptz NOT NULL DEFAULT now(),"
+    "  host text NOT NULL,"
+    "  pid bigint NOT NULL,"
+    "  process_start bigint NOT NULL DEFAULT -1,"
+    "  heartbeat timestamptz NOT NULL DEFAULT now(),"
+    "  stop_requested boolean NOT NULL DEFAULT false,"
+    "  restart_of bigint);"
+    "CREATE INDEX ns_job_execution_instance ON nightshift.ns_job_execution (instance_id, id);"
+    "CREATE INDEX ns_job_execution_status ON nightshift.ns_job_execution (status, id);"
+    "CREATE TABLE nightshift.ns_job_param ("
+    "  execution_id bigint NOT NULL REFERENCES nightshift.ns_job_execution (id),"
+    "  name text NOT NULL,"
+    "  type text NOT NULL,"
+    "  value text NOT NULL,"
+    "  identifying boolean NOT NULL,"
+    "  PRIMARY KEY (execution_id, name));"
+    "CREATE TABLE nightshift.ns_run_id ("
+    "  job_name text PRIMARY KEY,"
+    "  last bigint NOT NULL);"
+    "CREATE TABLE nightshift.ns_step_execution ("
+    "  id bigserial PRIMARY KEY,"
+    "  execution_id bigint NOT NULL REFERENCES nightshift.ns_job_execution (id),"
+    "  instance_id bigint NOT NULL,"
+    "  step_name text NOT NULL,"
+    "  partition_name text NOT NULL DEFAULT '',"
+    "  version bigint NOT NULL DEFAULT 0,"
+    "  status text NOT NULL,"
+    "  exit_code text NOT NULL DEFAULT 'EXECUTING',"
+    "  exit_message text NOT NULL DEFAULT '',"
+    "  read_count bigint NOT NULL DEFAULT 0,"
+    "  write_count bigint NOT NULL DEFAULT 0,"
+    "  filter_count bigint NOT NULL DEFAULT 0,"
+    "  read_skip_count bigint NOT NULL DEFAULT 0,"
+    "  process_skip_count bigint NOT NULL DEFAULT 0,"
+    "  write_skip_count bigint NOT NULL DEFAULT 0,"
+    "  commit_count bigint NOT NULL DEFAULT 0,"
+    "  rollback_count bigint NOT NULL DEFAULT 0,"
+    "  started_at timestamptz NOT NULL DEFAULT now(),"
+    "  ended_at timestamptz,"
+    "  last_updated timestamptz NOT NULL DEFAULT now(),"
+    "  UNIQUE (execution_id, step_name, partition_name));"
+    "CREATE INDEX ns_step_execution_instance"
+    "  ON nightshift.ns_step_execution (instance_id, step_name, partition_name, id);"
+    "CREATE TABLE nightshift.ns_execution_context ("
+    "  step_execution_id bigint PRIMARY KEY REFERENCES nightshift.ns_step_execution (id),"
+    "  context text NOT NULL);",
+};
+#define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+/* The URL without its password, for messages. */
+static void redact(const char *url, char *out, size_t n)
+{
+    const char *at = strchr(url, '@'), *scheme = strstr(url, "://");
+    const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
+    if (at && colon && colon < at)
+        snprintf(out, n, "%.*s:***%s", (int)(colon - url), url, at);
+    else
+        snprintf(out, n, "%s", url);
+    char *pw = strstr(out, "password=");
+    if (pw) {
+        char *end = strchr(pw, '&');
+        char tail[256];
+        snprintf(tail, sizeof(tail), "%s", end ? end : "");
+        snprintf(pw, n - (size_t)(pw - out), "password=***%s", tail);
+    }
+}
+
+static ns_status fail(PGconn *c, PGresult *res, ns_error *err, const char *what)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(c);
+    size_t len = strlen(msg);
+    while (len && (msg[len - 1] == '\n' || msg[len - 1] == ' '))
+        len--;
+    return ns__err(err, NS_EDB, state, "repository: %s: %.*s", what, (int)len, msg);
+}
+
+/* Runs a statement with text parameters; NULL (and err) unless it succeeded. */
+static PGresult *q(PGconn *c, ns_error *err, const char *what, const char *sql, int n,
+                   const char *const *v)
+{
+    PGresult *res = PQexecParams(c, sql, n, NULL, v, NULL, NULL, 0);
+    ExecStatusType s = PQresultStatus(res);
+    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
+        fail(c, res, err, what);
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}
+
+static ns_status run(PGconn *c, ns_error *err, const char *what, const char *sql, int n,
+                     const char *const *v)
+{
+    PGresult *res = q(c, err, what, sql, n, v);
+    PQclear(res);
+    return res ? NS_OK : NS_EDB;
+}
+
+/* Runs a script of several statements (simple protocol, no parameters). */
+static ns_status script(PGconn *c, ns_error *err, const char *what, const char *sql)
+{
+    PGresult *res = PQexec(c, sql);
+    ns_status s = PQresultStatus(res) == PGRES_COMMAND_OK ? NS_OK : fail(c, res, err, what);
+    PQclear(res);
+    return s;
+}
+
+static const char *num(char *buf, int64_t v)
+{
+    snprintf(buf, 24, "%lld", (long long)v);
+    return buf;
+}
+
+static int64_t get_i64(PGresult *res, int row, int col)
+{
+    int64_t v = 0;
+    const char *s = PQgetvalue(res, row, col);
+    return ns__parse_i64(s, strlen(s), &v) ? v : 0;
+}
+
+static void rollback(PGconn *c)
+{
+    PQclear(PQexec(c, "ROLLBACK"));
+}
+
+static ns_status migrate(PGconn *c, ns_error *err)
+{
+    ns_status s;
+    int version = 0;
+    PGresult *res = NULL;
+
+    if ((s = run(c, err, "migrate", "BEGIN", 0, NULL)) != NS_OK)
+        return s;
+    if ((s = run(c, err, "migrate", "SELECT pg_advisory_xact_lock(" MIGRATION_LOCK ")", 0, NULL)) ||
+        (s = run(c, err, "migrate", "CREATE SCHEMA IF NOT EXISTS nightshift", 0, NULL)) ||
+        (s = run(c, err, "migrate",
+                 "CREATE TABLE IF NOT EXISTS nightshift.ns_schema (version int NOT NULL)", 0,
+                 NULL)))
+        goto out;
+    if (!(res = q(c, err, "migrate", "SELECT version FROM nightshift.ns_schema", 0, NULL))) {
+        s = NS_EDB;
+        goto out;
+    }
+    if (PQntuples(res) > 0)
+        version = atoi(PQgetvalue(res, 0, 0));
+    else if ((s = run(c, err, "migrate", "INSERT INTO nightshift.ns_schema VALUES (0)", 0, NULL)))
+        goto out;
+    if (version > SCHEMA_VERSION) {
+        s = ns__err(err, NS_EDB, NULL,
+                    "repository schema version %d is newer than this nightshift knows (%d); "
+                    "upgrade nightshift",
+                    version, SCHEMA_VERSION);
+        goto out;
+    }
+    for (int v = version; v < SCHEMA_VERSION; v++)
+        if ((s = script(c, err, "migrate", migrations[v])) != NS_OK)
+            goto out;
+    char buf[24];
+    const char *p[] = {num(buf, SCHEMA_VERSION)};
+    if (version < SCHEMA_VERSION &&
+        (s = run(c, err, "migrate", "UPDATE nightshift.ns_schema SET version = $1", 1, p)))
+        goto out;
+    s = run(c, err, "migrate", "COMMIT", 0, NULL);
+out:
+    PQclear(res);
+    if (s != NS_OK)
+        rollback(c);
+    return s;
+}
+
+static void quiet(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message; /* NOTICEs such as "schema already exists, skipping" */
+}
+
+static ns_status pg_open(ns_repo *r, const char *url, ns_error *err)
+{
+    const char *const keys[] = {"dbname", "fallback_application_name", NULL};
+    const char *const vals[] = {url, "nightshift", NULL};
+    char shown[512];
+    pgr *p = calloc(1, sizeof(*p));
+    ns_status s;
+
+    redact(url, shown, sizeof(shown));
+    if (!p)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    p->c = PQconnectdbParams(keys, vals, 1);
+    if (!p->c || PQstatus(p->c) != CONNECTION_OK) {
+        const char *m = p->c ? PQerrorMessage(p->c) : "out of memory";
+        size_t len = strlen(m);
+        while (len && m[len - 1] == '\n')
+            len--;
+        s = ns__err(err, NS_EDB, NULL, "repository %s: cannot connect: %.*s", shown, (int)len, m);
+        goto fail;
+    }
+    PQsetNoticeProcessor(p->c, quiet, NULL);
+    if ((s = migrate(p->c, err)) != NS_OK) {
+        ns__err_prefix(err, "%s", shown);
+        goto fail;
+    }
+    r->impl = p;
+    return NS_OK;
+fail:
+    PQfinish(p->c);
+    free(p);
+    return s;
+}
+
+static void pg_close(ns_repo *r)
+{
+    pgr *p = r->impl;
+    if (!p)
+        return;
+    PQfinish(p->c);
+    free(p);
+}
+
+static ns_status mark_dead(PGconn *c, const ns_last_exec *le, char *notice, size_t n,
+                           ns_error *err)
+{
+    char msg[512], id[24];
+    snprintf(msg, sizeof(msg),
+             "process %lld on %s stopped without recording an end (killed or crashed); "
+             "marked FAILED when the instance was launched again",
+             (long long)le->pid, le->host);
+    const char *p[] = {msg, num(id, le->id)};
+    ns_status s = run(c, err, "mark dead execution",
+                      "UPDATE nightshift.ns_job_execution SET status = 'FAILED',"
+                      " exit_code = 'FAILED', exit_message = $1, ended_at = now(),"
+                      " last_updated = now(), version = version + 1 WHERE id = $2",
+                      2, p);
+    if (s == NS_OK)
+        s = run(c, err, "mark dead steps",
+                "UPDATE nightshift.ns_step_execution SET status = 'FAILED', exit_code = 'FAILED',"
+                " exit_message = 'the process died', ended_at = now(), last_updated = now(),"
+                " version = version + 1"
+                " WHERE execution_id = $1 AND status IN ('STARTING', 'STARTED', 'STOPPING')",
+                1, p + 1);
+    if (snprintf(notice, n, "execution %lld: %s", (long long)le->id, msg) < 0)
+        notice[0] = '\0';
+    return s;
+}
+
+static ns_status pg_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *res,
+                           ns_error *err)
+{
+    PGconn *c = CONN(r);
+    PGresult *pr = NULL;
+    ns_status s;
+    char run_id[24] = "", why[512], b1[24], b2[24], b3[24];
+    ns_last_exec le;
+    bool have = false;
+
+    memset(res, 0, sizeof(*res));
+    memset(&le, 0, sizeof(le));
+    if ((s = run(c, err, "launch", "BEGIN", 0, NULL)) != NS_OK)
+        return s;
+    if (req->next) {
+        const char *p[] = {req->job_name};
+        if (!(pr = q(c, err, "next run.id",
+                     "INSERT INTO nightshift.ns_run_id (job_name, last) VALUES ($1, 1)"
+                     " ON CONFLICT (job_name) DO UPDATE SET last = nightshift.ns_run_id.last + 1"
+                     " RETURNING last",
+                     1, p))) {
+            s = NS_EDB;
+            goto out;
+        }
+        res->run_id = get_i64(pr, 0, 0);
+        PQclear(pr);
+        pr = NULL;
+        num(run_id, res->run_id);
+    }
+    ns_param_val all[65];
+    size_t nall = req->nparams < 64 ? req->nparams : 64;
+    if (nall)
+        memcpy(all, req->params, nall * sizeof(*all));
+    if (req->next)
+        all[nall++] = (ns_param_val){"run.id", "int", run_id, true};
+    ns__instance_key(all, nall, res->job_key);
+    const char *ik[] = {req->job_name, res->job_key};
+    if ((s = run(c, err, "create instance",
+                 "INSERT INTO nightshift.ns_job_instance (job_name, job_key) VALUES ($1, $2)"
+                 " ON CONFLICT (job_name, job_key) DO NOTHING",
+                 2, ik)) != NS_OK)
+        goto out;
+    /* The row lock serialises launches of this instance across processes. */
+    if (!(pr = q(c, err, "lock instance",
+                 "SELECT id FROM nightshift.ns_job_instance WHERE job_name = $1 AND job_key = $2"
+                 " FOR UPDATE",
+                 2, ik)) ||
+        PQntuples(pr) != 1) {
+        s = ns__err(err, NS_EDB, NULL, "repository: the instance row vanished");
+        goto out;
+    }
+    res->instance_id = get_i64(pr, 0, 0);
+    PQclear(pr);
+    const char *ip[] = {num(b1, res->instance_id)};
+    if (!(pr = q(c, err, "read last execution",
+                 "SELECT id, status, host, pid, extract(epoch FROM heartbeat)::float8,"
+                 " process_start FROM nightshift.ns_job_execution WHERE instance_id = $1"
+                 " ORDER BY id DESC LIMIT 1",
+                 1, ip))) {
+        s = NS_EDB;
+        goto out;
+    }
+    have = PQntuples(pr) == 1;
+    if (have) {
+        le.id = get_i64(pr, 0, 0);
+        le.status = ns_batch_status_parse(PQgetvalue(pr, 0, 1));
+        snprintf(le.host, sizeof(le.host), "%s", PQgetvalue(pr, 0, 2));
+        le.pid = get_i64(pr, 0, 3);
+        le.heartbeat = strtod(PQgetvalue(pr, 0, 4), NULL);
+        le.process_start = get_i64(pr, 0, 5);
+    }
+    PQclear(pr);
+    pr = NULL;
+    ns_launch_action a = ns__launch_decide(&le, have, req->restartable, req->lease, why,
+                                           sizeof(why));
+    if (a == NS_LAUNCH_RECOVER) {
+        if ((s = mark_dead(c, &le, res->notice, sizeof(res->notice), err)) != NS_OK)
+            goto out;
+        le.status = NS_BATCH_FAILED;
+        a = ns__launch_decide(&le, have, req->restartable, req->lease, why, sizeof(why));
+    }
+    if (a == NS_LAUNCH_REFUSE) {
+        /* Keep a recovery (the dead execution is FAILED either way). */
+        if (res->notice[0])
+            run(c, err, "launch", "COMMIT", 0, NULL);
+        else
+            rollback(c);
+        return ns__err(err, NS_EREFUSED, NULL, "job %s: %s", req->job_name, why);
+    }
+    res->restart_of = a == NS_LAUNCH_RESTART ? le.id : 0;
+    char pidbuf[24], startbuf[24];
+    const char *ep[] = {b1,
+                        req->job_path ? req->job_path : "",
+                        req->workdir ? req->workdir : "",
+                        ns__hostname(),
+                        num(pidbuf, (int64_t)getpid()),
+                        num(startbuf, ns__process_start(getpid())),
+                        res->restart_of ? num(b2, res->restart_of) : NULL};
+    if (!(pr = q(c, err, "create execution",
+                 "INSERT INTO nightshift.ns_job_execution (instance_id, status, job_file, workdir,"
+                 " host, pid, process_start, restart_of)"
+                 " VALUES ($1, 'STARTING', $2, $3, $4, $5, $6, $7) RETURNING id",
+                 7, ep))) {
+        s = NS_EDB;
+        goto out;
+    }
+    res->execution_id = get_i64(pr, 0, 0);
+    PQclear(pr);
+    pr = NULL;
+    num(b3, res->execution_id);
+    for (size_t i = 0; i < nall; i++) {
+        const char *pp[] = {b3, all[i].name, all[i].type, all[i].value,
+                            all[i].identifying ? "true" : "false"};
+        if ((s = run(c, err, "save parameters",
+                     "INSERT INTO nightshift.ns_job_param (execution_id, name, type, value,"
+                     " identifying) VALUES ($1, $2, $3, $4, $5)",
+                     5, pp)) != NS_OK)
+            goto out;
+    }
+    s = run(c, err, "launch", "COMMIT", 0, NULL);
+out:
+    PQclear(pr);
+    if (s != NS_OK)
+        rollback(c);
+    return s;
+}
+
+static ns_status pg_exec_info(ns_repo *r, int64_t id, ns_exec_info *out, ns_error *err)
+{
+    PGconn *c = CONN(r);
+    ns_exec_info info;
+    char b[24];
+    const char *p[] = {num(b, id)};
+
+    memset(&info, 0, sizeof(info));
+    PGresult *res = q(c, err, "read execution",
+                      "SELECT e.id, e.instance_id, e.status, i.job_name, e.job_file, e.workdir"
+                      " FROM nightshift.ns_job_execution e"
+                      " JOIN nightshift.ns_job_instance i ON i.id = e.instance_id WHERE e.id = $1",
+                      1, p);
+    if (!res)
+        return NS_EDB;
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        return ns__err(err, NS_ENOTFOUND, NULL, "no execution %lld in the repository",
+                       (long long)id);
+    }
+    info.id = id;
+    info.instance_id = get_i64(res, 0, 1);
+    info.status = ns_batch_status_parse(PQgetvalue(res, 0, 2));
+    info.job_name = ns__strdup(PQgetvalue(res, 0, 3));
+    info.job_path = ns__strdup(PQgetvalue(res, 0, 4));
+    info.workdir = ns__strdup(PQgetvalue(res, 0, 5));
+    PQclear(res);
+    if (!(res = q(c, err, "read parameters",
+                  "SELECT name, type, value, identifying FROM nightshift.ns_job_param"
+                  " WHERE execution_id = $1 ORDER BY name",
+                  1, p))) {
+        ns__exec_info_free(&info);
+        return NS_EDB;
+    }
+    int n = PQntuples(res);
+    info.params = calloc((size_t)n + 1, sizeof(*info.params));
+    for (int i = 0; info.params && i < n; i++) {
+        ns_param_val *v = &info.params[info.nparams++];
+        v->name = ns__strdup(PQgetvalue(res, i, 0));
+        v->type = ns__strdup(PQgetvalue(res, i, 1));
+        v->value = ns__strdup(PQgetvalue(res, i, 2));
+        v->identifying = PQgetvalue(res, i, 3)[0] == 't';
+    }
+    PQclear(res);
+    *out = info;
+    return NS_OK;
+}
+
+static ns_status pg_exec_status(ns_repo *r, int64_t id, ns_batch_status status,
+                                const char *exit_code, const char *message, bool ended,
+                                ns_error *err)
+{
+    PGconn *c = CONN(r);
+    char b[24];
+    const char *p[] = {num(b, id)};
+
+    for (int attempt = 0; attempt < 5; attempt++) {
+        PGresult *res = q(c, err, "read execution",
+                          "SELECT version FROM nightshift.ns_job_execution WHERE id = $1", 1, p);
+        if (!res)
+            return NS_EDB;
+        if (PQntuples(res) != 1) {
+            PQclear(res);
+            return ns__err(err, NS_ENOTFOUND, NULL, "no execution %lld", (long long)id);
+        }
+        char version[24];
+        snprintf(version, sizeof(version), "%s", PQgetvalue(res, 0, 0));
+        PQclear(res);
+        const char *u[] = {ns_batch_status_name(status),
+                           exit_code ? exit_code : ns_batch_status_name(status),
+                           message ? message : "",
+                           ended ? "true" : "false",
+                           b,
+                           version};
+        res = q(c, err, "update execution",
+                "UPDATE nightshift.ns_job_execution SET status = $1, exit_code = $2,"
+                " exit_message = $3,"
+                " ended_at = CASE WHEN $4::boolean THEN now() ELSE ended_at END,"
+                " started_at = CASE WHEN $4::boolean THEN started_at ELSE now() END,"
+                " last_updated = now(), version = version + 1 WHERE id = $5 AND version = $6",
+                6, u);
+        if (!res)
+            return NS_EDB;
+        bool done = strcmp(PQcmdTuples(res), "1") == 0;
+        PQclear(res);
+        if (done)
+            return NS_OK;
+    }
+    return ns__err(err, NS_ECONFLICT, NULL, "execution %lld: concurrent updates", (long long)id);
+}
+
+static ns_status pg_step_state(ns_repo *r, int64_t instance, const char *step, ns_step_state *out,
+                               ns_error *err)
+{
+    char b[24];
+    const char *p[] = {num(b, instance), step};
+    memset(out, 0, sizeof(*out));
+    PGresult *res = q(CONN(r), err, "read step",
+                      "SELECT s.id, s.status, c.context FROM nightshift.ns_step_execution s"
+                      " LEFT JOIN nightshift.ns_execution_context c ON c.step_execution_id = s.id"
+                      " WHERE s.instance_id = $1 AND s.step_name = $2 AND s.partition_name = ''"
+                      " ORDER BY s.id DESC LIMIT 1",
+                      2, p);
+    if (!res)
+        return NS_EDB;
+    if (PQntuples(res) == 1) {
+        out->last_id = get_i64(res, 0, 0);
+        out->completed = strcmp(PQgetvalue(res, 0, 1), "COMPLETED") == 0;
+        if (!PQgetisnull(res, 0, 2))
+            out->context = ns__strdup(PQgetvalue(res, 0, 2));
+    }
+    PQclear(res);
+    return NS_OK;
+}
+
+static ns_status pg_step_begin(ns_repo *r, int64_t execution_id, const char *step,
+                               ns_step_exec *se, ns_error *err)
+{
+    char b[24];
+    const char *p[] = {step, num(b, execution_id)};
+    PGresult *res = q(CONN(r), err, "create step execution",
+                      "INSERT INTO nightshift.ns_step_execution (execution_id, instance_id,"
+                      " step_name, status) SELECT id, instance_id, $1, 'STARTED'"
+                      " FROM nightshift.ns_job_execution WHERE id = $2 RETURNING id",
+                      2, p);
+    if (!res)
+        return NS_EDB;
+    memset(se, 0, sizeof(*se));
+    se->id = PQntuples(res) == 1 ? get_i64(res, 0, 0) : 0;
+    se->execution_id = execution_id;
+    PQclear(res);
+    return se->id ? NS_OK : ns__err(err, NS_ENOTFOUND, NULL, "no execution %lld",
+                                    (long long)execution_id);
+}
+
+/*
+ * Writes counters, context and optionally the final status of a step
+ * execution in one statement. `check_version`: only at se->version.
+ */
+static ns_status save_step(PGconn *c, ns_step_exec *se, const char *status, const char *exit_code,
+                           const char *message, bool check_version, ns_error *err)
+{
+    const ns_counts *k = &se->counts;
+    char v[10][24];
+    const char *p[] = {num(v[0], k->read),         num(v[1], k->write),
+                       num(v[2], k->filter),       num(v[3], k->read_skip),
+                       num(v[4], k->process_skip), num(v[5], k->write_skip),
+                       num(v[6], k->commit),       num(v[7], k->rollback),
+                       num(v[8], se->id),          check_version ? num(v[9], se->version) : NULL,
+                       se->context,                status,
+                       exit_code,                  message};
+    PGresult *res = q(
+        c, err, "update step execution",
+        "WITH s AS (UPDATE nightshift.ns_step_execution SET read_count = $1, write_count = $2,"
+        " filter_count = $3, read_skip_count = $4, process_skip_count = $5,"
+        " write_skip_count = $6, commit_count = $7, rollback_count = $8, last_updated = now(),"
+        " status = coalesce($12, status), exit_code = coalesce($13, exit_code),"
+        " exit_message = coalesce($14, exit_message),"
+        " ended_at = CASE WHEN $12::text IS NULL THEN ended_at ELSE now() END,"
+        " version = version + 1 WHERE id = $9 AND ($10::bigint IS NULL OR version = $10)"
+        " RETURNING id),"
+        " c AS (INSERT INTO nightshift.ns_execution_context (step_execution_id, context)"
+        " SELECT id, $11 FROM s WHERE $11::text IS NOT NULL"
+        " ON CONFLICT (step_execution_id) DO UPDATE SET context = excluded.context)"
+        " SELECT count(*) FROM s",
+        14, p);
+    if (!res)
+        return NS_EDB;
+    bool ok = get_i64(res, 0, 0) == 1;
+    PQclear(res);
+    if (!ok)
+        return ns__err(err, NS_ECONFLICT, NULL,
+                       "step execution %lld was changed by another process", (long long)se->id);
+    se->version++;
+    return NS_OK;
+}
+
+static ns_status pg_step_update(ns_repo *r, ns_step_exec *se, bool *stop, ns_error *err)
+{
+    PGconn *c = CONN(r);
+    ns_status s = save_step(c, se, NULL, NULL, NULL, true, err);
+    if (s != NS_OK)
+        return s;
+    char b[24];
+    const char *p[] = {num(b, se->execution_id)};
+    PGresult *res = q(c, err, "heartbeat",
+                      "UPDATE nightshift.ns_job_execution SET heartbeat = now(),"
+                      " last_updated = now() WHERE id = $1 RETURNING stop_requested",
+                      1, p);
+    if (!res)
+        return NS_EDB;
+    if (PQntuples(res) == 1)
+        *stop = PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    return NS_OK;
+}
+
+static ns_status pg_step_end(ns_repo *r, ns_step_exec *se, ns_batch_status status,
+                             const char *exit_code, const char *message, ns_error *err)
+{
+    return save_step(CONN(r), se, ns_batch_status_name(status),
+                     exit_code ? exit_code : ns_batch_status_name(status), message ? message : "",
+                     true, err);
+}
+
+static ns_status pg_step_reconcile(ns_repo *r, int64_t id, const ns_counts *c, const char *context,
+                                   ns_error *err)
+{
+    ns_step_exec se = {.id = id, .counts = *c, .context = context};
+    ns_status s = save_step(CONN(r), &se, NULL, NULL, NULL, false, err);
+    if (s == NS_ECONFLICT) { /* recorded in another repository: nothing to reconcile */
+        ns_error_clear(err);
+        return NS_OK;
+    }
+    return s;
+}
+
+/* After an UPDATE that matched nothing: why (no such execution, wrong status). */
+static ns_status explain(PGconn *c, int64_t id, const char *fmt, ns_error *err)
+{
+    char b[24];
+    const char *p[] = {num(b, id)};
+    PGresult *res = q(c, err, "read execution",
+                      "SELECT status FROM nightshift.ns_job_execution WHERE id = $1", 1, p);
+    if (!res)
+        return NS_EDB;
+    ns_status s;
+    if (PQntuples(res) != 1)
+        s = ns__err(err, NS_ENOTFOUND, NULL, "no execution %lld in the repository", (long long)id);
+    else
+        s = ns__err(err, NS_EREFUSED, NULL, fmt, (long long)id, PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return s;
+}
+
+static ns_status pg_request_stop(ns_repo *r, int64_t id, ns_error *err)
+{
+    char b[24];
+    const char *p[] = {num(b, id)};
+    PGresult *res = q(CONN(r), err, "request stop",
+                      "UPDATE nightshift.ns_job_execution SET stop_requested = true,"
+                      " status = 'STOPPING', last_updated = now(), version = version + 1"
+                      " WHERE id = $1 AND status IN ('STARTING', 'STARTED', 'STOPPING')",
+                      1, p);
+    if (!res)
+        return NS_EDB;
+    bool done = strcmp(PQcmdTuples(res), "1") == 0;
+    PQclear(res);
+    return done ? NS_OK
+                : explain(CONN(r), id, "execution %lld is not running (status %s)", err);
+}
+
+static ns_status pg_abandon(ns_repo *r, int64_t id, ns_error *err)
+{
+    char b[24];
+    const char *p[] = {num(b, id)};
+    PGresult *res = q(CONN(r), err, "abandon",
+                      "UPDATE nightshift.ns_job_execution SET status = 'ABANDONED',"
+                      " exit_code = 'ABANDONED', last_updated = now(),"
+                      " ended_at = coalesce(ended_at, now()), version = version + 1"
+                      " WHERE id = $1 AND status IN ('STOPPED', 'FAILED')",
+                      1, p);
+    if (!res)
+        return NS_EDB;
+    bool done = strcmp(PQcmdTuples(res), "1") == 0;
+    PQclear(res);
+    return done ? NS_OK
+                : explain(CONN(r), id,
+                          "execution %lld is %s; only STOPPED or FAILED executions can be "
+                          "abandoned",
+                          err);
+}
+
+/* ------------------------------------------------------------- JSON */
+
+static void row(PGresult *res, int i, const char **cols, int n)
+{
+    for (int k = 0; k < n; k++)
+        cols[k] = PQgetisnull(res, i, k) ? NULL : PQgetvalue(res, i, k);
+}
+
+/* clang-format off */
+#define EXEC_COLUMNS                                                                               \
+    "e.id, i.job_name, e.instance_id, e.status, e.exit_code, e.exit_message, "                     \
+    ISO("e.created_at") ", " ISO("e.started_at") ", " ISO("e.ended_at") ", "                       \
+    "e.host, e.pid, e.restart_of, e.job_file, " ISO("e.last_updated") ", e.workdir"
+#define STEP_QUERY                                                                                 \
+    "SELECT s.step_name, s.partition_name, s.status, s.exit_code, s.exit_message,"                 \
+    " s.read_count, s.write_count, s.filter_count, s.read_skip_count, s.process_skip_count,"       \
+    " s.write_skip_count, s.commit_count, s.rollback_count, "                                      \
+    ISO("s.started_at") ", " ISO("s.ended_at") ", s.id, x.context"                                 \
+    " FROM nightshift.ns_step_execution s"                                                         \
+    " LEFT JOIN nightshift.ns_execution_context x ON x.step_execution_id = s.id"                   \
+    " WHERE s.execution_id = $1 ORDER BY s.id"
+/* clang-format on */
+
+/* The JSON of each execution of a result, with its parameters. */
+static json_t *execs_json(PGconn *c, PGresult *res, ns_error *err)
+{
+    const char *cols[NS_STEP_NCOLS];
+    json_t *a = json_array();
+    for (int i = 0; i < PQntuples(res); i++) {
+        row(res, i, cols, NS_EXEC_NCOLS);
+        json_t *o = ns__json_exec(cols);
+        const char *p[] = {cols[0]};
+        PGresult *pr = q(c, err, "read parameters",
+                         "SELECT name, type, value, identifying FROM nightshift.ns_job_param"
+                         " WHERE execution_id = $1 ORDER BY name",
+                         1, p);
+        for (int k = 0; pr && k < PQntuples(pr); k++) {
+            row(pr, k, cols, NS_PARAM_NCOLS);
+            ns__json_exec_param(o, cols);
+        }
+        PQclear(pr);
+        json_array_append_new(a, o);
+    }
+    return a;
+}
+
+static ns_status pg_show_json(ns_repo *r, int64_t id, char **out, ns_error *err)
+{
+    PGconn *c = CONN(r);
+    char b[24];
+    const char *p[] = {num(b, id)};
+    PGresult *res = q(c, err, "show",
+                      "SELECT " EXEC_COLUMNS " FROM nightshift.ns_job_execution e"
+                      " JOIN nightshift.ns_job_instance i ON i.id = e.instance_id WHERE e.id = $1",
+                      1, p);
+    if (!res)
+        return NS_EDB;
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        return ns__err(err, NS_ENOTFOUND, NULL, "no execution %lld in the repository",
+                       (long long)id);
+    }
+    json_t *a = execs_json(c, res, err);
+    PQclear(res);
+    json_t *o = json_incref(json_array_get(a, 0));
+    json_decref(a);
+    json_t *steps = json_array();
+    res = q(c, err, "show steps", STEP_QUERY, 1, p);
+    const char *cols[NS_STEP_NCOLS];
+    for (int i = 0; res && i < PQntuples(res); i++) {
+        row(res, i, cols, NS_STEP_NCOLS);
+        json_array_append_new(steps, ns__json_step(cols));
+    }
+    PQclear(res);
+    json_object_set_new(o, "steps", steps);
+    return ns__json_dump(o, out, err);
+}
+
+static ns_status pg_list_json(ns_repo *r, const char *job, const char *status, int limit,
+                              char **out, ns_error *err)
+{
+    PGconn *c = CONN(r);
+    char b[24];
+    const char *p[] = {job, status, num(b, limit)};
+    PGresult *res = q(c, err, "list",
+                      "SELECT " EXEC_COLUMNS " FROM nightshift.ns_job_execution e"
+                      " JOIN nightshift.ns_job_instance i ON i.id = e.instance_id"
+                      " WHERE ($1::text IS NULL OR i.job_name = $1)"
+                      " AND ($2::text IS NULL OR e.status = $2)"
+                      " ORDER BY e.id DESC LIMIT $3",
+                      3, p);
+    if (!res)
+        return NS_EDB;
+    json_t *a = execs_json(c, res, err);
+    PQclear(res);
+    return ns__json_dump(a, out, err);
+}
+
+const ns_repo_vt ns__repo_pg = {
+    .name = "postgresql",
+    .version = 1,
+    .open = pg_open,
+    .close = pg_close,
+    .launch = pg_launch,
+    .exec_info = pg_exec_info,
+    .exec_status = pg_exec_status,
+    .step_state = pg_step_state,
+    .step_begin = pg_step_begin,
+    .step_update = pg_step_update,
+    .step_end = pg_step_end,
+    .step_reconcile = pg_step_reconcile,
+    .request_stop = pg_request_stop,
+    .abandon = pg_abandon,
+    .show_json = pg_show_json,
+    .list_json = pg_list_json,
+};

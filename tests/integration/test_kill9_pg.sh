@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# kill -9 at 25 random moments with the job repository on PostgreSQL: every
+# row and every reject exactly once (see test_kill9.sh).
+KILL9_VARIANTS=pg-repository exec bash "$(dirname "$0")/test_kill9.sh"
