@@ -533,7 +533,7 @@ static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
     const ns_writer_vt *wvt = ns__writer_find_table(url);
     if (!wvt) {
         st = ns__err(err, NS_EUNSUPPORTED, NULL,
-                     "%s: this build writes tables to sqlite: targets only", where);
+                     "%s: unsupported target (use sqlite:PATH or postgresql://...)", where);
         goto out;
     }
     size_t ncols;

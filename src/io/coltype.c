@@ -63,6 +63,45 @@ void ns__coltype_parse(const char *decl, ns_coltype *ct)
     }
 }
 
+void ns__coltype_parse_pg(const char *t, ns_coltype *ct)
+{
+    static const struct {
+        const char *name;
+        ns_ckind kind;
+        int64_t min, max;
+    } exact[] = {
+        {"smallint", NS_CT_INT, INT16_MIN, INT16_MAX},
+        {"integer", NS_CT_INT, INT32_MIN, INT32_MAX},
+        {"bigint", NS_CT_INT, INT64_MIN, INT64_MAX},
+        {"real", NS_CT_REAL, 0, 0},
+        {"double precision", NS_CT_REAL, 0, 0},
+        {"boolean", NS_CT_BOOL, 0, 0},
+        {"date", NS_CT_DATE, 0, 0},
+        {"text", NS_CT_TEXT, 0, 0},
+    };
+    static const char *const prefixed[] = {"numeric", "timestamp", "character varying",
+                                           "character"};
+
+    memset(ct, 0, sizeof(*ct));
+    snprintf(ct->decl, sizeof(ct->decl), "%s", t);
+    for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++)
+        if (strcmp(t, exact[i].name) == 0) {
+            ct->kind = exact[i].kind;
+            ct->min = exact[i].min;
+            ct->max = exact[i].max;
+            return;
+        }
+    /* numeric(p,s), timestamp(3) with time zone, character varying(20), ... */
+    for (size_t i = 0; i < sizeof(prefixed) / sizeof(prefixed[0]); i++)
+        if (strncmp(t, prefixed[i], strlen(prefixed[i])) == 0 && !strchr(t, '[')) {
+            ns__coltype_parse(t, ct);
+            return;
+        }
+    /* Anything else (json, uuid, arrays, enums, time, interval, ...) is left
+     * to the server, whose error names the line. */
+    ct->kind = NS_CT_ANY;
+}
+
 static void trim(const char **p, size_t *n)
 {
     while (*n && isspace((unsigned char)(*p)[0]))

@@ -18,6 +18,8 @@ const ns_writer_vt *ns__writer_find_table(const char *url)
 {
     if (strncmp(url, "sqlite:", 7) == 0)
         return &ns__writer_table_sqlite;
+    if (strncmp(url, "postgresql:", 11) == 0 || strncmp(url, "postgres:", 9) == 0)
+        return &ns__writer_table_pg;
     return NULL;
 }
 

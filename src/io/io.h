@@ -108,6 +108,7 @@ struct ns_writer {
 
 extern const ns_reader_vt ns__reader_csv;
 extern const ns_writer_vt ns__writer_table_sqlite;
+extern const ns_writer_vt ns__writer_table_pg;
 
 /* Registry lookups: a reader by kind ("csv"); a table writer by target URL. */
 const ns_reader_vt *ns__reader_find(const char *kind);
@@ -151,6 +152,9 @@ typedef struct ns_bound {
 
 /* Reads an SQL declared type ("VARCHAR(20)", "INTEGER", "NUMERIC(10,2)"). */
 void ns__coltype_parse(const char *decl, ns_coltype *ct);
+/* Reads a PostgreSQL type as format_type() prints it ("integer",
+ * "character varying(20)", "numeric(10,2)"); integer is 32-bit there. */
+void ns__coltype_parse_pg(const char *format_type, ns_coltype *ct);
 /*
  * Checks a non-NULL value against a column type. On success fills *b. On
  * failure returns false with a SQLSTATE in *code and a message in msg.

@@ -264,8 +264,7 @@ static void pg_close(ns_repo *r)
     free(p);
 }
 
-static ns_status mark_dead(PGconn *c, const ns_last_exec *le, char *notice, size_t n,
-                           ns_error *err)
+static ns_status mark_dead(PGconn *c, const ns_last_exec *le, char *notice, size_t n, ns_error *err)
 {
     char msg[512], id[24];
     snprintf(msg, sizeof(msg),
@@ -290,8 +289,7 @@ static ns_status mark_dead(PGconn *c, const ns_last_exec *le, char *notice, size
     return s;
 }
 
-static ns_status pg_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *res,
-                           ns_error *err)
+static ns_status pg_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *res, ns_error *err)
 {
     PGconn *c = CONN(r);
     PGresult *pr = NULL;
@@ -363,8 +361,8 @@ static ns_status pg_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
     }
     PQclear(pr);
     pr = NULL;
-    ns_launch_action a = ns__launch_decide(&le, have, req->restartable, req->lease, why,
-                                           sizeof(why));
+    ns_launch_action a =
+        ns__launch_decide(&le, have, req->restartable, req->lease, why, sizeof(why));
     if (a == NS_LAUNCH_RECOVER) {
         if ((s = mark_dead(c, &le, res->notice, sizeof(res->notice), err)) != NS_OK)
             goto out;
@@ -532,8 +530,8 @@ static ns_status pg_step_state(ns_repo *r, int64_t instance, const char *step, n
     return NS_OK;
 }
 
-static ns_status pg_step_begin(ns_repo *r, int64_t execution_id, const char *step,
-                               ns_step_exec *se, ns_error *err)
+static ns_status pg_step_begin(ns_repo *r, int64_t execution_id, const char *step, ns_step_exec *se,
+                               ns_error *err)
 {
     char b[24];
     const char *p[] = {step, num(b, execution_id)};
@@ -548,8 +546,8 @@ static ns_status pg_step_begin(ns_repo *r, int64_t execution_id, const char *ste
     se->id = PQntuples(res) == 1 ? get_i64(res, 0, 0) : 0;
     se->execution_id = execution_id;
     PQclear(res);
-    return se->id ? NS_OK : ns__err(err, NS_ENOTFOUND, NULL, "no execution %lld",
-                                    (long long)execution_id);
+    return se->id ? NS_OK
+                  : ns__err(err, NS_ENOTFOUND, NULL, "no execution %lld", (long long)execution_id);
 }
 
 /*
@@ -561,28 +559,35 @@ static ns_status save_step(PGconn *c, ns_step_exec *se, const char *status, cons
 {
     const ns_counts *k = &se->counts;
     char v[10][24];
-    const char *p[] = {num(v[0], k->read),         num(v[1], k->write),
-                       num(v[2], k->filter),       num(v[3], k->read_skip),
-                       num(v[4], k->process_skip), num(v[5], k->write_skip),
-                       num(v[6], k->commit),       num(v[7], k->rollback),
-                       num(v[8], se->id),          check_version ? num(v[9], se->version) : NULL,
-                       se->context,                status,
-                       exit_code,                  message};
-    PGresult *res = q(
-        c, err, "update step execution",
-        "WITH s AS (UPDATE nightshift.ns_step_execution SET read_count = $1, write_count = $2,"
-        " filter_count = $3, read_skip_count = $4, process_skip_count = $5,"
-        " write_skip_count = $6, commit_count = $7, rollback_count = $8, last_updated = now(),"
-        " status = coalesce($12, status), exit_code = coalesce($13, exit_code),"
-        " exit_message = coalesce($14, exit_message),"
-        " ended_at = CASE WHEN $12::text IS NULL THEN ended_at ELSE now() END,"
-        " version = version + 1 WHERE id = $9 AND ($10::bigint IS NULL OR version = $10)"
-        " RETURNING id),"
-        " c AS (INSERT INTO nightshift.ns_execution_context (step_execution_id, context)"
-        " SELECT id, $11 FROM s WHERE $11::text IS NOT NULL"
-        " ON CONFLICT (step_execution_id) DO UPDATE SET context = excluded.context)"
-        " SELECT count(*) FROM s",
-        14, p);
+    const char *p[] = {num(v[0], k->read),
+                       num(v[1], k->write),
+                       num(v[2], k->filter),
+                       num(v[3], k->read_skip),
+                       num(v[4], k->process_skip),
+                       num(v[5], k->write_skip),
+                       num(v[6], k->commit),
+                       num(v[7], k->rollback),
+                       num(v[8], se->id),
+                       check_version ? num(v[9], se->version) : NULL,
+                       se->context,
+                       status,
+                       exit_code,
+                       message};
+    PGresult *res =
+        q(c, err, "update step execution",
+          "WITH s AS (UPDATE nightshift.ns_step_execution SET read_count = $1, write_count = $2,"
+          " filter_count = $3, read_skip_count = $4, process_skip_count = $5,"
+          " write_skip_count = $6, commit_count = $7, rollback_count = $8, last_updated = now(),"
+          " status = coalesce($12, status), exit_code = coalesce($13, exit_code),"
+          " exit_message = coalesce($14, exit_message),"
+          " ended_at = CASE WHEN $12::text IS NULL THEN ended_at ELSE now() END,"
+          " version = version + 1 WHERE id = $9 AND ($10::bigint IS NULL OR version = $10)"
+          " RETURNING id),"
+          " c AS (INSERT INTO nightshift.ns_execution_context (step_execution_id, context)"
+          " SELECT id, $11 FROM s WHERE $11::text IS NOT NULL"
+          " ON CONFLICT (step_execution_id) DO UPDATE SET context = excluded.context)"
+          " SELECT count(*) FROM s",
+          14, p);
     if (!res)
         return NS_EDB;
     bool ok = get_i64(res, 0, 0) == 1;
@@ -665,8 +670,7 @@ static ns_status pg_request_stop(ns_repo *r, int64_t id, ns_error *err)
         return NS_EDB;
     bool done = strcmp(PQcmdTuples(res), "1") == 0;
     PQclear(res);
-    return done ? NS_OK
-                : explain(CONN(r), id, "execution %lld is not running (status %s)", err);
+    return done ? NS_OK : explain(CONN(r), id, "execution %lld is not running (status %s)", err);
 }
 
 static ns_status pg_abandon(ns_repo *r, int64_t id, ns_error *err)

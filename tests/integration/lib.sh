@@ -34,7 +34,7 @@ show_field() {
     "$NS" show "$1" --json | python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d' + sys.argv[1]))" "$2"
 }
 # load_job FILE JOB TABLE [KEY: VALUE ...]: a one-step CSV -> table job whose
-# target is $TARGET_DB, with parameters `file` and `how` (identifying, default '':
+# target is $TARGET_URL (sqlite:PATH or postgresql://...), with parameters `file` and `how` (identifying, default '':
 # for tests that need several instances of one file). Extra arguments are more
 # step keys, e.g. "rejects: x.csv" or "skip: {limit: 10}"; WRITER_MODE adds a mode.
 load_job() {
@@ -46,7 +46,7 @@ load_job() {
         echo "  file: {type: string, required: true}"
         echo "  how: {type: string, default: ''}"
         echo "connections:"
-        echo "  target: \"sqlite:\${env.TARGET_DB}\""
+        echo "  target: \"\${env.TARGET_URL}\""
         echo "steps:"
         echo "  - name: load"
         echo "    chunk: 100"

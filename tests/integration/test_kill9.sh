@@ -14,10 +14,17 @@ for i in range(1, $ROWS + 1):
 PY
 load_job job.yaml crash k "skip: {limit: 100000}" 'rejects: "${env.REJECTS}/${execution.id}.csv"'
 
-variant() { # variant NAME TARGET_DB REPOSITORY_URL
-    export TARGET_DB="$2" NIGHTSHIFT_REPOSITORY="$3" REJECTS="$T/rejects-$1"
+target_sql() { # runs SQL on the target, an SQLite file or a PostgreSQL URL
+    case $TARGET_DB in
+    postgresql:*) psql "$TARGET_DB" -qAtc "$1" ;;
+    *) sqlite3 -batch "$TARGET_DB" "$1" ;;
+    esac
+}
+variant() { # variant NAME TARGET (file or URL) REPOSITORY_URL
+    export TARGET_DB="$2" NIGHTSHIFT_REPOSITORY="$3" REJECTS="$T/rejects-$1" TARGET_URL="$2"
+    [[ $2 == postgresql:* ]] || TARGET_URL="sqlite:$2"
     # No primary key: a duplicated row would show, not be refused.
-    sqlite3 "$TARGET_DB" "CREATE TABLE k (id INTEGER NOT NULL, v TEXT CHECK (v <> 'bad'));"
+    target_sql "CREATE TABLE k (id INTEGER NOT NULL, v TEXT CHECK (v <> 'bad'))"
     local kills=0 rc done=0 elapsed=0 maxd=0.15 d committed
     for i in $(seq 1 40); do
         d=$(python3 -c "import random; print(round(random.uniform(0.01, $maxd), 3))")
@@ -29,19 +36,19 @@ variant() { # variant NAME TARGET_DB REPOSITORY_URL
         [ $kills -ge 25 ] && break
         # Aim at about 1/40 of the input per kill, whatever this machine's speed.
         elapsed=$(python3 -c "print($elapsed + $d)")
-        committed=$(sql "$TARGET_DB" "SELECT count(*) FROM k")
+        committed=$(target_sql "SELECT count(*) FROM k")
         if [ "$i" -ge 3 ] && [ "$committed" -gt 0 ]; then
             maxd=$(python3 -c "print(round(min(0.5, max(0.03, 2 * $elapsed * $ROWS / 40 / $committed)), 3))")
         fi
     done
     [ $kills -ge 20 ] || fail "$1: only $kills kills landed before the load finished; enlarge ROWS"
-    echo "$1: after $kills kills, $(sql "$TARGET_DB" "SELECT count(*) FROM k") of $ROWS rows were committed"
+    echo "$1: after $kills kills, $(target_sql "SELECT count(*) FROM k") of $ROWS rows were committed"
     if [ $done == 0 ]; then
         expect_exit 0 "$NS" run job.yaml file=in.csv
     fi
     local count distinct
-    count=$(sql "$TARGET_DB" "SELECT count(*) FROM k")
-    distinct=$(sql "$TARGET_DB" "SELECT count(DISTINCT id) FROM k")
+    count=$(target_sql "SELECT count(*) FROM k")
+    distinct=$(target_sql "SELECT count(DISTINCT id) FROM k")
     assert_eq "$count" "$distinct" "$1: duplicated rows"
     assert_eq "$count" $((ROWS - ROWS / 500)) "$1: rows loaded"
     # Every bad row once, across all executions' rejects files.
@@ -59,5 +66,6 @@ for v in ${KILL9_VARIANTS:-separate shared}; do
     separate) variant separate "$T/target.db" "sqlite:$T/repo.db" ;;
     shared) variant shared "$T/both.db" "sqlite:$T/both.db" ;;
     pg-repository) variant pg-repository "$T/target-pg.db" "$(pg_db ns_kill9)" ;;
+    pg-target) variant pg-target "$(pg_db ns_kill9_target)" "sqlite:$T/repo-pg.db" ;;
     esac
 done

@@ -6,7 +6,7 @@
 # one transaction is the whole step, the rerun must not replace the table
 # again. Also: a file changed before the saved position is refused.
 source "$(dirname "$0")/lib.sh"
-export TARGET_DB="$T/target.db"
+export TARGET_DB="$T/target.db" TARGET_URL="sqlite:$T/target.db"
 sqlite3 "$TARGET_DB" "CREATE TABLE k (id INTEGER NOT NULL, v TEXT);"
 load_job job.yaml reconcile k
 WRITER_MODE=replace load_job replace.yaml reconcile-replace k

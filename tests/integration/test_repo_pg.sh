@@ -5,7 +5,7 @@
 # show and stop work through a Unix-socket URL.
 source "$(dirname "$0")/lib.sh"
 REPO=$(pg_db ns_repo_test)
-export NIGHTSHIFT_REPOSITORY="$REPO" TARGET_DB="$T/target.db"
+export NIGHTSHIFT_REPOSITORY="$REPO" TARGET_DB="$T/target.db" TARGET_URL="sqlite:$T/target.db"
 sqlite3 "$TARGET_DB" "CREATE TABLE k (id INTEGER NOT NULL, v TEXT);"
 load_job job.yaml pgrepo k
 

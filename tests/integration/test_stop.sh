@@ -5,7 +5,7 @@
 source "$(dirname "$0")/lib.sh"
 ROWS=300000
 csv_rows 1 "$ROWS" > in.csv
-export TARGET_DB="$T/target.db"
+export TARGET_DB="$T/target.db" TARGET_URL="sqlite:$T/target.db"
 sqlite3 "$TARGET_DB" "CREATE TABLE k (id INTEGER NOT NULL, v TEXT);"
 load_job job.yaml stoppable k
 WRITER_MODE=replace load_job replace.yaml stoppable-replace k

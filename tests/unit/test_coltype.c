@@ -63,6 +63,34 @@ static void test_numeric_bool_real(void **state)
     assert_string_equal(check("DOUBLE PRECISION", "abc", NULL), "22P02");
 }
 
+static void test_postgresql_types(void **state)
+{
+    (void)state;
+    ns_coltype ct;
+    ns__coltype_parse_pg("integer", &ct);
+    assert_int_equal(ct.kind, NS_CT_INT);
+    assert_int_equal(ct.max, INT32_MAX);
+    ns__coltype_parse_pg("bigint", &ct);
+    assert_int_equal(ct.max, INT64_MAX);
+    ns__coltype_parse_pg("character varying(20)", &ct);
+    assert_int_equal(ct.kind, NS_CT_TEXT);
+    assert_int_equal(ct.length, 20);
+    ns__coltype_parse_pg("timestamp with time zone", &ct);
+    assert_int_equal(ct.kind, NS_CT_TIMESTAMP);
+    ns__coltype_parse_pg("integer[]", &ct);
+    assert_int_equal(ct.kind, NS_CT_ANY);
+    ns__coltype_parse_pg("time without time zone", &ct);
+    assert_int_equal(ct.kind, NS_CT_ANY);
+    ns__coltype_parse_pg("numeric(10,2)", &ct);
+    assert_int_equal(ct.precision, 10);
+    ns__coltype_parse_pg("point", &ct); /* not an integer, whatever SQLite's rules say */
+    assert_int_equal(ct.kind, NS_CT_ANY);
+    ns__coltype_parse_pg("interval", &ct);
+    assert_int_equal(ct.kind, NS_CT_ANY);
+    ns__coltype_parse_pg("smallint", &ct);
+    assert_int_equal(ct.max, 32767);
+}
+
 static void test_dates(void **state)
 {
     (void)state;
@@ -78,10 +106,9 @@ static void test_dates(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_integers),
-        cmocka_unit_test(test_text_lengths),
-        cmocka_unit_test(test_numeric_bool_real),
-        cmocka_unit_test(test_dates),
+        cmocka_unit_test(test_integers),          cmocka_unit_test(test_text_lengths),
+        cmocka_unit_test(test_numeric_bool_real), cmocka_unit_test(test_dates),
+        cmocka_unit_test(test_postgresql_types),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

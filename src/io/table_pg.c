@@ -1,0 +1,546 @@
+/*
+ * table_pg.c - the `table` writer on a PostgreSQL target.
+ *
+ * Bulk path: each chunk is one transaction streaming its rows with
+ * COPY ... FROM STDIN (text format). Before sending, every value is checked
+ * against what the catalog says of its column (type, length, NOT NULL, no NUL
+ * byte), so most bad rows never reach the server.
+ *
+ * What only the server knows (CHECK, UNIQUE, keys, triggers) is isolated
+ * exactly: COPY runs inside a savepoint; an error that names its line
+ * ("COPY t, line N") rejects item N, the savepoint is rolled back, the rows
+ * before N are sent again and the COPY continues after N. Errors without a
+ * line (foreign keys, checked after the statement) are isolated by bisection,
+ * each half in its own savepoint. Good rows of a chunk always load, and the
+ * earlier of two rows colliding on a key is the one kept.
+ *
+ * The checkpoint (ARCHITECTURE.md §7) is a row of nightshift_checkpoint in the
+ * target, written in the chunk's transaction.
+ */
+#include "io/io.h"
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct pcol {
+    char *name;
+    ns_coltype ct;
+    bool notnull;
+} pcol;
+
+typedef struct pg_writer {
+    ns_writer base;
+    PGconn *c;
+    char *where;  /* "connection 'target' (postgresql://...)" for messages */
+    char *qtable; /* the table as a quoted, qualified name */
+    ns_write_mode mode;
+    pcol *cols; /* one per input field, in input order */
+    size_t ncols;
+    char *copy_sql;
+    bool in_txn, replaced;
+    /* The chunk's COPY data: item k's line is data[off[k], off[k + 1]). */
+    ns_buf data;
+    size_t *off;
+    size_t *item; /* COPY line k -> index in the chunk's items */
+    size_t cap;
+} pg_writer;
+
+#define CKPT_TABLE                                                                                 \
+    "CREATE TABLE IF NOT EXISTS nightshift_checkpoint ("                                           \
+    "  job_name text NOT NULL,"                                                                    \
+    "  job_key text NOT NULL,"                                                                     \
+    "  step_name text NOT NULL,"                                                                   \
+    "  partition_name text NOT NULL DEFAULT '',"                                                   \
+    "  execution_id bigint NOT NULL,"                                                              \
+    "  step_execution_id bigint NOT NULL,"                                                         \
+    "  context text NOT NULL,"                                                                     \
+    "  updated_at timestamptz NOT NULL DEFAULT now(),"                                             \
+    "  PRIMARY KEY (job_name, job_key, step_name, partition_name))"
+
+static ns_status fail(pg_writer *w, PGresult *res, ns_error *err, const char *what)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(w->c);
+    size_t len = strlen(msg);
+    while (len && (msg[len - 1] == '\n' || msg[len - 1] == ' '))
+        len--;
+    return ns__err(err, NS_EDB, state, "%s: %s: %.*s", w->where, what, (int)len, msg);
+}
+
+static ns_status exec(pg_writer *w, ns_error *err, const char *what, const char *sql, int n,
+                      const char *const *v)
+{
+    PGresult *res = PQexecParams(w->c, sql, n, NULL, v, NULL, NULL, 0);
+    ExecStatusType s = PQresultStatus(res);
+    ns_status st = s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK ? NS_OK : fail(w, res, err, what);
+    PQclear(res);
+    return st;
+}
+
+static void append_ident(ns_buf *b, const char *name)
+{
+    ns__buf_putc(b, '"');
+    for (const char *p = name; *p; p++) {
+        if (*p == '"')
+            ns__buf_putc(b, '"');
+        ns__buf_putc(b, *p);
+    }
+    ns__buf_putc(b, '"');
+}
+
+static void quiet(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *err)
+{
+    pg_writer *w = (pg_writer *)base;
+    const char *const keys[] = {"dbname", "fallback_application_name", NULL};
+    const char *const vals[] = {cfg->url, "nightshift", NULL};
+    PGresult *res = NULL;
+    ns_status st = NS_OK;
+
+    w->where = ns__strdup(cfg->conn_name);
+    w->mode = cfg->mode;
+    if (!w->where)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    if (cfg->mode == NS_MODE_UPSERT)
+        return ns__err(err, NS_EUNSUPPORTED, NULL,
+                       "%s: mode: upsert into PostgreSQL is not supported by this version "
+                       "(insert and replace are)",
+                       w->where);
+    w->c = PQconnectdbParams(keys, vals, 1);
+    if (!w->c || PQstatus(w->c) != CONNECTION_OK) {
+        const char *m = w->c ? PQerrorMessage(w->c) : "out of memory";
+        size_t len = strlen(m);
+        while (len && m[len - 1] == '\n')
+            len--;
+        return ns__err(err, NS_EDB, NULL, "%s: cannot connect: %.*s", w->where, (int)len, m);
+    }
+    PQsetNoticeProcessor(w->c, quiet, NULL);
+    if (PQsetClientEncoding(w->c, "UTF8") != 0)
+        return fail(w, NULL, err, "set client encoding");
+
+    /* The table's columns, as the catalog sees them. */
+    const char *p[] = {cfg->table};
+    res = PQexecParams(w->c,
+                       "SELECT c.oid::regclass::text, a.attname, format_type(a.atttypid, a.atttypmod),"
+                       " a.attnotnull, a.atthasdef OR a.attidentity <> '', a.attgenerated <> ''"
+                       " FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid"
+                       " WHERE c.oid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped"
+                       " ORDER BY a.attnum",
+                       1, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        st = fail(w, res, err, "read table definition");
+        goto out;
+    }
+    int nt = PQntuples(res);
+    if (nt == 0) {
+        st = ns__err(err, NS_ESCHEMA, NULL, "%s: table '%s' does not exist", w->where, cfg->table);
+        goto out;
+    }
+    w->qtable = ns__strdup(PQgetvalue(res, 0, 0));
+    w->cols = calloc(cfg->ncolumns ? cfg->ncolumns : 1, sizeof(*w->cols));
+    bool *used = calloc((size_t)nt, sizeof(*used));
+    if (!w->qtable || !w->cols || !used) {
+        free(used);
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < cfg->ncolumns && st == NS_OK; i++) {
+        int k = 0;
+        /* Exact name first, then case-insensitively (CSV headers rarely
+         * match PostgreSQL's case folding). */
+        while (k < nt && strcmp(PQgetvalue(res, k, 1), cfg->columns[i]) != 0)
+            k++;
+        if (k == nt) {
+            k = 0;
+            while (k < nt && strcasecmp(PQgetvalue(res, k, 1), cfg->columns[i]) != 0)
+                k++;
+        }
+        if (k == nt || PQgetvalue(res, k, 5)[0] == 't') {
+            ns_buf names = {0};
+            for (int j = 0; j < nt; j++)
+                if (PQgetvalue(res, j, 5)[0] != 't')
+                    ns__buf_printf(&names, "%s%s", names.len ? ", " : "", PQgetvalue(res, j, 1));
+            st = ns__err(err, NS_ESCHEMA, NULL,
+                         k == nt ? "input column '%s' has no column in table %s (its columns: %s)"
+                                 : "input column '%s' is a generated column of table %s (%s)",
+                         cfg->columns[i], w->qtable, ns__buf_cstr(&names));
+            ns__buf_free(&names);
+            break;
+        }
+        used[k] = true;
+        pcol *c = &w->cols[w->ncols++];
+        c->name = ns__strdup(PQgetvalue(res, k, 1));
+        ns__coltype_parse_pg(PQgetvalue(res, k, 2), &c->ct);
+        c->notnull = PQgetvalue(res, k, 3)[0] == 't';
+    }
+    for (int k = 0; k < nt && st == NS_OK; k++)
+        if (!used[k] && PQgetvalue(res, k, 3)[0] == 't' && PQgetvalue(res, k, 4)[0] != 't' &&
+            PQgetvalue(res, k, 5)[0] != 't')
+            st = ns__err(err, NS_ESCHEMA, NULL,
+                         "column %s.%s is NOT NULL without a default, but the input has no "
+                         "column '%s'",
+                         w->qtable, PQgetvalue(res, k, 1), PQgetvalue(res, k, 1));
+    free(used);
+    if (st != NS_OK)
+        goto out;
+
+    ns_buf sql = {0};
+    ns__buf_printf(&sql, "COPY %s (", w->qtable);
+    for (size_t i = 0; i < w->ncols; i++) {
+        if (i)
+            ns__buf_printf(&sql, ", ");
+        append_ident(&sql, w->cols[i].name);
+    }
+    ns__buf_printf(&sql, ") FROM STDIN");
+    w->copy_sql = ns__strdup(ns__buf_cstr(&sql));
+    ns__buf_free(&sql);
+    /* Created once per target; the lock keeps simultaneous first runs apart. */
+    if ((st = exec(w, err, "checkpoint table", "BEGIN", 0, NULL)) != NS_OK ||
+        (st = exec(w, err, "checkpoint table", "SELECT pg_advisory_xact_lock(1853058920)", 0,
+                   NULL)) != NS_OK ||
+        (st = exec(w, err, "checkpoint table", CKPT_TABLE, 0, NULL)) != NS_OK ||
+        (st = exec(w, err, "checkpoint table", "COMMIT", 0, NULL)) != NS_OK)
+        PQclear(PQexec(w->c, "ROLLBACK"));
+out:
+    PQclear(res);
+    return st;
+}
+
+static ns_status pw_checkpoint(ns_writer *base, const ns_ckpt_key *k, char **context,
+                               ns_error *err)
+{
+    pg_writer *w = (pg_writer *)base;
+    const char *p[] = {k->job_name, k->job_key, k->step, k->partition ? k->partition : ""};
+    PGresult *res = PQexecParams(w->c,
+                                 "SELECT context FROM nightshift_checkpoint WHERE job_name = $1"
+                                 " AND job_key = $2 AND step_name = $3 AND partition_name = $4",
+                                 4, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        ns_status st = fail(w, res, err, "read checkpoint");
+        PQclear(res);
+        return st;
+    }
+    *context = PQntuples(res) == 1 ? ns__strdup(PQgetvalue(res, 0, 0)) : NULL;
+    PQclear(res);
+    return NS_OK;
+}
+
+static ns_status begin(pg_writer *w, ns_error *err)
+{
+    ns_status st;
+    if (w->in_txn)
+        return NS_OK;
+    if ((st = exec(w, err, "begin", "BEGIN", 0, NULL)) != NS_OK)
+        return st;
+    w->in_txn = true;
+    if (w->mode == NS_MODE_REPLACE && !w->replaced) {
+        /* DELETE, not TRUNCATE: readers go on seeing the old rows until the
+         * new ones commit, instead of waiting on an exclusive lock. */
+        char *sql = ns__asprintf("DELETE FROM %s", w->qtable);
+        st = sql ? exec(w, err, "replace", sql, 0, NULL) : NS_ENOMEM;
+        free(sql);
+        w->replaced = st == NS_OK;
+    }
+    return st;
+}
+
+/* Appends one value in COPY text format. */
+static void copy_value(ns_buf *b, const ns_value *v)
+{
+    if (!v->ptr) {
+        ns__buf_append(b, "\\N", 2);
+        return;
+    }
+    ns__buf_reserve(b, v->len * 2);
+    for (size_t i = 0; i < v->len; i++) {
+        char ch = v->ptr[i];
+        switch (ch) {
+        case '\\':
+            ns__buf_append(b, "\\\\", 2);
+            break;
+        case '\t':
+            ns__buf_append(b, "\\t", 2);
+            break;
+        case '\n':
+            ns__buf_append(b, "\\n", 2);
+            break;
+        case '\r':
+            ns__buf_append(b, "\\r", 2);
+            break;
+        default:
+            ns__buf_putc(b, ch);
+        }
+    }
+}
+
+static void reject(ns_item *it, const char *code, const char *column, const char *msg,
+                   ns_arena *a)
+{
+    it->code = ns__arena_strndup(a, code, strlen(code));
+    it->column = column ? ns__arena_strndup(a, column, strlen(column)) : NULL;
+    it->message = ns__arena_strndup(a, msg, strlen(msg));
+}
+
+/* What a failed COPY says: its SQLSTATE, the COPY line at fault (0 when
+ * none) and whether the error is about one row at all. */
+typedef struct copy_error {
+    char code[8];
+    long line;
+    bool row_level;
+    char column[128];
+    char message[600];
+} copy_error;
+
+static void read_error(PGresult *res, copy_error *e)
+{
+    const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+    const char *column = PQresultErrorField(res, PG_DIAG_COLUMN_NAME);
+    const char *ctx = PQresultErrorField(res, PG_DIAG_CONTEXT);
+    const char *line = ctx ? strstr(ctx, "COPY ") : NULL;
+
+    memset(e, 0, sizeof(*e));
+    snprintf(e->code, sizeof(e->code), "%s", code ? code : "XX000");
+    /* "COPY items, line 3, column qty: "12x"" */
+    if (line && (line = strstr(line, ", line ")))
+        e->line = strtol(line + 7, NULL, 10);
+    const char *col = line ? strstr(line, ", column ") : NULL;
+    const char *key = detail ? strstr(detail, "Key (") : NULL;
+    if (column)
+        snprintf(e->column, sizeof(e->column), "%s", column);
+    else if (col)
+        snprintf(e->column, sizeof(e->column), "%.*s", (int)strcspn(col + 9, ":"), col + 9);
+    else if (key && strcspn(key + 5, ",)") < strcspn(key + 5, ")") + 1 &&
+             key[5 + strcspn(key + 5, ",)")] == ')')
+        /* "Key (email)=(x) already exists.": one column, named. */
+        snprintf(e->column, sizeof(e->column), "%.*s", (int)strcspn(key + 5, ")"), key + 5);
+    if (snprintf(e->message, sizeof(e->message), "%s%s%s%s", msg ? msg : "error",
+                 detail ? " (" : "", detail ? detail : "", detail ? ")" : "") < 0)
+        e->message[0] = '\0';
+    /* Data exceptions, integrity violations, a trigger's RAISE and limits
+     * such as an oversized index row are about the row; anything else (a
+     * lost connection, a full disk, permissions) is not. */
+    e->row_level = strncmp(e->code, "22", 2) == 0 || strncmp(e->code, "23", 2) == 0 ||
+                   strncmp(e->code, "P0", 2) == 0 || strncmp(e->code, "54", 2) == 0;
+}
+
+/* Sends COPY lines [lo, hi). NS_OK, or NS_EDB with *e filled. */
+static ns_status copy_range(pg_writer *w, size_t lo, size_t hi, copy_error *e, ns_error *err)
+{
+    PGresult *res = PQexec(w->c, w->copy_sql);
+    if (PQresultStatus(res) != PGRES_COPY_IN) {
+        read_error(res, e);
+        ns_status st = fail(w, res, err, "COPY");
+        PQclear(res);
+        return st;
+    }
+    PQclear(res);
+    const char *from = w->data.data + w->off[lo];
+    size_t len = w->off[hi] - w->off[lo];
+    if ((len && PQputCopyData(w->c, from, (int)len) != 1) || PQputCopyEnd(w->c, NULL) != 1)
+        return fail(w, NULL, err, "COPY");
+    ns_status st = NS_OK;
+    while ((res = PQgetResult(w->c)) != NULL) {
+        if (PQresultStatus(res) != PGRES_COMMAND_OK && st == NS_OK) {
+            read_error(res, e);
+            st = NS_EDB;
+            if (!e->row_level)
+                fail(w, res, err, "COPY");
+        }
+        PQclear(res);
+    }
+    return st;
+}
+
+/*
+ * Loads COPY lines [lo, hi), rejecting exactly the rows the server refuses.
+ * Each attempt runs in a savepoint, so a failed one leaves the chunk's
+ * transaction as it was.
+ */
+static ns_status isolate(pg_writer *w, ns_item *items, size_t lo, size_t hi, ns_arena *a,
+                         ns_error *err)
+{
+    ns_status st;
+    copy_error e;
+
+    while (lo < hi) {
+        if ((st = exec(w, err, "savepoint", "SAVEPOINT ns_rows", 0, NULL)) != NS_OK)
+            return st;
+        st = copy_range(w, lo, hi, &e, err);
+        if (st == NS_OK)
+            return exec(w, err, "savepoint", "RELEASE SAVEPOINT ns_rows", 0, NULL);
+        if (!e.row_level)
+            return st;
+        if (exec(w, err, "savepoint", "ROLLBACK TO SAVEPOINT ns_rows", 0, NULL) != NS_OK)
+            return NS_EDB;
+        if (e.line >= 1 && (size_t)e.line <= hi - lo) {
+            /* The server named the row: keep those before it, reject it,
+             * go on after it. */
+            size_t bad = lo + (size_t)e.line - 1;
+            reject(&items[w->item[bad]], e.code, e.column[0] ? e.column : NULL, e.message, a);
+            if (bad > lo && (st = isolate(w, items, lo, bad, a, err)) != NS_OK)
+                return st;
+            lo = bad + 1;
+            continue;
+        }
+        /* No line (foreign keys are checked after the statement): halve. */
+        if (hi - lo == 1) {
+            reject(&items[w->item[lo]], e.code, e.column[0] ? e.column : NULL, e.message, a);
+            return NS_OK;
+        }
+        size_t mid = lo + (hi - lo) / 2;
+        if ((st = isolate(w, items, lo, mid, a, err)) != NS_OK)
+            return st;
+        lo = mid;
+    }
+    return NS_OK;
+}
+
+static ns_status pw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a, ns_error *err)
+{
+    pg_writer *w = (pg_writer *)base;
+    ns_status st;
+    char msg[256];
+
+    if ((st = begin(w, err)) != NS_OK)
+        return st;
+    if (n + 1 > w->cap) {
+        size_t *off = realloc(w->off, (n + 1) * sizeof(*off));
+        size_t *item = off ? realloc(w->item, (n + 1) * sizeof(*item)) : NULL;
+        if (off)
+            w->off = off;
+        if (!item)
+            return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        w->item = item;
+        w->cap = n + 1;
+    }
+    w->data.len = 0;
+    size_t lines = 0;
+    for (size_t i = 0; i < n; i++) {
+        ns_item *it = &items[i];
+        bool bad = false;
+        for (size_t j = 0; j < w->ncols && !bad; j++) {
+            const ns_value *v = &it->fields[j];
+            const pcol *c = &w->cols[j];
+            ns_bound b;
+            const char *code;
+            if (!v->ptr) {
+                if (c->notnull) {
+                    snprintf(msg, sizeof(msg),
+                             "null value in column \"%s\" violates not-null constraint", c->name);
+                    reject(it, "23502", c->name, msg, a);
+                    bad = true;
+                }
+            } else if (memchr(v->ptr, '\0', v->len)) {
+                reject(it, "22021", c->name,
+                       "invalid byte sequence for encoding \"UTF8\": 0x00 (PostgreSQL text "
+                       "cannot hold NUL)",
+                       a);
+                bad = true;
+            } else if (!ns__coltype_check(&c->ct, v->ptr, v->len, &b, &code, msg, sizeof(msg))) {
+                reject(it, code, c->name, msg, a);
+                bad = true;
+            }
+        }
+        if (bad)
+            continue;
+        w->off[lines] = w->data.len;
+        w->item[lines++] = i;
+        for (size_t j = 0; j < w->ncols; j++) {
+            if (j)
+                ns__buf_putc(&w->data, '\t');
+            copy_value(&w->data, &it->fields[j]);
+        }
+        if (ns__buf_putc(&w->data, '\n') != NS_OK)
+            return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    }
+    w->off[lines] = w->data.len;
+    return lines ? isolate(w, items, 0, lines, a, err) : NS_OK;
+}
+
+static ns_status pw_commit(ns_writer *base, const ns_ckpt_key *k, const char *context,
+                           ns_commit_hook hook, void *arg, ns_error *err)
+{
+    pg_writer *w = (pg_writer *)base;
+    ns_status st;
+    char e[24], s[24];
+
+    if ((st = begin(w, err)) != NS_OK)
+        return st;
+    snprintf(e, sizeof(e), "%lld", (long long)k->execution_id);
+    snprintf(s, sizeof(s), "%lld", (long long)k->step_execution_id);
+    const char *p[] = {k->job_name, k->job_key, k->step, k->partition ? k->partition : "",
+                       e,           s,          context};
+    if ((st = exec(w, err, "save checkpoint",
+                   "INSERT INTO nightshift_checkpoint (job_name, job_key, step_name,"
+                   " partition_name, execution_id, step_execution_id, context)"
+                   " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                   " ON CONFLICT (job_name, job_key, step_name, partition_name) DO UPDATE SET"
+                   " execution_id = excluded.execution_id,"
+                   " step_execution_id = excluded.step_execution_id,"
+                   " context = excluded.context, updated_at = now()",
+                   7, p)) != NS_OK)
+        return st;
+    if (hook && (st = hook(arg, err)) != NS_OK)
+        return st;
+    PGresult *res = PQexec(w->c, "COMMIT");
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        st = fail(w, res, err, "commit");
+        PQclear(res);
+        return st;
+    }
+    PQclear(res);
+    w->in_txn = false;
+    return NS_OK;
+}
+
+static void pw_rollback(ns_writer *base)
+{
+    pg_writer *w = (pg_writer *)base;
+    if (w->in_txn && w->c)
+        PQclear(PQexec(w->c, "ROLLBACK"));
+    w->in_txn = false;
+    w->replaced = false;
+}
+
+static void pw_close(ns_writer *base)
+{
+    pg_writer *w = (pg_writer *)base;
+    pw_rollback(base);
+    PQfinish(w->c);
+    for (size_t i = 0; i < w->ncols; i++)
+        free(w->cols[i].name);
+    free(w->cols);
+    free(w->where);
+    free(w->qtable);
+    free(w->copy_sql);
+    free(w->off);
+    free(w->item);
+    ns__buf_free(&w->data);
+}
+
+static bool pw_single(ns_writer *base)
+{
+    return ((pg_writer *)base)->mode == NS_MODE_REPLACE;
+}
+
+const ns_writer_vt ns__writer_table_pg = {
+    .name = "table:postgresql",
+    .version = 1,
+    .instance_size = sizeof(pg_writer),
+    .open = pw_open,
+    .checkpoint = pw_checkpoint,
+    .write = pw_write,
+    .commit = pw_commit,
+    .rollback = pw_rollback,
+    .close = pw_close,
+    .single_transaction = pw_single,
+};
