@@ -16,10 +16,10 @@ csv="$data/users-$rows.csv"
 [ -f "$csv" ] || python3 "$here/gen.py" "$rows" "$csv"
 echo "input: $csv ($rows rows, $(du -h "$csv" | cut -f1)); $runs runs each; $(nproc) cores"
 
-time_of() { # prints the wall time of a command in seconds
+time_of() { # prints the wall time of a command in seconds; a failed run ends the benchmark
     local t0 t1
     t0=$(date +%s.%N)
-    "$@" > /dev/null 2>&1
+    "$@" > "$data/last.log" 2>&1 || { echo "benchmark run failed: $*" >&2; cat "$data/last.log" >&2; exit 1; }
     t1=$(date +%s.%N)
     echo "$t1 - $t0" | bc -l
 }

@@ -396,6 +396,16 @@ static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
                    s->def->name);
         return NS_OK;
     }
+    if (!state->last_id) {
+        /* This repository never ran the step for this instance, so the
+         * checkpoint was left by a run recorded elsewhere (another or a
+         * recreated repository). This launch is a fresh start. */
+        notice(s->rc,
+               "step %s: the target holds a checkpoint of this job instance that this "
+               "repository did not record; it is ignored and the step starts from the beginning",
+               s->def->name);
+        goto out;
+    }
     json_error_t je;
     if (!(o = json_loads(ctx, 0, &je))) {
         st = ns__err(err, NS_EDB, NULL, "step %s: unreadable checkpoint in the target: %s",
@@ -425,11 +435,12 @@ static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
     }
     free(rpath);
     /* The repository lags when the process died between the target commit
-     * and the repository update: reconcile. */
+     * and the repository update: bring that step execution (the latest of
+     * this instance's step, the one the checkpoint names) up to it. */
     int64_t repo_chunks = -1;
     if (state->context && (repo_ctx = json_loads(state->context, 0, NULL)))
         repo_chunks = json_integer_value(json_object_get(repo_ctx, "chunks"));
-    if (old_se && repo_chunks < s->chunks) {
+    if (old_se == state->last_id && repo_chunks < s->chunks) {
         ns_counts c = {
             json_integer_value(json_object_get(cnt, "read")),
             json_integer_value(json_object_get(cnt, "write")),
@@ -619,6 +630,9 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
                 st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
                 goto out;
             }
+            if (!r.error_code && s.writer->vt->feed &&
+                (st = s.writer->vt->feed(s.writer, items, n - 1, &arena, err)) != NS_OK)
+                goto out;
             if (r.error_code) {
                 s.counts.read_skip++;
                 it->code = r.error_code;

@@ -101,6 +101,10 @@ typedef struct ns_writer_vt {
     void (*close)(ns_writer *w);
     /* Whole step in one transaction (replace mode): commit only at the end. */
     bool (*single_transaction)(ns_writer *w);
+    /* Optional: told of each item of the chunk as soon as it is read, so a
+     * writer may start sending it while the rest is read (items[index] is
+     * stable until the chunk is written). write() still gets the chunk. */
+    ns_status (*feed)(ns_writer *w, ns_item *items, size_t index, ns_arena *arena, ns_error *err);
 } ns_writer_vt;
 struct ns_writer {
     const ns_writer_vt *vt;

@@ -40,11 +40,15 @@ typedef struct pg_writer {
     size_t ncols;
     char *copy_sql;
     bool in_txn, replaced;
-    /* The chunk's COPY data: item k's line is data[off[k], off[k + 1]). */
+    /* The chunk's COPY data: line k is data[off[k], off[k + 1]) and holds
+     * item[k] of the chunk's items. */
     ns_buf data;
     size_t *off;
-    size_t *item; /* COPY line k -> index in the chunk's items */
-    size_t cap;
+    size_t *item;
+    size_t lines, cap;
+    bool fed;     /* feed() has seen this chunk */
+    bool copying; /* a COPY of this chunk is streaming */
+    size_t sent;  /* bytes of data already sent */
 } pg_writer;
 
 #define CKPT_TABLE                                                                                 \
@@ -127,13 +131,14 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
 
     /* The table's columns, as the catalog sees them. */
     const char *p[] = {cfg->table};
-    res = PQexecParams(w->c,
-                       "SELECT c.oid::regclass::text, a.attname, format_type(a.atttypid, a.atttypmod),"
-                       " a.attnotnull, a.atthasdef OR a.attidentity <> '', a.attgenerated <> ''"
-                       " FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid"
-                       " WHERE c.oid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped"
-                       " ORDER BY a.attnum",
-                       1, NULL, p, NULL, NULL, 0);
+    res = PQexecParams(
+        w->c,
+        "SELECT c.oid::regclass::text, a.attname, format_type(a.atttypid, a.atttypmod),"
+        " a.attnotnull, a.atthasdef OR a.attidentity <> '', a.attgenerated <> ''"
+        " FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid"
+        " WHERE c.oid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped"
+        " ORDER BY a.attnum",
+        1, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         st = fail(w, res, err, "read table definition");
         goto out;
@@ -213,8 +218,7 @@ out:
     return st;
 }
 
-static ns_status pw_checkpoint(ns_writer *base, const ns_ckpt_key *k, char **context,
-                               ns_error *err)
+static ns_status pw_checkpoint(ns_writer *base, const ns_ckpt_key *k, char **context, ns_error *err)
 {
     pg_writer *w = (pg_writer *)base;
     const char *p[] = {k->job_name, k->job_key, k->step, k->partition ? k->partition : ""};
@@ -280,8 +284,7 @@ static void copy_value(ns_buf *b, const ns_value *v)
     }
 }
 
-static void reject(ns_item *it, const char *code, const char *column, const char *msg,
-                   ns_arena *a)
+static void reject(ns_item *it, const char *code, const char *column, const char *msg, ns_arena *a)
 {
     it->code = ns__arena_strndup(a, code, strlen(code));
     it->column = column ? ns__arena_strndup(a, column, strlen(column)) : NULL;
@@ -365,23 +368,36 @@ static ns_status copy_range(pg_writer *w, size_t lo, size_t hi, copy_error *e, n
  * Each attempt runs in a savepoint, so a failed one leaves the chunk's
  * transaction as it was.
  */
+/* Rows per COPY when isolating: a failed COPY is sent again up to its bad
+ * row, so a segment bounds what one server-side error costs; after an
+ * error, the rest of the chunk goes in smaller segments still. */
+#define SEGMENT             10000
+#define SEGMENT_AFTER_ERROR 1000
+
 static ns_status isolate(pg_writer *w, ns_item *items, size_t lo, size_t hi, ns_arena *a,
                          ns_error *err)
 {
     ns_status st;
     copy_error e;
+    size_t seg = SEGMENT;
 
     while (lo < hi) {
+        size_t end = hi - lo > seg ? lo + seg : hi;
         if ((st = exec(w, err, "savepoint", "SAVEPOINT ns_rows", 0, NULL)) != NS_OK)
             return st;
-        st = copy_range(w, lo, hi, &e, err);
-        if (st == NS_OK)
-            return exec(w, err, "savepoint", "RELEASE SAVEPOINT ns_rows", 0, NULL);
+        st = copy_range(w, lo, end, &e, err);
+        if (st == NS_OK) {
+            if ((st = exec(w, err, "savepoint", "RELEASE SAVEPOINT ns_rows", 0, NULL)) != NS_OK)
+                return st;
+            lo = end;
+            continue;
+        }
         if (!e.row_level)
             return st;
         if (exec(w, err, "savepoint", "ROLLBACK TO SAVEPOINT ns_rows", 0, NULL) != NS_OK)
             return NS_EDB;
-        if (e.line >= 1 && (size_t)e.line <= hi - lo) {
+        seg = SEGMENT_AFTER_ERROR;
+        if (e.line >= 1 && (size_t)e.line <= end - lo) {
             /* The server named the row: keep those before it, reject it,
              * go on after it. */
             size_t bad = lo + (size_t)e.line - 1;
@@ -392,78 +408,199 @@ static ns_status isolate(pg_writer *w, ns_item *items, size_t lo, size_t hi, ns_
             continue;
         }
         /* No line (foreign keys are checked after the statement): halve. */
-        if (hi - lo == 1) {
+        if (end - lo == 1) {
             reject(&items[w->item[lo]], e.code, e.column[0] ? e.column : NULL, e.message, a);
-            return NS_OK;
+            lo = end;
+            continue;
         }
-        size_t mid = lo + (hi - lo) / 2;
-        if ((st = isolate(w, items, lo, mid, a, err)) != NS_OK)
+        size_t mid = lo + (end - lo) / 2;
+        if ((st = isolate(w, items, lo, mid, a, err)) != NS_OK ||
+            (st = isolate(w, items, mid, end, a, err)) != NS_OK)
             return st;
-        lo = mid;
+        lo = end;
     }
     return NS_OK;
+}
+
+/* Checks an item against the catalog; a refused item is marked rejected. */
+static bool check_item(pg_writer *w, ns_item *it, ns_arena *a)
+{
+    char msg[256];
+    for (size_t j = 0; j < w->ncols; j++) {
+        const ns_value *v = &it->fields[j];
+        const pcol *c = &w->cols[j];
+        ns_bound b;
+        const char *code;
+        if (!v->ptr) {
+            if (c->notnull) {
+                snprintf(msg, sizeof(msg),
+                         "null value in column \"%s\" violates not-null constraint", c->name);
+                reject(it, "23502", c->name, msg, a);
+                return false;
+            }
+        } else if (memchr(v->ptr, '\0', v->len)) {
+            reject(it, "22021", c->name,
+                   "invalid byte sequence for encoding \"UTF8\": 0x00 (PostgreSQL text cannot "
+                   "hold NUL)",
+                   a);
+            return false;
+        } else if (!ns__coltype_check(&c->ct, v->ptr, v->len, &b, &code, msg, sizeof(msg))) {
+            reject(it, code, c->name, msg, a);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Appends item `index` as the next COPY line. */
+static ns_status add_line(pg_writer *w, const ns_item *it, size_t index, ns_error *err)
+{
+    if (w->lines + 2 > w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 1024;
+        size_t *off = realloc(w->off, cap * sizeof(*off));
+        size_t *item = off ? realloc(w->item, cap * sizeof(*item)) : NULL;
+        if (off)
+            w->off = off;
+        if (!item)
+            return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        w->item = item;
+        w->cap = cap;
+    }
+    w->off[w->lines] = w->data.len;
+    w->item[w->lines++] = index;
+    for (size_t j = 0; j < w->ncols; j++) {
+        if (j)
+            ns__buf_putc(&w->data, '\t');
+        copy_value(&w->data, &it->fields[j]);
+    }
+    if (ns__buf_putc(&w->data, '\n') != NS_OK)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    w->off[w->lines] = w->data.len;
+    return NS_OK;
+}
+
+static void chunk_reset(pg_writer *w)
+{
+    w->data.len = 0;
+    w->lines = 0;
+    w->sent = 0;
+    w->fed = false;
+}
+
+/*
+ * Sends what is buffered and not sent yet, once there is FLUSH of it (or
+ * all). Small sends keep the server busy while the client parses: on the
+ * 1M-row bench, 16-64 KiB loaded in 2.7-3.2 s, 256 KiB in 3.4-3.6 s, 1 MiB in
+ * 3.5-4.2 s (fsync off, 2 runs each).
+ */
+#define FLUSH (32u << 10)
+
+static ns_status stream(pg_writer *w, bool all, ns_error *err)
+{
+    size_t len = w->data.len - w->sent;
+    if (!len || (!all && len < FLUSH))
+        return NS_OK;
+    if (PQputCopyData(w->c, w->data.data + w->sent, (int)len) != 1)
+        return fail(w, NULL, err, "COPY");
+    w->sent = w->data.len;
+    return NS_OK;
+}
+
+/*
+ * Streams the chunk while it is read: the first good item opens the chunk's
+ * COPY (inside a savepoint), and lines go out as they accumulate, so the
+ * server inserts while the client parses the rest.
+ */
+static ns_status pw_feed(ns_writer *base, ns_item *items, size_t index, ns_arena *a, ns_error *err)
+{
+    pg_writer *w = (pg_writer *)base;
+    ns_status st;
+
+    if (!w->fed)
+        chunk_reset(w);
+    w->fed = true;
+    if (!check_item(w, &items[index], a))
+        return NS_OK;
+    if (!w->copying) {
+        if ((st = begin(w, err)) != NS_OK ||
+            (st = exec(w, err, "savepoint", "SAVEPOINT ns_rows", 0, NULL)) != NS_OK)
+            return st;
+        PGresult *res = PQexec(w->c, w->copy_sql);
+        if (PQresultStatus(res) != PGRES_COPY_IN) {
+            st = fail(w, res, err, "COPY");
+            PQclear(res);
+            return st;
+        }
+        PQclear(res);
+        w->copying = true;
+    }
+    if ((st = add_line(w, &items[index], index, err)) != NS_OK)
+        return st;
+    return stream(w, false, err);
+}
+
+/* Ends a streaming COPY: NS_OK, or NS_EDB with *e filled. */
+static ns_status stream_end(pg_writer *w, copy_error *e, ns_error *err)
+{
+    ns_status st = stream(w, true, err);
+    w->copying = false;
+    if (st != NS_OK || PQputCopyEnd(w->c, NULL) != 1)
+        return fail(w, NULL, err, "COPY");
+    PGresult *res;
+    while ((res = PQgetResult(w->c)) != NULL) {
+        if (PQresultStatus(res) != PGRES_COMMAND_OK && st == NS_OK) {
+            read_error(res, e);
+            st = NS_EDB;
+            if (!e->row_level)
+                fail(w, res, err, "COPY");
+        }
+        PQclear(res);
+    }
+    return st;
 }
 
 static ns_status pw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a, ns_error *err)
 {
     pg_writer *w = (pg_writer *)base;
     ns_status st;
-    char msg[256];
+    copy_error e;
 
-    if ((st = begin(w, err)) != NS_OK)
+    if (!w->fed) {
+        /* Not fed: check and buffer the chunk now, then send it. */
+        chunk_reset(w);
+        if ((st = begin(w, err)) != NS_OK)
+            return st;
+        for (size_t i = 0; i < n; i++)
+            if (check_item(w, &items[i], a) && (st = add_line(w, &items[i], i, err)) != NS_OK)
+                return st;
+        st = w->lines ? isolate(w, items, 0, w->lines, a, err) : NS_OK;
+        chunk_reset(w);
         return st;
-    if (n + 1 > w->cap) {
-        size_t *off = realloc(w->off, (n + 1) * sizeof(*off));
-        size_t *item = off ? realloc(w->item, (n + 1) * sizeof(*item)) : NULL;
-        if (off)
-            w->off = off;
-        if (!item)
-            return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-        w->item = item;
-        w->cap = n + 1;
     }
-    w->data.len = 0;
-    size_t lines = 0;
-    for (size_t i = 0; i < n; i++) {
-        ns_item *it = &items[i];
-        bool bad = false;
-        for (size_t j = 0; j < w->ncols && !bad; j++) {
-            const ns_value *v = &it->fields[j];
-            const pcol *c = &w->cols[j];
-            ns_bound b;
-            const char *code;
-            if (!v->ptr) {
-                if (c->notnull) {
-                    snprintf(msg, sizeof(msg),
-                             "null value in column \"%s\" violates not-null constraint", c->name);
-                    reject(it, "23502", c->name, msg, a);
-                    bad = true;
-                }
-            } else if (memchr(v->ptr, '\0', v->len)) {
-                reject(it, "22021", c->name,
-                       "invalid byte sequence for encoding \"UTF8\": 0x00 (PostgreSQL text "
-                       "cannot hold NUL)",
-                       a);
-                bad = true;
-            } else if (!ns__coltype_check(&c->ct, v->ptr, v->len, &b, &code, msg, sizeof(msg))) {
-                reject(it, code, c->name, msg, a);
-                bad = true;
-            }
-        }
-        if (bad)
-            continue;
-        w->off[lines] = w->data.len;
-        w->item[lines++] = i;
-        for (size_t j = 0; j < w->ncols; j++) {
-            if (j)
-                ns__buf_putc(&w->data, '\t');
-            copy_value(&w->data, &it->fields[j]);
-        }
-        if (ns__buf_putc(&w->data, '\n') != NS_OK)
-            return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    if (!w->copying) { /* every item was refused by the checks */
+        chunk_reset(w);
+        return NS_OK;
     }
-    w->off[lines] = w->data.len;
-    return lines ? isolate(w, items, 0, lines, a, err) : NS_OK;
+    st = stream_end(w, &e, err);
+    if (st == NS_OK) {
+        st = exec(w, err, "savepoint", "RELEASE SAVEPOINT ns_rows", 0, NULL);
+    } else if (e.row_level) {
+        /* The streamed COPY failed: isolate what it held, knowing the row
+         * the server named. */
+        if ((st = exec(w, err, "savepoint", "ROLLBACK TO SAVEPOINT ns_rows", 0, NULL)) != NS_OK)
+            goto out;
+        if (e.line >= 1 && (size_t)e.line <= w->lines) {
+            size_t bad = (size_t)e.line - 1;
+            reject(&items[w->item[bad]], e.code, e.column[0] ? e.column : NULL, e.message, a);
+            if ((st = isolate(w, items, 0, bad, a, err)) == NS_OK)
+                st = isolate(w, items, bad + 1, w->lines, a, err);
+        } else {
+            st = isolate(w, items, 0, w->lines, a, err);
+        }
+    }
+out:
+    chunk_reset(w);
+    return st;
 }
 
 static ns_status pw_commit(ns_writer *base, const ns_ckpt_key *k, const char *context,
@@ -505,6 +642,14 @@ static ns_status pw_commit(ns_writer *base, const ns_ckpt_key *k, const char *co
 static void pw_rollback(ns_writer *base)
 {
     pg_writer *w = (pg_writer *)base;
+    if (w->copying) {
+        PQputCopyEnd(w->c, "chunk abandoned by nightshift");
+        PGresult *res;
+        while ((res = PQgetResult(w->c)) != NULL)
+            PQclear(res);
+        w->copying = false;
+    }
+    chunk_reset(w);
     if (w->in_txn && w->c)
         PQclear(PQexec(w->c, "ROLLBACK"));
     w->in_txn = false;
@@ -543,4 +688,5 @@ const ns_writer_vt ns__writer_table_pg = {
     .rollback = pw_rollback,
     .close = pw_close,
     .single_transaction = pw_single,
+    .feed = pw_feed,
 };

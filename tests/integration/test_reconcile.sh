@@ -41,3 +41,14 @@ expect_exit 1 "$NS" run job.yaml file=edit.csv
 expect_err "cannot resume at line 202"
 expect_err "the file changed before that point"
 echo "reconcile: ok"
+
+# A checkpoint this repository did not record (the repository was recreated)
+# is ignored: the run starts afresh and records its own steps correctly.
+sqlite3 "$TARGET_DB" "DELETE FROM k"
+rm -f "$T"/repo.db*
+export NIGHTSHIFT_REPOSITORY="sqlite:$T/fresh-repo.db"
+expect_exit 0 "$NS" run job.yaml file=in.csv
+expect_err "the target holds a checkpoint of this job instance that this repository did not record"
+assert_eq "$(sql "$TARGET_DB" 'SELECT count(*), count(DISTINCT id) FROM k')" "1000|1000" "rows after a fresh start"
+assert_eq "$(show_field 1 "['steps'][0]['read_count']")" 1000 "reads of the fresh start"
+echo "reconcile (stale checkpoint): ok"

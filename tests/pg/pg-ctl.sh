@@ -42,7 +42,7 @@ start)
     # fsync off: a test server loses nothing the tests check when a *client* is
     # killed; the benchmarks start their own server with the defaults.
     if ! as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-        -o "-c listen_addresses='' -c unix_socket_directories='$dir' -c port=$port -c fsync=off -c max_connections=100 -c log_line_prefix='%m [%p] %a '" \
+        -o "-c listen_addresses='' -c unix_socket_directories='$dir' -c port=$port -c fsync=${NS_PG_FSYNC:-off} -c max_connections=100 -c log_line_prefix='%m [%p] %a '" \
         start > /dev/null; then
         cat "$dir/server.log" >&2
         exit 1

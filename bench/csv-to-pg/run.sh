@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# bench/csv-to-pg: 1M rows x 10 columns into a PostgreSQL table with a primary
+# key and a unique index: nightshift vs `psql \copy` on the clean file, and
+# nightshift on the same file with 0.1% bad rows of every class (which \copy
+# cannot load at all). Starts its own server (default durability: fsync on).
+# Prints each time, medians, ratios and nightshift's peak RSS.
+#
+# usage: bench/csv-to-pg/run.sh [NIGHTSHIFT_BINARY] ; ROWS=, RUNS= override
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+ns=$(realpath "${1:-$here/../../build/nightshift}")
+rows=${ROWS:-1000000}
+runs=${RUNS:-5}
+data="$here/data"
+mkdir -p "$data"
+clean="$data/users-$rows.csv"
+dirty="$data/users-$rows-dirty.csv"
+[ -f "$clean" ] || python3 "$here/../csv-to-sqlite/gen.py" "$rows" "$clean"
+[ -f "$dirty" ] || python3 "$here/dirty.py" "$clean" "$dirty"
+state="$data/pg"
+trap 'NS_PG_FSYNC=on bash "$here/../../tests/pg/pg-ctl.sh" stop "$state" > /dev/null' EXIT
+NS_PG_FSYNC=on bash "$here/../../tests/pg/pg-ctl.sh" start "$state"
+url=$(cat "$state/url")
+echo "input: $rows rows ($(du -h "$clean" | cut -f1)); $runs runs each; $(nproc) cores"
+
+secs() { # the wall time of a command; a failed run ends the benchmark
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$@" > "$data/last.log" 2>&1 || { echo "benchmark run failed: $*" >&2; cat "$data/last.log" >&2; exit 1; }
+    t1=$(date +%s.%N)
+    echo "$t1 - $t0" | bc -l
+}
+median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+reset() { # a fresh table, repository and checkpoint for every run
+    psql "$url" -q -c "SET client_min_messages = warning" -c "DROP TABLE IF EXISTS nightshift_checkpoint" \
+        -f "$here/schema.sql" -c "CHECKPOINT"
+    rm -f "$data"/repo.db*
+}
+run_ns() {
+    reset
+    BENCH_URL="$url" BENCH_OUT="$data" NIGHTSHIFT_REPOSITORY="sqlite:$data/repo.db" CI=1 \
+        /usr/bin/time -f "%M" -o "$data/rss" "$ns" run "$here/job.yaml" file="$1"
+}
+run_copy() { reset; psql "$url" -qc "\\copy users FROM '$clean' WITH (FORMAT csv, HEADER true)"; }
+
+ns_t=() ns_d=() cp_t=() rss=()
+for i in $(seq "$runs"); do
+    t=$(secs run_copy); cp_t+=("$t")
+    t=$(secs run_ns "$clean"); ns_t+=("$t"); rss+=("$(cat "$data/rss")")
+    t=$(secs run_ns "$dirty"); ns_d+=("$t")
+    printf 'run %d: \\copy %.2fs  nightshift clean %.2fs  nightshift dirty %.2fs\n' "$i" \
+        "${cp_t[-1]}" "${ns_t[-1]}" "${ns_d[-1]}"
+done
+loaded=$(psql "$url" -Atc "SELECT count(*) FROM users")
+want=$(python3 -c "print(sum(1 for _ in open('$dirty', 'rb')) - 1 - $(grep -c . "$data/dirty-bad.txt"))")
+echo "last dirty load: $loaded rows loaded, $want expected"
+m_cp=$(printf '%s\n' "${cp_t[@]}" | median)
+m_ns=$(printf '%s\n' "${ns_t[@]}" | median)
+m_nd=$(printf '%s\n' "${ns_d[@]}" | median)
+printf 'median: \\copy %.2fs, nightshift clean %.2fs, nightshift dirty %.2fs\n' "$m_cp" "$m_ns" "$m_nd"
+printf 'ratio clean nightshift / \\copy = %.2f (target <= 1.10)\n' "$(echo "$m_ns / $m_cp" | bc -l)"
+printf 'ratio dirty nightshift / clean \\copy = %.2f (target <= 1.50)\n' "$(echo "$m_nd / $m_cp" | bc -l)"
+printf 'peak RSS of nightshift (clean): %s KB (median)\n' "$(printf '%s\n' "${rss[@]}" | median)"
