@@ -394,9 +394,94 @@ static ns_status load_conns(loader *l, const yaml_node_t *map)
     return NS_OK;
 }
 
+void ns__sql_params(const char *sql, bool (*fn)(void *arg, size_t at, size_t len), void *arg)
+{
+    for (size_t i = 0; sql[i];) {
+        char c = sql[i];
+        if (c == '\'' || c == '"') { /* 'string' or "identifier", doubled to escape */
+            for (i++; sql[i]; i++)
+                if (sql[i] == c && sql[++i] != c)
+                    break;
+        } else if (c == '-' && sql[i + 1] == '-') {
+            while (sql[i] && sql[i] != '\n')
+                i++;
+        } else if (c == '/' && sql[i + 1] == '*') {
+            const char *e = strstr(sql + i + 2, "*/");
+            i = e ? (size_t)(e - sql) + 2 : strlen(sql);
+        } else if (c == ':' && sql[i + 1] == ':') {
+            i += 2;
+        } else if (c == ':' && (isalpha((unsigned char)sql[i + 1]) || sql[i + 1] == '_')) {
+            size_t k = i + 1;
+            while (isalnum((unsigned char)sql[k]) || sql[k] == '_')
+                k++;
+            if (!fn(arg, i + 1, k - i - 1))
+                return;
+            i = k;
+        } else {
+            i++;
+        }
+    }
+}
+
+typedef struct sql_check {
+    loader *l;
+    const yaml_node_t *n;
+    const char *key;
+    const char *sql;
+    ns_status st;
+} sql_check;
+
+static bool check_sql_param(void *arg, size_t at, size_t len)
+{
+    sql_check *c = arg;
+    char name[128];
+    snprintf(name, sizeof(name), "%.*s", (int)len, c->sql + at);
+    if (ns__job_param(c->l->job, name))
+        return true;
+    c->st =
+        fail(c->l, c->n, c->key, ":%s is not a declared parameter (declare it in params)", name);
+    return false;
+}
+
+static ns_status load_query(loader *l, ns_step_def *s, const yaml_node_t *q, const char *where)
+{
+    static const char *const keys[] = {"connection", "sql", "key", NULL};
+    char key[512];
+    ns_status st;
+    yaml_node_t *x;
+
+    if (q->type != YAML_MAPPING_NODE)
+        return fail(l, q, where, "must be a mapping with connection:, sql: and key:");
+    if ((st = check_keys(l, q, where, keys)) != NS_OK)
+        return st;
+    s->reader = NS_READER_QUERY;
+    snprintf(key, sizeof(key), "%s.connection", where);
+    if (!(x = map_get(l, q, "connection")))
+        return fail(l, q, key, "is required");
+    if ((st = get_string(l, x, key, &s->query_conn)) != NS_OK)
+        return st;
+    if (!ns__job_conn(l->job, s->query_conn))
+        return fail(l, x, key, "no connection named '%s' in connections", s->query_conn);
+    snprintf(key, sizeof(key), "%s.sql", where);
+    if (!(x = map_get(l, q, "sql")))
+        return fail(l, q, key, "is required");
+    if ((st = get_string(l, x, key, &s->query_sql)) != NS_OK)
+        return st;
+    /* Every :name must be a declared parameter; values are bound, never pasted. */
+    sql_check chk = {l, x, key, s->query_sql, NS_OK};
+    ns__sql_params(s->query_sql, check_sql_param, &chk);
+    if (chk.st != NS_OK)
+        return chk.st;
+    snprintf(key, sizeof(key), "%s.key", where);
+    if (!(x = map_get(l, q, "key")))
+        return fail(l, q, key,
+                    "is required: the unique columns the rows are paged by (never OFFSET)");
+    return get_names(l, x, key, &s->query_key, &s->query_nkey);
+}
+
 static ns_status load_reader(loader *l, ns_step_def *s, const yaml_node_t *n, const char *where)
 {
-    static const char *const kinds[] = {"csv", NULL};
+    static const char *const kinds[] = {"csv", "query", NULL};
     static const char *const keys[] = {"path", "header", "delimiter", "quote", "columns", NULL};
     char key[300];
     ns_status st;
@@ -407,6 +492,10 @@ static ns_status load_reader(loader *l, ns_step_def *s, const yaml_node_t *n, co
         return fail(l, n, where, "must name exactly one reader, e.g. {csv: {path: ...}}");
     if ((st = check_keys(l, n, where, kinds)) != NS_OK)
         return st;
+    if ((x = map_get(l, n, "query"))) {
+        snprintf(key, sizeof(key), "%s.query", where);
+        return load_query(l, s, x, key);
+    }
     yaml_node_t *c = map_get(l, n, "csv");
     snprintf(key, sizeof(key), "%s.csv", where);
     if (!c || c->type != YAML_MAPPING_NODE)
@@ -484,17 +573,21 @@ static ns_status load_writer(loader *l, ns_step_def *s, const yaml_node_t *n, co
             s->table_mode = NS_MODE_UPSERT;
         else if (m && strcmp(m, "replace") == 0)
             s->table_mode = NS_MODE_REPLACE;
+        else if (m && strcmp(m, "update") == 0)
+            s->table_mode = NS_MODE_UPDATE;
         else
-            return fail(l, x, key, "must be insert, upsert or replace");
+            return fail(l, x, key, "must be insert, upsert, update or replace");
     }
     snprintf(key, sizeof(key), "%s.table.key", where);
+    bool keyed = s->table_mode == NS_MODE_UPSERT || s->table_mode == NS_MODE_UPDATE;
     if ((x = map_get(l, t, "key"))) {
-        if (s->table_mode != NS_MODE_UPSERT)
-            return fail(l, x, key, "only used with mode: upsert");
+        if (!keyed)
+            return fail(l, x, key, "only used with mode: upsert or update");
         if ((st = get_names(l, x, key, &s->table_key, &s->table_nkey)) != NS_OK)
             return st;
-    } else if (s->table_mode == NS_MODE_UPSERT) {
-        return fail(l, t, key, "is required with mode: upsert (the columns of a unique key)");
+    } else if (keyed) {
+        return fail(l, t, key,
+                    "is required with mode: upsert or update (the columns of a unique key)");
     }
     return NS_OK;
 }
@@ -711,6 +804,9 @@ void ns_job_free(ns_job *job)
         free(s->rejects);
         free(s->csv_path);
         free_names(s->csv_columns, s->csv_ncolumns);
+        free(s->query_conn);
+        free(s->query_sql);
+        free_names(s->query_key, s->query_nkey);
         free(s->table_conn);
         free(s->table_name);
         free_names(s->table_key, s->table_nkey);

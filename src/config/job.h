@@ -33,7 +33,12 @@ typedef struct ns_conn_def {
     int line;
 } ns_conn_def;
 
-typedef enum ns_write_mode { NS_MODE_INSERT, NS_MODE_UPSERT, NS_MODE_REPLACE } ns_write_mode;
+typedef enum ns_write_mode {
+    NS_MODE_INSERT,
+    NS_MODE_UPSERT,
+    NS_MODE_REPLACE,
+    NS_MODE_UPDATE /* UPDATE ... WHERE key: changes existing rows only */
+} ns_write_mode;
 
 typedef struct ns_step_def {
     char *name;
@@ -42,7 +47,12 @@ typedef struct ns_step_def {
     int64_t skip_limit;
     char *rejects; /* template */
 
-    /* reader: csv */
+    /* reader: csv or query */
+    enum { NS_READER_CSV, NS_READER_QUERY } reader;
+    char *query_conn; /* connection name */
+    char *query_sql;  /* SQL; job parameters appear as :name, bound, never pasted */
+    char **query_key; /* the unique key the pages are ordered and continued by */
+    size_t query_nkey;
     char *csv_path; /* template */
     bool csv_header;
     char csv_delimiter, csv_quote;
@@ -73,6 +83,13 @@ struct ns_job {
 const ns_param_def *ns__job_param(const ns_job *job, const char *name);
 const ns_conn_def *ns__job_conn(const ns_job *job, const char *name);
 const char *ns__ptype_name(ns_ptype t);
+
+/*
+ * The :name parameters of an SQL text, in order of appearance (quotes,
+ * comments and :: casts skipped). Calls fn for each with its offset and
+ * length (the name without the colon); stops when fn returns false.
+ */
+void ns__sql_params(const char *sql, bool (*fn)(void *arg, size_t at, size_t len), void *arg);
 
 /*
  * Checks a parameter value against its type and writes its canonical text

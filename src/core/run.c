@@ -353,6 +353,11 @@ static ns_status commit_chunk(step_run *s, ns_error *err)
 
     if ((st = rejects_sync(s, err)) != NS_OK)
         return st;
+    /* Fault injection for the tests: die with the chunk's rejects on disk
+     * and its rows not committed. */
+    const char *before = getenv("NIGHTSHIFT_TEST_EXIT_BEFORE_COMMIT");
+    if (before && atoll(before) == s->chunks + 1)
+        _exit(98);
     s->counts.commit++;
     s->chunks++;
     if ((st = make_context(s, err)) != NS_OK)
@@ -378,6 +383,44 @@ static ns_status commit_chunk(step_run *s, ns_error *err)
     return NS_OK;
 }
 
+/*
+ * The rejects file the execution this one restarts wrote for this step.
+ * Unless the target's checkpoint names that file (it is then cut back to the
+ * checkpoint), everything in it belongs to chunks that never committed and
+ * that this execution reads again: it is removed, or its records would be
+ * rejected twice.
+ */
+static void drop_predecessor_rejects(step_run *s, const char *checkpointed)
+{
+    const run_ctx *rc = s->rc;
+    char *shown = NULL, *path = NULL;
+    ns_subst_ctx c = {.job = rc->job,
+                      .param_names = (const char *const *)rc->params->names,
+                      .param_values = (const char *const *)rc->params->values,
+                      .nparams = rc->params->n,
+                      .execution_id = rc->launch.restart_of,
+                      .step = s->def->name,
+                      .keep_env = true};
+    if (!rc->launch.restart_of || ns__subst(s->def->rejects, &c, "rejects", &shown, NULL) != NS_OK)
+        return;
+    c.keep_env = false;
+    if (ns__subst(shown, &c, "rejects", &path, NULL) == NS_OK &&
+        resolve(rc, &path, 0, NULL) == NS_OK) {
+        char *mine = NULL;
+        if (checkpointed)
+            ns__subst(checkpointed, &c, "rejects", &mine, NULL);
+        char cwd[4096];
+        char *abs = path[0] == '/' || !getcwd(cwd, sizeof(cwd)) ? ns__strdup(path)
+                                                                : ns__asprintf("%s/%s", cwd, path);
+        if (abs && (!mine || strcmp(abs, mine) != 0))
+            unlink(abs);
+        free(abs);
+        free(mine);
+    }
+    free(shown);
+    free(path);
+}
+
 /* Brings the step to where the target's checkpoint says it stands. */
 static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
 {
@@ -388,6 +431,8 @@ static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
 
     if ((st = s->writer->vt->checkpoint(s->writer, &key, &ctx, err)) != NS_OK)
         return st;
+    if (!ctx || !state->last_id)
+        drop_predecessor_rejects(s, NULL);
     if (!ctx) {
         if (state->context && !s->writer->vt->single_transaction(s->writer))
             notice(s->rc,
@@ -416,6 +461,8 @@ static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
     json_t *cnt = json_object_get(o, "counts");
     s->chunks = json_integer_value(json_object_get(o, "chunks"));
     s->resumed = true;
+    drop_predecessor_rejects(
+        s, json_string_value(json_object_get(json_object_get(o, "rejects"), "path")));
     int64_t old_se = json_integer_value(json_object_get(o, "step_execution_id"));
     if ((st = s->reader->vt->seek(s->reader, pos, err)) != NS_OK)
         goto out;
@@ -527,13 +574,34 @@ static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
         st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
         goto out;
     }
-    if ((st = subst(s, d->csv_path, "reader.csv.path", &path, &path_shown, err)) != NS_OK ||
-        (st = resolve(s->rc, &path, 0, err)) != NS_OK ||
-        (st = resolve(s->rc, &path_shown, 0, err)) != NS_OK)
+    ns_reader_args args = {.param_names = (const char *const *)s->rc->params->names,
+                           .param_values = (const char *const *)s->rc->params->values,
+                           .nparams = s->rc->params->n};
+    if (d->reader == NS_READER_CSV) {
+        if ((st = subst(s, d->csv_path, "reader.csv.path", &path, &path_shown, err)) != NS_OK ||
+            (st = resolve(s->rc, &path, 0, err)) != NS_OK ||
+            (st = resolve(s->rc, &path_shown, 0, err)) != NS_OK)
+            goto out;
+        args.path = path;
+        args.shown = path_shown;
+    } else {
+        const ns_conn_def *src = ns__job_conn(s->rc->job, d->query_conn);
+        if ((st = subst(s, src->url, "connection", &path, &path_shown, err)) != NS_OK)
+            goto out;
+        if (strncmp(path, "sqlite:", 7) == 0 &&
+            ((st = resolve(s->rc, &path, 7, err)) != NS_OK ||
+             (st = resolve(s->rc, &path_shown, 7, err)) != NS_OK))
+            goto out;
+        char *shown = ns__asprintf("connection '%s' (%s)", src->name, path_shown);
+        free(path_shown);
+        path_shown = shown;
+        args.path = path;
+        args.shown = path_shown;
+    }
+    if ((st = ns__reader_new(d->reader == NS_READER_CSV ? &ns__reader_csv : &ns__reader_query,
+                             &s->reader, err)) != NS_OK)
         goto out;
-    if ((st = ns__reader_new(&ns__reader_csv, &s->reader, err)) != NS_OK)
-        goto out;
-    if ((st = s->reader->vt->open(s->reader, d, path, path_shown, err)) != NS_OK)
+    if ((st = s->reader->vt->open(s->reader, d, &args, err)) != NS_OK)
         goto out;
     if ((st = subst(s, conn->url, "connection", &url, &url_shown, err)) != NS_OK)
         goto out;

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const ns_reader_vt *const readers[] = {&ns__reader_csv};
+static const ns_reader_vt *const readers[] = {&ns__reader_csv, &ns__reader_query};
 
 const ns_reader_vt *ns__reader_find(const char *kind)
 {

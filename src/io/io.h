@@ -27,13 +27,20 @@ typedef struct ns_record {
     const char *error_message;
 } ns_record;
 
+/* What a reader is opened with; `shown` is how messages name the input
+ * (without secrets). */
+typedef struct ns_reader_args {
+    const char *path, *shown; /* csv: the file; query: the connection URL */
+    const char *const *param_names, *const *param_values; /* for :name in SQL */
+    size_t nparams;
+} ns_reader_args;
+
 typedef struct ns_reader ns_reader;
 typedef struct ns_reader_vt {
     const char *name;
     int version;
     size_t instance_size;
-    /* `name` is how messages call the input (without secrets). */
-    ns_status (*open)(ns_reader *r, const ns_step_def *def, const char *path, const char *name,
+    ns_status (*open)(ns_reader *r, const ns_step_def *def, const ns_reader_args *args,
                       ns_error *err);
     /* Names of the fields, in order. Borrowed. */
     const char *const *(*columns)(ns_reader *r, size_t *n);
@@ -111,6 +118,7 @@ struct ns_writer {
 };
 
 extern const ns_reader_vt ns__reader_csv;
+extern const ns_reader_vt ns__reader_query;
 extern const ns_writer_vt ns__writer_table_sqlite;
 extern const ns_writer_vt ns__writer_table_pg;
 

@@ -35,9 +35,10 @@ static ns_status set_names(csv_reader *r, const ns_value *v, char *const *names,
     return NS_OK;
 }
 
-static ns_status csv_open(ns_reader *base, const ns_step_def *def, const char *path,
-                          const char *name, ns_error *err)
+static ns_status csv_open(ns_reader *base, const ns_step_def *def, const ns_reader_args *args,
+                          ns_error *err)
 {
+    const char *path = args->path, *name = args->shown ? args->shown : args->path;
     csv_reader *r = (csv_reader *)base;
     ns_csv_options opt = {
         .delimiter = def->csv_delimiter, .quote = def->csv_quote, .check_utf8 = true};
@@ -48,7 +49,6 @@ static ns_status csv_open(ns_reader *base, const ns_step_def *def, const char *p
         opt.read_size = (size_t)atol(env);
     if (!(r->path = ns__strdup(name)))
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-    path = path ? path : name;
     if ((st = ns__csv_open_path(path, name, &opt, &r->csv, err)) != NS_OK)
         return st;
     if (def->csv_header) {

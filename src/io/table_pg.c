@@ -112,11 +112,11 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
     w->mode = cfg->mode;
     if (!w->where)
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-    if (cfg->mode == NS_MODE_UPSERT)
+    if (cfg->mode == NS_MODE_UPSERT || cfg->mode == NS_MODE_UPDATE)
         return ns__err(err, NS_EUNSUPPORTED, NULL,
-                       "%s: mode: upsert into PostgreSQL is not supported by this version "
+                       "%s: mode: %s into PostgreSQL is not supported by this version "
                        "(insert and replace are)",
-                       w->where);
+                       w->where, cfg->mode == NS_MODE_UPSERT ? "upsert" : "update");
     w->c = PQconnectdbParams(keys, vals, 1);
     if (!w->c || PQstatus(w->c) != CONNECTION_OK) {
         const char *m = w->c ? PQerrorMessage(w->c) : "out of memory";

@@ -126,11 +126,45 @@ static ns_status read_table(sqlite_writer *w, tinfo **out, size_t *n, ns_error *
     return NS_OK;
 }
 
+static bool is_key(const ns_writer_cfg *cfg, const char *col)
+{
+    for (size_t k = 0; k < cfg->nkey; k++)
+        if (strcasecmp(cfg->key[k], col) == 0)
+            return true;
+    return false;
+}
+
 static ns_status build_insert(sqlite_writer *w, const ns_writer_cfg *cfg, ns_error *err)
 {
     ns_buf b = {0};
     ns_status st = NS_OK;
 
+    if (w->mode == NS_MODE_UPDATE) {
+        /* ?N is input column N, so rows bind the same way in every mode. */
+        ns__buf_printf(&b, "UPDATE ");
+        append_ident(&b, w->table);
+        size_t set = 0;
+        for (size_t i = 0; i < w->ncols; i++) {
+            if (is_key(cfg, w->cols[i].name))
+                continue;
+            ns__buf_printf(&b, set++ ? ", " : " SET ");
+            append_ident(&b, w->cols[i].name);
+            ns__buf_printf(&b, " = ?%zu", i + 1);
+        }
+        if (!set) {
+            ns__buf_free(&b);
+            return ns__err(err, NS_ESCHEMA, NULL,
+                           "%s: mode: update needs input columns besides the key", w->where);
+        }
+        for (size_t i = 0, k = 0; i < w->ncols; i++) {
+            if (!is_key(cfg, w->cols[i].name))
+                continue;
+            ns__buf_printf(&b, k++ ? " AND " : " WHERE ");
+            append_ident(&b, w->cols[i].name);
+            ns__buf_printf(&b, " = ?%zu", i + 1);
+        }
+        goto prepare;
+    }
     ns__buf_printf(&b, "INSERT INTO ");
     append_ident(&b, w->table);
     ns__buf_printf(&b, " (");
@@ -166,6 +200,7 @@ static ns_status build_insert(sqlite_writer *w, const ns_writer_cfg *cfg, ns_err
         if (!set)
             ns__buf_printf(&b, "NOTHING");
     }
+prepare:
     if (sqlite3_prepare_v2(w->db, ns__buf_cstr(&b), -1, &w->ins, NULL) != SQLITE_OK)
         st = ns__err(err, NS_ESCHEMA, NULL, "%s: table %s: %s", w->where, w->table,
                      sqlite3_errmsg(w->db));
@@ -248,7 +283,8 @@ static ns_status sw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
     }
     for (size_t k = 0; k < nt && st == NS_OK; k++) {
         bool alias = t[k].pk == 1 && npk == 1 && strcasecmp(t[k].type, "INTEGER") == 0;
-        if (!used[k] && t[k].notnull && !t[k].has_default && !alias && !t[k].generated)
+        if (!used[k] && t[k].notnull && !t[k].has_default && !alias && !t[k].generated &&
+            w->mode != NS_MODE_UPDATE)
             st = ns__err(err, NS_ESCHEMA, NULL,
                          "column %s.%s is NOT NULL without a default, but the input has no "
                          "column '%s'",
@@ -419,6 +455,10 @@ static ns_status sw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a
         int rc = sqlite3_step(ins);
         if (rc == SQLITE_DONE) {
             sqlite3_reset(ins);
+            if (w->mode == NS_MODE_UPDATE && sqlite3_changes(w->db) == 0) {
+                it->code = "NS_NO_ROW";
+                it->message = "no row of the table has this key";
+            }
             continue;
         }
         if ((rc & 0xff) == SQLITE_CONSTRAINT ||

@@ -28,7 +28,8 @@ expect_exit() {
     fi
 }
 expect_err() { grep -qF -- "$1" "$T/err" || { cat "$T/err" >&2; fail "stderr lacks: $1"; }; }
-sql() { sqlite3 -batch "$1" "$2"; }
+# SQLite queries wait (up to 10 s) for a running job's write lock instead of failing.
+sql() { sqlite3 -batch -cmd ".timeout 10000" "$1" "$2"; }
 # JSON field of `show --json` (python3 is a test dependency).
 show_field() {
     "$NS" show "$1" --json | python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d' + sys.argv[1]))" "$2"

@@ -52,3 +52,19 @@ expect_err "the target holds a checkpoint of this job instance that this reposit
 assert_eq "$(sql "$TARGET_DB" 'SELECT count(*), count(DISTINCT id) FROM k')" "1000|1000" "rows after a fresh start"
 assert_eq "$(show_field 1 "['steps'][0]['read_count']")" 1000 "reads of the fresh start"
 echo "reconcile (stale checkpoint): ok"
+
+# An execution killed with a chunk's rejects on disk but before committing any
+# chunk: its rejects file is covered by no checkpoint. The restart removes it,
+# so over all the files each bad record appears once.
+sqlite3 "$TARGET_DB" "DELETE FROM k"
+load_job rejects.yaml reconcile-rejects k "skip: {limit: 100}" 'rejects: "rej/${execution.id}.csv"'
+python3 -c "
+print('id,v')
+for i in range(1, 501): print(f'{i},v{i}' if i % 50 else f'{i},v{i},extra')" > bad.csv
+expect_exit 98 env NIGHTSHIFT_TEST_EXIT_BEFORE_COMMIT=1 "$NS" run rejects.yaml file=bad.csv
+[ -s rej/2.csv ] || fail "the killed execution wrote no rejects (the test lost its point)"
+expect_exit 0 "$NS" run rejects.yaml file=bad.csv
+[ -e rej/2.csv ] && fail "the killed execution's uncommitted rejects were left behind"
+assert_eq "$(cat rej/*.csv | grep -vc '^line,')" 10 "rejects over all files"
+assert_eq "$(sql "$TARGET_DB" 'SELECT count(*), count(DISTINCT id) FROM k')" "490|490" "rows"
+echo "reconcile (uncommitted rejects): ok"

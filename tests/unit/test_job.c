@@ -93,9 +93,9 @@ static void test_errors_name_line_and_key(void **state)
     expect("connection: target", "connection: tagret",
            "job.yaml:15: steps[0].writer.table.connection: no connection named 'tagret'");
     expect("mode: upsert, key: [id]", "mode: merge",
-           "job.yaml:15: steps[0].writer.table.mode: must be insert, upsert or replace");
+           "job.yaml:15: steps[0].writer.table.mode: must be insert, upsert, update or replace");
     expect(", key: [id]", "",
-           "job.yaml:15: steps[0].writer.table.key: is required with mode: upsert");
+           "job.yaml:15: steps[0].writer.table.key: is required with mode: upsert or update");
     expect("limit: 10", "limit: -1", "job.yaml:16: steps[0].skip.limit: must be an integer");
     expect("${execution.id}", "${execution.id", "job.yaml:17: steps[0].rejects: '${' without");
     expect("\"sqlite:${env.DB}\"", "\"mysql://x\"",

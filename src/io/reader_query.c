@@ -1,0 +1,480 @@
+/*
+ * reader_query.c - the `query` reader: the rows of an SQL query on SQLite or
+ * PostgreSQL, read in pages by keyset ("greater than the last key seen",
+ * never OFFSET), so a job may update the very columns its query filters on
+ * without rows being skipped or read twice (SCENARIOS.md §4). The last key is
+ * the restart position.
+ *
+ * Each page is
+ *   SELECT * FROM (<sql>) AS ns_q WHERE (k1, k2) > (:last) ORDER BY k1, k2 LIMIT n
+ * Job parameters appear in the SQL as :name and are bound, never pasted.
+ * Key values keep their type in the position (SQLite orders integers before
+ * text, so an integer key bound as text would page wrongly).
+ */
+#include "io/io.h"
+
+#include <libpq-fe.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct query_reader {
+    ns_reader base;
+    bool pg;
+    sqlite3 *db;
+    sqlite3_stmt *first, *next; /* SQLite */
+    PGconn *c;                  /* PostgreSQL: statements prepared as ns_first/ns_next */
+    char *shown;
+    const char **params; /* values of the SQL's :name parameters, in order */
+    size_t nparams;
+    char **names;
+    size_t ncols;
+    size_t *key; /* result column of each key column */
+    size_t nkey;
+    json_t *last; /* key of the last row returned (array), NULL before the first */
+    size_t page_size;
+    /* The current page: cells as text, NULL for SQL NULL; on SQLite also each
+     * row's key with its types (json arrays, owned). */
+    char **cells;
+    json_t **keys;
+    size_t rows, row;
+    ns_arena page;
+    bool done; /* the last page was short: no more rows */
+    int64_t count;
+    ns_value *vals;
+    ns_buf raw;
+} query_reader;
+
+static ns_status sq_fail(query_reader *r, ns_error *err, const char *what)
+{
+    return ns__err(err, NS_EDB, sqlite3_errstr(sqlite3_extended_errcode(r->db)), "%s: %s: %s",
+                   r->shown, what, sqlite3_errmsg(r->db));
+}
+
+static ns_status pg_fail(query_reader *r, PGresult *res, ns_error *err, const char *what)
+{
+    const char *m = res ? PQresultErrorMessage(res) : PQerrorMessage(r->c);
+    size_t len = strlen(m);
+    while (len && (m[len - 1] == '\n' || m[len - 1] == ' '))
+        len--;
+    return ns__err(err, NS_EDB, res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL,
+                   "%s: %s: %.*s", r->shown, what, (int)len, m);
+}
+
+typedef struct rewrite {
+    const char *sql;
+    ns_buf *out;
+    size_t done;
+    bool pg;
+    int n;
+    const ns_reader_args *args;
+    query_reader *r;
+    ns_status st;
+    ns_error *err;
+} rewrite;
+
+/* Replaces each :name by a positional placeholder and records its value. */
+static bool rewrite_param(void *arg, size_t at, size_t len)
+{
+    rewrite *w = arg;
+    char name[128];
+    snprintf(name, sizeof(name), "%.*s", (int)len, w->sql + at);
+    const char *value = NULL;
+    for (size_t i = 0; i < w->args->nparams; i++)
+        if (strcmp(w->args->param_names[i], name) == 0)
+            value = w->args->param_values[i];
+    if (!value) {
+        w->st = ns__err(w->err, NS_EPARAM, NULL,
+                        "reader.query.sql: :%s has no value (pass %s=VALUE or give it a default)",
+                        name, name);
+        return false;
+    }
+    ns__buf_append(w->out, w->sql + w->done, at - 1 - w->done);
+    ns__buf_printf(w->out, w->pg ? "$%d" : "?%d", ++w->n);
+    w->done = at + len;
+    const char **p = realloc(w->r->params, (w->r->nparams + 1) * sizeof(*p));
+    if (!p) {
+        w->st = ns__err(w->err, NS_ENOMEM, NULL, "out of memory");
+        return false;
+    }
+    w->r->params = p;
+    p[w->r->nparams++] = value;
+    return true;
+}
+
+static void append_ident(ns_buf *b, const char *name)
+{
+    ns__buf_putc(b, '"');
+    for (const char *p = name; *p; p++) {
+        if (*p == '"')
+            ns__buf_putc(b, '"');
+        ns__buf_putc(b, *p);
+    }
+    ns__buf_putc(b, '"');
+}
+
+/* The page queries: the first, and the one continuing after a key. */
+static ns_status build_sql(query_reader *r, const ns_step_def *d, const ns_reader_args *args,
+                           char **first, char **next, ns_error *err)
+{
+    ns_buf inner = {0}, b = {0};
+    rewrite w = {d->query_sql, &inner, 0, r->pg, 0, args, r, NS_OK, err};
+
+    ns__sql_params(d->query_sql, rewrite_param, &w);
+    if (w.st != NS_OK) {
+        ns__buf_free(&inner);
+        return w.st;
+    }
+    ns__buf_append(&inner, d->query_sql + w.done, strlen(d->query_sql + w.done));
+    /* A trailing ';' would end the subquery. */
+    while (inner.len && (inner.data[inner.len - 1] == ';' || inner.data[inner.len - 1] == ' ' ||
+                         inner.data[inner.len - 1] == '\n'))
+        inner.len--;
+    for (int pass = 0; pass < 2; pass++) {
+        b.len = 0;
+        ns__buf_printf(&b, "SELECT * FROM (%s) AS ns_q", ns__buf_cstr(&inner));
+        if (pass == 1) {
+            ns__buf_printf(&b, " WHERE (");
+            for (size_t k = 0; k < d->query_nkey; k++) {
+                if (k)
+                    ns__buf_printf(&b, ", ");
+                append_ident(&b, d->query_key[k]);
+            }
+            ns__buf_printf(&b, ") > (");
+            for (size_t k = 0; k < d->query_nkey; k++)
+                ns__buf_printf(&b, r->pg ? "%s$%d" : "%s?%d", k ? ", " : "", w.n + (int)k + 1);
+            ns__buf_printf(&b, ")");
+        }
+        ns__buf_printf(&b, " ORDER BY ");
+        for (size_t k = 0; k < d->query_nkey; k++) {
+            if (k)
+                ns__buf_printf(&b, ", ");
+            append_ident(&b, d->query_key[k]);
+        }
+        ns__buf_printf(&b, " LIMIT %zu", r->page_size);
+        char *s = ns__strdup(ns__buf_cstr(&b));
+        if (pass == 0)
+            *first = s;
+        else
+            *next = s;
+    }
+    ns__buf_free(&inner);
+    ns__buf_free(&b);
+    return *first && *next ? NS_OK : ns__err(err, NS_ENOMEM, NULL, "out of memory");
+}
+
+static ns_status set_columns(query_reader *r, const ns_step_def *d, ns_error *err)
+{
+    if (!(r->key = calloc(d->query_nkey, sizeof(*r->key))) ||
+        !(r->vals = calloc(r->ncols ? r->ncols : 1, sizeof(*r->vals))))
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    r->nkey = d->query_nkey;
+    for (size_t k = 0; k < d->query_nkey; k++) {
+        size_t i = 0;
+        while (i < r->ncols && strcmp(r->names[i], d->query_key[k]) != 0)
+            i++;
+        if (i == r->ncols)
+            return ns__err(err, NS_ESCHEMA, NULL,
+                           "%s: reader.query.key: the query returns no column '%s'", r->shown,
+                           d->query_key[k]);
+        r->key[k] = i;
+    }
+    return NS_OK;
+}
+
+static ns_status q_open(ns_reader *base, const ns_step_def *d, const ns_reader_args *args,
+                        ns_error *err)
+{
+    query_reader *r = (query_reader *)base;
+    char *first = NULL, *next = NULL;
+    ns_status st;
+
+    r->pg = strncmp(args->path, "sqlite:", 7) != 0;
+    r->shown = ns__strdup(args->shown ? args->shown : args->path);
+    r->page_size = d->chunk < 100 ? 100 : d->chunk > 10000 ? 10000 : (size_t)d->chunk;
+    ns__arena_init(&r->page, 1 << 20);
+    if ((st = build_sql(r, d, args, &first, &next, err)) != NS_OK)
+        goto out;
+    if (!r->pg) {
+        if (sqlite3_open_v2(args->path + 7, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                            NULL) != SQLITE_OK) {
+            st = sq_fail(r, err, "cannot open the database");
+            goto out;
+        }
+        sqlite3_busy_timeout(r->db, 30000);
+        if (sqlite3_prepare_v2(r->db, first, -1, &r->first, NULL) != SQLITE_OK ||
+            sqlite3_prepare_v2(r->db, next, -1, &r->next, NULL) != SQLITE_OK) {
+            st = sq_fail(r, err, "reader.query.sql");
+            goto out;
+        }
+        r->ncols = (size_t)sqlite3_column_count(r->first);
+        r->names = calloc(r->ncols ? r->ncols : 1, sizeof(*r->names));
+        for (size_t i = 0; r->names && i < r->ncols; i++)
+            r->names[i] = ns__strdup(sqlite3_column_name(r->first, (int)i));
+    } else {
+        const char *const keys[] = {"dbname", "fallback_application_name", NULL};
+        const char *const vals[] = {args->path, "nightshift", NULL};
+        r->c = PQconnectdbParams(keys, vals, 1);
+        if (!r->c || PQstatus(r->c) != CONNECTION_OK) {
+            st = pg_fail(r, NULL, err, "cannot connect");
+            goto out;
+        }
+        PQsetClientEncoding(r->c, "UTF8");
+        PGresult *res = PQprepare(r->c, "ns_first", first, 0, NULL);
+        if (PQresultStatus(res) == PGRES_COMMAND_OK) {
+            PQclear(res);
+            res = PQprepare(r->c, "ns_next", next, 0, NULL);
+        }
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            st = pg_fail(r, res, err, "reader.query.sql");
+            PQclear(res);
+            goto out;
+        }
+        PQclear(res);
+        res = PQdescribePrepared(r->c, "ns_first");
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            st = pg_fail(r, res, err, "reader.query.sql");
+            PQclear(res);
+            goto out;
+        }
+        r->ncols = (size_t)PQnfields(res);
+        r->names = calloc(r->ncols ? r->ncols : 1, sizeof(*r->names));
+        for (size_t i = 0; r->names && i < r->ncols; i++)
+            r->names[i] = ns__strdup(PQfname(res, (int)i));
+        PQclear(res);
+    }
+    if (!r->names) {
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        goto out;
+    }
+    st = set_columns(r, d, err);
+out:
+    free(first);
+    free(next);
+    return st;
+}
+
+static const char *const *q_columns(ns_reader *base, size_t *n)
+{
+    query_reader *r = (query_reader *)base;
+    *n = r->ncols;
+    return (const char *const *)r->names;
+}
+
+static ns_status q_seek(ns_reader *base, json_t *pos, ns_error *err)
+{
+    query_reader *r = (query_reader *)base;
+    json_t *key = json_object_get(pos, "key");
+    if (!json_is_array(key) || json_array_size(key) != r->nkey)
+        return ns__err(err, NS_EINVAL, NULL, "%s: saved position is not a key of this query",
+                       r->shown);
+    json_decref(r->last);
+    r->last = json_incref(key);
+    r->count = json_integer_value(json_object_get(pos, "count"));
+    return NS_OK;
+}
+
+static void drop_page(query_reader *r)
+{
+    for (size_t i = 0; r->keys && i < r->rows; i++)
+        json_decref(r->keys[i]);
+    r->keys = NULL;
+    r->cells = NULL;
+    r->rows = r->row = 0;
+    ns__arena_reset(&r->page);
+}
+
+/* Reads the next page into r->cells. */
+static ns_status fetch(query_reader *r, ns_error *err)
+{
+    size_t nparams = r->nparams + (r->last ? r->nkey : 0);
+
+    drop_page(r);
+    if (!r->pg) {
+        sqlite3_stmt *st = r->last ? r->next : r->first;
+        sqlite3_reset(st);
+        for (size_t i = 0; i < r->nparams; i++)
+            sqlite3_bind_text(st, (int)i + 1, r->params[i], -1, SQLITE_STATIC);
+        for (size_t k = 0; r->last && k < r->nkey; k++) {
+            json_t *v = json_array_get(r->last, k);
+            int at = (int)(r->nparams + k) + 1;
+            if (json_is_integer(v))
+                sqlite3_bind_int64(st, at, json_integer_value(v));
+            else if (json_is_real(v))
+                sqlite3_bind_double(st, at, json_real_value(v));
+            else
+                sqlite3_bind_text(st, at, json_string_value(v), -1, SQLITE_TRANSIENT);
+        }
+        r->cells = ns__arena_alloc(&r->page, (r->page_size * r->ncols + 1) * sizeof(char *));
+        r->keys = ns__arena_alloc(&r->page, r->page_size * sizeof(json_t *));
+        if (!r->cells || !r->keys)
+            return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            for (size_t i = 0; i < r->ncols; i++) {
+                const unsigned char *t = sqlite3_column_text(st, (int)i);
+                r->cells[r->rows * r->ncols + i] =
+                    t ? ns__arena_strndup(&r->page, (const char *)t,
+                                          (size_t)sqlite3_column_bytes(st, (int)i))
+                      : NULL;
+            }
+            /* Keep each key's type for the next page's comparison. */
+            json_t *k = json_array();
+            for (size_t j = 0; j < r->nkey; j++) {
+                int c = (int)r->key[j];
+                int type = sqlite3_column_type(st, c);
+                json_array_append_new(
+                    k, type == SQLITE_INTEGER ? json_integer(sqlite3_column_int64(st, c))
+                       : type == SQLITE_FLOAT ? json_real(sqlite3_column_double(st, c))
+                       : type == SQLITE_NULL  ? json_null()
+                                              : json_string((const char *)sqlite3_column_text(st, c)));
+            }
+            r->keys[r->rows++] = k;
+        }
+        if (rc != SQLITE_DONE)
+            return sq_fail(r, err, "reader.query.sql");
+    } else {
+        const char **v = calloc(nparams ? nparams : 1, sizeof(*v));
+        if (!v)
+            return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        for (size_t i = 0; i < r->nparams; i++)
+            v[i] = r->params[i];
+        for (size_t k = 0; r->last && k < r->nkey; k++)
+            v[r->nparams + k] = json_string_value(json_array_get(r->last, k));
+        PGresult *res = PQexecPrepared(r->c, r->last ? "ns_next" : "ns_first", (int)nparams, v,
+                                       NULL, NULL, 0);
+        free(v);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            ns_status s = pg_fail(r, res, err, "reader.query.sql");
+            PQclear(res);
+            return s;
+        }
+        r->rows = (size_t)PQntuples(res);
+        r->cells = ns__arena_alloc(&r->page, (r->rows * r->ncols + 1) * sizeof(char *));
+        for (size_t i = 0; r->cells && i < r->rows; i++)
+            for (size_t j = 0; j < r->ncols; j++)
+                r->cells[i * r->ncols + j] =
+                    PQgetisnull(res, (int)i, (int)j)
+                        ? NULL
+                        : ns__arena_strndup(&r->page, PQgetvalue(res, (int)i, (int)j),
+                                            (size_t)PQgetlength(res, (int)i, (int)j));
+        PQclear(res);
+    }
+    r->done = r->rows < r->page_size;
+    return NS_OK;
+}
+
+static ns_status q_next(ns_reader *base, ns_record *out, bool *eof, ns_error *err)
+{
+    query_reader *r = (query_reader *)base;
+    ns_status st;
+
+    if (r->row >= r->rows) {
+        if (r->done && r->cells) {
+            *eof = true;
+            return NS_OK;
+        }
+        if ((st = fetch(r, err)) != NS_OK)
+            return st;
+        if (r->rows == 0) {
+            r->done = true;
+            *eof = true;
+            return NS_OK;
+        }
+    }
+    char **row = &r->cells[r->row * r->ncols];
+    json_t *key;
+    if (r->keys) {
+        key = json_incref(r->keys[r->row]);
+    } else {
+        key = json_array();
+        for (size_t k = 0; k < r->nkey; k++)
+            json_array_append_new(key, row[r->key[k]] ? json_string(row[r->key[k]]) : json_null());
+    }
+    for (size_t k = 0; k < r->nkey; k++)
+        if (json_is_null(json_array_get(key, k))) {
+            json_decref(key);
+            return ns__err(err, NS_EDB, NULL,
+                           "%s: reader.query.key: column '%s' is NULL in row %lld; a key must "
+                           "be unique and not null",
+                           r->shown, r->names[r->key[k]], (long long)r->count + 1);
+        }
+    if (r->last && json_equal(r->last, key)) {
+        json_decref(key);
+        return ns__err(err, NS_EDB, NULL,
+                       "%s: reader.query.key is not unique: two rows share the key of row %lld",
+                       r->shown, (long long)r->count);
+    }
+    json_decref(r->last);
+    r->last = key;
+    r->row++;
+    r->count++;
+    /* The record's text, for the rejects file: its values as CSV. */
+    r->raw.len = 0;
+    for (size_t i = 0; i < r->ncols; i++) {
+        r->vals[i].ptr = row[i];
+        r->vals[i].len = row[i] ? strlen(row[i]) : 0;
+        if (i)
+            ns__buf_putc(&r->raw, ',');
+        if (row[i])
+            ns__buf_append(&r->raw, row[i], r->vals[i].len);
+    }
+    out->line = r->count;
+    out->raw = ns__buf_cstr(&r->raw);
+    out->raw_len = r->raw.len;
+    out->fields = r->vals;
+    out->nfields = r->ncols;
+    out->error_code = NULL;
+    out->error_field = -1;
+    out->error_message = NULL;
+    *eof = false;
+    return NS_OK;
+}
+
+static json_t *q_position(ns_reader *base)
+{
+    query_reader *r = (query_reader *)base;
+    return json_pack("{s:O?, s:I}", "key", r->last, "count", (json_int_t)r->count);
+}
+
+static void q_progress(ns_reader *base, int64_t *done, int64_t *total)
+{
+    query_reader *r = (query_reader *)base;
+    *done = -1;
+    *total = -1;
+    (void)r;
+}
+
+static void q_close(ns_reader *base)
+{
+    query_reader *r = (query_reader *)base;
+    drop_page(r);
+    sqlite3_finalize(r->first);
+    sqlite3_finalize(r->next);
+    sqlite3_close_v2(r->db);
+    PQfinish(r->c);
+    for (size_t i = 0; r->names && i < r->ncols; i++)
+        free(r->names[i]);
+    free(r->names);
+    free(r->key);
+    free(r->vals);
+    free(r->params);
+    free(r->shown);
+    json_decref(r->last);
+    ns__arena_free(&r->page);
+    ns__buf_free(&r->raw);
+}
+
+const ns_reader_vt ns__reader_query = {
+    .name = "query",
+    .version = 1,
+    .instance_size = sizeof(query_reader),
+    .open = q_open,
+    .columns = q_columns,
+    .seek = q_seek,
+    .next = q_next,
+    .position = q_position,
+    .progress = q_progress,
+    .close = q_close,
+};
