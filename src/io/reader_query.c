@@ -327,8 +327,9 @@ static ns_status fetch(query_reader *r, ns_error *err)
                 json_array_append_new(
                     k, type == SQLITE_INTEGER ? json_integer(sqlite3_column_int64(st, c))
                        : type == SQLITE_FLOAT ? json_real(sqlite3_column_double(st, c))
-                       : type == SQLITE_NULL  ? json_null()
-                                              : json_string((const char *)sqlite3_column_text(st, c)));
+                       : type == SQLITE_NULL
+                           ? json_null()
+                           : json_string((const char *)sqlite3_column_text(st, c)));
             }
             r->keys[r->rows++] = k;
         }
@@ -342,8 +343,8 @@ static ns_status fetch(query_reader *r, ns_error *err)
             v[i] = r->params[i];
         for (size_t k = 0; r->last && k < r->nkey; k++)
             v[r->nparams + k] = json_string_value(json_array_get(r->last, k));
-        PGresult *res = PQexecPrepared(r->c, r->last ? "ns_next" : "ns_first", (int)nparams, v,
-                                       NULL, NULL, 0);
+        PGresult *res =
+            PQexecPrepared(r->c, r->last ? "ns_next" : "ns_first", (int)nparams, v, NULL, NULL, 0);
         free(v);
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
             ns_status s = pg_fail(r, res, err, "reader.query.sql");

@@ -30,8 +30,24 @@ typedef struct pcol {
     bool notnull;
 } pcol;
 
+/*
+ * A unique index whose columns are all in the input, with a Bloom filter of
+ * the keys this load has sent (fixed size: memory does not grow with input).
+ */
+#define BLOOM_BITS (64u << 20) /* 8 MiB: ~1e-5 false positives at 1M keys */
+
+typedef struct ukey {
+    size_t *cols; /* input field of each index column */
+    size_t ncols;
+    uint64_t *bits;
+} ukey;
+
 typedef struct pg_writer {
     ns_writer base;
+    ukey *keys;
+    size_t nkeys;
+    size_t *held; /* items of the chunk held out of the streamed COPY */
+    size_t nheld, heldcap;
     PGconn *c;
     char *where;  /* "connection 'target' (postgresql://...)" for messages */
     char *qtable; /* the table as a quoted, qualified name */
@@ -195,6 +211,48 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
     free(used);
     if (st != NS_OK)
         goto out;
+
+    /* Unique indexes (plain columns, no predicate) the input fully covers. */
+    PQclear(res);
+    res = PQexecParams(w->c,
+                       "SELECT array_to_string(array_agg(a.attname ORDER BY k.ord), chr(31))"
+                       " FROM pg_index i"
+                       " CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)"
+                       " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+                       " WHERE i.indrelid = to_regclass($1) AND i.indisunique"
+                       " AND i.indpred IS NULL AND i.indexprs IS NULL GROUP BY i.indexrelid",
+                       1, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        st = fail(w, res, err, "read unique indexes");
+        goto out;
+    }
+    for (int r = 0; r < PQntuples(res); r++) {
+        char *names = ns__strdup(PQgetvalue(res, r, 0));
+        ukey k = {0};
+        bool covered = names != NULL;
+        for (char *save = NULL, *n = names ? strtok_r(names, "\x1f", &save) : NULL; n && covered;
+             n = strtok_r(NULL, "\x1f", &save)) {
+            size_t j = 0;
+            while (j < w->ncols && strcmp(w->cols[j].name, n) != 0)
+                j++;
+            size_t *c = realloc(k.cols, (k.ncols + 1) * sizeof(*c));
+            covered = j < w->ncols && c;
+            if (c) {
+                k.cols = c;
+                k.cols[k.ncols++] = j;
+            }
+        }
+        free(names);
+        ukey *ks = covered ? realloc(w->keys, (w->nkeys + 1) * sizeof(*ks)) : NULL;
+        if (ks && (k.bits = calloc(BLOOM_BITS / 64, sizeof(uint64_t))) != NULL) {
+            w->keys = ks;
+            w->keys[w->nkeys++] = k;
+        } else {
+            if (ks)
+                w->keys = ks;
+            free(k.cols);
+        }
+    }
 
     ns_buf sql = {0};
     ns__buf_printf(&sql, "COPY %s (", w->qtable);
@@ -374,12 +432,20 @@ static ns_status copy_range(pg_writer *w, size_t lo, size_t hi, copy_error *e, n
 #define SEGMENT             10000
 #define SEGMENT_AFTER_ERROR 1000
 
+static ns_status isolate_by(pg_writer *w, ns_item *items, size_t lo, size_t hi, size_t seg,
+                            ns_arena *a, ns_error *err);
+
 static ns_status isolate(pg_writer *w, ns_item *items, size_t lo, size_t hi, ns_arena *a,
                          ns_error *err)
 {
+    return isolate_by(w, items, lo, hi, SEGMENT, a, err);
+}
+
+static ns_status isolate_by(pg_writer *w, ns_item *items, size_t lo, size_t hi, size_t seg,
+                            ns_arena *a, ns_error *err)
+{
     ns_status st;
     copy_error e;
-    size_t seg = SEGMENT;
 
     while (lo < hi) {
         size_t end = hi - lo > seg ? lo + seg : hi;
@@ -485,6 +551,7 @@ static void chunk_reset(pg_writer *w)
     w->lines = 0;
     w->sent = 0;
     w->fed = false;
+    w->nheld = 0;
 }
 
 /*
@@ -507,6 +574,47 @@ static ns_status stream(pg_writer *w, bool all, ns_error *err)
 }
 
 /*
+ * Tells whether the item's key on any unique index may already have been
+ * sent in this load, and records its keys. Keys compare as bytes: two
+ * spellings of one value (" 1" and "1") are not caught here, and the server
+ * refusing the row later is handled like any other error.
+ */
+static bool seen_before(pg_writer *w, const ns_item *it)
+{
+    bool seen = false;
+    for (size_t k = 0; k < w->nkeys; k++) {
+        const ukey *u = &w->keys[k];
+        uint64_t h1 = 0xcbf29ce484222325ULL, h2 = 0x9e3779b97f4a7c15ULL;
+        bool null = false;
+        for (size_t c = 0; c < u->ncols; c++) {
+            const ns_value *v = &it->fields[u->cols[c]];
+            if (!v->ptr) { /* NULLs never collide in a unique index */
+                null = true;
+                break;
+            }
+            for (size_t i = 0; i < v->len; i++) {
+                h1 = (h1 ^ (unsigned char)v->ptr[i]) * 0x100000001b3ULL;
+                h2 = (h2 ^ (unsigned char)v->ptr[i]) * 0xff51afd7ed558ccdULL;
+            }
+            h1 = (h1 ^ 0x1f) * 0x100000001b3ULL; /* column separator */
+            h2 = (h2 ^ 0x1f) * 0xff51afd7ed558ccdULL;
+        }
+        if (null)
+            continue;
+        h2 ^= h2 >> 29;
+        bool all = true;
+        for (uint64_t i = 0; i < 4; i++) {
+            uint64_t bit = (h1 + i * (h2 | 1)) % BLOOM_BITS;
+            uint64_t mask = 1ULL << (bit % 64);
+            all &= (u->bits[bit / 64] & mask) != 0;
+            u->bits[bit / 64] |= mask;
+        }
+        seen |= all;
+    }
+    return seen;
+}
+
+/*
  * Streams the chunk while it is read: the first good item opens the chunk's
  * COPY (inside a savepoint), and lines go out as they accumulate, so the
  * server inserts while the client parses the rest.
@@ -521,6 +629,20 @@ static ns_status pw_feed(ns_writer *base, ns_item *items, size_t index, ns_arena
     w->fed = true;
     if (!check_item(w, &items[index], a))
         return NS_OK;
+    if (w->nkeys && seen_before(w, &items[index])) {
+        /* Probably collides with an earlier row of this load: send it after
+         * the chunk's COPY, on its own, rather than fail the whole COPY. */
+        if (w->nheld == w->heldcap) {
+            size_t cap = w->heldcap ? w->heldcap * 2 : 64;
+            size_t *h = realloc(w->held, cap * sizeof(*h));
+            if (!h)
+                return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+            w->held = h;
+            w->heldcap = cap;
+        }
+        w->held[w->nheld++] = index;
+        return NS_OK;
+    }
     if (!w->copying) {
         if ((st = begin(w, err)) != NS_OK ||
             (st = exec(w, err, "savepoint", "SAVEPOINT ns_rows", 0, NULL)) != NS_OK)
@@ -562,7 +684,7 @@ static ns_status stream_end(pg_writer *w, copy_error *e, ns_error *err)
 static ns_status pw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a, ns_error *err)
 {
     pg_writer *w = (pg_writer *)base;
-    ns_status st;
+    ns_status st = NS_OK;
     copy_error e;
 
     if (!w->fed) {
@@ -577,26 +699,38 @@ static ns_status pw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a
         chunk_reset(w);
         return st;
     }
-    if (!w->copying) { /* every item was refused by the checks */
-        chunk_reset(w);
-        return NS_OK;
-    }
-    st = stream_end(w, &e, err);
-    if (st == NS_OK) {
-        st = exec(w, err, "savepoint", "RELEASE SAVEPOINT ns_rows", 0, NULL);
-    } else if (e.row_level) {
-        /* The streamed COPY failed: isolate what it held, knowing the row
-         * the server named. */
-        if ((st = exec(w, err, "savepoint", "ROLLBACK TO SAVEPOINT ns_rows", 0, NULL)) != NS_OK)
-            goto out;
-        if (e.line >= 1 && (size_t)e.line <= w->lines) {
-            size_t bad = (size_t)e.line - 1;
-            reject(&items[w->item[bad]], e.code, e.column[0] ? e.column : NULL, e.message, a);
-            if ((st = isolate(w, items, 0, bad, a, err)) == NS_OK)
-                st = isolate(w, items, bad + 1, w->lines, a, err);
-        } else {
-            st = isolate(w, items, 0, w->lines, a, err);
+    if (w->copying) {
+        st = stream_end(w, &e, err);
+        if (st == NS_OK) {
+            st = exec(w, err, "savepoint", "RELEASE SAVEPOINT ns_rows", 0, NULL);
+        } else if (e.row_level) {
+            /* The streamed COPY failed: isolate what it held, knowing the
+             * row the server named. */
+            if ((st = exec(w, err, "savepoint", "ROLLBACK TO SAVEPOINT ns_rows", 0, NULL)) != NS_OK)
+                goto out;
+            if (e.line >= 1 && (size_t)e.line <= w->lines) {
+                size_t bad = (size_t)e.line - 1;
+                reject(&items[w->item[bad]], e.code, e.column[0] ? e.column : NULL, e.message, a);
+                if ((st = isolate(w, items, 0, bad, a, err)) == NS_OK)
+                    st = isolate(w, items, bad + 1, w->lines, a, err);
+            } else {
+                st = isolate(w, items, 0, w->lines, a, err);
+            }
         }
+        if (st != NS_OK)
+            goto out;
+    }
+    if (w->nheld) {
+        /* Rows held out as probable duplicates of earlier ones: after the
+         * rest of the chunk, in file order, one per COPY. Most are refused;
+         * a false alarm loads. */
+        size_t from = w->lines;
+        if ((st = begin(w, err)) != NS_OK)
+            goto out;
+        for (size_t i = 0; i < w->nheld; i++)
+            if ((st = add_line(w, &items[w->held[i]], w->held[i], err)) != NS_OK)
+                goto out;
+        st = isolate_by(w, items, from, w->lines, 1, a, err);
     }
 out:
     chunk_reset(w);
@@ -669,6 +803,12 @@ static void pw_close(ns_writer *base)
     free(w->copy_sql);
     free(w->off);
     free(w->item);
+    free(w->held);
+    for (size_t k = 0; k < w->nkeys; k++) {
+        free(w->keys[k].cols);
+        free(w->keys[k].bits);
+    }
+    free(w->keys);
     ns__buf_free(&w->data);
 }
 
