@@ -103,17 +103,6 @@ static bool rewrite_param(void *arg, size_t at, size_t len)
     return true;
 }
 
-static void append_ident(ns_buf *b, const char *name)
-{
-    ns__buf_putc(b, '"');
-    for (const char *p = name; *p; p++) {
-        if (*p == '"')
-            ns__buf_putc(b, '"');
-        ns__buf_putc(b, *p);
-    }
-    ns__buf_putc(b, '"');
-}
-
 /* The page queries: the first, and the one continuing after a key. */
 static ns_status build_sql(query_reader *r, const ns_step_def *d, const ns_reader_args *args,
                            char **first, char **next, ns_error *err)
@@ -139,7 +128,7 @@ static ns_status build_sql(query_reader *r, const ns_step_def *d, const ns_reade
             for (size_t k = 0; k < d->query_nkey; k++) {
                 if (k)
                     ns__buf_printf(&b, ", ");
-                append_ident(&b, d->query_key[k]);
+                ns__buf_ident(&b, d->query_key[k]);
             }
             ns__buf_printf(&b, ") > (");
             for (size_t k = 0; k < d->query_nkey; k++)
@@ -150,7 +139,7 @@ static ns_status build_sql(query_reader *r, const ns_step_def *d, const ns_reade
         for (size_t k = 0; k < d->query_nkey; k++) {
             if (k)
                 ns__buf_printf(&b, ", ");
-            append_ident(&b, d->query_key[k]);
+            ns__buf_ident(&b, d->query_key[k]);
         }
         ns__buf_printf(&b, " LIMIT %zu", r->page_size);
         char *s = ns__strdup(ns__buf_cstr(&b));

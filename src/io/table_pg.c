@@ -99,17 +99,6 @@ static ns_status exec(pg_writer *w, ns_error *err, const char *what, const char 
     return st;
 }
 
-static void append_ident(ns_buf *b, const char *name)
-{
-    ns__buf_putc(b, '"');
-    for (const char *p = name; *p; p++) {
-        if (*p == '"')
-            ns__buf_putc(b, '"');
-        ns__buf_putc(b, *p);
-    }
-    ns__buf_putc(b, '"');
-}
-
 static void quiet(void *arg, const char *message)
 {
     (void)arg;
@@ -259,7 +248,7 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
     for (size_t i = 0; i < w->ncols; i++) {
         if (i)
             ns__buf_printf(&sql, ", ");
-        append_ident(&sql, w->cols[i].name);
+        ns__buf_ident(&sql, w->cols[i].name);
     }
     ns__buf_printf(&sql, ") FROM STDIN");
     w->copy_sql = ns__strdup(ns__buf_cstr(&sql));
@@ -393,6 +382,26 @@ static void read_error(PGresult *res, copy_error *e)
                    strncmp(e->code, "P0", 2) == 0 || strncmp(e->code, "54", 2) == 0;
 }
 
+/* Ends the COPY under way and reads its outcome: NS_OK, or NS_EDB with *e
+ * filled (and err too when the error is not about a row). */
+static ns_status copy_end(pg_writer *w, copy_error *e, ns_error *err)
+{
+    if (PQputCopyEnd(w->c, NULL) != 1)
+        return fail(w, NULL, err, "COPY");
+    ns_status st = NS_OK;
+    PGresult *res;
+    while ((res = PQgetResult(w->c)) != NULL) {
+        if (PQresultStatus(res) != PGRES_COMMAND_OK && st == NS_OK) {
+            read_error(res, e);
+            st = NS_EDB;
+            if (!e->row_level)
+                fail(w, res, err, "COPY");
+        }
+        PQclear(res);
+    }
+    return st;
+}
+
 /* Sends COPY lines [lo, hi). NS_OK, or NS_EDB with *e filled. */
 static ns_status copy_range(pg_writer *w, size_t lo, size_t hi, copy_error *e, ns_error *err)
 {
@@ -406,19 +415,9 @@ static ns_status copy_range(pg_writer *w, size_t lo, size_t hi, copy_error *e, n
     PQclear(res);
     const char *from = w->data.data + w->off[lo];
     size_t len = w->off[hi] - w->off[lo];
-    if ((len && PQputCopyData(w->c, from, (int)len) != 1) || PQputCopyEnd(w->c, NULL) != 1)
+    if (len && PQputCopyData(w->c, from, (int)len) != 1)
         return fail(w, NULL, err, "COPY");
-    ns_status st = NS_OK;
-    while ((res = PQgetResult(w->c)) != NULL) {
-        if (PQresultStatus(res) != PGRES_COMMAND_OK && st == NS_OK) {
-            read_error(res, e);
-            st = NS_EDB;
-            if (!e->row_level)
-                fail(w, res, err, "COPY");
-        }
-        PQclear(res);
-    }
-    return st;
+    return copy_end(w, e, err);
 }
 
 /*
@@ -666,19 +665,7 @@ static ns_status stream_end(pg_writer *w, copy_error *e, ns_error *err)
 {
     ns_status st = stream(w, true, err);
     w->copying = false;
-    if (st != NS_OK || PQputCopyEnd(w->c, NULL) != 1)
-        return fail(w, NULL, err, "COPY");
-    PGresult *res;
-    while ((res = PQgetResult(w->c)) != NULL) {
-        if (PQresultStatus(res) != PGRES_COMMAND_OK && st == NS_OK) {
-            read_error(res, e);
-            st = NS_EDB;
-            if (!e->row_level)
-                fail(w, res, err, "COPY");
-        }
-        PQclear(res);
-    }
-    return st;
+    return st != NS_OK ? st : copy_end(w, e, err);
 }
 
 static ns_status pw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a, ns_error *err)

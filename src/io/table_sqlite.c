@@ -64,17 +64,6 @@ static ns_status exec(sqlite_writer *w, const char *sql, ns_error *err)
     return NS_OK;
 }
 
-static void append_ident(ns_buf *b, const char *name)
-{
-    ns__buf_putc(b, '"');
-    for (const char *p = name; *p; p++) {
-        if (*p == '"')
-            ns__buf_putc(b, '"');
-        ns__buf_putc(b, *p);
-    }
-    ns__buf_putc(b, '"');
-}
-
 typedef struct tinfo {
     char *name, *type;
     bool notnull, has_default, generated;
@@ -142,13 +131,13 @@ static ns_status build_insert(sqlite_writer *w, const ns_writer_cfg *cfg, ns_err
     if (w->mode == NS_MODE_UPDATE) {
         /* ?N is input column N, so rows bind the same way in every mode. */
         ns__buf_printf(&b, "UPDATE ");
-        append_ident(&b, w->table);
+        ns__buf_ident(&b, w->table);
         size_t set = 0;
         for (size_t i = 0; i < w->ncols; i++) {
             if (is_key(cfg, w->cols[i].name))
                 continue;
             ns__buf_printf(&b, set++ ? ", " : " SET ");
-            append_ident(&b, w->cols[i].name);
+            ns__buf_ident(&b, w->cols[i].name);
             ns__buf_printf(&b, " = ?%zu", i + 1);
         }
         if (!set) {
@@ -160,18 +149,18 @@ static ns_status build_insert(sqlite_writer *w, const ns_writer_cfg *cfg, ns_err
             if (!is_key(cfg, w->cols[i].name))
                 continue;
             ns__buf_printf(&b, k++ ? " AND " : " WHERE ");
-            append_ident(&b, w->cols[i].name);
+            ns__buf_ident(&b, w->cols[i].name);
             ns__buf_printf(&b, " = ?%zu", i + 1);
         }
         goto prepare;
     }
     ns__buf_printf(&b, "INSERT INTO ");
-    append_ident(&b, w->table);
+    ns__buf_ident(&b, w->table);
     ns__buf_printf(&b, " (");
     for (size_t i = 0; i < w->ncols; i++) {
         if (i)
             ns__buf_printf(&b, ", ");
-        append_ident(&b, w->cols[i].name);
+        ns__buf_ident(&b, w->cols[i].name);
     }
     ns__buf_printf(&b, ") VALUES (");
     for (size_t i = 0; i < w->ncols; i++)
@@ -182,7 +171,7 @@ static ns_status build_insert(sqlite_writer *w, const ns_writer_cfg *cfg, ns_err
         for (size_t i = 0; i < cfg->nkey; i++) {
             if (i)
                 ns__buf_printf(&b, ", ");
-            append_ident(&b, cfg->key[i]);
+            ns__buf_ident(&b, cfg->key[i]);
         }
         ns__buf_printf(&b, ") DO ");
         size_t set = 0;
@@ -193,9 +182,9 @@ static ns_status build_insert(sqlite_writer *w, const ns_writer_cfg *cfg, ns_err
             if (is_key)
                 continue;
             ns__buf_printf(&b, set++ ? ", " : "UPDATE SET ");
-            append_ident(&b, w->cols[i].name);
+            ns__buf_ident(&b, w->cols[i].name);
             ns__buf_printf(&b, " = excluded.");
-            append_ident(&b, w->cols[i].name);
+            ns__buf_ident(&b, w->cols[i].name);
         }
         if (!set)
             ns__buf_printf(&b, "NOTHING");
@@ -358,7 +347,7 @@ static ns_status begin(sqlite_writer *w, ns_error *err)
     if (w->mode == NS_MODE_REPLACE && !w->replaced) {
         ns_buf b = {0};
         ns__buf_printf(&b, "DELETE FROM ");
-        append_ident(&b, w->table);
+        ns__buf_ident(&b, w->table);
         st = exec(w, ns__buf_cstr(&b), err);
         ns__buf_free(&b);
         w->replaced = st == NS_OK;

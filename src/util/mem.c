@@ -129,6 +129,17 @@ ns_status ns__buf_printf(ns_buf *b, const char *fmt, ...)
     return NS_OK;
 }
 
+void ns__buf_ident(ns_buf *b, const char *name)
+{
+    ns__buf_putc(b, '"');
+    for (const char *p = name; *p; p++) {
+        if (*p == '"')
+            ns__buf_putc(b, '"');
+        ns__buf_putc(b, *p);
+    }
+    ns__buf_putc(b, '"');
+}
+
 void ns__buf_free(ns_buf *b)
 {
     free(b->data);

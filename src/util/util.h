@@ -63,6 +63,8 @@ ns_status ns__buf_reserve(ns_buf *b, size_t extra);
 ns_status ns__buf_append(ns_buf *b, const void *p, size_t n);
 ns_status ns__buf_putc(ns_buf *b, char c);
 ns_status ns__buf_printf(ns_buf *b, const char *fmt, ...) NS_PRINTF(2, 3);
+/* Appends an SQL identifier, double-quoted ("a""b" for a"b). */
+void ns__buf_ident(ns_buf *b, const char *name);
 void ns__buf_free(ns_buf *b);
 /* NUL-terminates (not counted in len); returns data or "" when empty. */
 const char *ns__buf_cstr(ns_buf *b);
