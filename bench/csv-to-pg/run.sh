@@ -13,6 +13,7 @@ rows=${ROWS:-1000000}
 runs=${RUNS:-5}
 data="$here/data"
 mkdir -p "$data"
+source "$here/../lib.sh"
 clean="$data/users-$rows.csv"
 dirty="$data/users-$rows-dirty.csv"
 [ -f "$clean" ] || python3 "$here/../csv-to-sqlite/gen.py" "$rows" "$clean"
@@ -23,14 +24,6 @@ NS_PG_FSYNC=on bash "$here/../../tests/pg/pg-ctl.sh" start "$state"
 url=$(cat "$state/url")
 echo "input: $rows rows ($(du -h "$clean" | cut -f1)); $runs runs each; $(nproc) cores"
 
-secs() { # the wall time of a command; a failed run ends the benchmark
-    local t0 t1
-    t0=$(date +%s.%N)
-    "$@" > "$data/last.log" 2>&1 || { echo "benchmark run failed: $*" >&2; cat "$data/last.log" >&2; exit 1; }
-    t1=$(date +%s.%N)
-    echo "$t1 - $t0" | bc -l
-}
-median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 reset() { # a fresh table, repository and checkpoint for every run
     psql "$url" -q -c "SET client_min_messages = warning" -c "DROP TABLE IF EXISTS nightshift_checkpoint" \
         -f "$here/schema.sql" -c "CHECKPOINT"

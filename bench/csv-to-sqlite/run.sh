@@ -12,18 +12,11 @@ rows=${ROWS:-1000000}
 runs=${RUNS:-5}
 data="$here/data"
 mkdir -p "$data"
+source "$here/../lib.sh"
 csv="$data/users-$rows.csv"
 [ -f "$csv" ] || python3 "$here/gen.py" "$rows" "$csv"
 echo "input: $csv ($rows rows, $(du -h "$csv" | cut -f1)); $runs runs each; $(nproc) cores"
 
-time_of() { # prints the wall time of a command in seconds; a failed run ends the benchmark
-    local t0 t1
-    t0=$(date +%s.%N)
-    "$@" > "$data/last.log" 2>&1 || { echo "benchmark run failed: $*" >&2; cat "$data/last.log" >&2; exit 1; }
-    t1=$(date +%s.%N)
-    echo "$t1 - $t0" | bc -l
-}
-median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
 run_ns() {
     rm -f "$data"/bench.db* "$data"/repo.db*
@@ -41,11 +34,11 @@ ns_times=() imp_times=()
 for i in $(seq "$runs"); do
     # Alternate the order so neither tool always runs on a warmer cache.
     if [ $((i % 2)) == 1 ]; then
-        t=$(time_of run_ns); ns_times+=("$t")
-        t=$(time_of run_import); imp_times+=("$t")
+        t=$(secs run_ns); ns_times+=("$t")
+        t=$(secs run_import); imp_times+=("$t")
     else
-        t=$(time_of run_import); imp_times+=("$t")
-        t=$(time_of run_ns); ns_times+=("$t")
+        t=$(secs run_import); imp_times+=("$t")
+        t=$(secs run_ns); ns_times+=("$t")
     fi
     printf 'run %d: nightshift %.2fs  sqlite3 .import %.2fs\n' "$i" "${ns_times[-1]}" "${imp_times[-1]}"
 done

@@ -657,41 +657,39 @@ static ns_status explain(PGconn *c, int64_t id, const char *fmt, ns_error *err)
     return s;
 }
 
-static ns_status pg_request_stop(ns_repo *r, int64_t id, ns_error *err)
+/* Moves an execution to a new status when its current one allows (the
+ * UPDATE's WHERE says which); otherwise says why not with `why`. */
+static ns_status transition(ns_repo *r, int64_t id, const char *what, const char *sql,
+                            const char *why, ns_error *err)
 {
     char b[24];
     const char *p[] = {num(b, id)};
-    PGresult *res = q(CONN(r), err, "request stop",
-                      "UPDATE nightshift.ns_job_execution SET stop_requested = true,"
-                      " status = 'STOPPING', last_updated = now(), version = version + 1"
-                      " WHERE id = $1 AND status IN ('STARTING', 'STARTED', 'STOPPING')",
-                      1, p);
+    PGresult *res = q(CONN(r), err, what, sql, 1, p);
     if (!res)
         return NS_EDB;
     bool done = strcmp(PQcmdTuples(res), "1") == 0;
     PQclear(res);
-    return done ? NS_OK : explain(CONN(r), id, "execution %lld is not running (status %s)", err);
+    return done ? NS_OK : explain(CONN(r), id, why, err);
+}
+
+static ns_status pg_request_stop(ns_repo *r, int64_t id, ns_error *err)
+{
+    return transition(r, id, "request stop",
+                      "UPDATE nightshift.ns_job_execution SET stop_requested = true,"
+                      " status = 'STOPPING', last_updated = now(), version = version + 1"
+                      " WHERE id = $1 AND status IN ('STARTING', 'STARTED', 'STOPPING')",
+                      "execution %lld is not running (status %s)", err);
 }
 
 static ns_status pg_abandon(ns_repo *r, int64_t id, ns_error *err)
 {
-    char b[24];
-    const char *p[] = {num(b, id)};
-    PGresult *res = q(CONN(r), err, "abandon",
+    return transition(r, id, "abandon",
                       "UPDATE nightshift.ns_job_execution SET status = 'ABANDONED',"
                       " exit_code = 'ABANDONED', last_updated = now(),"
                       " ended_at = coalesce(ended_at, now()), version = version + 1"
                       " WHERE id = $1 AND status IN ('STOPPED', 'FAILED')",
-                      1, p);
-    if (!res)
-        return NS_EDB;
-    bool done = strcmp(PQcmdTuples(res), "1") == 0;
-    PQclear(res);
-    return done ? NS_OK
-                : explain(CONN(r), id,
-                          "execution %lld is %s; only STOPPED or FAILED executions can be "
-                          "abandoned",
-                          err);
+                      "execution %lld is %s; only STOPPED or FAILED executions can be abandoned",
+                      err);
 }
 
 /* ------------------------------------------------------------- JSON */
