@@ -25,6 +25,7 @@ typedef struct query_reader {
     sqlite3 *db;
     sqlite3_stmt *first, *next; /* SQLite */
     PGconn *c;                  /* PostgreSQL: statements prepared as ns_first/ns_next */
+    bool pending;               /* the next page's query is already sent */
     char *shown;
     const char **params; /* values of the SQL's :name parameters, in order */
     size_t nparams;
@@ -325,16 +326,27 @@ static ns_status fetch(query_reader *r, ns_error *err)
         if (rc != SQLITE_DONE)
             return sq_fail(r, err, "reader.query.sql");
     } else {
-        const char **v = calloc(nparams ? nparams : 1, sizeof(*v));
-        if (!v)
-            return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-        for (size_t i = 0; i < r->nparams; i++)
-            v[i] = r->params[i];
-        for (size_t k = 0; r->last && k < r->nkey; k++)
-            v[r->nparams + k] = json_string_value(json_array_get(r->last, k));
-        PGresult *res =
-            PQexecPrepared(r->c, r->last ? "ns_next" : "ns_first", (int)nparams, v, NULL, NULL, 0);
-        free(v);
+        PGresult *res;
+        if (r->pending) {
+            /* Sent when the previous page arrived: the server has been
+             * producing it while that page was written. */
+            res = PQgetResult(r->c);
+            PGresult *extra;
+            while ((extra = PQgetResult(r->c)) != NULL)
+                PQclear(extra);
+            r->pending = false;
+        } else {
+            const char **v = calloc(nparams ? nparams : 1, sizeof(*v));
+            if (!v)
+                return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+            for (size_t i = 0; i < r->nparams; i++)
+                v[i] = r->params[i];
+            for (size_t k = 0; r->last && k < r->nkey; k++)
+                v[r->nparams + k] = json_string_value(json_array_get(r->last, k));
+            res = PQexecPrepared(r->c, r->last ? "ns_next" : "ns_first", (int)nparams, v, NULL,
+                                 NULL, 0);
+            free(v);
+        }
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
             ns_status s = pg_fail(r, res, err, "reader.query.sql");
             PQclear(res);
@@ -350,6 +362,21 @@ static ns_status fetch(query_reader *r, ns_error *err)
                         : ns__arena_strndup(&r->page, PQgetvalue(res, (int)i, (int)j),
                                             (size_t)PQgetlength(res, (int)i, (int)j));
         PQclear(res);
+        /* A full page: ask for the next one now, after this page's last key. */
+        if (r->rows == r->page_size && r->cells) {
+            const char **v = calloc(r->nparams + r->nkey, sizeof(*v));
+            if (!v)
+                return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+            for (size_t i = 0; i < r->nparams; i++)
+                v[i] = r->params[i];
+            for (size_t k = 0; k < r->nkey; k++)
+                v[r->nparams + k] = r->cells[(r->rows - 1) * r->ncols + r->key[k]];
+            r->pending = PQsendQueryPrepared(r->c, "ns_next", (int)(r->nparams + r->nkey), v, NULL,
+                                             NULL, 0) == 1;
+            free(v);
+            if (!r->pending)
+                return pg_fail(r, NULL, err, "reader.query.sql");
+        }
     }
     r->done = r->rows < r->page_size;
     return NS_OK;

@@ -302,33 +302,30 @@ static ns_status begin(pg_writer *w, ns_error *err)
     return st;
 }
 
-/* Appends one value in COPY text format. */
-static void copy_value(ns_buf *b, const ns_value *v)
+/* Appends one value in COPY text format: runs without a special byte are
+ * copied whole; \\, tab, newline and carriage return are escaped. */
+static ns_status copy_value(ns_buf *b, const ns_value *v)
 {
-    if (!v->ptr) {
-        ns__buf_append(b, "\\N", 2);
-        return;
-    }
-    ns__buf_reserve(b, v->len * 2);
-    for (size_t i = 0; i < v->len; i++) {
-        char ch = v->ptr[i];
-        switch (ch) {
-        case '\\':
-            ns__buf_append(b, "\\\\", 2);
-            break;
-        case '\t':
-            ns__buf_append(b, "\\t", 2);
-            break;
-        case '\n':
-            ns__buf_append(b, "\\n", 2);
-            break;
-        case '\r':
-            ns__buf_append(b, "\\r", 2);
-            break;
-        default:
-            ns__buf_putc(b, ch);
+    if (!v->ptr)
+        return ns__buf_append(b, "\\N", 2);
+    if (ns__buf_reserve(b, v->len * 2) != NS_OK)
+        return NS_ENOMEM;
+    const char *p = v->ptr, *end = v->ptr + v->len;
+    char *o = b->data + b->len;
+    while (p < end) {
+        const char *run = p;
+        while (p < end && *p != '\\' && *p != '\t' && *p != '\n' && *p != '\r')
+            p++;
+        memcpy(o, run, (size_t)(p - run));
+        o += p - run;
+        if (p < end) {
+            *o++ = '\\';
+            *o++ = *p == '\t' ? 't' : *p == '\n' ? 'n' : *p == '\r' ? 'r' : '\\';
+            p++;
         }
     }
+    b->len = (size_t)(o - b->data);
+    return NS_OK;
 }
 
 static void reject(ns_item *it, const char *code, const char *column, const char *msg, ns_arena *a)
@@ -533,11 +530,10 @@ static ns_status add_line(pg_writer *w, const ns_item *it, size_t index, ns_erro
     }
     w->off[w->lines] = w->data.len;
     w->item[w->lines++] = index;
-    for (size_t j = 0; j < w->ncols; j++) {
-        if (j)
-            ns__buf_putc(&w->data, '\t');
-        copy_value(&w->data, &it->fields[j]);
-    }
+    for (size_t j = 0; j < w->ncols; j++)
+        if ((j && ns__buf_putc(&w->data, '\t') != NS_OK) ||
+            copy_value(&w->data, &it->fields[j]) != NS_OK)
+            return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     if (ns__buf_putc(&w->data, '\n') != NS_OK)
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     w->off[w->lines] = w->data.len;

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# bench/pg-to-pg: a 1M-row, 10-column PostgreSQL table copied into another
+# table (primary key + unique index) of the same database: nightshift through
+# the keyset query reader and the COPY writer (chunked, restartable) vs one
+# `INSERT INTO users_copy SELECT * FROM users` (one statement, not
+# restartable). Starts its own server (fsync on). Prints times, medians, ratio.
+#
+# usage: bench/pg-to-pg/run.sh [NIGHTSHIFT_BINARY] ; ROWS=, RUNS= override
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+ns=$(realpath "${1:-$here/../../build/nightshift}")
+rows=${ROWS:-1000000}
+runs=${RUNS:-5}
+data="$here/data"
+mkdir -p "$data"
+source "$here/../lib.sh"
+csv="$here/../csv-to-sqlite/data/users-$rows.csv"
+[ -f "$csv" ] || { mkdir -p "$(dirname "$csv")"; python3 "$here/../csv-to-sqlite/gen.py" "$rows" "$csv"; }
+state="$data/pg"
+trap 'NS_PG_FSYNC=on bash "$here/../../tests/pg/pg-ctl.sh" stop "$state" > /dev/null' EXIT
+NS_PG_FSYNC=on bash "$here/../../tests/pg/pg-ctl.sh" start "$state"
+url=$(cat "$state/url")
+psql "$url" -q -f "$here/../csv-to-pg/schema.sql" -c "\\copy users FROM '$csv' WITH (FORMAT csv, HEADER true)" -c "VACUUM ANALYZE users"
+echo "source: $rows rows; $runs runs each; $(nproc) cores"
+
+reset() { # an empty copy table, a fresh repository and checkpoint
+    psql "$url" -q -c "SET client_min_messages = warning" -c "DROP TABLE IF EXISTS users_copy, nightshift_checkpoint" \
+        -c "CREATE TABLE users_copy (LIKE users INCLUDING ALL)" -c "CHECKPOINT"
+    rm -f "$data"/repo.db*
+}
+run_ns() { reset; BENCH_URL="$url" NIGHTSHIFT_REPOSITORY="sqlite:$data/repo.db" CI=1 "$ns" run "$here/job.yaml"; }
+run_sql() { reset; psql "$url" -qc "INSERT INTO users_copy SELECT * FROM users"; }
+
+ns_t=() sql_t=()
+for i in $(seq "$runs"); do
+    t=$(secs run_sql); sql_t+=("$t")
+    t=$(secs run_ns); ns_t+=("$t")
+    printf 'run %d: INSERT ... SELECT %.2fs  nightshift %.2fs\n' "$i" "${sql_t[-1]}" "${ns_t[-1]}"
+done
+[ "$(psql "$url" -Atc "SELECT count(*) FROM users_copy")" == "$rows" ] || { echo "nightshift copied the wrong number of rows" >&2; exit 1; }
+m_sql=$(printf '%s\n' "${sql_t[@]}" | median)
+m_ns=$(printf '%s\n' "${ns_t[@]}" | median)
+printf 'median: INSERT ... SELECT %.2fs, nightshift %.2fs\n' "$m_sql" "$m_ns"
+printf 'ratio nightshift / INSERT ... SELECT = %.2f (target <= 1.50)\n' "$(echo "$m_ns / $m_sql" | bc -l)"
