@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """dirty.py CLEAN.csv OUT.csv - the clean bench file with 0.1% bad rows of
 every class (field count, encoding, quoting, types, lengths, NOT NULL, UNIQUE,
-primary key). Writes OUT's bad line numbers to dirty-bad.txt beside it."""
+primary key). Writes OUT's bad line numbers to OUT.bad."""
 import os
 import sys
 
@@ -30,5 +30,5 @@ with open(src, "rb") as fi, open(out, "wb") as fo:
             line = ",".join(f).encode("utf-8", "surrogateescape") + b"\n"
             bad.append(n)
         fo.write(line)
-with open(os.path.join(os.path.dirname(out), "dirty-bad.txt"), "w") as f:
+with open(out + ".bad", "w") as f:
     f.write("".join(f"{n}\n" for n in bad))

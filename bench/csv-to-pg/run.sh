@@ -17,7 +17,7 @@ source "$here/../lib.sh"
 clean="$data/users-$rows.csv"
 dirty="$data/users-$rows-dirty.csv"
 [ -f "$clean" ] || python3 "$here/../csv-to-sqlite/gen.py" "$rows" "$clean"
-[ -f "$dirty" ] || python3 "$here/dirty.py" "$clean" "$dirty"
+[ -f "$dirty" ] && [ -f "$dirty.bad" ] || python3 "$here/dirty.py" "$clean" "$dirty"
 state="$data/pg"
 trap 'NS_PG_FSYNC=on bash "$here/../../tests/pg/pg-ctl.sh" stop "$state" > /dev/null' EXIT
 NS_PG_FSYNC=on bash "$here/../../tests/pg/pg-ctl.sh" start "$state"
@@ -45,8 +45,9 @@ for i in $(seq "$runs"); do
         "${cp_t[-1]}" "${ns_t[-1]}" "${ns_d[-1]}"
 done
 loaded=$(psql "$url" -Atc "SELECT count(*) FROM users")
-want=$(python3 -c "print(sum(1 for _ in open('$dirty', 'rb')) - 1 - $(grep -c . "$data/dirty-bad.txt"))")
+want=$(python3 -c "print(sum(1 for _ in open('$dirty', 'rb')) - 1 - $(grep -c . "$dirty.bad"))")
 echo "last dirty load: $loaded rows loaded, $want expected"
+[ "$loaded" == "$want" ] || { echo "the dirty load is wrong: no figures" >&2; exit 1; }
 m_cp=$(printf '%s\n' "${cp_t[@]}" | median)
 m_ns=$(printf '%s\n' "${ns_t[@]}" | median)
 m_nd=$(printf '%s\n' "${ns_d[@]}" | median)
@@ -54,3 +55,29 @@ printf 'median: \\copy %.2fs, nightshift clean %.2fs, nightshift dirty %.2fs\n' 
 printf 'ratio clean nightshift / \\copy = %.2f (target <= 1.10)\n' "$(echo "$m_ns / $m_cp" | bc -l)"
 printf 'ratio dirty nightshift / clean \\copy = %.2f (target <= 1.50)\n' "$(echo "$m_nd / $m_cp" | bc -l)"
 printf 'peak RSS of nightshift (clean): %s KB (median)\n' "$(printf '%s\n' "${rss[@]}" | median)"
+
+# pgloader, when installed (Debian package pgloader): PGLOADER_RUNS runs (default 1: it is slow).
+if command -v pgloader > /dev/null; then
+    sock=$(cat "$state/dir")
+    run_pgloader() { # run_pgloader FILE
+        reset
+        cat > "$data/load.pgl" <<PGL
+LOAD CSV FROM '$1' (id, email, name, age, score, signup, last_login, active, balance, country)
+     INTO postgresql://postgres@unix:$sock:54329/postgres?tablename=users
+     WITH skip header = 1, fields terminated by ',', fields optionally enclosed by '"';
+PGL
+        (cd "$data" && pgloader --no-ssl-cert-verification load.pgl)
+    }
+    pl_c=() pl_d=()
+    for i in $(seq "${PGLOADER_RUNS:-1}"); do
+        t=$(secs run_pgloader "$clean"); pl_c+=("$t")
+        t=$(secs run_pgloader "$dirty"); pl_d+=("$t")
+    done
+    pl_rows=$(psql "$url" -Atc "SELECT count(*) FROM users")
+    m_pc=$(printf '%s\n' "${pl_c[@]}" | median)
+    m_pd=$(printf '%s\n' "${pl_d[@]}" | median)
+    printf 'pgloader: clean %.2fs (%.2f x \\copy); dirty %.2fs, after which the table held %s rows (the file has %s good ones)\n' \
+        "$m_pc" "$(echo "$m_pc / $m_cp" | bc -l)" "$m_pd" "$pl_rows" "$want"
+else
+    echo "pgloader: not installed (apt-get install pgloader) - not compared"
+fi
