@@ -187,12 +187,19 @@ static ns_status q_open(ns_reader *base, const ns_step_def *d, const ns_reader_a
     if ((st = build_sql(r, d, args, &first, &next, err)) != NS_OK)
         goto out;
     if (!r->pg) {
-        if (sqlite3_open_v2(args->path + 7, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+        /* Read-write, not read-only: after a crash mid-commit the database
+         * may have a hot journal, which only a connection that may write can
+         * roll back. query_only keeps this one from writing anything else. */
+        if (sqlite3_open_v2(args->path + 7, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
                             NULL) != SQLITE_OK) {
             st = sq_fail(r, err, "cannot open the database");
             goto out;
         }
         sqlite3_busy_timeout(r->db, 30000);
+        if (sqlite3_exec(r->db, "PRAGMA query_only = ON", NULL, NULL, NULL) != SQLITE_OK) {
+            st = sq_fail(r, err, "cannot open the database");
+            goto out;
+        }
         if (sqlite3_prepare_v2(r->db, first, -1, &r->first, NULL) != SQLITE_OK ||
             sqlite3_prepare_v2(r->db, next, -1, &r->next, NULL) != SQLITE_OK) {
             st = sq_fail(r, err, "reader.query.sql");

@@ -71,3 +71,18 @@ expect_err "parameter 'cutoff' is required"
 sed 's/:cutoff/:cutof/' dormant.yaml > bad.yaml
 expect_exit 2 "$NS" validate bad.yaml
 expect_err "bad.yaml:12: steps[0].reader.query.sql: :cutof is not a declared parameter"
+
+# A crash mid-commit leaves a hot journal in a rollback-journal database; the
+# reader's connection must be able to roll it back (a read-only one cannot).
+python3 - "$SRC" <<'PY'
+import os, sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA cache_size = 1")   # spill pages to the file mid-transaction
+db.execute("BEGIN")
+db.execute("UPDATE users SET status = 'half-done'")
+os._exit(0)                           # no COMMIT, no ROLLBACK
+PY
+[ -s "$SRC-journal" ] || fail "the test left no hot journal"
+expect_exit 0 "$NS" run dormant.yaml cutoff=2025-11-21 --next
+assert_eq "$(sql "$SRC" "SELECT count(*) FROM users WHERE status = 'half-done'")" 0 "rows of the crashed transaction"
+echo "keyset after a hot journal: ok"
