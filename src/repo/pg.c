@@ -297,6 +297,8 @@ static ns_status pg_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
     char run_id[24] = "", why[512], b1[24], b2[24], b3[24];
     ns_last_exec le;
     bool have = false;
+    ns_param_val *all = NULL;
+    size_t nall = 0;
 
     memset(res, 0, sizeof(*res));
     memset(&le, 0, sizeof(le));
@@ -317,13 +319,9 @@ static ns_status pg_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
         pr = NULL;
         num(run_id, res->run_id);
     }
-    ns_param_val all[65];
-    size_t nall = req->nparams < 64 ? req->nparams : 64;
-    if (nall)
-        memcpy(all, req->params, nall * sizeof(*all));
-    if (req->next)
-        all[nall++] = (ns_param_val){"run.id", "int", run_id, true};
-    ns__instance_key(all, nall, res->job_key);
+    if ((s = ns__launch_params(req, req->next ? run_id : NULL, &all, &nall, res->job_key, err)) !=
+        NS_OK)
+        goto out;
     const char *ik[] = {req->job_name, res->job_key};
     if ((s = run(c, err, "create instance",
                  "INSERT INTO nightshift.ns_job_instance (job_name, job_key) VALUES ($1, $2)"
@@ -375,6 +373,7 @@ static ns_status pg_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
             run(c, err, "launch", "COMMIT", 0, NULL);
         else
             rollback(c);
+        free(all);
         return ns__err(err, NS_EREFUSED, NULL, "job %s: %s", req->job_name, why);
     }
     res->restart_of = a == NS_LAUNCH_RESTART ? le.id : 0;
@@ -409,6 +408,7 @@ static ns_status pg_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
     }
     s = run(c, err, "launch", "COMMIT", 0, NULL);
 out:
+    free(all);
     PQclear(pr);
     if (s != NS_OK)
         rollback(c);

@@ -82,23 +82,49 @@ static int cmp_param(const void *a, const void *b)
     return strcmp(((const ns_param_val *)a)->name, ((const ns_param_val *)b)->name);
 }
 
-void ns__instance_key(const ns_param_val *params, size_t n, char out[33])
+ns_status ns__instance_key(const ns_param_val *params, size_t n, char out[33])
 {
-    ns_param_val sorted[64];
+    ns_param_val *sorted = malloc((n ? n : 1) * sizeof(*sorted));
     ns_buf b = {0};
+    ns_status st = sorted ? NS_OK : NS_ENOMEM;
     size_t k = 0;
 
-    for (size_t i = 0; i < n && k < 64; i++)
+    for (size_t i = 0; sorted && i < n; i++)
         if (params[i].identifying)
             sorted[k++] = params[i];
-    qsort(sorted, k, sizeof(*sorted), cmp_param);
+    if (sorted)
+        qsort(sorted, k, sizeof(*sorted), cmp_param);
     /* Length-prefixed so that no choice of values can make two lists equal. */
-    for (size_t i = 0; i < k; i++)
-        ns__buf_printf(&b, "%zu:%s%zu:%s%zu:%s", strlen(sorted[i].name), sorted[i].name,
-                       strlen(sorted[i].type), sorted[i].type, strlen(sorted[i].value),
-                       sorted[i].value);
-    ns__hash_hex(b.data ? b.data : "", b.len, out);
+    for (size_t i = 0; st == NS_OK && i < k; i++)
+        st = ns__buf_printf(&b, "%zu:%s%zu:%s%zu:%s", strlen(sorted[i].name), sorted[i].name,
+                            strlen(sorted[i].type), sorted[i].type, strlen(sorted[i].value),
+                            sorted[i].value);
+    if (st == NS_OK)
+        ns__hash_hex(b.data ? b.data : "", b.len, out);
     ns__buf_free(&b);
+    free(sorted);
+    return st;
+}
+
+ns_status ns__launch_params(const ns_launch_req *req, const char *run_id, ns_param_val **out,
+                            size_t *n, char key[33], ns_error *err)
+{
+    ns_param_val *all = malloc((req->nparams + 1) * sizeof(*all));
+    size_t k = req->nparams;
+
+    if (!all)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    if (k)
+        memcpy(all, req->params, k * sizeof(*all));
+    if (run_id)
+        all[k++] = (ns_param_val){"run.id", "int", run_id, true};
+    if (ns__instance_key(all, k, key) != NS_OK) {
+        free(all);
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    }
+    *out = all;
+    *n = k;
+    return NS_OK;
 }
 
 static bool process_gone(int64_t pid, int64_t start)

@@ -64,7 +64,11 @@ ns_launch_action ns__launch_decide(const ns_last_exec *last, bool have_last, boo
                                    double lease, char *msg, size_t msglen);
 /* Key of an instance: hash of the sorted identifying parameters (run.id
  * included, like any other). */
-void ns__instance_key(const ns_param_val *params, size_t n, char out[33]);
+ns_status ns__instance_key(const ns_param_val *params, size_t n, char out[33]);
+/* The parameters a launch stores (its own, plus run.id when given) and the
+ * key of its instance. *out is malloc'd; every backend's launch uses this. */
+ns_status ns__launch_params(const ns_launch_req *req, const char *run_id, ns_param_val **out,
+                            size_t *n, char key[33], ns_error *err);
 
 /* Execution details needed for `restart ID`. */
 typedef struct ns_exec_info {

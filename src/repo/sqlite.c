@@ -331,6 +331,8 @@ static ns_status sq_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
     int64_t instance = 0;
     ns_last_exec le;
     bool have = false;
+    ns_param_val *all = NULL;
+    size_t nall = 0;
 
     memset(res, 0, sizeof(*res));
     if ((s = exec_sql(db, "BEGIN IMMEDIATE", err)) != NS_OK)
@@ -351,13 +353,9 @@ static ns_status sq_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
         sqlite3_finalize(st);
         snprintf(run_id, sizeof(run_id), "%lld", (long long)res->run_id);
     }
-    ns_param_val all[65];
-    size_t nall = req->nparams < 64 ? req->nparams : 64;
-    if (nall)
-        memcpy(all, req->params, nall * sizeof(*all));
-    if (req->next)
-        all[nall++] = (ns_param_val){"run.id", "int", run_id, true};
-    ns__instance_key(all, nall, res->job_key);
+    if ((s = ns__launch_params(req, req->next ? run_id : NULL, &all, &nall, res->job_key, err)) !=
+        NS_OK)
+        goto out;
     if ((s = run(db,
                  prep(db, err,
                       "INSERT OR IGNORE INTO ns_job_instance (job_name, job_key, created_at)"
@@ -391,6 +389,7 @@ static ns_status sq_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
             exec_sql(db, "COMMIT", err);
         else
             exec_sql(db, "ROLLBACK", NULL);
+        free(all);
         return ns__err(err, NS_EREFUSED, NULL, "job %s: %s", req->job_name, why);
     }
     res->restart_of = a == NS_LAUNCH_RESTART ? le.id : 0;
@@ -422,6 +421,7 @@ static ns_status sq_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
     }
     s = exec_sql(db, "COMMIT", err);
 out:
+    free(all);
     if (s != NS_OK)
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
     return s;

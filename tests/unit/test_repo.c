@@ -120,6 +120,18 @@ static void test_instance_key(void **state)
     ns__instance_key(p3, 2, c);
     assert_string_equal(a, b);     /* order and non-identifying parameters do not matter */
     assert_string_not_equal(a, c); /* values are delimited, not concatenated */
+
+    /* Every parameter counts, however many: only the 100th differs here. */
+    ns_param_val many[100];
+    char names[100][8];
+    for (int i = 0; i < 100; i++) {
+        snprintf(names[i], sizeof(names[i]), "p%03d", i);
+        many[i] = (ns_param_val){names[i], "string", "x", true};
+    }
+    assert_int_equal(ns__instance_key(many, 100, a), NS_OK);
+    many[99].value = "y";
+    assert_int_equal(ns__instance_key(many, 100, b), NS_OK);
+    assert_string_not_equal(a, b);
 }
 
 static void test_launch_rules(void **state)
