@@ -670,18 +670,12 @@ static ns_status pw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a
     ns_status st = NS_OK;
     copy_error e;
 
-    if (!w->fed) {
-        /* Not fed: check and buffer the chunk now, then send it. */
-        chunk_reset(w);
-        if ((st = begin(w, err)) != NS_OK)
-            return st;
+    /* A caller that did not feed the items as it read them: feed them now,
+     * so there is one path (checks, held duplicates, streaming, isolation). */
+    if (!w->fed)
         for (size_t i = 0; i < n; i++)
-            if (check_item(w, &items[i], a) && (st = add_line(w, &items[i], i, err)) != NS_OK)
+            if ((st = pw_feed(base, items, i, a, err)) != NS_OK)
                 return st;
-        st = w->lines ? isolate(w, items, 0, w->lines, a, err) : NS_OK;
-        chunk_reset(w);
-        return st;
-    }
     if (w->copying) {
         st = stream_end(w, &e, err);
         if (st == NS_OK) {

@@ -1,0 +1,101 @@
+/* test_table_pg.c - the PostgreSQL table writer driven through its vtable
+ * without feed(): write() must check, hold duplicates, stream and isolate
+ * exactly as when the runner feeds it item by item. Needs the test server. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "io/io.h"
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char url[512];
+
+static void sql(const char *stmt)
+{
+    PGconn *c = PQconnectdb(url);
+    PGresult *r = PQexec(c, stmt);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", stmt, PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+}
+
+static long count(const char *stmt)
+{
+    PGconn *c = PQconnectdb(url);
+    PGresult *r = PQexec(c, stmt);
+    long n = PQntuples(r) == 1 ? atol(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    PQfinish(c);
+    return n;
+}
+
+static void test_write_without_feed(void **state)
+{
+    (void)state;
+    sql("DROP TABLE IF EXISTS wt; DROP TABLE IF EXISTS nightshift_checkpoint;"
+        "CREATE TABLE wt (id integer PRIMARY KEY, v text NOT NULL)");
+    const char *cols[] = {"id", "v"};
+    ns_writer_cfg cfg = {.url = url, .conn_name = "connection 'test'", .table = "wt",
+                         .mode = NS_MODE_INSERT, .columns = cols, .ncolumns = 2};
+    ns_writer *w = NULL;
+    ns_error err = {0};
+    assert_int_equal(ns__writer_new(&ns__writer_table_pg, &w, &err), NS_OK);
+    if (w->vt->open(w, &cfg, &err) != NS_OK)
+        fail_msg("open: %s", err.message);
+
+    sql("INSERT INTO wt VALUES (7, 'already there')");
+    static const char *rows[][2] = {{"1", "a"}, {"2", "b"}, {"7", "dup of a row in the table"},
+                                    {"x", "not an integer"}, {"1", "dup within the chunk"},
+                                    {"3", "c"}};
+    enum { N = 6 };
+    ns_value vals[N][2];
+    ns_item items[N];
+    for (int i = 0; i < N; i++) {
+        for (int j = 0; j < 2; j++)
+            vals[i][j] = (ns_value){rows[i][j], strlen(rows[i][j])};
+        items[i] = (ns_item){.line = i + 2, .raw = "", .fields = vals[i], .nfields = 2};
+    }
+    ns_arena a;
+    ns__arena_init(&a, 4096);
+    if (w->vt->write(w, items, N, &a, &err) != NS_OK)
+        fail_msg("write: %s", err.message);
+    ns_ckpt_key key = {"job", "key", "step", "", 1, 1};
+    if (w->vt->commit(w, &key, "{}", NULL, NULL, &err) != NS_OK)
+        fail_msg("commit: %s", err.message);
+
+    const char *want[N] = {NULL, NULL, "23505", "22P02", "23505", NULL};
+    for (int i = 0; i < N; i++) {
+        if (!want[i])
+            assert_null(items[i].code);
+        else if (!items[i].code || strcmp(items[i].code, want[i]) != 0)
+            fail_msg("item %d: code %s, want %s", i, items[i].code ? items[i].code : "none",
+                     want[i]);
+    }
+    assert_int_equal(count("SELECT count(*) FROM wt"), 4);
+    assert_int_equal(count("SELECT count(*) FROM wt WHERE id = 1 AND v = 'a'"), 1);
+    ns__writer_free(w);
+    ns__arena_free(&a);
+}
+
+int main(void)
+{
+    const char *state = getenv("NS_PG_STATE");
+    char file[600];
+    snprintf(file, sizeof(file), "%s/url", state ? state : "");
+    FILE *f = state ? fopen(file, "r") : NULL;
+    if (!f || !fgets(url, sizeof(url), f)) {
+        fprintf(stderr, "test_table_pg: no PostgreSQL test server (%s)\n", file);
+        return 1;
+    }
+    fclose(f);
+    url[strcspn(url, "\n")] = '\0';
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_write_without_feed)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
