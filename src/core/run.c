@@ -212,14 +212,14 @@ static void report(step_run *s, void (*fn)(void *, const ns_progress *), ns_batc
  * stored (*shown): the same text with every ${env.X} left unexpanded, since an
  * environment value is never written to the repository, logs or output.
  */
-static ns_status subst(step_run *s, const char *tmpl, const char *what, char **real, char **shown,
-                       ns_error *err)
+static ns_status subst_as(step_run *s, int64_t execution_id, const char *tmpl, const char *what,
+                          char **real, char **shown, ns_error *err)
 {
     ns_subst_ctx c = {.job = s->rc->job,
                       .param_names = (const char *const *)s->rc->params->names,
                       .param_values = (const char *const *)s->rc->params->values,
                       .nparams = s->rc->params->n,
-                      .execution_id = s->rc->launch.execution_id,
+                      .execution_id = execution_id,
                       .step = s->def->name,
                       .keep_env = true};
     ns_status st = ns__subst(tmpl, &c, what, shown, err);
@@ -229,6 +229,23 @@ static ns_status subst(step_run *s, const char *tmpl, const char *what, char **r
         *shown = NULL;
     }
     return st;
+}
+
+/* The same, for this execution. */
+static ns_status subst(step_run *s, const char *tmpl, const char *what, char **real, char **shown,
+                       ns_error *err)
+{
+    return subst_as(s, s->rc->launch.execution_id, tmpl, what, real, shown, err);
+}
+
+/* `shown` made absolute when `real` (its expansion) is relative: the form a
+ * checkpoint stores, so a restart from any directory finds the file. */
+static char *absolute(const char *real, const char *shown)
+{
+    char cwd[4096];
+    if (real[0] == '/' || !getcwd(cwd, sizeof(cwd)))
+        return ns__strdup(shown);
+    return ns__asprintf("%s/%s", cwd, shown);
 }
 
 /* Makes a relative path (or sqlite: URL) relative to the run's working
@@ -392,33 +409,26 @@ static ns_status commit_chunk(step_run *s, ns_error *err)
  */
 static void drop_predecessor_rejects(step_run *s, const char *checkpointed)
 {
-    const run_ctx *rc = s->rc;
-    char *shown = NULL, *path = NULL;
-    ns_subst_ctx c = {.job = rc->job,
-                      .param_names = (const char *const *)rc->params->names,
-                      .param_values = (const char *const *)rc->params->values,
-                      .nparams = rc->params->n,
-                      .execution_id = rc->launch.restart_of,
-                      .step = s->def->name,
-                      .keep_env = true};
-    if (!rc->launch.restart_of || ns__subst(s->def->rejects, &c, "rejects", &shown, NULL) != NS_OK)
+    char *real = NULL, *shown = NULL, *saved = NULL, *mine = NULL, *abs = NULL;
+    ns_subst_ctx env_only = {0};
+
+    if (!s->rc->launch.restart_of || subst_as(s, s->rc->launch.restart_of, s->def->rejects,
+                                              "rejects", &real, &shown, NULL) != NS_OK)
         return;
-    c.keep_env = false;
-    if (ns__subst(shown, &c, "rejects", &path, NULL) == NS_OK &&
-        resolve(rc, &path, 0, NULL) == NS_OK) {
-        char *mine = NULL;
+    /* Compared in the form checkpoints store (see absolute()), expanded. */
+    if (resolve(s->rc, &real, 0, NULL) == NS_OK && resolve(s->rc, &shown, 0, NULL) == NS_OK &&
+        (saved = absolute(real, shown)) != NULL &&
+        ns__subst(saved, &env_only, "rejects", &abs, NULL) == NS_OK) {
         if (checkpointed)
-            ns__subst(checkpointed, &c, "rejects", &mine, NULL);
-        char cwd[4096];
-        char *abs = path[0] == '/' || !getcwd(cwd, sizeof(cwd)) ? ns__strdup(path)
-                                                                : ns__asprintf("%s/%s", cwd, path);
-        if (abs && (!mine || strcmp(abs, mine) != 0))
+            ns__subst(checkpointed, &env_only, "rejects", &mine, NULL);
+        if (!mine || strcmp(abs, mine) != 0)
             unlink(abs);
-        free(abs);
-        free(mine);
     }
+    free(real);
     free(shown);
-    free(path);
+    free(saved);
+    free(mine);
+    free(abs);
 }
 
 /* Brings the step to where the target's checkpoint says it stands. */
@@ -565,12 +575,7 @@ static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
         goto out;
     /* The checkpoint keeps an absolute path, so a restart from any directory
      * finds the file to cut back. */
-    char cwd[4096];
-    if (s->rejects_path[0] == '/' || !getcwd(cwd, sizeof(cwd)))
-        s->rejects_saved = ns__strdup(s->rejects_shown);
-    else
-        s->rejects_saved = ns__asprintf("%s/%s", cwd, s->rejects_shown);
-    if (!s->rejects_saved) {
+    if (!(s->rejects_saved = absolute(s->rejects_path, s->rejects_shown))) {
         st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
         goto out;
     }

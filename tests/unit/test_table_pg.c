@@ -42,8 +42,12 @@ static void test_write_without_feed(void **state)
     sql("DROP TABLE IF EXISTS wt; DROP TABLE IF EXISTS nightshift_checkpoint;"
         "CREATE TABLE wt (id integer PRIMARY KEY, v text NOT NULL)");
     const char *cols[] = {"id", "v"};
-    ns_writer_cfg cfg = {.url = url, .conn_name = "connection 'test'", .table = "wt",
-                         .mode = NS_MODE_INSERT, .columns = cols, .ncolumns = 2};
+    ns_writer_cfg cfg = {.url = url,
+                         .conn_name = "connection 'test'",
+                         .table = "wt",
+                         .mode = NS_MODE_INSERT,
+                         .columns = cols,
+                         .ncolumns = 2};
     ns_writer *w = NULL;
     ns_error err = {0};
     assert_int_equal(ns__writer_new(&ns__writer_table_pg, &w, &err), NS_OK);
@@ -51,8 +55,11 @@ static void test_write_without_feed(void **state)
         fail_msg("open: %s", err.message);
 
     sql("INSERT INTO wt VALUES (7, 'already there')");
-    static const char *rows[][2] = {{"1", "a"}, {"2", "b"}, {"7", "dup of a row in the table"},
-                                    {"x", "not an integer"}, {"1", "dup within the chunk"},
+    static const char *rows[][2] = {{"1", "a"},
+                                    {"2", "b"},
+                                    {"7", "dup of a row in the table"},
+                                    {"x", "not an integer"},
+                                    {"1", "dup within the chunk"},
                                     {"3", "c"}};
     enum { N = 6 };
     ns_value vals[N][2];
