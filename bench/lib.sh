@@ -1,4 +1,13 @@
-# bench/lib.sh - helpers shared by the benchmark scripts; source it.
+# bench/lib.sh - what the benchmark scripts share. Source it after setting
+# `here` (the script's directory), passing the script's arguments:
+#   here=$(cd "$(dirname "$0")" && pwd); source "$here/../lib.sh" "$@"
+# It sets ns (the binary: $1 or build/nightshift), rows ($ROWS, 1M), runs
+# ($RUNS, 5) and data (the script's data/ directory, ignored by git).
+ns=$(realpath "${1:-$here/../../build/nightshift}")
+rows=${ROWS:-1000000}
+runs=${RUNS:-5}
+data="$here/data"
+mkdir -p "$data"
 
 # secs CMD...: the wall time of a command in seconds. A failed run ends the
 # benchmark (a ratio of a failed run means nothing). Logs go to $data/last.log.
@@ -12,3 +21,22 @@ secs() {
 
 # median: the median of the numbers on standard input.
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+# users_csv: the clean 10-column CSV of $rows rows, generated once; prints its path.
+users_csv() {
+    local csv="$here/../csv-to-sqlite/data/users-$rows.csv"
+    if [ ! -f "$csv" ]; then
+        mkdir -p "$(dirname "$csv")"
+        python3 "$here/../csv-to-sqlite/gen.py" "$rows" "$csv"
+    fi
+    echo "$csv"
+}
+
+# pg_start: a PostgreSQL server of the benchmark's own, with default
+# durability (fsync on), stopped when the script exits; sets $url and $state.
+pg_start() {
+    state="$data/pg"
+    trap 'NS_PG_FSYNC=on bash "$here/../../tests/pg/pg-ctl.sh" stop "$state" > /dev/null' EXIT
+    NS_PG_FSYNC=on bash "$here/../../tests/pg/pg-ctl.sh" start "$state"
+    url=$(cat "$state/url")
+}

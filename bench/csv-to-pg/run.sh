@@ -8,20 +8,11 @@
 # usage: bench/csv-to-pg/run.sh [NIGHTSHIFT_BINARY] ; ROWS=, RUNS= override
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-ns=$(realpath "${1:-$here/../../build/nightshift}")
-rows=${ROWS:-1000000}
-runs=${RUNS:-5}
-data="$here/data"
-mkdir -p "$data"
-source "$here/../lib.sh"
-clean="$data/users-$rows.csv"
+source "$here/../lib.sh" "$@"
+clean=$(users_csv)
 dirty="$data/users-$rows-dirty.csv"
-[ -f "$clean" ] || python3 "$here/../csv-to-sqlite/gen.py" "$rows" "$clean"
 [ -f "$dirty" ] && [ -f "$dirty.bad" ] || python3 "$here/dirty.py" "$clean" "$dirty"
-state="$data/pg"
-trap 'NS_PG_FSYNC=on bash "$here/../../tests/pg/pg-ctl.sh" stop "$state" > /dev/null' EXIT
-NS_PG_FSYNC=on bash "$here/../../tests/pg/pg-ctl.sh" start "$state"
-url=$(cat "$state/url")
+pg_start
 echo "input: $rows rows ($(du -h "$clean" | cut -f1)); $runs runs each; $(nproc) cores"
 
 reset() { # a fresh table, repository and checkpoint for every run

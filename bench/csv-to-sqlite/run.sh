@@ -7,14 +7,8 @@
 # usage: bench/csv-to-sqlite/run.sh [NIGHTSHIFT_BINARY] ; ROWS=, RUNS= override
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-ns=$(realpath "${1:-$here/../../build/nightshift}")
-rows=${ROWS:-1000000}
-runs=${RUNS:-5}
-data="$here/data"
-mkdir -p "$data"
-source "$here/../lib.sh"
-csv="$data/users-$rows.csv"
-[ -f "$csv" ] || python3 "$here/gen.py" "$rows" "$csv"
+source "$here/../lib.sh" "$@"
+csv=$(users_csv)
 echo "input: $csv ($rows rows, $(du -h "$csv" | cut -f1)); $runs runs each; $(nproc) cores"
 
 

@@ -8,18 +8,9 @@
 # usage: bench/pg-to-pg/run.sh [NIGHTSHIFT_BINARY] ; ROWS=, RUNS= override
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-ns=$(realpath "${1:-$here/../../build/nightshift}")
-rows=${ROWS:-1000000}
-runs=${RUNS:-5}
-data="$here/data"
-mkdir -p "$data"
-source "$here/../lib.sh"
-csv="$here/../csv-to-sqlite/data/users-$rows.csv"
-[ -f "$csv" ] || { mkdir -p "$(dirname "$csv")"; python3 "$here/../csv-to-sqlite/gen.py" "$rows" "$csv"; }
-state="$data/pg"
-trap 'NS_PG_FSYNC=on bash "$here/../../tests/pg/pg-ctl.sh" stop "$state" > /dev/null' EXIT
-NS_PG_FSYNC=on bash "$here/../../tests/pg/pg-ctl.sh" start "$state"
-url=$(cat "$state/url")
+source "$here/../lib.sh" "$@"
+csv=$(users_csv)
+pg_start
 psql "$url" -q -f "$here/../csv-to-pg/schema.sql" -c "\\copy users FROM '$csv' WITH (FORMAT csv, HEADER true)" -c "VACUUM ANALYZE users"
 echo "source: $rows rows; $runs runs each; $(nproc) cores"
 
