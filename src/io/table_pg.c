@@ -14,6 +14,15 @@
  * each half in its own savepoint. Good rows of a chunk always load, and the
  * earlier of two rows colliding on a key is the one kept.
  *
+ * upsert and update go through a staging table: the chunk is COPYed into a
+ * temporary table of the target's column types (so a bad value is still
+ * named by its COPY line), then merged into the table by one statement per
+ * run of records with distinct keys (by the server's own equality: " 7" is
+ * 7). A merge the server refuses is bisected over its range down to the one
+ * record at fault. Runs and halves keep file order, so every record meets
+ * the table as the records before it left it, as if applied one by one: the
+ * last record of a key wins and a refused one leaves its predecessor.
+ *
  * The checkpoint (ARCHITECTURE.md §7) is a row of nightshift_checkpoint in the
  * target, written in the chunk's transaction.
  */
@@ -55,6 +64,10 @@ typedef struct pg_writer {
     pcol *cols; /* one per input field, in input order */
     size_t ncols;
     char *copy_sql;
+    char *merge_sql;   /* upsert/update: staged rows [$1, $2) into the table */
+    char *repeats_sql; /* upsert/update: staged rows repeating a key */
+    size_t *key;       /* upsert/update: the input fields of the key */
+    size_t nkey;
     bool in_txn, replaced;
     /* The chunk's COPY data: line k is data[off[k], off[k + 1]) and holds
      * item[k] of the chunk's items. */
@@ -105,6 +118,100 @@ static void quiet(void *arg, const char *message)
     (void)message;
 }
 
+#define STAGE "pg_temp.nightshift_stage"
+
+static void idents(ns_buf *b, const pg_writer *w, const char *prefix, bool keys)
+{
+    for (size_t i = 0; i < (keys ? w->nkey : w->ncols); i++) {
+        ns__buf_printf(b, "%s%s", i ? ", " : "", prefix);
+        ns__buf_ident(b, w->cols[keys ? w->key[i] : i].name);
+    }
+}
+
+/*
+ * Creates the staging table of upsert and update (the table's column types,
+ * none of its constraints; emptied by each commit), the statement that
+ * merges staged rows [$1, $2) into the table, and the one that finds staged
+ * rows repeating an earlier row's key.
+ */
+static ns_status stage(pg_writer *w, ns_error *err)
+{
+    ns_buf b = {0};
+    ns_status st;
+    size_t set = 0;
+
+    ns__buf_printf(&b, "CREATE TEMP TABLE nightshift_stage ON COMMIT DELETE ROWS AS"
+                       " SELECT NULL::bigint AS nightshift_seq, ");
+    idents(&b, w, "", false);
+    ns__buf_printf(&b, " FROM %s WITH NO DATA", w->qtable);
+    if ((st = exec(w, err, "staging table", "DROP TABLE IF EXISTS " STAGE, 0, NULL)) != NS_OK ||
+        (st = exec(w, err, "staging table", ns__buf_cstr(&b), 0, NULL)) != NS_OK) {
+        ns__buf_free(&b);
+        return st;
+    }
+
+    /* The key's earlier occurrence, by the server's own equality (" 7" is 7). */
+    b.len = 0;
+    ns__buf_printf(&b,
+                   "SELECT nightshift_seq, prev FROM (SELECT nightshift_seq, lag(nightshift_seq)"
+                   " OVER (PARTITION BY ");
+    idents(&b, w, "", true);
+    ns__buf_printf(&b, " ORDER BY nightshift_seq) AS prev FROM " STAGE ") x"
+                       " WHERE prev IS NOT NULL ORDER BY nightshift_seq");
+    if (!(w->repeats_sql = ns__strdup(ns__buf_cstr(&b)))) {
+        ns__buf_free(&b);
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    }
+
+    b.len = 0;
+    if (w->mode == NS_MODE_UPSERT) {
+        ns__buf_printf(&b, "INSERT INTO %s (", w->qtable);
+        idents(&b, w, "", false);
+        ns__buf_printf(&b, ") SELECT ");
+        idents(&b, w, "", false);
+        ns__buf_printf(&b, " FROM " STAGE " WHERE nightshift_seq >= $1 AND nightshift_seq < $2"
+                           " ON CONFLICT (");
+        idents(&b, w, "", true);
+        ns__buf_printf(&b, ") DO ");
+    } else {
+        ns__buf_printf(&b, "WITH u AS (UPDATE %s AS t", w->qtable);
+    }
+    for (size_t i = 0; i < w->ncols; i++) {
+        bool key = false;
+        for (size_t k = 0; k < w->nkey; k++)
+            key |= w->key[k] == i;
+        if (key)
+            continue;
+        ns__buf_printf(&b, set++ ? ", " : w->mode == NS_MODE_UPSERT ? "UPDATE SET " : " SET ");
+        ns__buf_ident(&b, w->cols[i].name);
+        ns__buf_printf(&b, w->mode == NS_MODE_UPSERT ? " = excluded." : " = s.");
+        ns__buf_ident(&b, w->cols[i].name);
+    }
+    if (w->mode == NS_MODE_UPSERT && !set)
+        ns__buf_printf(&b, "NOTHING");
+    if (w->mode == NS_MODE_UPDATE) {
+        /* ... and the staged rows whose key matched no row. */
+        ns__buf_printf(&b, " FROM " STAGE " s WHERE s.nightshift_seq >= $1"
+                           " AND s.nightshift_seq < $2");
+        for (size_t k = 0; k < w->nkey; k++) {
+            ns__buf_printf(&b, " AND t.");
+            ns__buf_ident(&b, w->cols[w->key[k]].name);
+            ns__buf_printf(&b, " = s.");
+            ns__buf_ident(&b, w->cols[w->key[k]].name);
+        }
+        ns__buf_printf(&b, " RETURNING s.nightshift_seq) SELECT nightshift_seq FROM " STAGE
+                           " st WHERE nightshift_seq >= $1 AND nightshift_seq < $2 AND NOT EXISTS"
+                           " (SELECT 1 FROM u WHERE u.nightshift_seq = st.nightshift_seq)");
+    }
+    if (w->mode == NS_MODE_UPDATE && !set)
+        st = ns__err(err, NS_ESCHEMA, NULL, "%s: mode: update needs input columns besides the key",
+                     w->where);
+    else if (!(w->merge_sql = ns__strdup(ns__buf_cstr(&b))))
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    ns__buf_free(&b);
+    return st;
+}
+
 static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *err)
 {
     pg_writer *w = (pg_writer *)base;
@@ -117,11 +224,6 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
     w->mode = cfg->mode;
     if (!w->where)
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-    if (cfg->mode == NS_MODE_UPSERT || cfg->mode == NS_MODE_UPDATE)
-        return ns__err(err, NS_EUNSUPPORTED, NULL,
-                       "%s: mode: %s into PostgreSQL is not supported by this version "
-                       "(insert and replace are)",
-                       w->where, cfg->mode == NS_MODE_UPSERT ? "upsert" : "update");
     w->c = PQconnectdbParams(keys, vals, 1);
     if (!w->c || PQstatus(w->c) != CONNECTION_OK) {
         const char *m = w->c ? PQerrorMessage(w->c) : "out of memory";
@@ -192,7 +294,7 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
     }
     for (int k = 0; k < nt && st == NS_OK; k++)
         if (!used[k] && PQgetvalue(res, k, 3)[0] == 't' && PQgetvalue(res, k, 4)[0] != 't' &&
-            PQgetvalue(res, k, 5)[0] != 't')
+            PQgetvalue(res, k, 5)[0] != 't' && w->mode != NS_MODE_UPDATE)
             st = ns__err(err, NS_ESCHEMA, NULL,
                          "column %s.%s is NOT NULL without a default, but the input has no "
                          "column '%s'",
@@ -201,7 +303,30 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
     if (st != NS_OK)
         goto out;
 
-    /* Unique indexes (plain columns, no predicate) the input fully covers. */
+    /* The key of upsert and update, as input fields. */
+    bool merge = w->mode == NS_MODE_UPSERT || w->mode == NS_MODE_UPDATE;
+    if (merge && !(w->key = calloc(cfg->nkey ? cfg->nkey : 1, sizeof(*w->key)))) {
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; merge && i < cfg->nkey; i++) {
+        size_t j = 0;
+        while (j < w->ncols && strcasecmp(w->cols[j].name, cfg->key[i]) != 0)
+            j++;
+        if (j == w->ncols) {
+            st = ns__err(err, NS_ESCHEMA, NULL, "%s: key column '%s' is not in the input", w->where,
+                         cfg->key[i]);
+            goto out;
+        }
+        w->key[w->nkey++] = j;
+        /* update only looks the key up: a NULL there matches no row. */
+        if (w->mode == NS_MODE_UPDATE)
+            w->cols[j].notnull = false;
+    }
+
+    /* Unique indexes (plain columns, no predicate): those the input fully
+     * covers get a filter of the keys sent (insert, replace); upsert needs
+     * one on exactly its key for ON CONFLICT. */
     PQclear(res);
     res = PQexecParams(w->c,
                        "SELECT array_to_string(array_agg(a.attname ORDER BY k.ord), chr(31))"
@@ -209,30 +334,40 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
                        " CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)"
                        " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
                        " WHERE i.indrelid = to_regclass($1) AND i.indisunique"
-                       " AND i.indpred IS NULL AND i.indexprs IS NULL GROUP BY i.indexrelid",
+                       " AND i.indpred IS NULL AND i.indexprs IS NULL GROUP BY i.indexrelid"
+                       " ORDER BY i.indexrelid",
                        1, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         st = fail(w, res, err, "read unique indexes");
         goto out;
     }
+    bool key_indexed = false;
+    ns_buf uniques = {0};
     for (int r = 0; r < PQntuples(res); r++) {
         char *names = ns__strdup(PQgetvalue(res, r, 0));
         ukey k = {0};
         bool covered = names != NULL;
-        for (char *save = NULL, *n = names ? strtok_r(names, "\x1f", &save) : NULL; n && covered;
+        size_t in_key = 0;
+        ns__buf_printf(&uniques, "%s(", uniques.len ? ", " : "");
+        for (char *save = NULL, *n = names ? strtok_r(names, "\x1f", &save) : NULL; n;
              n = strtok_r(NULL, "\x1f", &save)) {
+            ns__buf_printf(&uniques, "%s%s", k.ncols ? ", " : "", n);
             size_t j = 0;
             while (j < w->ncols && strcmp(w->cols[j].name, n) != 0)
                 j++;
+            for (size_t q = 0; q < w->nkey; q++)
+                in_key += w->key[q] == j;
             size_t *c = realloc(k.cols, (k.ncols + 1) * sizeof(*c));
-            covered = j < w->ncols && c;
+            covered = covered && j < w->ncols && c;
             if (c) {
                 k.cols = c;
                 k.cols[k.ncols++] = j;
             }
         }
+        ns__buf_printf(&uniques, ")");
         free(names);
-        ukey *ks = covered ? realloc(w->keys, (w->nkeys + 1) * sizeof(*ks)) : NULL;
+        key_indexed |= in_key == k.ncols && k.ncols == w->nkey;
+        ukey *ks = covered && !merge ? realloc(w->keys, (w->nkeys + 1) * sizeof(*ks)) : NULL;
         if (ks && (k.bits = calloc(BLOOM_BITS / 64, sizeof(uint64_t))) != NULL) {
             w->keys = ks;
             w->keys[w->nkeys++] = k;
@@ -242,17 +377,29 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
             free(k.cols);
         }
     }
+    if (w->mode == NS_MODE_UPSERT && !key_indexed)
+        st = ns__err(err, NS_ESCHEMA, NULL,
+                     "%s: mode: upsert needs a primary key or unique index on exactly its key "
+                     "columns, and table %s has none (its unique keys: %s)",
+                     w->where, w->qtable, uniques.len ? ns__buf_cstr(&uniques) : "none");
+    ns__buf_free(&uniques);
+    if (st != NS_OK || (merge && (st = stage(w, err)) != NS_OK))
+        goto out;
 
     ns_buf sql = {0};
-    ns__buf_printf(&sql, "COPY %s (", w->qtable);
+    ns__buf_printf(&sql, "COPY %s (%s", merge ? STAGE : w->qtable, merge ? "nightshift_seq" : "");
     for (size_t i = 0; i < w->ncols; i++) {
-        if (i)
+        if (i || merge)
             ns__buf_printf(&sql, ", ");
         ns__buf_ident(&sql, w->cols[i].name);
     }
     ns__buf_printf(&sql, ") FROM STDIN");
     w->copy_sql = ns__strdup(ns__buf_cstr(&sql));
     ns__buf_free(&sql);
+    if (!w->copy_sql) {
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        goto out;
+    }
     /* Created once per target; the lock keeps simultaneous first runs apart. */
     if ((st = exec(w, err, "checkpoint table", "BEGIN", 0, NULL)) != NS_OK ||
         (st = exec(w, err, "checkpoint table", "SELECT pg_advisory_xact_lock(1853058920)", 0,
@@ -372,11 +519,12 @@ static void read_error(PGresult *res, copy_error *e)
     if (snprintf(e->message, sizeof(e->message), "%s%s%s%s", msg ? msg : "error",
                  detail ? " (" : "", detail ? detail : "", detail ? ")" : "") < 0)
         e->message[0] = '\0';
-    /* Data exceptions, integrity violations, a trigger's RAISE and limits
+    /* Cardinality and data exceptions, integrity violations, a trigger's RAISE and limits
      * such as an oversized index row are about the row; anything else (a
      * lost connection, a full disk, permissions) is not. */
-    e->row_level = strncmp(e->code, "22", 2) == 0 || strncmp(e->code, "23", 2) == 0 ||
-                   strncmp(e->code, "P0", 2) == 0 || strncmp(e->code, "54", 2) == 0;
+    e->row_level = strncmp(e->code, "21", 2) == 0 || strncmp(e->code, "22", 2) == 0 ||
+                   strncmp(e->code, "23", 2) == 0 || strncmp(e->code, "P0", 2) == 0 ||
+                   strncmp(e->code, "54", 2) == 0;
 }
 
 /* Ends the COPY under way and reads its outcome: NS_OK, or NS_EDB with *e
@@ -484,6 +632,86 @@ static ns_status isolate_by(pg_writer *w, ns_item *items, size_t lo, size_t hi, 
     return NS_OK;
 }
 
+/*
+ * Merges staged rows [lo, hi) into the table (upsert, update). A range the
+ * server refuses is halved, earlier half first, until the record at fault
+ * is alone and rejected; update also rejects the records whose key matched
+ * no row.
+ */
+static ns_status merge(pg_writer *w, ns_item *items, size_t lo, size_t hi, ns_arena *a,
+                       ns_error *err)
+{
+    char l[24], h[24];
+    const char *p[] = {l, h};
+    copy_error e;
+    ns_status st;
+
+    if (lo >= hi)
+        return NS_OK;
+    snprintf(l, sizeof(l), "%zu", lo);
+    snprintf(h, sizeof(h), "%zu", hi);
+    if ((st = exec(w, err, "savepoint", "SAVEPOINT ns_merge", 0, NULL)) != NS_OK)
+        return st;
+    PGresult *res = PQexecParams(w->c, w->merge_sql, 2, NULL, p, NULL, NULL, 0);
+    ExecStatusType rs = PQresultStatus(res);
+    if (rs == PGRES_COMMAND_OK || rs == PGRES_TUPLES_OK) {
+        for (int r = 0; rs == PGRES_TUPLES_OK && r < PQntuples(res); r++) {
+            size_t line = (size_t)strtoull(PQgetvalue(res, r, 0), NULL, 10);
+            if (line < w->lines)
+                reject(&items[w->item[line]], "NS_NO_ROW", NULL, "no row of the table has this key",
+                       a);
+        }
+        PQclear(res);
+        return exec(w, err, "savepoint", "RELEASE SAVEPOINT ns_merge", 0, NULL);
+    }
+    read_error(res, &e);
+    if (!e.row_level) {
+        st = fail(w, res, err, w->mode == NS_MODE_UPSERT ? "upsert" : "update");
+        PQclear(res);
+        return st;
+    }
+    PQclear(res);
+    if ((st = exec(w, err, "savepoint", "ROLLBACK TO SAVEPOINT ns_merge", 0, NULL)) != NS_OK)
+        return st;
+    if (hi - lo == 1) {
+        reject(&items[w->item[lo]], e.code, e.column[0] ? e.column : NULL, e.message, a);
+        return NS_OK;
+    }
+    size_t mid = lo + (hi - lo) / 2;
+    if ((st = merge(w, items, lo, mid, a, err)) != NS_OK)
+        return st;
+    return merge(w, items, mid, hi, a, err);
+}
+
+/*
+ * Merges the staged chunk in runs of distinct keys, in file order: a key met
+ * earlier in the current run starts the next run. So every record is applied
+ * (and checked) after the records before it, as if one by one, and the last
+ * record of a key is the one the table keeps.
+ */
+static ns_status merge_chunk(pg_writer *w, ns_item *items, ns_arena *a, ns_error *err)
+{
+    ns_status st = NS_OK;
+    size_t from = 0;
+    PGresult *res = PQexec(w->c, w->repeats_sql);
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        st = fail(w, res, err, "find repeated keys");
+        PQclear(res);
+        return st;
+    }
+    for (int r = 0; r < PQntuples(res) && st == NS_OK; r++) {
+        size_t seq = (size_t)strtoull(PQgetvalue(res, r, 0), NULL, 10);
+        size_t prev = (size_t)strtoull(PQgetvalue(res, r, 1), NULL, 10);
+        if (prev >= from) {
+            st = merge(w, items, from, seq, a, err);
+            from = seq;
+        }
+    }
+    PQclear(res);
+    return st != NS_OK ? st : merge(w, items, from, w->lines, a, err);
+}
+
 /* Checks an item against the catalog; a refused item is marked rejected. */
 static bool check_item(pg_writer *w, ns_item *it, ns_arena *a)
 {
@@ -530,6 +758,8 @@ static ns_status add_line(pg_writer *w, const ns_item *it, size_t index, ns_erro
     }
     w->off[w->lines] = w->data.len;
     w->item[w->lines++] = index;
+    if (w->merge_sql && ns__buf_printf(&w->data, "%zu\t", w->lines - 1) != NS_OK)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     for (size_t j = 0; j < w->ncols; j++)
         if ((j && ns__buf_putc(&w->data, '\t') != NS_OK) ||
             copy_value(&w->data, &it->fields[j]) != NS_OK)
@@ -697,6 +927,8 @@ static ns_status pw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a
         if (st != NS_OK)
             goto out;
     }
+    if (w->merge_sql && w->lines && (st = merge_chunk(w, items, a, err)) != NS_OK)
+        goto out;
     if (w->nheld) {
         /* Rows held out as probable duplicates of earlier ones: after the
          * rest of the chunk, in file order, one per COPY. Most are refused;
@@ -778,6 +1010,9 @@ static void pw_close(ns_writer *base)
     free(w->where);
     free(w->qtable);
     free(w->copy_sql);
+    free(w->merge_sql);
+    free(w->repeats_sql);
+    free(w->key);
     free(w->off);
     free(w->item);
     free(w->held);
