@@ -379,11 +379,14 @@ static ns_status commit_chunk(step_run *s, ns_error *err)
     s->chunks++;
     if ((st = make_context(s, err)) != NS_OK)
         return st;
-    /* Same database: the repository update rides in the chunk's transaction. */
+    /* Same database: the repository update rides in the chunk's transaction
+     * (and is undone with it: the step record keeps its old version). */
+    ns_step_exec saved = s->se;
     st = s->writer->vt->commit(s->writer, &key, s->context, s->shared ? commit_hook : NULL, s, err);
     if (st != NS_OK) {
         s->counts.commit--;
         s->chunks--;
+        s->se.version = saved.version;
         return st;
     }
     /* Fault injection for the tests (docs/internals.md): die in the window
@@ -562,6 +565,11 @@ static int64_t skips(const ns_counts *c)
     return c->read_skip + c->process_skip + c->write_skip;
 }
 
+static void *share_pg(void *repo, void *conn)
+{
+    return ns__repo_pg_shared(repo, conn);
+}
+
 static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
 {
     const ns_step_def *d = s->def;
@@ -627,17 +635,19 @@ static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
     ns_writer_cfg cfg = {.url = url,
                          .conn_name = where,
                          .shared = shared,
+                         .share = share_pg,
+                         .share_arg = s->rc->repo,
                          .table = d->table_name,
                          .mode = d->table_mode,
                          .key = (const char *const *)d->table_key,
                          .nkey = d->table_nkey,
                          .columns = cols,
                          .ncolumns = ncols};
-    s->shared = shared != NULL;
     if ((st = ns__writer_new(wvt, &s->writer, err)) != NS_OK)
         goto out;
     if ((st = s->writer->vt->open(s->writer, &cfg, err)) != NS_OK)
         goto out;
+    s->shared = s->writer->shared;
     st = resume(s, state, err);
 out:
     free(path);

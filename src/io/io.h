@@ -78,7 +78,12 @@ typedef struct ns_ckpt_key {
 typedef struct ns_writer_cfg {
     const char *url;       /* substituted target URL; may hold secrets: never print it */
     const char *conn_name; /* connection name from the job file, for messages */
-    void *shared;          /* the repository's connection when it is the same database */
+    void *shared;          /* SQLite: the repository's connection when it is the same file */
+    /* PostgreSQL: given the writer's connection (PGconn *), the repository's
+     * connection when both reach the same database as the same user, else
+     * NULL; the writer then works through it and shares its transactions. */
+    void *(*share)(void *arg, void *conn);
+    void *share_arg;
     const char *table;
     ns_write_mode mode;
     const char *const *key;
@@ -115,6 +120,7 @@ typedef struct ns_writer_vt {
 } ns_writer_vt;
 struct ns_writer {
     const ns_writer_vt *vt;
+    bool shared; /* set by open: commits go through the repository's connection */
 };
 
 extern const ns_reader_vt ns__reader_csv;

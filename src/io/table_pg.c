@@ -232,6 +232,14 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
             len--;
         return ns__err(err, NS_EDB, NULL, "%s: cannot connect: %.*s", w->where, (int)len, m);
     }
+    /* The repository's own database: one connection, one transaction for
+     * the chunk's rows and its record (ARCHITECTURE.md §7). */
+    PGconn *repo = cfg->share ? cfg->share(cfg->share_arg, w->c) : NULL;
+    if (repo) {
+        PQfinish(w->c);
+        w->c = repo;
+        base->shared = true;
+    }
     PQsetNoticeProcessor(w->c, quiet, NULL);
     if (PQsetClientEncoding(w->c, "UTF8") != 0)
         return fail(w, NULL, err, "set client encoding");
@@ -435,8 +443,15 @@ static ns_status begin(pg_writer *w, ns_error *err)
     ns_status st;
     if (w->in_txn)
         return NS_OK;
-    if ((st = exec(w, err, "begin", "BEGIN", 0, NULL)) != NS_OK)
+    /* Deferred constraints are checked at the end of each statement, where
+     * bisection can find the row at fault, instead of failing the COMMIT. */
+    PGresult *res = PQexec(w->c, "BEGIN; SET CONSTRAINTS ALL IMMEDIATE");
+    st = PQresultStatus(res) == PGRES_COMMAND_OK ? NS_OK : fail(w, res, err, "begin");
+    PQclear(res);
+    if (st != NS_OK) {
+        PQclear(PQexec(w->c, "ROLLBACK"));
         return st;
+    }
     w->in_txn = true;
     if (w->mode == NS_MODE_REPLACE && !w->replaced) {
         /* DELETE, not TRUNCATE: readers go on seeing the old rows until the
@@ -1003,7 +1018,8 @@ static void pw_close(ns_writer *base)
 {
     pg_writer *w = (pg_writer *)base;
     pw_rollback(base);
-    PQfinish(w->c);
+    if (!base->shared)
+        PQfinish(w->c);
     for (size_t i = 0; i < w->ncols; i++)
         free(w->cols[i].name);
     free(w->cols);

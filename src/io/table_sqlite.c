@@ -211,6 +211,7 @@ static ns_status sw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     if (cfg->shared) {
         w->db = cfg->shared;
+        base->shared = true;
     } else {
         w->own_db = true;
         if (sqlite3_open_v2(cfg->url + 7, &w->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,

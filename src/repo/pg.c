@@ -18,6 +18,7 @@
 
 typedef struct pgr {
     PGconn *c;
+    char started[32]; /* this backend's start, in microseconds; "" until asked */
 } pgr;
 
 #define CONN(r) (((pgr *)(r)->impl)->c)
@@ -262,6 +263,38 @@ static void pg_close(ns_repo *r)
         return;
     PQfinish(p->c);
     free(p);
+}
+
+void *ns__repo_pg_shared(ns_repo *r, void *conn)
+{
+    if (r->vt != &ns__repo_pg || !conn)
+        return NULL;
+    pgr *p = r->impl;
+    /* A backend is known by its pid and start time: no other server can
+     * have one with both (a mere pid, host or port could match by chance). */
+    const char *started = "(extract(epoch FROM backend_start) * 1000000)::bigint::text";
+    if (!p->started[0]) {
+        char *sql =
+            ns__asprintf("SELECT %s FROM pg_stat_activity WHERE pid = pg_backend_pid()", started);
+        PGresult *res = sql ? PQexec(p->c, sql) : NULL;
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+            snprintf(p->started, sizeof(p->started), "%s", PQgetvalue(res, 0, 0));
+        PQclear(res);
+        free(sql);
+        if (!p->started[0])
+            return NULL;
+    }
+    char pid[24];
+    snprintf(pid, sizeof(pid), "%d", PQbackendPID(p->c));
+    const char *v[] = {pid, p->started};
+    char *sql = ns__asprintf("SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND %s = $2"
+                             " AND datname = current_database() AND usename = current_user",
+                             started);
+    PGresult *res = sql ? PQexecParams(conn, sql, 2, NULL, v, NULL, NULL, 0) : NULL;
+    bool same = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+    PQclear(res);
+    free(sql);
+    return same ? p->c : NULL;
 }
 
 static ns_status mark_dead(PGconn *c, const ns_last_exec *le, char *notice, size_t n, ns_error *err)

@@ -152,5 +152,8 @@ ns_status ns__json_dump(json_t *v, char **out, ns_error *err);
 /* When the repository is an SQLite file and `path` is the same file, its
  * connection (sqlite3 *), so a writer can share its transactions; else NULL. */
 void *ns__repo_sqlite_shared(ns_repo *r, const char *path);
+/* When the repository is PostgreSQL and `conn` (a PGconn *) reaches the same
+ * database as the same user, the repository's connection; else NULL. */
+void *ns__repo_pg_shared(ns_repo *r, void *conn);
 
 #endif

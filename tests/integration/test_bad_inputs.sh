@@ -160,4 +160,15 @@ echo "this is not a database, just text that is long enough to look like a page 
 expect_exit 1 "$NS" list --repository sqlite:bad.db
 expect_err "sqlite:bad.db"
 expect_err "file is not a database"
+# A COMMIT refused when the target is the repository's file (a deferred
+# foreign key on SQLite, checked only then): the step is recorded FAILED with
+# the reason, not left STARTED by the undone record of the chunk.
+sqlite3 both.db "CREATE TABLE dp (id INTEGER PRIMARY KEY); INSERT INTO dp VALUES (1);
+  CREATE TABLE dc (id INTEGER PRIMARY KEY, p INTEGER REFERENCES dp DEFERRABLE INITIALLY DEFERRED);"
+printf 'id,p\n1,1\n2,9\n' > deferred.csv
+load_job deferred.yaml deferred dc
+NIGHTSHIFT_REPOSITORY=sqlite:both.db TARGET_URL=sqlite:both.db expect_exit 1 "$NS" run deferred.yaml file=deferred.csv
+expect_err "a deferred constraint failed at commit"
+assert_eq "$(sql both.db "SELECT status FROM ns_step_execution")" FAILED "step after a refused COMMIT"
+assert_eq "$(sql both.db "SELECT count(*) FROM dc")" 0 "rows of the refused chunk"
 echo "bad inputs: ok"

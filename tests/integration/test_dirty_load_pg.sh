@@ -39,3 +39,16 @@ assert_eq "$(psql "$TARGET_URL" -Atc "SELECT string_agg(id || ':' || coalesce(co
 assert_eq "$(cut -d, -f1-3 dups-rejects.csv | tail -n +2 | tr '\n' ' ')" "4,id,23505 8,id,23505 9,code,23505 " \
     "rejects (line, column, code)"
 echo "held duplicates: ok"
+
+# Deferred constraints are checked at the end of each statement, so the row
+# at fault is found by bisection instead of failing the whole chunk's COMMIT.
+psql "$TARGET_URL" -q -c "CREATE TABLE dp (id integer PRIMARY KEY)" -c "INSERT INTO dp VALUES (1), (2)" \
+    -c "CREATE TABLE dc (id integer PRIMARY KEY, p integer REFERENCES dp DEFERRABLE INITIALLY DEFERRED,
+        u integer UNIQUE DEFERRABLE INITIALLY DEFERRED)"
+printf 'id,p,u\n1,1,10\n2,9,20\n3,2,30\n4,1,10\n5,2,50\n' > deferred.csv
+TARGET_URL="$TARGET_URL" load_job deferred.yaml deferred dc "skip: {limit: 10}" 'rejects: "deferred-rejects.csv"'
+expect_exit 0 "$NS" run deferred.yaml file=deferred.csv
+assert_eq "$(psql "$TARGET_URL" -Atc "SELECT string_agg(id::text, ' ' ORDER BY id) FROM dc")" "1 3 5" "rows kept (deferred)"
+assert_eq "$(cut -d, -f1,3 deferred-rejects.csv | tail -n +2 | tr '\n' ' ')" "3,23503 5,23505 " \
+    "rejects of deferred constraints (line, code)"
+echo "deferred constraints: ok"

@@ -4,7 +4,8 @@
 # exactly once and every bad row exactly once in the rejects files. Variants
 # ($KILL9_VARIANTS): the target is its own database (checkpoint row in the
 # target), the target is the repository's database (one transaction for
-# both), and the repository is PostgreSQL (run by test_kill9_pg.sh).
+# both: the repository's counters equal the target's rows at every kill), and
+# PostgreSQL as repository, target, or both (run by test_kill9_pg.sh).
 source "$(dirname "$0")/lib.sh"
 ROWS=700000
 python3 - > in.csv <<PY
@@ -18,6 +19,12 @@ target_sql() { # runs SQL on the target, an SQLite file or a PostgreSQL URL
     case $TARGET_DB in
     postgresql:*) psql "$TARGET_DB" -qAtc "$1" ;;
     *) sqlite3 -batch "$TARGET_DB" "$1" ;;
+    esac
+}
+repo_written() { # rows the repository says were written, over all executions
+    case $NIGHTSHIFT_REPOSITORY in
+    postgresql:*) psql "$NIGHTSHIFT_REPOSITORY" -qAtc "SELECT coalesce(sum(write_count), 0) FROM nightshift.ns_step_execution" ;;
+    *) sql "${NIGHTSHIFT_REPOSITORY#sqlite:}" "SELECT coalesce(sum(write_count), 0) FROM ns_step_execution" ;;
     esac
 }
 variant() { # variant NAME TARGET (file or URL) REPOSITORY_URL
@@ -37,6 +44,10 @@ variant() { # variant NAME TARGET (file or URL) REPOSITORY_URL
         # Aim at about 1/40 of the input per kill, whatever this machine's speed.
         elapsed=$(python3 -c "print($elapsed + $d)")
         committed=$(target_sql "SELECT count(*) FROM k")
+        # One transaction for rows and record: the repository never lags.
+        if [[ $1 == *shared ]]; then
+            assert_eq "$(repo_written)" "$committed" "$1: rows the repository recorded at kill $kills"
+        fi
         if [ "$i" -ge 3 ] && [ "$committed" -gt 0 ]; then
             maxd=$(python3 -c "print(round(min(0.5, max(0.03, 2 * $elapsed * $ROWS / 40 / $committed)), 3))")
         fi
@@ -67,5 +78,6 @@ for v in ${KILL9_VARIANTS:-separate shared}; do
     shared) variant shared "$T/both.db" "sqlite:$T/both.db" ;;
     pg-repository) variant pg-repository "$T/target-pg.db" "$(pg_db ns_kill9)" ;;
     pg-target) variant pg-target "$(pg_db ns_kill9_target)" "sqlite:$T/repo-pg.db" ;;
+    pg-shared) url=$(pg_db ns_kill9_shared); variant pg-shared "$url" "$url" ;;
     esac
 done

@@ -35,10 +35,11 @@ assert_eq "$(psql "$REPO" -Atc 'SELECT count(*) FROM nightshift.ns_job_execution
 psql "$REPO" -qc "ALTER DATABASE ns_repo_test SET log_statement = 'all'"
 csv_rows 1 300 > small.csv
 count_statements() { # count_statements TAG HOW: statements of one run tagged TAG
-    "$NS" run job.yaml file=small.csv how="$2" --repository "$REPO&application_name=$1" > /dev/null 2>&1 ||
+    # Tags unique to this test run: the server's log outlives it.
+    "$NS" run job.yaml file=small.csv how="$2" --repository "$REPO&application_name=$1$$" > /dev/null 2>&1 ||
         fail "run $1 failed"
     sleep 0.2 # the log is written asynchronously
-    grep -cE "\] $1 LOG:  (statement|execute)" "$(pg_log)"
+    grep -cE "\] $1$$ LOG:  (statement|execute)" "$(pg_log)"
 }
 before=$(count_statements nsfew few)
 psql "$REPO" -q <<'SQL'
@@ -75,4 +76,34 @@ expect_err 'database "nosuchdb" does not exist'
 expect_exit 1 "$NS" list --repository "postgresql://u:hunter4@localhost:1/x"
 grep -q hunter4 "$T/err" && fail "a password leaked into an error: $(cat "$T/err")"
 expect_err "postgresql://u:***@localhost:1/x: cannot connect"
+
+# Target in the repository's database (same server, database and user): the
+# writer works through the repository's connection, so each chunk's rows and
+# its step record commit in one transaction (ARCHITECTURE.md §7). Told from
+# the server's log: every COPY comes from the repository's session, and each
+# is followed by the step's record before its COMMIT.
+psql "$REPO" -qc "CREATE TABLE k (id integer NOT NULL, v text)"
+TARGET_URL="$REPO&application_name=nstarget$$" "$NS" run job.yaml file=small.csv how=shared \
+    --repository "$REPO&application_name=nsshared$$" > /dev/null 2>&1 || fail "shared run failed"
+sleep 0.2
+assert_eq "$(psql "$REPO" -Atc 'SELECT count(*) FROM k')" 600 "rows loaded through the shared connection"
+python3 - "$(pg_log)" "$$" <<'PY' || fail "rows and step record are not in one transaction"
+import re, sys
+tag = sys.argv[2]
+lines = [l for l in open(sys.argv[1], errors="replace") if re.search(r"\] ns(shared|target)" + tag + " LOG:  (statement|execute)", l)]
+copies = [l for l in lines if "COPY " in l and " k " in l]
+assert copies, "no COPY in the log"
+assert all(f" nsshared{tag} LOG" in l for l in copies), "a COPY ran on the writer's own connection"
+chunks, state = 0, None
+for l in lines:
+    if f" nsshared{tag} LOG" not in l:
+        continue
+    if "COPY " in l: state = "copy"
+    elif "ns_step_execution SET" in l and state == "copy": state = "recorded"
+    elif re.search(r"(statement|execute <unnamed>): COMMIT", l) and state:
+        assert state == "recorded", "a chunk committed without its step record"
+        chunks += 1; state = None
+assert chunks == 6, f"{chunks} chunks committed with their record, expected 6"
+PY
+echo "target in the repository's database: one transaction per chunk"
 echo "repository on PostgreSQL: ok"
