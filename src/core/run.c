@@ -858,6 +858,10 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
         goto done;
     }
     const char *workdir = rc.workdir ? rc.workdir : getcwd(cwd, sizeof(cwd));
+    const char *lease_env = getenv("NIGHTSHIFT_LEASE");
+    double lease = launch && launch->lease_seconds > 0 ? launch->lease_seconds
+                   : lease_env && atof(lease_env) > 0  ? atof(lease_env)
+                                                       : 60;
     ns_launch_req req = {.job_name = job->name,
                          .job_path = job->path,
                          .workdir = workdir ? workdir : "",
@@ -865,7 +869,7 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
                          .nparams = p.n,
                          .next = launch && launch->next,
                          .restartable = job->restartable,
-                         .lease = launch && launch->lease_seconds > 0 ? launch->lease_seconds : 60};
+                         .lease = lease};
     if ((st = repo->vt->launch(repo, &req, &rc.launch, err)) != NS_OK) {
         if (rc.launch.notice[0])
             notice(&rc, "%s", rc.launch.notice);
@@ -886,6 +890,10 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
     if ((st = repo->vt->exec_status(repo, rc.launch.execution_id, NS_BATCH_STARTED, "EXECUTING", "",
                                     false, err)) != NS_OK)
         goto done;
+    /* Heartbeats at a third of the lease, also in the middle of a chunk. */
+    if (repo->vt->keepalive_start &&
+        (st = repo->vt->keepalive_start(repo, rc.launch.execution_id, lease / 3, err)) != NS_OK)
+        goto done;
 
     ns_batch_status status = NS_BATCH_COMPLETED;
     for (size_t i = 0; i < job->nsteps && status == NS_BATCH_COMPLETED; i++) {
@@ -901,6 +909,8 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
             snprintf(msg, sizeof(msg), "stopped on request after step %s", job->steps[i].name);
         }
     }
+    if (repo->vt->keepalive_stop)
+        repo->vt->keepalive_stop(repo);
     ns_error e2 = {0};
     if (repo->vt->exec_status(repo, rc.launch.execution_id, status, NULL, msg, true, &e2) !=
         NS_OK) {

@@ -6,19 +6,35 @@
  * simultaneous launches of one instance are serialised and all but the first
  * see its execution. The schema is created and migrated on first use under
  * an advisory lock. Statements per launch do not depend on history (every
- * lookup is by index); a chunk costs two statements.
+ * lookup is by index); a chunk costs two statements. While a job runs, a
+ * thread with its own connection renews the heartbeat (keepalive_start).
  */
 #include "repo/repo.h"
 
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+/* The heartbeat thread (see keepalive_start). */
+typedef struct beat {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool running, stop;
+    char *url;
+    int64_t execution_id;
+    double interval;
+} beat;
 
 typedef struct pgr {
     PGconn *c;
     char started[32]; /* this backend's start, in microseconds; "" until asked */
+    char *url;
+    beat beat;
 } pgr;
 
 #define CONN(r) (((pgr *)(r)->impl)->c)
@@ -234,6 +250,10 @@ static ns_status pg_open(ns_repo *r, const char *url, ns_error *err)
     redact(url, shown, sizeof(shown));
     if (!p)
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    if (!(p->url = ns__strdup(url))) {
+        free(p);
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    }
     p->c = PQconnectdbParams(keys, vals, 1);
     if (!p->c || PQstatus(p->c) != CONNECTION_OK) {
         const char *m = p->c ? PQerrorMessage(p->c) : "out of memory";
@@ -252,17 +272,115 @@ static ns_status pg_open(ns_repo *r, const char *url, ns_error *err)
     return NS_OK;
 fail:
     PQfinish(p->c);
+    free(p->url);
     free(p);
     return s;
 }
+
+static void pg_keepalive_stop(ns_repo *r);
 
 static void pg_close(ns_repo *r)
 {
     pgr *p = r->impl;
     if (!p)
         return;
+    pg_keepalive_stop(r);
     PQfinish(p->c);
+    free(p->url);
     free(p);
+}
+
+/*
+ * The heartbeat thread: every `interval` seconds, on a connection of its own
+ * (opened at the first beat, so short runs never open it), it renews the
+ * execution's heartbeat. Beats between chunks come from step_update; these
+ * keep a run whose chunk (or whole replace step) outlasts the lease from
+ * being taken for dead by a launch on another host. A failed beat is tried
+ * again at the next one.
+ */
+static void *beat_main(void *arg)
+{
+    beat *b = arg;
+    PGconn *c = NULL;
+    char id[24];
+    const char *const keys[] = {"dbname", "fallback_application_name", NULL};
+    const char *const vals[] = {b->url, "nightshift heartbeat", NULL};
+    const char *v[] = {num(id, b->execution_id)};
+    struct timespec at;
+
+    clock_gettime(CLOCK_MONOTONIC, &at);
+    pthread_mutex_lock(&b->mu);
+    for (;;) {
+        long long step = (long long)(b->interval * 1e9), ns = at.tv_nsec + step % 1000000000LL;
+        at.tv_sec += (time_t)(step / 1000000000LL + ns / 1000000000LL);
+        at.tv_nsec = (long)(ns % 1000000000LL);
+        while (!b->stop && pthread_cond_timedwait(&b->cv, &b->mu, &at) == 0)
+            ;
+        if (b->stop)
+            break;
+        pthread_mutex_unlock(&b->mu);
+        if (c && PQstatus(c) != CONNECTION_OK) {
+            PQfinish(c);
+            c = NULL;
+        }
+        if (!c) {
+            c = PQconnectdbParams(keys, vals, 1);
+            if (c)
+                PQsetNoticeProcessor(c, quiet, NULL);
+        }
+        if (c && PQstatus(c) == CONNECTION_OK)
+            PQclear(PQexecParams(c,
+                                 "UPDATE nightshift.ns_job_execution SET heartbeat = now()"
+                                 " WHERE id = $1 AND status IN ('STARTING', 'STARTED', 'STOPPING')",
+                                 1, NULL, v, NULL, NULL, 0));
+        pthread_mutex_lock(&b->mu);
+    }
+    pthread_mutex_unlock(&b->mu);
+    PQfinish(c);
+    return NULL;
+}
+
+static ns_status pg_keepalive_start(ns_repo *r, int64_t execution_id, double interval,
+                                    ns_error *err)
+{
+    pgr *p = r->impl;
+    beat *b = &p->beat;
+    pthread_condattr_t ca;
+
+    if (b->running)
+        return NS_OK;
+    b->url = p->url;
+    b->execution_id = execution_id;
+    b->interval = interval > 0.01 ? interval : 0.01;
+    b->stop = false;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(&b->thread, NULL, beat_main, b) != 0) {
+        pthread_cond_destroy(&b->cv);
+        pthread_mutex_destroy(&b->mu);
+        return ns__err(err, NS_EIO, NULL, "cannot start the heartbeat thread");
+    }
+    b->running = true;
+    return NS_OK;
+}
+
+static void pg_keepalive_stop(ns_repo *r)
+{
+    pgr *p = r->impl;
+    beat *b = &p->beat;
+    if (!b->running)
+        return;
+    pthread_mutex_lock(&b->mu);
+    b->stop = true;
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    pthread_join(b->thread, NULL);
+    pthread_cond_destroy(&b->cv);
+    pthread_mutex_destroy(&b->mu);
+    b->running = false;
 }
 
 void *ns__repo_pg_shared(ns_repo *r, void *conn)
@@ -835,6 +953,8 @@ const ns_repo_vt ns__repo_pg = {
     .step_begin = pg_step_begin,
     .step_update = pg_step_update,
     .step_end = pg_step_end,
+    .keepalive_start = pg_keepalive_start,
+    .keepalive_stop = pg_keepalive_stop,
     .step_reconcile = pg_step_reconcile,
     .request_stop = pg_request_stop,
     .abandon = pg_abandon,

@@ -112,6 +112,11 @@ typedef struct ns_repo_vt {
     ns_status (*step_update)(ns_repo *r, ns_step_exec *se, bool *stop, ns_error *err);
     ns_status (*step_end)(ns_repo *r, ns_step_exec *se, ns_batch_status status,
                           const char *exit_code, const char *message, ns_error *err);
+    /* Optional: renew the execution's heartbeat every `interval` seconds
+     * from a thread with its own connection until keepalive_stop, so a long
+     * chunk is not taken for a dead run by a launch on another host. */
+    ns_status (*keepalive_start)(ns_repo *r, int64_t execution_id, double interval, ns_error *err);
+    void (*keepalive_stop)(ns_repo *r);
     /* Brings an earlier step execution up to the target's checkpoint. */
     ns_status (*step_reconcile)(ns_repo *r, int64_t step_exec_id, const ns_counts *c,
                                 const char *context, ns_error *err);

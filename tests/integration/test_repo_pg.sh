@@ -106,4 +106,28 @@ for l in lines:
 assert chunks == 6, f"{chunks} chunks committed with their record, expected 6"
 PY
 echo "target in the repository's database: one transaction per chunk"
+
+# The heartbeat is renewed in the middle of a long chunk (a thread with its
+# own connection), so a launch on another host does not take a live run for
+# dead: with a 0.9 s lease, a chunk held 4 s by a trigger keeps a fresh beat.
+psql "$REPO" -q <<'SQL'
+CREATE TABLE slow (id integer NOT NULL, v text);
+CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS
+    $$ BEGIN IF NEW.id = 50 THEN PERFORM pg_sleep(4); END IF; RETURN NEW; END $$;
+CREATE TRIGGER slow BEFORE INSERT ON slow FOR EACH ROW EXECUTE FUNCTION slow_row();
+SQL
+load_job slow.yaml slowjob slow
+csv_rows 1 100 > slow.csv
+TARGET_URL="$REPO" NIGHTSHIFT_LEASE=0.9 "$NS" run slow.yaml file=slow.csv > slow.out 2>&1 & pid=$!
+for _ in $(seq 100); do
+    [ "$(psql "$REPO" -Atc "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'")" = 1 ] && break
+    sleep 0.1
+done
+sleep 1.5 # well past the lease since the chunk began
+fresh=$(psql "$REPO" -Atc "SELECT now() - e.heartbeat < interval '1 second' FROM nightshift.ns_job_execution e
+    JOIN nightshift.ns_job_instance i ON i.id = e.instance_id WHERE i.job_name = 'slowjob'")
+wait $pid || { cat slow.out >&2; fail "the slow job failed"; }
+assert_eq "$fresh" t "heartbeat renewed during a 4 s chunk (lease 0.9 s)"
+assert_eq "$(psql "$REPO" -Atc 'SELECT count(*) FROM slow')" 100 "rows of the slow job"
+echo "heartbeat during a long chunk: ok"
 echo "repository on PostgreSQL: ok"
