@@ -10,10 +10,16 @@
  * Job parameters appear in the SQL as :name and are bound, never pasted.
  * Key values keep their type in the position (SQLite orders integers before
  * text, so an integer key bound as text would page wrongly).
+ *
+ * On PostgreSQL the next page is asked for as soon as a page arrives, and a
+ * thread receives it (libpq parsing the rows) while the job writes the
+ * current one: receiving a page in the job's own thread left a COPY target
+ * idle meanwhile. The thread alone touches the connection until joined.
  */
 #include "io/io.h"
 
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +32,10 @@ typedef struct query_reader {
     sqlite3_stmt *first, *next; /* SQLite */
     PGconn *c;                  /* PostgreSQL: statements prepared as ns_first/ns_next */
     bool pending;               /* the next page's query is already sent */
+    bool fetching;              /* ... and a thread is receiving its result */
+    pthread_t fetcher;
+    PGresult *ahead; /* what the fetcher received */
+    PGresult *res;   /* PostgreSQL: the current page (cells point into it) */
     char *shown;
     const char **params; /* values of the SQL's :name parameters, in order */
     size_t nparams;
@@ -274,12 +284,30 @@ static ns_status q_seek(ns_reader *base, json_t *pos, ns_error *err)
 
 static void drop_page(query_reader *r)
 {
+    PQclear(r->res);
+    r->res = NULL;
     for (size_t i = 0; r->keys && i < r->rows; i++)
         json_decref(r->keys[i]);
     r->keys = NULL;
     r->cells = NULL;
     r->rows = r->row = 0;
     ns__arena_reset(&r->page);
+}
+
+/* The result of the query sent last (further results are drained). */
+static PGresult *receive(PGconn *c)
+{
+    PGresult *res = PQgetResult(c), *extra;
+    while ((extra = PQgetResult(c)) != NULL)
+        PQclear(extra);
+    return res;
+}
+
+static void *fetch_ahead(void *arg)
+{
+    query_reader *r = arg;
+    r->ahead = receive(r->c);
+    return NULL;
 }
 
 /* Reads the next page into r->cells. */
@@ -334,13 +362,13 @@ static ns_status fetch(query_reader *r, ns_error *err)
             return sq_fail(r, err, "reader.query.sql");
     } else {
         PGresult *res;
-        if (r->pending) {
-            /* Sent when the previous page arrived: the server has been
-             * producing it while that page was written. */
-            res = PQgetResult(r->c);
-            PGresult *extra;
-            while ((extra = PQgetResult(r->c)) != NULL)
-                PQclear(extra);
+        if (r->fetching) {
+            pthread_join(r->fetcher, NULL);
+            res = r->ahead;
+            r->ahead = NULL;
+            r->fetching = r->pending = false;
+        } else if (r->pending) {
+            res = receive(r->c);
             r->pending = false;
         } else {
             const char **v = calloc(nparams ? nparams : 1, sizeof(*v));
@@ -360,15 +388,12 @@ static ns_status fetch(query_reader *r, ns_error *err)
             return s;
         }
         r->rows = (size_t)PQntuples(res);
+        r->res = res; /* kept until the page is dropped: cells point into it */
         r->cells = ns__arena_alloc(&r->page, (r->rows * r->ncols + 1) * sizeof(char *));
         for (size_t i = 0; r->cells && i < r->rows; i++)
             for (size_t j = 0; j < r->ncols; j++)
                 r->cells[i * r->ncols + j] =
-                    PQgetisnull(res, (int)i, (int)j)
-                        ? NULL
-                        : ns__arena_strndup(&r->page, PQgetvalue(res, (int)i, (int)j),
-                                            (size_t)PQgetlength(res, (int)i, (int)j));
-        PQclear(res);
+                    PQgetisnull(res, (int)i, (int)j) ? NULL : PQgetvalue(res, (int)i, (int)j);
         /* A full page: ask for the next one now, after this page's last key. */
         if (r->rows == r->page_size && r->cells) {
             const char **v = calloc(r->nparams + r->nkey, sizeof(*v));
@@ -383,6 +408,8 @@ static ns_status fetch(query_reader *r, ns_error *err)
             free(v);
             if (!r->pending)
                 return pg_fail(r, NULL, err, "reader.query.sql");
+            /* Without a thread, the page is received when needed. */
+            r->fetching = pthread_create(&r->fetcher, NULL, fetch_ahead, r) == 0;
         }
     }
     r->done = r->rows < r->page_size;
@@ -473,6 +500,9 @@ static void q_progress(ns_reader *base, int64_t *done, int64_t *total)
 static void q_close(ns_reader *base)
 {
     query_reader *r = (query_reader *)base;
+    if (r->fetching)
+        pthread_join(r->fetcher, NULL);
+    PQclear(r->ahead);
     drop_page(r);
     sqlite3_finalize(r->first);
     sqlite3_finalize(r->next);
