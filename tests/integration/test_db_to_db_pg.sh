@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # DB -> DB jobs through the keyset query reader: PostgreSQL -> PostgreSQL
 # (killed once mid-way, then resumed from the last key: every row exactly
-# once) and PostgreSQL -> SQLite; the data arrive unchanged.
+# once), PostgreSQL -> SQLite and back SQLite -> PostgreSQL; the data arrive
+# unchanged.
 source "$(dirname "$0")/lib.sh"
 export SRC_URL DST_URL DST_DB="$T/copy.db"
 SRC_URL=$(pg_db ns_src)
@@ -44,6 +45,22 @@ got_pg=$(psql "$DST_URL" -AtF'|' -c "SELECT id, customer, amount, coalesce(note,
 got_sq=$(sqlite3 -separator '|' "$DST_DB" "SELECT id, customer, printf('%.2f', amount), coalesce(note, '<null>') FROM orders ORDER BY id" | sum)
 assert_eq "$got_pg" "$want" "PostgreSQL -> PostgreSQL copy"
 assert_eq "$got_sq" "$want" "PostgreSQL -> SQLite copy"
+# And back: SQLite -> PostgreSQL, from the SQLite copy into a fresh table.
+psql "$DST_URL" -qc "CREATE TABLE orders_back (id bigint PRIMARY KEY, customer text NOT NULL, amount numeric(10,2), note text)"
+cat > back.yaml <<'EOF2'
+job: orders-back
+connections:
+  src: "sqlite:${env.DST_DB}"
+  dst: "${env.DST_URL}"
+steps:
+  - name: copy
+    chunk: 1000
+    reader: {query: {connection: src, sql: "SELECT id, customer, printf('%.2f', amount) AS amount, note FROM orders", key: [id]}}
+    writer: {table: {connection: dst, name: orders_back}}
+EOF2
+expect_exit 0 "$NS" run back.yaml
+got_back=$(psql "$DST_URL" -AtF'|' -c "SELECT id, customer, amount, coalesce(note, '<null>') FROM orders_back ORDER BY id" | sum)
+assert_eq "$got_back" "$want" "SQLite -> PostgreSQL copy"
 r1=$(show_field 1 "['steps'][0]['read_count']")
 r2=$(show_field 2 "['steps'][0]['read_count']")
 assert_eq "$((r1 + r2))" 300000 "rows read over the crash and the restart"
