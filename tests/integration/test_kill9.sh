@@ -22,9 +22,10 @@ target_sql() { # runs SQL on the target, an SQLite file or a PostgreSQL URL
     esac
 }
 repo_written() { # rows the repository says were written, over all executions
+    # (0 while a run killed early has not created the repository's tables)
     case $NIGHTSHIFT_REPOSITORY in
-    postgresql:*) psql "$NIGHTSHIFT_REPOSITORY" -qAtc "SELECT coalesce(sum(write_count), 0) FROM nightshift.ns_step_execution" ;;
-    *) sql "${NIGHTSHIFT_REPOSITORY#sqlite:}" "SELECT coalesce(sum(write_count), 0) FROM ns_step_execution" ;;
+    postgresql:*) psql "$NIGHTSHIFT_REPOSITORY" -qAtc "SELECT coalesce(sum(write_count), 0) FROM nightshift.ns_step_execution" 2>/dev/null || echo 0 ;;
+    *) sql "${NIGHTSHIFT_REPOSITORY#sqlite:}" "SELECT coalesce(sum(write_count), 0) FROM ns_step_execution" 2>/dev/null || echo 0 ;;
     esac
 }
 variant() { # variant NAME TARGET (file or URL) REPOSITORY_URL
