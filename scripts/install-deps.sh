@@ -10,6 +10,7 @@ pkgs=(
     libyaml-dev                          # job files
     libjansson-dev                       # JSON: execution context, --json output
     libpq-dev postgresql                 # PostgreSQL client; a server for the tests
+    liblua5.4-dev                        # Lua processors
     libcmocka-dev                        # unit tests
     procps python3                       # integration tests: ps, data generators
 )

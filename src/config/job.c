@@ -7,6 +7,7 @@
  * a misspelt `chunks:` must not silently mean the default.
  */
 #include "config/job.h"
+#include "proc/proc.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -530,6 +531,89 @@ static ns_status load_reader(loader *l, ns_step_def *s, const yaml_node_t *n, co
     return NS_OK;
 }
 
+/* Reads a whole file (a processor script). */
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    ns_buf b = {0};
+    char chunk[8192];
+    size_t n;
+    if (!f)
+        return NULL;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        if (ns__buf_append(&b, chunk, n) != NS_OK) {
+            fclose(f);
+            ns__buf_free(&b);
+            return NULL;
+        }
+    bool bad = ferror(f) != 0;
+    fclose(f);
+    if (bad || ns__buf_reserve(&b, 1) != NS_OK) {
+        ns__buf_free(&b);
+        return NULL;
+    }
+    *len = b.len;
+    ns__buf_cstr(&b);
+    return b.data ? b.data : ns__strdup("");
+}
+
+static ns_status load_processor(loader *l, ns_step_def *s, const yaml_node_t *n, const char *where)
+{
+    static const char *const keys[] = {"lua", "file", "columns", "instructions", NULL};
+    char key[300], msg[600];
+    ns_status st;
+    yaml_node_t *code, *file, *x;
+
+    if (!n || n->type != YAML_MAPPING_NODE)
+        return fail(l, n, where, "must be a mapping such as {lua: \"function process(item) ...\"}");
+    if ((st = check_keys(l, n, where, keys)) != NS_OK)
+        return st;
+    code = map_get(l, n, "lua");
+    file = map_get(l, n, "file");
+    if (!code == !file)
+        return fail(l, n, where, "needs exactly one of lua: (the script) and file: (a .lua file)");
+    if (code) {
+        snprintf(key, sizeof(key), "%s.lua", where);
+        if ((st = get_string(l, code, key, &s->proc_code)) != NS_OK)
+            return st;
+        s->proc_len = strlen(s->proc_code);
+        snprintf(msg, sizeof(msg), "=%s, %s", l->path, key);
+    } else {
+        char *rel = NULL, *path;
+        snprintf(key, sizeof(key), "%s.file", where);
+        if ((st = get_string(l, file, key, &rel)) != NS_OK)
+            return st;
+        /* Relative to the job file's directory: the script lives with the job. */
+        const char *slash = l->path ? strrchr(l->path, '/') : NULL;
+        if (rel[0] == '/' || !slash)
+            path = ns__strdup(rel);
+        else
+            path = ns__asprintf("%.*s/%s", (int)(slash - l->path), l->path, rel);
+        s->proc_code = path ? slurp(path, &s->proc_len) : NULL;
+        if (!s->proc_code)
+            st = fail(l, file, key, "cannot read '%s': %s", path ? path : rel, strerror(errno));
+        snprintf(msg, sizeof(msg), "@%s", rel);
+        free(path);
+        free(rel);
+        if (st != NS_OK)
+            return st;
+    }
+    if (!(s->proc_chunkname = ns__strdup(msg)))
+        return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+    if (ns__lua_check(s->proc_code, s->proc_len, s->proc_chunkname, msg, sizeof(msg)) != NS_OK)
+        return fail(l, code ? code : file, key, "%s", msg);
+    snprintf(key, sizeof(key), "%s.columns", where);
+    if ((x = map_get(l, n, "columns")) &&
+        (st = get_names(l, x, key, &s->proc_columns, &s->proc_ncolumns)) != NS_OK)
+        return st;
+    s->proc_instructions = 10000000;
+    snprintf(key, sizeof(key), "%s.instructions", where);
+    if ((x = map_get(l, n, "instructions")) &&
+        (st = get_posint(l, x, key, 1000, INT64_MAX / 2, &s->proc_instructions)) != NS_OK)
+        return st;
+    return NS_OK;
+}
+
 static ns_status load_writer(loader *l, ns_step_def *s, const yaml_node_t *n, const char *where)
 {
     static const char *const kinds[] = {"table", NULL};
@@ -624,8 +708,8 @@ static ns_status load_step(loader *l, size_t i, const yaml_node_t *n)
         (st = get_posint(l, x, key, 1, 1000000, &s->chunk)) != NS_OK)
         return st;
     snprintf(key, sizeof(key), "%s.processor", where);
-    if ((x = map_get(l, n, "processor")))
-        return fail(l, x, key, "processors are not supported by this version of nightshift");
+    if ((x = map_get(l, n, "processor")) && (st = load_processor(l, s, x, key)) != NS_OK)
+        return st;
     snprintf(key, sizeof(key), "%s.reader", where);
     if (!(x = map_get(l, n, "reader")))
         return fail(l, n, key, "is required");
@@ -810,6 +894,9 @@ void ns_job_free(ns_job *job)
         free(s->table_conn);
         free(s->table_name);
         free_names(s->table_key, s->table_nkey);
+        free(s->proc_code);
+        free(s->proc_chunkname);
+        free_names(s->proc_columns, s->proc_ncolumns);
     }
     free(job->params);
     free(job->conns);

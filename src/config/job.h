@@ -59,6 +59,14 @@ typedef struct ns_step_def {
     char **csv_columns;
     size_t csv_ncolumns;
 
+    /* processor: lua (optional; proc_code NULL when none) */
+    char *proc_code; /* the script's text, inline or read from its file at load */
+    size_t proc_len;
+    char *proc_chunkname; /* how Lua names it in messages ("@file.lua", "=...") */
+    char **proc_columns;  /* output columns when they differ from the input's */
+    size_t proc_ncolumns;
+    int64_t proc_instructions; /* per call */
+
     /* writer: table */
     char *table_conn; /* connection name */
     char *table_name;

@@ -14,6 +14,7 @@
  */
 #include "config/job.h"
 #include "io/io.h"
+#include "proc/proc.h"
 #include "repo/repo.h"
 
 #include <errno.h>
@@ -157,6 +158,7 @@ typedef struct step_run {
     ns_step_exec se;
     ns_counts counts;
     ns_reader *reader;
+    ns_proc *proc; /* NULL without a processor */
     ns_writer *writer;
     bool shared;         /* the writer uses the repository's connection */
     char *rejects_path;  /* the file, as opened */
@@ -534,8 +536,23 @@ out:
 }
 
 /* Copies a record into the chunk arena (one allocation per item). */
-static ns_status to_item(const ns_record *r, ns_item *it, ns_arena *a)
+/* Copies a record into the chunk's arena. Without `fields`, only its raw
+ * text: the item's fields then point into the reader's buffer until the next
+ * read (a processor replaces them with its own copies). */
+static ns_status to_item(const ns_record *r, ns_item *it, ns_arena *a, bool fields)
 {
+    if (!fields) {
+        char *raw = ns__arena_alloc(a, r->raw_len + 1);
+        if (!raw)
+            return NS_ENOMEM;
+        memcpy(raw, r->raw, r->raw_len);
+        *it = (ns_item){.line = r->line,
+                        .raw = raw,
+                        .raw_len = r->raw_len,
+                        .fields = r->fields,
+                        .nfields = r->nfields};
+        return NS_OK;
+    }
     size_t total = r->raw_len + r->nfields * sizeof(ns_value);
     for (size_t i = 0; i < r->nfields; i++)
         total += r->fields[i].len;
@@ -630,6 +647,25 @@ static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
     }
     size_t ncols;
     const char *const *cols = s->reader->vt->columns(s->reader, &ncols);
+    if (d->proc_code) {
+        params *pp = s->rc->params;
+        ns_proc_cfg pc = {.code = d->proc_code,
+                          .code_len = d->proc_len,
+                          .chunkname = d->proc_chunkname,
+                          .columns = cols,
+                          .ncolumns = ncols,
+                          .out_columns = (const char *const *)d->proc_columns,
+                          .nout = d->proc_ncolumns,
+                          .param_names = (const char *const *)pp->names,
+                          .param_values = (const char *const *)pp->values,
+                          .nparams = pp->n,
+                          .instruction_limit = d->proc_instructions};
+        if ((st = ns__proc_new(&ns__proc_lua, &s->proc, err)) != NS_OK ||
+            (st = s->proc->vt->open(s->proc, &pc, err)) != NS_OK)
+            goto out;
+        /* The writer sees what the processor makes. */
+        cols = s->proc->vt->columns(s->proc, &ncols);
+    }
     void *shared =
         strncmp(url, "sqlite:", 7) == 0 ? ns__repo_sqlite_shared(s->rc->repo, url + 7) : NULL;
     ns_writer_cfg cfg = {.url = url,
@@ -701,7 +737,10 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
         size_t n = 0, nbad = 0;
         ns_counts before = s.counts;
         ns__arena_reset(&arena);
-        while (n < (size_t)def->chunk) {
+        /* A chunk is `chunk` records read, whatever becomes of them: items,
+         * unreadable records and filtered ones all count, so the arrays and
+         * the arena stay bounded. */
+        while (s.counts.read - before.read < def->chunk) {
             ns_record r;
             if ((st = s.reader->vt->next(s.reader, &r, &eof, err)) != NS_OK)
                 goto out;
@@ -709,9 +748,27 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
                 break;
             s.counts.read++;
             ns_item *it = r.error_code ? &bad[nbad++] : &items[n++];
-            if (to_item(&r, it, &arena) != NS_OK) {
+            if (to_item(&r, it, &arena, r.error_code || !s.proc) != NS_OK) {
                 st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
                 goto out;
+            }
+            if (!r.error_code && s.proc) {
+                ns_proc_result pr;
+                if ((st = s.proc->vt->process(s.proc, it, &arena, &pr, err)) != NS_OK)
+                    goto out;
+                if (pr == NS_PROC_FILTER) {
+                    n--;
+                    s.counts.filter++;
+                    continue;
+                }
+                if (pr == NS_PROC_REJECT) {
+                    bad[nbad++] = *it;
+                    n--;
+                    s.counts.process_skip++;
+                    if (skips(&s.counts) > def->skip_limit)
+                        break;
+                    continue;
+                }
             }
             if (!r.error_code && s.writer->vt->feed &&
                 (st = s.writer->vt->feed(s.writer, items, n - 1, &arena, err)) != NS_OK)
@@ -725,6 +782,10 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
                     break;
             }
         }
+        /* The processor's close() before the last chunk commits: if it fails,
+         * that chunk is read again on restart. */
+        if (eof && s.proc && (st = s.proc->vt->finish(s.proc, err)) != NS_OK)
+            goto out;
         if (n > 0 && (st = s.writer->vt->write(s.writer, items, n, &arena, err)) != NS_OK)
             goto out;
         /* Rejects in file order: merge the reader's with the writer's. */
@@ -802,6 +863,7 @@ out:
         report(&s, rc->listener ? rc->listener->step_end : NULL, *status, msg[0] ? msg : NULL);
     }
     ns__writer_free(s.writer);
+    ns__proc_free(s.proc);
     ns__reader_free(s.reader);
     ns__arena_free(&arena);
     free(items);

@@ -101,7 +101,16 @@ static void test_errors_name_line_and_key(void **state)
     expect("\"sqlite:${env.DB}\"", "\"mysql://x\"",
            "job.yaml:8: connections.target: unsupported URL");
     expect("    reader:\n", "    processor: {lua: x}\n    reader:\n",
-           "job.yaml:12: steps[0].processor: processors are not supported");
+           "job.yaml:12: steps[0].processor.lua: job.yaml, steps[0].processor.lua:1: syntax "
+           "error near <eof>");
+    expect("    reader:\n",
+           "    processor: {lua: \"function process(i) end\", file: a.lua}\n"
+           "    reader:\n",
+           "job.yaml:12: steps[0].processor: needs exactly one of lua: (the script) and file:");
+    expect("    reader:\n", "    processor: {file: /nonexistent/p.lua}\n    reader:\n",
+           "job.yaml:12: steps[0].processor.file: cannot read '/nonexistent/p.lua'");
+    expect("    reader:\n", "    processor: {lua: \"x = 1\", instructions: 5}\n    reader:\n",
+           "job.yaml:12: steps[0].processor.instructions: must be an integer from 1000");
     expect("  - name: load\n",
            "  - name: load\n    reader: {csv: {path: a}}\n    writer: {table: {connection: target, "
            "name: t}}\n  - name: load\n",

@@ -1,0 +1,66 @@
+/*
+ * proc.h - processors: what happens to an item between reader and writer.
+ *
+ * A processor sees each readable item once, in read order, and decides: write
+ * it (possibly changed), filter it (counted, not written) or reject it (a
+ * process skip, written to the rejects file with its line). Like readers and
+ * writers, processors are vtables found by name.
+ */
+#ifndef NS_PROC_H
+#define NS_PROC_H
+
+#include "io/io.h"
+
+typedef enum ns_proc_result {
+    NS_PROC_WRITE,  /* write the item (its fields may have been replaced) */
+    NS_PROC_FILTER, /* drop it: counted as filtered */
+    NS_PROC_REJECT  /* reject it: it->code and it->message say why */
+} ns_proc_result;
+
+typedef struct ns_proc_cfg {
+    const char *code;      /* the script's text */
+    size_t code_len;       /* its length */
+    const char *chunkname; /* for messages: "@path.lua" or "=job.yaml:LINE" */
+    const char *const *columns; /* the input's field names, in order */
+    size_t ncolumns;
+    const char *const *out_columns; /* the output's, or NULL: the input's */
+    size_t nout;
+    const char *const *param_names; /* the job's parameters, for open(params) */
+    const char *const *param_values;
+    size_t nparams;
+    int64_t instruction_limit; /* per item (and for open/close) */
+    int64_t memory_limit;      /* bytes for the whole script */
+} ns_proc_cfg;
+
+typedef struct ns_proc ns_proc;
+typedef struct ns_proc_vt {
+    const char *name;
+    int version;
+    size_t instance_size;
+    ns_status (*open)(ns_proc *p, const ns_proc_cfg *cfg, ns_error *err);
+    /* The output field names (borrowed until close). */
+    const char *const *(*columns)(ns_proc *p, size_t *n);
+    /* Processes one item. On NS_PROC_WRITE the item's fields may now point
+     * into `arena`; on NS_PROC_REJECT it->code/message are set (in `arena`).
+     * An error return means the step cannot go on (out of memory, ...). */
+    ns_status (*process)(ns_proc *p, ns_item *it, ns_arena *arena, ns_proc_result *res,
+                         ns_error *err);
+    /* Called once at the end of a step that read everything. */
+    ns_status (*finish)(ns_proc *p, ns_error *err);
+    void (*close)(ns_proc *p);
+} ns_proc_vt;
+struct ns_proc {
+    const ns_proc_vt *vt;
+};
+
+extern const ns_proc_vt ns__proc_lua;
+
+ns_status ns__proc_new(const ns_proc_vt *vt, ns_proc **out, ns_error *err);
+void ns__proc_free(ns_proc *p);
+
+/* Compiles a Lua script without running it, so a job file with a syntax
+ * error is refused before anything runs; the message names chunk and line. */
+ns_status ns__lua_check(const char *code, size_t len, const char *chunkname, char *msg,
+                        size_t msglen);
+
+#endif
