@@ -160,6 +160,16 @@ echo "this is not a database, just text that is long enough to look like a page 
 expect_exit 1 "$NS" list --repository sqlite:bad.db
 expect_err "sqlite:bad.db"
 expect_err "file is not a database"
+# More unreadable records in a row than a chunk holds (chunk 2, 9 bad
+# records): each chunk counts every record it reads, so none overflows.
+printf 'id,email,n\n' > manybad.csv
+for i in $(seq 100 108); do printf '%s,only-two\n' "$i" >> manybad.csv; done
+printf '109,z@x,9\n' >> manybad.csv
+REJECTS=manybad.rej.csv write_job manybad.yaml
+expect_exit 0 "$NS" run manybad.yaml file=manybad.csv
+assert_eq "$(($(wc -l < manybad.rej.csv) - 1))" 9 "rejects of 9 bad records in a row"
+assert_eq "$(sql "$TARGET_DB" "SELECT count(*) FROM u WHERE id = 109")" 1 "the good record after them"
+
 # A COMMIT refused when the target is the repository's file (a deferred
 # foreign key on SQLite, checked only then): the step is recorded FAILED with
 # the reason, not left STARTED by the undone record of the chunk.
