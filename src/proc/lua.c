@@ -27,12 +27,12 @@ typedef struct lua_proc {
     lua_State *L;
     size_t mem, mem_limit;
     int64_t limit, ticks;
-    int process_ref; /* the process function */
-    int names_ref;   /* input field i + 1 -> its name */
-    int colset_ref;  /* output column name -> its index + 1 */
+    int process_ref;  /* the process function */
+    int colset_ref;   /* output column name -> its index + 1 */
     int outnames_ref; /* output column i + 1 -> its name */
     int meta_ref;     /* the items' metatable */
-    char **out;      /* output column names */
+    char **out;       /* output column names */
+    long *out_in;     /* input field of each output column, -1 when none */
     size_t nout, nin;
     char *chunkname;
 } lua_proc;
@@ -141,7 +141,94 @@ static const char *error_text(lua_State *L, char *buf, size_t len)
     return buf;
 }
 
-/* item[k] = v for a field the item lacks: only output columns may be added. */
+/*
+ * Items. process() gets a real table whose fields are loaded on first use:
+ * the record's bytes are copied once into a userdata hung on the table (at
+ * the light key &item_key), and __index turns a field into a Lua string only
+ * when the script reads it, caching it in the table. A script that touches
+ * two fields of ten makes two strings, not ten; one that returns the item
+ * untouched makes none (the bytes go straight to the writer). A bit per
+ * field says it was loaded or assigned, so a field set to nil is NULL and
+ * not the value read. pairs() loads every field first.
+ */
+static char item_key;
+
+typedef struct idata {
+    size_t n;
+    /* then: uint64_t loaded[(n + 63) / 64]; int64_t len[n] (-1: NULL);
+     * size_t off[n]; the bytes */
+} idata;
+
+static uint64_t *id_loaded(idata *d)
+{
+    return (uint64_t *)(void *)(d + 1);
+}
+
+static int64_t *id_len(idata *d)
+{
+    return (int64_t *)(void *)(id_loaded(d) + (d->n + 63) / 64);
+}
+
+static size_t *id_off(idata *d)
+{
+    return (size_t *)(void *)(id_len(d) + d->n);
+}
+
+static char *id_bytes(idata *d)
+{
+    return (char *)(id_off(d) + d->n);
+}
+
+static bool id_is_loaded(idata *d, size_t i)
+{
+    return (id_loaded(d)[i / 64] >> (i % 64)) & 1;
+}
+
+static void id_set_loaded(idata *d, size_t i)
+{
+    id_loaded(d)[i / 64] |= 1ULL << (i % 64);
+}
+
+/* The item data of the table at `idx`, or NULL when it is not an item. */
+static idata *item_data(lua_State *L, int idx)
+{
+    lua_rawgetp(L, idx, &item_key);
+    idata *d = lua_type(L, -1) == LUA_TUSERDATA ? lua_touserdata(L, -1) : NULL;
+    lua_pop(L, 1);
+    return d;
+}
+
+/* Input field `i` of an item as a Lua string, cached in the table at 1. */
+static int load_field(lua_State *L, idata *d, size_t i, int key)
+{
+    id_set_loaded(d, i);
+    if (id_len(d)[i] < 0)
+        return 0;
+    lua_pushlstring(L, id_bytes(d) + id_off(d)[i], (size_t)id_len(d)[i]);
+    lua_pushvalue(L, key);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);
+    return 1;
+}
+
+/* item[k] for a field not in the table: load it. Upvalue 1: input name ->
+ * index + 1. */
+static int item_index(lua_State *L)
+{
+    if (lua_type(L, 2) != LUA_TSTRING)
+        return 0;
+    lua_pushvalue(L, 2);
+    lua_Integer i = lua_rawget(L, lua_upvalueindex(1)) == LUA_TNUMBER ? lua_tointeger(L, -1) : 0;
+    lua_pop(L, 1);
+    idata *d = i > 0 ? item_data(L, 1) : NULL;
+    if (!d || (size_t)i > d->n || id_is_loaded(d, (size_t)i - 1))
+        return 0;
+    return load_field(L, d, (size_t)i - 1, 2);
+}
+
+/* item[k] = v for a field not in the table: only output columns may be set
+ * (a misspelt column fails at the line that sets it). Upvalues: output name
+ * -> index + 1, input name -> index + 1. */
 static int item_newindex(lua_State *L)
 {
     lua_pushvalue(L, 2);
@@ -150,9 +237,44 @@ static int item_newindex(lua_State *L)
                           "item has no column '%s' (declare new output columns in "
                           "processor.columns)",
                           luaL_tolstring(L, 2, NULL));
+    lua_pushvalue(L, 2);
+    lua_Integer i = lua_rawget(L, lua_upvalueindex(2)) == LUA_TNUMBER ? lua_tointeger(L, -1) : 0;
+    idata *d = i > 0 ? item_data(L, 1) : NULL;
+    if (d && (size_t)i <= d->n)
+        id_set_loaded(d, (size_t)i - 1); /* assigned: the read value is gone */
     lua_settop(L, 3);
     lua_rawset(L, 1);
     return 0;
+}
+
+/* next() over an item, without its hidden key. */
+static int item_next(lua_State *L)
+{
+    lua_settop(L, 2);
+    while (lua_next(L, 1)) {
+        if (lua_touserdata(L, -2) != &item_key)
+            return 2;
+        lua_pop(L, 1);
+    }
+    lua_pushnil(L);
+    return 1;
+}
+
+/* pairs(item): every field loaded, then item_next. Upvalue 1: input field
+ * index + 1 -> name. */
+static int item_pairs(lua_State *L)
+{
+    idata *d = item_data(L, 1);
+    for (size_t i = 0; d && i < d->n; i++) {
+        if (id_is_loaded(d, i))
+            continue;
+        lua_rawgeti(L, lua_upvalueindex(1), (lua_Integer)i + 1);
+        lua_pop(L, load_field(L, d, i, lua_gettop(L)) + 1);
+    }
+    lua_pushcfunction(L, item_next);
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    return 3;
 }
 
 /* Calls the function below `nargs` arguments with the instruction budget. */
@@ -186,7 +308,7 @@ static ns_status lp_open(ns_proc *base, const ns_proc_cfg *cfg, ns_error *err)
     p->mem_limit = cfg->memory_limit > 0 ? (size_t)cfg->memory_limit : (size_t)256 << 20;
     p->limit = cfg->instruction_limit > 0 ? cfg->instruction_limit : 10000000;
     p->nin = cfg->ncolumns;
-    p->process_ref = p->names_ref = p->colset_ref = p->outnames_ref = p->meta_ref = LUA_NOREF;
+    p->process_ref = p->colset_ref = p->outnames_ref = p->meta_ref = LUA_NOREF;
     if (!(p->chunkname = ns__strdup(cfg->chunkname)) || !(p->L = lua_newstate(l_alloc, p)))
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     lua_State *L = p->L;
@@ -204,39 +326,52 @@ static ns_status lp_open(ns_proc *base, const ns_proc_cfg *cfg, ns_error *err)
                        cfg->chunkname + 1);
     p->process_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
-    /* Field names as Lua strings, made once. */
-    lua_createtable(L, (int)cfg->ncolumns, 0);
-    for (size_t i = 0; i < cfg->ncolumns; i++) {
-        lua_pushstring(L, cfg->columns[i]);
-        lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
-    p->names_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* Field names as Lua strings, made once: input index -> name, input
+     * name -> index, output name -> index, output index -> name. */
     const char *const *out = cfg->out_columns ? cfg->out_columns : cfg->columns;
     p->nout = cfg->out_columns ? cfg->nout : cfg->ncolumns;
-    if (!(p->out = calloc(p->nout ? p->nout : 1, sizeof(*p->out))))
+    if (!(p->out = calloc(p->nout ? p->nout : 1, sizeof(*p->out))) ||
+        !(p->out_in = calloc(p->nout ? p->nout : 1, sizeof(*p->out_in))))
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    lua_createtable(L, (int)cfg->ncolumns, 0);
+    lua_createtable(L, 0, (int)cfg->ncolumns);
+    for (size_t i = 0; i < cfg->ncolumns; i++) {
+        lua_pushstring(L, cfg->columns[i]);
+        lua_rawseti(L, -3, (lua_Integer)i + 1);
+        lua_pushinteger(L, (lua_Integer)i + 1);
+        lua_setfield(L, -2, cfg->columns[i]);
+    }
     lua_createtable(L, 0, (int)p->nout);
+    lua_createtable(L, (int)p->nout, 0);
     for (size_t i = 0; i < p->nout; i++) {
         if (!(p->out[i] = ns__strdup(out[i])))
             return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        p->out_in[i] = -1;
+        for (size_t j = 0; j < cfg->ncolumns; j++)
+            if (strcmp(out[i], cfg->columns[j]) == 0)
+                p->out_in[i] = (long)j;
         lua_pushinteger(L, (lua_Integer)i + 1);
-        lua_setfield(L, -2, out[i]);
-    }
-    lua_pushvalue(L, -1);
-    p->colset_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    /* Items refuse a new field that is not an output column, at the line
-     * that sets it (a misspelt column would otherwise vanish). */
-    lua_createtable(L, 0, 1);
-    lua_insert(L, -2);
-    lua_pushcclosure(L, item_newindex, 1);
-    lua_setfield(L, -2, "__newindex");
-    p->meta_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_createtable(L, (int)p->nout, 0);
-    for (size_t i = 0; i < p->nout; i++) {
+        lua_setfield(L, -3, out[i]);
         lua_pushstring(L, out[i]);
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
+    /* stack: innames, inidx, colset, outnames */
     p->outnames_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, -1);
+    p->colset_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_createtable(L, 0, 3); /* innames, inidx, colset, meta */
+    lua_pushvalue(L, -3);
+    lua_pushcclosure(L, item_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_insert(L, -2); /* innames, inidx, meta, colset */
+    lua_pushvalue(L, -3);
+    lua_pushcclosure(L, item_newindex, 2);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushvalue(L, -3);
+    lua_pushcclosure(L, item_pairs, 1);
+    lua_setfield(L, -2, "__pairs");
+    p->meta_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 2);
 
     lua_createtable(L, 0, (int)cfg->nparams);
     for (size_t i = 0; i < cfg->nparams; i++) {
@@ -260,18 +395,25 @@ static void reject(ns_item *it, ns_arena *a, const char *msg)
     it->message = ns__arena_strndup(a, msg, strlen(msg));
 }
 
-/* Converts the value at the top of the stack for field `name` into the
- * arena (nil: NULL). False, with msg, for a value that cannot be written. */
-static bool to_value(lua_State *L, const char *name, ns_value *v, ns_arena *a, char *msg,
-                     size_t msglen)
+/* What one item's protected run works on. */
+typedef struct item_run {
+    lua_proc *p;
+    const ns_item *it;
+    ns_arena *a;
+    ns_value *vals; /* the output fields */
+    bool filtered, nomem;
+} item_run;
+
+/* Converts the value on top of the stack for output column i into r->vals
+ * (raising a Lua error for a value that cannot be written). */
+static void to_value(lua_State *L, item_run *r, size_t i)
 {
     const char *s;
     size_t len;
     switch (lua_type(L, -1)) {
     case LUA_TNIL:
-        v->ptr = NULL;
-        v->len = 0;
-        return true;
+        r->vals[i] = (ns_value){0};
+        return;
     case LUA_TSTRING:
     case LUA_TNUMBER:
         s = lua_tolstring(L, -1, &len); /* a copy on the stack: converting it is harmless */
@@ -281,15 +423,118 @@ static bool to_value(lua_State *L, const char *name, ns_value *v, ns_arena *a, c
         len = strlen(s);
         break;
     default:
-        snprintf(msg, msglen, "process() returned a %s value for field '%s'", luaL_typename(L, -1),
-                 name);
-        return false;
+        luaL_error(L, "process() returned a %s value for field '%s'", luaL_typename(L, -1),
+                   r->p->out[i]);
+        return;
     }
-    v->ptr = ns__arena_strndup(a, s, len);
-    v->len = len;
-    if (!v->ptr)
-        snprintf(msg, msglen, "out of memory");
-    return v->ptr != NULL;
+    if (!(r->vals[i].ptr = ns__arena_strndup(r->a, s, len))) {
+        r->nomem = true;
+        luaL_error(L, "out of memory");
+    }
+    r->vals[i].len = len;
+}
+
+/*
+ * Builds the item, calls process() and turns what it returns into r->vals,
+ * all under lua_pcall (lp_process): any error, the script's or a memory
+ * error of Lua's, rejects the item instead of reaching Lua's panic handler.
+ */
+static int run_item(lua_State *L)
+{
+    item_run *r = lua_touserdata(L, 1);
+    lua_proc *p = r->p;
+    const ns_item *it = r->it;
+    lua_settop(L, 0);
+
+    /* The item: a table with the record's bytes hung on it (see idata). */
+    size_t n = it->nfields < p->nin ? it->nfields : p->nin, bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += it->fields[i].len;
+    lua_createtable(L, 0, 1);
+    idata *d = lua_newuserdatauv(L,
+                                 sizeof(idata) + (n + 63) / 64 * sizeof(uint64_t) +
+                                     n * (sizeof(int64_t) + sizeof(size_t)) + bytes + 1,
+                                 0);
+    d->n = n;
+    memset(id_loaded(d), 0, (n + 63) / 64 * sizeof(uint64_t));
+    char *b = id_bytes(d);
+    for (size_t i = 0, at = 0; i < n; i++) {
+        const ns_value *v = &it->fields[i];
+        id_len(d)[i] = v->ptr ? (int64_t)v->len : -1;
+        id_off(d)[i] = at;
+        if (v->ptr)
+            memcpy(b + at, v->ptr, v->len);
+        at += v->len;
+    }
+    lua_rawsetp(L, 1, &item_key);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->meta_ref);
+    lua_setmetatable(L, 1);
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->process_ref);
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1); /* stack: item, result */
+    if (lua_isnil(L, 2)) {
+        r->filtered = true;
+        return 0;
+    }
+    if (!lua_istable(L, 2))
+        return luaL_error(L, "process() must return a table or nil, not a %s value",
+                          luaL_typename(L, 2));
+    r->vals = ns__arena_alloc(r->a, (p->nout ? p->nout : 1) * sizeof(*r->vals));
+    if (!r->vals) {
+        r->nomem = true;
+        return luaL_error(L, "out of memory");
+    }
+    memset(r->vals, 0, (p->nout ? p->nout : 1) * sizeof(*r->vals));
+    if ((d = item_data(L, 2)) != NULL) {
+        /* An item (this one or a kept one): the fields it holds, else the
+         * bytes it was read with, unless the script assigned or cleared
+         * them. Its metatable kept out fields that are not columns. */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, p->outnames_ref); /* 3 */
+        const char *block = NULL;                           /* the item's bytes, copied once */
+        for (size_t i = 0; i < p->nout; i++) {
+            lua_rawgeti(L, 3, (lua_Integer)i + 1);
+            if (lua_rawget(L, 2) != LUA_TNIL) {
+                to_value(L, r, i);
+            } else {
+                long j = p->out_in[i];
+                if (j >= 0 && (size_t)j < d->n && !id_is_loaded(d, (size_t)j) &&
+                    id_len(d)[j] >= 0) {
+                    if (!block) {
+                        size_t total = id_off(d)[d->n - 1] +
+                                       (size_t)(id_len(d)[d->n - 1] > 0 ? id_len(d)[d->n - 1] : 0);
+                        if (!(block = ns__arena_strndup(r->a, id_bytes(d), total))) {
+                            r->nomem = true;
+                            return luaL_error(L, "out of memory");
+                        }
+                    }
+                    r->vals[i].len = (size_t)id_len(d)[j];
+                    r->vals[i].ptr = block + id_off(d)[j];
+                }
+            }
+            lua_pop(L, 1);
+        }
+        return 0;
+    }
+    /* A table of the script's own: every key must be an output column. */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->colset_ref); /* 3 */
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+        lua_Integer at = 0;
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            lua_pushvalue(L, -2);
+            at = lua_rawget(L, 3) == LUA_TNUMBER ? lua_tointeger(L, -1) : 0;
+            lua_pop(L, 1);
+        }
+        if (at < 1 || (size_t)at > p->nout)
+            return luaL_error(L,
+                              "process() returned field '%s', which is not an output column "
+                              "(declare it in processor.columns)",
+                              luaL_tolstring(L, -2, NULL));
+        to_value(L, r, (size_t)at - 1);
+        lua_pop(L, 1);
+    }
+    return 0;
 }
 
 static ns_status lp_process(ns_proc *base, ns_item *it, ns_arena *a, ns_proc_result *res,
@@ -297,97 +542,35 @@ static ns_status lp_process(ns_proc *base, ns_item *it, ns_arena *a, ns_proc_res
 {
     lua_proc *p = (lua_proc *)base;
     lua_State *L = p->L;
+    item_run r = {.p = p, .it = it, .a = a};
     char msg[600];
-    int top = lua_gettop(L);
 
-    /* The item: a table of field -> string, NULL fields absent, with the
-     * metatable that refuses new fields that are not output columns. */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, p->names_ref);
-    lua_createtable(L, 0, (int)p->nin);
-    for (size_t i = 0; i < p->nin && i < it->nfields; i++) {
-        if (!it->fields[i].ptr)
-            continue;
-        lua_rawgeti(L, -2, (lua_Integer)i + 1);
-        lua_pushlstring(L, it->fields[i].ptr, it->fields[i].len);
-        lua_rawset(L, -3);
+    lua_pushcfunction(L, run_item);
+    lua_pushlightuserdata(L, &r);
+    int rc = call(p, 1, 0);
+    if (r.nomem) {
+        lua_pop(L, 1);
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, p->meta_ref);
-    lua_setmetatable(L, -2);
-    lua_replace(L, -2); /* item (in the names' slot) */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, p->process_ref);
-    lua_pushvalue(L, -2); /* item, process, item */
-    int rc = call(p, 1, 1);
     if (rc != LUA_OK) {
-        if (rc == LUA_ERRMEM)
+        if (rc == LUA_ERRMEM) {
+            lua_pop(L, 1);
             snprintf(msg, sizeof(msg), "not enough memory (the script may use %zu MiB)",
                      p->mem_limit >> 20);
-        else
+        } else {
             error_text(L, msg, sizeof(msg));
-        goto rejected;
+        }
+        reject(it, a, msg);
+        *res = NS_PROC_REJECT;
+        return NS_OK;
     }
-    if (lua_isnil(L, -1)) {
-        lua_settop(L, top);
+    if (r.filtered) {
         *res = NS_PROC_FILTER;
         return NS_OK;
     }
-    if (!lua_istable(L, -1)) {
-        snprintf(msg, sizeof(msg), "process() must return a table or nil, not a %s value",
-                 luaL_typename(L, -1));
-        goto rejected;
-    }
-
-    ns_value *vals = ns__arena_alloc(a, (p->nout ? p->nout : 1) * sizeof(*vals));
-    if (!vals) {
-        lua_settop(L, top);
-        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-    }
-    msg[0] = '\0';
-    if (lua_rawequal(L, -1, -2)) {
-        /* The item itself: its metatable kept out fields that are not
-         * output columns, so each output column is simply looked up. */
-        lua_rawgeti(L, LUA_REGISTRYINDEX, p->outnames_ref);
-        for (size_t i = 0; i < p->nout && !msg[0]; i++) {
-            lua_rawgeti(L, -1, (lua_Integer)i + 1);
-            lua_rawget(L, -3);
-            to_value(L, p->out[i], &vals[i], a, msg, sizeof(msg));
-            lua_pop(L, 1);
-        }
-    } else {
-        /* A table of the script's own: every key must be an output column. */
-        memset(vals, 0, (p->nout ? p->nout : 1) * sizeof(*vals));
-        lua_rawgeti(L, LUA_REGISTRYINDEX, p->colset_ref);
-        int colset = lua_gettop(L), tbl = colset - 1;
-        lua_pushnil(L);
-        while (!msg[0] && lua_next(L, tbl)) {
-            lua_Integer at = 0;
-            if (lua_type(L, -2) == LUA_TSTRING) {
-                lua_pushvalue(L, -2);
-                at = lua_rawget(L, colset) == LUA_TNUMBER ? lua_tointeger(L, -1) : 0;
-                lua_pop(L, 1);
-            }
-            if (at < 1 || (size_t)at > p->nout) {
-                lua_pushvalue(L, -2);
-                snprintf(msg, sizeof(msg),
-                         "process() returned field '%s', which is not an output column "
-                         "(declare it in processor.columns)",
-                         luaL_tolstring(L, -1, NULL));
-                break;
-            }
-            to_value(L, p->out[at - 1], &vals[at - 1], a, msg, sizeof(msg));
-            lua_pop(L, 1);
-        }
-    }
-    if (msg[0])
-        goto rejected;
-    lua_settop(L, top);
-    it->fields = vals;
+    it->fields = r.vals;
     it->nfields = p->nout;
     *res = NS_PROC_WRITE;
-    return NS_OK;
-rejected:
-    lua_settop(L, top);
-    reject(it, a, msg);
-    *res = NS_PROC_REJECT;
     return NS_OK;
 }
 
@@ -405,6 +588,7 @@ static void lp_close(ns_proc *base)
     for (size_t i = 0; p->out && i < p->nout; i++)
         free(p->out[i]);
     free(p->out);
+    free(p->out_in);
     free(p->chunkname);
 }
 

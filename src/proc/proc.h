@@ -18,9 +18,9 @@ typedef enum ns_proc_result {
 } ns_proc_result;
 
 typedef struct ns_proc_cfg {
-    const char *code;      /* the script's text */
-    size_t code_len;       /* its length */
-    const char *chunkname; /* for messages: "@path.lua" or "=job.yaml:LINE" */
+    const char *code;           /* the script's text */
+    size_t code_len;            /* its length */
+    const char *chunkname;      /* for messages: "@path.lua" or "=job.yaml:LINE" */
     const char *const *columns; /* the input's field names, in order */
     size_t ncolumns;
     const char *const *out_columns; /* the output's, or NULL: the input's */
