@@ -4,6 +4,7 @@
 
 #include <jansson.h>
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 
 static long long ival(json_t *o, const char *k)
@@ -54,8 +55,12 @@ static void print_human(json_t *e)
                sval(s, "status"), ival(s, "read_count"), ival(s, "write_count"),
                ival(s, "filter_count"), skip, ival(s, "commit_count"), ival(s, "rollback_count"),
                d);
-        if (*sval(s, "exit_message"))
-            printf("  %-16s %s\n", "", sval(s, "exit_message"));
+        /* An exit code that says more than the status (ASSERT_FAILED, ...). */
+        const char *code = sval(s, "exit_code");
+        bool more = *code && strcmp(code, sval(s, "status")) != 0 && strcmp(code, "EXECUTING") != 0;
+        if (more || *sval(s, "exit_message"))
+            printf("  %-16s %s%s%s\n", "", more ? code : "",
+                   more && *sval(s, "exit_message") ? ": " : "", sval(s, "exit_message"));
     }
 }
 

@@ -395,35 +395,6 @@ static ns_status load_conns(loader *l, const yaml_node_t *map)
     return NS_OK;
 }
 
-void ns__sql_params(const char *sql, bool (*fn)(void *arg, size_t at, size_t len), void *arg)
-{
-    for (size_t i = 0; sql[i];) {
-        char c = sql[i];
-        if (c == '\'' || c == '"') { /* 'string' or "identifier", doubled to escape */
-            for (i++; sql[i]; i++)
-                if (sql[i] == c && sql[++i] != c)
-                    break;
-        } else if (c == '-' && sql[i + 1] == '-') {
-            while (sql[i] && sql[i] != '\n')
-                i++;
-        } else if (c == '/' && sql[i + 1] == '*') {
-            const char *e = strstr(sql + i + 2, "*/");
-            i = e ? (size_t)(e - sql) + 2 : strlen(sql);
-        } else if (c == ':' && sql[i + 1] == ':') {
-            i += 2;
-        } else if (c == ':' && (isalpha((unsigned char)sql[i + 1]) || sql[i + 1] == '_')) {
-            size_t k = i + 1;
-            while (isalnum((unsigned char)sql[k]) || sql[k] == '_')
-                k++;
-            if (!fn(arg, i + 1, k - i - 1))
-                return;
-            i = k;
-        } else {
-            i++;
-        }
-    }
-}
-
 typedef struct sql_check {
     loader *l;
     const yaml_node_t *n;
@@ -557,6 +528,15 @@ static char *slurp(const char *path, size_t *len)
     return b.data ? b.data : ns__strdup("");
 }
 
+/* A path relative to the job file's directory: scripts live with the job. */
+static char *beside_job(loader *l, const char *rel)
+{
+    const char *slash = l->path ? strrchr(l->path, '/') : NULL;
+    if (rel[0] == '/' || !slash)
+        return ns__strdup(rel);
+    return ns__asprintf("%.*s/%s", (int)(slash - l->path), l->path, rel);
+}
+
 static ns_status load_processor(loader *l, ns_step_def *s, const yaml_node_t *n, const char *where)
 {
     static const char *const keys[] = {"lua", "file", "columns", "instructions", NULL};
@@ -583,12 +563,7 @@ static ns_status load_processor(loader *l, ns_step_def *s, const yaml_node_t *n,
         snprintf(key, sizeof(key), "%s.file", where);
         if ((st = get_string(l, file, key, &rel)) != NS_OK)
             return st;
-        /* Relative to the job file's directory: the script lives with the job. */
-        const char *slash = l->path ? strrchr(l->path, '/') : NULL;
-        if (rel[0] == '/' || !slash)
-            path = ns__strdup(rel);
-        else
-            path = ns__asprintf("%.*s/%s", (int)(slash - l->path), l->path, rel);
+        path = beside_job(l, rel);
         s->proc_code = path ? slurp(path, &s->proc_len) : NULL;
         if (!s->proc_code)
             st = fail(l, file, key, "cannot read '%s': %s", path ? path : rel, strerror(errno));
@@ -676,10 +651,187 @@ static ns_status load_writer(loader *l, ns_step_def *s, const yaml_node_t *n, co
     return NS_OK;
 }
 
+/*
+ * sql: {connection, script | file}, assert: {connection, sql},
+ * rebuild: {connection, table, sql}. Parameters appear as :name and must be
+ * declared; they are bound at run time, never pasted into the text.
+ */
+static ns_status load_sql_step(loader *l, ns_step_def *s, const yaml_node_t *n, const char *where)
+{
+    static const char *const sql_keys[] = {"connection", "script", "file", NULL};
+    static const char *const assert_keys[] = {"connection", "sql", NULL};
+    static const char *const rebuild_keys[] = {"connection", "table", "sql", NULL};
+    const char *const *keys = s->kind == NS_STEP_SQL      ? sql_keys
+                              : s->kind == NS_STEP_ASSERT ? assert_keys
+                                                          : rebuild_keys;
+    char key[300];
+    ns_status st;
+    yaml_node_t *x, *text;
+
+    if (n->type != YAML_MAPPING_NODE)
+        return fail(l, n, where, "must be a mapping with connection: and %s",
+                    s->kind == NS_STEP_SQL      ? "script: (or file:)"
+                    : s->kind == NS_STEP_ASSERT ? "sql:"
+                                                : "table: and sql:");
+    if ((st = check_keys(l, n, where, keys)) != NS_OK)
+        return st;
+    snprintf(key, sizeof(key), "%s.connection", where);
+    if (!(x = map_get(l, n, "connection")))
+        return fail(l, n, key, "is required");
+    if ((st = get_string(l, x, key, &s->sql_conn)) != NS_OK)
+        return st;
+    if (!ns__job_conn(l->job, s->sql_conn))
+        return fail(l, x, key, "no connection named '%s' in connections", s->sql_conn);
+    if (s->kind == NS_STEP_REBUILD) {
+        snprintf(key, sizeof(key), "%s.table", where);
+        if (!(x = map_get(l, n, "table")))
+            return fail(l, n, key, "is required");
+        if ((st = get_string(l, x, key, &s->rebuild_table)) != NS_OK)
+            return st;
+        if (!*s->rebuild_table || strchr(s->rebuild_table, '"'))
+            return fail(l, x, key, "must be a table name");
+    }
+    if (s->kind == NS_STEP_SQL && (text = map_get(l, n, "file")) != NULL) {
+        char *rel = NULL, *path;
+        size_t len;
+        snprintf(key, sizeof(key), "%s.file", where);
+        if (map_get(l, n, "script"))
+            return fail(l, n, where, "needs one of script: and file:, not both");
+        if ((st = get_string(l, text, key, &rel)) != NS_OK)
+            return st;
+        path = beside_job(l, rel);
+        s->sql_text = path ? slurp(path, &len) : NULL;
+        if (!s->sql_text)
+            st = fail(l, text, key, "cannot read '%s': %s", path ? path : rel, strerror(errno));
+        free(path);
+        free(rel);
+        if (st != NS_OK)
+            return st;
+    } else {
+        const char *k = s->kind == NS_STEP_SQL ? "script" : "sql";
+        snprintf(key, sizeof(key), "%s.%s", where, k);
+        if (!(text = map_get(l, n, k)))
+            return fail(l, n, key, "is required");
+        if ((st = get_string(l, text, key, &s->sql_text)) != NS_OK)
+            return st;
+    }
+    size_t nstmt = ns__sql_split(s->sql_text, NULL, NULL);
+    if (!nstmt)
+        return fail(l, text, key, "has no SQL statement");
+    if (s->kind != NS_STEP_SQL && nstmt != 1)
+        return fail(l, text, key, "must be one query (a SELECT), not a script");
+    sql_check chk = {l, text, key, s->sql_text, NS_OK};
+    ns__sql_params(s->sql_text, check_sql_param, &chk);
+    return chk.st;
+}
+
+/* on: {EXIT_CODE: target}; targets are checked once every step is known. */
+static ns_status load_on(loader *l, ns_step_def *s, const yaml_node_t *n, const char *where)
+{
+    if (n->type != YAML_MAPPING_NODE || n->data.mapping.pairs.top == n->data.mapping.pairs.start)
+        return fail(l, n, where,
+                    "must map exit codes to a step, end, fail or stop, e.g. {ASSERT_FAILED: "
+                    "alert, \"*\": end}");
+    size_t cnt = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+    if (!(s->on = calloc(cnt, sizeof(*s->on))))
+        return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        ns_transition *t = &s->on[s->non++];
+        yaml_node_t *k = node_at(l, p->key), *v = node_at(l, p->value);
+        const char *code = scalar(k);
+        char key[300];
+        if (!code)
+            return fail(l, k, where, "keys must be exit codes");
+        snprintf(key, sizeof(key), "%s.%s", where, code);
+        if (!ns__exit_code_known(code))
+            return fail(l, k, key,
+                        "not an exit code (COMPLETED, COMPLETED_WITH_DIFFERENCES, FAILED, "
+                        "ASSERT_FAILED, STOPPED, or \"*\" for any other)");
+        for (size_t j = 0; j + 1 < s->non; j++)
+            if (strcmp(s->on[j].code, code) == 0)
+                return fail(l, k, key, "is listed twice");
+        if (!(t->code = ns__strdup(code)))
+            return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+        ns_status st = get_string(l, v, key, &t->to);
+        if (st != NS_OK)
+            return st;
+        t->line = (int)v->start_mark.line + 1;
+    }
+    return NS_OK;
+}
+
+/* Every on: target names a step or an outcome, and no path leads back to a
+ * step already on it (a loop would run completed steps again). */
+static ns_status check_flow(loader *l)
+{
+    ns_job *job = l->job;
+    for (size_t i = 0; i < job->nsteps; i++)
+        for (size_t k = 0; k < job->steps[i].non; k++) {
+            const ns_transition *t = &job->steps[i].on[k];
+            if (strcmp(t->to, "end") == 0 || strcmp(t->to, "fail") == 0 ||
+                strcmp(t->to, "stop") == 0 || ns__job_step(job, t->to) >= 0)
+                continue;
+            return ns__err(l->err, NS_ECONFIG, NULL,
+                           "%s:%d: steps[%zu].on.%s: no step named '%s' (targets: a step, end, "
+                           "fail or stop)",
+                           l->path, t->line, i, t->code, t->to);
+        }
+    /* Depth-first search over the possible next steps: on: targets, and the
+     * next in order unless "*" covers every other outcome. */
+    unsigned char *mark = calloc(job->nsteps + 1, 1); /* 0 new, 1 on path, 2 done */
+    size_t *stack = calloc(job->nsteps + 1, sizeof(*stack)),
+           *edge = calloc(job->nsteps + 1, sizeof(*edge));
+    ns_status st = NS_OK;
+    if (!mark || !stack || !edge)
+        st = ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+    size_t depth = 0;
+    if (st == NS_OK) {
+        stack[depth++] = 0;
+        mark[0] = 1;
+    }
+    while (depth && st == NS_OK) {
+        size_t i = stack[depth - 1];
+        const ns_step_def *s = &job->steps[i];
+        bool any = false;
+        for (size_t k = 0; k < s->non; k++)
+            any |= strcmp(s->on[k].code, "*") == 0;
+        size_t e = edge[depth - 1]++;
+        long next = -1;
+        if (e < s->non)
+            next = ns__job_step(job, s->on[e].to);
+        else if (e == s->non && !any && i + 1 < job->nsteps)
+            next = (long)i + 1;
+        else if (e > s->non) {
+            mark[i] = 2;
+            depth--;
+            continue;
+        }
+        if (next < 0)
+            continue;
+        if (mark[next] == 1)
+            st = ns__err(l->err, NS_ECONFIG, NULL,
+                         "%s:%d: steps[%zu].on: the flow can lead from step '%s' back to step "
+                         "'%s'; flows may not loop",
+                         l->path, s->non ? s->on[0].line : s->line, i, s->name,
+                         job->steps[next].name);
+        else if (mark[next] == 0) {
+            mark[next] = 1;
+            edge[depth] = 0;
+            stack[depth++] = (size_t)next;
+        }
+    }
+    free(mark);
+    free(stack);
+    free(edge);
+    return st;
+}
+
 static ns_status load_step(loader *l, size_t i, const yaml_node_t *n)
 {
-    static const char *const keys[] = {"name",   "chunk", "reader",  "processor",
-                                       "writer", "skip",  "rejects", NULL};
+    static const char *const keys[] = {"name",    "chunk", "reader", "processor", "writer", "skip",
+                                       "rejects", "sql",   "assert", "rebuild",   "on",     NULL};
+    static const char *const chunk_only[] = {"chunk", "reader",  "processor", "writer",
+                                             "skip",  "rejects", NULL};
     static const char *const skip_keys[] = {"limit", NULL};
     ns_step_def *s = &l->job->steps[i];
     char where[64], key[128];
@@ -702,6 +854,40 @@ static ns_status load_step(loader *l, size_t i, const yaml_node_t *n)
     for (size_t j = 0; j < i; j++)
         if (strcmp(l->job->steps[j].name, s->name) == 0)
             return fail(l, x, key, "another step is already named '%s'", s->name);
+    if (strcmp(s->name, "end") == 0 || strcmp(s->name, "fail") == 0 || strcmp(s->name, "stop") == 0)
+        return fail(l, x, key, "'%s' names a flow outcome (on: ...: %s); use another name", s->name,
+                    s->name);
+    snprintf(key, sizeof(key), "%s.on", where);
+    if ((x = map_get(l, n, "on")) && (st = load_on(l, s, x, key)) != NS_OK)
+        return st;
+
+    /* What the step does: exactly one of these. */
+    static const struct {
+        const char *key;
+        ns_step_kind kind;
+    } kinds[] = {{"sql", NS_STEP_SQL}, {"assert", NS_STEP_ASSERT}, {"rebuild", NS_STEP_REBUILD}};
+    size_t nkinds = map_get(l, n, "reader") || map_get(l, n, "writer") ? 1 : 0;
+    s->kind = NS_STEP_CHUNK;
+    for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++)
+        if (map_get(l, n, kinds[k].key)) {
+            nkinds++;
+            s->kind = kinds[k].kind;
+        }
+    if (nkinds != 1)
+        return fail(l, n, where,
+                    "must do exactly one thing: reader: and writer:, sql:, assert: or rebuild:");
+    if (s->kind != NS_STEP_CHUNK) {
+        for (size_t k = 0; chunk_only[k]; k++)
+            if ((x = map_get(l, n, chunk_only[k]))) {
+                snprintf(key, sizeof(key), "%s.%s", where, chunk_only[k]);
+                return fail(l, x, key, "only for reader/writer steps");
+            }
+        const char *what = s->kind == NS_STEP_SQL      ? "sql"
+                           : s->kind == NS_STEP_ASSERT ? "assert"
+                                                       : "rebuild";
+        snprintf(key, sizeof(key), "%s.%s", where, what);
+        return load_sql_step(l, s, map_get(l, n, what), key);
+    }
     s->chunk = 1000;
     snprintf(key, sizeof(key), "%s.chunk", where);
     if ((x = map_get(l, n, "chunk")) &&
@@ -782,7 +968,7 @@ static ns_status load_root(loader *l, yaml_node_t *root)
         if ((st = load_step(l, i, node_at(l, x->data.sequence.items.start[i]))) != NS_OK)
             return st;
     }
-    return NS_OK;
+    return check_flow(l);
 }
 
 ns_status ns_job_load_buffer(const char *name, const char *data, size_t len, ns_job **out,
@@ -895,6 +1081,14 @@ void ns_job_free(ns_job *job)
         free(s->table_name);
         free_names(s->table_key, s->table_nkey);
         free(s->proc_code);
+        free(s->sql_conn);
+        free(s->sql_text);
+        free(s->rebuild_table);
+        for (size_t k = 0; k < s->non; k++) {
+            free(s->on[k].code);
+            free(s->on[k].to);
+        }
+        free(s->on);
         free(s->proc_chunkname);
         free_names(s->proc_columns, s->proc_ncolumns);
     }
@@ -915,6 +1109,24 @@ const char *ns_job_name(const ns_job *job)
 size_t ns_job_step_count(const ns_job *job)
 {
     return job->nsteps;
+}
+
+long ns__job_step(const ns_job *job, const char *name)
+{
+    for (size_t i = 0; i < job->nsteps; i++)
+        if (job->steps[i].name && strcmp(job->steps[i].name, name) == 0)
+            return (long)i;
+    return -1;
+}
+
+bool ns__exit_code_known(const char *code)
+{
+    static const char *const codes[] = {
+        "COMPLETED", "COMPLETED_WITH_DIFFERENCES", "FAILED", "ASSERT_FAILED", "STOPPED", "*"};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        if (strcmp(code, codes[i]) == 0)
+            return true;
+    return false;
 }
 
 const ns_param_def *ns__job_param(const ns_job *job, const char *name)

@@ -40,9 +40,33 @@ typedef enum ns_write_mode {
     NS_MODE_UPDATE /* UPDATE ... WHERE key: changes existing rows only */
 } ns_write_mode;
 
+/* What a step does. */
+typedef enum ns_step_kind {
+    NS_STEP_CHUNK,   /* reader -> (processor) -> writer, in chunks */
+    NS_STEP_SQL,     /* a script, in one transaction */
+    NS_STEP_ASSERT,  /* a query whose rows are failures */
+    NS_STEP_REBUILD, /* a derived table replaced by a query's rows, atomically */
+} ns_step_kind;
+
+/* on: {EXIT_CODE: target} - target is a step name, "end", "fail" or "stop". */
+typedef struct ns_transition {
+    char *code; /* an exit code, or "*" for any other */
+    char *to;
+    int line;
+} ns_transition;
+
 typedef struct ns_step_def {
     char *name;
     int line;
+    ns_step_kind kind;
+    ns_transition *on;
+    size_t non;
+
+    /* sql, assert, rebuild */
+    char *sql_conn;      /* connection name */
+    char *sql_text;      /* the script (sql), the query (assert, rebuild) */
+    char *rebuild_table; /* rebuild: the table replaced */
+
     int64_t chunk;
     int64_t skip_limit;
     char *rejects; /* template */
@@ -89,15 +113,12 @@ struct ns_job {
 };
 
 const ns_param_def *ns__job_param(const ns_job *job, const char *name);
+/* The index of the step named `name`, -1 when none. */
+long ns__job_step(const ns_job *job, const char *name);
+/* An exit code a step can end with (or "*"), for on: keys. */
+bool ns__exit_code_known(const char *code);
 const ns_conn_def *ns__job_conn(const ns_job *job, const char *name);
 const char *ns__ptype_name(ns_ptype t);
-
-/*
- * The :name parameters of an SQL text, in order of appearance (quotes,
- * comments and :: casts skipped). Calls fn for each with its offset and
- * length (the name without the colon); stops when fn returns false.
- */
-void ns__sql_params(const char *sql, bool (*fn)(void *arg, size_t at, size_t len), void *arg);
 
 /*
  * Checks a parameter value against its type and writes its canonical text

@@ -587,11 +587,51 @@ static void *share_pg(void *repo, void *conn)
     return ns__repo_pg_shared(repo, conn);
 }
 
+/*
+ * Opens s->writer on connection `conn_name` with cfg's table, mode and
+ * columns (table NULL: the connection only, for SQL steps). When the
+ * target is the repository's own database the writer shares its connection
+ * and transactions (s->shared).
+ */
+static ns_status open_writer(step_run *s, const char *conn_name, ns_writer_cfg *cfg, ns_error *err)
+{
+    const ns_conn_def *conn = ns__job_conn(s->rc->job, conn_name);
+    char *url = NULL, *url_shown = NULL, where[512];
+    ns_status st;
+
+    if ((st = subst(s, conn->url, "connection", &url, &url_shown, err)) != NS_OK)
+        goto out;
+    if (strncmp(url, "sqlite:", 7) == 0 && ((st = resolve(s->rc, &url, 7, err)) != NS_OK ||
+                                            (st = resolve(s->rc, &url_shown, 7, err)) != NS_OK))
+        goto out;
+    snprintf(where, sizeof(where), "connection '%s' (%s)", conn->name, url_shown);
+    const ns_writer_vt *wvt = ns__writer_find_table(url);
+    if (!wvt) {
+        st = ns__err(err, NS_EUNSUPPORTED, NULL,
+                     "%s: unsupported target (use sqlite:PATH or postgresql://...)", where);
+        goto out;
+    }
+    cfg->url = url;
+    cfg->conn_name = where;
+    cfg->shared =
+        strncmp(url, "sqlite:", 7) == 0 ? ns__repo_sqlite_shared(s->rc->repo, url + 7) : NULL;
+    cfg->share = share_pg;
+    cfg->share_arg = s->rc->repo;
+    if ((st = ns__writer_new(wvt, &s->writer, err)) != NS_OK)
+        goto out;
+    if ((st = s->writer->vt->open(s->writer, cfg, err)) != NS_OK)
+        goto out;
+    s->shared = s->writer->shared;
+out:
+    free(url);
+    free(url_shown);
+    return st;
+}
+
 static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
 {
     const ns_step_def *d = s->def;
-    const ns_conn_def *conn = ns__job_conn(s->rc->job, d->table_conn);
-    char *path = NULL, *path_shown = NULL, *url = NULL, *url_shown = NULL, where[512];
+    char *path = NULL, *path_shown = NULL;
     ns_status st;
 
     if ((st = subst(s, d->rejects, "rejects", &s->rejects_path, &s->rejects_shown, err)) != NS_OK ||
@@ -633,18 +673,6 @@ static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
         goto out;
     if ((st = s->reader->vt->open(s->reader, d, &args, err)) != NS_OK)
         goto out;
-    if ((st = subst(s, conn->url, "connection", &url, &url_shown, err)) != NS_OK)
-        goto out;
-    if (strncmp(url, "sqlite:", 7) == 0 && ((st = resolve(s->rc, &url, 7, err)) != NS_OK ||
-                                            (st = resolve(s->rc, &url_shown, 7, err)) != NS_OK))
-        goto out;
-    snprintf(where, sizeof(where), "connection '%s' (%s)", conn->name, url_shown);
-    const ns_writer_vt *wvt = ns__writer_find_table(url);
-    if (!wvt) {
-        st = ns__err(err, NS_EUNSUPPORTED, NULL,
-                     "%s: unsupported target (use sqlite:PATH or postgresql://...)", where);
-        goto out;
-    }
     size_t ncols;
     const char *const *cols = s->reader->vt->columns(s->reader, &ncols);
     if (d->proc_code) {
@@ -666,30 +694,18 @@ static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
         /* The writer sees what the processor makes. */
         cols = s->proc->vt->columns(s->proc, &ncols);
     }
-    void *shared =
-        strncmp(url, "sqlite:", 7) == 0 ? ns__repo_sqlite_shared(s->rc->repo, url + 7) : NULL;
-    ns_writer_cfg cfg = {.url = url,
-                         .conn_name = where,
-                         .shared = shared,
-                         .share = share_pg,
-                         .share_arg = s->rc->repo,
-                         .table = d->table_name,
+    ns_writer_cfg cfg = {.table = d->table_name,
                          .mode = d->table_mode,
                          .key = (const char *const *)d->table_key,
                          .nkey = d->table_nkey,
                          .columns = cols,
                          .ncolumns = ncols};
-    if ((st = ns__writer_new(wvt, &s->writer, err)) != NS_OK)
+    if ((st = open_writer(s, d->table_conn, &cfg, err)) != NS_OK)
         goto out;
-    if ((st = s->writer->vt->open(s->writer, &cfg, err)) != NS_OK)
-        goto out;
-    s->shared = s->writer->shared;
     st = resume(s, state, err);
 out:
     free(path);
     free(path_shown);
-    free(url);
-    free(url_shown);
     return st;
 }
 
@@ -876,6 +892,271 @@ out:
     return st;
 }
 
+/* ------------------------------------------------- sql, assert, rebuild */
+
+/* What an assertion collects: every row counted, the first ones kept. */
+#define ASSERT_SAMPLES 10
+
+typedef struct assert_rows {
+    int64_t n;
+    ns_buf sample;
+} assert_rows;
+
+static bool assert_row(void *arg, size_t ncols, const char *const *names, const char *const *values)
+{
+    assert_rows *a = arg;
+    if (!values)
+        return true;
+    if (a->n++ < ASSERT_SAMPLES) {
+        ns__buf_printf(&a->sample, "%s(", a->n > 1 ? ", " : "");
+        for (size_t i = 0; i < ncols; i++)
+            ns__buf_printf(&a->sample, "%s%s=%s", i ? ", " : "", names[i],
+                           values[i] ? values[i] : "NULL");
+        ns__buf_printf(&a->sample, ")");
+    }
+    return true;
+}
+
+/* Runs a script statement by statement in the writer's transaction. */
+typedef struct script_run {
+    ns_writer *w;
+    const ns_sql_args *args;
+    int64_t *changed;
+    size_t no;
+    ns_error *err;
+    ns_status st;
+} script_run;
+
+static bool run_statement(void *arg, const char *stmt, size_t len)
+{
+    script_run *r = arg;
+    r->st = r->w->vt->exec(r->w, stmt, len, ++r->no, r->args, r->changed, r->err);
+    return r->st == NS_OK;
+}
+
+static ns_status exec_script(ns_writer *w, const char *script, const ns_sql_args *args,
+                             int64_t *changed, ns_error *err)
+{
+    script_run r = {w, args, changed, 0, err, NS_OK};
+    ns__sql_split(script, run_statement, &r);
+    return r.st;
+}
+
+/* The column names of a query's result. */
+typedef struct col_names {
+    ns_buf list; /* "a, b, c" quoted */
+} col_names;
+
+static bool collect_names(void *arg, size_t ncols, const char *const *names,
+                          const char *const *values)
+{
+    col_names *c = arg;
+    (void)values;
+    for (size_t i = 0; i < ncols; i++) {
+        if (i)
+            ns__buf_printf(&c->list, ", ");
+        ns__buf_ident(&c->list, names[i]);
+    }
+    return false; /* the names are all it needs */
+}
+
+/*
+ * Runs an sql:, assert: or rebuild: step. sql and rebuild run in one
+ * transaction that also holds the step's checkpoint row (and, when the
+ * target is the repository's database, the step's record), so a restart
+ * after a crash never applies them twice. An assertion only reads.
+ */
+static ns_status run_db_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status,
+                             char *code, size_t codelen, char *msg, size_t msglen)
+{
+    step_run s = {.rc = rc, .def = def, .t0 = ns__mono()};
+    ns_step_state state = {0};
+    ns_error e = {0}, *err = &e;
+    ns_status st;
+    bool started = false;
+    char *ctx = NULL;
+    assert_rows ar = {0};
+    col_names cn = {0};
+    ns_buf sql = {0};
+    params *pp = rc->params;
+    const char **types = calloc(pp->n + 1, sizeof(*types));
+    ns_sql_args args = {(const char *const *)pp->names, (const char *const *)pp->values, types,
+                        pp->n};
+
+    *status = NS_BATCH_FAILED;
+    snprintf(code, codelen, "FAILED");
+    if (!types) {
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < pp->n; i++)
+        types[i] = pp->v[i].type;
+    if ((st = rc->repo->vt->step_state(rc->repo, rc->launch.instance_id, def->name, &state, err)) !=
+            NS_OK ||
+        (st = rc->repo->vt->step_begin(rc->repo, rc->launch.execution_id, def->name, &s.se, err)) !=
+            NS_OK)
+        goto out;
+    started = true;
+    report(&s, rc->listener ? rc->listener->step_start : NULL, NS_BATCH_STARTED, NULL);
+    ns_writer_cfg cfg = {0};
+    if ((st = open_writer(&s, def->sql_conn, &cfg, err)) != NS_OK)
+        goto out;
+    if (!s.writer->vt->exec || !s.writer->vt->query) {
+        st = ns__err(err, NS_EUNSUPPORTED, NULL, "step %s: its connection cannot run SQL",
+                     def->name);
+        goto out;
+    }
+
+    if (def->kind == NS_STEP_ASSERT) {
+        if ((st = s.writer->vt->query(s.writer, def->sql_text, &args, assert_row, &ar, err)) !=
+            NS_OK)
+            goto out;
+        s.counts.read = ar.n;
+        if (ar.n == 0) {
+            *status = NS_BATCH_COMPLETED;
+            snprintf(code, codelen, "COMPLETED");
+        } else {
+            snprintf(code, codelen, "ASSERT_FAILED");
+            snprintf(msg, msglen, "assertion failed: %lld row%s, e.g. %s%s", (long long)ar.n,
+                     ar.n == 1 ? "" : "s", ns__buf_cstr(&ar.sample),
+                     ar.n > ASSERT_SAMPLES ? ", ..." : "");
+        }
+        goto out;
+    }
+
+    /* sql, rebuild: done already, says the target's checkpoint? */
+    ns_ckpt_key key = {rc->job->name, rc->launch.job_key, def->name, "", rc->launch.execution_id,
+                       s.se.id};
+    if ((st = s.writer->vt->checkpoint(s.writer, &key, &ctx, err)) != NS_OK)
+        goto out;
+    if (ctx && state.last_id) {
+        json_t *o = json_loads(ctx, 0, NULL), *c = json_object_get(o, "counts");
+        s.counts.write = json_integer_value(json_object_get(c, "write"));
+        s.counts.commit = json_integer_value(json_object_get(c, "commit"));
+        json_decref(o);
+        notice(rc, "step %s: already committed in the target; recorded as completed", def->name);
+        *status = NS_BATCH_COMPLETED;
+        snprintf(code, codelen, "COMPLETED");
+        goto out;
+    }
+    int64_t changed = 0;
+    if (def->kind == NS_STEP_SQL) {
+        st = exec_script(s.writer, def->sql_text, &args, &changed, err);
+    } else {
+        /* Rebuild: the table's rows replaced by the query's in one
+         * transaction, so readers see the old rows until the new ones are
+         * all there; the table itself (indexes, grants, views on it, keys)
+         * stays. Columns by the query's names; the others take defaults. */
+        ns_buf q = {0};
+        ns__buf_printf(&q, "SELECT * FROM (%s) AS ns_q WHERE 1 = 0", def->sql_text);
+        st = s.writer->vt->query(s.writer, ns__buf_cstr(&q), &args, collect_names, &cn, err);
+        ns__buf_free(&q);
+        if (st == NS_OK) {
+            int64_t deleted = 0;
+            ns__buf_printf(&sql, "DELETE FROM %s", def->rebuild_table);
+            st = exec_script(s.writer, ns__buf_cstr(&sql), &args, &deleted, err);
+        }
+        if (st == NS_OK) {
+            sql.len = 0;
+            ns__buf_printf(&sql, "INSERT INTO %s (%s) SELECT * FROM (%s) AS ns_q",
+                           def->rebuild_table, ns__buf_cstr(&cn.list), def->sql_text);
+            st = exec_script(s.writer, ns__buf_cstr(&sql), &args, &changed, err);
+        }
+    }
+    if (st != NS_OK)
+        goto out;
+    s.counts.write = changed;
+    s.counts.commit = 1;
+    json_t *o =
+        json_pack("{s:b, s:I, s:{s:I, s:I}}", "done", 1, "step_execution_id", (json_int_t)s.se.id,
+                  "counts", "write", (json_int_t)changed, "commit", (json_int_t)1);
+    free(s.context);
+    s.context = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!s.context) {
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        goto out;
+    }
+    s.se.context = s.context;
+    ns_step_exec saved = s.se;
+    if ((st = s.writer->vt->commit(s.writer, &key, s.context, s.shared ? commit_hook : NULL, &s,
+                                   err)) != NS_OK) {
+        s.se.version = saved.version;
+        s.counts = (ns_counts){0};
+        goto out;
+    }
+    /* The test-only fault point of commit_chunk: die between the target's
+     * commit and the repository's update. */
+    const char *crash = getenv("NIGHTSHIFT_TEST_EXIT_AFTER_COMMIT");
+    if (crash && !s.shared && atoll(crash) == 1)
+        _exit(99);
+    if (!s.shared && (st = commit_hook(&s, err)) != NS_OK)
+        goto out;
+    *status = NS_BATCH_COMPLETED;
+    snprintf(code, codelen, "COMPLETED");
+    if (def->kind == NS_STEP_REBUILD)
+        snprintf(msg, msglen, "%s rebuilt with %lld rows", def->rebuild_table, (long long)changed);
+out:
+    if (st != NS_OK) {
+        *status = NS_BATCH_FAILED;
+        snprintf(code, codelen, "FAILED");
+        snprintf(msg, msglen, "%s", e.message);
+        s.counts.write = 0;
+        if (s.writer)
+            s.writer->vt->rollback(s.writer);
+    }
+    if (started) {
+        ns_error e2 = {0};
+        s.se.counts = s.counts;
+        if (rc->repo->vt->step_end(rc->repo, &s.se, *status, code, msg, &e2) != NS_OK &&
+            *status != NS_BATCH_FAILED) {
+            *status = NS_BATCH_FAILED;
+            snprintf(code, codelen, "FAILED");
+            snprintf(msg, msglen, "%s", e2.message);
+        }
+        report(&s, rc->listener ? rc->listener->step_end : NULL, *status, msg[0] ? msg : NULL);
+    }
+    ns__writer_free(s.writer);
+    ns__buf_free(&ar.sample);
+    ns__buf_free(&cn.list);
+    ns__buf_free(&sql);
+    free(types);
+    free(ctx);
+    free(s.context);
+    free(state.context);
+    return st;
+}
+
+/* ------------------------------------------------------------ flow */
+
+/* Where the flow goes after step i ended with `code`: the index of the next
+ * step, or -1 with the job's outcome in *end. `replay`: the step completed in
+ * an earlier execution, so a `stop` it led to has been honoured already. */
+static long next_step(const ns_job *job, size_t i, ns_batch_status status, const char *code,
+                      bool replay, ns_batch_status *end)
+{
+    const ns_step_def *s = &job->steps[i];
+    const char *to = NULL;
+    for (size_t k = 0; k < s->non && !to; k++)
+        if (strcmp(s->on[k].code, code) == 0)
+            to = s->on[k].to;
+    for (size_t k = 0; k < s->non && !to; k++)
+        if (strcmp(s->on[k].code, "*") == 0)
+            to = s->on[k].to;
+    if (to && strcmp(to, "end") == 0)
+        return *end = NS_BATCH_COMPLETED, -1;
+    if (to && strcmp(to, "fail") == 0)
+        return *end = NS_BATCH_FAILED, -1;
+    if (to && strcmp(to, "stop") == 0 && !replay)
+        return *end = NS_BATCH_STOPPED, -1;
+    if (to && strcmp(to, "stop") != 0)
+        return ns__job_step(job, to);
+    /* No transition: on in file order after a success, else the job ends. */
+    if (status == NS_BATCH_COMPLETED)
+        return i + 1 < job->nsteps ? (long)i + 1 : (*end = NS_BATCH_COMPLETED, -1);
+    return *end = status == NS_BATCH_STOPPED ? NS_BATCH_STOPPED : NS_BATCH_FAILED, -1;
+}
+
 /* --------------------------------------------------------- launcher */
 
 static int exit_for(ns_batch_status s)
@@ -957,24 +1238,56 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
         (st = repo->vt->keepalive_start(repo, rc.launch.execution_id, lease / 3, err)) != NS_OK)
         goto done;
 
-    ns_batch_status status = NS_BATCH_COMPLETED;
-    for (size_t i = 0; i < job->nsteps && status == NS_BATCH_COMPLETED; i++) {
+    /* The flow: from the first step, each step's exit code picks the next
+     * (on:, else the next in file order after a success). A step completed
+     * by an earlier execution of the instance is not run again; its recorded
+     * exit code steers the flow as it did then. */
+    ns_batch_status status = NS_BATCH_COMPLETED, end = NS_BATCH_COMPLETED;
+    char code[40] = "COMPLETED";
+    for (long i = 0; i >= 0;) {
+        const ns_step_def *def = &job->steps[i];
         char smsg[1024] = "";
-        run_step(&rc, &job->steps[i], &status, smsg, sizeof(smsg));
+        ns_step_state ss = {0};
+        bool replay = false;
+        if (repo->vt->step_state(repo, rc.launch.instance_id, def->name, &ss, err) != NS_OK) {
+            status = NS_BATCH_FAILED;
+            snprintf(code, sizeof(code), "FAILED");
+            snprintf(smsg, sizeof(smsg), "%s", err->message);
+        } else if (ss.completed) {
+            notice(&rc, "step %s: already completed for this instance (%s); not run again",
+                   def->name, ss.exit_code);
+            status = NS_BATCH_COMPLETED;
+            snprintf(code, sizeof(code), "%s", ss.exit_code[0] ? ss.exit_code : "COMPLETED");
+            replay = true;
+        } else if (def->kind == NS_STEP_CHUNK) {
+            run_step(&rc, def, &status, smsg, sizeof(smsg));
+            snprintf(code, sizeof(code), "%s", ns_batch_status_name(status));
+        } else {
+            run_db_step(&rc, def, &status, code, sizeof(code), smsg, sizeof(smsg));
+        }
+        free(ss.context);
         /* The job's message: the failing step's, else each step's note. */
         size_t used = status == NS_BATCH_COMPLETED ? strlen(msg) : 0;
         if (smsg[0] && snprintf(msg + used, sizeof(msg) - used, "%sstep %s: %s", used ? "; " : "",
-                                job->steps[i].name, smsg) < 0)
+                                def->name, smsg) < 0)
             msg[used] = '\0';
-        if (status == NS_BATCH_COMPLETED && stop_signal && i + 1 < job->nsteps) {
-            status = NS_BATCH_STOPPED;
-            snprintf(msg, sizeof(msg), "stopped on request after step %s", job->steps[i].name);
+        i = next_step(job, (size_t)i, status, code, replay, &end);
+        if (i >= 0 && status == NS_BATCH_COMPLETED && stop_signal) {
+            end = NS_BATCH_STOPPED;
+            snprintf(msg, sizeof(msg), "stopped on request after step %s", def->name);
+            i = -1;
         }
     }
+    /* The job's exit code: the last step's when it says more than the
+     * outcome (COMPLETED_WITH_DIFFERENCES, ASSERT_FAILED), else the outcome. */
+    bool completed_code = strncmp(code, "COMPLETED", 9) == 0;
+    status = end;
+    if (end == NS_BATCH_STOPPED || (end == NS_BATCH_COMPLETED) != completed_code)
+        snprintf(code, sizeof(code), "%s", ns_batch_status_name(end));
     if (repo->vt->keepalive_stop)
         repo->vt->keepalive_stop(repo);
     ns_error e2 = {0};
-    if (repo->vt->exec_status(repo, rc.launch.execution_id, status, NULL, msg, true, &e2) !=
+    if (repo->vt->exec_status(repo, rc.launch.execution_id, status, code, msg, true, &e2) !=
         NS_OK) {
         status = NS_BATCH_FAILED;
         snprintf(msg, sizeof(msg), "%s", e2.message);

@@ -84,7 +84,7 @@ typedef struct ns_writer_cfg {
      * NULL; the writer then works through it and shares its transactions. */
     void *(*share)(void *arg, void *conn);
     void *share_arg;
-    const char *table;
+    const char *table; /* NULL: the connection only (exec, query, checkpoint, commit) */
     ns_write_mode mode;
     const char *const *key;
     size_t nkey;
@@ -93,6 +93,18 @@ typedef struct ns_writer_cfg {
 } ns_writer_cfg;
 
 typedef ns_status (*ns_commit_hook)(void *arg, ns_error *err);
+
+/* Job parameters for SQL: :name is bound to values[i] where names[i] is
+ * name; types[i] ("int", "float", "string", ...) guides SQLite's binding. */
+typedef struct ns_sql_args {
+    const char *const *names, *const *values, *const *types;
+    size_t n;
+} ns_sql_args;
+
+/* Called once with the result's column names and values == NULL, then once
+ * per row (NULL values for SQL NULL); returning false stops the query. */
+typedef bool (*ns_row_fn)(void *arg, size_t ncols, const char *const *names,
+                          const char *const *values);
 
 typedef struct ns_writer ns_writer;
 typedef struct ns_writer_vt {
@@ -117,6 +129,16 @@ typedef struct ns_writer_vt {
      * writer may start sending it while the rest is read (items[index] is
      * stable until the chunk is written). write() still gets the chunk. */
     ns_status (*feed)(ns_writer *w, ns_item *items, size_t index, ns_arena *arena, ns_error *err);
+    /* Database targets: runs statement number `no` of a script ([stmt,
+     * stmt + len), split by ns__sql_split) in the writer's transaction, begun
+     * if needed, binding :name parameters; adds the rows it changed to
+     * *changed. Errors name the statement by its number. */
+    ns_status (*exec)(ns_writer *w, const char *stmt, size_t len, size_t no,
+                      const ns_sql_args *args, int64_t *changed, ns_error *err);
+    /* Database targets: runs one query (in the transaction when one is
+     * open), streaming its rows to row(). */
+    ns_status (*query)(ns_writer *w, const char *sql, const ns_sql_args *args, ns_row_fn row,
+                       void *arg, ns_error *err);
 } ns_writer_vt;
 struct ns_writer {
     const ns_writer_vt *vt;

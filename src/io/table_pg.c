@@ -243,6 +243,8 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
     PQsetNoticeProcessor(w->c, quiet, NULL);
     if (PQsetClientEncoding(w->c, "UTF8") != 0)
         return fail(w, NULL, err, "set client encoding");
+    if (!cfg->table)
+        goto checkpoint; /* the connection only */
 
     /* The table's columns, as the catalog sees them. */
     const char *p[] = {cfg->table};
@@ -409,6 +411,7 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
         st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
         goto out;
     }
+checkpoint:
     /* Created once per target; the lock keeps simultaneous first runs apart. */
     if ((st = exec(w, err, "checkpoint table", "BEGIN", 0, NULL)) != NS_OK ||
         (st = exec(w, err, "checkpoint table", "SELECT pg_advisory_xact_lock(1853058920)", 0,
@@ -975,6 +978,111 @@ out:
     return st;
 }
 
+/* Runs statement `no` of a script with its :name parameters bound. */
+static PGresult *run_bound(pg_writer *w, const char *stmt, size_t len, size_t no,
+                           const ns_sql_args *args, bool single_rows, ns_error *err)
+{
+    ns_buf text = {0};
+    const char **vals = NULL;
+    size_t nvals = 0;
+    char missing[128];
+    ns_status st = ns__sql_bind(stmt, len, true, args->names, args->values, args->n, &text, &vals,
+                                &nvals, missing, sizeof(missing));
+    if (st != NS_OK) {
+        if (st == NS_EPARAM)
+            ns__err(err, NS_EPARAM, NULL, "%s: statement %zu: :%s has no value", w->where, no,
+                    missing);
+        else
+            ns__err(err, st, NULL, "out of memory");
+        return NULL;
+    }
+    PGresult *res = NULL;
+    if (single_rows) {
+        if (PQsendQueryParams(w->c, ns__buf_cstr(&text), (int)nvals, NULL, vals, NULL, NULL, 0) !=
+                1 ||
+            PQsetSingleRowMode(w->c) != 1)
+            fail(w, NULL, err, "query");
+        else
+            res = PQmakeEmptyPGresult(w->c, PGRES_COMMAND_OK); /* rows via PQgetResult */
+    } else {
+        res = PQexecParams(w->c, ns__buf_cstr(&text), (int)nvals, NULL, vals, NULL, NULL, 0);
+        ExecStatusType s = PQresultStatus(res);
+        if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && s != PGRES_EMPTY_QUERY) {
+            char what[64];
+            snprintf(what, sizeof(what), "statement %zu", no);
+            fail(w, res, err, what);
+            PQclear(res);
+            res = NULL;
+        }
+    }
+    ns__buf_free(&text);
+    free(vals);
+    return res;
+}
+
+static ns_status pw_exec(ns_writer *base, const char *stmt, size_t len, size_t no,
+                         const ns_sql_args *args, int64_t *changed, ns_error *err)
+{
+    pg_writer *w = (pg_writer *)base;
+    ns_status st = begin(w, err);
+    if (st != NS_OK)
+        return st;
+    PGresult *res = run_bound(w, stmt, len, no, args, false, err);
+    if (!res)
+        return err->code ? err->code : NS_EDB;
+    if (PQresultStatus(res) == PGRES_COMMAND_OK)
+        *changed += atoll(PQcmdTuples(res));
+    PQclear(res);
+    return NS_OK;
+}
+
+static ns_status pw_query(ns_writer *base, const char *sql, const ns_sql_args *args, ns_row_fn row,
+                          void *arg, ns_error *err)
+{
+    pg_writer *w = (pg_writer *)base;
+    PGresult *res = run_bound(w, sql, strlen(sql), 1, args, true, err);
+    ns_status st = NS_OK;
+    const char **names = NULL, **vals = NULL;
+    bool more = true, header = false;
+    if (!res)
+        return err->code ? err->code : NS_EDB;
+    PQclear(res);
+    /* One result per row (single-row mode), then the final, empty one. */
+    while ((res = PQgetResult(w->c)) != NULL) {
+        ExecStatusType s = PQresultStatus(res);
+        if (s != PGRES_SINGLE_TUPLE && s != PGRES_TUPLES_OK) {
+            if (st == NS_OK)
+                st = fail(w, res, err, "query");
+        } else if (more && st == NS_OK) {
+            int n = PQnfields(res);
+            if (!header) {
+                names = calloc((size_t)n + 1, sizeof(*names));
+                vals = calloc((size_t)n + 1, sizeof(*vals));
+                if (!names || !vals) {
+                    st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+                    PQclear(res);
+                    continue;
+                }
+                for (int i = 0; i < n; i++)
+                    names[i] = ns__strdup(PQfname(res, i));
+                header = true;
+                more = row(arg, (size_t)n, names, NULL);
+            }
+            for (int r = 0; more && r < PQntuples(res); r++) {
+                for (int i = 0; i < n; i++)
+                    vals[i] = PQgetisnull(res, r, i) ? NULL : PQgetvalue(res, r, i);
+                more = row(arg, (size_t)n, names, vals);
+            }
+        }
+        PQclear(res);
+    }
+    for (size_t i = 0; names && names[i]; i++)
+        free((char *)names[i]);
+    free(names);
+    free(vals);
+    return st;
+}
+
 static ns_status pw_commit(ns_writer *base, const ns_ckpt_key *k, const char *context,
                            ns_commit_hook hook, void *arg, ns_error *err)
 {
@@ -1071,4 +1179,6 @@ const ns_writer_vt ns__writer_table_pg = {
     .close = pw_close,
     .single_transaction = pw_single,
     .feed = pw_feed,
+    .exec = pw_exec,
+    .query = pw_query,
 };

@@ -205,9 +205,9 @@ static ns_status sw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
     ns_status st;
 
     w->where = ns__strdup(cfg->conn_name);
-    w->table = ns__strdup(cfg->table);
+    w->table = cfg->table ? ns__strdup(cfg->table) : NULL;
     w->mode = cfg->mode;
-    if (!w->where || !w->table)
+    if (!w->where || (cfg->table && !w->table))
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     if (cfg->shared) {
         w->db = cfg->shared;
@@ -225,6 +225,8 @@ static ns_status sw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
     }
     if ((st = exec(w, "PRAGMA foreign_keys = ON", err)) != NS_OK)
         return st;
+    if (!cfg->table)
+        goto checkpoint; /* the connection only */
     if ((st = read_table(w, &t, &nt, err)) != NS_OK)
         return st;
 
@@ -293,6 +295,7 @@ static ns_status sw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
         goto out;
     if ((st = build_insert(w, cfg, err)) != NS_OK)
         goto out;
+checkpoint:
     if ((st = exec(w, CKPT_TABLE, err)) != NS_OK)
         goto out;
     if (sqlite3_prepare_v2(w->db,
@@ -466,6 +469,104 @@ static ns_status sw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a
     return NS_OK;
 }
 
+/* Prepares statement `no` of a script with its :name parameters bound. */
+static ns_status prepare_bound(sqlite_writer *w, const char *stmt, size_t len, size_t no,
+                               const ns_sql_args *args, sqlite3_stmt **out, ns_error *err)
+{
+    ns_buf text = {0};
+    const char **vals = NULL;
+    size_t nvals = 0;
+    char missing[128];
+    ns_status st = ns__sql_bind(stmt, len, false, args->names, args->values, args->n, &text, &vals,
+                                &nvals, missing, sizeof(missing));
+    if (st == NS_EPARAM)
+        return ns__err(err, NS_EPARAM, NULL, "%s: statement %zu: :%s has no value", w->where, no,
+                       missing);
+    if (st != NS_OK)
+        return ns__err(err, st, NULL, "out of memory");
+    if (sqlite3_prepare_v2(w->db, ns__buf_cstr(&text), -1, out, NULL) != SQLITE_OK) {
+        char what[64];
+        snprintf(what, sizeof(what), "statement %zu", no);
+        st = db_fail(w, err, what);
+    }
+    for (size_t i = 0; st == NS_OK && i < nvals; i++) {
+        /* Typed like the parameter, so `LIMIT :n` and arithmetic work. */
+        const char *type = NULL;
+        for (size_t k = 0; k < args->n; k++)
+            if (args->values[k] == vals[i])
+                type = args->types ? args->types[k] : NULL;
+        int64_t iv;
+        char *end;
+        if (type && strcmp(type, "int") == 0 && ns__parse_i64(vals[i], strlen(vals[i]), &iv))
+            sqlite3_bind_int64(*out, (int)i + 1, iv);
+        else if (type && strcmp(type, "float") == 0 && (strtod(vals[i], &end), !*end))
+            sqlite3_bind_double(*out, (int)i + 1, strtod(vals[i], NULL));
+        else
+            sqlite3_bind_text(*out, (int)i + 1, vals[i], -1, SQLITE_TRANSIENT);
+    }
+    ns__buf_free(&text);
+    free(vals);
+    return st;
+}
+
+static ns_status sw_exec(ns_writer *base, const char *stmt, size_t len, size_t no,
+                         const ns_sql_args *args, int64_t *changed, ns_error *err)
+{
+    sqlite_writer *w = (sqlite_writer *)base;
+    sqlite3_stmt *st = NULL;
+    ns_status s;
+    if ((s = begin(w, err)) != NS_OK ||
+        (s = prepare_bound(w, stmt, len, no, args, &st, err)) != NS_OK)
+        return s;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        ;
+    if (rc != SQLITE_DONE) {
+        char what[64];
+        snprintf(what, sizeof(what), "statement %zu", no);
+        s = db_fail(w, err, what);
+    } else if (!sqlite3_stmt_readonly(st)) {
+        *changed += sqlite3_changes(w->db);
+    }
+    sqlite3_finalize(st);
+    return s;
+}
+
+static ns_status sw_query(ns_writer *base, const char *sql, const ns_sql_args *args, ns_row_fn row,
+                          void *arg, ns_error *err)
+{
+    sqlite_writer *w = (sqlite_writer *)base;
+    sqlite3_stmt *st = NULL;
+    ns_status s = prepare_bound(w, sql, strlen(sql), 1, args, &st, err);
+    if (s != NS_OK)
+        return s;
+    int n = sqlite3_column_count(st);
+    const char **names = calloc((size_t)n + 1, sizeof(*names));
+    const char **vals = calloc((size_t)n + 1, sizeof(*vals));
+    if (!names || !vals) {
+        s = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < n; i++)
+        names[i] = sqlite3_column_name(st, i);
+    if (!row(arg, (size_t)n, names, NULL))
+        goto out;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        for (int i = 0; i < n; i++)
+            vals[i] = (const char *)sqlite3_column_text(st, i);
+        if (!row(arg, (size_t)n, names, vals))
+            goto out;
+    }
+    if (rc != SQLITE_DONE)
+        s = db_fail(w, err, "query");
+out:
+    free(names);
+    free(vals);
+    sqlite3_finalize(st);
+    return s;
+}
+
 static ns_status sw_commit(ns_writer *base, const ns_ckpt_key *key, const char *context,
                            ns_commit_hook hook, void *arg, ns_error *err)
 {
@@ -536,4 +637,6 @@ const ns_writer_vt ns__writer_table_sqlite = {
     .rollback = sw_rollback,
     .close = sw_close,
     .single_transaction = sw_single,
+    .exec = sw_exec,
+    .query = sw_query,
 };

@@ -664,7 +664,8 @@ static ns_status pg_step_state(ns_repo *r, int64_t instance, const char *step, n
     const char *p[] = {num(b, instance), step};
     memset(out, 0, sizeof(*out));
     PGresult *res = q(CONN(r), err, "read step",
-                      "SELECT s.id, s.status, c.context FROM nightshift.ns_step_execution s"
+                      "SELECT s.id, s.status, c.context, s.exit_code"
+                      " FROM nightshift.ns_step_execution s"
                       " LEFT JOIN nightshift.ns_execution_context c ON c.step_execution_id = s.id"
                       " WHERE s.instance_id = $1 AND s.step_name = $2 AND s.partition_name = ''"
                       " ORDER BY s.id DESC LIMIT 1",
@@ -676,6 +677,7 @@ static ns_status pg_step_state(ns_repo *r, int64_t instance, const char *step, n
         out->completed = strcmp(PQgetvalue(res, 0, 1), "COMPLETED") == 0;
         if (!PQgetisnull(res, 0, 2))
             out->context = ns__strdup(PQgetvalue(res, 0, 2));
+        snprintf(out->exit_code, sizeof(out->exit_code), "%s", PQgetvalue(res, 0, 3));
     }
     PQclear(res);
     return NS_OK;

@@ -82,9 +82,10 @@ void ns__exec_info_free(ns_exec_info *info);
 
 /* Where a step of an instance stands before it runs. */
 typedef struct ns_step_state {
-    bool completed;  /* a COMPLETED step execution exists for this instance */
-    int64_t last_id; /* the latest earlier step execution, 0 when none */
-    char *context;   /* its saved context (JSON), NULL when none */
+    bool completed;     /* a COMPLETED step execution exists for this instance */
+    int64_t last_id;    /* the latest earlier step execution, 0 when none */
+    char *context;      /* its saved context (JSON), NULL when none */
+    char exit_code[40]; /* its exit code ("COMPLETED", "ASSERT_FAILED", ...) */
 } ns_step_state;
 
 /* A running step execution, with what is written at each chunk. */

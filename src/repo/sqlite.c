@@ -521,7 +521,7 @@ static ns_status sq_step_state(ns_repo *r, int64_t instance, const char *step, n
 {
     sqlite3 *db = DB(r);
     sqlite3_stmt *st = prep(db, err,
-                            "SELECT s.id, s.status, c.context FROM ns_step_execution s"
+                            "SELECT s.id, s.status, c.context, s.exit_code FROM ns_step_execution s"
                             " LEFT JOIN ns_execution_context c ON c.step_execution_id = s.id"
                             " WHERE s.instance_id = ? AND s.step_name = ? AND s.partition_name = ''"
                             " ORDER BY s.id DESC LIMIT 1",
@@ -534,6 +534,7 @@ static ns_status sq_step_state(ns_repo *r, int64_t instance, const char *step, n
         out->completed = strcmp(col_text(st, 1), "COMPLETED") == 0;
         if (sqlite3_column_type(st, 2) != SQLITE_NULL)
             out->context = ns__strdup(col_text(st, 2));
+        snprintf(out->exit_code, sizeof(out->exit_code), "%s", col_text(st, 3));
     }
     sqlite3_finalize(st);
     return NS_OK;

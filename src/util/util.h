@@ -112,4 +112,28 @@ int64_t ns__process_start(int64_t pid);
 bool ns__valid_date(const char *s, size_t n);
 /* YYYY-MM-DD[ T]HH:MM[:SS[.frac]][Z|+HH[:MM]|-HH[:MM]]. */
 bool ns__valid_timestamp(const char *s, size_t n);
+
+/* ------------------------------------------------- SQL text (sql.c) */
+
+/*
+ * The :name parameters of an SQL text, in order of appearance (strings,
+ * comments, dollar-quoted bodies and :: casts skipped). Calls fn for each
+ * with its offset and length (the name without the colon); stops when fn
+ * returns false.
+ */
+void ns__sql_params(const char *sql, bool (*fn)(void *arg, size_t at, size_t len), void *arg);
+/* Calls fn for each statement of a script (split at ';' outside strings,
+ * comments and dollar-quoted bodies; blank ones skipped) until it returns
+ * false. fn may be NULL. Returns the number of statements. */
+size_t ns__sql_split(const char *sql, bool (*fn)(void *arg, const char *stmt, size_t len),
+                     void *arg);
+/*
+ * Rewrites one statement's :name parameters as placeholders ($1 on
+ * PostgreSQL, ?1 on SQLite) into *out, and lists their values in order
+ * (*vals, malloc'd; the strings are borrowed from `values`). NS_EPARAM with
+ * the name in `missing` when a parameter has no value.
+ */
+ns_status ns__sql_bind(const char *stmt, size_t len, bool pg, const char *const *names,
+                       const char *const *values, size_t n, ns_buf *out, const char ***vals,
+                       size_t *nvals, char *missing, size_t missing_len);
 #endif
