@@ -725,6 +725,94 @@ static ns_status load_sql_step(loader *l, ns_step_def *s, const yaml_node_t *n, 
     return chk.st;
 }
 
+/*
+ * compare: {left: {connection, query}, right: {connection, query}, key: [..],
+ * columns: [..], output: PATH | {table: {connection, name}}}
+ */
+static ns_status load_compare(loader *l, ns_step_def *s, const yaml_node_t *n, const char *where)
+{
+    static const char *const keys[] = {"left", "right", "key", "columns", "output", NULL};
+    static const char *const side_keys[] = {"connection", "query", NULL};
+    static const char *const table_keys[] = {"connection", "name", NULL};
+    char key[300];
+    ns_status st;
+    yaml_node_t *x;
+
+    if (n->type != YAML_MAPPING_NODE)
+        return fail(l, n, where, "must be a mapping with left:, right: and key:");
+    if ((st = check_keys(l, n, where, keys)) != NS_OK)
+        return st;
+    for (int side = 0; side < 2; side++) {
+        const char *name = side ? "right" : "left";
+        yaml_node_t *q = map_get(l, n, name), *c, *sql;
+        snprintf(key, sizeof(key), "%s.%s", where, name);
+        if (!q)
+            return fail(l, n, key, "is required: {connection: ..., query: \"SELECT ...\"}");
+        if (q->type != YAML_MAPPING_NODE)
+            return fail(l, q, key, "must be a mapping with connection: and query:");
+        if ((st = check_keys(l, q, key, side_keys)) != NS_OK)
+            return st;
+        snprintf(key, sizeof(key), "%s.%s.connection", where, name);
+        if (!(c = map_get(l, q, "connection")))
+            return fail(l, q, key, "is required");
+        if ((st = get_string(l, c, key, &s->cmp_conn[side])) != NS_OK)
+            return st;
+        if (!ns__job_conn(l->job, s->cmp_conn[side]))
+            return fail(l, c, key, "no connection named '%s' in connections", s->cmp_conn[side]);
+        snprintf(key, sizeof(key), "%s.%s.query", where, name);
+        if (!(sql = map_get(l, q, "query")))
+            return fail(l, q, key, "is required");
+        if ((st = get_string(l, sql, key, &s->cmp_sql[side])) != NS_OK)
+            return st;
+        if (ns__sql_split(s->cmp_sql[side], NULL, NULL) != 1)
+            return fail(l, sql, key, "must be one query (a SELECT)");
+        sql_check chk = {l, sql, key, s->cmp_sql[side], NS_OK};
+        ns__sql_params(s->cmp_sql[side], check_sql_param, &chk);
+        if (chk.st != NS_OK)
+            return chk.st;
+    }
+    snprintf(key, sizeof(key), "%s.key", where);
+    if (!(x = map_get(l, n, "key")))
+        return fail(l, n, key, "is required: the columns that match a left row to a right row");
+    if ((st = get_names(l, x, key, &s->cmp_key, &s->cmp_nkey)) != NS_OK)
+        return st;
+    snprintf(key, sizeof(key), "%s.columns", where);
+    if ((x = map_get(l, n, "columns")) &&
+        (st = get_names(l, x, key, &s->cmp_columns, &s->cmp_ncolumns)) != NS_OK)
+        return st;
+    snprintf(key, sizeof(key), "%s.output", where);
+    x = map_get(l, n, "output");
+    if (!x || x->type == YAML_SCALAR_NODE) {
+        if (x)
+            return get_template(l, x, key, true, &s->cmp_output);
+        if (!(s->cmp_output = ns__strdup("diffs/${job.name}-${execution.id}-${step.name}.csv")))
+            return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+        return NS_OK;
+    }
+    yaml_node_t *t = map_get(l, x, "table");
+    if (x->type != YAML_MAPPING_NODE || !t || t->type != YAML_MAPPING_NODE ||
+        x->data.mapping.pairs.top - x->data.mapping.pairs.start != 1)
+        return fail(l, x, key, "must be a CSV path or {table: {connection: ..., name: ...}}");
+    snprintf(key, sizeof(key), "%s.output.table", where);
+    if ((st = check_keys(l, t, key, table_keys)) != NS_OK)
+        return st;
+    snprintf(key, sizeof(key), "%s.output.table.connection", where);
+    if (!(x = map_get(l, t, "connection")))
+        return fail(l, t, key, "is required");
+    if ((st = get_string(l, x, key, &s->cmp_out_conn)) != NS_OK)
+        return st;
+    if (!ns__job_conn(l->job, s->cmp_out_conn))
+        return fail(l, x, key, "no connection named '%s' in connections", s->cmp_out_conn);
+    snprintf(key, sizeof(key), "%s.output.table.name", where);
+    if (!(x = map_get(l, t, "name")))
+        return fail(l, t, key, "is required");
+    if ((st = get_string(l, x, key, &s->cmp_out_table)) != NS_OK)
+        return st;
+    if (!*s->cmp_out_table || strchr(s->cmp_out_table, '"'))
+        return fail(l, x, key, "must be a table name");
+    return NS_OK;
+}
+
 /* on: {EXIT_CODE: target}; targets are checked once every step is known. */
 static ns_status load_on(loader *l, ns_step_def *s, const yaml_node_t *n, const char *where)
 {
@@ -828,8 +916,9 @@ static ns_status check_flow(loader *l)
 
 static ns_status load_step(loader *l, size_t i, const yaml_node_t *n)
 {
-    static const char *const keys[] = {"name",    "chunk", "reader", "processor", "writer", "skip",
-                                       "rejects", "sql",   "assert", "rebuild",   "on",     NULL};
+    static const char *const keys[] = {"name",    "chunk",   "reader", "processor", "writer",
+                                       "skip",    "rejects", "sql",    "assert",    "rebuild",
+                                       "compare", "on",      NULL};
     static const char *const chunk_only[] = {"chunk", "reader",  "processor", "writer",
                                              "skip",  "rejects", NULL};
     static const char *const skip_keys[] = {"limit", NULL};
@@ -865,7 +954,10 @@ static ns_status load_step(loader *l, size_t i, const yaml_node_t *n)
     static const struct {
         const char *key;
         ns_step_kind kind;
-    } kinds[] = {{"sql", NS_STEP_SQL}, {"assert", NS_STEP_ASSERT}, {"rebuild", NS_STEP_REBUILD}};
+    } kinds[] = {{"sql", NS_STEP_SQL},
+                 {"assert", NS_STEP_ASSERT},
+                 {"rebuild", NS_STEP_REBUILD},
+                 {"compare", NS_STEP_COMPARE}};
     size_t nkinds = map_get(l, n, "reader") || map_get(l, n, "writer") ? 1 : 0;
     s->kind = NS_STEP_CHUNK;
     for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++)
@@ -875,17 +967,21 @@ static ns_status load_step(loader *l, size_t i, const yaml_node_t *n)
         }
     if (nkinds != 1)
         return fail(l, n, where,
-                    "must do exactly one thing: reader: and writer:, sql:, assert: or rebuild:");
+                    "must do exactly one thing: reader: and writer:, sql:, assert:, rebuild: or "
+                    "compare:");
     if (s->kind != NS_STEP_CHUNK) {
         for (size_t k = 0; chunk_only[k]; k++)
             if ((x = map_get(l, n, chunk_only[k]))) {
                 snprintf(key, sizeof(key), "%s.%s", where, chunk_only[k]);
                 return fail(l, x, key, "only for reader/writer steps");
             }
-        const char *what = s->kind == NS_STEP_SQL      ? "sql"
-                           : s->kind == NS_STEP_ASSERT ? "assert"
-                                                       : "rebuild";
+        const char *what = s->kind == NS_STEP_SQL       ? "sql"
+                           : s->kind == NS_STEP_ASSERT  ? "assert"
+                           : s->kind == NS_STEP_REBUILD ? "rebuild"
+                                                        : "compare";
         snprintf(key, sizeof(key), "%s.%s", where, what);
+        if (s->kind == NS_STEP_COMPARE)
+            return load_compare(l, s, map_get(l, n, what), key);
         return load_sql_step(l, s, map_get(l, n, what), key);
     }
     s->chunk = 1000;
@@ -1084,6 +1180,15 @@ void ns_job_free(ns_job *job)
         free(s->sql_conn);
         free(s->sql_text);
         free(s->rebuild_table);
+        for (int k = 0; k < 2; k++) {
+            free(s->cmp_conn[k]);
+            free(s->cmp_sql[k]);
+        }
+        free_names(s->cmp_key, s->cmp_nkey);
+        free_names(s->cmp_columns, s->cmp_ncolumns);
+        free(s->cmp_output);
+        free(s->cmp_out_conn);
+        free(s->cmp_out_table);
         for (size_t k = 0; k < s->non; k++) {
             free(s->on[k].code);
             free(s->on[k].to);

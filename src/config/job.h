@@ -46,6 +46,7 @@ typedef enum ns_step_kind {
     NS_STEP_SQL,     /* a script, in one transaction */
     NS_STEP_ASSERT,  /* a query whose rows are failures */
     NS_STEP_REBUILD, /* a derived table replaced by a query's rows, atomically */
+    NS_STEP_COMPARE, /* two queries matched by key, differences written out */
 } ns_step_kind;
 
 /* on: {EXIT_CODE: target} - target is a step name, "end", "fail" or "stop". */
@@ -66,6 +67,16 @@ typedef struct ns_step_def {
     char *sql_conn;      /* connection name */
     char *sql_text;      /* the script (sql), the query (assert, rebuild) */
     char *rebuild_table; /* rebuild: the table replaced */
+
+    /* compare */
+    char *cmp_conn[2], *cmp_sql[2]; /* left, right */
+    char **cmp_key;
+    size_t cmp_nkey;
+    char **cmp_columns; /* NULL: the left query's columns that are not the key */
+    size_t cmp_ncolumns;
+    char *cmp_output;   /* CSV path (template), when not a table */
+    char *cmp_out_conn; /* or a table on a connection */
+    char *cmp_out_table;
 
     int64_t chunk;
     int64_t skip_limit;

@@ -12,10 +12,8 @@
  * the truth: the reader seeks to it, the rejects file is cut back to it, and
  * the repository's record of the dead execution is brought up to it.
  */
-#include "config/job.h"
-#include "io/io.h"
+#include "core/core.h"
 #include "proc/proc.h"
-#include "repo/repo.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -25,20 +23,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t stop_signal;
+volatile sig_atomic_t ns__stop_signal;
 
 void ns_request_stop(void)
 {
-    stop_signal = 1;
+    ns__stop_signal = 1;
 }
 
 /* ------------------------------------------------------- parameters */
-
-typedef struct params {
-    ns_param_val *v;
-    char **names, **values; /* parallel arrays, for substitution */
-    size_t n;
-} params;
 
 static void params_free(params *p)
 {
@@ -143,40 +135,8 @@ static ns_status resolve_params(const ns_job *job, const char *const *args, size
 
 /* ----------------------------------------------------------- steps */
 
-typedef struct run_ctx {
-    const char *workdir; /* restart ID: relative paths are resolved here */
-    ns_repo *repo;
-    const ns_job *job;
-    const ns_listener *listener;
-    ns_launch_res launch;
-    params *params;
-} run_ctx;
-
-typedef struct step_run {
-    run_ctx *rc;
-    const ns_step_def *def;
-    ns_step_exec se;
-    ns_counts counts;
-    ns_reader *reader;
-    ns_proc *proc; /* NULL without a processor */
-    ns_writer *writer;
-    bool shared;         /* the writer uses the repository's connection */
-    char *rejects_path;  /* the file, as opened */
-    char *rejects_shown; /* the same with ${env.X} unexpanded: for messages */
-    char *rejects_saved; /* rejects_shown made absolute: for the checkpoint */
-    FILE *rejects;
-    int64_t rejects_offset;
-    int64_t chunks; /* chunks committed for this step of the instance, across executions */
-    char *context;  /* JSON of the last checkpoint */
-    bool stop;
-    double t0;
-    char last_reject[512]; /* "line N: CODE: message" of the latest reject */
-    bool done;             /* the target says this step already completed */
-    bool resumed;          /* continuing from a checkpoint */
-} step_run;
-
-static void notice(run_ctx *rc, const char *fmt, ...) NS_PRINTF(2, 3);
-static void notice(run_ctx *rc, const char *fmt, ...)
+void ns__run_notice(run_ctx *rc, const char *fmt, ...) NS_PRINTF(2, 3);
+void ns__run_notice(run_ctx *rc, const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
@@ -188,8 +148,8 @@ static void notice(run_ctx *rc, const char *fmt, ...)
     rc->listener->notice(rc->listener->ud, msg);
 }
 
-static void report(step_run *s, void (*fn)(void *, const ns_progress *), ns_batch_status status,
-                   const char *message)
+void ns__run_report(step_run *s, void (*fn)(void *, const ns_progress *), ns_batch_status status,
+                    const char *message)
 {
     const ns_listener *l = s->rc->listener;
     if (!l || !fn)
@@ -234,8 +194,8 @@ static ns_status subst_as(step_run *s, int64_t execution_id, const char *tmpl, c
 }
 
 /* The same, for this execution. */
-static ns_status subst(step_run *s, const char *tmpl, const char *what, char **real, char **shown,
-                       ns_error *err)
+ns_status ns__run_subst(step_run *s, const char *tmpl, const char *what, char **real, char **shown,
+                        ns_error *err)
 {
     return subst_as(s, s->rc->launch.execution_id, tmpl, what, real, shown, err);
 }
@@ -252,7 +212,7 @@ static char *absolute(const char *real, const char *shown)
 
 /* Makes a relative path (or sqlite: URL) relative to the run's working
  * directory, when it has one other than the current directory. */
-static ns_status resolve(const run_ctx *rc, char **path, size_t skip, ns_error *err)
+ns_status ns__run_resolve(const run_ctx *rc, char **path, size_t skip, ns_error *err)
 {
     if (!rc->workdir || !rc->workdir[0] || (*path)[skip] == '/' || (*path)[skip] == '\0')
         return NS_OK;
@@ -265,7 +225,7 @@ static ns_status resolve(const run_ctx *rc, char **path, size_t skip, ns_error *
 }
 
 /* Writes one CSV field, quoted when needed; invalid UTF-8 bytes as \xHH. */
-static void csv_field(FILE *f, const char *p, size_t n)
+void ns__csv_field(FILE *f, const char *p, size_t n)
 {
     bool quote = false;
     for (size_t i = 0; i < n && !quote; i++)
@@ -310,13 +270,13 @@ static ns_status reject(step_run *s, int64_t line, const char *column, const cha
              column ? ", column " : "", column ? column : "", code, message);
     fprintf(s->rejects, "%lld,", (long long)line);
     if (column)
-        csv_field(s->rejects, column, strlen(column));
+        ns__csv_field(s->rejects, column, strlen(column));
     fputc(',', s->rejects);
-    csv_field(s->rejects, code, strlen(code));
+    ns__csv_field(s->rejects, code, strlen(code));
     fputc(',', s->rejects);
-    csv_field(s->rejects, message, strlen(message));
+    ns__csv_field(s->rejects, message, strlen(message));
     fputc(',', s->rejects);
-    csv_field(s->rejects, raw, raw_len);
+    ns__csv_field(s->rejects, raw, raw_len);
     fputc('\n', s->rejects);
     return NS_OK;
 }
@@ -356,7 +316,7 @@ static ns_status make_context(step_run *s, ns_error *err)
     return NS_OK;
 }
 
-static ns_status commit_hook(void *arg, ns_error *err)
+ns_status ns__run_commit_hook(void *arg, ns_error *err)
 {
     step_run *s = arg;
     s->se.counts = s->counts;
@@ -384,7 +344,8 @@ static ns_status commit_chunk(step_run *s, ns_error *err)
     /* Same database: the repository update rides in the chunk's transaction
      * (and is undone with it: the step record keeps its old version). */
     ns_step_exec saved = s->se;
-    st = s->writer->vt->commit(s->writer, &key, s->context, s->shared ? commit_hook : NULL, s, err);
+    st = s->writer->vt->commit(s->writer, &key, s->context, s->shared ? ns__run_commit_hook : NULL,
+                               s, err);
     if (st != NS_OK) {
         s->counts.commit--;
         s->chunks--;
@@ -396,7 +357,7 @@ static ns_status commit_chunk(step_run *s, ns_error *err)
     const char *crash = getenv("NIGHTSHIFT_TEST_EXIT_AFTER_COMMIT");
     if (crash && !s->shared && atoll(crash) == s->chunks)
         _exit(99);
-    if (!s->shared && (st = commit_hook(s, err)) != NS_OK) {
+    if (!s->shared && (st = ns__run_commit_hook(s, err)) != NS_OK) {
         /* The chunk is committed in the target; the repository lags behind
          * and is reconciled from the checkpoint on restart. */
         ns__err_prefix(err, "recording chunk %lld in the repository", (long long)s->chunks);
@@ -421,7 +382,8 @@ static void drop_predecessor_rejects(step_run *s, const char *checkpointed)
                                               "rejects", &real, &shown, NULL) != NS_OK)
         return;
     /* Compared in the form checkpoints store (see absolute()), expanded. */
-    if (resolve(s->rc, &real, 0, NULL) == NS_OK && resolve(s->rc, &shown, 0, NULL) == NS_OK &&
+    if (ns__run_resolve(s->rc, &real, 0, NULL) == NS_OK &&
+        ns__run_resolve(s->rc, &shown, 0, NULL) == NS_OK &&
         (saved = absolute(real, shown)) != NULL &&
         ns__subst(saved, &env_only, "rejects", &abs, NULL) == NS_OK) {
         if (checkpointed)
@@ -450,20 +412,22 @@ static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
         drop_predecessor_rejects(s, NULL);
     if (!ctx) {
         if (state->context && !s->writer->vt->single_transaction(s->writer))
-            notice(s->rc,
-                   "step %s: the repository has a saved position but the target has no "
-                   "checkpoint; the target is the truth, so the step starts from the beginning",
-                   s->def->name);
+            ns__run_notice(
+                s->rc,
+                "step %s: the repository has a saved position but the target has no "
+                "checkpoint; the target is the truth, so the step starts from the beginning",
+                s->def->name);
         return NS_OK;
     }
     if (!state->last_id) {
         /* This repository never ran the step for this instance, so the
          * checkpoint was left by a run recorded elsewhere (another or a
          * recreated repository). This launch is a fresh start. */
-        notice(s->rc,
-               "step %s: the target holds a checkpoint of this job instance that this "
-               "repository did not record; it is ignored and the step starts from the beginning",
-               s->def->name);
+        ns__run_notice(
+            s->rc,
+            "step %s: the target holds a checkpoint of this job instance that this "
+            "repository did not record; it is ignored and the step starts from the beginning",
+            s->def->name);
         goto out;
     }
     json_error_t je;
@@ -520,14 +484,14 @@ static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
         /* A whole-step transaction checkpoints only when the step is done:
          * running it again would replace the table with nothing. */
         s->done = true;
-        notice(s->rc, "step %s: already committed in the target; recorded as completed",
-               s->def->name);
+        ns__run_notice(s->rc, "step %s: already committed in the target; recorded as completed",
+                       s->def->name);
         goto out;
     }
     json_t *line = json_object_get(pos, "line");
-    notice(s->rc, "step %s: resuming after chunk %lld%s%lld", s->def->name, (long long)s->chunks,
-           json_is_integer(line) ? " at line " : "",
-           json_is_integer(line) ? (long long)json_integer_value(line) : 0LL);
+    ns__run_notice(s->rc, "step %s: resuming after chunk %lld%s%lld", s->def->name,
+                   (long long)s->chunks, json_is_integer(line) ? " at line " : "",
+                   json_is_integer(line) ? (long long)json_integer_value(line) : 0LL);
 out:
     json_decref(o);
     json_decref(repo_ctx);
@@ -593,16 +557,17 @@ static void *share_pg(void *repo, void *conn)
  * target is the repository's own database the writer shares its connection
  * and transactions (s->shared).
  */
-static ns_status open_writer(step_run *s, const char *conn_name, ns_writer_cfg *cfg, ns_error *err)
+ns_status ns__run_open_writer(step_run *s, const char *conn_name, ns_writer_cfg *cfg, ns_error *err)
 {
     const ns_conn_def *conn = ns__job_conn(s->rc->job, conn_name);
     char *url = NULL, *url_shown = NULL, where[512];
     ns_status st;
 
-    if ((st = subst(s, conn->url, "connection", &url, &url_shown, err)) != NS_OK)
+    if ((st = ns__run_subst(s, conn->url, "connection", &url, &url_shown, err)) != NS_OK)
         goto out;
-    if (strncmp(url, "sqlite:", 7) == 0 && ((st = resolve(s->rc, &url, 7, err)) != NS_OK ||
-                                            (st = resolve(s->rc, &url_shown, 7, err)) != NS_OK))
+    if (strncmp(url, "sqlite:", 7) == 0 &&
+        ((st = ns__run_resolve(s->rc, &url, 7, err)) != NS_OK ||
+         (st = ns__run_resolve(s->rc, &url_shown, 7, err)) != NS_OK))
         goto out;
     snprintf(where, sizeof(where), "connection '%s' (%s)", conn->name, url_shown);
     const ns_writer_vt *wvt = ns__writer_find_table(url);
@@ -634,9 +599,10 @@ static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
     char *path = NULL, *path_shown = NULL;
     ns_status st;
 
-    if ((st = subst(s, d->rejects, "rejects", &s->rejects_path, &s->rejects_shown, err)) != NS_OK ||
-        (st = resolve(s->rc, &s->rejects_path, 0, err)) != NS_OK ||
-        (st = resolve(s->rc, &s->rejects_shown, 0, err)) != NS_OK)
+    if ((st = ns__run_subst(s, d->rejects, "rejects", &s->rejects_path, &s->rejects_shown, err)) !=
+            NS_OK ||
+        (st = ns__run_resolve(s->rc, &s->rejects_path, 0, err)) != NS_OK ||
+        (st = ns__run_resolve(s->rc, &s->rejects_shown, 0, err)) != NS_OK)
         goto out;
     /* The checkpoint keeps an absolute path, so a restart from any directory
      * finds the file to cut back. */
@@ -648,19 +614,20 @@ static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
                            .param_values = (const char *const *)s->rc->params->values,
                            .nparams = s->rc->params->n};
     if (d->reader == NS_READER_CSV) {
-        if ((st = subst(s, d->csv_path, "reader.csv.path", &path, &path_shown, err)) != NS_OK ||
-            (st = resolve(s->rc, &path, 0, err)) != NS_OK ||
-            (st = resolve(s->rc, &path_shown, 0, err)) != NS_OK)
+        if ((st = ns__run_subst(s, d->csv_path, "reader.csv.path", &path, &path_shown, err)) !=
+                NS_OK ||
+            (st = ns__run_resolve(s->rc, &path, 0, err)) != NS_OK ||
+            (st = ns__run_resolve(s->rc, &path_shown, 0, err)) != NS_OK)
             goto out;
         args.path = path;
         args.shown = path_shown;
     } else {
         const ns_conn_def *src = ns__job_conn(s->rc->job, d->query_conn);
-        if ((st = subst(s, src->url, "connection", &path, &path_shown, err)) != NS_OK)
+        if ((st = ns__run_subst(s, src->url, "connection", &path, &path_shown, err)) != NS_OK)
             goto out;
         if (strncmp(path, "sqlite:", 7) == 0 &&
-            ((st = resolve(s->rc, &path, 7, err)) != NS_OK ||
-             (st = resolve(s->rc, &path_shown, 7, err)) != NS_OK))
+            ((st = ns__run_resolve(s->rc, &path, 7, err)) != NS_OK ||
+             (st = ns__run_resolve(s->rc, &path_shown, 7, err)) != NS_OK))
             goto out;
         char *shown = ns__asprintf("connection '%s' (%s)", src->name, path_shown);
         free(path_shown);
@@ -700,7 +667,7 @@ static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
                          .nkey = d->table_nkey,
                          .columns = cols,
                          .ncolumns = ncols};
-    if ((st = open_writer(s, d->table_conn, &cfg, err)) != NS_OK)
+    if ((st = ns__run_open_writer(s, d->table_conn, &cfg, err)) != NS_OK)
         goto out;
     st = resume(s, state, err);
 out:
@@ -728,7 +695,8 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
         NS_OK)
         goto out;
     if (state.completed) {
-        notice(rc, "step %s: already completed for this instance; not run again", def->name);
+        ns__run_notice(rc, "step %s: already completed for this instance; not run again",
+                       def->name);
         *status = NS_BATCH_COMPLETED;
         goto out;
     }
@@ -736,7 +704,7 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
         NS_OK)
         goto out;
     started = true;
-    report(&s, rc->listener ? rc->listener->step_start : NULL, NS_BATCH_STARTED, NULL);
+    ns__run_report(&s, rc->listener ? rc->listener->step_start : NULL, NS_BATCH_STARTED, NULL);
     if ((st = open_io(&s, &state, err)) != NS_OK)
         goto out;
     if (!(items = malloc((size_t)def->chunk * sizeof(*items))) ||
@@ -838,8 +806,8 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
             goto out;
         if (!single || eof)
             committed = s.counts;
-        report(&s, rc->listener ? rc->listener->chunk : NULL, NS_BATCH_STARTED, NULL);
-        if ((s.stop || stop_signal) && !eof) {
+        ns__run_report(&s, rc->listener ? rc->listener->chunk : NULL, NS_BATCH_STARTED, NULL);
+        if ((s.stop || ns__stop_signal) && !eof) {
             *status = NS_BATCH_STOPPED;
             snprintf(msg, msglen, "stopped on request after chunk %lld; %lld records read",
                      (long long)s.chunks, (long long)committed.read);
@@ -876,7 +844,8 @@ out:
             *status = NS_BATCH_FAILED;
             snprintf(msg, msglen, "%s", e2.message);
         }
-        report(&s, rc->listener ? rc->listener->step_end : NULL, *status, msg[0] ? msg : NULL);
+        ns__run_report(&s, rc->listener ? rc->listener->step_end : NULL, *status,
+                       msg[0] ? msg : NULL);
     }
     ns__writer_free(s.writer);
     ns__proc_free(s.proc);
@@ -887,241 +856,6 @@ out:
     free(s.rejects_path);
     free(s.rejects_shown);
     free(s.rejects_saved);
-    free(s.context);
-    free(state.context);
-    return st;
-}
-
-/* ------------------------------------------------- sql, assert, rebuild */
-
-/* What an assertion collects: every row counted, the first ones kept. */
-#define ASSERT_SAMPLES 10
-
-typedef struct assert_rows {
-    int64_t n;
-    ns_buf sample;
-} assert_rows;
-
-static bool assert_row(void *arg, size_t ncols, const char *const *names, const char *const *values)
-{
-    assert_rows *a = arg;
-    if (!values)
-        return true;
-    if (a->n++ < ASSERT_SAMPLES) {
-        ns__buf_printf(&a->sample, "%s(", a->n > 1 ? ", " : "");
-        for (size_t i = 0; i < ncols; i++)
-            ns__buf_printf(&a->sample, "%s%s=%s", i ? ", " : "", names[i],
-                           values[i] ? values[i] : "NULL");
-        ns__buf_printf(&a->sample, ")");
-    }
-    return true;
-}
-
-/* Runs a script statement by statement in the writer's transaction. */
-typedef struct script_run {
-    ns_writer *w;
-    const ns_sql_args *args;
-    int64_t *changed;
-    size_t no;
-    ns_error *err;
-    ns_status st;
-} script_run;
-
-static bool run_statement(void *arg, const char *stmt, size_t len)
-{
-    script_run *r = arg;
-    r->st = r->w->vt->exec(r->w, stmt, len, ++r->no, r->args, r->changed, r->err);
-    return r->st == NS_OK;
-}
-
-static ns_status exec_script(ns_writer *w, const char *script, const ns_sql_args *args,
-                             int64_t *changed, ns_error *err)
-{
-    script_run r = {w, args, changed, 0, err, NS_OK};
-    ns__sql_split(script, run_statement, &r);
-    return r.st;
-}
-
-/* The column names of a query's result. */
-typedef struct col_names {
-    ns_buf list; /* "a, b, c" quoted */
-} col_names;
-
-static bool collect_names(void *arg, size_t ncols, const char *const *names,
-                          const char *const *values)
-{
-    col_names *c = arg;
-    (void)values;
-    for (size_t i = 0; i < ncols; i++) {
-        if (i)
-            ns__buf_printf(&c->list, ", ");
-        ns__buf_ident(&c->list, names[i]);
-    }
-    return false; /* the names are all it needs */
-}
-
-/*
- * Runs an sql:, assert: or rebuild: step. sql and rebuild run in one
- * transaction that also holds the step's checkpoint row (and, when the
- * target is the repository's database, the step's record), so a restart
- * after a crash never applies them twice. An assertion only reads.
- */
-static ns_status run_db_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status,
-                             char *code, size_t codelen, char *msg, size_t msglen)
-{
-    step_run s = {.rc = rc, .def = def, .t0 = ns__mono()};
-    ns_step_state state = {0};
-    ns_error e = {0}, *err = &e;
-    ns_status st;
-    bool started = false;
-    char *ctx = NULL;
-    assert_rows ar = {0};
-    col_names cn = {0};
-    ns_buf sql = {0};
-    params *pp = rc->params;
-    const char **types = calloc(pp->n + 1, sizeof(*types));
-    ns_sql_args args = {(const char *const *)pp->names, (const char *const *)pp->values, types,
-                        pp->n};
-
-    *status = NS_BATCH_FAILED;
-    snprintf(code, codelen, "FAILED");
-    if (!types) {
-        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < pp->n; i++)
-        types[i] = pp->v[i].type;
-    if ((st = rc->repo->vt->step_state(rc->repo, rc->launch.instance_id, def->name, &state, err)) !=
-            NS_OK ||
-        (st = rc->repo->vt->step_begin(rc->repo, rc->launch.execution_id, def->name, &s.se, err)) !=
-            NS_OK)
-        goto out;
-    started = true;
-    report(&s, rc->listener ? rc->listener->step_start : NULL, NS_BATCH_STARTED, NULL);
-    ns_writer_cfg cfg = {0};
-    if ((st = open_writer(&s, def->sql_conn, &cfg, err)) != NS_OK)
-        goto out;
-    if (!s.writer->vt->exec || !s.writer->vt->query) {
-        st = ns__err(err, NS_EUNSUPPORTED, NULL, "step %s: its connection cannot run SQL",
-                     def->name);
-        goto out;
-    }
-
-    if (def->kind == NS_STEP_ASSERT) {
-        if ((st = s.writer->vt->query(s.writer, def->sql_text, &args, assert_row, &ar, err)) !=
-            NS_OK)
-            goto out;
-        s.counts.read = ar.n;
-        if (ar.n == 0) {
-            *status = NS_BATCH_COMPLETED;
-            snprintf(code, codelen, "COMPLETED");
-        } else {
-            snprintf(code, codelen, "ASSERT_FAILED");
-            snprintf(msg, msglen, "assertion failed: %lld row%s, e.g. %s%s", (long long)ar.n,
-                     ar.n == 1 ? "" : "s", ns__buf_cstr(&ar.sample),
-                     ar.n > ASSERT_SAMPLES ? ", ..." : "");
-        }
-        goto out;
-    }
-
-    /* sql, rebuild: done already, says the target's checkpoint? */
-    ns_ckpt_key key = {rc->job->name, rc->launch.job_key, def->name, "", rc->launch.execution_id,
-                       s.se.id};
-    if ((st = s.writer->vt->checkpoint(s.writer, &key, &ctx, err)) != NS_OK)
-        goto out;
-    if (ctx && state.last_id) {
-        json_t *o = json_loads(ctx, 0, NULL), *c = json_object_get(o, "counts");
-        s.counts.write = json_integer_value(json_object_get(c, "write"));
-        s.counts.commit = json_integer_value(json_object_get(c, "commit"));
-        json_decref(o);
-        notice(rc, "step %s: already committed in the target; recorded as completed", def->name);
-        *status = NS_BATCH_COMPLETED;
-        snprintf(code, codelen, "COMPLETED");
-        goto out;
-    }
-    int64_t changed = 0;
-    if (def->kind == NS_STEP_SQL) {
-        st = exec_script(s.writer, def->sql_text, &args, &changed, err);
-    } else {
-        /* Rebuild: the table's rows replaced by the query's in one
-         * transaction, so readers see the old rows until the new ones are
-         * all there; the table itself (indexes, grants, views on it, keys)
-         * stays. Columns by the query's names; the others take defaults. */
-        ns_buf q = {0};
-        ns__buf_printf(&q, "SELECT * FROM (%s) AS ns_q WHERE 1 = 0", def->sql_text);
-        st = s.writer->vt->query(s.writer, ns__buf_cstr(&q), &args, collect_names, &cn, err);
-        ns__buf_free(&q);
-        if (st == NS_OK) {
-            int64_t deleted = 0;
-            ns__buf_printf(&sql, "DELETE FROM %s", def->rebuild_table);
-            st = exec_script(s.writer, ns__buf_cstr(&sql), &args, &deleted, err);
-        }
-        if (st == NS_OK) {
-            sql.len = 0;
-            ns__buf_printf(&sql, "INSERT INTO %s (%s) SELECT * FROM (%s) AS ns_q",
-                           def->rebuild_table, ns__buf_cstr(&cn.list), def->sql_text);
-            st = exec_script(s.writer, ns__buf_cstr(&sql), &args, &changed, err);
-        }
-    }
-    if (st != NS_OK)
-        goto out;
-    s.counts.write = changed;
-    s.counts.commit = 1;
-    json_t *o =
-        json_pack("{s:b, s:I, s:{s:I, s:I}}", "done", 1, "step_execution_id", (json_int_t)s.se.id,
-                  "counts", "write", (json_int_t)changed, "commit", (json_int_t)1);
-    free(s.context);
-    s.context = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    if (!s.context) {
-        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
-        goto out;
-    }
-    s.se.context = s.context;
-    ns_step_exec saved = s.se;
-    if ((st = s.writer->vt->commit(s.writer, &key, s.context, s.shared ? commit_hook : NULL, &s,
-                                   err)) != NS_OK) {
-        s.se.version = saved.version;
-        s.counts = (ns_counts){0};
-        goto out;
-    }
-    /* The test-only fault point of commit_chunk: die between the target's
-     * commit and the repository's update. */
-    const char *crash = getenv("NIGHTSHIFT_TEST_EXIT_AFTER_COMMIT");
-    if (crash && !s.shared && atoll(crash) == 1)
-        _exit(99);
-    if (!s.shared && (st = commit_hook(&s, err)) != NS_OK)
-        goto out;
-    *status = NS_BATCH_COMPLETED;
-    snprintf(code, codelen, "COMPLETED");
-    if (def->kind == NS_STEP_REBUILD)
-        snprintf(msg, msglen, "%s rebuilt with %lld rows", def->rebuild_table, (long long)changed);
-out:
-    if (st != NS_OK) {
-        *status = NS_BATCH_FAILED;
-        snprintf(code, codelen, "FAILED");
-        snprintf(msg, msglen, "%s", e.message);
-        s.counts.write = 0;
-        if (s.writer)
-            s.writer->vt->rollback(s.writer);
-    }
-    if (started) {
-        ns_error e2 = {0};
-        s.se.counts = s.counts;
-        if (rc->repo->vt->step_end(rc->repo, &s.se, *status, code, msg, &e2) != NS_OK &&
-            *status != NS_BATCH_FAILED) {
-            *status = NS_BATCH_FAILED;
-            snprintf(code, codelen, "FAILED");
-            snprintf(msg, msglen, "%s", e2.message);
-        }
-        report(&s, rc->listener ? rc->listener->step_end : NULL, *status, msg[0] ? msg : NULL);
-    }
-    ns__writer_free(s.writer);
-    ns__buf_free(&ar.sample);
-    ns__buf_free(&cn.list);
-    ns__buf_free(&sql);
-    free(types);
-    free(ctx);
     free(s.context);
     free(state.context);
     return st;
@@ -1215,12 +949,12 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
                          .lease = lease};
     if ((st = repo->vt->launch(repo, &req, &rc.launch, err)) != NS_OK) {
         if (rc.launch.notice[0])
-            notice(&rc, "%s", rc.launch.notice);
+            ns__run_notice(&rc, "%s", rc.launch.notice);
         out->exit_code = st == NS_EREFUSED ? NS_EXIT_REFUSED : NS_EXIT_FAILED;
         goto done;
     }
     if (rc.launch.notice[0])
-        notice(&rc, "%s", rc.launch.notice);
+        ns__run_notice(&rc, "%s", rc.launch.notice);
     if (rc.launch.run_id) {
         char v[32];
         snprintf(v, sizeof(v), "%lld", (long long)rc.launch.run_id);
@@ -1228,8 +962,8 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
     }
     out->execution_id = rc.launch.execution_id;
     if (rc.launch.restart_of)
-        notice(&rc, "execution %lld restarts execution %lld", (long long)rc.launch.execution_id,
-               (long long)rc.launch.restart_of);
+        ns__run_notice(&rc, "execution %lld restarts execution %lld",
+                       (long long)rc.launch.execution_id, (long long)rc.launch.restart_of);
     if ((st = repo->vt->exec_status(repo, rc.launch.execution_id, NS_BATCH_STARTED, "EXECUTING", "",
                                     false, err)) != NS_OK)
         goto done;
@@ -1254,16 +988,18 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
             snprintf(code, sizeof(code), "FAILED");
             snprintf(smsg, sizeof(smsg), "%s", err->message);
         } else if (ss.completed) {
-            notice(&rc, "step %s: already completed for this instance (%s); not run again",
-                   def->name, ss.exit_code);
+            ns__run_notice(&rc, "step %s: already completed for this instance (%s); not run again",
+                           def->name, ss.exit_code);
             status = NS_BATCH_COMPLETED;
             snprintf(code, sizeof(code), "%s", ss.exit_code[0] ? ss.exit_code : "COMPLETED");
             replay = true;
         } else if (def->kind == NS_STEP_CHUNK) {
             run_step(&rc, def, &status, smsg, sizeof(smsg));
             snprintf(code, sizeof(code), "%s", ns_batch_status_name(status));
+        } else if (def->kind == NS_STEP_COMPARE) {
+            ns__run_compare_step(&rc, def, &status, code, sizeof(code), smsg, sizeof(smsg));
         } else {
-            run_db_step(&rc, def, &status, code, sizeof(code), smsg, sizeof(smsg));
+            ns__run_db_step(&rc, def, &status, code, sizeof(code), smsg, sizeof(smsg));
         }
         free(ss.context);
         /* The job's message: the failing step's, else each step's note. */
@@ -1272,7 +1008,7 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
                                 def->name, smsg) < 0)
             msg[used] = '\0';
         i = next_step(job, (size_t)i, status, code, replay, &end);
-        if (i >= 0 && status == NS_BATCH_COMPLETED && stop_signal) {
+        if (i >= 0 && status == NS_BATCH_COMPLETED && ns__stop_signal) {
             end = NS_BATCH_STOPPED;
             snprintf(msg, sizeof(msg), "stopped on request after step %s", def->name);
             i = -1;

@@ -106,6 +106,17 @@ typedef struct ns_sql_args {
 typedef bool (*ns_row_fn)(void *arg, size_t ncols, const char *const *names,
                           const char *const *values);
 
+/* The rows of a query, pulled one at a time (a compare step merges two). */
+typedef struct ns_cursor ns_cursor;
+struct ns_cursor {
+    size_t ncols;
+    const char *const *names;
+    /* The next row's values (NULL for SQL NULL), valid until the next call;
+     * *eof at the end. */
+    ns_status (*next)(ns_cursor *c, const char *const **values, bool *eof, ns_error *err);
+    void (*close)(ns_cursor *c);
+};
+
 typedef struct ns_writer ns_writer;
 typedef struct ns_writer_vt {
     const char *name;
@@ -139,6 +150,12 @@ typedef struct ns_writer_vt {
      * open), streaming its rows to row(). */
     ns_status (*query)(ns_writer *w, const char *sql, const ns_sql_args *args, ns_row_fn row,
                        void *arg, ns_error *err);
+    /* Database targets: a cursor over a query's rows ordered by the key
+     * columns' text, in byte order (COLLATE "C"), NULLs first; streamed so
+     * memory does not grow with the result. Two databases order the same
+     * keys the same way, whatever their types and collations. */
+    ns_status (*cursor)(ns_writer *w, const char *sql, const ns_sql_args *args,
+                        const char *const *key, size_t nkey, ns_cursor **out, ns_error *err);
 } ns_writer_vt;
 struct ns_writer {
     const ns_writer_vt *vt;

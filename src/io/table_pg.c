@@ -1083,6 +1083,131 @@ static ns_status pw_query(ns_writer *base, const char *sql, const ns_sql_args *a
     return st;
 }
 
+typedef struct pg_cursor {
+    ns_cursor base;
+    pg_writer *w;
+    PGresult *row; /* the current row's result */
+    char **names;
+    const char **vals;
+    bool done;
+} pg_cursor;
+
+static ns_status pgc_next(ns_cursor *base, const char *const **values, bool *eof, ns_error *err)
+{
+    pg_cursor *c = (pg_cursor *)base;
+    PQclear(c->row);
+    c->row = NULL;
+    *eof = true;
+    if (c->done)
+        return NS_OK;
+    PGresult *res = PQgetResult(c->w->c);
+    ExecStatusType s = PQresultStatus(res);
+    if (s == PGRES_SINGLE_TUPLE) {
+        c->row = res;
+        for (size_t i = 0; i < base->ncols; i++)
+            c->vals[i] = PQgetisnull(res, 0, (int)i) ? NULL : PQgetvalue(res, 0, (int)i);
+        *values = c->vals;
+        *eof = false;
+        return NS_OK;
+    }
+    /* The end (an empty PGRES_TUPLES_OK) or an error: the query is over. */
+    ns_status st = s == PGRES_TUPLES_OK ? NS_OK : fail(c->w, res, err, "query");
+    PQclear(res);
+    while ((res = PQgetResult(c->w->c)) != NULL)
+        PQclear(res);
+    c->done = true;
+    return st;
+}
+
+static void pgc_close(ns_cursor *base)
+{
+    pg_cursor *c = (pg_cursor *)base;
+    PQclear(c->row);
+    if (!c->done) {
+        /* Stop the server sending the rest, then drain. */
+        PGcancel *cancel = PQgetCancel(c->w->c);
+        char buf[256];
+        if (cancel) {
+            PQcancel(cancel, buf, sizeof(buf));
+            PQfreeCancel(cancel);
+        }
+        PGresult *res;
+        while ((res = PQgetResult(c->w->c)) != NULL)
+            PQclear(res);
+    }
+    for (size_t i = 0; c->names && i < base->ncols; i++)
+        free(c->names[i]);
+    free(c->names);
+    free(c->vals);
+    free(c);
+}
+
+static ns_status pw_cursor(ns_writer *base, const char *sql, const ns_sql_args *args,
+                           const char *const *key, size_t nkey, ns_cursor **out, ns_error *err)
+{
+    pg_writer *w = (pg_writer *)base;
+    ns_buf q = {0};
+    ns_status st = NS_OK;
+    pg_cursor *c = calloc(1, sizeof(*c));
+    if (!c)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    c->w = w;
+    /* The result's columns first (an empty result still has them), then the
+     * rows by the keys' text in byte order, whatever the columns' types and
+     * the database's collation. */
+    ns__buf_printf(&q, "SELECT * FROM (%s) AS ns_q LIMIT 0", sql);
+    PGresult *res = run_bound(w, ns__buf_cstr(&q), q.len, 1, args, false, err);
+    if (!res) {
+        st = err->code ? err->code : NS_EDB;
+        goto out;
+    }
+    size_t n = (size_t)PQnfields(res);
+    c->names = calloc(n + 1, sizeof(*c->names));
+    c->vals = calloc(n + 1, sizeof(*c->vals));
+    if (!c->names || !c->vals) {
+        PQclear(res);
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        goto out;
+    }
+    c->base = (ns_cursor){n, (const char *const *)c->names, pgc_next, pgc_close};
+    for (size_t i = 0; i < n; i++)
+        c->names[i] = ns__strdup(PQfname(res, (int)i));
+    q.len = 0;
+    ns__buf_printf(&q, "SELECT * FROM (%s) AS ns_q ORDER BY ", sql);
+    for (size_t k = 0; k < nkey; k++) {
+        int at = -1;
+        for (size_t i = 0; i < n; i++)
+            if (c->names[i] && strcmp(c->names[i], key[k]) == 0)
+                at = (int)i;
+        if (at < 0) {
+            st = ns__err(err, NS_ESCHEMA, NULL, "%s: the query has no column '%s' (its key)",
+                         w->where, key[k]);
+            PQclear(res);
+            goto out;
+        }
+        ns__buf_printf(&q, k ? ", (" : "(");
+        ns__buf_ident(&q, key[k]);
+        ns__buf_printf(&q, ")::text COLLATE \"C\" NULLS FIRST");
+    }
+    PQclear(res);
+    if (!(res = run_bound(w, ns__buf_cstr(&q), q.len, 1, args, true, err))) {
+        st = err->code ? err->code : NS_EDB;
+        c->done = true;
+        goto out;
+    }
+    PQclear(res);
+out:
+    ns__buf_free(&q);
+    if (st != NS_OK) {
+        c->done = true;
+        c->base.close = pgc_close;
+        pgc_close(&c->base);
+        return st;
+    }
+    *out = &c->base;
+    return NS_OK;
+}
+
 static ns_status pw_commit(ns_writer *base, const ns_ckpt_key *k, const char *context,
                            ns_commit_hook hook, void *arg, ns_error *err)
 {
@@ -1181,4 +1306,5 @@ const ns_writer_vt ns__writer_table_pg = {
     .feed = pw_feed,
     .exec = pw_exec,
     .query = pw_query,
+    .cursor = pw_cursor,
 };

@@ -567,6 +567,81 @@ out:
     return s;
 }
 
+typedef struct sq_cursor {
+    ns_cursor base;
+    sqlite_writer *w;
+    sqlite3_stmt *st;
+    const char **names, **vals;
+} sq_cursor;
+
+static ns_status sqc_next(ns_cursor *base, const char *const **values, bool *eof, ns_error *err)
+{
+    sq_cursor *c = (sq_cursor *)base;
+    int rc = sqlite3_step(c->st);
+    *eof = rc == SQLITE_DONE;
+    if (rc == SQLITE_DONE)
+        return NS_OK;
+    if (rc != SQLITE_ROW)
+        return db_fail(c->w, err, "query");
+    for (size_t i = 0; i < base->ncols; i++)
+        c->vals[i] = (const char *)sqlite3_column_text(c->st, (int)i);
+    *values = c->vals;
+    return NS_OK;
+}
+
+static void sqc_close(ns_cursor *base)
+{
+    sq_cursor *c = (sq_cursor *)base;
+    sqlite3_finalize(c->st);
+    free(c->names);
+    free(c->vals);
+    free(c);
+}
+
+static ns_status sw_cursor(ns_writer *base, const char *sql, const ns_sql_args *args,
+                           const char *const *key, size_t nkey, ns_cursor **out, ns_error *err)
+{
+    sqlite_writer *w = (sqlite_writer *)base;
+    ns_buf q = {0};
+    ns_status st;
+    sq_cursor *c = calloc(1, sizeof(*c));
+    if (!c)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    /* The sort spills to temporary files past the page cache's size: a
+     * small cache keeps a compare's memory low whatever the row count (the
+     * 64 MiB one made for loads took 270 MB for 4M rows a side). */
+    if ((st = exec(w, "PRAGMA cache_size = -8192", err)) != NS_OK) {
+        free(c);
+        return st;
+    }
+    /* SQLite sorts NULLs first and text by bytes (BINARY) already. */
+    ns__buf_printf(&q, "SELECT * FROM (%s) AS ns_q ORDER BY ", sql);
+    for (size_t i = 0; i < nkey; i++) {
+        ns__buf_printf(&q, i ? ", CAST(" : "CAST(");
+        ns__buf_ident(&q, key[i]);
+        ns__buf_printf(&q, " AS TEXT)");
+    }
+    st = prepare_bound(w, ns__buf_cstr(&q), q.len, 1, args, &c->st, err);
+    ns__buf_free(&q);
+    if (st != NS_OK) {
+        free(c);
+        return st;
+    }
+    size_t n = (size_t)sqlite3_column_count(c->st);
+    c->w = w;
+    c->names = calloc(n + 1, sizeof(*c->names));
+    c->vals = calloc(n + 1, sizeof(*c->vals));
+    if (!c->names || !c->vals) {
+        sqc_close(&c->base);
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++)
+        c->names[i] = sqlite3_column_name(c->st, (int)i);
+    c->base = (ns_cursor){n, c->names, sqc_next, sqc_close};
+    *out = &c->base;
+    return NS_OK;
+}
+
 static ns_status sw_commit(ns_writer *base, const ns_ckpt_key *key, const char *context,
                            ns_commit_hook hook, void *arg, ns_error *err)
 {
@@ -639,4 +714,5 @@ const ns_writer_vt ns__writer_table_sqlite = {
     .single_transaction = sw_single,
     .exec = sw_exec,
     .query = sw_query,
+    .cursor = sw_cursor,
 };

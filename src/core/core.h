@@ -1,0 +1,85 @@
+/*
+ * core.h - what the launcher and step runners of src/core share: the
+ * execution's context, a running step, and the helpers they all use.
+ */
+#ifndef NS_CORE_H
+#define NS_CORE_H
+
+#include "config/job.h"
+#include "io/io.h"
+#include "proc/proc.h"
+#include "repo/repo.h"
+
+#include <signal.h>
+#include <stdio.h>
+
+/* Set by ns_request_stop() (SIGINT/SIGTERM): stop after the current chunk. */
+extern volatile sig_atomic_t ns__stop_signal;
+
+/* The execution's parameters, typed and as name/value arrays. */
+typedef struct params {
+    ns_param_val *v;
+    char **names, **values; /* parallel arrays, for substitution */
+    size_t n;
+} params;
+
+/* One execution of a job. */
+typedef struct run_ctx {
+    const char *workdir; /* restart ID: relative paths are resolved here */
+    ns_repo *repo;
+    const ns_job *job;
+    const ns_listener *listener;
+    ns_launch_res launch;
+    params *params;
+} run_ctx;
+
+typedef struct step_run {
+    run_ctx *rc;
+    const ns_step_def *def;
+    ns_step_exec se;
+    ns_counts counts;
+    ns_reader *reader;
+    ns_proc *proc; /* NULL without a processor */
+    ns_writer *writer;
+    bool shared;         /* the writer uses the repository's connection */
+    char *rejects_path;  /* the file, as opened */
+    char *rejects_shown; /* the same with ${env.X} unexpanded: for messages */
+    char *rejects_saved; /* rejects_shown made absolute: for the checkpoint */
+    FILE *rejects;
+    int64_t rejects_offset;
+    int64_t chunks; /* chunks committed for this step of the instance, across executions */
+    char *context;  /* JSON of the last checkpoint */
+    bool stop;
+    double t0;
+    char last_reject[512]; /* "line N: CODE: message" of the latest reject */
+    bool done;             /* the target says this step already completed */
+    bool resumed;          /* continuing from a checkpoint */
+} step_run;
+
+/* A note for the listener (a restart's decisions, skipped steps). */
+void ns__run_notice(run_ctx *rc, const char *fmt, ...) NS_PRINTF(2, 3);
+/* Progress and step start/end for the listener. */
+void ns__run_report(step_run *s, void (*fn)(void *, const ns_progress *), ns_batch_status status,
+                    const char *message);
+/* Substitutes a template (real value, and the form shown with ${env.X} kept). */
+ns_status ns__run_subst(step_run *s, const char *tmpl, const char *what, char **real,
+                        char **shown, ns_error *err);
+/* Makes a relative path relative to the launch directory (skipping `skip`
+ * bytes of prefix such as "sqlite:"). */
+ns_status ns__run_resolve(const run_ctx *rc, char **path, size_t skip, ns_error *err);
+/* Opens s->writer on a connection (cfg->table NULL: the connection only). */
+ns_status ns__run_open_writer(step_run *s, const char *conn_name, ns_writer_cfg *cfg,
+                              ns_error *err);
+/* The repository update of a committed chunk (counters, context, heartbeat). */
+ns_status ns__run_commit_hook(void *arg, ns_error *err);
+/* One CSV field, quoted when needed, invalid UTF-8 as \xHH. */
+void ns__csv_field(FILE *f, const char *p, size_t n);
+
+/* sql:, assert:, rebuild: and compare: steps (steps.c). Each records its
+ * step execution and returns its status and exit code. */
+void ns__run_db_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *code,
+                     size_t codelen, char *msg, size_t msglen);
+void ns__run_compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status,
+                          char *code, size_t codelen, char *msg, size_t msglen);
+
+#endif

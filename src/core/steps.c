@@ -1,0 +1,720 @@
+/*
+ * steps.c - the steps that are not reader/writer chunks: sql:, assert:,
+ * rebuild: and compare:. They open their connections like chunk steps
+ * (ns__run_open_writer: the table writers double as "a database connection
+ * with a transaction and a checkpoint row"), so they share the repository's
+ * transaction when the target is its database and are restart-safe the same
+ * way.
+ */
+#include "core/core.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+/* ------------------------------------------------- sql, assert, rebuild */
+
+/*
+ * Commits a single-transaction step (sql, rebuild, compare into a table)
+ * with a checkpoint row saying it is done and how many rows it wrote; the
+ * repository is updated in the same transaction when it shares the
+ * connection, else right after (a crash in between is caught on restart by
+ * that row).
+ */
+static ns_status commit_done(step_run *s, ns_writer *w, const ns_ckpt_key *key, int64_t written,
+                             ns_error *err)
+{
+    s->counts.write = written;
+    s->counts.commit = 1;
+    json_t *o = json_pack("{s:b, s:I, s:{s:I, s:I}}", "done", 1, "step_execution_id",
+                          (json_int_t)s->se.id, "counts", "write", (json_int_t)written, "commit",
+                          (json_int_t)1);
+    free(s->context);
+    s->context = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!s->context)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    s->se.context = s->context;
+    int64_t version = s->se.version;
+    ns_status st = w->vt->commit(w, key, s->context, s->shared ? ns__run_commit_hook : NULL, s, err);
+    if (st != NS_OK) {
+        s->se.version = version; /* the step record's update was undone too */
+        s->counts = (ns_counts){0};
+        return st;
+    }
+    /* The test-only fault point of commit_chunk: die between the target's
+     * commit and the repository's update. */
+    const char *crash = getenv("NIGHTSHIFT_TEST_EXIT_AFTER_COMMIT");
+    if (crash && !s->shared && atoll(crash) == 1)
+        _exit(99);
+    return s->shared ? NS_OK : ns__run_commit_hook(s, err);
+}
+
+/* The counts a done checkpoint recorded (a restart after its commit). */
+static void counts_done(step_run *s, const char *ctx)
+{
+    json_t *o = json_loads(ctx, 0, NULL), *c = json_object_get(o, "counts");
+    s->counts.write = json_integer_value(json_object_get(c, "write"));
+    s->counts.commit = json_integer_value(json_object_get(c, "commit"));
+    json_decref(o);
+    ns__run_notice(s->rc, "step %s: already committed in the target; recorded as completed",
+                   s->def->name);
+}
+
+/* Ends a step: failure details, its record in the repository, the listener. */
+static void end_step(step_run *s, ns_status st, const ns_error *e, bool started,
+                     ns_batch_status *status, char *code, size_t codelen, char *msg,
+                     size_t msglen)
+{
+    run_ctx *rc = s->rc;
+    if (st != NS_OK) {
+        *status = NS_BATCH_FAILED;
+        snprintf(code, codelen, "FAILED");
+        snprintf(msg, msglen, "%s", e->message);
+        s->counts.write = 0;
+        if (s->writer)
+            s->writer->vt->rollback(s->writer);
+    }
+    if (!started)
+        return;
+    ns_error e2 = {0};
+    s->se.counts = s->counts;
+    if (rc->repo->vt->step_end(rc->repo, &s->se, *status, code, msg, &e2) != NS_OK &&
+        *status != NS_BATCH_FAILED) {
+        *status = NS_BATCH_FAILED;
+        snprintf(code, codelen, "FAILED");
+        snprintf(msg, msglen, "%s", e2.message);
+    }
+    ns__run_report(s, rc->listener ? rc->listener->step_end : NULL, *status, msg[0] ? msg : NULL);
+}
+
+
+
+/* What an assertion collects: every row counted, the first ones kept. */
+#define ASSERT_SAMPLES 10
+
+typedef struct assert_rows {
+    int64_t n;
+    ns_buf sample;
+} assert_rows;
+
+static bool assert_row(void *arg, size_t ncols, const char *const *names, const char *const *values)
+{
+    assert_rows *a = arg;
+    if (!values)
+        return true;
+    if (a->n++ < ASSERT_SAMPLES) {
+        ns__buf_printf(&a->sample, "%s(", a->n > 1 ? ", " : "");
+        for (size_t i = 0; i < ncols; i++)
+            ns__buf_printf(&a->sample, "%s%s=%s", i ? ", " : "", names[i],
+                           values[i] ? values[i] : "NULL");
+        ns__buf_printf(&a->sample, ")");
+    }
+    return true;
+}
+
+/* Runs a script statement by statement in the writer's transaction. */
+typedef struct script_run {
+    ns_writer *w;
+    const ns_sql_args *args;
+    int64_t *changed;
+    size_t no;
+    ns_error *err;
+    ns_status st;
+} script_run;
+
+static bool run_statement(void *arg, const char *stmt, size_t len)
+{
+    script_run *r = arg;
+    r->st = r->w->vt->exec(r->w, stmt, len, ++r->no, r->args, r->changed, r->err);
+    return r->st == NS_OK;
+}
+
+static ns_status exec_script(ns_writer *w, const char *script, const ns_sql_args *args,
+                             int64_t *changed, ns_error *err)
+{
+    script_run r = {w, args, changed, 0, err, NS_OK};
+    ns__sql_split(script, run_statement, &r);
+    return r.st;
+}
+
+/* The column names of a query's result. */
+typedef struct col_names {
+    ns_buf list; /* "a, b, c" quoted */
+} col_names;
+
+static bool collect_names(void *arg, size_t ncols, const char *const *names,
+                          const char *const *values)
+{
+    col_names *c = arg;
+    (void)values;
+    for (size_t i = 0; i < ncols; i++) {
+        if (i)
+            ns__buf_printf(&c->list, ", ");
+        ns__buf_ident(&c->list, names[i]);
+    }
+    return false; /* the names are all it needs */
+}
+
+/*
+ * Runs an sql:, assert: or rebuild: step. sql and rebuild run in one
+ * transaction that also holds the step's checkpoint row (and, when the
+ * target is the repository's database, the step's record), so a restart
+ * after a crash never applies them twice. An assertion only reads.
+ */
+static ns_status db_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status,
+                             char *code, size_t codelen, char *msg, size_t msglen)
+{
+    step_run s = {.rc = rc, .def = def, .t0 = ns__mono()};
+    ns_step_state state = {0};
+    ns_error e = {0}, *err = &e;
+    ns_status st;
+    bool started = false;
+    char *ctx = NULL;
+    assert_rows ar = {0};
+    col_names cn = {0};
+    ns_buf sql = {0};
+    params *pp = rc->params;
+    const char **types = calloc(pp->n + 1, sizeof(*types));
+    ns_sql_args args = {(const char *const *)pp->names, (const char *const *)pp->values, types,
+                        pp->n};
+
+    *status = NS_BATCH_FAILED;
+    snprintf(code, codelen, "FAILED");
+    if (!types) {
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < pp->n; i++)
+        types[i] = pp->v[i].type;
+    if ((st = rc->repo->vt->step_state(rc->repo, rc->launch.instance_id, def->name, &state, err)) !=
+            NS_OK ||
+        (st = rc->repo->vt->step_begin(rc->repo, rc->launch.execution_id, def->name, &s.se, err)) !=
+            NS_OK)
+        goto out;
+    started = true;
+    ns__run_report(&s, rc->listener ? rc->listener->step_start : NULL, NS_BATCH_STARTED, NULL);
+    ns_writer_cfg cfg = {0};
+    if ((st = ns__run_open_writer(&s, def->sql_conn, &cfg, err)) != NS_OK)
+        goto out;
+    if (!s.writer->vt->exec || !s.writer->vt->query) {
+        st = ns__err(err, NS_EUNSUPPORTED, NULL, "step %s: its connection cannot run SQL",
+                     def->name);
+        goto out;
+    }
+
+    if (def->kind == NS_STEP_ASSERT) {
+        if ((st = s.writer->vt->query(s.writer, def->sql_text, &args, assert_row, &ar, err)) !=
+            NS_OK)
+            goto out;
+        s.counts.read = ar.n;
+        if (ar.n == 0) {
+            *status = NS_BATCH_COMPLETED;
+            snprintf(code, codelen, "COMPLETED");
+        } else {
+            snprintf(code, codelen, "ASSERT_FAILED");
+            snprintf(msg, msglen, "assertion failed: %lld row%s, e.g. %s%s", (long long)ar.n,
+                     ar.n == 1 ? "" : "s", ns__buf_cstr(&ar.sample),
+                     ar.n > ASSERT_SAMPLES ? ", ..." : "");
+        }
+        goto out;
+    }
+
+    /* sql, rebuild: done already, says the target's checkpoint? */
+    ns_ckpt_key key = {rc->job->name, rc->launch.job_key, def->name, "", rc->launch.execution_id,
+                       s.se.id};
+    if ((st = s.writer->vt->checkpoint(s.writer, &key, &ctx, err)) != NS_OK)
+        goto out;
+    if (ctx && state.last_id) {
+        counts_done(&s, ctx);
+        *status = NS_BATCH_COMPLETED;
+        snprintf(code, codelen, "COMPLETED");
+        goto out;
+    }
+    int64_t changed = 0;
+    if (def->kind == NS_STEP_SQL) {
+        st = exec_script(s.writer, def->sql_text, &args, &changed, err);
+    } else {
+        /* Rebuild: the table's rows replaced by the query's in one
+         * transaction, so readers see the old rows until the new ones are
+         * all there; the table itself (indexes, grants, views on it, keys)
+         * stays. Columns by the query's names; the others take defaults. */
+        ns_buf q = {0};
+        ns__buf_printf(&q, "SELECT * FROM (%s) AS ns_q WHERE 1 = 0", def->sql_text);
+        st = s.writer->vt->query(s.writer, ns__buf_cstr(&q), &args, collect_names, &cn, err);
+        ns__buf_free(&q);
+        if (st == NS_OK) {
+            int64_t deleted = 0;
+            ns__buf_printf(&sql, "DELETE FROM %s", def->rebuild_table);
+            st = exec_script(s.writer, ns__buf_cstr(&sql), &args, &deleted, err);
+        }
+        if (st == NS_OK) {
+            sql.len = 0;
+            ns__buf_printf(&sql, "INSERT INTO %s (%s) SELECT * FROM (%s) AS ns_q",
+                           def->rebuild_table, ns__buf_cstr(&cn.list), def->sql_text);
+            st = exec_script(s.writer, ns__buf_cstr(&sql), &args, &changed, err);
+        }
+    }
+    if (st != NS_OK)
+        goto out;
+    if ((st = commit_done(&s, s.writer, &key, changed, err)) != NS_OK)
+        goto out;
+    *status = NS_BATCH_COMPLETED;
+    snprintf(code, codelen, "COMPLETED");
+    if (def->kind == NS_STEP_REBUILD)
+        snprintf(msg, msglen, "%s rebuilt with %lld rows", def->rebuild_table, (long long)changed);
+out:
+    end_step(&s, st, &e, started, status, code, codelen, msg, msglen);
+    ns__writer_free(s.writer);
+    ns__buf_free(&ar.sample);
+    ns__buf_free(&cn.list);
+    ns__buf_free(&sql);
+    free(types);
+    free(ctx);
+    free(s.context);
+    free(state.context);
+    return st;
+}
+
+/* ---------------------------------------------------------- compare */
+
+/* One side of a compare: its rows in key order, pulled one at a time. */
+typedef struct cmp_side {
+    const char *name; /* "left", "right" */
+    ns_writer *w;
+    ns_cursor *c;
+    const char *const *row;
+    bool eof;
+    size_t *key, *col; /* where each key column and each compared column is */
+    char **prev;       /* the previous row's key, to check order and uniqueness */
+    bool have_prev;
+    int64_t rows;
+} cmp_side;
+
+/* Keys compare as text, byte by byte, NULL first: the order both cursors
+ * deliver (ns_writer_vt.cursor). */
+static int key_cmp(const char *a, const char *b)
+{
+    if (!a || !b)
+        return a ? 1 : b ? -1 : 0;
+    int c = strcmp(a, b);
+    return (c > 0) - (c < 0);
+}
+
+static int row_cmp(const cmp_side *l, const cmp_side *r, size_t nkey)
+{
+    for (size_t k = 0; k < nkey; k++) {
+        int c = key_cmp(l->row[l->key[k]], r->row[r->key[k]]);
+        if (c)
+            return c;
+    }
+    return 0;
+}
+
+/* Values are equal when their text is, or when both are numbers of equal
+ * value (10.50 and 10.5), or both truth values alike (t and true, f and 0). */
+static bool same_value(const char *a, const char *b)
+{
+    if (!a || !b)
+        return a == b;
+    if (strcmp(a, b) == 0)
+        return true;
+    char *ea, *eb;
+    double x = strtod(a, &ea), y = strtod(b, &eb);
+    if (*a && *b && !*ea && !*eb && ea != a && eb != b)
+        return x == y;
+    static const char *const t[] = {"t", "true", "1", "yes"}, *const f[] = {"f", "false", "0",
+                                                                            "no"};
+    int ta = -1, tb = -1;
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(a, t[i]) == 0)
+            ta = 1;
+        if (strcasecmp(a, f[i]) == 0)
+            ta = 0;
+        if (strcasecmp(b, t[i]) == 0)
+            tb = 1;
+        if (strcasecmp(b, f[i]) == 0)
+            tb = 0;
+    }
+    return ta >= 0 && ta == tb;
+}
+
+/* The next row of a side, checking that keys rise strictly. */
+static ns_status cmp_advance(cmp_side *s, size_t nkey, ns_error *err)
+{
+    ns_status st;
+    if (s->row && !s->eof) {
+        for (size_t k = 0; k < nkey; k++) {
+            free(s->prev[k]);
+            const char *v = s->row[s->key[k]];
+            s->prev[k] = v ? ns__strdup(v) : NULL;
+            if (v && !s->prev[k])
+                return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        }
+        s->have_prev = true;
+    }
+    if ((st = s->c->next(s->c, &s->row, &s->eof, err)) != NS_OK || s->eof)
+        return st;
+    s->rows++;
+    int c = 0;
+    for (size_t k = 0; k < nkey && s->have_prev && !c; k++)
+        c = key_cmp(s->row[s->key[k]], s->prev[k]);
+    if (s->have_prev && c <= 0) {
+        ns_buf kb = {0};
+        for (size_t k = 0; k < nkey; k++)
+            ns__buf_printf(&kb, "%s%s", k ? ", " : "",
+                           s->row[s->key[k]] ? s->row[s->key[k]] : "NULL");
+        st = ns__err(err, NS_EINVAL, NULL,
+                     c == 0 ? "%s query: key (%s) appears on two rows; compare.key must be unique"
+                            : "%s query: rows not in key order at key (%s)",
+                     s->name, ns__buf_cstr(&kb));
+        ns__buf_free(&kb);
+    }
+    return st;
+}
+
+/* Where the differences go: a CSV file, or rows of a table. */
+typedef struct cmp_out {
+    FILE *f;
+    char *path, *tmp; /* the CSV is written aside and renamed when complete */
+    ns_writer *w;     /* or the table's connection */
+    char *insert;     /* INSERT ... VALUES (:c0, :c1, ...) */
+    size_t nvals;
+    const char **names, **vals; /* c0, c1, ... and a row's values */
+    char id[24];
+} cmp_out;
+
+static ns_status cmp_emit(cmp_out *o, const char *const *vals, ns_error *err)
+{
+    if (o->f) {
+        for (size_t i = 0; i < o->nvals; i++) {
+            if (i)
+                fputc(',', o->f);
+            if (vals[i])
+                ns__csv_field(o->f, vals[i], strlen(vals[i]));
+        }
+        fputc('\n', o->f);
+        return ferror(o->f) ? ns__err(err, NS_EIO, NULL, "%s: %s", o->path, strerror(errno))
+                            : NS_OK;
+    }
+    ns_sql_args a = {o->names, vals, NULL, o->nvals};
+    int64_t n = 0;
+    return o->w->vt->exec(o->w, o->insert, strlen(o->insert), 1, &a, &n, err);
+}
+
+/*
+ * A compare step: both queries streamed in key order and merged, every row
+ * found on one side only or differing in a compared column written out.
+ * Memory does not depend on the number of rows.
+ */
+static ns_status compare(step_run *s, const ns_sql_args *args, cmp_out *o, int64_t *diffs,
+                         char *msg, size_t msglen, ns_error *err)
+{
+    const ns_step_def *d = s->def;
+    cmp_side side[2] = {{.name = "left"}, {.name = "right"}};
+    ns_status st = NS_OK;
+    size_t ncols = d->cmp_ncolumns, nkey = d->cmp_nkey;
+    const char *const *cols = (const char *const *)d->cmp_columns;
+    const char **colbuf = NULL, **vals = NULL;
+    ns_buf which = {0}, lv = {0}, rv = {0};
+    int64_t only[2] = {0, 0}, changed = 0;
+
+    for (int i = 0; i < 2 && st == NS_OK; i++) {
+        step_run tmp = *s;
+        ns_writer_cfg cfg = {0};
+        tmp.writer = NULL;
+        if ((st = ns__run_open_writer(&tmp, d->cmp_conn[i], &cfg, err)) != NS_OK)
+            break;
+        side[i].w = tmp.writer;
+        if (!side[i].w->vt->cursor) {
+            st = ns__err(err, NS_EUNSUPPORTED, NULL, "compare.%s: its connection cannot query",
+                         side[i].name);
+            break;
+        }
+        st = side[i].w->vt->cursor(side[i].w, d->cmp_sql[i], args, (const char *const *)d->cmp_key,
+                                   nkey, &side[i].c, err);
+        if (st != NS_OK)
+            ns__err_prefix(err, "compare.%s", side[i].name);
+    }
+    if (st != NS_OK)
+        goto out;
+    /* The compared columns: as listed, else the left's that are not keys. */
+    if (!cols) {
+        if (!(colbuf = calloc(side[0].c->ncols + 1, sizeof(*colbuf)))) {
+            st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+            goto out;
+        }
+        for (size_t i = 0; i < side[0].c->ncols; i++) {
+            bool key = false;
+            for (size_t k = 0; k < nkey; k++)
+                key |= strcmp(side[0].c->names[i], d->cmp_key[k]) == 0;
+            if (!key)
+                colbuf[ncols++] = side[0].c->names[i];
+        }
+        cols = colbuf;
+    }
+    for (int i = 0; i < 2 && st == NS_OK; i++) {
+        cmp_side *sd = &side[i];
+        sd->key = calloc(nkey + 1, sizeof(size_t));
+        sd->col = calloc(ncols + 1, sizeof(size_t));
+        sd->prev = calloc(nkey + 1, sizeof(char *));
+        if (!sd->key || !sd->col || !sd->prev) {
+            st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+            break;
+        }
+        for (size_t j = 0; j < nkey + ncols && st == NS_OK; j++) {
+            const char *want = j < nkey ? d->cmp_key[j] : cols[j - nkey];
+            size_t at = 0;
+            while (at < sd->c->ncols && strcmp(sd->c->names[at], want) != 0)
+                at++;
+            if (at == sd->c->ncols) {
+                ns_buf have = {0};
+                for (size_t k = 0; k < sd->c->ncols; k++)
+                    ns__buf_printf(&have, "%s%s", k ? ", " : "", sd->c->names[k]);
+                st = ns__err(err, NS_ESCHEMA, NULL,
+                             "compare.%s: the query has no column '%s' (its columns: %s)", sd->name,
+                             want, ns__buf_cstr(&have));
+                ns__buf_free(&have);
+            } else if (j < nkey) {
+                sd->key[j] = at;
+            } else {
+                sd->col[j - nkey] = at;
+            }
+        }
+    }
+    if (st != NS_OK)
+        goto out;
+
+    /* The output's columns: kind, the key, columns, left_values, right_values. */
+    o->nvals = nkey + 4 + (o->w ? 1 : 0);
+    if (!(vals = calloc(o->nvals + 1, sizeof(*vals)))) {
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        goto out;
+    }
+    if (o->f) {
+        fputs("kind", o->f);
+        for (size_t k = 0; k < nkey; k++) {
+            fputc(',', o->f);
+            ns__csv_field(o->f, d->cmp_key[k], strlen(d->cmp_key[k]));
+        }
+        fputs(",columns,left_values,right_values\n", o->f);
+    }
+
+    for (int i = 0; i < 2 && st == NS_OK; i++)
+        st = cmp_advance(&side[i], nkey, err);
+    while (st == NS_OK && (!side[0].eof || !side[1].eof)) {
+        int c = side[0].eof ? 1 : side[1].eof ? -1 : row_cmp(&side[0], &side[1], nkey);
+        which.len = lv.len = rv.len = 0;
+        const cmp_side *one = c < 0 ? &side[0] : &side[1];
+        if (c != 0) {
+            /* A row on one side only: all its compared values. */
+            ns_buf *b = c < 0 ? &lv : &rv;
+            for (size_t j = 0; j < ncols; j++) {
+                const char *v = one->row[one->col[j]];
+                ns__buf_printf(b, "%s%s=%s", j ? "; " : "", cols[j], v ? v : "NULL");
+            }
+            only[c < 0 ? 0 : 1]++;
+        } else {
+            for (size_t j = 0; j < ncols; j++) {
+                const char *a = side[0].row[side[0].col[j]], *b = side[1].row[side[1].col[j]];
+                if (same_value(a, b))
+                    continue;
+                ns__buf_printf(&which, "%s%s", which.len ? " " : "", cols[j]);
+                ns__buf_printf(&lv, "%s%s=%s", lv.len ? "; " : "", cols[j], a ? a : "NULL");
+                ns__buf_printf(&rv, "%s%s=%s", rv.len ? "; " : "", cols[j], b ? b : "NULL");
+            }
+        }
+        if (c != 0 || which.len) {
+            size_t at = 0;
+            if (o->w)
+                vals[at++] = o->id;
+            vals[at++] = c < 0 ? "only_left" : c > 0 ? "only_right" : "different";
+            for (size_t k = 0; k < nkey; k++)
+                vals[at++] = one->row[one->key[k]];
+            vals[at++] = ns__buf_cstr(&which);
+            vals[at++] = ns__buf_cstr(&lv);
+            vals[at++] = ns__buf_cstr(&rv);
+            changed += c == 0;
+            (*diffs)++;
+            if ((st = cmp_emit(o, vals, err)) != NS_OK)
+                break;
+        }
+        if (c <= 0 && (st = cmp_advance(&side[0], nkey, err)) != NS_OK)
+            break;
+        if (c >= 0)
+            st = cmp_advance(&side[1], nkey, err);
+    }
+    s->counts.read = side[0].rows + side[1].rows;
+    s->counts.write = *diffs;
+    if (st == NS_OK)
+        snprintf(msg, msglen,
+                 "%lld difference%s (%lld only left, %lld only right, %lld different) in %lld "
+                 "left and %lld right rows",
+                 (long long)*diffs, *diffs == 1 ? "" : "s", (long long)only[0], (long long)only[1],
+                 (long long)changed, (long long)side[0].rows, (long long)side[1].rows);
+out:
+    for (int i = 0; i < 2; i++) {
+        if (side[i].c)
+            side[i].c->close(side[i].c);
+        ns__writer_free(side[i].w);
+        for (size_t k = 0; side[i].prev && k < nkey; k++)
+            free(side[i].prev[k]);
+        free(side[i].prev);
+        free(side[i].key);
+        free(side[i].col);
+    }
+    free(colbuf);
+    free(vals);
+    ns__buf_free(&which);
+    ns__buf_free(&lv);
+    ns__buf_free(&rv);
+    return st;
+}
+
+static ns_status compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status,
+                                  char *code, size_t codelen, char *msg, size_t msglen)
+{
+    step_run s = {.rc = rc, .def = def, .t0 = ns__mono()};
+    ns_step_state state = {0};
+    ns_error e = {0}, *err = &e;
+    ns_status st;
+    bool started = false;
+    cmp_out o = {0};
+    char *shown = NULL, *ctx = NULL;
+    int64_t diffs = 0;
+    params *pp = rc->params;
+    ns_sql_args args = {(const char *const *)pp->names, (const char *const *)pp->values, NULL,
+                        pp->n};
+    ns_buf ddl = {0};
+
+    *status = NS_BATCH_FAILED;
+    snprintf(code, codelen, "FAILED");
+    if ((st = rc->repo->vt->step_state(rc->repo, rc->launch.instance_id, def->name, &state, err)) !=
+            NS_OK ||
+        (st = rc->repo->vt->step_begin(rc->repo, rc->launch.execution_id, def->name, &s.se, err)) !=
+            NS_OK)
+        goto out;
+    started = true;
+    ns__run_report(&s, rc->listener ? rc->listener->step_start : NULL, NS_BATCH_STARTED, NULL);
+    ns_ckpt_key key = {rc->job->name, rc->launch.job_key, def->name, "", rc->launch.execution_id,
+                       s.se.id};
+    if (def->cmp_output) {
+        if ((st = ns__run_subst(&s, def->cmp_output, "compare.output", &o.path, &shown, err)) != NS_OK ||
+            (st = ns__run_resolve(rc, &o.path, 0, err)) != NS_OK)
+            goto out;
+        if (!(o.tmp = ns__asprintf("%s.tmp", o.path))) {
+            st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+            goto out;
+        }
+        if (ns__mkdir_parents(o.path, NULL) != NS_OK || !(o.f = fopen(o.tmp, "w"))) {
+            st = ns__err(err, NS_EIO, NULL, "compare.output %s: %s", shown, strerror(errno));
+            goto out;
+        }
+    } else {
+        /* Differences as rows of a table, in one transaction with the step's
+         * checkpoint: a restart after the commit does not write them twice. */
+        ns_writer_cfg cfg = {0};
+        if ((st = ns__run_open_writer(&s, def->cmp_out_conn, &cfg, err)) != NS_OK)
+            goto out;
+        o.w = s.writer;
+        if ((st = o.w->vt->checkpoint(o.w, &key, &ctx, err)) != NS_OK)
+            goto out;
+        if (ctx && state.last_id) {
+            counts_done(&s, ctx);
+            diffs = s.counts.write;
+            goto done;
+        }
+        snprintf(o.id, sizeof(o.id), "%lld", (long long)rc->launch.execution_id);
+        ns__buf_printf(&ddl,
+                       "CREATE TABLE IF NOT EXISTS %s (execution_id bigint NOT NULL,"
+                       " kind text NOT NULL",
+                       def->cmp_out_table);
+        for (size_t k = 0; k < def->cmp_nkey; k++) {
+            ns__buf_printf(&ddl, ", ");
+            ns__buf_ident(&ddl, def->cmp_key[k]);
+            ns__buf_printf(&ddl, " text");
+        }
+        ns__buf_printf(&ddl, ", columns text, left_values text, right_values text)");
+        int64_t n = 0;
+        ns_sql_args none = {0};
+        if ((st = o.w->vt->exec(o.w, ns__buf_cstr(&ddl), ddl.len, 1, &none, &n, err)) != NS_OK)
+            goto out;
+        size_t nv = def->cmp_nkey + 5;
+        o.names = calloc(nv + 1, sizeof(*o.names));
+        if (!o.names) {
+            st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+            goto out;
+        }
+        ddl.len = 0;
+        ns__buf_printf(&ddl, "INSERT INTO %s (execution_id, kind", def->cmp_out_table);
+        for (size_t k = 0; k < def->cmp_nkey; k++) {
+            ns__buf_printf(&ddl, ", ");
+            ns__buf_ident(&ddl, def->cmp_key[k]);
+        }
+        ns__buf_printf(&ddl, ", columns, left_values, right_values) VALUES (");
+        for (size_t i = 0; i < nv; i++) {
+            if (!(o.names[i] = ns__asprintf("c%zu", i))) {
+                st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+                goto out;
+            }
+            ns__buf_printf(&ddl, "%s:c%zu", i ? ", " : "", i);
+        }
+        ns__buf_printf(&ddl, ")");
+        o.insert = ns__strdup(ns__buf_cstr(&ddl));
+    }
+    if ((st = compare(&s, &args, &o, &diffs, msg, msglen, err)) != NS_OK)
+        goto out;
+    if (o.f) {
+        bool bad = fflush(o.f) != 0 || fsync(fileno(o.f)) != 0;
+        bad |= fclose(o.f) != 0;
+        o.f = NULL;
+        if (bad || rename(o.tmp, o.path) != 0) {
+            st = ns__err(err, NS_EIO, NULL, "compare.output %s: %s", shown, strerror(errno));
+            goto out;
+        }
+        if (diffs)
+            snprintf(msg + strlen(msg), msglen - strlen(msg), " (see %s)", shown);
+        if ((st = ns__run_commit_hook(&s, err)) != NS_OK)
+            goto out;
+    } else {
+        if ((st = commit_done(&s, o.w, &key, diffs, err)) != NS_OK)
+            goto out;
+    }
+done:
+    *status = NS_BATCH_COMPLETED;
+    snprintf(code, codelen, "%s", diffs ? "COMPLETED_WITH_DIFFERENCES" : "COMPLETED");
+out:
+    end_step(&s, st, &e, started, status, code, codelen, msg, msglen);
+    if (o.f) {
+        fclose(o.f);
+        remove(o.tmp);
+    }
+    ns__writer_free(s.writer);
+    for (size_t i = 0; o.names && o.names[i]; i++)
+        free((char *)o.names[i]);
+    free(o.names);
+    free(o.insert);
+    free(o.path);
+    free(o.tmp);
+    free(shown);
+    free(ctx);
+    free(s.context);
+    free(state.context);
+    ns__buf_free(&ddl);
+    return st;
+}
+
+void ns__run_db_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *code,
+                     size_t codelen, char *msg, size_t msglen)
+{
+    db_step(rc, def, status, code, codelen, msg, msglen);
+}
+
+void ns__run_compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status,
+                          char *code, size_t codelen, char *msg, size_t msglen)
+{
+    compare_step(rc, def, status, code, codelen, msg, msglen);
+}
