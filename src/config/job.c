@@ -208,7 +208,8 @@ static ns_status check_template(loader *l, const yaml_node_t *n, const char *key
             if (!ns__job_param(l->job, name))
                 return fail(l, n, key, "${params.%s}: no such parameter in params", name);
         } else if (len > 4 && strncmp(ref, "env.", 4) == 0) {
-            for (size_t i = 4; i < len; i++)
+            /* ${env.NAME} or ${env.NAME:-default} */
+            for (size_t i = 4; i < len && !(ref[i] == ':' && i + 1 < len && ref[i + 1] == '-'); i++)
                 if (!(isalnum((unsigned char)ref[i]) || ref[i] == '_'))
                     return fail(l, n, key, "${%.*s}: not an environment variable name", (int)len,
                                 ref);
@@ -1258,6 +1259,8 @@ static ns_status check_env(const ns_job *job, const char *t, const char *what, n
         if (!e || (p > t && p[-1] == '$'))
             continue;
         snprintf(name, sizeof(name), "%.*s", (int)(e - p - 6), p + 6);
+        if (strstr(name, ":-"))
+            continue; /* it has a default */
         if (!getenv(name))
             return ns__err(err, NS_EPARAM, NULL, "%s: %s uses ${env.%s}, which is not set",
                            job->path[0] ? job->path : job->name, what, name);
@@ -1327,7 +1330,13 @@ ns_status ns__subst(const char *t, const ns_subst_ctx *ctx, const char *what, ch
                 p = e + 1;
                 continue;
             }
+            /* ${env.NAME:-default}: the default when NAME is unset or empty. */
+            char *dflt = strstr(ref + 4, ":-");
+            if (dflt)
+                *dflt = '\0';
             val = getenv(ref + 4);
+            if (dflt && (!val || !*val))
+                val = dflt + 2;
             if (!val) {
                 ns__buf_free(&b);
                 return ns__err(err, NS_EPARAM, NULL, "%s: environment variable %s is not set", what,

@@ -62,8 +62,8 @@ void ns__run_notice(run_ctx *rc, const char *fmt, ...) NS_PRINTF(2, 3);
 void ns__run_report(step_run *s, void (*fn)(void *, const ns_progress *), ns_batch_status status,
                     const char *message);
 /* Substitutes a template (real value, and the form shown with ${env.X} kept). */
-ns_status ns__run_subst(step_run *s, const char *tmpl, const char *what, char **real,
-                        char **shown, ns_error *err);
+ns_status ns__run_subst(step_run *s, const char *tmpl, const char *what, char **real, char **shown,
+                        ns_error *err);
 /* Makes a relative path relative to the launch directory (skipping `skip`
  * bytes of prefix such as "sqlite:"). */
 ns_status ns__run_resolve(const run_ctx *rc, char **path, size_t skip, ns_error *err);
@@ -79,7 +79,7 @@ void ns__csv_field(FILE *f, const char *p, size_t n);
  * step execution and returns its status and exit code. */
 void ns__run_db_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *code,
                      size_t codelen, char *msg, size_t msglen);
-void ns__run_compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status,
-                          char *code, size_t codelen, char *msg, size_t msglen);
+void ns__run_compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *code,
+                          size_t codelen, char *msg, size_t msglen);
 
 #endif

@@ -29,9 +29,9 @@ static ns_status commit_done(step_run *s, ns_writer *w, const ns_ckpt_key *key, 
 {
     s->counts.write = written;
     s->counts.commit = 1;
-    json_t *o = json_pack("{s:b, s:I, s:{s:I, s:I}}", "done", 1, "step_execution_id",
-                          (json_int_t)s->se.id, "counts", "write", (json_int_t)written, "commit",
-                          (json_int_t)1);
+    json_t *o =
+        json_pack("{s:b, s:I, s:{s:I, s:I}}", "done", 1, "step_execution_id", (json_int_t)s->se.id,
+                  "counts", "write", (json_int_t)written, "commit", (json_int_t)1);
     free(s->context);
     s->context = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
@@ -39,7 +39,8 @@ static ns_status commit_done(step_run *s, ns_writer *w, const ns_ckpt_key *key, 
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     s->se.context = s->context;
     int64_t version = s->se.version;
-    ns_status st = w->vt->commit(w, key, s->context, s->shared ? ns__run_commit_hook : NULL, s, err);
+    ns_status st =
+        w->vt->commit(w, key, s->context, s->shared ? ns__run_commit_hook : NULL, s, err);
     if (st != NS_OK) {
         s->se.version = version; /* the step record's update was undone too */
         s->counts = (ns_counts){0};
@@ -66,8 +67,7 @@ static void counts_done(step_run *s, const char *ctx)
 
 /* Ends a step: failure details, its record in the repository, the listener. */
 static void end_step(step_run *s, ns_status st, const ns_error *e, bool started,
-                     ns_batch_status *status, char *code, size_t codelen, char *msg,
-                     size_t msglen)
+                     ns_batch_status *status, char *code, size_t codelen, char *msg, size_t msglen)
 {
     run_ctx *rc = s->rc;
     if (st != NS_OK) {
@@ -90,8 +90,6 @@ static void end_step(step_run *s, ns_status st, const ns_error *e, bool started,
     }
     ns__run_report(s, rc->listener ? rc->listener->step_end : NULL, *status, msg[0] ? msg : NULL);
 }
-
-
 
 /* What an assertion collects: every row counted, the first ones kept. */
 #define ASSERT_SAMPLES 10
@@ -165,8 +163,8 @@ static bool collect_names(void *arg, size_t ncols, const char *const *names,
  * target is the repository's database, the step's record), so a restart
  * after a crash never applies them twice. An assertion only reads.
  */
-static ns_status db_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status,
-                             char *code, size_t codelen, char *msg, size_t msglen)
+static ns_status db_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *code,
+                         size_t codelen, char *msg, size_t msglen)
 {
     step_run s = {.rc = rc, .def = def, .t0 = ns__mono()};
     ns_step_state state = {0};
@@ -575,7 +573,7 @@ out:
 }
 
 static ns_status compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status,
-                                  char *code, size_t codelen, char *msg, size_t msglen)
+                              char *code, size_t codelen, char *msg, size_t msglen)
 {
     step_run s = {.rc = rc, .def = def, .t0 = ns__mono()};
     ns_step_state state = {0};
@@ -602,7 +600,8 @@ static ns_status compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_stat
     ns_ckpt_key key = {rc->job->name, rc->launch.job_key, def->name, "", rc->launch.execution_id,
                        s.se.id};
     if (def->cmp_output) {
-        if ((st = ns__run_subst(&s, def->cmp_output, "compare.output", &o.path, &shown, err)) != NS_OK ||
+        if ((st = ns__run_subst(&s, def->cmp_output, "compare.output", &o.path, &shown, err)) !=
+                NS_OK ||
             (st = ns__run_resolve(rc, &o.path, 0, err)) != NS_OK)
             goto out;
         if (!(o.tmp = ns__asprintf("%s.tmp", o.path))) {
@@ -713,8 +712,8 @@ void ns__run_db_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *statu
     db_step(rc, def, status, code, codelen, msg, msglen);
 }
 
-void ns__run_compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status,
-                          char *code, size_t codelen, char *msg, size_t msglen)
+void ns__run_compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *code,
+                          size_t codelen, char *msg, size_t msglen)
 {
     compare_step(rc, def, status, code, codelen, msg, msglen);
 }

@@ -214,8 +214,13 @@ static ns_status sw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
         base->shared = true;
     } else {
         w->own_db = true;
-        if (sqlite3_open_v2(cfg->url + 7, &w->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
-                            NULL) != SQLITE_OK)
+        /* An SQL step may create the database (its script makes the
+         * tables); a table writer needs its table, so its file must exist. */
+        int flags =
+            SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (cfg->table ? 0 : SQLITE_OPEN_CREATE);
+        if (cfg->table == NULL && ns__mkdir_parents(cfg->url + 7, NULL) != NS_OK)
+            return ns__err(err, NS_EIO, NULL, "%s: cannot create its directory", w->where);
+        if (sqlite3_open_v2(cfg->url + 7, &w->db, flags, NULL) != SQLITE_OK)
             return ns__err(err, NS_EDB, NULL, "%s: cannot open the database: %s", w->where,
                            w->db ? sqlite3_errmsg(w->db) : "out of memory");
         sqlite3_busy_timeout(w->db, 30000);
@@ -518,6 +523,9 @@ static ns_status sw_exec(ns_writer *base, const char *stmt, size_t len, size_t n
     if ((s = begin(w, err)) != NS_OK ||
         (s = prepare_bound(w, stmt, len, no, args, &st, err)) != NS_OK)
         return s;
+    /* Rows changed by this statement only (sqlite3_changes() keeps the
+     * previous statement's count through DDL). */
+    sqlite3_int64 before = sqlite3_total_changes64(w->db);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         ;
@@ -525,8 +533,8 @@ static ns_status sw_exec(ns_writer *base, const char *stmt, size_t len, size_t n
         char what[64];
         snprintf(what, sizeof(what), "statement %zu", no);
         s = db_fail(w, err, what);
-    } else if (!sqlite3_stmt_readonly(st)) {
-        *changed += sqlite3_changes(w->db);
+    } else {
+        *changed += sqlite3_total_changes64(w->db) - before;
     }
     sqlite3_finalize(st);
     return s;
