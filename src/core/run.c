@@ -578,9 +578,10 @@ ns_status ns__run_open_writer(step_run *s, const char *conn_name, ns_writer_cfg 
     }
     cfg->url = url;
     cfg->conn_name = where;
-    cfg->shared =
-        strncmp(url, "sqlite:", 7) == 0 ? ns__repo_sqlite_shared(s->rc->repo, url + 7) : NULL;
-    cfg->share = share_pg;
+    cfg->shared = strncmp(url, "sqlite:", 7) == 0 && !cfg->own
+                      ? ns__repo_sqlite_shared(s->rc->repo, url + 7)
+                      : NULL;
+    cfg->share = cfg->own ? NULL : share_pg;
     cfg->share_arg = s->rc->repo;
     if ((st = ns__writer_new(wvt, &s->writer, err)) != NS_OK)
         goto out;

@@ -422,7 +422,9 @@ static ns_status compare(step_run *s, const ns_sql_args *args, cmp_out *o, int64
 
     for (int i = 0; i < 2 && st == NS_OK; i++) {
         step_run tmp = *s;
-        ns_writer_cfg cfg = {0};
+        /* Each side streams on a connection of its own: two cursors cannot
+         * share one PostgreSQL connection, nor the repository's. */
+        ns_writer_cfg cfg = {.own = true};
         tmp.writer = NULL;
         if ((st = ns__run_open_writer(&tmp, d->cmp_conn[i], &cfg, err)) != NS_OK)
             break;

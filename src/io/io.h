@@ -84,6 +84,7 @@ typedef struct ns_writer_cfg {
      * NULL; the writer then works through it and shares its transactions. */
     void *(*share)(void *arg, void *conn);
     void *share_arg;
+    bool own;          /* never share the repository's connection (a compare's cursors) */
     const char *table; /* NULL: the connection only (exec, query, checkpoint, commit) */
     ns_write_mode mode;
     const char *const *key;
