@@ -20,6 +20,7 @@ extern volatile sig_atomic_t ns__stop_signal;
 typedef struct params {
     ns_param_val *v;
     char **names, **values; /* parallel arrays, for substitution */
+    const char **types;     /* and each one's type, for SQL binding */
     size_t n;
 } params;
 
@@ -72,6 +73,15 @@ ns_status ns__run_open_writer(step_run *s, const char *conn_name, ns_writer_cfg 
                               ns_error *err);
 /* The repository update of a committed chunk (counters, context, heartbeat). */
 ns_status ns__run_commit_hook(void *arg, ns_error *err);
+/*
+ * Commits the writer's transaction with the checkpoint s->context, and the
+ * step's record: in the same transaction when the writer shares the
+ * repository's connection, else right after (*committed tells the target's
+ * commit happened when that second update fails). `n` numbers the commit for
+ * the NIGHTSHIFT_TEST_EXIT_AFTER_COMMIT fault point.
+ */
+ns_status ns__run_commit(step_run *s, ns_writer *w, const ns_ckpt_key *key, int64_t n,
+                         bool *committed, ns_error *err);
 /* One CSV field, quoted when needed, invalid UTF-8 as \xHH. */
 void ns__csv_field(FILE *f, const char *p, size_t n);
 

@@ -41,6 +41,7 @@ static void params_free(params *p)
     free(p->v);
     free(p->names);
     free(p->values);
+    free(p->types);
     memset(p, 0, sizeof(*p));
 }
 
@@ -51,13 +52,17 @@ static ns_status params_add(params *p, const char *name, const char *type, const
     ns_param_val *v = realloc(p->v, n * sizeof(*v));
     char **names = v ? realloc(p->names, n * sizeof(*names)) : NULL;
     char **values = names ? realloc(p->values, n * sizeof(*values)) : NULL;
+    const char **types = values ? realloc(p->types, n * sizeof(*types)) : NULL;
     if (v)
         p->v = v;
     if (names)
         p->names = names;
-    if (!values)
+    if (values)
+        p->values = values;
+    if (!types)
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-    p->values = values;
+    p->types = types;
+    p->types[p->n] = type;
     p->names[p->n] = ns__strdup(name);
     p->values[p->n] = ns__strdup(value);
     if (!p->names[p->n] || !p->values[p->n])
@@ -341,29 +346,39 @@ static ns_status commit_chunk(step_run *s, ns_error *err)
     s->chunks++;
     if ((st = make_context(s, err)) != NS_OK)
         return st;
-    /* Same database: the repository update rides in the chunk's transaction
-     * (and is undone with it: the step record keeps its old version). */
-    ns_step_exec saved = s->se;
-    st = s->writer->vt->commit(s->writer, &key, s->context, s->shared ? ns__run_commit_hook : NULL,
-                               s, err);
+    bool committed;
+    if ((st = ns__run_commit(s, s->writer, &key, s->chunks, &committed, err)) != NS_OK) {
+        if (!committed) {
+            s->counts.commit--;
+            s->chunks--;
+        } else {
+            /* The chunk is committed in the target; the repository lags
+             * behind and is reconciled from the checkpoint on restart. */
+            ns__err_prefix(err, "recording chunk %lld in the repository", (long long)s->chunks);
+        }
+    }
+    return st;
+}
+
+ns_status ns__run_commit(step_run *s, ns_writer *w, const ns_ckpt_key *key, int64_t n,
+                         bool *committed, ns_error *err)
+{
+    /* Same database: the repository update rides in the transaction (and is
+     * undone with it: the step record keeps its old version). */
+    int64_t version = s->se.version;
+    ns_status st =
+        w->vt->commit(w, key, s->context, s->shared ? ns__run_commit_hook : NULL, s, err);
+    *committed = st == NS_OK;
     if (st != NS_OK) {
-        s->counts.commit--;
-        s->chunks--;
-        s->se.version = saved.version;
+        s->se.version = version;
         return st;
     }
     /* Fault injection for the tests (docs/internals.md): die in the window
      * between the target's commit and the repository's update. */
     const char *crash = getenv("NIGHTSHIFT_TEST_EXIT_AFTER_COMMIT");
-    if (crash && !s->shared && atoll(crash) == s->chunks)
+    if (crash && !s->shared && atoll(crash) == n)
         _exit(99);
-    if (!s->shared && (st = ns__run_commit_hook(s, err)) != NS_OK) {
-        /* The chunk is committed in the target; the repository lags behind
-         * and is reconciled from the checkpoint on restart. */
-        ns__err_prefix(err, "recording chunk %lld in the repository", (long long)s->chunks);
-        return st;
-    }
-    return NS_OK;
+    return s->shared ? NS_OK : ns__run_commit_hook(s, err);
 }
 
 /*
@@ -695,12 +710,8 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
     if ((st = rc->repo->vt->step_state(rc->repo, rc->launch.instance_id, def->name, &state, err)) !=
         NS_OK)
         goto out;
-    if (state.completed) {
-        ns__run_notice(rc, "step %s: already completed for this instance; not run again",
-                       def->name);
-        *status = NS_BATCH_COMPLETED;
-        goto out;
-    }
+    /* (A step completed earlier is not run again: the flow in ns_job_run
+     * skips it before calling here.) */
     if ((st = rc->repo->vt->step_begin(rc->repo, rc->launch.execution_id, def->name, &s.se, err)) !=
         NS_OK)
         goto out;

@@ -38,20 +38,35 @@ static ns_status commit_done(step_run *s, ns_writer *w, const ns_ckpt_key *key, 
     if (!s->context)
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     s->se.context = s->context;
-    int64_t version = s->se.version;
-    ns_status st =
-        w->vt->commit(w, key, s->context, s->shared ? ns__run_commit_hook : NULL, s, err);
-    if (st != NS_OK) {
-        s->se.version = version; /* the step record's update was undone too */
+    bool committed;
+    ns_status st = ns__run_commit(s, w, key, 1, &committed, err);
+    if (!committed)
         s->counts = (ns_counts){0};
+    return st;
+}
+
+/* The job's parameters for :name binding. */
+static ns_sql_args sql_args(const run_ctx *rc)
+{
+    const params *p = rc->params;
+    return (ns_sql_args){(const char *const *)p->names, (const char *const *)p->values, p->types,
+                         p->n};
+}
+
+/* Starts a step execution: the instance's state of the step, a new record
+ * of it, the listener told. *started once the record exists. */
+static ns_status start_step(step_run *s, ns_step_state *state, bool *started, ns_error *err)
+{
+    run_ctx *rc = s->rc;
+    ns_status st;
+    if ((st = rc->repo->vt->step_state(rc->repo, rc->launch.instance_id, s->def->name, state,
+                                       err)) != NS_OK ||
+        (st = rc->repo->vt->step_begin(rc->repo, rc->launch.execution_id, s->def->name, &s->se,
+                                       err)) != NS_OK)
         return st;
-    }
-    /* The test-only fault point of commit_chunk: die between the target's
-     * commit and the repository's update. */
-    const char *crash = getenv("NIGHTSHIFT_TEST_EXIT_AFTER_COMMIT");
-    if (crash && !s->shared && atoll(crash) == 1)
-        _exit(99);
-    return s->shared ? NS_OK : ns__run_commit_hook(s, err);
+    *started = true;
+    ns__run_report(s, rc->listener ? rc->listener->step_start : NULL, NS_BATCH_STARTED, NULL);
+    return NS_OK;
 }
 
 /* The counts a done checkpoint recorded (a restart after its commit). */
@@ -163,8 +178,8 @@ static bool collect_names(void *arg, size_t ncols, const char *const *names,
  * target is the repository's database, the step's record), so a restart
  * after a crash never applies them twice. An assertion only reads.
  */
-static ns_status db_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *code,
-                         size_t codelen, char *msg, size_t msglen)
+void ns__run_db_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *code,
+                     size_t codelen, char *msg, size_t msglen)
 {
     step_run s = {.rc = rc, .def = def, .t0 = ns__mono()};
     ns_step_state state = {0};
@@ -175,26 +190,12 @@ static ns_status db_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *s
     assert_rows ar = {0};
     col_names cn = {0};
     ns_buf sql = {0};
-    params *pp = rc->params;
-    const char **types = calloc(pp->n + 1, sizeof(*types));
-    ns_sql_args args = {(const char *const *)pp->names, (const char *const *)pp->values, types,
-                        pp->n};
+    ns_sql_args args = sql_args(rc);
 
     *status = NS_BATCH_FAILED;
     snprintf(code, codelen, "FAILED");
-    if (!types) {
-        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    if ((st = start_step(&s, &state, &started, err)) != NS_OK)
         goto out;
-    }
-    for (size_t i = 0; i < pp->n; i++)
-        types[i] = pp->v[i].type;
-    if ((st = rc->repo->vt->step_state(rc->repo, rc->launch.instance_id, def->name, &state, err)) !=
-            NS_OK ||
-        (st = rc->repo->vt->step_begin(rc->repo, rc->launch.execution_id, def->name, &s.se, err)) !=
-            NS_OK)
-        goto out;
-    started = true;
-    ns__run_report(&s, rc->listener ? rc->listener->step_start : NULL, NS_BATCH_STARTED, NULL);
     ns_writer_cfg cfg = {0};
     if ((st = ns__run_open_writer(&s, def->sql_conn, &cfg, err)) != NS_OK)
         goto out;
@@ -270,11 +271,9 @@ out:
     ns__buf_free(&ar.sample);
     ns__buf_free(&cn.list);
     ns__buf_free(&sql);
-    free(types);
     free(ctx);
     free(s.context);
     free(state.context);
-    return st;
 }
 
 /* ---------------------------------------------------------- compare */
@@ -574,8 +573,8 @@ out:
     return st;
 }
 
-static ns_status compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status,
-                              char *code, size_t codelen, char *msg, size_t msglen)
+void ns__run_compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *code,
+                          size_t codelen, char *msg, size_t msglen)
 {
     step_run s = {.rc = rc, .def = def, .t0 = ns__mono()};
     ns_step_state state = {0};
@@ -585,20 +584,13 @@ static ns_status compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_stat
     cmp_out o = {0};
     char *shown = NULL, *ctx = NULL;
     int64_t diffs = 0;
-    params *pp = rc->params;
-    ns_sql_args args = {(const char *const *)pp->names, (const char *const *)pp->values, NULL,
-                        pp->n};
+    ns_sql_args args = sql_args(rc);
     ns_buf ddl = {0};
 
     *status = NS_BATCH_FAILED;
     snprintf(code, codelen, "FAILED");
-    if ((st = rc->repo->vt->step_state(rc->repo, rc->launch.instance_id, def->name, &state, err)) !=
-            NS_OK ||
-        (st = rc->repo->vt->step_begin(rc->repo, rc->launch.execution_id, def->name, &s.se, err)) !=
-            NS_OK)
+    if ((st = start_step(&s, &state, &started, err)) != NS_OK)
         goto out;
-    started = true;
-    ns__run_report(&s, rc->listener ? rc->listener->step_start : NULL, NS_BATCH_STARTED, NULL);
     ns_ckpt_key key = {rc->job->name, rc->launch.job_key, def->name, "", rc->launch.execution_id,
                        s.se.id};
     if (def->cmp_output) {
@@ -705,17 +697,4 @@ out:
     free(s.context);
     free(state.context);
     ns__buf_free(&ddl);
-    return st;
-}
-
-void ns__run_db_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *code,
-                     size_t codelen, char *msg, size_t msglen)
-{
-    db_step(rc, def, status, code, codelen, msg, msglen);
-}
-
-void ns__run_compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *code,
-                          size_t codelen, char *msg, size_t msglen)
-{
-    compare_step(rc, def, status, code, codelen, msg, msglen);
 }
