@@ -73,60 +73,25 @@ static ns_status pg_fail(query_reader *r, PGresult *res, ns_error *err, const ch
                    "%s: %s: %.*s", r->shown, what, (int)len, m);
 }
 
-typedef struct rewrite {
-    const char *sql;
-    ns_buf *out;
-    size_t done;
-    bool pg;
-    int n;
-    const ns_reader_args *args;
-    query_reader *r;
-    ns_status st;
-    ns_error *err;
-} rewrite;
-
-/* Replaces each :name by a positional placeholder and records its value. */
-static bool rewrite_param(void *arg, size_t at, size_t len)
-{
-    rewrite *w = arg;
-    char name[128];
-    snprintf(name, sizeof(name), "%.*s", (int)len, w->sql + at);
-    const char *value = NULL;
-    for (size_t i = 0; i < w->args->nparams; i++)
-        if (strcmp(w->args->param_names[i], name) == 0)
-            value = w->args->param_values[i];
-    if (!value) {
-        w->st = ns__err(w->err, NS_EPARAM, NULL,
-                        "reader.query.sql: :%s has no value (pass %s=VALUE or give it a default)",
-                        name, name);
-        return false;
-    }
-    ns__buf_append(w->out, w->sql + w->done, at - 1 - w->done);
-    ns__buf_printf(w->out, w->pg ? "$%d" : "?%d", ++w->n);
-    w->done = at + len;
-    const char **p = realloc(w->r->params, (w->r->nparams + 1) * sizeof(*p));
-    if (!p) {
-        w->st = ns__err(w->err, NS_ENOMEM, NULL, "out of memory");
-        return false;
-    }
-    w->r->params = p;
-    p[w->r->nparams++] = value;
-    return true;
-}
-
 /* The page queries: the first, and the one continuing after a key. */
 static ns_status build_sql(query_reader *r, const ns_step_def *d, const ns_reader_args *args,
                            char **first, char **next, ns_error *err)
 {
     ns_buf inner = {0}, b = {0};
-    rewrite w = {d->query_sql, &inner, 0, r->pg, 0, args, r, NS_OK, err};
+    char missing[128];
 
-    ns__sql_params(d->query_sql, rewrite_param, &w);
-    if (w.st != NS_OK) {
+    /* :name -> $n / ?n, the values bound in that order, then the key's. */
+    ns_status st = ns__sql_bind(d->query_sql, strlen(d->query_sql), r->pg, args->param_names,
+                                args->param_values, args->nparams, &inner, &r->params, &r->nparams,
+                                missing, sizeof(missing));
+    if (st == NS_EPARAM)
+        return ns__err(err, NS_EPARAM, NULL,
+                       "reader.query.sql: :%s has no value (pass %s=VALUE or give it a default)",
+                       missing, missing);
+    if (st != NS_OK) {
         ns__buf_free(&inner);
-        return w.st;
+        return ns__err(err, st, NULL, "out of memory");
     }
-    ns__buf_append(&inner, d->query_sql + w.done, strlen(d->query_sql + w.done));
     /* A trailing ';' would end the subquery. */
     while (inner.len && (inner.data[inner.len - 1] == ';' || inner.data[inner.len - 1] == ' ' ||
                          inner.data[inner.len - 1] == '\n'))
@@ -143,7 +108,7 @@ static ns_status build_sql(query_reader *r, const ns_step_def *d, const ns_reade
             }
             ns__buf_printf(&b, ") > (");
             for (size_t k = 0; k < d->query_nkey; k++)
-                ns__buf_printf(&b, r->pg ? "%s$%d" : "%s?%d", k ? ", " : "", w.n + (int)k + 1);
+                ns__buf_printf(&b, r->pg ? "%s$%zu" : "%s?%zu", k ? ", " : "", r->nparams + k + 1);
             ns__buf_printf(&b, ")");
         }
         ns__buf_printf(&b, " ORDER BY ");
