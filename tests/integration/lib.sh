@@ -31,8 +31,18 @@ expect_err() { grep -qF -- "$1" "$T/err" || { cat "$T/err" >&2; fail "stderr lac
 # SQLite queries wait (up to 10 s) for a running job's write lock instead of failing.
 sql() { sqlite3 -batch -cmd ".timeout 10000" "$1" "$2"; }
 # JSON field of `show --json` (python3 is a test dependency).
-show_field() {
-    "$NS" show "$1" --json | python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d' + sys.argv[1]))" "$2"
+show_field() { show_eval "$1" "d$2"; }
+# show_eval ID EXPR: a Python expression over d, the JSON of `show ID --json`.
+show_eval() {
+    "$NS" show "$1" --json | python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$2"
+}
+# db_sql DB SQL: one statement on sqlite:PATH, a bare SQLite path or a
+# postgresql:// URL; rows as a|b (SQLite waits up to 10 s for a lock).
+db_sql() {
+    case $1 in
+    postgresql:*) psql "$1" -qAtX -c "$2" ;;
+    *) sql "${1#sqlite:}" "$2" ;;
+    esac
 }
 # load_job FILE JOB TABLE [KEY: VALUE ...]: a one-step CSV -> table job whose
 # target is $TARGET_URL (sqlite:PATH or postgresql://...), with parameters `file` and `how` (identifying, default '':

@@ -10,12 +10,7 @@
 source "$(dirname "$0")/lib.sh"
 export OLD="sqlite:$T/old.db" NEW="sqlite:$T/new.db"
 [ -n "${COMPARE_PG:-}" ] && NEW=$(pg_db ns_compare)
-new_sql() {
-    case $NEW in
-    postgresql:*) psql "$NEW" -qAtc "$1" ;;
-    *) sql "${NEW#sqlite:}" "$1" ;;
-    esac
-}
+new_sql() { db_sql "$NEW" "$1"; }
 sqlite3 "$T/old.db" "CREATE TABLE coupon (no text PRIMARY KEY, user_id integer, amount numeric(10,2), used boolean);
 INSERT INTO coupon VALUES ('A1', 1, 10.5, 1), ('A2', 2, 20, 0), ('A3', 3, 30, 1), ('A10', 4, 5, 0), ('B', NULL, 1, 0);"
 new_sql "CREATE TABLE coupon (no text PRIMARY KEY, user_id integer, amount numeric(10,2), used boolean)"

@@ -10,12 +10,7 @@ unset NIGHTSHIFT_REPOSITORY # each example keeps its own, set by example()
 target() { # target NAME: where example NAME works
     if [ -n "${EXAMPLES_PG:-}" ]; then pg_db "ns_ex_${1//-/_}"; else echo "sqlite:out/$1.db"; fi
 }
-q() { # q SQL (in an example's directory)
-    case $TARGET_URL in
-    postgresql:*) psql "$TARGET_URL" -qAtX -c "$1" ;;
-    *) sqlite3 -batch "${TARGET_URL#sqlite:}" "$1" ;;
-    esac
-}
+q() { db_sql "$TARGET_URL" "$1"; } # (in an example's directory)
 example() { # example NAME SCRIPT: runs it, output in NAME.out, stays in its directory
     cd "$T/ex/$1"
     export TARGET_URL
@@ -100,8 +95,6 @@ tail -n +2 "$diff" | cut -d, -f1,2 | tr ',' ' ' | sort > got.txt
 sort expected.txt > want.txt
 diff -q want.txt got.txt > /dev/null || fail "coupon-shadow: differences ($(wc -l < got.txt) found, $(wc -l < want.txt) expected)"
 has coupon-shadow "COMPLETED"
-assert_eq "$(cd "$T/ex/coupon-shadow" && "$NS" show 2 --json |
-    python3 -c "import json,sys; print(json.load(sys.stdin)['exit_code'])")" COMPLETED_WITH_DIFFERENCES \
-    "coupon-shadow: exit code"
+assert_eq "$(show_field 2 "['exit_code']")" COMPLETED_WITH_DIFFERENCES "coupon-shadow: exit code"
 echo "coupon-shadow: ok ($(wc -l < want.txt) differences)"
 echo "examples: ok ($([ -n "${EXAMPLES_PG:-}" ] && echo PostgreSQL || echo SQLite))"

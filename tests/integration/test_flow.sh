@@ -9,12 +9,7 @@
 source "$(dirname "$0")/lib.sh"
 export FLOW_URL="sqlite:$T/t.db"
 [ -n "${FLOW_PG:-}" ] && FLOW_URL=$(pg_db ns_flow)
-q() { # q SQL: one query on the target, rows as a|b
-    case $FLOW_URL in
-    postgresql:*) psql "$FLOW_URL" -qAtc "$1" ;;
-    *) sql "${FLOW_URL#sqlite:}" "$1" ;;
-    esac
-}
+q() { db_sql "$FLOW_URL" "$1"; }
 setup() {
     q "DROP TABLE IF EXISTS users" >/dev/null 2>&1 || true
     q "DROP TABLE IF EXISTS meta" >/dev/null 2>&1 || true
@@ -56,9 +51,6 @@ steps:
       sql: "SELECT age, count(*) AS n FROM users WHERE age >= :minage GROUP BY age"
 EOF
 }
-shown() { # shown ID PYTHON-EXPRESSION-OVER-d: a value of `show ID --json`
-    "$NS" show "$1" --json | python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$2"
-}
 printf 'id,email,age\n1,a@x,20\n2,b@x,30\n3,c@x,20\n' > good.csv
 printf 'id,email,age\n1,a@x,20\n2,bx,30\n3,cx,40\n4,d@x,17\n' > bad.csv
 
@@ -69,7 +61,7 @@ expect_exit 0 "$NS" run plain.yaml file=good.csv
 assert_eq "$(q "SELECT version, note FROM meta")" "2|O'Brien; DROP TABLE users; --" "published"
 assert_eq "$(q "SELECT count(*) FROM users")" 3 "users (the note was not pasted into SQL)"
 assert_eq "$(show_field 1 "['exit_code']")" COMPLETED "job exit code"
-assert_eq "$(shown 1 "[s['name'] for s in d['steps']]")" "['load', 'check', 'publish']" "steps run"
+assert_eq "$(show_eval 1 "[s['name'] for s in d['steps']]")" "['load', 'check', 'publish']" "steps run"
 assert_eq "$(show_field 1 "['steps'][2]['write_count']")" 2 "rows the script changed"
 
 # An assertion that fails: the job fails with its exit code, publish never runs.
@@ -86,14 +78,14 @@ assert_eq "$(q "SELECT version FROM meta")" 1 "nothing published"
 setup
 flow branch.yaml "{ASSERT_FAILED: quarantine}" agg_missing
 expect_exit 1 "$NS" run branch.yaml file=bad.csv
-assert_eq "$(shown 1 "[(s['name'], s['status']) for s in d['steps']]")" \
+assert_eq "$(show_eval 1 "[(s['name'], s['status']) for s in d['steps']]")" \
     "[('load', 'COMPLETED'), ('check', 'FAILED'), ('quarantine', 'COMPLETED'), ('summary', 'FAILED')]" \
     "the branched flow"
 assert_eq "$(q "SELECT count(*) FROM users")" 2 "users after quarantine"
 sed -i 's/table: agg_missing/table: agg/' branch.yaml
 expect_exit 0 "$NS" restart 1
 expect_err "step load: already completed for this instance (COMPLETED); not run again"
-assert_eq "$(shown 2 "[s['name'] for s in d['steps']]")" "['check', 'publish']" \
+assert_eq "$(show_eval 2 "[s['name'] for s in d['steps']]")" "['check', 'publish']" \
     "steps run by the restart (check passes now that the bad rows are gone)"
 assert_eq "$(q "SELECT version FROM meta")" 2 "published by the restart"
 

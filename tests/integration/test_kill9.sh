@@ -15,18 +15,12 @@ for i in range(1, $ROWS + 1):
 PY
 load_job job.yaml crash k "skip: {limit: 100000}" 'rejects: "${env.REJECTS}/${execution.id}.csv"'
 
-target_sql() { # runs SQL on the target, an SQLite file or a PostgreSQL URL
-    case $TARGET_DB in
-    postgresql:*) psql "$TARGET_DB" -qAtc "$1" ;;
-    *) sqlite3 -batch "$TARGET_DB" "$1" ;;
-    esac
-}
+target_sql() { db_sql "$TARGET_DB" "$1"; }
 repo_written() { # rows the repository says were written, over all executions
     # (0 while a run killed early has not created the repository's tables)
-    case $NIGHTSHIFT_REPOSITORY in
-    postgresql:*) psql "$NIGHTSHIFT_REPOSITORY" -qAtc "SELECT coalesce(sum(write_count), 0) FROM nightshift.ns_step_execution" 2>/dev/null || echo 0 ;;
-    *) sql "${NIGHTSHIFT_REPOSITORY#sqlite:}" "SELECT coalesce(sum(write_count), 0) FROM ns_step_execution" 2>/dev/null || echo 0 ;;
-    esac
+    local table=ns_step_execution
+    [[ $NIGHTSHIFT_REPOSITORY == postgresql:* ]] && table=nightshift.ns_step_execution
+    db_sql "$NIGHTSHIFT_REPOSITORY" "SELECT coalesce(sum(write_count), 0) FROM $table" 2>/dev/null || echo 0
 }
 variant() { # variant NAME TARGET (file or URL) REPOSITORY_URL
     export TARGET_DB="$2" NIGHTSHIFT_REPOSITORY="$3" REJECTS="$T/rejects-$1" TARGET_URL="$2"

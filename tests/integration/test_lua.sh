@@ -81,6 +81,18 @@ job sandbox.yaml 'lua: |
 expect_exit 0 "$NS" run sandbox.yaml
 assert_eq "$(sql "$TARGET_DB" "SELECT count(*) FROM items")" 5000 "rows through the sandboxed script"
 
+# The 256 MiB cap: an item whose script asks for more is rejected; the rest load.
+sqlite3 "$TARGET_DB" "DELETE FROM items"
+job memory.yaml 'lua: |
+  function process(item)
+    if item.id == "2" then local s = string.rep("x", 300 * 1024 * 1024) end
+    return item
+  end'
+expect_exit 0 "$NS" run memory.yaml
+assert_eq "$(sed -n 2p memory.rej.csv | cut -d, -f1-4)" "3,,NS_PROCESS,not enough memory (the script may use 256 MiB)" \
+    "the item over the memory cap"
+assert_eq "$(sql "$TARGET_DB" "SELECT count(*) FROM items")" 4999 "rows besides it"
+
 # A field that is not a column is an error where it is set, not a lost value;
 # a table of the script's own is checked the same way; bad return values.
 sqlite3 "$TARGET_DB" "DELETE FROM items"

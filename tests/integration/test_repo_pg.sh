@@ -119,10 +119,13 @@ SQL
 load_job slow.yaml slowjob slow
 csv_rows 1 100 > slow.csv
 TARGET_URL="$REPO" NIGHTSHIFT_LEASE=0.9 "$NS" run slow.yaml file=slow.csv > slow.out 2>&1 & pid=$!
+sleeping=0
 for _ in $(seq 100); do
-    [ "$(psql "$REPO" -Atc "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'")" = 1 ] && break
+    [ "$(psql "$REPO" -Atc "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'")" = 1 ] &&
+        sleeping=1 && break
     sleep 0.1
 done
+[ $sleeping = 1 ] || fail "the slow chunk never started (no PgSleep seen): the check below would prove nothing"
 sleep 1.5 # well past the lease since the chunk began
 fresh=$(psql "$REPO" -Atc "SELECT now() - e.heartbeat < interval '1 second' FROM nightshift.ns_job_execution e
     JOIN nightshift.ns_job_instance i ON i.id = e.instance_id WHERE i.job_name = 'slowjob'")
