@@ -48,7 +48,8 @@ typedef struct pcol {
 typedef struct ukey {
     size_t *cols; /* input field of each index column */
     size_t ncols;
-    uint64_t *bits;
+    uint64_t *bits; /* 64-byte aligned, inside mem */
+    void *mem;      /* calloc'd: a large calloc maps zero pages lazily */
 } ukey;
 
 typedef struct pg_writer {
@@ -378,8 +379,8 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
         free(names);
         key_indexed |= in_key == k.ncols && k.ncols == w->nkey;
         ukey *ks = covered && !merge ? realloc(w->keys, (w->nkeys + 1) * sizeof(*ks)) : NULL;
-        if (ks && (k.bits = aligned_alloc(64, BLOOM_BITS / 8)) != NULL) {
-            memset(k.bits, 0, BLOOM_BITS / 8);
+        if (ks && (k.mem = calloc(1, BLOOM_BITS / 8 + 64)) != NULL) {
+            k.bits = (uint64_t *)(((uintptr_t)k.mem + 63) & ~(uintptr_t)63);
             w->keys = ks;
             w->keys[w->nkeys++] = k;
         } else {
@@ -1281,7 +1282,7 @@ static void pw_close(ns_writer *base)
     free(w->held);
     for (size_t k = 0; k < w->nkeys; k++) {
         free(w->keys[k].cols);
-        free(w->keys[k].bits);
+        free(w->keys[k].mem);
     }
     free(w->keys);
     ns__buf_free(&w->data);
