@@ -34,7 +34,6 @@ typedef struct lua_proc {
     char **out;       /* output column names */
     long *out_in;     /* input field of each output column, -1 when none */
     size_t nout, nin;
-    char *chunkname;
 } lua_proc;
 
 static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
@@ -309,7 +308,7 @@ static ns_status lp_open(ns_proc *base, const ns_proc_cfg *cfg, ns_error *err)
     p->limit = cfg->instruction_limit > 0 ? cfg->instruction_limit : 10000000;
     p->nin = cfg->ncolumns;
     p->process_ref = p->colset_ref = p->outnames_ref = p->meta_ref = LUA_NOREF;
-    if (!(p->chunkname = ns__strdup(cfg->chunkname)) || !(p->L = lua_newstate(l_alloc, p)))
+    if (!(p->L = lua_newstate(l_alloc, p)))
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     lua_State *L = p->L;
     *(lua_proc **)lua_getextraspace(L) = p;
@@ -589,7 +588,6 @@ static void lp_close(ns_proc *base)
         free(p->out[i]);
     free(p->out);
     free(p->out_in);
-    free(p->chunkname);
 }
 
 const ns_proc_vt ns__proc_lua = {
