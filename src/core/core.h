@@ -32,6 +32,7 @@ typedef struct run_ctx {
     const ns_listener *listener;
     ns_launch_res launch;
     params *params;
+    double lease; /* seconds without a heartbeat before a launch elsewhere takes over */
 } run_ctx;
 
 typedef struct step_run {

@@ -328,6 +328,13 @@ ns_status ns__run_commit_hook(void *arg, ns_error *err)
     return s->rc->repo->vt->step_update(s->rc->repo, &s->se, &s->stop, err);
 }
 
+/* A test-only fault point (docs/cli.md): is `name` set to n? */
+static bool fault_at(const char *name, int64_t n)
+{
+    const char *v = getenv(name);
+    return v && atoll(v) == n;
+}
+
 static ns_status commit_chunk(step_run *s, ns_error *err)
 {
     ns_ckpt_key key = {
@@ -337,11 +344,12 @@ static ns_status commit_chunk(step_run *s, ns_error *err)
 
     if ((st = rejects_sync(s, err)) != NS_OK)
         return st;
-    /* Fault injection for the tests: die with the chunk's rejects on disk
-     * and its rows not committed. */
-    const char *before = getenv("NIGHTSHIFT_TEST_EXIT_BEFORE_COMMIT");
-    if (before && atoll(before) == s->chunks + 1)
+    /* Fault injection for the tests: die, or freeze, with the chunk's
+     * rejects on disk and its rows written but not committed. */
+    if (fault_at("NIGHTSHIFT_TEST_EXIT_BEFORE_COMMIT", s->chunks + 1))
         _exit(98);
+    if (fault_at("NIGHTSHIFT_TEST_PAUSE_BEFORE_COMMIT", s->chunks + 1))
+        raise(SIGSTOP);
     s->counts.commit++;
     s->chunks++;
     if ((st = make_context(s, err)) != NS_OK)
@@ -375,10 +383,15 @@ ns_status ns__run_commit(step_run *s, ns_writer *w, const ns_ckpt_key *key, int6
     }
     /* Fault injection for the tests (docs/internals.md): die in the window
      * between the target's commit and the repository's update. */
-    const char *crash = getenv("NIGHTSHIFT_TEST_EXIT_AFTER_COMMIT");
-    if (crash && !s->shared && atoll(crash) == n)
+    if (!s->shared && fault_at("NIGHTSHIFT_TEST_EXIT_AFTER_COMMIT", n))
         _exit(99);
-    return s->shared ? NS_OK : ns__run_commit_hook(s, err);
+    if (!s->shared && (st = ns__run_commit_hook(s, err)) != NS_OK)
+        return st;
+    /* Fault injection: freeze the whole process (heartbeat thread included)
+     * with chunk n recorded, as a paused VM or a partitioned host would. */
+    if (fault_at("NIGHTSHIFT_TEST_PAUSE_AFTER_COMMIT", n))
+        raise(SIGSTOP);
+    return NS_OK;
 }
 
 /*
@@ -413,10 +426,13 @@ static void drop_predecessor_rejects(step_run *s, const char *checkpointed)
     free(abs);
 }
 
-/* Brings the step to where the target's checkpoint says it stands. */
+/* Brings the step to where the target's checkpoint says it stands, claiming
+ * the checkpoint for this execution (the fence, see ns_writer_vt.checkpoint). */
 static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
 {
-    ns_ckpt_key key = {s->rc->job->name, s->rc->launch.job_key, s->def->name, "", 0, 0};
+    ns_ckpt_key key = {
+        s->rc->job->name, s->rc->launch.job_key, s->def->name, "", s->rc->launch.execution_id,
+        s->se.id};
     char *ctx = NULL;
     json_t *o = NULL, *repo_ctx = NULL;
     ns_status st;
@@ -598,6 +614,7 @@ ns_status ns__run_open_writer(step_run *s, const char *conn_name, ns_writer_cfg 
                       : NULL;
     cfg->share = cfg->own ? NULL : share_pg;
     cfg->share_arg = s->rc->repo;
+    cfg->lease = s->rc->lease;
     if ((st = ns__writer_new(wvt, &s->writer, err)) != NS_OK)
         goto out;
     if ((st = s->writer->vt->open(s->writer, cfg, err)) != NS_OK)
@@ -959,6 +976,7 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
                          .next = launch && launch->next,
                          .restartable = job->restartable,
                          .lease = lease};
+    rc.lease = lease;
     if ((st = repo->vt->launch(repo, &req, &rc.launch, err)) != NS_OK) {
         if (rc.launch.notice[0])
             ns__run_notice(&rc, "%s", rc.launch.notice);

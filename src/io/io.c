@@ -1,6 +1,7 @@
 /* io.c - the registry of readers and writers. */
 #include "io/io.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,4 +58,18 @@ void ns__writer_free(ns_writer *w)
         return;
     w->vt->close(w);
     free(w);
+}
+
+ns_status ns__fenced(ns_error *err, const ns_ckpt_key *key, int64_t owner)
+{
+    char who[48];
+    if (owner >= 0)
+        snprintf(who, sizeof(who), "execution %lld", (long long)owner);
+    else
+        snprintf(who, sizeof(who), "another execution");
+    return ns__err(err, NS_ECONFLICT, NULL,
+                   "step %s: %s has taken this job instance over in the target (this run was "
+                   "presumed dead: its heartbeat lapsed past the lease); the chunk was rolled "
+                   "back and this run stops",
+                   key->step, who);
 }

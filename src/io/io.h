@@ -84,7 +84,12 @@ typedef struct ns_writer_cfg {
      * NULL; the writer then works through it and shares its transactions. */
     void *(*share)(void *arg, void *conn);
     void *share_arg;
-    bool own;          /* never share the repository's connection (a compare's cursors) */
+    bool own; /* never share the repository's connection (a compare's cursors) */
+    /* The run's lease (seconds; 0: none). A PostgreSQL writer's transaction
+     * that sits idle longer is ended by the server: a run frozen in the
+     * middle of a chunk cannot hold its locks against the run that takes
+     * its instance over. */
+    double lease;
     const char *table; /* NULL: the connection only (exec, query, checkpoint, commit) */
     ns_write_mode mode;
     const char *const *key;
@@ -124,13 +129,20 @@ typedef struct ns_writer_vt {
     int version;
     size_t instance_size;
     ns_status (*open)(ns_writer *w, const ns_writer_cfg *cfg, ns_error *err);
-    /* The context saved with the last committed chunk; *context = NULL if none. */
+    /* Claims the step's checkpoint row for key->execution_id and returns the
+     * context saved with the last committed chunk (*context = NULL if none),
+     * in one atomic statement. From then on a commit by any other execution
+     * fails (NS_ECONFLICT, see ns__fenced): the fence that keeps a run
+     * presumed dead, whose instance another launch took over, from
+     * committing a chunk the new run also commits. */
     ns_status (*checkpoint)(ns_writer *w, const ns_ckpt_key *key, char **context, ns_error *err);
     /* Writes items inside the open transaction (beginning one if needed).
      * Items the target refuses get code/column/message set (allocated in
      * `arena`); an error return means the chunk cannot be written at all. */
     ns_status (*write)(ns_writer *w, ns_item *items, size_t n, ns_arena *arena, ns_error *err);
-    /* Stores the checkpoint, calls hook (inside the transaction) and commits. */
+    /* Stores the checkpoint, calls hook (inside the transaction) and commits;
+     * fails without committing if the checkpoint row is no longer claimed by
+     * key->execution_id. */
     ns_status (*commit)(ns_writer *w, const ns_ckpt_key *key, const char *context,
                         ns_commit_hook hook, void *arg, ns_error *err);
     void (*rollback)(ns_writer *w);
@@ -177,6 +189,9 @@ ns_status ns__reader_new(const ns_reader_vt *vt, ns_reader **out, ns_error *err)
 void ns__reader_free(ns_reader *r);
 ns_status ns__writer_new(const ns_writer_vt *vt, ns_writer **out, ns_error *err);
 void ns__writer_free(ns_writer *w);
+/* The error of a commit refused because execution `owner` (-1: unknown) has
+ * claimed the checkpoint row since: NS_ECONFLICT. */
+ns_status ns__fenced(ns_error *err, const ns_ckpt_key *key, int64_t owner);
 
 /* ------------------------------------------------ column type checks */
 

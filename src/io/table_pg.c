@@ -244,6 +244,16 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
     PQsetNoticeProcessor(w->c, quiet, NULL);
     if (PQsetClientEncoding(w->c, "UTF8") != 0)
         return fail(w, NULL, err, "set client encoding");
+    if (cfg->lease > 0 && !cfg->own) {
+        /* A live run never idles in a transaction: it streams, or it has
+         * committed. A frozen one (presumed dead once the lease lapses) is
+         * cut off by the server, which releases the rows it holds. */
+        char set[96];
+        snprintf(set, sizeof(set), "SET idle_in_transaction_session_timeout = %lld",
+                 (long long)(cfg->lease * 1000) + 1);
+        if ((st = exec(w, err, "set idle_in_transaction_session_timeout", set, 0, NULL)) != NS_OK)
+            return st;
+    }
     if (!cfg->table)
         goto checkpoint; /* the connection only */
 
@@ -428,19 +438,47 @@ out:
 static ns_status pw_checkpoint(ns_writer *base, const ns_ckpt_key *k, char **context, ns_error *err)
 {
     pg_writer *w = (pg_writer *)base;
-    const char *p[] = {k->job_name, k->job_key, k->step, k->partition ? k->partition : ""};
-    PGresult *res = PQexecParams(w->c,
-                                 "SELECT context FROM nightshift_checkpoint WHERE job_name = $1"
-                                 " AND job_key = $2 AND step_name = $3 AND partition_name = $4",
-                                 4, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        ns_status st = fail(w, res, err, "read checkpoint");
+    char e[24], s[24];
+    snprintf(e, sizeof(e), "%lld", (long long)k->execution_id);
+    snprintf(s, sizeof(s), "%lld", (long long)k->step_execution_id);
+    const char *p[] = {k->job_name, k->job_key, k->step, k->partition ? k->partition : "", e, s};
+    /* Atomic under concurrency: a chunk of the previous owner in flight
+     * holds the row; the claim waits for it and returns its context. */
+    PGresult *res = PQexecParams(
+        w->c,
+        "INSERT INTO nightshift_checkpoint (job_name, job_key, step_name, partition_name,"
+        " execution_id, step_execution_id, context) VALUES ($1, $2, $3, $4, $5, $6, '')"
+        " ON CONFLICT (job_name, job_key, step_name, partition_name) DO UPDATE SET"
+        " execution_id = excluded.execution_id,"
+        " step_execution_id = excluded.step_execution_id, updated_at = now()"
+        " RETURNING context",
+        6, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        ns_status st = fail(w, res, err, "claim checkpoint");
         PQclear(res);
         return st;
     }
-    *context = PQntuples(res) == 1 ? ns__strdup(PQgetvalue(res, 0, 0)) : NULL;
+    const char *ctx = PQgetvalue(res, 0, 0);
+    bool some = ctx[0] != '\0';
+    *context = some ? ns__strdup(ctx) : NULL;
     PQclear(res);
-    return NS_OK;
+    return some && !*context ? ns__err(err, NS_ENOMEM, NULL, "out of memory") : NS_OK;
+}
+
+/* The checkpoint row is no longer ours: another execution claimed it. */
+static ns_status pw_fenced(pg_writer *w, const ns_ckpt_key *k, ns_error *err)
+{
+    const char *p[] = {k->job_name, k->job_key, k->step, k->partition ? k->partition : ""};
+    PGresult *res =
+        PQexecParams(w->c,
+                     "SELECT execution_id FROM nightshift_checkpoint WHERE job_name = $1"
+                     " AND job_key = $2 AND step_name = $3 AND partition_name = $4",
+                     4, NULL, p, NULL, NULL, 0);
+    int64_t owner = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1
+                        ? strtoll(PQgetvalue(res, 0, 0), NULL, 10)
+                        : -1;
+    PQclear(res);
+    return ns__fenced(err, k, owner);
 }
 
 static ns_status begin(pg_writer *w, ns_error *err)
@@ -1222,19 +1260,31 @@ static ns_status pw_commit(ns_writer *base, const ns_ckpt_key *k, const char *co
     snprintf(s, sizeof(s), "%lld", (long long)k->step_execution_id);
     const char *p[] = {k->job_name, k->job_key, k->step, k->partition ? k->partition : "",
                        e,           s,          context};
-    if ((st = exec(w, err, "save checkpoint",
-                   "INSERT INTO nightshift_checkpoint (job_name, job_key, step_name,"
-                   " partition_name, execution_id, step_execution_id, context)"
-                   " VALUES ($1, $2, $3, $4, $5, $6, $7)"
-                   " ON CONFLICT (job_name, job_key, step_name, partition_name) DO UPDATE SET"
-                   " execution_id = excluded.execution_id,"
-                   " step_execution_id = excluded.step_execution_id,"
-                   " context = excluded.context, updated_at = now()",
-                   7, p)) != NS_OK)
+    /* Fenced: saved only while the row is still claimed by this execution
+     * (pw_checkpoint); otherwise nothing is updated and the chunk is not
+     * committed. */
+    PGresult *res =
+        PQexecParams(w->c,
+                     "INSERT INTO nightshift_checkpoint (job_name, job_key, step_name,"
+                     " partition_name, execution_id, step_execution_id, context)"
+                     " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                     " ON CONFLICT (job_name, job_key, step_name, partition_name) DO UPDATE SET"
+                     " step_execution_id = excluded.step_execution_id,"
+                     " context = excluded.context, updated_at = now()"
+                     " WHERE nightshift_checkpoint.execution_id = excluded.execution_id",
+                     7, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        st = fail(w, res, err, "save checkpoint");
+        PQclear(res);
         return st;
+    }
+    bool saved = strcmp(PQcmdTuples(res), "1") == 0;
+    PQclear(res);
+    if (!saved)
+        return pw_fenced(w, k, err);
     if (hook && (st = hook(arg, err)) != NS_OK)
         return st;
-    PGresult *res = PQexec(w->c, "COMMIT");
+    res = PQexec(w->c, "COMMIT");
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         st = fail(w, res, err, "commit");
         PQclear(res);

@@ -35,7 +35,7 @@ typedef struct sqlite_writer {
     ns_write_mode mode;
     tcol *cols; /* one per input field, in input order */
     size_t ncols;
-    sqlite3_stmt *ins, *ckpt_get, *ckpt_put;
+    sqlite3_stmt *ins, *ckpt_get, *ckpt_put, *ckpt_owner;
     bool in_txn, replaced;
 } sqlite_writer;
 
@@ -303,20 +303,31 @@ static ns_status sw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
 checkpoint:
     if ((st = exec(w, CKPT_TABLE, err)) != NS_OK)
         goto out;
-    if (sqlite3_prepare_v2(w->db,
-                           "SELECT context FROM nightshift_checkpoint WHERE job_name = ? AND"
-                           " job_key = ? AND step_name = ? AND partition_name = ?",
-                           -1, &w->ckpt_get, NULL) != SQLITE_OK ||
+    /* The claim (see sw_checkpoint) and the fenced save (see sw_commit). */
+    if (sqlite3_prepare_v2(
+            w->db,
+            "INSERT INTO nightshift_checkpoint (job_name, job_key, step_name, partition_name,"
+            " execution_id, step_execution_id, context, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, '', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+            " ON CONFLICT (job_name, job_key, step_name, partition_name) DO UPDATE SET"
+            " execution_id = excluded.execution_id,"
+            " step_execution_id = excluded.step_execution_id, updated_at = excluded.updated_at"
+            " RETURNING context",
+            -1, &w->ckpt_get, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(
             w->db,
             "INSERT INTO nightshift_checkpoint (job_name, job_key, step_name, partition_name,"
             " execution_id, step_execution_id, context, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
             " ON CONFLICT (job_name, job_key, step_name, partition_name) DO UPDATE SET"
-            " execution_id = excluded.execution_id,"
             " step_execution_id = excluded.step_execution_id,"
-            " context = excluded.context, updated_at = excluded.updated_at",
-            -1, &w->ckpt_put, NULL) != SQLITE_OK)
+            " context = excluded.context, updated_at = excluded.updated_at"
+            " WHERE nightshift_checkpoint.execution_id = excluded.execution_id",
+            -1, &w->ckpt_put, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(w->db,
+                           "SELECT execution_id FROM nightshift_checkpoint WHERE job_name = ?"
+                           " AND job_key = ? AND step_name = ? AND partition_name = ?",
+                           -1, &w->ckpt_owner, NULL) != SQLITE_OK)
         st = db_fail(w, err, "prepare checkpoint");
 out:
     free_tinfo(t, nt);
@@ -335,14 +346,36 @@ static ns_status sw_checkpoint(ns_writer *base, const ns_ckpt_key *key, char **c
                                ns_error *err)
 {
     sqlite_writer *w = (sqlite_writer *)base;
+    const char *ctx;
     bind_key(w->ckpt_get, key);
+    sqlite3_bind_int64(w->ckpt_get, 5, key->execution_id);
+    sqlite3_bind_int64(w->ckpt_get, 6, key->step_execution_id);
     int rc = sqlite3_step(w->ckpt_get);
-    *context =
-        rc == SQLITE_ROW ? ns__strdup((const char *)sqlite3_column_text(w->ckpt_get, 0)) : NULL;
+    *context = NULL;
+    if (rc == SQLITE_ROW && (ctx = (const char *)sqlite3_column_text(w->ckpt_get, 0)) && ctx[0] &&
+        !(*context = ns__strdup(ctx)))
+        rc = SQLITE_NOMEM;
+    while (rc == SQLITE_ROW)
+        rc = sqlite3_step(w->ckpt_get);
     sqlite3_reset(w->ckpt_get);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return db_fail(w, err, "read checkpoint");
+    if (rc != SQLITE_DONE) {
+        free(*context);
+        *context = NULL;
+        return rc == SQLITE_NOMEM ? ns__err(err, NS_ENOMEM, NULL, "out of memory")
+                                  : db_fail(w, err, "claim checkpoint");
+    }
     return NS_OK;
+}
+
+/* The checkpoint row is no longer ours: another execution claimed it. */
+static ns_status sw_fenced(sqlite_writer *w, const ns_ckpt_key *key, ns_error *err)
+{
+    int64_t owner = -1;
+    bind_key(w->ckpt_owner, key);
+    if (sqlite3_step(w->ckpt_owner) == SQLITE_ROW)
+        owner = sqlite3_column_int64(w->ckpt_owner, 0);
+    sqlite3_reset(w->ckpt_owner);
+    return ns__fenced(err, key, owner);
 }
 
 static ns_status begin(sqlite_writer *w, ns_error *err)
@@ -666,6 +699,8 @@ static ns_status sw_commit(ns_writer *base, const ns_ckpt_key *key, const char *
     sqlite3_reset(w->ckpt_put);
     if (rc != SQLITE_DONE)
         return db_fail(w, err, "save checkpoint");
+    if (sqlite3_changes(w->db) != 1)
+        return sw_fenced(w, key, err);
     if (hook && (st = hook(arg, err)) != NS_OK)
         return st;
     if (sqlite3_exec(w->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
@@ -695,6 +730,7 @@ static void sw_close(ns_writer *base)
     sqlite3_finalize(w->ins);
     sqlite3_finalize(w->ckpt_get);
     sqlite3_finalize(w->ckpt_put);
+    sqlite3_finalize(w->ckpt_owner);
     if (w->own_db)
         sqlite3_close_v2(w->db);
     for (size_t i = 0; i < w->ncols; i++)

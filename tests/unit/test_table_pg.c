@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static char url[512];
 
@@ -91,6 +92,65 @@ static void test_write_without_feed(void **state)
     ns__arena_free(&a);
 }
 
+/* The fence (docs/internals.md): once another execution has claimed a step's
+ * checkpoint row, a commit by the earlier owner fails and commits nothing. */
+static void fence(const ns_writer_vt *vt, const char *target)
+{
+    ns_writer_cfg cfg = {.url = target, .conn_name = "connection 'test'"};
+    ns_writer *a = NULL, *b = NULL;
+    ns_error err = {0};
+    char *ctx = NULL;
+    assert_int_equal(ns__writer_new(vt, &a, &err), NS_OK);
+    assert_int_equal(ns__writer_new(vt, &b, &err), NS_OK);
+    if (a->vt->open(a, &cfg, &err) != NS_OK || b->vt->open(b, &cfg, &err) != NS_OK)
+        fail_msg("open %s: %s", target, err.message);
+    ns_ckpt_key ka = {"job", "key", "step", "", 1, 10}, kb = {"job", "key", "step", "", 2, 20};
+
+    /* A claims (nothing committed yet), commits; B takes over, sees A's. */
+    assert_int_equal(a->vt->checkpoint(a, &ka, &ctx, &err), NS_OK);
+    assert_null(ctx);
+    if (a->vt->commit(a, &ka, "{\"chunks\":1}", NULL, NULL, &err) != NS_OK)
+        fail_msg("%s: commit: %s", vt->name, err.message);
+    assert_int_equal(b->vt->checkpoint(b, &kb, &ctx, &err), NS_OK);
+    assert_non_null(ctx);
+    assert_string_equal(ctx, "{\"chunks\":1}");
+    free(ctx);
+    /* A wakes up: its next commit is refused, and names B. */
+    assert_int_equal(a->vt->commit(a, &ka, "{\"chunks\":2}", NULL, NULL, &err), NS_ECONFLICT);
+    if (!strstr(err.message, "execution 2 has taken this job instance over"))
+        fail_msg("%s: %s", vt->name, err.message);
+    a->vt->rollback(a);
+    if (b->vt->commit(b, &kb, "{\"chunks\":2,\"by\":\"b\"}", NULL, NULL, &err) != NS_OK)
+        fail_msg("%s: commit by the new owner: %s", vt->name, err.message);
+    assert_int_equal(b->vt->checkpoint(b, &kb, &ctx, &err), NS_OK);
+    assert_string_equal(ctx, "{\"chunks\":2,\"by\":\"b\"}");
+    free(ctx);
+
+    /* Claimed before anything was committed: the fence holds too. */
+    ns_ckpt_key fa = {"job", "key", "fresh", "", 1, 11}, fb = {"job", "key", "fresh", "", 2, 21};
+    assert_int_equal(a->vt->checkpoint(a, &fa, &ctx, &err), NS_OK);
+    assert_int_equal(b->vt->checkpoint(b, &fb, &ctx, &err), NS_OK);
+    assert_null(ctx);
+    assert_int_equal(a->vt->commit(a, &fa, "{}", NULL, NULL, &err), NS_ECONFLICT);
+    a->vt->rollback(a);
+    ns__writer_free(a);
+    ns__writer_free(b);
+}
+
+static void test_fence(void **state)
+{
+    (void)state;
+    sql("DROP TABLE IF EXISTS nightshift_checkpoint");
+    fence(&ns__writer_table_pg, url);
+    char path[] = "/tmp/ns-fence-XXXXXX", sqlite[64];
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    snprintf(sqlite, sizeof(sqlite), "sqlite:%s", path);
+    fence(&ns__writer_table_sqlite, sqlite);
+    unlink(path);
+}
+
 int main(void)
 {
     const char *state = getenv("NS_PG_STATE");
@@ -103,6 +163,7 @@ int main(void)
     }
     fclose(f);
     url[strcspn(url, "\n")] = '\0';
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_write_without_feed)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_write_without_feed),
+                                       cmocka_unit_test(test_fence)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
