@@ -85,10 +85,10 @@ typedef struct ns_writer_cfg {
     void *(*share)(void *arg, void *conn);
     void *share_arg;
     bool own; /* never share the repository's connection (a compare's cursors) */
-    /* The run's lease (seconds; 0: none). A PostgreSQL writer's transaction
-     * that sits idle longer is ended by the server: a run frozen in the
-     * middle of a chunk cannot hold its locks against the run that takes
-     * its instance over. */
+    /* The run's lease (seconds; 0: none). A PostgreSQL table writer's chunk
+     * transaction that sits idle longer is ended by the server: a run frozen
+     * in the middle of a chunk cannot hold its locks against the run that
+     * takes its instance over. */
     double lease;
     const char *table; /* NULL: the connection only (exec, query, checkpoint, commit) */
     ns_write_mode mode;

@@ -244,10 +244,14 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
     PQsetNoticeProcessor(w->c, quiet, NULL);
     if (PQsetClientEncoding(w->c, "UTF8") != 0)
         return fail(w, NULL, err, "set client encoding");
-    if (cfg->lease > 0 && !cfg->own) {
-        /* A live run never idles in a transaction: it streams, or it has
-         * committed. A frozen one (presumed dead once the lease lapses) is
-         * cut off by the server, which releases the rows it holds. */
+    if (cfg->lease > 0 && cfg->table && cfg->mode != NS_MODE_REPLACE) {
+        /* A chunk's transaction never idles: from its BEGIN the COPY streams
+         * (active, not idle) until the chunk is written and committed. So a
+         * frozen run (presumed dead once the lease lapses) is cut off by the
+         * server, which releases the rows it holds. Not for a replace (one
+         * transaction across chunks: a reader or processor may take long
+         * between two rows) nor the connection-only uses (a compare's
+         * output idles between differences). */
         char set[96];
         snprintf(set, sizeof(set), "SET idle_in_transaction_session_timeout = %lld",
                  (long long)(cfg->lease * 1000) + 1);
