@@ -41,7 +41,8 @@ typedef struct step_run {
     ns_step_exec se;
     ns_counts counts;
     ns_reader *reader;
-    ns_proc *proc; /* NULL without a processor */
+    ns_proc *proc;      /* NULL without a processor */
+    json_t *proc_state; /* the processor's state the checkpoint kept (restart) */
     ns_writer *writer;
     bool shared;         /* the writer uses the repository's connection */
     char *rejects_path;  /* the file, as opened */

@@ -311,7 +311,19 @@ static ns_status make_context(step_run *s, ns_error *err)
         "read_skip", (json_int_t)c->read_skip, "process_skip", (json_int_t)c->process_skip,
         "write_skip", (json_int_t)c->write_skip, "commit", (json_int_t)c->commit, "rollback",
         (json_int_t)c->rollback);
-    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (!o)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    json_t *saved = NULL;
+    ns_status st;
+    if (s->proc && (st = s->proc->vt->save(s->proc, &saved, err)) != NS_OK) {
+        json_decref(o);
+        return st;
+    }
+    if (saved && json_object_set_new(o, "processor", saved) != 0) {
+        json_decref(o);
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    }
+    char *text = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     if (!text)
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
@@ -469,6 +481,7 @@ static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
     }
     json_t *pos = json_object_get(o, "position"), *rej = json_object_get(o, "rejects");
     json_t *cnt = json_object_get(o, "counts");
+    s->proc_state = json_incref(json_object_get(o, "processor"));
     s->chunks = json_integer_value(json_object_get(o, "chunks"));
     s->resumed = true;
     drop_predecessor_rejects(
@@ -702,7 +715,11 @@ static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
                          .ncolumns = ncols};
     if ((st = ns__run_open_writer(s, d->table_conn, &cfg, err)) != NS_OK)
         goto out;
-    st = resume(s, state, err);
+    if ((st = resume(s, state, err)) != NS_OK)
+        goto out;
+    /* The processor starts where the checkpoint left it (its saved state). */
+    if (s->proc && !s->done)
+        st = s->proc->vt->start(s->proc, s->proc_state, err);
 out:
     free(path);
     free(path_shown);
@@ -878,6 +895,7 @@ out:
     }
     ns__writer_free(s.writer);
     ns__proc_free(s.proc);
+    json_decref(s.proc_state);
     ns__reader_free(s.reader);
     ns__arena_free(&arena);
     free(items);

@@ -7,14 +7,16 @@
  * only), string, table, math, utf8 and coroutine; no os, io, package/require
  * or debug. A count hook bounds the instructions of each call (a runaway
  * loop rejects its item, not the job) and the allocator bounds the script's
- * memory. Globals live across items, so a script may keep state; it is not
- * kept across a restart.
+ * memory. Globals live across items, so a script may keep state; what it
+ * keeps in the global table `state` is saved with every committed chunk
+ * (as JSON in the checkpoint) and given back on a restart, before open().
  */
 #include "proc/proc.h"
 
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +33,7 @@ typedef struct lua_proc {
     int colset_ref;   /* output column name -> its index + 1 */
     int outnames_ref; /* output column i + 1 -> its name */
     int meta_ref;     /* the items' metatable */
+    int params_ref;   /* the table open(params) receives */
     char **out;       /* output column names */
     long *out_in;     /* input field of each output column, -1 when none */
     size_t nout, nin;
@@ -307,7 +310,7 @@ static ns_status lp_open(ns_proc *base, const ns_proc_cfg *cfg, ns_error *err)
     p->mem_limit = cfg->memory_limit > 0 ? (size_t)cfg->memory_limit : (size_t)256 << 20;
     p->limit = cfg->instruction_limit > 0 ? cfg->instruction_limit : 10000000;
     p->nin = cfg->ncolumns;
-    p->process_ref = p->colset_ref = p->outnames_ref = p->meta_ref = LUA_NOREF;
+    p->process_ref = p->colset_ref = p->outnames_ref = p->meta_ref = p->params_ref = LUA_NOREF;
     if (!(p->L = lua_newstate(l_alloc, p)))
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     lua_State *L = p->L;
@@ -315,6 +318,8 @@ static ns_status lp_open(ns_proc *base, const ns_proc_cfg *cfg, ns_error *err)
     lua_gc(L, LUA_GCGEN, 0, 0); /* items are short-lived garbage */
     sandbox(L);
     lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+    lua_newtable(L);
+    lua_setglobal(L, "state");
 
     if (luaL_loadbufferx(L, cfg->code, cfg->code_len, cfg->chunkname, "t") != LUA_OK ||
         call(p, 0, 0) != LUA_OK)
@@ -377,6 +382,210 @@ static ns_status lp_open(ns_proc *base, const ns_proc_cfg *cfg, ns_error *err)
         lua_pushstring(L, cfg->param_values[i]);
         lua_setfield(L, -2, cfg->param_names[i]);
     }
+    p->params_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return NS_OK;
+}
+
+/* ------------------------------------------------ state across restarts */
+
+/* Deep enough for any sensible state; deeper is most likely a cycle. */
+#define STATE_DEPTH 64
+/* A checkpoint is written with every chunk: keep it small. */
+#define STATE_MAX ((size_t)1 << 20)
+
+typedef struct to_json {
+    char path[256]; /* where the conversion is: "state.a.b[3]" */
+    char why[400];
+} to_json;
+
+/* The Lua value at the top of the stack as JSON; NULL with j->why set. */
+static json_t *lua_json(lua_State *L, to_json *j, int depth)
+{
+    switch (lua_type(L, -1)) {
+    case LUA_TBOOLEAN:
+        return json_boolean(lua_toboolean(L, -1));
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, -1))
+            return json_integer((json_int_t)lua_tointeger(L, -1));
+        if (!isfinite(lua_tonumber(L, -1))) {
+            snprintf(j->why, sizeof(j->why), "%s is not a finite number", j->path);
+            return NULL;
+        }
+        return json_real(lua_tonumber(L, -1));
+    case LUA_TSTRING: {
+        size_t len;
+        const char *s = lua_tolstring(L, -1, &len);
+        json_t *v = json_stringn(s, len);
+        if (!v)
+            snprintf(j->why, sizeof(j->why), "%s is a string that is not valid UTF-8", j->path);
+        return v;
+    }
+    case LUA_TTABLE:
+        break;
+    default:
+        snprintf(j->why, sizeof(j->why),
+                 "%s is a %s; only strings, numbers, booleans and tables of them can be saved",
+                 j->path, luaL_typename(L, -1));
+        return NULL;
+    }
+    if (depth >= STATE_DEPTH || !lua_checkstack(L, 4)) {
+        snprintf(j->why, sizeof(j->why), "%s nests deeper than %d tables (a cycle?)", j->path,
+                 STATE_DEPTH);
+        return NULL;
+    }
+    /* A list (keys 1..n) becomes an array; string keys an object. */
+    lua_Integer n = (lua_Integer)lua_rawlen(L, -1), nlist = 0, nnames = 0, nother = 0;
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        if (lua_type(L, -2) == LUA_TSTRING)
+            nnames++;
+        else if (lua_isinteger(L, -2) && lua_tointeger(L, -2) >= 1 && lua_tointeger(L, -2) <= n)
+            nlist++;
+        else
+            nother++;
+        lua_pop(L, 1);
+    }
+    bool list = nlist > 0;
+    if (nother || (nlist && nlist != n)) {
+        snprintf(j->why, sizeof(j->why),
+                 "%s has keys that are neither names nor 1..n; only lists and tables with "
+                 "string keys can be saved",
+                 j->path);
+        return NULL;
+    }
+    if (nlist && nnames) {
+        snprintf(j->why, sizeof(j->why), "%s mixes list items and named keys", j->path);
+        return NULL;
+    }
+    json_t *out = list ? json_array() : json_object();
+    size_t plen = strlen(j->path);
+    if (!out)
+        return NULL;
+    if (list) {
+        for (lua_Integer i = 1; i <= n; i++) {
+            snprintf(j->path + plen, sizeof(j->path) - plen, "[%lld]", (long long)i);
+            lua_rawgeti(L, -1, i);
+            json_t *v = lua_json(L, j, depth + 1);
+            lua_pop(L, 1);
+            if (!v || json_array_append_new(out, v) != 0)
+                goto fail;
+        }
+    } else {
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            size_t klen;
+            const char *k = lua_tolstring(L, -2, &klen); /* a string: no conversion */
+            snprintf(j->path + plen, sizeof(j->path) - plen, ".%s", k);
+            json_t *v = lua_json(L, j, depth + 1);
+            lua_pop(L, 1);
+            if (!v || json_object_setn_new(out, k, klen, v) != 0) {
+                lua_pop(L, 1);
+                goto fail;
+            }
+        }
+    }
+    j->path[plen] = '\0';
+    return out;
+fail:
+    json_decref(out);
+    if (!j->why[0])
+        snprintf(j->why, sizeof(j->why), "%s: out of memory or a name that is not UTF-8", j->path);
+    return NULL;
+}
+
+static ns_status lp_save(ns_proc *base, json_t **out, ns_error *err)
+{
+    lua_proc *p = (lua_proc *)base;
+    lua_State *L = p->L;
+    to_json j = {"state", ""};
+    *out = NULL;
+    int t = lua_getglobal(L, "state");
+    if (t == LUA_TNIL || (t == LUA_TTABLE && (lua_pushnil(L), lua_next(L, -2) == 0))) {
+        lua_pop(L, 1); /* nothing to keep */
+        return NS_OK;
+    }
+    if (t == LUA_TTABLE)
+        lua_pop(L, 2); /* the first key and value */
+    json_t *v = t == LUA_TTABLE ? lua_json(L, &j, 0) : NULL;
+    lua_pop(L, 1);
+    if (t != LUA_TTABLE)
+        snprintf(j.why, sizeof(j.why), "state is a %s, not a table", lua_typename(L, t));
+    if (!v)
+        return ns__err(err, NS_EINVAL, NULL, "processor: cannot save the state: %s", j.why);
+    size_t size = json_dumpb(v, NULL, 0, JSON_COMPACT);
+    if (size > STATE_MAX) {
+        json_decref(v);
+        return ns__err(err, NS_EINVAL, NULL,
+                       "processor: cannot save the state: %zu bytes as JSON, over the %zu a "
+                       "checkpoint may carry; keep in `state` only what a restart needs",
+                       size, STATE_MAX);
+    }
+    *out = v;
+    return NS_OK;
+}
+
+/* Pushes JSON as Lua (run under pcall: it allocates). */
+static void json_lua(lua_State *L, json_t *v)
+{
+    luaL_checkstack(L, 4, "state nests too deep");
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        const char *k;
+        json_t *e;
+        lua_createtable(L, 0, (int)json_object_size(v));
+        json_object_foreach(v, k, e)
+        {
+            lua_pushstring(L, k);
+            json_lua(L, e);
+            lua_rawset(L, -3);
+        }
+        break;
+    }
+    case JSON_ARRAY:
+        lua_createtable(L, (int)json_array_size(v), 0);
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            json_lua(L, json_array_get(v, i));
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+        break;
+    case JSON_STRING:
+        lua_pushlstring(L, json_string_value(v), json_string_length(v));
+        break;
+    case JSON_INTEGER:
+        lua_pushinteger(L, (lua_Integer)json_integer_value(v));
+        break;
+    case JSON_REAL:
+        lua_pushnumber(L, json_real_value(v));
+        break;
+    case JSON_TRUE:
+    case JSON_FALSE:
+        lua_pushboolean(L, json_is_true(v));
+        break;
+    default:
+        lua_pushnil(L);
+    }
+}
+
+static int restore(lua_State *L)
+{
+    json_lua(L, lua_touserdata(L, 1));
+    lua_setglobal(L, "state");
+    return 0;
+}
+
+static ns_status lp_start(ns_proc *base, json_t *saved, ns_error *err)
+{
+    lua_proc *p = (lua_proc *)base;
+    lua_State *L = p->L;
+    char msg[512];
+    if (saved) {
+        lua_pushcfunction(L, restore);
+        lua_pushlightuserdata(L, saved);
+        if (call(p, 1, 0) != LUA_OK)
+            return ns__err(err, NS_ENOMEM, NULL, "processor: cannot restore the state: %s",
+                           error_text(L, msg, sizeof(msg)));
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->params_ref);
     return hook(p, "open", 1, err);
 }
 
@@ -595,6 +804,8 @@ const ns_proc_vt ns__proc_lua = {
     .version = 1,
     .instance_size = sizeof(lua_proc),
     .open = lp_open,
+    .start = lp_start,
+    .save = lp_save,
     .columns = lp_columns,
     .process = lp_process,
     .finish = lp_finish,

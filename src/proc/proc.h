@@ -11,6 +11,8 @@
 
 #include "io/io.h"
 
+#include <jansson.h>
+
 typedef enum ns_proc_result {
     NS_PROC_WRITE,  /* write the item (its fields may have been replaced) */
     NS_PROC_FILTER, /* drop it: counted as filtered */
@@ -37,7 +39,14 @@ typedef struct ns_proc_vt {
     const char *name;
     int version;
     size_t instance_size;
+    /* Prepares the processor (for a script: compiles and loads it). */
     ns_status (*open)(ns_proc *p, const ns_proc_cfg *cfg, ns_error *err);
+    /* Starts it before the first item: `saved` is the state the last
+     * committed chunk saved (see save), NULL on a fresh start. */
+    ns_status (*start)(ns_proc *p, json_t *saved, ns_error *err);
+    /* The state to keep with the chunk about to commit, restored by start()
+     * on a restart: *out a new reference, or NULL when there is none. */
+    ns_status (*save)(ns_proc *p, json_t **out, ns_error *err);
     /* The output field names (borrowed until close). */
     const char *const *(*columns)(ns_proc *p, size_t *n);
     /* Processes one item. On NS_PROC_WRITE the item's fields may now point

@@ -169,4 +169,51 @@ NIGHTSHIFT_TEST_EXIT_AFTER_COMMIT=3 expect_exit 99 "$NS" run crash.yaml
 expect_exit 0 "$NS" restart "$(sql "$T/repo.db" "SELECT max(id) FROM ns_job_execution")"
 assert_eq "$(sql "$TARGET_DB" "SELECT count(*), count(DISTINCT id) FROM items")" "$((5000 - n6))|$((5000 - n6))" "rows across the crash"
 assert_eq "$(($(wc -l < crash.rej.csv) - 1))" "$n6" "rejects across the crash"
+# State across a restart: what the script keeps in `state` is saved with each
+# committed chunk and given back before open(), so a running total, a list
+# and a float go on as if the run had not crashed. Crashed twice: after a
+# commit (before the repository heard of it) and with a chunk written but
+# not committed.
+sqlite3 "$TARGET_DB" "DELETE FROM items"
+job state.yaml 'columns: [id, name, qty, note]
+lua: |
+  state.total = 0
+  state.last = {}
+  state.mean = 0.0
+  state["odd \"key\""] = {nested = {true, "é"}}
+  function open() opened = (state.total > 0) and "restored" or "fresh" end
+  function process(item)
+    local q = tonumber(item.qty)
+    state.total = state.total + q
+    table.insert(state.last, item.id)
+    if #state.last > 3 then table.remove(state.last, 1) end
+    state.mean = state.total / tonumber(item.id)
+    item.note = string.format("%d %s %.6f %s", state.total, table.concat(state.last, "/"),
+                              state.mean, opened)
+    return item
+  end'
+NIGHTSHIFT_TEST_EXIT_AFTER_COMMIT=2 expect_exit 99 "$NS" run state.yaml
+NIGHTSHIFT_TEST_EXIT_BEFORE_COMMIT=4 expect_exit 98 "$NS" run state.yaml
+expect_exit 0 "$NS" run state.yaml
+sql "$TARGET_DB" "SELECT id || ',' || note FROM items ORDER BY id" > got.txt
+python3 - > want.txt <<'PY'
+total, last = 0, []
+for i in range(1, 5001):
+    total += i % 7
+    last = (last + [str(i)])[-3:]
+    print(f"{i},{total} {'/'.join(last)} {total / i:.6f} {'fresh' if i <= 2000 else 'restored'}")
+PY
+diff want.txt got.txt > state.diff || fail "state across restarts: $(head -5 state.diff)"
+
+# What cannot be saved fails the step at the commit, naming where it is.
+sqlite3 "$TARGET_DB" "DELETE FROM items"
+for bad in 'state.f = print|state.f is a function' 'state.t = {1, 2, x = 3}|state.t mixes list items and named keys' \
+    'state.s = "\xff"|state.s is a string that is not valid UTF-8' 'state.n = 0/0|state.n is not a finite number' \
+    'state = 7|state is a number, not a table' 'state.c = {}; state.c.c = state.c|state.c.c.c.c'; do
+    job badstate.yaml "lua: |
+  function process(item) ${bad%%|*} return item end"
+    expect_exit 1 "$NS" run badstate.yaml
+    expect_err "cannot save the state: ${bad#*|}"
+    assert_eq "$(sql "$TARGET_DB" "SELECT count(*) FROM items")" 0 "rows after a state that cannot be saved ($bad)"
+done
 echo "lua: ok"
