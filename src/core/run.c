@@ -324,7 +324,16 @@ static ns_status make_context(step_run *s, ns_error *err)
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     }
     char *text = json_dumps(o, JSON_COMPACT);
+    size_t len = text ? strlen(text) : 0;
     json_decref(o);
+    if (saved && len > NS_PROC_STATE_MAX) {
+        free(text);
+        return ns__err(err, NS_EINVAL, NULL,
+                       "processor: cannot save the state: the checkpoint would be %zu bytes of "
+                       "JSON, over the %zu it may carry; keep in `state` only what a restart "
+                       "needs",
+                       len, NS_PROC_STATE_MAX);
+    }
     if (!text)
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     free(s->context);

@@ -390,8 +390,6 @@ static ns_status lp_open(ns_proc *base, const ns_proc_cfg *cfg, ns_error *err)
 
 /* Deep enough for any sensible state; deeper is most likely a cycle. */
 #define STATE_DEPTH 64
-/* A checkpoint is written with every chunk: keep it small. */
-#define STATE_MAX ((size_t)1 << 20)
 
 typedef struct to_json {
     char path[256]; /* where the conversion is: "state.a.b[3]" */
@@ -512,15 +510,7 @@ static ns_status lp_save(ns_proc *base, json_t **out, ns_error *err)
         snprintf(j.why, sizeof(j.why), "state is a %s, not a table", lua_typename(L, t));
     if (!v)
         return ns__err(err, NS_EINVAL, NULL, "processor: cannot save the state: %s", j.why);
-    size_t size = json_dumpb(v, NULL, 0, JSON_COMPACT);
-    if (size > STATE_MAX) {
-        json_decref(v);
-        return ns__err(err, NS_EINVAL, NULL,
-                       "processor: cannot save the state: %zu bytes as JSON, over the %zu a "
-                       "checkpoint may carry; keep in `state` only what a restart needs",
-                       size, STATE_MAX);
-    }
-    *out = v;
+    *out = v; /* its size is checked with the whole checkpoint (make_context) */
     return NS_OK;
 }
 

@@ -34,6 +34,10 @@ typedef struct ns_proc_cfg {
     int64_t memory_limit;      /* bytes for the whole script */
 } ns_proc_cfg;
 
+/* A checkpoint is written with every chunk: a processor's state keeps it
+ * under this many bytes of JSON. */
+#define NS_PROC_STATE_MAX ((size_t)1 << 20)
+
 typedef struct ns_proc ns_proc;
 typedef struct ns_proc_vt {
     const char *name;
@@ -45,7 +49,8 @@ typedef struct ns_proc_vt {
      * committed chunk saved (see save), NULL on a fresh start. */
     ns_status (*start)(ns_proc *p, json_t *saved, ns_error *err);
     /* The state to keep with the chunk about to commit, restored by start()
-     * on a restart: *out a new reference, or NULL when there is none. */
+     * on a restart: *out a new reference, or NULL when there is none. The
+     * checkpoint carrying it may be at most NS_PROC_STATE_MAX bytes. */
     ns_status (*save)(ns_proc *p, json_t **out, ns_error *err);
     /* The output field names (borrowed until close). */
     const char *const *(*columns)(ns_proc *p, size_t *n);

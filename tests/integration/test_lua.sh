@@ -209,7 +209,8 @@ diff want.txt got.txt > state.diff || fail "state across restarts: $(head -5 sta
 sqlite3 "$TARGET_DB" "DELETE FROM items"
 for bad in 'state.f = print|state.f is a function' 'state.t = {1, 2, x = 3}|state.t mixes list items and named keys' \
     'state.s = "\xff"|state.s is a string that is not valid UTF-8' 'state.n = 0/0|state.n is not a finite number' \
-    'state = 7|state is a number, not a table' 'state.c = {}; state.c.c = state.c|state.c.c.c.c'; do
+    'state = 7|state is a number, not a table' 'state.c = {}; state.c.c = state.c|state.c.c.c.c' \
+    'state.big = string.rep("x", 1100000)|the checkpoint would be 110'; do
     job badstate.yaml "lua: |
   function process(item) ${bad%%|*} return item end"
     expect_exit 1 "$NS" run badstate.yaml
