@@ -439,13 +439,28 @@ out:
     return st;
 }
 
+/* A checkpoint row's statement parameters: $1-$4 its key, $5 the execution,
+ * $6 the step execution, $7 the context. */
+typedef struct ckpt_params {
+    char e[24], s[24];
+    const char *v[7];
+} ckpt_params;
+
+static const char *const *ckpt_params_of(ckpt_params *cp, const ns_ckpt_key *k, const char *context)
+{
+    snprintf(cp->e, sizeof(cp->e), "%lld", (long long)k->execution_id);
+    snprintf(cp->s, sizeof(cp->s), "%lld", (long long)k->step_execution_id);
+    const char *v[7] = {k->job_name, k->job_key, k->step, k->partition ? k->partition : "",
+                        cp->e,       cp->s,      context};
+    memcpy(cp->v, v, sizeof(v));
+    return cp->v;
+}
+
 static ns_status pw_checkpoint(ns_writer *base, const ns_ckpt_key *k, char **context, ns_error *err)
 {
     pg_writer *w = (pg_writer *)base;
-    char e[24], s[24];
-    snprintf(e, sizeof(e), "%lld", (long long)k->execution_id);
-    snprintf(s, sizeof(s), "%lld", (long long)k->step_execution_id);
-    const char *p[] = {k->job_name, k->job_key, k->step, k->partition ? k->partition : "", e, s};
+    ckpt_params cp;
+    const char *const *p = ckpt_params_of(&cp, k, NULL);
     /* Atomic under concurrency: a chunk of the previous owner in flight
      * holds the row; the claim waits for it and returns its context. */
     PGresult *res = PQexecParams(
@@ -472,12 +487,12 @@ static ns_status pw_checkpoint(ns_writer *base, const ns_ckpt_key *k, char **con
 /* The checkpoint row is no longer ours: another execution claimed it. */
 static ns_status pw_fenced(pg_writer *w, const ns_ckpt_key *k, ns_error *err)
 {
-    const char *p[] = {k->job_name, k->job_key, k->step, k->partition ? k->partition : ""};
+    ckpt_params cp;
     PGresult *res =
         PQexecParams(w->c,
                      "SELECT execution_id FROM nightshift_checkpoint WHERE job_name = $1"
                      " AND job_key = $2 AND step_name = $3 AND partition_name = $4",
-                     4, NULL, p, NULL, NULL, 0);
+                     4, NULL, ckpt_params_of(&cp, k, NULL), NULL, NULL, 0);
     int64_t owner = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1
                         ? strtoll(PQgetvalue(res, 0, 0), NULL, 10)
                         : -1;
@@ -1256,14 +1271,11 @@ static ns_status pw_commit(ns_writer *base, const ns_ckpt_key *k, const char *co
 {
     pg_writer *w = (pg_writer *)base;
     ns_status st;
-    char e[24], s[24];
+    ckpt_params cp;
 
     if ((st = begin(w, err)) != NS_OK)
         return st;
-    snprintf(e, sizeof(e), "%lld", (long long)k->execution_id);
-    snprintf(s, sizeof(s), "%lld", (long long)k->step_execution_id);
-    const char *p[] = {k->job_name, k->job_key, k->step, k->partition ? k->partition : "",
-                       e,           s,          context};
+    const char *const *p = ckpt_params_of(&cp, k, context);
     /* Fenced: saved only while the row is still claimed by this execution
      * (pw_checkpoint); otherwise nothing is updated and the chunk is not
      * committed. */
