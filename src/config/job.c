@@ -1342,6 +1342,10 @@ ns_status ns__subst(const char *t, const ns_subst_ctx *ctx, const char *what, ch
                 return ns__err(err, NS_EPARAM, NULL, "%s: environment variable %s is not set", what,
                                ref + 4);
             }
+            /* The value from the environment is a secret; a default written
+             * in the job file is not. */
+            if (ctx->secrets && !(dflt && val == dflt + 2))
+                ns__secrets_add(ctx->secrets, val, strlen(val));
         } else if (strcmp(ref, "job.name") == 0 && ctx->job) {
             val = ctx->job->name;
         } else if (strcmp(ref, "execution.id") == 0 && ctx->execution_id) {

@@ -153,6 +153,9 @@ typedef struct ns_subst_ctx {
      * the result can be shown and stored; substituting it again (without
      * keep_env) gives the real value. */
     bool keep_env;
+    /* When set, every ${env.X} value substituted is registered here, so
+     * that no message can quote it back (see ns__redact). */
+    ns_secrets *secrets;
 } ns_subst_ctx;
 
 /*

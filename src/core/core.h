@@ -33,6 +33,11 @@ typedef struct run_ctx {
     ns_launch_res launch;
     params *params;
     double lease; /* seconds without a heartbeat before a launch elsewhere takes over */
+    /* What must never be written: the repository's password, every ${env.X}
+     * value substituted and every connection URL's password. Every text
+     * leaving the run (notices, progress, rejects, the repository's exit
+     * messages, the outcome) passes ns__redact with it. */
+    ns_secrets secrets;
 } run_ctx;
 
 typedef struct step_run {
@@ -59,6 +64,12 @@ typedef struct step_run {
     bool resumed;          /* continuing from a checkpoint */
 } step_run;
 
+/* Registers a connection URL's password and redacts text in place. */
+void ns__run_secret_url(run_ctx *rc, const char *url);
+void ns__run_redact(run_ctx *rc, char *buf, size_t cap);
+/* Records a step's end in the repository (msg redacted first, in place). */
+ns_status ns__run_step_end(step_run *s, ns_batch_status status, const char *code, char *msg,
+                           size_t msglen, ns_error *err);
 /* A note for the listener (a restart's decisions, skipped steps). */
 void ns__run_notice(run_ctx *rc, const char *fmt, ...) NS_PRINTF(2, 3);
 /* Progress and step start/end for the listener. */

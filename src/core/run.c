@@ -140,6 +140,24 @@ static ns_status resolve_params(const ns_job *job, const char *const *args, size
 
 /* ----------------------------------------------------------- steps */
 
+void ns__run_secret_url(run_ctx *rc, const char *url)
+{
+    ns__secrets_add_url(&rc->secrets, url);
+}
+
+void ns__run_redact(run_ctx *rc, char *buf, size_t cap)
+{
+    ns__redact(&rc->secrets, buf, cap);
+}
+
+ns_status ns__run_step_end(step_run *s, ns_batch_status status, const char *code, char *msg,
+                           size_t msglen, ns_error *err)
+{
+    ns__run_redact(s->rc, msg, msglen);
+    s->se.counts = s->counts;
+    return s->rc->repo->vt->step_end(s->rc->repo, &s->se, status, code, msg, err);
+}
+
 void ns__run_notice(run_ctx *rc, const char *fmt, ...) NS_PRINTF(2, 3);
 void ns__run_notice(run_ctx *rc, const char *fmt, ...)
 {
@@ -150,6 +168,7 @@ void ns__run_notice(run_ctx *rc, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    ns__run_redact(rc, msg, sizeof(msg));
     rc->listener->notice(rc->listener->ud, msg);
 }
 
@@ -157,8 +176,14 @@ void ns__run_report(step_run *s, void (*fn)(void *, const ns_progress *), ns_bat
                     const char *message)
 {
     const ns_listener *l = s->rc->listener;
+    char shown[1024];
     if (!l || !fn)
         return;
+    if (message) {
+        snprintf(shown, sizeof(shown), "%s", message);
+        ns__run_redact(s->rc, shown, sizeof(shown));
+        message = shown;
+    }
     ns_progress p = {.execution_id = s->rc->launch.execution_id,
                      .job = s->rc->job->name,
                      .step = s->def->name,
@@ -188,7 +213,8 @@ static ns_status subst_as(step_run *s, int64_t execution_id, const char *tmpl, c
                       .nparams = s->rc->params->n,
                       .execution_id = execution_id,
                       .step = s->def->name,
-                      .keep_env = true};
+                      .keep_env = true,
+                      .secrets = &s->rc->secrets};
     ns_status st = ns__subst(tmpl, &c, what, shown, err);
     c.keep_env = false;
     if (st == NS_OK && (st = ns__subst(*shown, &c, what, real, err)) != NS_OK) {
@@ -258,6 +284,11 @@ void ns__csv_field(FILE *f, const char *p, size_t n)
 static ns_status reject(step_run *s, int64_t line, const char *column, const char *code,
                         const char *message, const char *raw, size_t raw_len, ns_error *err)
 {
+    char said[1024];
+    /* A database's message may quote a value; the record stays as read. */
+    snprintf(said, sizeof(said), "%s", message);
+    ns__run_redact(s->rc, said, sizeof(said));
+    message = said;
     if (!s->rejects) {
         if (ns__mkdir_parents(s->rejects_path, NULL) != NS_OK)
             return ns__err(err, NS_EIO, NULL, "rejects file %s: cannot create its directory: %s",
@@ -271,7 +302,7 @@ static ns_status reject(step_run *s, int64_t line, const char *column, const cha
         if (ftell(s->rejects) == 0)
             fputs("line,column,code,message,record\n", s->rejects);
     }
-    snprintf(s->last_reject, sizeof(s->last_reject), "line %lld%s%s: %s: %s", (long long)line,
+    snprintf(s->last_reject, sizeof(s->last_reject), "line %lld%s%s: %s: %.300s", (long long)line,
              column ? ", column " : "", column ? column : "", code, message);
     fprintf(s->rejects, "%lld,", (long long)line);
     if (column)
@@ -618,6 +649,7 @@ ns_status ns__run_open_writer(step_run *s, const char *conn_name, ns_writer_cfg 
 
     if ((st = ns__run_subst(s, conn->url, "connection", &url, &url_shown, err)) != NS_OK)
         goto out;
+    ns__run_secret_url(s->rc, url);
     if (strncmp(url, "sqlite:", 7) == 0 &&
         ((st = ns__run_resolve(s->rc, &url, 7, err)) != NS_OK ||
          (st = ns__run_resolve(s->rc, &url_shown, 7, err)) != NS_OK))
@@ -680,6 +712,7 @@ static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
         const ns_conn_def *src = ns__job_conn(s->rc->job, d->query_conn);
         if ((st = ns__run_subst(s, src->url, "connection", &path, &path_shown, err)) != NS_OK)
             goto out;
+        ns__run_secret_url(s->rc, path);
         if (strncmp(path, "sqlite:", 7) == 0 &&
             ((st = ns__run_resolve(s->rc, &path, 7, err)) != NS_OK ||
              (st = ns__run_resolve(s->rc, &path_shown, 7, err)) != NS_OK))
@@ -893,8 +926,7 @@ out:
         fclose(s.rejects);
     if (started) {
         ns_error e2 = {0};
-        s.se.counts = s.counts;
-        if (rc->repo->vt->step_end(rc->repo, &s.se, *status, NULL, msg, &e2) != NS_OK &&
+        if (ns__run_step_end(&s, *status, NULL, msg, msglen, &e2) != NS_OK &&
             *status != NS_BATCH_FAILED) {
             *status = NS_BATCH_FAILED;
             snprintf(msg, msglen, "%s", e2.message);
@@ -978,6 +1010,7 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
     out->status = NS_BATCH_UNKNOWN;
     out->exit_code = NS_EXIT_USAGE;
     out->message[0] = '\0';
+    ns__secrets_merge(&rc.secrets, &repo->secrets);
     if ((st = resolve_params(job, launch ? launch->params : NULL, launch ? launch->nparams : 0, &p,
                              err)) != NS_OK)
         goto done;
@@ -1080,6 +1113,7 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
     if (repo->vt->keepalive_stop)
         repo->vt->keepalive_stop(repo);
     ns_error e2 = {0};
+    ns__run_redact(&rc, msg, sizeof(msg));
     if (repo->vt->exec_status(repo, rc.launch.execution_id, status, code, msg, true, &e2) !=
         NS_OK) {
         status = NS_BATCH_FAILED;
@@ -1092,6 +1126,11 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
 done:
     if (st == NS_EPARAM || st == NS_ECONFIG)
         out->exit_code = NS_EXIT_USAGE;
+    /* The boundary: nothing the caller prints may carry a secret. */
+    ns__run_redact(&rc, out->message, sizeof(out->message));
+    if (err)
+        ns__run_redact(&rc, err->message, sizeof(err->message));
+    ns__secrets_free(&rc.secrets);
     params_free(&p);
     return st;
 }
@@ -1109,7 +1148,7 @@ ns_status ns_execution_restart(ns_repo *repo, int64_t id, const ns_listener *lis
     out->exit_code = NS_EXIT_FAILED;
     if ((st = repo->vt->exec_info(repo, id, &info, err)) != NS_OK) {
         out->exit_code = st == NS_ENOTFOUND ? NS_EXIT_USAGE : NS_EXIT_FAILED;
-        return st;
+        goto out;
     }
     if (info.status == NS_BATCH_COMPLETED || info.status == NS_BATCH_ABANDONED) {
         st = ns__err(err, NS_EREFUSED, NULL,
@@ -1147,6 +1186,8 @@ ns_status ns_execution_restart(ns_repo *repo, int64_t id, const ns_listener *lis
                    .workdir = info.workdir};
     st = ns_job_run(repo, job, &l, out, err);
 out:
+    if (st != NS_OK && err)
+        ns__redact(&repo->secrets, err->message, sizeof(err->message));
     for (size_t i = 0; args && args[i]; i++)
         free(args[i]);
     free(args);

@@ -96,8 +96,7 @@ static void end_step(step_run *s, ns_status st, const ns_error *e, bool started,
     if (!started)
         return;
     ns_error e2 = {0};
-    s->se.counts = s->counts;
-    if (rc->repo->vt->step_end(rc->repo, &s->se, *status, code, msg, &e2) != NS_OK &&
+    if (ns__run_step_end(s, *status, code, msg, msglen, &e2) != NS_OK &&
         *status != NS_BATCH_FAILED) {
         *status = NS_BATCH_FAILED;
         snprintf(code, codelen, "FAILED");

@@ -22,22 +22,28 @@ ns_status ns_repo_open(const char *url, ns_repo **out, ns_error *err)
         vt = &ns__repo_sqlite;
     else if (strncmp(url, "postgresql:", 11) == 0 || strncmp(url, "postgres:", 9) == 0)
         vt = &ns__repo_pg;
-    else
-        return ns__err(err, NS_EINVAL, NULL,
-                       "repository '%s': unsupported URL (use sqlite:PATH or postgresql://...)",
-                       url);
     if (!(r = calloc(1, sizeof(*r))) || !(r->url = ns__strdup(url))) {
         free(r);
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     }
-    r->vt = vt;
-    if ((st = vt->open(r, url, err)) != NS_OK) {
-        free(r->url);
-        free(r);
-        return st;
+    ns__secrets_add_url(&r->secrets, url);
+    if (!vt) {
+        st = ns__err(err, NS_EINVAL, NULL,
+                     "repository '%s': unsupported URL (use sqlite:PATH or postgresql://...)", url);
+        goto fail;
     }
+    r->vt = vt;
+    if ((st = vt->open(r, url, err)) != NS_OK)
+        goto fail;
     *out = r;
     return NS_OK;
+fail:
+    if (err)
+        ns__redact(&r->secrets, err->message, sizeof(err->message));
+    ns__secrets_free(&r->secrets);
+    free(r->url);
+    free(r);
+    return st;
 }
 
 void ns_repo_close(ns_repo *r)
@@ -45,8 +51,17 @@ void ns_repo_close(ns_repo *r)
     if (!r)
         return;
     r->vt->close(r);
+    ns__secrets_free(&r->secrets);
     free(r->url);
     free(r);
+}
+
+/* Errors of the public calls pass the repository's redaction. */
+static ns_status said(ns_repo *r, ns_status st, ns_error *err)
+{
+    if (st != NS_OK && err)
+        ns__redact(&r->secrets, err->message, sizeof(err->message));
+    return st;
 }
 
 const char *ns_repo_url(const ns_repo *r)
@@ -56,17 +71,17 @@ const char *ns_repo_url(const ns_repo *r)
 
 ns_status ns_repo_request_stop(ns_repo *r, int64_t id, ns_error *err)
 {
-    return r->vt->request_stop(r, id, err);
+    return said(r, r->vt->request_stop(r, id, err), err);
 }
 
 ns_status ns_repo_abandon(ns_repo *r, int64_t id, ns_error *err)
 {
-    return r->vt->abandon(r, id, err);
+    return said(r, r->vt->abandon(r, id, err), err);
 }
 
 ns_status ns_repo_show_json(ns_repo *r, int64_t id, char **out, ns_error *err)
 {
-    return r->vt->show_json(r, id, out, err);
+    return said(r, r->vt->show_json(r, id, out, err), err);
 }
 
 ns_status ns_repo_list_json(ns_repo *r, const char *job, const char *status, int limit, char **out,
@@ -74,7 +89,7 @@ ns_status ns_repo_list_json(ns_repo *r, const char *job, const char *status, int
 {
     if (status && ns_batch_status_parse(status) == NS_BATCH_UNKNOWN && strcmp(status, "UNKNOWN"))
         return ns__err(err, NS_EINVAL, NULL, "unknown status '%s'", status);
-    return r->vt->list_json(r, job, status, limit > 0 ? limit : 20, out, err);
+    return said(r, r->vt->list_json(r, job, status, limit > 0 ? limit : 20, out, err), err);
 }
 
 static int cmp_param(const void *a, const void *b)

@@ -132,6 +132,7 @@ struct ns_repo {
     const ns_repo_vt *vt;
     char *url;
     void *impl;
+    ns_secrets secrets; /* the URL's password: never in a message */
 };
 
 extern const ns_repo_vt ns__repo_sqlite;

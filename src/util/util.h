@@ -33,6 +33,37 @@ ns_status ns__verr(ns_error *err, ns_status code, const char *sub, const char *f
 /* Prefixes an existing message with "prefix: " (used to add step context). */
 void ns__err_prefix(ns_error *err, const char *fmt, ...) NS_PRINTF(2, 3);
 
+/* ----------------------------------------------------------- secrets */
+
+/*
+ * Values that must never be written (secret.c): ${env.X} values and URL
+ * passwords. Every text nightshift writes (messages, notices, exit messages,
+ * reject messages) passes ns__redact with the run's set. Zero-initialise;
+ * adding never fails loudly: an allocation failure marks the set, and
+ * ns__redact then withholds whole messages rather than risk one.
+ */
+typedef struct ns_secrets {
+    char **v;
+    size_t n, cap;
+    bool failed;
+} ns_secrets;
+
+/* Registers a value (and its percent-decoded form); shorter than 4 bytes is
+ * ignored (no secret, and it would eat ordinary words). */
+void ns__secrets_add(ns_secrets *s, const char *v, size_t n);
+/* Registers the password of a connection URL (postgresql://u:PW@..., a
+ * ?password=PW query, or keyword form password=PW / password='P W'). */
+void ns__secrets_add_url(ns_secrets *s, const char *url);
+void ns__secrets_merge(ns_secrets *dst, const ns_secrets *src);
+bool ns__secrets_ok(const ns_secrets *s);
+void ns__secrets_free(ns_secrets *s);
+/* Replaces every registered value in the NUL-terminated buf with "***". */
+void ns__redact(const ns_secrets *s, char *buf, size_t cap);
+/* A redacted malloc'd copy (NULL on ENOMEM). */
+char *ns__redact_dup(const ns_secrets *s, const char *text);
+/* Whether [text, text + n) holds a registered value. */
+bool ns__has_secret(const ns_secrets *s, const char *text, size_t n);
+
 /* ------------------------------------------------------------ arenas */
 
 /*
