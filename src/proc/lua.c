@@ -11,12 +11,14 @@
  * keeps in the global table `state` is saved with every committed chunk
  * (as JSON in the checkpoint) and given back on a restart, before open().
  */
+#include "proc/lua_bounded.h"
 #include "proc/proc.h"
 
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,13 +31,15 @@ typedef struct lua_proc {
     lua_State *L;
     size_t mem, mem_limit;
     int64_t limit, ticks;
-    int process_ref;  /* the process function */
-    int colset_ref;   /* output column name -> its index + 1 */
-    int outnames_ref; /* output column i + 1 -> its name */
-    int meta_ref;     /* the items' metatable */
-    int params_ref;   /* the table open(params) receives */
-    char **out;       /* output column names */
-    long *out_in;     /* input field of each output column, -1 when none */
+    int64_t steps;      /* work done in C (patterns, table.move), not yet a tick */
+    ns_lua_meter meter; /* how lua_bounded.c charges that work */
+    int process_ref;    /* the process function */
+    int colset_ref;     /* output column name -> its index + 1 */
+    int outnames_ref;   /* output column i + 1 -> its name */
+    int meta_ref;       /* the items' metatable */
+    int params_ref;     /* the table open(params) receives */
+    char **out;         /* output column names */
+    long *out_in;       /* input field of each output column, -1 when none */
     size_t nout, nin;
 } lua_proc;
 
@@ -61,17 +65,119 @@ static lua_proc *self(lua_State *L)
     return *(lua_proc **)lua_getextraspace(L);
 }
 
+static void count_hook(lua_State *L, lua_Debug *ar);
+
+/*
+ * The budget is spent. From now on every instruction of this thread raises
+ * again (the hook every instruction), so a script cannot catch the error
+ * with pcall and carry on: whatever it does next raises, up to our pcall.
+ * call() puts the hook back for the next item.
+ */
+static void exhausted(lua_State *L)
+{
+    lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+}
+
 static void count_hook(lua_State *L, lua_Debug *ar)
 {
     lua_proc *p = self(L);
     if (++p->ticks <= p->limit / HOOK_EVERY)
         return;
-    /* Name the line the script was running (level 0: the hooked function). */
+    exhausted(L);
+    /* Name the line the script was running (level 0: the hooked function);
+     * lua_error, not luaL_error, which would add a position of its own. */
     if (lua_getstack(L, 0, ar) && lua_getinfo(L, "Sl", ar) && ar->currentline > 0)
-        luaL_error(L, "%s:%d: instruction limit of %I exceeded (a loop that never ends?)",
-                   ar->short_src, ar->currentline, (lua_Integer)p->limit);
-    luaL_error(L, "instruction limit of %I exceeded (a loop that never ends?)",
-               (lua_Integer)p->limit);
+        lua_pushfstring(L, "%s:%d: instruction limit of %I exceeded (a loop that never ends?)",
+                        ar->short_src, ar->currentline, (lua_Integer)p->limit);
+    else
+        lua_pushfstring(L, "instruction limit of %I exceeded (a loop that never ends?)",
+                        (lua_Integer)p->limit);
+    lua_error(L);
+}
+
+/* Work done in C by a bounded string or table function (lua_bounded.c):
+ * HOOK_EVERY steps cost what HOOK_EVERY instructions cost. */
+static void meter_charge(lua_State *L, ns_lua_meter *m, int64_t steps)
+{
+    lua_proc *p = (lua_proc *)(void *)((char *)m - offsetof(lua_proc, meter));
+    p->steps += steps;
+    p->ticks += p->steps / HOOK_EVERY;
+    p->steps %= HOOK_EVERY;
+    if (p->ticks <= p->limit / HOOK_EVERY)
+        return;
+    exhausted(L);
+    luaL_where(L, 1); /* the script's line that called the function */
+    lua_pushfstring(L,
+                    "instruction limit of %I exceeded in a string or table function (a "
+                    "pattern that backtracks too much?)",
+                    (lua_Integer)p->limit);
+    lua_concat(L, 2);
+    lua_error(L);
+}
+
+/* setmetatable() refuses finalizers: Lua runs __gc with hooks off, so a
+ * finalizer's loop could never be stopped (nor could SIGTERM or `stop`
+ * reach the run). Lua marks an object for finalization only when its
+ * metatable has __gc at this call, so checking here is enough. */
+static int safe_setmetatable(lua_State *L)
+{
+    int t = lua_type(L, 2);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
+    if (t == LUA_TTABLE) {
+        lua_pushliteral(L, "__gc");
+        if (lua_rawget(L, 2) != LUA_TNIL)
+            return luaL_error(L, "__gc finalizers are not allowed in a processor (they would run "
+                                 "outside the instruction limit)");
+        lua_pop(L, 1);
+    }
+    if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
+        return luaL_error(L, "cannot change a protected metatable");
+    lua_settop(L, 2);
+    lua_setmetatable(L, 1);
+    return 1;
+}
+
+/*
+ * xpcall() whose message handler is never run once the budget is spent.
+ * When the count hook raises the budget error, Lua calls the message
+ * handler from inside the hook, with hooks off: a handler that loops would
+ * never be stopped. So the handler is wrapped, and the wrapper hands the
+ * error on untouched when the budget is gone. (Errors raised by the script
+ * itself run the handler as usual, with hooks on.)
+ */
+static int guarded_handler(lua_State *L)
+{
+    lua_proc *p = self(L);
+    if (p->ticks > p->limit / HOOK_EVERY)
+        return 1;
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+static int finish_xpcall(lua_State *L, int status, lua_KContext extra)
+{
+    if (status != LUA_OK && status != LUA_YIELD) {
+        lua_pushboolean(L, 0);
+        lua_pushvalue(L, -2);
+        return 2;
+    }
+    return lua_gettop(L) - (int)extra;
+}
+
+static int safe_xpcall(lua_State *L)
+{
+    int n = lua_gettop(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, guarded_handler, 1);
+    lua_replace(L, 2);
+    lua_pushboolean(L, 1); /* the first result */
+    lua_pushvalue(L, 1);   /* the function */
+    lua_rotate(L, 3, 2);   /* below its arguments */
+    return finish_xpcall(L, lua_pcallk(L, n - 2, LUA_MULTRET, 2, 2, finish_xpcall), 2);
 }
 
 /* load() for text chunks only: compiled bytecode could break the sandbox. */
@@ -108,7 +214,7 @@ static int l_print(lua_State *L)
     return 0;
 }
 
-static void sandbox(lua_State *L)
+static void sandbox(lua_State *L, ns_lua_meter *m)
 {
     static const luaL_Reg libs[] = {{LUA_GNAME, luaopen_base},
                                     {LUA_STRLIBNAME, luaopen_string},
@@ -121,6 +227,7 @@ static void sandbox(lua_State *L)
         luaL_requiref(L, l->name, l->func, 1);
         lua_pop(L, 1);
     }
+    ns__lua_bound(L, m);
     lua_pushnil(L);
     lua_setglobal(L, "dofile");
     lua_pushnil(L);
@@ -129,6 +236,10 @@ static void sandbox(lua_State *L)
     lua_setglobal(L, "load");
     lua_pushcfunction(L, l_print);
     lua_setglobal(L, "print");
+    lua_pushcfunction(L, safe_setmetatable);
+    lua_setglobal(L, "setmetatable");
+    lua_pushcfunction(L, safe_xpcall);
+    lua_setglobal(L, "xpcall");
 }
 
 /* The error object on top of the stack as a message (popped). */
@@ -191,13 +302,31 @@ static void id_set_loaded(idata *d, size_t i)
     id_loaded(d)[i / 64] |= 1ULL << (i % 64);
 }
 
-/* The item data of the table at `idx`, or NULL when it is not an item. */
+/* The size of an idata of n fields holding `bytes` bytes. */
+static size_t id_size(size_t n, size_t bytes)
+{
+    return sizeof(idata) + (n + 63) / 64 * sizeof(uint64_t) +
+           n * (sizeof(int64_t) + sizeof(size_t)) + bytes + 1;
+}
+
+/* The item data of the table at `idx`, or NULL when it is not an item. A
+ * script can see the hidden key (next() is raw) and move the userdata from
+ * one table to another, but it cannot make one: only items' own idata
+ * exist. The size is checked all the same. */
 static idata *item_data(lua_State *L, int idx)
 {
+    if (lua_type(L, idx) != LUA_TTABLE)
+        return NULL;
     lua_rawgetp(L, idx, &item_key);
     idata *d = lua_type(L, -1) == LUA_TUSERDATA ? lua_touserdata(L, -1) : NULL;
+    size_t size = d ? lua_rawlen(L, -1) : 0;
     lua_pop(L, 1);
-    return d;
+    if (!d || size < sizeof(idata) || d->n > size || id_size(d->n, 0) > size)
+        return NULL;
+    size_t bytes = d->n ? id_off(d)[d->n - 1] : 0;
+    if (d->n && id_len(d)[d->n - 1] > 0)
+        bytes += (size_t)id_len(d)[d->n - 1];
+    return id_size(d->n, bytes) == size ? d : NULL;
 }
 
 /* Input field `i` of an item as a Lua string, cached in the table at 1. */
@@ -217,6 +346,7 @@ static int load_field(lua_State *L, idata *d, size_t i, int key)
  * index + 1. */
 static int item_index(lua_State *L)
 {
+    luaL_checktype(L, 1, LUA_TTABLE);
     if (lua_type(L, 2) != LUA_TSTRING)
         return 0;
     lua_pushvalue(L, 2);
@@ -233,6 +363,8 @@ static int item_index(lua_State *L)
  * -> index + 1, input name -> index + 1. */
 static int item_newindex(lua_State *L)
 {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 3);
     lua_pushvalue(L, 2);
     if (lua_type(L, 2) != LUA_TSTRING || lua_rawget(L, lua_upvalueindex(1)) != LUA_TNUMBER)
         return luaL_error(L,
@@ -252,6 +384,7 @@ static int item_newindex(lua_State *L)
 /* next() over an item, without its hidden key. */
 static int item_next(lua_State *L)
 {
+    luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 2);
     while (lua_next(L, 1)) {
         if (lua_touserdata(L, -2) != &item_key)
@@ -266,6 +399,8 @@ static int item_next(lua_State *L)
  * index + 1 -> name. */
 static int item_pairs(lua_State *L)
 {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
     idata *d = item_data(L, 1);
     for (size_t i = 0; d && i < d->n; i++) {
         if (id_is_loaded(d, i))
@@ -279,11 +414,37 @@ static int item_pairs(lua_State *L)
     return 3;
 }
 
+/* The message handler: an error object that is not a string gets the
+ * script's line it was raised at (its __tostring is not called: it could
+ * loop, and this runs outside the budget's reach). */
+static int on_error(lua_State *L)
+{
+    if (lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER)
+        return 1;
+    lua_Debug ar;
+    for (int level = 1; lua_getstack(L, level, &ar); level++) {
+        if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
+            lua_pushfstring(L, "%s:%d: (error object is a %s value)", ar.short_src, ar.currentline,
+                            luaL_typename(L, 1));
+            return 1;
+        }
+    }
+    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    return 1;
+}
+
 /* Calls the function below `nargs` arguments with the instruction budget. */
 static int call(lua_proc *p, int nargs, int nres)
 {
-    p->ticks = 0;
-    return lua_pcall(p->L, nargs, nres, 0);
+    lua_State *L = p->L;
+    int base = lua_gettop(L) - nargs; /* the function */
+    p->ticks = p->steps = 0;
+    lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+    lua_pushcfunction(L, on_error);
+    lua_insert(L, base);
+    int rc = lua_pcall(L, nargs, nres, base);
+    lua_remove(L, base);
+    return rc;
 }
 
 /* Calls the global hook `name` (open, close) when the script defines it. */
@@ -316,7 +477,8 @@ static ns_status lp_open(ns_proc *base, const ns_proc_cfg *cfg, ns_error *err)
     lua_State *L = p->L;
     *(lua_proc **)lua_getextraspace(L) = p;
     lua_gc(L, LUA_GCGEN, 0, 0); /* items are short-lived garbage */
-    sandbox(L);
+    p->meter.charge = meter_charge;
+    sandbox(L, &p->meter);
     lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
     lua_newtable(L);
     lua_setglobal(L, "state");
@@ -374,6 +536,10 @@ static ns_status lp_open(ns_proc *base, const ns_proc_cfg *cfg, ns_error *err)
     lua_pushvalue(L, -3);
     lua_pushcclosure(L, item_pairs, 1);
     lua_setfield(L, -2, "__pairs");
+    /* getmetatable(item) gives this string, not the metamethods, and
+     * setmetatable(item, ...) is refused. */
+    lua_pushliteral(L, "nightshift item");
+    lua_setfield(L, -2, "__metatable");
     p->meta_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 2);
 
@@ -649,10 +815,7 @@ static int run_item(lua_State *L)
     for (size_t i = 0; i < n; i++)
         bytes += it->fields[i].len;
     lua_createtable(L, 0, 1);
-    idata *d = lua_newuserdatauv(L,
-                                 sizeof(idata) + (n + 63) / 64 * sizeof(uint64_t) +
-                                     n * (sizeof(int64_t) + sizeof(size_t)) + bytes + 1,
-                                 0);
+    idata *d = lua_newuserdatauv(L, id_size(n, bytes), 0);
     d->n = n;
     memset(id_loaded(d), 0, (n + 63) / 64 * sizeof(uint64_t));
     char *b = id_bytes(d);
