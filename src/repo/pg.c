@@ -108,6 +108,17 @@ static const char *const migrations[] = {
     "CREATE TABLE nightshift.ns_execution_context ("
     "  step_execution_id bigint PRIMARY KEY REFERENCES nightshift.ns_step_execution (id),"
     "  context text NOT NULL);",
+    /* 2: the repository's identity (see sqlite.c); --next past hand-given ids. */
+    "CREATE TABLE nightshift.ns_repository (id text NOT NULL);"
+    "INSERT INTO nightshift.ns_repository"
+    "  SELECT md5(random()::text || clock_timestamp()::text || pg_backend_pid()::text);"
+    "INSERT INTO nightshift.ns_run_id (job_name, last)"
+    "  SELECT i.job_name, max(p.value::bigint) FROM nightshift.ns_job_param p"
+    "  JOIN nightshift.ns_job_execution e ON e.id = p.execution_id"
+    "  JOIN nightshift.ns_job_instance i ON i.id = e.instance_id"
+    "  WHERE p.name = 'run.id' GROUP BY i.job_name"
+    "  ON CONFLICT (job_name) DO UPDATE"
+    "  SET last = greatest(nightshift.ns_run_id.last, excluded.last);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -268,6 +279,14 @@ static ns_status pg_open(ns_repo *r, const char *url, ns_error *err)
         ns__err_prefix(err, "%s", shown);
         goto fail;
     }
+    PGresult *idr = q(p->c, err, "identity", "SELECT id FROM nightshift.ns_repository", 0, NULL);
+    if (!idr || PQntuples(idr) != 1) {
+        PQclear(idr);
+        s = ns__err(err, NS_EDB, NULL, "repository %s: it has no identity (ns_repository)", shown);
+        goto fail;
+    }
+    snprintf(r->id, sizeof(r->id), "%s", PQgetvalue(idr, 0, 0));
+    PQclear(idr);
     r->impl = p;
     return NS_OK;
 fail:
@@ -473,6 +492,17 @@ static ns_status pg_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
     if ((s = ns__launch_params(req, req->next ? run_id : NULL, &all, &nall, res->job_key, err)) !=
         NS_OK)
         goto out;
+    /* A run.id given by hand moves the --next counter past it (see sqlite.c). */
+    for (size_t i = 0; !req->next && i < nall; i++) {
+        const char *rp[] = {req->job_name, all[i].value};
+        if (strcmp(all[i].name, "run.id") == 0 &&
+            (s = run(c, err, "record run.id",
+                     "INSERT INTO nightshift.ns_run_id (job_name, last) VALUES ($1, $2)"
+                     " ON CONFLICT (job_name) DO UPDATE"
+                     " SET last = greatest(nightshift.ns_run_id.last, excluded.last)",
+                     2, rp)) != NS_OK)
+            goto out;
+    }
     const char *ik[] = {req->job_name, res->job_key};
     if ((s = run(c, err, "create instance",
                  "INSERT INTO nightshift.ns_job_instance (job_name, job_key) VALUES ($1, $2)"

@@ -133,6 +133,7 @@ struct ns_repo {
     char *url;
     void *impl;
     ns_secrets secrets; /* the URL's password: never in a message */
+    char id[33];        /* the repository's identity (random, set when it was created) */
 };
 
 extern const ns_repo_vt ns__repo_sqlite;

@@ -91,6 +91,17 @@ static const char *const migrations[] = {
     "CREATE TABLE ns_execution_context ("
     "  step_execution_id INTEGER PRIMARY KEY REFERENCES ns_step_execution (id),"
     "  context TEXT NOT NULL);",
+    /* 2: the repository's identity, which every checkpoint it writes into a
+     * target carries (a checkpoint is trusted only by the repository that
+     * wrote it); --next counters past every run.id given by hand. */
+    "CREATE TABLE ns_repository (id TEXT NOT NULL);"
+    "INSERT INTO ns_repository VALUES (lower(hex(randomblob(16))));"
+    "INSERT INTO ns_run_id (job_name, last)"
+    "  SELECT i.job_name, max(CAST(p.value AS INTEGER)) FROM ns_job_param p"
+    "  JOIN ns_job_execution e ON e.id = p.execution_id"
+    "  JOIN ns_job_instance i ON i.id = e.instance_id"
+    "  WHERE p.name = 'run.id' GROUP BY i.job_name"
+    "  ON CONFLICT (job_name) DO UPDATE SET last = max(last, excluded.last);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -233,6 +244,15 @@ static ns_status sq_open(ns_repo *r, const char *url, ns_error *err)
         goto fail;
     if ((s = migrate(q->db, err)) != NS_OK)
         goto fail;
+    sqlite3_stmt *st = prep(q->db, err, "SELECT id FROM ns_repository", NULL);
+    if (!st || sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        s = ns__err(err, NS_EDB, NULL, "repository %s: it has no identity (ns_repository)",
+                    q->path);
+        goto fail;
+    }
+    snprintf(r->id, sizeof(r->id), "%s", col_text(st, 0));
+    sqlite3_finalize(st);
     r->impl = q;
     return NS_OK;
 fail:
@@ -356,6 +376,17 @@ static ns_status sq_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
     if ((s = ns__launch_params(req, req->next ? run_id : NULL, &all, &nall, res->job_key, err)) !=
         NS_OK)
         goto out;
+    /* A run.id given by hand moves the --next counter past it, so --next
+     * always gives an id no instance has. */
+    for (size_t i = 0; !req->next && i < nall; i++)
+        if (strcmp(all[i].name, "run.id") == 0 &&
+            (s = run(db,
+                     prep(db, err,
+                          "INSERT INTO ns_run_id (job_name, last) VALUES (?, CAST(? AS INTEGER))"
+                          " ON CONFLICT (job_name) DO UPDATE SET last = max(last, excluded.last)",
+                          "ss", req->job_name, all[i].value),
+                     err, "record run.id")) != NS_OK)
+            goto out;
     if ((s = run(db,
                  prep(db, err,
                       "INSERT OR IGNORE INTO ns_job_instance (job_name, job_key, created_at)"
