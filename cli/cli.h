@@ -13,6 +13,7 @@ typedef struct cli_opts {
     int limit;
     const char **args; /* positional arguments */
     int nargs;
+    ns_checkpoint_use checkpoint; /* --adopt-checkpoint, --ignore-checkpoint */
 } cli_opts;
 
 /* Parses the options common to all commands; returns false on bad usage. */

@@ -24,7 +24,8 @@ int cmd_restart(int argc, char **argv)
         goto done;
     }
     cli_signals();
-    ns_status st = ns_execution_restart(repo, id, cli_listener(), &out, &err);
+    ns_launch l = {.listener = cli_listener(), .checkpoint = o.checkpoint};
+    ns_status st = ns_execution_restart(repo, id, &l, &out, &err);
     rc = cli_outcome(st, &out, &err);
 done:
     ns_repo_close(repo);

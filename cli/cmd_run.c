@@ -16,7 +16,8 @@ int cmd_run(int argc, char **argv)
     if (!cli_parse(argc, argv, &o))
         goto done;
     if (o.nargs < 1) {
-        fprintf(stderr, "usage: nightshift run JOB.yaml [NAME=VALUE ...] [--next]\n");
+        fprintf(stderr, "usage: nightshift run JOB.yaml [NAME=VALUE ...] [--next] "
+                        "[--adopt-checkpoint | --ignore-checkpoint]\n");
         goto done;
     }
     if (ns_job_load(o.args[0], &job, &err) != NS_OK) {
@@ -31,7 +32,8 @@ int cmd_run(int argc, char **argv)
     ns_launch l = {.params = o.args + 1,
                    .nparams = (size_t)(o.nargs - 1),
                    .next = o.next,
-                   .listener = cli_listener()};
+                   .listener = cli_listener(),
+                   .checkpoint = o.checkpoint};
     ns_status st = ns_job_run(repo, job, &l, &out, &err);
     rc = cli_outcome(st, &out, &err);
 done:

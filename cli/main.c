@@ -10,6 +10,8 @@ static const char usage[] =
     "\n"
     "  run JOB.yaml [NAME=VALUE ...] [--next]   run a job (or restart its failed instance)\n"
     "  restart EXECUTION_ID                     restart a FAILED or STOPPED execution\n"
+    "      run and restart take --adopt-checkpoint or --ignore-checkpoint\n"
+    "      (alias --restart-from-beginning) when a step's checkpoint is refused\n"
     "  stop EXECUTION_ID                        stop after the current chunk\n"
     "  abandon EXECUTION_ID                     never restart this execution\n"
     "  list [--job NAME] [--status STATUS] [--limit N] [--json]\n"
@@ -33,6 +35,15 @@ bool cli_parse(int argc, char **argv, cli_opts *o)
             o->json = true;
         } else if (strcmp(a, "--next") == 0) {
             o->next = true;
+        } else if (strcmp(a, "--adopt-checkpoint") == 0 || strcmp(a, "--ignore-checkpoint") == 0 ||
+                   strcmp(a, "--restart-from-beginning") == 0) {
+            ns_checkpoint_use use = a[2] == 'a' ? NS_CHECKPOINT_ADOPT : NS_CHECKPOINT_IGNORE;
+            if (o->checkpoint && o->checkpoint != use) {
+                fprintf(stderr, "nightshift: --adopt-checkpoint and %s cannot be used together\n",
+                        use == NS_CHECKPOINT_ADOPT ? "--ignore-checkpoint" : a);
+                return false;
+            }
+            o->checkpoint = use;
         } else if (strcmp(a, "--repository") == 0) {
             want = &o->repository;
         } else if (strncmp(a, "--repository=", 13) == 0) {

@@ -185,6 +185,25 @@ typedef struct ns_listener {
     void (*notice)(void *ud, const char *message); /* e.g. a dead execution was recovered */
 } ns_listener;
 
+/*
+ * What a step does with the checkpoint it finds in its target (the
+ * nightshift_checkpoint row a chunk commits with its rows).
+ */
+typedef enum ns_checkpoint_use {
+    /* Resume only from a checkpoint written by an execution of this job
+     * instance recorded in this repository. One of any other origin (another
+     * or a recreated repository, an edited one) fails the step with a message
+     * naming the two choices below: resuming from it could skip rows the
+     * target does not hold, starting over could load rows twice. */
+    NS_CHECKPOINT_OWN = 0,
+    /* --adopt-checkpoint: also resume from a checkpoint of unknown origin. */
+    NS_CHECKPOINT_ADOPT,
+    /* --ignore-checkpoint, --restart-from-beginning: steps that have not
+     * completed start from their first record, whatever the checkpoint says
+     * (rows they committed before stay in the target). */
+    NS_CHECKPOINT_IGNORE
+} ns_checkpoint_use;
+
 typedef struct ns_launch {
     const char *const *params; /* "NAME=VALUE" strings */
     size_t nparams;
@@ -192,6 +211,7 @@ typedef struct ns_launch {
     double lease_seconds; /* heartbeat lease; <= 0 means 60 */
     const ns_listener *listener;
     const char *workdir; /* relative paths are resolved here; NULL: the current directory */
+    ns_checkpoint_use checkpoint;
 } ns_launch;
 
 typedef struct ns_outcome {
@@ -213,11 +233,11 @@ NS_EXTERN ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch
 /*
  * Restarts a FAILED or STOPPED execution: reloads its job file and its
  * parameters from the repository; relative paths are resolved against the
- * directory the execution was launched from.
+ * directory the execution was launched from. Of `launch` (may be NULL) only
+ * listener, lease_seconds and checkpoint are used.
  */
 NS_EXTERN ns_status ns_execution_restart(ns_repo *repo, int64_t execution_id,
-                                         const ns_listener *listener, ns_outcome *out,
-                                         ns_error *err);
+                                         const ns_launch *launch, ns_outcome *out, ns_error *err);
 
 /*
  * Asks the job running in this process to stop after its current chunk.

@@ -11,6 +11,7 @@ pkgs=(
     libjansson-dev                       # JSON: execution context, --json output
     libpq-dev postgresql                 # PostgreSQL client; a server for the tests
     liblua5.4-dev                        # Lua processors
+    libxxhash-dev                        # input fingerprints for restarts (XXH3)
     libcmocka-dev                        # unit tests
     procps python3                       # integration tests: ps, data generators
 )

@@ -1324,6 +1324,15 @@ ns_status ns__subst(const char *t, const ns_subst_ctx *ctx, const char *what, ch
                                "%s: ${%s} has no value (pass %s=VALUE or give it a default)", what,
                                ref, ref + 7);
             }
+            if (ctx->path && d != t &&
+                (strchr(val, '/') || strcmp(val, ".") == 0 || strcmp(val, "..") == 0)) {
+                ns__buf_free(&b);
+                return ns__err(err, NS_EPARAM, NULL,
+                               "%s: parameter %s='%s' would add a folder to the path (a '/' or "
+                               "'..' in a value inside a path); only a parameter that starts the "
+                               "path may name folders",
+                               what, ref + 7, val);
+            }
         } else if (strncmp(ref, "env.", 4) == 0) {
             if (ctx->keep_env) {
                 ns__buf_append(&b, d, (size_t)(e - d + 1));

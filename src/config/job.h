@@ -156,6 +156,11 @@ typedef struct ns_subst_ctx {
     /* When set, every ${env.X} value substituted is registered here, so
      * that no message can quote it back (see ns__redact). */
     ns_secrets *secrets;
+    /* The template is a file path: a parameter's value that does not start
+     * it may not add a path component ('/', or a whole "." or ".."), so
+     * `rejects/${params.tag}.csv` stays in rejects/ whatever tag is. A value
+     * that starts the path (`${params.file}`) names it as it likes. */
+    bool path;
 } ns_subst_ctx;
 
 /*

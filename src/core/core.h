@@ -38,6 +38,7 @@ typedef struct run_ctx {
      * leaving the run (notices, progress, rejects, the repository's exit
      * messages, the outcome) passes ns__redact with it. */
     ns_secrets secrets;
+    ns_checkpoint_use checkpoint; /* what a step may do with its target's checkpoint */
 } run_ctx;
 
 typedef struct step_run {
@@ -64,6 +65,20 @@ typedef struct step_run {
     bool resumed;          /* continuing from a checkpoint */
 } step_run;
 
+/*
+ * Claims the step's checkpoint row in writer w (the fence, see
+ * ns_writer_vt.checkpoint) and decides whether its context may be used: only
+ * when an execution of this instance recorded in this repository wrote it,
+ * unless rc->checkpoint says otherwise. *ctx: the context to resume from
+ * (NULL: start from the beginning); *foreign: it is an adopted checkpoint
+ * of unknown origin (nothing of this repository to reconcile, no rejects
+ * file of ours to cut back). A checkpoint of unknown origin fails with
+ * NS_EREFUSED and a message naming the choices.
+ */
+ns_status ns__run_claim(step_run *s, ns_writer *w, const ns_ckpt_key *key, char **ctx,
+                        bool *foreign, ns_error *err);
+/* The authorship a checkpoint context carries (added to a JSON object). */
+ns_status ns__run_sign(step_run *s, json_t *context, ns_error *err);
 /* Registers a connection URL's password and redacts text in place. */
 void ns__run_secret_url(run_ctx *rc, const char *url);
 void ns__run_redact(run_ctx *rc, char *buf, size_t cap);

@@ -16,6 +16,7 @@
 #include "proc/proc.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,6 +139,37 @@ static ns_status resolve_params(const ns_job *job, const char *const *args, size
     return st;
 }
 
+/* Refuses, before anything runs, parameters that would lead a path out of
+ * its folder (see ns_subst_ctx.path): the run would fail at that step. */
+static ns_status check_paths(const ns_job *job, const params *p, ns_error *err)
+{
+    ns_subst_ctx c = {.job = job,
+                      .param_names = (const char *const *)p->names,
+                      .param_values = (const char *const *)p->values,
+                      .nparams = p->n,
+                      .execution_id = 1,
+                      .keep_env = true,
+                      .path = true};
+    for (size_t i = 0; i < job->nsteps; i++) {
+        const ns_step_def *d = &job->steps[i];
+        const char *tmpl[] = {d->rejects, d->csv_path, d->cmp_output};
+        const char *what[] = {"rejects", "reader.csv.path", "compare.output"};
+        c.step = d->name;
+        for (size_t k = 0; k < 3; k++) {
+            char *out = NULL, key[300];
+            if (!tmpl[k])
+                continue;
+            snprintf(key, sizeof(key), "steps[%zu].%s", i, what[k]);
+            ns_status st = ns__subst(tmpl[k], &c, key, &out, err);
+            free(out);
+            if (st == NS_EPARAM)
+                return st;
+            ns_error_clear(err); /* anything else is found when the step runs */
+        }
+    }
+    return NS_OK;
+}
+
 /* ----------------------------------------------------------- steps */
 
 void ns__run_secret_url(run_ctx *rc, const char *url)
@@ -214,7 +246,8 @@ static ns_status subst_as(step_run *s, int64_t execution_id, const char *tmpl, c
                       .execution_id = execution_id,
                       .step = s->def->name,
                       .keep_env = true,
-                      .secrets = &s->rc->secrets};
+                      .secrets = &s->rc->secrets,
+                      .path = strcmp(what, "connection") != 0};
     ns_status st = ns__subst(tmpl, &c, what, shown, err);
     c.keep_env = false;
     if (st == NS_OK && (st = ns__subst(*shown, &c, what, real, err)) != NS_OK) {
@@ -295,10 +328,12 @@ static ns_status reject(step_run *s, int64_t line, const char *column, const cha
                            s->rejects_shown, strerror(errno));
         /* A step that starts afresh replaces its rejects file; a resumed one
          * appends to what its checkpoint kept (see resume()). */
-        s->rejects = fopen(s->rejects_path, s->resumed ? "a" : "w");
+        s->rejects = ns__fopen_out(s->rejects_path, s->resumed);
         if (!s->rejects)
             return ns__err(err, NS_EIO, NULL, "rejects file %s: %s", s->rejects_shown,
-                           strerror(errno));
+                           errno == ELOOP ? "it is a symbolic link; nightshift does not write "
+                                            "through one (remove it, or choose another path)"
+                                          : strerror(errno));
         if (ftell(s->rejects) == 0)
             fputs("line,column,code,message,record\n", s->rejects);
     }
@@ -346,6 +381,10 @@ static ns_status make_context(step_run *s, ns_error *err)
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     json_t *saved = NULL;
     ns_status st;
+    if ((st = ns__run_sign(s, o, err)) != NS_OK) {
+        json_decref(o);
+        return st;
+    }
     if (s->proc && (st = s->proc->vt->save(s->proc, &saved, err)) != NS_OK) {
         json_decref(o);
         return st;
@@ -446,6 +485,134 @@ ns_status ns__run_commit(step_run *s, ns_writer *w, const ns_ckpt_key *key, int6
     return NS_OK;
 }
 
+ns_status ns__run_sign(step_run *s, json_t *context, ns_error *err)
+{
+    if (json_object_set_new(context, "repository", json_string(s->rc->repo->id)) != 0 ||
+        json_object_set_new(context, "execution_id",
+                            json_integer((json_int_t)s->rc->launch.execution_id)) != 0)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    return NS_OK;
+}
+
+/* Where a checkpoint context stands, for messages: " (after chunk N at line
+ * L)", " (it says the step is done)" or "". */
+static void ckpt_where(json_t *o, char *buf, size_t n)
+{
+    json_t *chunks = json_object_get(o, "chunks");
+    json_t *line = json_object_get(json_object_get(o, "position"), "line");
+    if (json_is_true(json_object_get(o, "done")))
+        snprintf(buf, n, " (it says the step is done)");
+    else if (json_is_integer(chunks) && json_is_integer(line))
+        snprintf(buf, n, " (after chunk %lld, at line %lld)", (long long)json_integer_value(chunks),
+                 (long long)json_integer_value(line));
+    else if (json_is_integer(chunks))
+        snprintf(buf, n, " (after chunk %lld)", (long long)json_integer_value(chunks));
+    else
+        buf[0] = '\0';
+}
+
+ns_status ns__run_claim(step_run *s, ns_writer *w, const ns_ckpt_key *key, char **ctx,
+                        bool *foreign, ns_error *err)
+{
+    run_ctx *rc = s->rc;
+    char *raw = NULL, origin[256], where[96];
+    ns_status st;
+
+    *ctx = NULL;
+    *foreign = false;
+    if ((st = w->vt->checkpoint(w, key, &raw, err)) != NS_OK || !raw)
+        return st;
+    json_t *o = json_loads(raw, 0, NULL);
+    const char *repo = json_string_value(json_object_get(o, "repository"));
+    json_int_t author = json_integer_value(json_object_get(o, "execution_id"));
+    bool own = false;
+    /* Trusted only when this repository wrote it for this very instance: an
+     * execution id alone could be another repository's (both count from 1),
+     * and "the repository ran this step before" says nothing about who wrote
+     * the row (issue 8: a stale checkpoint of another repository, claimed by
+     * a run killed before its first commit, was trusted by the next run and
+     * every row was skipped). */
+    if (repo && strcmp(repo, rc->repo->id) == 0 && author > 0) {
+        ns_exec_info info = {0};
+        if (rc->repo->vt->exec_info(rc->repo, author, &info, NULL) == NS_OK)
+            own = info.instance_id == rc->launch.instance_id;
+        ns__exec_info_free(&info);
+    }
+    ckpt_where(o, where, sizeof(where));
+    if (!o)
+        snprintf(origin, sizeof(origin), "an unreadable checkpoint");
+    else if (!repo)
+        snprintf(origin, sizeof(origin),
+                 "a checkpoint that does not say which repository wrote it (an older "
+                 "nightshift, or an edited row)%s",
+                 where);
+    else if (strcmp(repo, rc->repo->id) != 0)
+        snprintf(origin, sizeof(origin),
+                 "a checkpoint of this job instance written by execution %lld of another "
+                 "repository (%.12s)%s",
+                 (long long)author, repo, where);
+    else
+        snprintf(origin, sizeof(origin),
+                 "a checkpoint written by execution %lld, which this repository does not "
+                 "record for this job instance%s",
+                 (long long)author, where);
+    if (own && rc->checkpoint != NS_CHECKPOINT_IGNORE) {
+        *ctx = raw;
+        json_decref(o);
+        return NS_OK;
+    }
+    if (own) {
+        ns__run_notice(rc,
+                       "step %s: its checkpoint%s is disregarded (--ignore-checkpoint): the step "
+                       "starts from its first record",
+                       s->def->name, where);
+    } else if (rc->checkpoint == NS_CHECKPOINT_IGNORE) {
+        ns__run_notice(rc,
+                       "step %s: the target holds %s; it is disregarded (--ignore-checkpoint): "
+                       "the step starts from its first record",
+                       s->def->name, origin);
+    } else if (rc->checkpoint == NS_CHECKPOINT_ADOPT && o) {
+        ns__run_notice(rc, "step %s: adopting %s (--adopt-checkpoint)", s->def->name, origin);
+        *ctx = raw;
+        *foreign = true;
+        raw = NULL;
+    } else {
+        st = ns__err(err, NS_EREFUSED, NULL,
+                     "the target holds %s. Resuming from it would skip the records it counts as "
+                     "done, starting over could write them twice: run again with "
+                     "--adopt-checkpoint to resume from it, or with --ignore-checkpoint to start "
+                     "this step from its first record",
+                     origin);
+    }
+    json_decref(o);
+    free(raw);
+    return st;
+}
+
+/* The rejects file this job writes for this step in execution `id`, in the
+ * form checkpoints store it (see absolute()); NULL when it cannot be said. */
+static char *rejects_saved_for(step_run *s, int64_t id)
+{
+    char *real = NULL, *shown = NULL, *saved = NULL;
+    if (subst_as(s, id, s->def->rejects, "rejects", &real, &shown, NULL) == NS_OK &&
+        ns__run_resolve(s->rc, &real, 0, NULL) == NS_OK &&
+        ns__run_resolve(s->rc, &shown, 0, NULL) == NS_OK)
+        saved = absolute(real, shown);
+    free(real);
+    free(shown);
+    return saved;
+}
+
+/* The stored form of a path with its ${env.X} expanded; NULL on error. */
+static char *expand_env(step_run *s, const char *saved)
+{
+    ns_subst_ctx env_only = {.secrets = &s->rc->secrets};
+    char *out = NULL;
+    if (!saved || ns__subst(saved, &env_only, "rejects", &out, NULL) != NS_OK)
+        return NULL;
+    return out;
+}
+
 /*
  * The rejects file the execution this one restarts wrote for this step.
  * Unless the target's checkpoint names that file (it is then cut back to the
@@ -455,27 +622,65 @@ ns_status ns__run_commit(step_run *s, ns_writer *w, const ns_ckpt_key *key, int6
  */
 static void drop_predecessor_rejects(step_run *s, const char *checkpointed)
 {
-    char *real = NULL, *shown = NULL, *saved = NULL, *mine = NULL, *abs = NULL;
-    ns_subst_ctx env_only = {0};
-
-    if (!s->rc->launch.restart_of || subst_as(s, s->rc->launch.restart_of, s->def->rejects,
-                                              "rejects", &real, &shown, NULL) != NS_OK)
+    if (!s->rc->launch.restart_of)
         return;
-    /* Compared in the form checkpoints store (see absolute()), expanded. */
-    if (ns__run_resolve(s->rc, &real, 0, NULL) == NS_OK &&
-        ns__run_resolve(s->rc, &shown, 0, NULL) == NS_OK &&
-        (saved = absolute(real, shown)) != NULL &&
-        ns__subst(saved, &env_only, "rejects", &abs, NULL) == NS_OK) {
-        if (checkpointed)
-            ns__subst(checkpointed, &env_only, "rejects", &mine, NULL);
-        if (!mine || strcmp(abs, mine) != 0)
-            unlink(abs);
-    }
-    free(real);
-    free(shown);
+    char *saved = rejects_saved_for(s, s->rc->launch.restart_of);
+    char *abs = expand_env(s, saved), *mine = expand_env(s, checkpointed);
+    if (abs && (!mine || strcmp(abs, mine) != 0))
+        unlink(abs);
     free(saved);
-    free(mine);
     free(abs);
+    free(mine);
+}
+
+/*
+ * Cuts the rejects file a checkpoint names back to the offset it saved: the
+ * rows past it are read (and rejected) again now. The path comes from the
+ * target, which other database users can write: the file is cut only when
+ * it is the one this job's definition names for the execution that wrote
+ * the checkpoint, and the one the repository recorded for it, and never
+ * through a symbolic link.
+ */
+static ns_status cut_rejects(step_run *s, json_t *ckpt, const char *repo_ctx, ns_error *err)
+{
+    json_t *rej = json_object_get(ckpt, "rejects");
+    const char *named = json_string_value(json_object_get(rej, "path"));
+    json_int_t off = json_integer_value(json_object_get(rej, "offset"));
+    json_int_t author = json_integer_value(json_object_get(ckpt, "execution_id"));
+    ns_status st = NS_OK;
+    if (!named)
+        return NS_OK;
+    char *expected = rejects_saved_for(s, author), *path = NULL;
+    json_t *r = repo_ctx ? json_loads(repo_ctx, 0, NULL) : NULL;
+    const char *recorded =
+        json_string_value(json_object_get(json_object_get(r, "rejects"), "path"));
+    if (!expected || strcmp(named, expected) != 0 || (recorded && strcmp(named, recorded) != 0)) {
+        ns__run_notice(s->rc,
+                       "step %s: the target's checkpoint names the rejects file %s, which is not "
+                       "the file this job writes for execution %lld (%s); it is left alone",
+                       s->def->name, named, (long long)author, expected ? expected : "unknown");
+        goto out;
+    }
+    if (!(path = expand_env(s, named)))
+        goto out;
+    int fd = open(path, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0) {
+        if (errno != ENOENT)
+            st = ns__err(err, NS_EIO, NULL, "rejects file %s: cannot open to cut back: %s", named,
+                         strerror(errno));
+        goto out;
+    }
+    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && off >= 0 && off <= sb.st_size &&
+        ftruncate(fd, (off_t)off) != 0)
+        st = ns__err(err, NS_EIO, NULL, "rejects file %s: cannot truncate: %s", named,
+                     strerror(errno));
+    close(fd);
+out:
+    json_decref(r);
+    free(expected);
+    free(path);
+    return st;
 }
 
 /* Brings the step to where the target's checkpoint says it stands, claiming
@@ -487,14 +692,18 @@ static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
         s->se.id};
     char *ctx = NULL;
     json_t *o = NULL, *repo_ctx = NULL;
+    bool foreign;
     ns_status st;
 
-    if ((st = s->writer->vt->checkpoint(s->writer, &key, &ctx, err)) != NS_OK)
+    if ((st = ns__run_claim(s, s->writer, &key, &ctx, &foreign, err)) != NS_OK)
         return st;
-    if (!ctx || !state->last_id)
-        drop_predecessor_rejects(s, NULL);
     if (!ctx) {
-        if (state->context && !s->writer->vt->single_transaction(s->writer))
+        /* A fresh start. The earlier execution's rejects are evidence of
+         * committed rows unless it committed nothing: only then removed. */
+        if (s->rc->checkpoint != NS_CHECKPOINT_IGNORE)
+            drop_predecessor_rejects(s, NULL);
+        if (state->context && s->rc->checkpoint != NS_CHECKPOINT_IGNORE &&
+            !s->writer->vt->single_transaction(s->writer))
             ns__run_notice(
                 s->rc,
                 "step %s: the repository has a saved position but the target has no "
@@ -502,55 +711,34 @@ static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
                 s->def->name);
         return NS_OK;
     }
-    if (!state->last_id) {
-        /* This repository never ran the step for this instance, so the
-         * checkpoint was left by a run recorded elsewhere (another or a
-         * recreated repository). This launch is a fresh start. */
-        ns__run_notice(
-            s->rc,
-            "step %s: the target holds a checkpoint of this job instance that this "
-            "repository did not record; it is ignored and the step starts from the beginning",
-            s->def->name);
-        goto out;
-    }
     json_error_t je;
     if (!(o = json_loads(ctx, 0, &je))) {
-        st = ns__err(err, NS_EDB, NULL, "step %s: unreadable checkpoint in the target: %s",
-                     s->def->name, je.text);
+        st = ns__err(err, NS_EDB, NULL, "unreadable checkpoint in the target: %s", je.text);
         goto out;
     }
-    json_t *pos = json_object_get(o, "position"), *rej = json_object_get(o, "rejects");
+    json_t *pos = json_object_get(o, "position");
     json_t *cnt = json_object_get(o, "counts");
     s->proc_state = json_incref(json_object_get(o, "processor"));
     s->chunks = json_integer_value(json_object_get(o, "chunks"));
     s->resumed = true;
-    drop_predecessor_rejects(
-        s, json_string_value(json_object_get(json_object_get(o, "rejects"), "path")));
+    if (!foreign)
+        drop_predecessor_rejects(
+            s, json_string_value(json_object_get(json_object_get(o, "rejects"), "path")));
     int64_t old_se = json_integer_value(json_object_get(o, "step_execution_id"));
     if ((st = s->reader->vt->seek(s->reader, pos, err)) != NS_OK)
         goto out;
-    /* Cut the earlier execution's rejects file back to its last commit: rows
-     * past that point are read again now. */
-    const char *rshown = json_string_value(json_object_get(rej, "path"));
-    json_int_t roff = json_integer_value(json_object_get(rej, "offset"));
-    ns_subst_ctx env_only = {0};
-    char *rpath = NULL;
-    struct stat sb;
-    if (rshown && ns__subst(rshown, &env_only, "rejects", &rpath, NULL) == NS_OK &&
-        stat(rpath, &sb) == 0 && S_ISREG(sb.st_mode) && truncate(rpath, (off_t)roff) != 0) {
-        st = ns__err(err, NS_EIO, NULL, "rejects file %s: cannot truncate: %s", rshown,
-                     strerror(errno));
-        free(rpath);
+    /* An adopted checkpoint's rejects file is another repository's: left
+     * as it is (this execution writes its own). */
+    if (!foreign &&
+        (st = cut_rejects(s, o, old_se == state->last_id ? state->context : NULL, err)) != NS_OK)
         goto out;
-    }
-    free(rpath);
     /* The repository lags when the process died between the target commit
      * and the repository update: bring that step execution (the latest of
      * this instance's step, the one the checkpoint names) up to it. */
     int64_t repo_chunks = -1;
     if (state->context && (repo_ctx = json_loads(state->context, 0, NULL)))
         repo_chunks = json_integer_value(json_object_get(repo_ctx, "chunks"));
-    if (old_se == state->last_id && repo_chunks < s->chunks) {
+    if (!foreign && old_se == state->last_id && repo_chunks < s->chunks) {
         ns_counts c = {
             json_integer_value(json_object_get(cnt, "read")),
             json_integer_value(json_object_get(cnt, "write")),
@@ -1001,7 +1189,8 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
                   .repo = repo,
                   .job = job,
                   .listener = launch ? launch->listener : NULL,
-                  .params = &p};
+                  .params = &p,
+                  .checkpoint = launch ? launch->checkpoint : NS_CHECKPOINT_OWN};
     char cwd[4096];
     ns_status st;
     char msg[1024] = "";
@@ -1015,6 +1204,8 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
                              err)) != NS_OK)
         goto done;
     if ((st = ns__job_check_env(job, err)) != NS_OK)
+        goto done;
+    if ((st = check_paths(job, &p, err)) != NS_OK)
         goto done;
     bool has_run_id = false;
     for (size_t i = 0; i < p.n; i++)
@@ -1135,8 +1326,8 @@ done:
     return st;
 }
 
-ns_status ns_execution_restart(ns_repo *repo, int64_t id, const ns_listener *listener,
-                               ns_outcome *out, ns_error *err)
+ns_status ns_execution_restart(ns_repo *repo, int64_t id, const ns_launch *launch, ns_outcome *out,
+                               ns_error *err)
 {
     ns_exec_info info = {0};
     ns_job *job = NULL;
@@ -1182,8 +1373,10 @@ ns_status ns_execution_restart(ns_repo *repo, int64_t id, const ns_listener *lis
     }
     ns_launch l = {.params = (const char *const *)args,
                    .nparams = nargs,
-                   .listener = listener,
-                   .workdir = info.workdir};
+                   .listener = launch ? launch->listener : NULL,
+                   .lease_seconds = launch ? launch->lease_seconds : 0,
+                   .workdir = info.workdir,
+                   .checkpoint = launch ? launch->checkpoint : NS_CHECKPOINT_OWN};
     st = ns_job_run(repo, job, &l, out, err);
 out:
     if (st != NS_OK && err)

@@ -33,7 +33,7 @@ static ns_status commit_done(step_run *s, ns_writer *w, const ns_ckpt_key *key, 
         json_pack("{s:b, s:I, s:{s:I, s:I}}", "done", 1, "step_execution_id", (json_int_t)s->se.id,
                   "counts", "write", (json_int_t)written, "commit", (json_int_t)1);
     free(s->context);
-    s->context = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    s->context = o && ns__run_sign(s, o, NULL) == NS_OK ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (!s->context)
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
@@ -224,9 +224,10 @@ void ns__run_db_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *statu
     /* sql, rebuild: done already, says the target's checkpoint? */
     ns_ckpt_key key = {rc->job->name, rc->launch.job_key, def->name, "", rc->launch.execution_id,
                        s.se.id};
-    if ((st = s.writer->vt->checkpoint(s.writer, &key, &ctx, err)) != NS_OK)
+    bool foreign;
+    if ((st = ns__run_claim(&s, s.writer, &key, &ctx, &foreign, err)) != NS_OK)
         goto out;
-    if (ctx && state.last_id) {
+    if (ctx) {
         counts_done(&s, ctx);
         *status = NS_BATCH_COMPLETED;
         snprintf(code, codelen, "COMPLETED");
@@ -601,8 +602,10 @@ void ns__run_compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
             st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
             goto out;
         }
-        if (ns__mkdir_parents(o.path, NULL) != NS_OK || !(o.f = fopen(o.tmp, "w"))) {
-            st = ns__err(err, NS_EIO, NULL, "compare.output %s: %s", shown, strerror(errno));
+        if (ns__mkdir_parents(o.path, NULL) != NS_OK || !(o.f = ns__fopen_out(o.tmp, false))) {
+            st = ns__err(err, NS_EIO, NULL, "compare.output %s: %s", shown,
+                         errno == ELOOP ? "a symbolic link is in the way of its temporary file"
+                                        : strerror(errno));
             goto out;
         }
     } else {
@@ -612,9 +615,10 @@ void ns__run_compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
         if ((st = ns__run_open_writer(&s, def->cmp_out_conn, &cfg, err)) != NS_OK)
             goto out;
         o.w = s.writer;
-        if ((st = o.w->vt->checkpoint(o.w, &key, &ctx, err)) != NS_OK)
+        bool foreign;
+        if ((st = ns__run_claim(&s, o.w, &key, &ctx, &foreign, err)) != NS_OK)
             goto out;
-        if (ctx && state.last_id) {
+        if (ctx) {
             counts_done(&s, ctx);
             diffs = s.counts.write;
             goto done;

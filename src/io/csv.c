@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #define DEFAULT_READ_SIZE (1u << 20)
 /* A record larger than this is almost surely an unterminated quote. */
@@ -41,8 +42,12 @@ struct ns_csv {
     size_t cap, start, end; /* unread input is buf[start, end) */
     int64_t base;           /* input offset of buf[0] */
     int64_t line;           /* line of buf[start] */
-    int64_t size;
+    int64_t size, mtime;
     bool eof, bom_done;
+    /* The running hash of the input consumed: bytes [0, hashed) went into
+     * it. Nothing leaves the buffer before it is hashed. */
+    XXH3_state_t *hash;
+    int64_t hashed;
 
     field *flds;
     ns_value *vals;
@@ -68,11 +73,15 @@ static ns_status csv_new(const ns_csv_options *opt, ns_csv **out)
     c->cap = c->opt.read_size < 4096 ? 4096 : 2 * c->opt.read_size;
     c->buf = malloc(c->cap);
     c->line = 1;
-    c->size = -1;
-    if (!c->buf) {
+    c->size = c->mtime = -1;
+    c->hash = XXH3_createState();
+    if (!c->buf || !c->hash) {
+        free(c->buf);
+        XXH3_freeState(c->hash);
         free(c);
         return NS_ENOMEM;
     }
+    XXH3_64bits_reset(c->hash);
     *out = c;
     return NS_OK;
 }
@@ -92,8 +101,10 @@ ns_status ns__csv_open_path(const char *path, const char *name, const ns_csv_opt
         ns__csv_close(c);
         return NS_EIO;
     }
-    if (fstat(c->fd, &st) == 0 && S_ISREG(st.st_mode))
+    if (fstat(c->fd, &st) == 0 && S_ISREG(st.st_mode)) {
         c->size = (int64_t)st.st_size;
+        c->mtime = (int64_t)st.st_mtime;
+    }
 #ifdef POSIX_FADV_SEQUENTIAL
     posix_fadvise(c->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 #endif
@@ -123,6 +134,7 @@ void ns__csv_close(ns_csv *c)
         close(c->fd);
     free(c->path);
     free(c->buf);
+    XXH3_freeState(c->hash);
     free(c->flds);
     free(c->vals);
     ns__buf_free(&c->scratch);
@@ -149,7 +161,56 @@ int64_t ns__csv_size(const ns_csv *c)
     return c->size;
 }
 
-ns_status ns__csv_seek(ns_csv *c, int64_t offset, int64_t line, ns_error *err)
+int64_t ns__csv_mtime(const ns_csv *c)
+{
+    return c->mtime;
+}
+
+/* Hashes the consumed input up to offset `upto` (still in the buffer). */
+static void hash_to(ns_csv *c, int64_t upto)
+{
+    if (upto <= c->hashed)
+        return;
+    XXH3_64bits_update(c->hash, c->buf + (c->hashed - c->base), (size_t)(upto - c->hashed));
+    c->hashed = upto;
+}
+
+void ns__csv_digest(ns_csv *c, char out[17])
+{
+    hash_to(c, ns__csv_offset(c));
+    snprintf(out, 17, "%016llx", (unsigned long long)XXH3_64bits_digest(c->hash));
+}
+
+/* Hashes the first `n` bytes of the input afresh into c->hash. */
+static ns_status hash_prefix(ns_csv *c, int64_t n, ns_error *err)
+{
+    XXH3_64bits_reset(c->hash);
+    if (c->fd < 0) {
+        XXH3_64bits_update(c->hash, c->mem, (size_t)n);
+        return NS_OK;
+    }
+    char *block = malloc(1 << 20);
+    if (!block)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    for (int64_t at = 0; at < n;) {
+        size_t want = n - at < (1 << 20) ? (size_t)(n - at) : (1 << 20);
+        ssize_t got = pread(c->fd, block, want, (off_t)at);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            free(block);
+            return ns__err(err, NS_EIO, NULL, "%s: cannot read: %s", c->path,
+                           got < 0 ? strerror(errno) : "the file is shorter than it was");
+        }
+        XXH3_64bits_update(c->hash, block, (size_t)got);
+        at += got;
+    }
+    free(block);
+    return NS_OK;
+}
+
+ns_status ns__csv_seek(ns_csv *c, int64_t offset, int64_t line, const char *digest, const char *was,
+                       ns_error *err)
 {
     if (offset < 0 || (c->size >= 0 && offset > c->size))
         return ns__err(err, NS_EIO, NULL,
@@ -169,6 +230,19 @@ ns_status ns__csv_seek(ns_csv *c, int64_t offset, int64_t line, ns_error *err)
                        "%s: cannot resume at line %lld (byte %lld): the file changed before that "
                        "point since the last run",
                        c->path, (long long)line, (long long)offset);
+    ns_status st;
+    if ((st = hash_prefix(c, offset, err)) != NS_OK)
+        return st;
+    c->hashed = offset;
+    char now[17];
+    snprintf(now, sizeof(now), "%016llx", (unsigned long long)XXH3_64bits_digest(c->hash));
+    if (digest && strcmp(now, digest) != 0)
+        return ns__err(err, NS_ECONFLICT, NULL,
+                       "%s: the file changed since the checkpoint: its first %lld bytes (up to "
+                       "line %lld) are not the ones the earlier run read%s%s. Resuming would skip "
+                       "or repeat records: put the file back, or run again with "
+                       "--restart-from-beginning to read it from its first record",
+                       c->path, (long long)offset, (long long)line, was ? " " : "", was ? was : "");
     if (c->fd >= 0) {
         if (lseek(c->fd, (off_t)offset, SEEK_SET) < 0)
             return ns__err(err, NS_EIO, NULL, "%s: cannot seek: %s", c->path, strerror(errno));
@@ -187,6 +261,7 @@ ns_status ns__csv_seek(ns_csv *c, int64_t offset, int64_t line, ns_error *err)
 static ns_status fill(ns_csv *c, ns_error *err)
 {
     if (c->start > 0) {
+        hash_to(c, c->base + (int64_t)c->start);
         memmove(c->buf, c->buf + c->start, c->end - c->start);
         c->base += (int64_t)c->start;
         c->end -= c->start;

@@ -60,8 +60,20 @@ void ns__csv_expect(ns_csv *csv, size_t nfields);
  * returns NS_EIO. Malformed records are returned with error_code set.
  */
 ns_status ns__csv_next(ns_csv *csv, const ns_csv_record **rec, ns_error *err);
-/* Positions the reader at a record boundary saved earlier (restart). */
-ns_status ns__csv_seek(ns_csv *csv, int64_t offset, int64_t line, ns_error *err);
+/*
+ * Positions the reader at a record boundary saved earlier (restart). With
+ * `digest` (from ns__csv_digest at that position; NULL: not checked) the
+ * bytes before it must be the ones the earlier run read: a file changed
+ * before that point is refused (NS_ECONFLICT), since resuming would skip or
+ * repeat records. `was` describes the file then, for the message.
+ */
+ns_status ns__csv_seek(ns_csv *csv, int64_t offset, int64_t line, const char *digest,
+                       const char *was, ns_error *err);
+/* A hash (XXH3, 16 hex digits) of the input consumed so far, [0, offset):
+ * kept as the reader goes, so this costs nothing but the hashing. */
+void ns__csv_digest(ns_csv *csv, char out[17]);
+/* The input's modification time (seconds since the epoch), -1 when unknown. */
+int64_t ns__csv_mtime(const ns_csv *csv);
 /* Offset just past the last record returned, and the line that follows it. */
 int64_t ns__csv_offset(const ns_csv *csv);
 int64_t ns__csv_line(const ns_csv *csv);

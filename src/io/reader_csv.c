@@ -4,6 +4,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct csv_reader {
     ns_reader base;
@@ -87,7 +88,22 @@ static ns_status csv_seek(ns_reader *base, json_t *pos, ns_error *err)
     json_t *off = json_object_get(pos, "offset"), *line = json_object_get(pos, "line");
     if (!json_is_integer(off) || !json_is_integer(line))
         return ns__err(err, NS_EINVAL, NULL, "%s: saved position is not a CSV position", r->path);
-    return ns__csv_seek(r->csv, json_integer_value(off), json_integer_value(line), err);
+    /* What the file was when the position was saved, for the message if
+     * its prefix is not the same any more (the digest decides). */
+    char was[200] = "", t0[32], t1[32];
+    json_int_t size = json_integer_value(json_object_get(pos, "size"));
+    json_int_t mtime = json_integer_value(json_object_get(pos, "mtime"));
+    time_t m0 = (time_t)mtime, m1 = (time_t)ns__csv_mtime(r->csv);
+    struct tm tm0, tm1;
+    if (json_is_integer(json_object_get(pos, "size")) && gmtime_r(&m0, &tm0) &&
+        gmtime_r(&m1, &tm1) && strftime(t0, sizeof(t0), "%Y-%m-%d %H:%M:%S UTC", &tm0) &&
+        strftime(t1, sizeof(t1), "%Y-%m-%d %H:%M:%S UTC", &tm1))
+        snprintf(was, sizeof(was),
+                 "(it was %lld bytes, modified %s; it is %lld bytes, modified %s)", (long long)size,
+                 t0, (long long)ns__csv_size(r->csv), t1);
+    return ns__csv_seek(r->csv, json_integer_value(off), json_integer_value(line),
+                        json_string_value(json_object_get(pos, "digest")), was[0] ? was : NULL,
+                        err);
 }
 
 static ns_status csv_next(ns_reader *base, ns_record *out, bool *eof, ns_error *err)
@@ -115,8 +131,13 @@ static ns_status csv_next(ns_reader *base, ns_record *out, bool *eof, ns_error *
 static json_t *csv_position(ns_reader *base)
 {
     csv_reader *r = (csv_reader *)base;
-    return json_pack("{s:I, s:I}", "offset", (json_int_t)ns__csv_offset(r->csv), "line",
-                     (json_int_t)ns__csv_line(r->csv));
+    char digest[17];
+    /* The digest of everything before the position: a restart on a file
+     * that changed before it is refused (see ns__csv_seek). */
+    ns__csv_digest(r->csv, digest);
+    return json_pack("{s:I, s:I, s:s, s:I, s:I}", "offset", (json_int_t)ns__csv_offset(r->csv),
+                     "line", (json_int_t)ns__csv_line(r->csv), "digest", digest, "size",
+                     (json_int_t)ns__csv_size(r->csv), "mtime", (json_int_t)ns__csv_mtime(r->csv));
 }
 
 static void csv_progress(ns_reader *base, int64_t *done, int64_t *total)

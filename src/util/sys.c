@@ -2,6 +2,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -192,4 +193,29 @@ int64_t ns__process_start(int64_t pid)
             field++;
     long long v;
     return sscanf(p, "%lld", &v) == 1 ? (int64_t)v : -1;
+}
+
+FILE *ns__fopen_out(const char *path, bool append)
+{
+    int fd = open(path,
+                  O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC |
+                      (append ? O_APPEND : O_TRUNC),
+                  0666);
+    if (fd < 0)
+        return NULL;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0 ||
+        (append && lseek(fd, 0, SEEK_END) < 0)) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    FILE *f = fdopen(fd, append ? "a" : "w");
+    if (!f) {
+        int e = errno;
+        close(fd);
+        errno = e;
+    }
+    return f;
 }

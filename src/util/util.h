@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #if defined(__GNUC__)
 #define NS_PRINTF(a, b) __attribute__((format(printf, a, b)))
@@ -129,6 +130,13 @@ void ns__hash_hex(const void *p, size_t n, char out[33]);
 size_t ns__utf8_valid_prefix(const unsigned char *p, size_t n);
 /* Number of code points in valid UTF-8. */
 size_t ns__utf8_count(const char *p, size_t n);
+/*
+ * Opens an output file nightshift writes (rejects, a compare's output):
+ * truncated, or appended to (positioned at its end). Never through a
+ * symbolic link (O_NOFOLLOW: a link planted at the path is refused, ELOOP)
+ * and without blocking on a FIFO nobody reads (ENXIO). NULL with errno set.
+ */
+FILE *ns__fopen_out(const char *path, bool append);
 /* Creates the parent directories of a file path (mkdir -p of dirname). */
 ns_status ns__mkdir_parents(const char *path, ns_error *err);
 /* This machine's host name (cached). */

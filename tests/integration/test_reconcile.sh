@@ -42,15 +42,21 @@ expect_err "cannot resume at line 202"
 expect_err "the file changed before that point"
 echo "reconcile: ok"
 
-# A checkpoint this repository did not record (the repository was recreated)
-# is ignored: the run starts afresh and records its own steps correctly.
+# A checkpoint this repository did not write (the repository was recreated)
+# is refused, naming the choices; --ignore-checkpoint starts afresh, and the
+# run records its own steps correctly.
 sqlite3 "$TARGET_DB" "DELETE FROM k"
 rm -f "$T"/repo.db*
 export NIGHTSHIFT_REPOSITORY="sqlite:$T/fresh-repo.db"
-expect_exit 0 "$NS" run job.yaml file=in.csv
-expect_err "the target holds a checkpoint of this job instance that this repository did not record"
+expect_exit 1 "$NS" run job.yaml file=in.csv
+expect_err "the target holds a checkpoint of this job instance written by execution"
+expect_err "of another repository"
+expect_err "run again with --adopt-checkpoint to resume from it, or with --ignore-checkpoint"
+assert_eq "$(sql "$TARGET_DB" 'SELECT count(*) FROM k')" 0 "rows written by the refused run"
+expect_exit 0 "$NS" run job.yaml file=in.csv --ignore-checkpoint
+expect_err "is disregarded (--ignore-checkpoint)"
 assert_eq "$(sql "$TARGET_DB" 'SELECT count(*), count(DISTINCT id) FROM k')" "1000|1000" "rows after a fresh start"
-assert_eq "$(show_field 1 "['steps'][0]['read_count']")" 1000 "reads of the fresh start"
+assert_eq "$(show_field 2 "['steps'][0]['read_count']")" 1000 "reads of the fresh start"
 echo "reconcile (stale checkpoint): ok"
 
 # An execution killed with a chunk's rejects on disk but before committing any
@@ -62,9 +68,9 @@ python3 -c "
 print('id,v')
 for i in range(1, 501): print(f'{i},v{i}' if i % 50 else f'{i},v{i},extra')" > bad.csv
 expect_exit 98 env NIGHTSHIFT_TEST_EXIT_BEFORE_COMMIT=1 "$NS" run rejects.yaml file=bad.csv
-[ -s rej/2.csv ] || fail "the killed execution wrote no rejects (the test lost its point)"
+[ -s rej/3.csv ] || fail "the killed execution wrote no rejects (the test lost its point)"
 expect_exit 0 "$NS" run rejects.yaml file=bad.csv
-[ -e rej/2.csv ] && fail "the killed execution's uncommitted rejects were left behind"
+[ -e rej/3.csv ] && fail "the killed execution's uncommitted rejects were left behind"
 assert_eq "$(cat rej/*.csv | grep -vc '^line,')" 10 "rejects over all files"
 assert_eq "$(sql "$TARGET_DB" 'SELECT count(*), count(DISTINCT id) FROM k')" "490|490" "rows"
 echo "reconcile (uncommitted rejects): ok"
