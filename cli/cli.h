@@ -22,6 +22,8 @@ bool cli_parse(int argc, char **argv, cli_opts *o);
 void cli_error(const ns_error *err);
 /* Opens the repository named by the options; prints the error on failure. */
 ns_repo *cli_repo(const cli_opts *o);
+/* The same to read only (list, show): never creates or migrates it. */
+ns_repo *cli_repo_readonly(const cli_opts *o);
 /* Parses an execution id argument; prints an error on failure. */
 bool cli_exec_id(const char *s, int64_t *id);
 /* The progress listener: live progress on a terminal, one line per step otherwise. */

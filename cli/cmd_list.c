@@ -19,7 +19,7 @@ int cmd_list(int argc, char **argv)
                         "[--json]\n");
         goto done;
     }
-    if (!(repo = cli_repo(&o))) {
+    if (!(repo = cli_repo_readonly(&o))) {
         rc = NS_EXIT_FAILED;
         goto done;
     }

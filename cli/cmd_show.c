@@ -79,7 +79,7 @@ int cmd_show(int argc, char **argv)
     }
     if (!cli_exec_id(o.args[0], &id))
         goto done;
-    if (!(repo = cli_repo(&o))) {
+    if (!(repo = cli_repo_readonly(&o))) {
         rc = NS_EXIT_FAILED;
         goto done;
     }

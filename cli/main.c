@@ -83,15 +83,25 @@ void cli_error(const ns_error *err)
     fprintf(stderr, "nightshift: %s\n", err->message[0] ? err->message : ns_strerror(err->code));
 }
 
-ns_repo *cli_repo(const cli_opts *o)
+static ns_repo *open_repo(const cli_opts *o, bool readonly)
 {
     ns_repo *r = NULL;
     ns_error err = {0};
-    if (ns_repo_open(o->repository, &r, &err) != NS_OK) {
+    if ((readonly ? ns_repo_open_readonly : ns_repo_open)(o->repository, &r, &err) != NS_OK) {
         cli_error(&err);
         return NULL;
     }
     return r;
+}
+
+ns_repo *cli_repo(const cli_opts *o)
+{
+    return open_repo(o, false);
+}
+
+ns_repo *cli_repo_readonly(const cli_opts *o)
+{
+    return open_repo(o, true);
 }
 
 bool cli_exec_id(const char *s, int64_t *id)

@@ -130,6 +130,13 @@ typedef struct ns_repo ns_repo;
  * "sqlite:nightshift.db".
  */
 NS_EXTERN ns_status ns_repo_open(const char *url, ns_repo **out, ns_error *err);
+/*
+ * Opens a repository to read it only (list, show): it is never created nor
+ * migrated, and works on a read-only file or mount and for a database user
+ * that may only read. NS_ENOTFOUND when there is none at `url` (the message
+ * names where it looked).
+ */
+NS_EXTERN ns_status ns_repo_open_readonly(const char *url, ns_repo **out, ns_error *err);
 NS_EXTERN void ns_repo_close(ns_repo *repo);
 /* The URL actually opened (after the defaults above). */
 NS_EXTERN const char *ns_repo_url(const ns_repo *repo);
@@ -208,7 +215,7 @@ typedef struct ns_launch {
     const char *const *params; /* "NAME=VALUE" strings */
     size_t nparams;
     int next;             /* --next: a new instance with a fresh run.id */
-    double lease_seconds; /* heartbeat lease; <= 0 means 60 */
+    double lease_seconds; /* heartbeat lease, (0, 2000000] s; 0: $NIGHTSHIFT_LEASE, else 60 */
     const ns_listener *listener;
     const char *workdir; /* relative paths are resolved here; NULL: the current directory */
     ns_checkpoint_use checkpoint;

@@ -1068,6 +1068,48 @@ static ns_status load_root(loader *l, yaml_node_t *root)
     return check_flow(l);
 }
 
+/* A job file is small: anything larger, or nested deeper, is refused before
+ * it is loaded (libyaml's scanner is quadratic in the nesting of flow
+ * collections: 100,000 '[' took validate 28 s). */
+#define JOB_MAX_BYTES (16u << 20)
+#define JOB_MAX_DEPTH 64
+
+/* Walks the events only as far as the depth limit allows: the scanner looks
+ * at most about 1,024 characters ahead, so stopping at JOB_MAX_DEPTH stops
+ * the quadratic work too. */
+static ns_status check_depth(const char *name, const char *data, size_t len, ns_error *err)
+{
+    yaml_parser_t parser;
+    yaml_event_t ev;
+    int depth = 0;
+    ns_status st = NS_OK;
+
+    if (!yaml_parser_initialize(&parser))
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    yaml_parser_set_input_string(&parser, (const unsigned char *)data, len);
+    for (;;) {
+        if (!yaml_parser_parse(&parser, &ev))
+            break; /* the loader reports syntax errors, with their context */
+        yaml_event_type_t t = ev.type;
+        int line = (int)ev.start_mark.line + 1;
+        yaml_event_delete(&ev);
+        if (t == YAML_SEQUENCE_START_EVENT || t == YAML_MAPPING_START_EVENT)
+            depth++;
+        else if (t == YAML_SEQUENCE_END_EVENT || t == YAML_MAPPING_END_EVENT)
+            depth--;
+        if (depth > JOB_MAX_DEPTH) {
+            st = ns__err(err, NS_ECONFIG, NULL,
+                         "%s:%d: yaml: nested deeper than %d levels (no job file needs that)", name,
+                         line, JOB_MAX_DEPTH);
+            break;
+        }
+        if (t == YAML_STREAM_END_EVENT)
+            break;
+    }
+    yaml_parser_delete(&parser);
+    return st;
+}
+
 ns_status ns_job_load_buffer(const char *name, const char *data, size_t len, ns_job **out,
                              ns_error *err)
 {
@@ -1076,6 +1118,11 @@ ns_status ns_job_load_buffer(const char *name, const char *data, size_t len, ns_
     ns_status st = NS_OK;
     loader l = {name, &doc, err, NULL};
 
+    if (len > JOB_MAX_BYTES)
+        return ns__err(err, NS_ECONFIG, NULL, "%s:1: too large for a job file (over %u MiB)", name,
+                       JOB_MAX_BYTES >> 20);
+    if ((st = check_depth(name, data, len, err)) != NS_OK)
+        return st;
     if (!(l.job = calloc(1, sizeof(*l.job))))
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     if (!yaml_parser_initialize(&parser)) {
@@ -1120,10 +1167,11 @@ ns_status ns_job_load(const char *path, ns_job **out, ns_error *err)
     if (!f)
         return ns__err(err, NS_ECONFIG, NULL, "%s: cannot open: %s", path, strerror(errno));
     while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0) {
-        if (ns__buf_append(&b, tmp, n) != NS_OK || b.len > (16u << 20)) {
+        if (ns__buf_append(&b, tmp, n) != NS_OK || b.len > JOB_MAX_BYTES) {
             fclose(f);
             ns__buf_free(&b);
-            return ns__err(err, NS_ECONFIG, NULL, "%s: too large for a job file", path);
+            return ns__err(err, NS_ECONFIG, NULL, "%s:1: too large for a job file (over %u MiB)",
+                           path, JOB_MAX_BYTES >> 20);
         }
     }
     bool bad = ferror(f);

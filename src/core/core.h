@@ -110,7 +110,7 @@ ns_status ns__run_commit_hook(void *arg, ns_error *err);
  */
 ns_status ns__run_commit(step_run *s, ns_writer *w, const ns_ckpt_key *key, int64_t n,
                          bool *committed, ns_error *err);
-/* One CSV field, quoted when needed, invalid UTF-8 as \xHH. */
+/* One CSV field, quoted when needed, invalid UTF-8 as \xHH, NUL as \x00. */
 void ns__csv_field(FILE *f, const char *p, size_t n);
 
 /* sql:, assert:, rebuild: and compare: steps (steps.c). Each records its

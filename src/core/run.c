@@ -89,7 +89,21 @@ static ns_status resolve_params(const ns_job *job, const char *const *args, size
             st = ns__err(err, NS_EPARAM, NULL, "'%s': parameters are given as NAME=VALUE", args[i]);
             break;
         }
-        size_t len = (size_t)(eq - args[i]);
+        size_t len = (size_t)(eq - args[i]), vlen = strlen(eq + 1);
+        if (ns__utf8_valid_prefix((const unsigned char *)args[i], len) < len) {
+            st = ns__err(err, NS_EPARAM, NULL,
+                         "argument %zu: the parameter's name is not valid UTF-8", i + 1);
+            break;
+        }
+        size_t ok = ns__utf8_valid_prefix((const unsigned char *)eq + 1, vlen);
+        if (ok < vlen) {
+            /* Stored in the repository, shown as JSON, bound into SQL: a
+             * value must be text. */
+            st = ns__err(err, NS_EPARAM, NULL,
+                         "parameter '%.*s': the value is not valid UTF-8 (byte %zu is 0x%02X)",
+                         (int)len, args[i], ok + 1, (unsigned)(unsigned char)eq[1 + ok]);
+            break;
+        }
         if (len == 6 && strncmp(args[i], "run.id", 6) == 0) {
             run_id = eq + 1;
             continue;
@@ -137,6 +151,38 @@ static ns_status resolve_params(const ns_job *job, const char *const *args, size
     }
     free(given);
     return st;
+}
+
+/* The lease's longest: PostgreSQL takes idle_in_transaction_session_timeout
+ * (set to the lease) in milliseconds, as a 32-bit integer. */
+#define LEASE_MAX 2000000.0
+
+/* The lease: the launch's, else $NIGHTSHIFT_LEASE, else 60 s; a value that
+ * is not a number of seconds in (0, LEASE_MAX] is an error, not 60. */
+static ns_status lease_of(const ns_launch *launch, double *out, ns_error *err)
+{
+    const char *env = getenv("NIGHTSHIFT_LEASE");
+    if (launch && launch->lease_seconds != 0) {
+        if (!(launch->lease_seconds > 0 && launch->lease_seconds <= LEASE_MAX))
+            return ns__err(err, NS_EPARAM, NULL,
+                           "lease: %g is not a number of seconds from 0 to %.0f",
+                           launch->lease_seconds, LEASE_MAX);
+        *out = launch->lease_seconds;
+        return NS_OK;
+    }
+    if (!env)
+        return NS_OK;
+    char *end;
+    errno = 0;
+    double v = strtod(env, &end);
+    if (!*env || *end || errno || !(v > 0 && v <= LEASE_MAX))
+        return ns__err(
+            err, NS_EPARAM, NULL,
+            "NIGHTSHIFT_LEASE: '%s' is not a number of seconds greater than 0 and at most "
+            "%.0f",
+            env, LEASE_MAX);
+    *out = v;
+    return NS_OK;
 }
 
 /* Refuses, before anything runs, parameters that would lead a path out of
@@ -302,7 +348,10 @@ void ns__csv_field(FILE *f, const char *p, size_t n)
         for (size_t k = i; k < i + ok; k++) {
             if (p[k] == '"')
                 fputc('"', f);
-            fputc(p[k], f);
+            if (p[k] == '\0') /* valid UTF-8, but no text tool reads it back */
+                fputs("\\x00", f);
+            else
+                fputc(p[k], f);
         }
         i += ok;
         if (i < n) {
@@ -1215,10 +1264,9 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
         goto done;
     }
     const char *workdir = rc.workdir ? rc.workdir : getcwd(cwd, sizeof(cwd));
-    const char *lease_env = getenv("NIGHTSHIFT_LEASE");
-    double lease = launch && launch->lease_seconds > 0 ? launch->lease_seconds
-                   : lease_env && atof(lease_env) > 0  ? atof(lease_env)
-                                                       : 60;
+    double lease = 60;
+    if ((st = lease_of(launch, &lease, err)) != NS_OK)
+        goto done;
     ns_launch_req req = {.job_name = job->name,
                          .job_path = job->path,
                          .workdir = workdir ? workdir : "",

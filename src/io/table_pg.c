@@ -282,7 +282,7 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
     }
     w->qtable = ns__strdup(PQgetvalue(res, 0, 0));
     w->cols = calloc(cfg->ncolumns ? cfg->ncolumns : 1, sizeof(*w->cols));
-    bool *used = calloc((size_t)nt, sizeof(*used));
+    size_t *used = calloc((size_t)nt, sizeof(*used)); /* 1 + the input column, 0: none */
     if (!w->qtable || !w->cols || !used) {
         free(used);
         st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
@@ -311,7 +311,15 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
             ns__buf_free(&names);
             break;
         }
-        used[k] = true;
+        if (used[k]) {
+            st = ns__err(err, NS_ESCHEMA, NULL,
+                         "input columns '%s' and '%s' both name column %s of table %s (names "
+                         "match without regard to case); rename one",
+                         cfg->columns[used[k] - 1], cfg->columns[i], PQgetvalue(res, k, 1),
+                         w->qtable);
+            break;
+        }
+        used[k] = i + 1;
         pcol *c = &w->cols[w->ncols++];
         c->name = ns__strdup(PQgetvalue(res, k, 1));
         ns__coltype_parse_pg(PQgetvalue(res, k, 2), &c->ct);

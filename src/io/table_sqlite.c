@@ -242,7 +242,8 @@ static ns_status sw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
         st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
         goto out;
     }
-    bool *used = calloc(nt, sizeof(*used));
+    /* used[k]: 1 + the input column mapped to table column k, 0 when none. */
+    size_t *used = calloc(nt, sizeof(*used));
     if (!used) {
         st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
         goto out;
@@ -269,7 +270,14 @@ static ns_status sw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
                          cfg->columns[i], w->table);
             break;
         }
-        used[k] = true;
+        if (used[k]) {
+            st = ns__err(err, NS_ESCHEMA, NULL,
+                         "input columns '%s' and '%s' both name column %s of table %s (names "
+                         "match without regard to case); rename one",
+                         cfg->columns[used[k] - 1], cfg->columns[i], t[k].name, w->table);
+            break;
+        }
+        used[k] = i + 1;
         tcol *c = &w->cols[w->ncols++];
         c->name = ns__strdup(t[k].name);
         ns__coltype_parse(t[k].type, &c->ct);
@@ -468,7 +476,15 @@ static ns_status sw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a
             }
             ns_bound b;
             const char *code;
-            if (!ns__coltype_check(&c->ct, v->ptr, v->len, &b, &code, msg, sizeof(msg))) {
+            if (memchr(v->ptr, '\0', v->len)) {
+                /* SQLite would store it; PostgreSQL refuses it: the same job
+                 * must behave the same on both. */
+                it->code = "22021";
+                it->column = c->name;
+                it->message = "invalid byte sequence for encoding \"UTF8\": 0x00 (text cannot "
+                              "hold NUL bytes)";
+                bad = true;
+            } else if (!ns__coltype_check(&c->ct, v->ptr, v->len, &b, &code, msg, sizeof(msg))) {
                 it->code = code;
                 it->column = c->name;
                 it->message = ns__arena_strndup(a, msg, strlen(msg));

@@ -222,10 +222,7 @@ static ns_status migrate(PGconn *c, ns_error *err)
     else if ((s = run(c, err, "migrate", "INSERT INTO nightshift.ns_schema VALUES (0)", 0, NULL)))
         goto out;
     if (version > SCHEMA_VERSION) {
-        s = ns__err(err, NS_EDB, NULL,
-                    "repository schema version %d is newer than this nightshift knows (%d); "
-                    "upgrade nightshift",
-                    version, SCHEMA_VERSION);
+        s = ns__repo_too_new(err, version, SCHEMA_VERSION);
         goto out;
     }
     for (int v = version; v < SCHEMA_VERSION; v++)
@@ -275,6 +272,33 @@ static ns_status pg_open(ns_repo *r, const char *url, ns_error *err)
         goto fail;
     }
     PQsetNoticeProcessor(p->c, quiet, NULL);
+    if (r->readonly) {
+        /* list, show: never created nor migrated (a user that may only
+         * read); an older schema is read as it is. */
+        PGresult *vr = PQexec(p->c, "SELECT version FROM nightshift.ns_schema");
+        int version = PQresultStatus(vr) == PGRES_TUPLES_OK && PQntuples(vr) == 1
+                          ? atoi(PQgetvalue(vr, 0, 0))
+                          : -1;
+        PQclear(vr);
+        if (version < 0) {
+            s = ns__err(err, NS_ENOTFOUND, NULL,
+                        "no nightshift repository in %s (nothing has run with it yet; list and "
+                        "show never create one)",
+                        shown);
+            goto fail;
+        }
+        if (version > SCHEMA_VERSION) {
+            s = ns__repo_too_new(err, version, SCHEMA_VERSION);
+            goto fail;
+        }
+        PGresult *ir =
+            version >= 2 ? PQexec(p->c, "SELECT id FROM nightshift.ns_repository") : NULL;
+        if (PQresultStatus(ir) == PGRES_TUPLES_OK && PQntuples(ir) == 1)
+            snprintf(r->id, sizeof(r->id), "%s", PQgetvalue(ir, 0, 0));
+        PQclear(ir);
+        r->impl = p;
+        return NS_OK;
+    }
     if ((s = migrate(p->c, err)) != NS_OK) {
         ns__err_prefix(err, "%s", shown);
         goto fail;

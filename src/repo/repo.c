@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-ns_status ns_repo_open(const char *url, ns_repo **out, ns_error *err)
+static ns_status repo_open(const char *url, bool readonly, ns_repo **out, ns_error *err)
 {
     const ns_repo_vt *vt = NULL;
     ns_repo *r;
@@ -33,6 +33,7 @@ ns_status ns_repo_open(const char *url, ns_repo **out, ns_error *err)
         goto fail;
     }
     r->vt = vt;
+    r->readonly = readonly;
     if ((st = vt->open(r, url, err)) != NS_OK)
         goto fail;
     *out = r;
@@ -46,6 +47,16 @@ fail:
     return st;
 }
 
+ns_status ns_repo_open(const char *url, ns_repo **out, ns_error *err)
+{
+    return repo_open(url, false, out, err);
+}
+
+ns_status ns_repo_open_readonly(const char *url, ns_repo **out, ns_error *err)
+{
+    return repo_open(url, true, out, err);
+}
+
 void ns_repo_close(ns_repo *r)
 {
     if (!r)
@@ -54,6 +65,14 @@ void ns_repo_close(ns_repo *r)
     ns__secrets_free(&r->secrets);
     free(r->url);
     free(r);
+}
+
+ns_status ns__repo_too_new(ns_error *err, int version, int known)
+{
+    return ns__err(err, NS_EDB, NULL,
+                   "repository schema version %d is newer than this nightshift knows (%d); "
+                   "upgrade nightshift",
+                   version, known);
 }
 
 /* Errors of the public calls pass the repository's redaction. */

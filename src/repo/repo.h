@@ -59,6 +59,8 @@ typedef enum ns_launch_action {
     NS_LAUNCH_REFUSE
 } ns_launch_action;
 
+/* The error for a repository whose schema is newer than this build knows. */
+ns_status ns__repo_too_new(ns_error *err, int version, int known);
 /* Decides; on NS_LAUNCH_REFUSE writes why into msg. */
 ns_launch_action ns__launch_decide(const ns_last_exec *last, bool have_last, bool restartable,
                                    double lease, char *msg, size_t msglen);
@@ -134,6 +136,7 @@ struct ns_repo {
     void *impl;
     ns_secrets secrets; /* the URL's password: never in a message */
     char id[33];        /* the repository's identity (random, set when it was created) */
+    bool readonly;      /* opened to read only: never created, migrated or written */
 };
 
 extern const ns_repo_vt ns__repo_sqlite;

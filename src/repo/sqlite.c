@@ -8,6 +8,7 @@
  */
 #include "repo/repo.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -195,10 +196,7 @@ static ns_status migrate(sqlite3 *db, ns_error *err)
     else if ((s = exec_sql(db, "INSERT INTO ns_schema VALUES (0)", err)) != NS_OK)
         goto out;
     if (version > SCHEMA_VERSION) {
-        s = ns__err(err, NS_EDB, NULL,
-                    "repository schema version %d is newer than this nightshift knows (%d); "
-                    "upgrade nightshift",
-                    version, SCHEMA_VERSION);
+        s = ns__repo_too_new(err, version, SCHEMA_VERSION);
         goto out;
     }
     for (int v = version; v < SCHEMA_VERSION; v++)
@@ -217,6 +215,73 @@ out:
     return s;
 }
 
+/* The schema version of an open repository; -1 when it has none. */
+static int schema_version(sqlite3 *db, int *rc)
+{
+    sqlite3_stmt *st = NULL;
+    int v = -1;
+    *rc = sqlite3_prepare_v2(db, "SELECT version FROM ns_schema", -1, &st, NULL);
+    if (*rc == SQLITE_OK && (*rc = sqlite3_step(st)) == SQLITE_ROW) {
+        v = sqlite3_column_int(st, 0);
+        *rc = SQLITE_OK;
+    } else if (*rc == SQLITE_DONE) {
+        *rc = SQLITE_OK;
+    }
+    sqlite3_finalize(st);
+    return v;
+}
+
+/*
+ * For list and show: an existing file, opened read-only, never created nor
+ * migrated (a read-only mount, another user's file). A WAL database whose
+ * -shm file cannot be made (a read-only folder, no writer around) is read
+ * as immutable.
+ */
+static ns_status sq_open_readonly(ns_repo *r, sq *q, ns_error *err)
+{
+    struct stat sb;
+    int rc;
+    if (stat(q->path, &sb) != 0)
+        return ns__err(err, NS_ENOTFOUND, NULL,
+                       "no repository at %s: %s (nothing has run with it yet; list and show "
+                       "never create one)",
+                       q->path, strerror(errno));
+    if (sqlite3_open_v2(q->path, &q->db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+        return ns__err(err, NS_EDB, NULL, "repository %s: cannot open: %s", q->path,
+                       q->db ? sqlite3_errmsg(q->db) : "out of memory");
+    sqlite3_busy_timeout(q->db, 30000);
+    int version = schema_version(q->db, &rc);
+    if (rc == SQLITE_CANTOPEN || (rc & 0xff) == SQLITE_READONLY) {
+        ns_buf uri = {0};
+        ns__buf_printf(&uri, "file:");
+        for (const char *p = q->path; *p; p++)
+            ns__buf_printf(&uri, strchr("?#%", *p) ? "%%%02X" : "%c", (unsigned char)*p);
+        ns__buf_printf(&uri, "?immutable=1");
+        sqlite3_close(q->db);
+        q->db = NULL;
+        rc = sqlite3_open_v2(ns__buf_cstr(&uri), &q->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI,
+                             NULL);
+        ns__buf_free(&uri);
+        if (rc != SQLITE_OK)
+            return ns__err(err, NS_EDB, NULL, "repository %s: cannot open: %s", q->path,
+                           q->db ? sqlite3_errmsg(q->db) : "out of memory");
+        version = schema_version(q->db, &rc);
+    }
+    if (rc != SQLITE_OK && strstr(sqlite3_errmsg(q->db), "no such table"))
+        return ns__err(err, NS_ENOTFOUND, NULL, "%s is not a nightshift repository", q->path);
+    if (rc != SQLITE_OK)
+        return ns__err(err, NS_EDB, NULL, "repository %s: %s", q->path, sqlite3_errmsg(q->db));
+    if (version > SCHEMA_VERSION)
+        return ns__repo_too_new(err, version, SCHEMA_VERSION);
+    sqlite3_stmt *st = NULL;
+    if (version >= 2 &&
+        sqlite3_prepare_v2(q->db, "SELECT id FROM ns_repository", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        snprintf(r->id, sizeof(r->id), "%s", col_text(st, 0));
+    sqlite3_finalize(st);
+    return NS_OK;
+}
+
 static ns_status sq_open(ns_repo *r, const char *url, ns_error *err)
 {
     sq *q = calloc(1, sizeof(*q));
@@ -229,6 +294,16 @@ static ns_status sq_open(ns_repo *r, const char *url, ns_error *err)
         free(q->path);
         free(q);
         return ns__err(err, NS_EINVAL, NULL, "repository '%s': missing path after sqlite:", url);
+    }
+    if (r->readonly) {
+        if ((s = sq_open_readonly(r, q, err)) != NS_OK) {
+            sqlite3_close(q->db);
+            free(q->path);
+            free(q);
+            return s;
+        }
+        r->impl = q;
+        return NS_OK;
     }
     if (sqlite3_open_v2(q->path, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
         SQLITE_OK) {

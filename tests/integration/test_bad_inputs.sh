@@ -158,7 +158,7 @@ assert_eq "$(sql "$TARGET_DB" "SELECT email FROM u WHERE id = 201")" "a;b" "head
 # A corrupt repository is named, not crashed on.
 echo "this is not a database, just text that is long enough to look like a page header" > bad.db
 expect_exit 1 "$NS" list --repository sqlite:bad.db
-expect_err "sqlite:bad.db"
+expect_err "repository bad.db"
 expect_err "file is not a database"
 # More unreadable records in a row than a chunk holds (chunk 2, 9 bad
 # records): each chunk counts every record it reads, so none overflows.
