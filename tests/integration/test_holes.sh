@@ -29,6 +29,14 @@ grep -q '"status": "COMPLETED"' "$T/out" || fail "show of a read-only repository
 expect_exit 1 as_other "$NS" run "$shared/job.yaml" "file=$shared/in.csv" --repository "sqlite:$shared/repo.db"
 expect_err "repository"
 cmp -s "$T/repo.db" "$shared/repo.db" || fail "the read-only repository was changed"
+# A read-only mount (as root: a mount namespace of the test's own).
+if [ "$(id -u)" = 0 ]; then
+    unshare -m sh -c "mount --bind '$shared' '$shared' && mount -o remount,bind,ro '$shared' &&
+        ! touch '$shared/probe' 2>/dev/null &&
+        '$NS' show 1 --repository 'sqlite:$shared/repo.db'" > "$T/out" 2> "$T/err" ||
+        fail "show on a read-only mount: $(cat "$T/err")"
+    grep -q 'COMPLETED' "$T/out" || fail "show on a read-only mount: $(cat "$T/out")"
+fi
 rm -rf "$shared"
 
 # --- a repository that does not exist is not created by list or show ----

@@ -145,7 +145,10 @@ expect_exit 1 "$NS" run flow.yaml file=in.csv how=2
 expect_err "of another repository"
 assert_eq "$(sql "$TARGET_DB" "SELECT count(*) FROM marks")" 1 "the sql step ran once"
 assert_eq "$(sql "$TARGET_DB" "SELECT count(*) FROM k")" 990 "rows: the 10 chunks committed before"
-expect_exit 0 "$NS" run flow.yaml file=in.csv how=2 --adopt-checkpoint
+expect_exit 2 "$NS" restart 1 --adopt-checkpoint --ignore-checkpoint
+expect_err "cannot be used together"
+# restart (of the refused execution 1 of the new repository) takes it too.
+expect_exit 0 "$NS" restart 1 --adopt-checkpoint
 expect_err "adopting a checkpoint of this job instance written by execution"
 assert_eq "$(sql "$TARGET_DB" "SELECT count(*) FROM marks")" 1 "the sql step ran once"
 assert_eq "$(sql "$TARGET_DB" "SELECT count(*), count(DISTINCT id) FROM k")" "2970|2970" "rows after adopting"
