@@ -639,14 +639,18 @@ ns_status ns__run_claim(step_run *s, ns_writer *w, const ns_ckpt_key *key, char 
 }
 
 /* The rejects file this job writes for this step in execution `id`, in the
- * form checkpoints store it (see absolute()); NULL when it cannot be said. */
+ * form checkpoints store it (see absolute(): a relative path is taken from
+ * the folder that execution was launched in, as the repository records it);
+ * NULL when it cannot be said. */
 static char *rejects_saved_for(step_run *s, int64_t id)
 {
     char *real = NULL, *shown = NULL, *saved = NULL;
-    if (subst_as(s, id, s->def->rejects, "rejects", &real, &shown, NULL) == NS_OK &&
-        ns__run_resolve(s->rc, &real, 0, NULL) == NS_OK &&
-        ns__run_resolve(s->rc, &shown, 0, NULL) == NS_OK)
-        saved = absolute(real, shown);
+    ns_exec_info info = {0};
+    if (s->rc->repo->vt->exec_info(s->rc->repo, id, &info, NULL) == NS_OK && info.workdir &&
+        info.workdir[0] &&
+        subst_as(s, id, s->def->rejects, "rejects", &real, &shown, NULL) == NS_OK)
+        saved = real[0] == '/' ? ns__strdup(shown) : ns__asprintf("%s/%s", info.workdir, shown);
+    ns__exec_info_free(&info);
     free(real);
     free(shown);
     return saved;

@@ -27,6 +27,16 @@ expect_exit 0 "$NS" run rej.yaml file=in.csv
 expect_err "names the rejects file $T/victim.txt, which is not the file this job writes"
 assert_eq "$(cat victim.txt)" "precious" "the file the edited checkpoint named"
 assert_eq "$(sql "$TARGET_DB" "SELECT count(*) FROM k")" 2970 "rows after the restart"
+# The legitimate path is still cut back, also when the restart is run from
+# another folder: the crash leaves chunk 6's rejects past the checkpoint.
+sql "$TARGET_DB" "DELETE FROM k"
+load_job rej2.yaml trust-rej2 k "skip: {limit: 1000}" 'rejects: "rej2/${execution.id}.csv"'
+expect_exit 98 env NIGHTSHIFT_TEST_EXIT_BEFORE_COMMIT=6 "$NS" run rej2.yaml file=in.csv
+id=$(sql "$T/repo.db" "SELECT max(id) FROM ns_job_execution")
+mkdir -p elsewhere
+(cd elsewhere && expect_exit 0 "$NS" restart "$id")
+assert_eq "$(cat rej2/*.csv | grep -v '^line,' | cut -d, -f1 | sort -n | uniq -d | wc -l)" 0 "rejects written twice"
+assert_eq "$(cat rej2/*.csv | grep -vc '^line,')" 30 "rejects over all files"
 echo "trust: an edited checkpoint truncates nothing"
 
 # --- parameters that would leave the rejects folder, and planted links ----
