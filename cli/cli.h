@@ -18,6 +18,8 @@ typedef struct cli_opts {
 
 /* Parses the options common to all commands; returns false on bad usage. */
 bool cli_parse(int argc, char **argv, cli_opts *o);
+/* Prints a command's synopsis to stderr (after bad usage). */
+void cli_usage(const char *command);
 /* Prints an error as "nightshift: message" to stderr. */
 void cli_error(const ns_error *err);
 /* Opens the repository named by the options; prints the error on failure. */

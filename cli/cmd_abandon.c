@@ -14,7 +14,7 @@ int cmd_abandon(int argc, char **argv)
     int rc = NS_EXIT_USAGE;
 
     if (!cli_parse(argc, argv, &o) || o.nargs != 1) {
-        fprintf(stderr, "usage: nightshift abandon EXECUTION_ID\n");
+        cli_usage("abandon");
         goto done;
     }
     if (!cli_exec_id(o.args[0], &id))

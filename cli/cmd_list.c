@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 int cmd_list(int argc, char **argv)
 {
@@ -15,8 +16,7 @@ int cmd_list(int argc, char **argv)
     int rc = NS_EXIT_USAGE;
 
     if (!cli_parse(argc, argv, &o) || o.nargs != 0) {
-        fprintf(stderr, "usage: nightshift list [--job NAME] [--status STATUS] [--limit N] "
-                        "[--json]\n");
+        cli_usage("list");
         goto done;
     }
     if (!(repo = cli_repo_readonly(&o))) {
@@ -38,22 +38,48 @@ int cmd_list(int argc, char **argv)
     if (!json_array_size(a)) {
         printf("no executions\n");
     } else {
-        printf("%-6s %-20s %-10s %-20s %9s  %s\n", "ID", "JOB", "STATUS", "STARTED", "DURATION",
-               "PARAMS");
-        size_t i;
+        /* Columns as wide as their widest value, so long job names and
+         * statuses ("STARTED (process gone)") stay aligned; the parameters
+         * come last, as long as they are. */
+        size_t n = json_array_size(a), wid = 2, wjob = 3, wst = 6, i;
+        char(*status)[64] = calloc(n, sizeof(*status));
         json_t *e;
+        if (!status) {
+            json_decref(a);
+            rc = NS_EXIT_FAILED;
+            goto done;
+        }
         json_array_foreach(a, i, e)
         {
-            char started[32], dur[32], params[512];
+            char id[32];
+            const char *live = json_string_value(json_object_get(e, "liveness"));
+            snprintf(status[i], sizeof(status[i]), "%s%s%s%s",
+                     json_string_value(json_object_get(e, "status")),
+                     live && strcmp(live, "alive") ? " (" : "",
+                     live && strcmp(live, "alive") ? live : "",
+                     live && strcmp(live, "alive") ? ")" : "");
+            snprintf(id, sizeof(id), "%lld",
+                     (long long)json_integer_value(json_object_get(e, "id")));
+            const char *job = json_string_value(json_object_get(e, "job"));
+            wid = strlen(id) > wid ? strlen(id) : wid;
+            wjob = job && strlen(job) > wjob ? strlen(job) : wjob;
+            wst = strlen(status[i]) > wst ? strlen(status[i]) : wst;
+        }
+        printf("%-*s  %-*s  %-*s  %-23s  %9s  %s\n", (int)wid, "ID", (int)wjob, "JOB", (int)wst,
+               "STATUS", "STARTED", "DURATION", "PARAMS");
+        json_array_foreach(a, i, e)
+        {
+            char started[64], dur[32], params[2048];
             fmt_time(json_object_get(e, "started_at"), started, sizeof(started));
             fmt_duration(json_object_get(e, "started_at"), json_object_get(e, "ended_at"), dur,
                          sizeof(dur));
             fmt_params(json_object_get(e, "params"), params, sizeof(params));
-            printf("%-6lld %-20s %-10s %-20s %9s  %s\n",
-                   (long long)json_integer_value(json_object_get(e, "id")),
-                   json_string_value(json_object_get(e, "job")),
-                   json_string_value(json_object_get(e, "status")), started, dur, params);
+            printf("%-*lld  %-*s  %-*s  %-23s  %9s  %s\n", (int)wid,
+                   (long long)json_integer_value(json_object_get(e, "id")), (int)wjob,
+                   json_string_value(json_object_get(e, "job")), (int)wst, status[i], started, dur,
+                   params);
         }
+        free(status);
     }
     json_decref(a);
 done:

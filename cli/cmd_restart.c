@@ -14,7 +14,7 @@ int cmd_restart(int argc, char **argv)
     int rc = NS_EXIT_USAGE;
 
     if (!cli_parse(argc, argv, &o) || o.nargs != 1) {
-        fprintf(stderr, "usage: nightshift restart EXECUTION_ID\n");
+        cli_usage("restart");
         goto done;
     }
     if (!cli_exec_id(o.args[0], &id))

@@ -16,8 +16,7 @@ int cmd_run(int argc, char **argv)
     if (!cli_parse(argc, argv, &o))
         goto done;
     if (o.nargs < 1) {
-        fprintf(stderr, "usage: nightshift run JOB.yaml [NAME=VALUE ...] [--next] "
-                        "[--adopt-checkpoint | --ignore-checkpoint]\n");
+        cli_usage("run");
         goto done;
     }
     if (ns_job_load(o.args[0], &job, &err) != NS_OK) {

@@ -20,7 +20,7 @@ static const char *sval(json_t *o, const char *k)
 
 static void print_human(json_t *e)
 {
-    char a[32], b[32], d[32], params[1024];
+    char a[64], b[64], d[32], params[2048];
 
     fmt_time(json_object_get(e, "started_at"), a, sizeof(a));
     fmt_time(json_object_get(e, "ended_at"), b, sizeof(b));
@@ -28,7 +28,13 @@ static void print_human(json_t *e)
     fmt_params(json_object_get(e, "params"), params, sizeof(params));
     printf("execution %lld of job %s (instance %lld)\n", ival(e, "id"), sval(e, "job"),
            ival(e, "instance_id"));
-    printf("  status      %s\n", sval(e, "status"));
+    const char *live = sval(e, "liveness");
+    if (*live && strcmp(live, "alive") != 0)
+        printf("  status      %s (%s: it is marked FAILED when its instance is launched "
+               "again)\n",
+               sval(e, "status"), live);
+    else
+        printf("  status      %s\n", sval(e, "status"));
     printf("  exit        %s%s%s\n", sval(e, "exit_code"), *sval(e, "exit_message") ? ": " : "",
            sval(e, "exit_message"));
     printf("  params      %s\n", *params ? params : "(none)");
@@ -37,29 +43,40 @@ static void print_human(json_t *e)
     printf("  job file    %s\n", sval(e, "job_file"));
     if (json_is_integer(json_object_get(e, "restart_of")))
         printf("  restart of  execution %lld\n", ival(e, "restart_of"));
+    if (json_is_integer(json_object_get(e, "restarted_by")))
+        printf("  restarted   by execution %lld\n", ival(e, "restarted_by"));
     json_t *steps = json_object_get(e, "steps");
     if (!json_array_size(steps))
         return;
-    printf("\n  %-16s %-10s %10s %10s %8s %14s %7s %9s %9s\n", "STEP", "STATUS", "READ", "WRITTEN",
-           "FILTERED", "SKIPPED r/p/w", "COMMITS", "ROLLBACKS", "DURATION");
-    size_t i;
+    size_t i, wname = 4;
     json_t *s;
     json_array_foreach(steps, i, s)
     {
-        char skip[48];
-        snprintf(skip, sizeof(skip), "%lld/%lld/%lld", ival(s, "read_skip_count"),
-                 ival(s, "process_skip_count"), ival(s, "write_skip_count"));
+        size_t len = strlen(sval(s, "name"));
+        wname = len > wname ? len : wname;
+    }
+    printf("\n  %-*s %-10s %10s %10s %8s %16s %7s %9s %9s\n", (int)wname, "STEP", "STATUS", "READ",
+           "WRITTEN", "FILTERED", "SKIPPED r/p/w", "COMMITS", "ROLLBACKS", "DURATION");
+    json_array_foreach(steps, i, s)
+    {
+        char skip[100], r[32], w[32], f[32], x[32], y[32], z[32], c[32], rb[32];
+        snprintf(skip, sizeof(skip), "%s/%s/%s",
+                 fmt_count(ival(s, "read_skip_count"), x, sizeof(x)),
+                 fmt_count(ival(s, "process_skip_count"), y, sizeof(y)),
+                 fmt_count(ival(s, "write_skip_count"), z, sizeof(z)));
         fmt_duration(json_object_get(s, "started_at"), json_object_get(s, "ended_at"), d,
                      sizeof(d));
-        printf("  %-16s %-10s %10lld %10lld %8lld %14s %7lld %9lld %9s\n", sval(s, "name"),
-               sval(s, "status"), ival(s, "read_count"), ival(s, "write_count"),
-               ival(s, "filter_count"), skip, ival(s, "commit_count"), ival(s, "rollback_count"),
-               d);
+        printf("  %-*s %-10s %10s %10s %8s %16s %7s %9s %9s\n", (int)wname, sval(s, "name"),
+               sval(s, "status"), fmt_count(ival(s, "read_count"), r, sizeof(r)),
+               fmt_count(ival(s, "write_count"), w, sizeof(w)),
+               fmt_count(ival(s, "filter_count"), f, sizeof(f)), skip,
+               fmt_count(ival(s, "commit_count"), c, sizeof(c)),
+               fmt_count(ival(s, "rollback_count"), rb, sizeof(rb)), d);
         /* An exit code that says more than the status (ASSERT_FAILED, ...). */
         const char *code = sval(s, "exit_code");
         bool more = *code && strcmp(code, sval(s, "status")) != 0 && strcmp(code, "EXECUTING") != 0;
         if (more || *sval(s, "exit_message"))
-            printf("  %-16s %s%s%s\n", "", more ? code : "",
+            printf("  %-*s %s%s%s\n", (int)wname, "", more ? code : "",
                    more && *sval(s, "exit_message") ? ": " : "", sval(s, "exit_message"));
     }
 }
@@ -74,7 +91,7 @@ int cmd_show(int argc, char **argv)
     int rc = NS_EXIT_USAGE;
 
     if (!cli_parse(argc, argv, &o) || o.nargs != 1) {
-        fprintf(stderr, "usage: nightshift show EXECUTION_ID [--json]\n");
+        cli_usage("show");
         goto done;
     }
     if (!cli_exec_id(o.args[0], &id))

@@ -14,7 +14,7 @@ int cmd_stop(int argc, char **argv)
     int rc = NS_EXIT_USAGE;
 
     if (!cli_parse(argc, argv, &o) || o.nargs != 1) {
-        fprintf(stderr, "usage: nightshift stop EXECUTION_ID\n");
+        cli_usage("stop");
         goto done;
     }
     if (!cli_exec_id(o.args[0], &id))

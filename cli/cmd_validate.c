@@ -12,7 +12,7 @@ int cmd_validate(int argc, char **argv)
     int rc = NS_EXIT_USAGE;
 
     if (!cli_parse(argc, argv, &o) || o.nargs < 1) {
-        fprintf(stderr, "usage: nightshift validate JOB.yaml ...\n");
+        cli_usage("validate");
         goto done;
     }
     rc = 0;

@@ -1,18 +1,69 @@
 /* fmt.c - formatting of repository JSON for people. */
 #include "fmt.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
+static int parse(const char *s, double *out);
+
 void fmt_time(json_t *iso, char *buf, size_t n)
 {
-    const char *s = json_string_value(iso);
-    if (!s || strlen(s) < 19) {
+    double t;
+    struct tm tm;
+    if (!parse(json_string_value(iso), &t)) {
         snprintf(buf, n, "-");
         return;
     }
-    snprintf(buf, n, "%.10s %.8s", s, s + 11);
+    time_t secs = (time_t)t;
+    /* Local time, its zone named (UTC says UTC); JSON stays ISO 8601. */
+    if (!localtime_r(&secs, &tm) || !strftime(buf, n, "%Y-%m-%d %H:%M:%S %Z", &tm))
+        snprintf(buf, n, "-");
+}
+
+const char *fmt_count(long long v, char *buf, size_t n)
+{
+    char tmp[32];
+    int len = snprintf(tmp, sizeof(tmp), "%lld", v < 0 ? -v : v);
+    size_t o = 0;
+    if (v < 0 && o + 1 < n)
+        buf[o++] = '-';
+    for (int i = 0; i < len && o + 2 < n; i++) {
+        if (i && (len - i) % 3 == 0)
+            buf[o++] = ',';
+        buf[o++] = tmp[i];
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+/* A parameter's value as it could be typed back: quoted when it is empty or
+ * holds blanks, commas, quotes, '=' or control characters. */
+static void quoted(const char *v, char *out, size_t n)
+{
+    bool need = !*v;
+    for (const char *p = v; *p && !need; p++)
+        need = *p == ' ' || *p == '\t' || *p == ',' || *p == '"' || *p == '\'' || *p == '=' ||
+               *p == '\\' || (unsigned char)*p < 0x20;
+    if (!need) {
+        snprintf(out, n, "%s", v);
+        return;
+    }
+    size_t o = 0;
+    if (o + 1 < n)
+        out[o++] = '"';
+    for (const char *p = v; *p && o + 5 < n; p++) {
+        if (*p == '"' || *p == '\\')
+            out[o++] = '\\';
+        if ((unsigned char)*p < 0x20)
+            o += (size_t)snprintf(out + o, n - o, "\\x%02X", (unsigned)(unsigned char)*p);
+        else
+            out[o++] = *p;
+    }
+    if (o + 1 < n)
+        out[o++] = '"';
+    out[o] = '\0';
 }
 
 static int parse(const char *s, double *out)
@@ -53,9 +104,9 @@ void fmt_params(json_t *params, char *buf, size_t n)
     buf[0] = '\0';
     json_object_foreach(params, k, v)
     {
-        char val[256];
+        char val[512];
         if (json_is_string(v))
-            snprintf(val, sizeof(val), "%s", json_string_value(v));
+            quoted(json_string_value(v), val, sizeof(val));
         else if (json_is_integer(v))
             snprintf(val, sizeof(val), "%lld", (long long)json_integer_value(v));
         else if (json_is_real(v))

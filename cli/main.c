@@ -5,22 +5,101 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char usage[] =
-    "usage: nightshift COMMAND [ARGS]\n"
-    "\n"
-    "  run JOB.yaml [NAME=VALUE ...] [--next]   run a job (or restart its failed instance)\n"
-    "  restart EXECUTION_ID                     restart a FAILED or STOPPED execution\n"
-    "      run and restart take --adopt-checkpoint or --ignore-checkpoint\n"
-    "      (alias --restart-from-beginning) when a step's checkpoint is refused\n"
-    "  stop EXECUTION_ID                        stop after the current chunk\n"
-    "  abandon EXECUTION_ID                     never restart this execution\n"
-    "  list [--job NAME] [--status STATUS] [--limit N] [--json]\n"
-    "  show EXECUTION_ID [--json]\n"
-    "  validate JOB.yaml                        check a job file\n"
-    "\n"
-    "Every command takes --repository URL (else $NIGHTSHIFT_REPOSITORY, else\n"
-    "sqlite:nightshift.db). Exit status: 0 completed, 1 failed, 2 bad usage or job\n"
-    "file, 3 stopped, 4 refused. See docs/cli.md.\n";
+/* Every command: its name, its handler, a one-line summary and its help
+ * (`nightshift COMMAND --help`, `nightshift help COMMAND`). The general
+ * usage is made from the summaries, so the two never disagree. */
+static const struct command {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *synopsis, *summary, *help;
+} commands[] = {
+    {"run", cmd_run, "run JOB.yaml [NAME=VALUE ...] [--next]",
+     "run a job (or restart its failed instance)",
+     "Runs the job instance named by the job and its identifying parameters: starts it,\n"
+     "restarts it after a failure or stop (completed steps are skipped, the unfinished\n"
+     "one resumes after its last committed chunk), or refuses (exit 4) when it is\n"
+     "running, completed or abandoned.\n"
+     "\n"
+     "  NAME=VALUE                the job's parameters (see its params:)\n"
+     "  run.id=N, --next          a new instance: run.id N, or the next unused one\n"
+     "  --adopt-checkpoint        resume from a target checkpoint this repository did\n"
+     "                            not write (another or a recreated repository)\n"
+     "  --ignore-checkpoint       start unfinished steps from their first record\n"
+     "  --restart-from-beginning  the same (for an input file that changed)\n"
+     "  --repository URL          the job repository\n"},
+    {"restart", cmd_restart, "restart EXECUTION_ID", "restart a FAILED or STOPPED execution",
+     "Reloads the job file and parameters recorded for the execution and runs it again,\n"
+     "from any directory (relative paths are resolved where it was launched).\n"
+     "\n"
+     "  --adopt-checkpoint, --ignore-checkpoint, --restart-from-beginning   as for run\n"
+     "  --repository URL          the job repository\n"},
+    {"stop", cmd_stop, "stop EXECUTION_ID", "stop after the current chunk",
+     "Asks a running execution, in any process or machine sharing the repository, to\n"
+     "stop after its current chunk (STOPPING, then STOPPED). Not running: exit 4.\n"
+     "\n"
+     "  --repository URL          the job repository\n"},
+    {"abandon", cmd_abandon, "abandon EXECUTION_ID", "never restart this execution",
+     "Marks a STOPPED or FAILED execution ABANDONED: its instance is never restarted\n"
+     "(start another with --next or other parameters). Others: exit 4.\n"
+     "\n"
+     "  --repository URL          the job repository\n"},
+    {"list", cmd_list, "list [--job NAME] [--status STATUS] [--limit N] [--json]",
+     "the newest executions",
+     "Lists the newest executions, newest first. Reads only: never creates a repository.\n"
+     "\n"
+     "  --job NAME                of one job\n"
+     "  --status STATUS           in one status (any case): STARTING, STARTED, STOPPING,\n"
+     "                            STOPPED, FAILED, COMPLETED, ABANDONED, UNKNOWN\n"
+     "  --limit N                 at most N (default 20)\n"
+     "  --json                    as a JSON array\n"
+     "  --repository URL          the job repository\n"},
+    {"show", cmd_show, "show EXECUTION_ID [--json]", "one execution, its steps and counters",
+     "Shows one execution: status, exit code and message, parameters, times, process,\n"
+     "which execution it restarted and which restarted it, and each step's eight\n"
+     "counters. Reads only: never creates a repository.\n"
+     "\n"
+     "  --json                    as one JSON object\n"
+     "  --repository URL          the job repository\n"},
+    {"validate", cmd_validate, "validate JOB.yaml ...", "check job files without running them",
+     "Loads each job file and checks every key; an error names the file, line and key\n"
+     "(exit 2). Nothing runs and no repository is opened.\n"},
+};
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void print_usage(FILE *f)
+{
+    fputs("usage: nightshift COMMAND [ARGS]   (nightshift COMMAND --help: its arguments)\n\n", f);
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fputs("  help       this, or a command's help (help COMMAND)\n"
+          "\n"
+          "Every command takes --repository URL (else $NIGHTSHIFT_REPOSITORY, else\n"
+          "sqlite:nightshift.db) and --help. Exit status: 0 completed, 1 failed (also: the\n"
+          "repository cannot be opened), 2 bad usage, invalid job file or unknown execution,\n"
+          "3 stopped, 4 refused. See docs/cli.md and nightshift(1).\n",
+          f);
+}
+
+static const struct command *find_command(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static void print_help(const struct command *c, FILE *f)
+{
+    fprintf(f, "usage: nightshift %s\n\n%s", c->synopsis, c->help);
+}
+
+void cli_usage(const char *name)
+{
+    const struct command *c = find_command(name);
+    if (c)
+        fprintf(stderr, "usage: nightshift %s\n(nightshift %s --help for more)\n", c->synopsis,
+                name);
+}
 
 bool cli_parse(int argc, char **argv, cli_opts *o)
 {
@@ -118,25 +197,42 @@ bool cli_exec_id(const char *s, int64_t *id)
 
 int main(int argc, char **argv)
 {
-    static const struct {
-        const char *name;
-        int (*fn)(int, char **);
-    } cmds[] = {{"run", cmd_run},          {"restart", cmd_restart}, {"stop", cmd_stop},
-                {"abandon", cmd_abandon},  {"list", cmd_list},       {"show", cmd_show},
-                {"validate", cmd_validate}};
-
-    if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
-        strcmp(argv[1], "-h") == 0) {
-        fputs(usage, argc < 2 ? stderr : stdout);
-        return argc < 2 ? NS_EXIT_USAGE : 0;
+    if (argc < 2) {
+        print_usage(stderr);
+        return NS_EXIT_USAGE;
     }
-    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+    const char *a = argv[1];
+    if (strcmp(a, "help") == 0 || strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+        if (argc > 2) {
+            const struct command *c = find_command(argv[2]);
+            if (!c) {
+                fprintf(stderr, "nightshift: unknown command '%s'\n\n", argv[2]);
+                print_usage(stderr);
+                return NS_EXIT_USAGE;
+            }
+            print_help(c, stdout);
+            return 0;
+        }
+        print_usage(stdout);
+        return 0;
+    }
+    if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0 || strcmp(a, "version") == 0) {
         printf("nightshift %s\n", NS_VERSION_STRING);
         return 0;
     }
-    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
-        if (strcmp(argv[1], cmds[i].name) == 0)
-            return cmds[i].fn(argc - 2, argv + 2);
-    fprintf(stderr, "nightshift: unknown command '%s'\n\n%s", argv[1], usage);
-    return NS_EXIT_USAGE;
+    const struct command *c = find_command(a);
+    if (!c) {
+        fprintf(stderr, "nightshift: unknown command '%s'\n\n", a);
+        print_usage(stderr);
+        return NS_EXIT_USAGE;
+    }
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            print_help(c, stdout);
+            return 0;
+        }
+    }
+    return c->fn(argc - 2, argv + 2);
 }

@@ -2,6 +2,7 @@
  * (items, items/s, percent and ETA when the input size is known), one summary
  * line per step in pipes and CI. Also the signal handlers. */
 #include "cli.h"
+#include "fmt.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -19,23 +20,6 @@ static double now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* 1234567 -> "1,234,567" */
-static const char *num(long long v, char *buf, size_t n)
-{
-    char tmp[32];
-    int len = snprintf(tmp, sizeof(tmp), "%lld", v < 0 ? -v : v);
-    size_t o = 0;
-    if (v < 0 && o + 1 < n)
-        buf[o++] = '-';
-    for (int i = 0; i < len && o + 2 < n; i++) {
-        if (i && (len - i) % 3 == 0)
-            buf[o++] = ',';
-        buf[o++] = tmp[i];
-    }
-    buf[o] = '\0';
-    return buf;
 }
 
 static void on_start(void *ud, const ns_progress *p)
@@ -57,13 +41,21 @@ static void on_chunk(void *ud, const ns_progress *p)
         return;
     last_draw = t;
     double rate = p->elapsed > 0 ? (double)p->counts.read / p->elapsed : 0;
-    fprintf(stderr, "\r\033[K%s: %s items  %s/s", p->step, num(p->counts.read, a, sizeof(a)),
-            num((long long)rate, b, sizeof(b)));
+    const ns_counts *c = &p->counts;
+    long long skipped = c->read_skip + c->process_skip + c->write_skip;
+    fprintf(stderr, "\r\033[K%s: %s items  %s/s", p->step, fmt_count(c->read, a, sizeof(a)),
+            fmt_count((long long)rate, b, sizeof(b)));
+    if (skipped)
+        fprintf(stderr, "  skipped %s", fmt_count(skipped, a, sizeof(a)));
     if (p->bytes_total > 0 && p->bytes_done >= 0) {
         double frac = (double)p->bytes_done / (double)p->bytes_total;
+        /* After a restart only what this run read tells its speed. */
+        int64_t start = p->bytes_start > 0 ? p->bytes_start : 0;
+        double done = (double)(p->bytes_done - start),
+               left = (double)(p->bytes_total - p->bytes_done);
         fprintf(stderr, "  %3.0f%%", frac * 100);
-        if (frac > 0.01 && p->elapsed > 1) {
-            double eta = p->elapsed * (1 - frac) / frac;
+        if (done > 0 && done > 0.01 * (double)(p->bytes_total - start) && p->elapsed > 1) {
+            double eta = p->elapsed * left / done;
             fprintf(stderr, "  ETA %d:%02d", (int)eta / 60, (int)eta % 60);
         }
     }
@@ -80,17 +72,19 @@ static void on_end(void *ud, const ns_progress *p)
         fprintf(stderr, "\r\033[K");
     long long skipped = c->read_skip + c->process_skip + c->write_skip;
     fprintf(stderr, "%s: %s  read %s  written %s  skipped %s", p->step,
-            ns_batch_status_name(p->status), num(c->read, r, sizeof(r)),
-            num(c->write, w, sizeof(w)), num(skipped, sk, sizeof(sk)));
-    if (skipped)
-        fprintf(stderr, " (read %lld, process %lld, write %lld)", (long long)c->read_skip,
-                (long long)c->process_skip, (long long)c->write_skip);
+            ns_batch_status_name(p->status), fmt_count(c->read, r, sizeof(r)),
+            fmt_count(c->write, w, sizeof(w)), fmt_count(skipped, sk, sizeof(sk)));
+    if (skipped) {
+        char x[32], y[32], z[32];
+        fprintf(stderr, " (read %s, process %s, write %s)", fmt_count(c->read_skip, x, sizeof(x)),
+                fmt_count(c->process_skip, y, sizeof(y)), fmt_count(c->write_skip, z, sizeof(z)));
+    }
     if (c->filter)
-        fprintf(stderr, "  filtered %lld", (long long)c->filter);
-    fprintf(stderr, "  commits %lld  %.2fs", (long long)c->commit, p->elapsed);
+        fprintf(stderr, "  filtered %s", fmt_count(c->filter, r, sizeof(r)));
+    fprintf(stderr, "  commits %s  %.2fs", fmt_count(c->commit, r, sizeof(r)), p->elapsed);
     if (p->elapsed > 0 && c->read)
         fprintf(stderr, "  %s items/s",
-                num((long long)((double)c->read / p->elapsed), r, sizeof(r)));
+                fmt_count((long long)((double)c->read / p->elapsed), r, sizeof(r)));
     fputc('\n', stderr);
     if (p->rejects)
         fprintf(stderr, "%s: rejected records are in %s\n", p->step, p->rejects);
@@ -133,7 +127,9 @@ int cli_outcome(ns_status st, const ns_outcome *out, const ns_error *err)
         cli_error(err);
         return out->exit_code;
     }
+    /* The exit code, as `show` gives it, when it says more than the status. */
     fprintf(stderr, "execution %lld: %s%s%s\n", (long long)out->execution_id,
-            ns_batch_status_name(out->status), out->message[0] ? ": " : "", out->message);
+            out->code[0] ? out->code : ns_batch_status_name(out->status),
+            out->message[0] ? ": " : "", out->message);
     return out->exit_code;
 }

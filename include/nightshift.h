@@ -74,7 +74,8 @@ typedef struct ns_error {
 
 NS_EXTERN void ns_error_clear(ns_error *err);
 
-/* Batch statuses of executions and step executions (ARCHITECTURE.md §8). */
+/* Batch statuses of executions and step executions (docs/internals.md, "Job repository (SQLite)").
+ */
 #define NS_BATCH_STATUS_MAP(XX)                                                                    \
     XX(STARTING)                                                                                   \
     XX(STARTED)                                                                                    \
@@ -95,7 +96,7 @@ NS_EXTERN const char *ns_batch_status_name(ns_batch_status s);
 /* Returns NS_BATCH_UNKNOWN for an unrecognised name. */
 NS_EXTERN ns_batch_status ns_batch_status_parse(const char *name);
 
-/* Process exit codes of the command line (ARCHITECTURE.md §2). */
+/* Process exit codes of the command line (docs/cli.md). */
 enum {
     NS_EXIT_COMPLETED = 0,
     NS_EXIT_FAILED = 1,
@@ -182,6 +183,7 @@ typedef struct ns_progress {
     double elapsed;      /* seconds since the step started */
     const char *rejects; /* rejects file path, NULL when no item was rejected */
     const char *message; /* exit message on step end, else NULL */
+    int64_t bytes_start; /* input consumed before this execution (a restart's resume point) */
 } ns_progress;
 
 typedef struct ns_listener {
@@ -226,10 +228,13 @@ typedef struct ns_outcome {
     ns_batch_status status;
     int exit_code;      /* NS_EXIT_* */
     char message[1024]; /* the execution's exit message; "" when none */
+    /* The execution's exit code as recorded ("COMPLETED_WITH_DIFFERENCES",
+     * "ASSERT_FAILED", or the status' name); "" when none was recorded. */
+    char code[40];
 } ns_outcome;
 
 /*
- * Runs a job, or restarts its instance per the rules of ARCHITECTURE.md §2.
+ * Runs a job, or restarts its instance per the rules of docs/cli.md.
  * Returns NS_OK when the job ran to an end (whatever the end: see
  * out->status, out->exit_code and out->message), NS_EREFUSED when the launch
  * was refused, another code when it could not be attempted (`err` says why).

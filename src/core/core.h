@@ -63,6 +63,7 @@ typedef struct step_run {
     char last_reject[512]; /* "line N: CODE: message" of the latest reject */
     bool done;             /* the target says this step already completed */
     bool resumed;          /* continuing from a checkpoint */
+    int64_t bytes_start;   /* the reader's input position when this execution began */
 } step_run;
 
 /*
@@ -79,6 +80,11 @@ ns_status ns__run_claim(step_run *s, ns_writer *w, const ns_ckpt_key *key, char 
                         bool *foreign, ns_error *err);
 /* The authorship a checkpoint context carries (added to a JSON object). */
 ns_status ns__run_sign(step_run *s, json_t *context, ns_error *err);
+/* Refuses to start writing an output file (rejects, a compare's output)
+ * where one already holds data (another execution's: never overwritten,
+ * the message names its writer) or a symbolic link stands. */
+ns_status ns__run_check_output(step_run *s, const char *path, const char *shown, const char *what,
+                               ns_error *err);
 /* Registers a connection URL's password and redacts text in place. */
 void ns__run_secret_url(run_ctx *rc, const char *url);
 void ns__run_redact(run_ctx *rc, char *buf, size_t cap);

@@ -1,7 +1,7 @@
 /*
  * run.c - the launcher and the chunk-oriented step runner.
  *
- * Data flows one way (ARCHITECTURE.md §5): job definition -> launch in the
+ * Data flows one way (docs/internals.md, "Modules"): job definition -> launch in the
  * repository (new execution or restart) -> for each step: reader -> writer
  * in chunks -> commit (target rows + checkpoint in one transaction) ->
  * repository update -> listener.
@@ -73,7 +73,7 @@ static ns_status params_add(params *p, const char *name, const char *type, const
     return NS_OK;
 }
 
-/* Applies NAME=VALUE arguments, defaults and types (ARCHITECTURE.md §3). */
+/* Applies NAME=VALUE arguments, defaults and types (docs/jobs.md). */
 static ns_status resolve_params(const ns_job *job, const char *const *args, size_t nargs,
                                 params *out, ns_error *err)
 {
@@ -274,6 +274,7 @@ void ns__run_report(step_run *s, void (*fn)(void *, const ns_progress *), ns_bat
                      .message = message};
     if (s->reader)
         s->reader->vt->progress(s->reader, &p.bytes_done, &p.bytes_total);
+    p.bytes_start = s->bytes_start;
     fn(l->ud, &p);
 }
 
@@ -383,8 +384,10 @@ static ns_status reject(step_run *s, int64_t line, const char *column, const cha
                            errno == ELOOP ? "it is a symbolic link; nightshift does not write "
                                             "through one (remove it, or choose another path)"
                                           : strerror(errno));
-        if (ftell(s->rejects) == 0)
+        if (ftell(s->rejects) == 0) {
+            ns__tag_writer(fileno(s->rejects), s->rc->repo->id, s->rc->launch.execution_id);
             fputs("line,column,code,message,record\n", s->rejects);
+        }
     }
     snprintf(s->last_reject, sizeof(s->last_reject), "line %lld%s%s: %s: %.300s", (long long)line,
              column ? ", column " : "", column ? column : "", code, message);
@@ -399,6 +402,40 @@ static ns_status reject(step_run *s, int64_t line, const char *column, const cha
     ns__csv_field(s->rejects, raw, raw_len);
     fputc('\n', s->rejects);
     return NS_OK;
+}
+
+/* Who wrote the file at path, for messages. */
+static void writer_of(run_ctx *rc, const char *path, char *buf, size_t n)
+{
+    char repo[33];
+    int64_t id;
+    if (!ns__file_writer(path, repo, &id))
+        snprintf(buf, n, "another run (the file does not say which)");
+    else if (strcmp(repo, rc->repo->id) == 0)
+        snprintf(buf, n, "execution %lld of this repository", (long long)id);
+    else
+        snprintf(buf, n, "execution %lld of another repository (%.12s)", (long long)id, repo);
+}
+
+ns_status ns__run_check_output(step_run *s, const char *path, const char *shown, const char *what,
+                               ns_error *err)
+{
+    struct stat sb;
+    char who[128];
+    if (lstat(path, &sb) != 0)
+        return NS_OK;
+    if (S_ISLNK(sb.st_mode))
+        return ns__err(err, NS_EIO, NULL,
+                       "%s %s: it is a symbolic link; nightshift does not write through one "
+                       "(remove it, or choose another path)",
+                       what, shown);
+    if (!S_ISREG(sb.st_mode) || sb.st_size == 0)
+        return NS_OK;
+    writer_of(s->rc, path, who, sizeof(who));
+    return ns__err(err, NS_EREFUSED, NULL,
+                   "%s %s already holds what %s wrote; nightshift never overwrites another "
+                   "execution's file: move it away, or name the file with ${execution.id}",
+                   what, shown, who);
 }
 
 /* Flushes the rejects of a chunk to disk before the chunk commits, so that a
@@ -679,8 +716,20 @@ static void drop_predecessor_rejects(step_run *s, const char *checkpointed)
         return;
     char *saved = rejects_saved_for(s, s->rc->launch.restart_of);
     char *abs = expand_env(s, saved), *mine = expand_env(s, checkpointed);
-    if (abs && (!mine || strcmp(abs, mine) != 0))
+    char repo[33], who[128];
+    int64_t id;
+    /* Never another execution's: a file at the same path written by a run
+     * the predecessor is not (another repository, a fixed name) is evidence. */
+    if (abs && (!mine || strcmp(abs, mine) != 0) && ns__file_writer(abs, repo, &id) &&
+        !(strcmp(repo, s->rc->repo->id) == 0 && id == s->rc->launch.restart_of)) {
+        writer_of(s->rc, abs, who, sizeof(who));
+        ns__run_notice(s->rc,
+                       "step %s: %s holds what %s wrote, not the execution this one restarts; it "
+                       "is left alone",
+                       s->def->name, saved, who);
+    } else if (abs && (!mine || strcmp(abs, mine) != 0)) {
         unlink(abs);
+    }
     free(saved);
     free(abs);
     free(mine);
@@ -1000,9 +1049,17 @@ static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
         goto out;
     if ((st = resume(s, state, err)) != NS_OK)
         goto out;
+    /* A fresh start writes a new rejects file: one that is there already is
+     * another execution's (said before anything is read). */
+    if (!s->resumed && !s->done &&
+        (st = ns__run_check_output(s, s->rejects_path, s->rejects_shown, "rejects file", err)) !=
+            NS_OK)
+        goto out;
     /* The processor starts where the checkpoint left it (its saved state). */
     if (s->proc && !s->done)
         st = s->proc->vt->start(s->proc, s->proc_state, err);
+    int64_t total;
+    s->reader->vt->progress(s->reader, &s->bytes_start, &total);
 out:
     free(path);
     free(path_shown);
@@ -1101,7 +1158,10 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
             goto out;
         if (n > 0 && (st = s.writer->vt->write(s.writer, items, n, &arena, err)) != NS_OK)
             goto out;
-        /* Rejects in file order: merge the reader's with the writer's. */
+        /* Rejects in file order: merge the reader's with the writer's. The
+         * one that takes the count past the limit is the one to name. */
+        int64_t nth = skips(&before);
+        char crossed[512] = "";
         for (size_t i = 0, b = 0; i < n || b < nbad;) {
             ns_item *it;
             if (b < nbad && (i >= n || bad[b].line < items[i].line)) {
@@ -1117,15 +1177,18 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
             if ((st = reject(&s, it->line, it->column, it->code, it->message, it->raw, it->raw_len,
                              err)) != NS_OK)
                 goto out;
+            if (++nth == def->skip_limit + 1)
+                snprintf(crossed, sizeof(crossed), "%s", s.last_reject);
         }
         if (skips(&s.counts) > def->skip_limit) {
             if (s.rejects)
                 fflush(s.rejects);
+            char lim[32], so_far[32];
             st = ns__err(err, NS_ESKIPLIMIT, NULL,
-                         "skip limit %lld exceeded by %s (%lld records rejected so far, see %s); "
+                         "skip limit %s exceeded by %s (%s records rejected so far, see %s); "
                          "the chunk in which it happened was rolled back",
-                         (long long)def->skip_limit, s.last_reject, (long long)skips(&s.counts),
-                         s.rejects_shown);
+                         ns__count(def->skip_limit, lim), crossed[0] ? crossed : s.last_reject,
+                         ns__count(skips(&s.counts), so_far), s.rejects_shown);
             goto out;
         }
         /* Replace mode is one transaction for the whole step: it commits at
@@ -1138,16 +1201,20 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
         ns__run_report(&s, rc->listener ? rc->listener->chunk : NULL, NS_BATCH_STARTED, NULL);
         if ((s.stop || ns__stop_signal) && !eof) {
             *status = NS_BATCH_STOPPED;
-            snprintf(msg, msglen, "stopped on request after chunk %lld; %lld records read",
-                     (long long)s.chunks, (long long)committed.read);
+            char nread[32];
+            snprintf(msg, msglen, "stopped on request after chunk %lld; %s records read",
+                     (long long)s.chunks, ns__count(committed.read, nread));
             break;
         }
     }
     if (eof) {
         *status = NS_BATCH_COMPLETED;
-        if (skips(&s.counts))
-            snprintf(msg, msglen, "%lld of %lld records rejected (see %s)",
-                     (long long)skips(&s.counts), (long long)s.counts.read, s.rejects_shown);
+        if (skips(&s.counts)) {
+            char nrej[32], nread[32];
+            snprintf(msg, msglen, "%s of %s records rejected (see %s)",
+                     ns__count(skips(&s.counts), nrej), ns__count(s.counts.read, nread),
+                     s.rejects_shown);
+        }
     }
 out:
     if (st != NS_OK) {
@@ -1251,7 +1318,7 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
     out->execution_id = 0;
     out->status = NS_BATCH_UNKNOWN;
     out->exit_code = NS_EXIT_USAGE;
-    out->message[0] = '\0';
+    out->message[0] = out->code[0] = '\0';
     ns__secrets_merge(&rc.secrets, &repo->secrets);
     if ((st = resolve_params(job, launch ? launch->params : NULL, launch ? launch->nparams : 0, &p,
                              err)) != NS_OK)
@@ -1365,6 +1432,8 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
     out->status = status;
     out->exit_code = exit_for(status);
     snprintf(out->message, sizeof(out->message), "%s", msg);
+    snprintf(out->code, sizeof(out->code), "%s",
+             status == NS_BATCH_FAILED && e2.code ? "FAILED" : code);
     st = NS_OK;
 done:
     if (st == NS_EPARAM || st == NS_ECONFIG)
@@ -1389,6 +1458,7 @@ ns_status ns_execution_restart(ns_repo *repo, int64_t id, const ns_launch *launc
     out->execution_id = 0;
     out->status = NS_BATCH_UNKNOWN;
     out->exit_code = NS_EXIT_FAILED;
+    out->message[0] = out->code[0] = '\0';
     if ((st = repo->vt->exec_info(repo, id, &info, err)) != NS_OK) {
         out->exit_code = st == NS_ENOTFOUND ? NS_EXIT_USAGE : NS_EXIT_FAILED;
         goto out;

@@ -602,12 +602,16 @@ void ns__run_compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
             st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
             goto out;
         }
+        /* Renamed over the path when complete: not over another's file. */
+        if ((st = ns__run_check_output(&s, o.path, shown, "compare.output", err)) != NS_OK)
+            goto out;
         if (ns__mkdir_parents(o.path, NULL) != NS_OK || !(o.f = ns__fopen_out(o.tmp, false))) {
             st = ns__err(err, NS_EIO, NULL, "compare.output %s: %s", shown,
                          errno == ELOOP ? "a symbolic link is in the way of its temporary file"
                                         : strerror(errno));
             goto out;
         }
+        ns__tag_writer(fileno(o.f), rc->repo->id, rc->launch.execution_id);
     } else {
         /* Differences as rows of a table, in one transaction with the step's
          * checkpoint: a restart after the commit does not write them twice. */

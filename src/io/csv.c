@@ -97,7 +97,10 @@ ns_status ns__csv_open_path(const char *path, const char *name, const ns_csv_opt
     c->path = ns__strdup(name ? name : path);
     c->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (c->fd < 0) {
-        ns__err(err, NS_EIO, NULL, "%s: cannot open: %s", c->path, strerror(errno));
+        if (errno == ENOENT)
+            ns__err(err, NS_EIO, NULL, "%s: the file does not exist", c->path);
+        else
+            ns__err(err, NS_EIO, NULL, "%s: cannot open: %s", c->path, strerror(errno));
         ns__csv_close(c);
         return NS_EIO;
     }

@@ -2,7 +2,7 @@
  * reader_query.c - the `query` reader: the rows of an SQL query on SQLite or
  * PostgreSQL, read in pages by keyset ("greater than the last key seen",
  * never OFFSET), so a job may update the very columns its query filters on
- * without rows being skipped or read twice (SCENARIOS.md §4). The last key is
+ * without rows being skipped or read twice (docs/scenarios.md §4). The last key is
  * the restart position.
  *
  * Each page is
@@ -19,11 +19,13 @@
 #include "io/io.h"
 
 #include <libpq-fe.h>
+#include <errno.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef struct query_reader {
     ns_reader base;
@@ -165,6 +167,11 @@ static ns_status q_open(ns_reader *base, const ns_step_def *d, const ns_reader_a
         /* Read-write, not read-only: after a crash mid-commit the database
          * may have a hot journal, which only a connection that may write can
          * roll back. query_only keeps this one from writing anything else. */
+        struct stat sb;
+        if (stat(args->path + 7, &sb) != 0 && errno == ENOENT) {
+            st = ns__err(err, NS_EIO, NULL, "%s: the database file does not exist", args->shown);
+            goto out;
+        }
         if (sqlite3_open_v2(args->path + 7, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
                             NULL) != SQLITE_OK) {
             st = sq_fail(r, err, "cannot open the database");

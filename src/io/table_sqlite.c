@@ -10,15 +10,17 @@
  * and the good rows commit without replaying anything. The earlier of two
  * rows colliding on a key is the one kept, since rows go in file order.
  *
- * The checkpoint (ARCHITECTURE.md §7) is a row of nightshift_checkpoint in
+ * The checkpoint (docs/internals.md, "Exactly-once restart") is a row of nightshift_checkpoint in
  * the target, written in the chunk's own transaction.
  */
 #include "io/io.h"
 
+#include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef struct tcol {
     char *name;
@@ -220,6 +222,12 @@ static ns_status sw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
             SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (cfg->table ? 0 : SQLITE_OPEN_CREATE);
         if (cfg->table == NULL && ns__mkdir_parents(cfg->url + 7, NULL) != NS_OK)
             return ns__err(err, NS_EIO, NULL, "%s: cannot create its directory", w->where);
+        struct stat sb;
+        if (cfg->table && stat(cfg->url + 7, &sb) != 0 && errno == ENOENT)
+            return ns__err(err, NS_ESCHEMA, NULL,
+                           "%s: the database file does not exist (a table writer needs its "
+                           "table; a sql: step before it can create both)",
+                           w->where);
         if (sqlite3_open_v2(cfg->url + 7, &w->db, flags, NULL) != SQLITE_OK)
             return ns__err(err, NS_EDB, NULL, "%s: cannot open the database: %s", w->where,
                            w->db ? sqlite3_errmsg(w->db) : "out of memory");

@@ -119,6 +119,8 @@ static const char *const migrations[] = {
     "  WHERE p.name = 'run.id' GROUP BY i.job_name"
     "  ON CONFLICT (job_name) DO UPDATE"
     "  SET last = greatest(nightshift.ns_run_id.last, excluded.last);",
+    /* 3: `show` says which execution restarted this one. */
+    "CREATE INDEX ns_job_execution_restart ON nightshift.ns_job_execution (restart_of);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -911,7 +913,9 @@ static void row(PGresult *res, int i, const char **cols, int n)
 #define EXEC_COLUMNS                                                                               \
     "e.id, i.job_name, e.instance_id, e.status, e.exit_code, e.exit_message, "                     \
     ISO("e.created_at") ", " ISO("e.started_at") ", " ISO("e.ended_at") ", "                       \
-    "e.host, e.pid, e.restart_of, e.job_file, " ISO("e.last_updated") ", e.workdir"
+    "e.host, e.pid, e.restart_of, e.job_file, " ISO("e.last_updated") ", e.workdir, "             \
+    ISO("e.heartbeat") ", e.process_start, "                                                       \
+    "(SELECT min(r.id) FROM nightshift.ns_job_execution r WHERE r.restart_of = e.id)"
 #define STEP_QUERY                                                                                 \
     "SELECT s.step_name, s.partition_name, s.status, s.exit_code, s.exit_message,"                 \
     " s.read_count, s.write_count, s.filter_count, s.read_skip_count, s.process_skip_count,"       \
@@ -925,7 +929,7 @@ static void row(PGresult *res, int i, const char **cols, int n)
 /* The JSON of each execution of a result, with its parameters. */
 static json_t *execs_json(PGconn *c, PGresult *res, ns_error *err)
 {
-    const char *cols[NS_STEP_NCOLS];
+    const char *cols[NS_MAX_NCOLS];
     json_t *a = json_array();
     for (int i = 0; i < PQntuples(res); i++) {
         row(res, i, cols, NS_EXEC_NCOLS);
@@ -967,7 +971,7 @@ static ns_status pg_show_json(ns_repo *r, int64_t id, char **out, ns_error *err)
     json_decref(a);
     json_t *steps = json_array();
     res = q(c, err, "show steps", STEP_QUERY, 1, p);
-    const char *cols[NS_STEP_NCOLS];
+    const char *cols[NS_MAX_NCOLS];
     for (int i = 0; res && i < PQntuples(res); i++) {
         row(res, i, cols, NS_STEP_NCOLS);
         json_array_append_new(steps, ns__json_step(cols));

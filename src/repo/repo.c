@@ -1,6 +1,7 @@
 /* repo.c - repository dispatch and the backend-independent launch rules. */
 #include "repo/repo.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <signal.h>
@@ -106,9 +107,27 @@ ns_status ns_repo_show_json(ns_repo *r, int64_t id, char **out, ns_error *err)
 ns_status ns_repo_list_json(ns_repo *r, const char *job, const char *status, int limit, char **out,
                             ns_error *err)
 {
-    if (status && ns_batch_status_parse(status) == NS_BATCH_UNKNOWN && strcmp(status, "UNKNOWN"))
-        return ns__err(err, NS_EINVAL, NULL, "unknown status '%s'", status);
-    return said(r, r->vt->list_json(r, job, status, limit > 0 ? limit : 20, out, err), err);
+    char upper[32] = "";
+    if (status) {
+        /* Any case: --status failed is FAILED. */
+        size_t i = 0;
+        for (; status[i] && i + 1 < sizeof(upper); i++)
+            upper[i] = (char)toupper((unsigned char)status[i]);
+        upper[i] = '\0';
+        if (status[i] ||
+            (ns_batch_status_parse(upper) == NS_BATCH_UNKNOWN && strcmp(upper, "UNKNOWN") != 0)) {
+            ns_buf valid = {0};
+            for (int s = NS_BATCH_STARTING; s <= NS_BATCH_UNKNOWN; s++)
+                ns__buf_printf(&valid, "%s%s", s ? ", " : "",
+                               ns_batch_status_name((ns_batch_status)s));
+            ns__err(err, NS_EINVAL, NULL, "unknown status '%s' (one of: %s)", status,
+                    ns__buf_cstr(&valid));
+            ns__buf_free(&valid);
+            return NS_EINVAL;
+        }
+    }
+    return said(
+        r, r->vt->list_json(r, job, status ? upper : NULL, limit > 0 ? limit : 20, out, err), err);
 }
 
 static int cmp_param(const void *a, const void *b)
@@ -262,17 +281,47 @@ static json_t *typed_value(const char *type, const char *v)
     return json_string(v);
 }
 
+/* Whether an execution the repository says is running still is: its
+ * process on this host, or its heartbeat from another within the lease
+ * ($NIGHTSHIFT_LEASE, else 60 s). NULL when it is not marked running. */
+static const char *liveness(const char *status, const char *host, const char *pid,
+                            const char *process_start, const char *heartbeat)
+{
+    ns_batch_status s = ns_batch_status_parse(status);
+    if (s != NS_BATCH_STARTING && s != NS_BATCH_STARTED && s != NS_BATCH_STOPPING)
+        return NULL;
+    if (host && strcmp(host, ns__hostname()) == 0) {
+        int64_t p = 0, start = -1;
+        if (pid)
+            ns__parse_i64(pid, strlen(pid), &p);
+        if (process_start)
+            ns__parse_i64(process_start, strlen(process_start), &start);
+        return process_gone(p, start) ? "process gone" : "alive";
+    }
+    const char *env = getenv("NIGHTSHIFT_LEASE");
+    double lease = env && atof(env) > 0 ? atof(env) : 60, beat;
+    if (!heartbeat || !ns__parse_iso(heartbeat, &beat))
+        return "unknown";
+    return ns__now() - beat > lease ? "heartbeat stale" : "alive";
+}
+
 json_t *ns__json_exec(const char *const *c)
 {
-    static const char *const names[NS_EXEC_NCOLS] = {
-        "id",           "job",        "instance_id", "status",       "exit_code",
-        "exit_message", "created_at", "started_at",  "ended_at",     "host",
-        "pid",          "restart_of", "job_file",    "last_updated", "workdir"};
+    static const char *const names[] = {"id",        "job",          "instance_id", "status",
+                                        "exit_code", "exit_message", "created_at",  "started_at",
+                                        "ended_at",  "host",         "pid",         "restart_of",
+                                        "job_file",  "last_updated", "workdir",     "heartbeat"};
     json_t *o = json_object();
-    for (int i = 0; i < NS_EXEC_NCOLS; i++) {
+    for (int i = 0; i < (int)(sizeof(names) / sizeof(names[0])); i++) {
         bool num = i == 0 || i == 2 || i == 10 || i == 11;
         json_object_set_new(o, names[i], num ? jint(c[i]) : jstr(c[i]));
     }
+    json_object_set_new(o, "restarted_by", jint(c[17]));
+    /* A run marked running whose process is gone (kill -9, a crash) until
+     * the next launch of its instance marks it FAILED: say so. */
+    const char *live = liveness(c[3], c[9], c[10], c[16], c[15]);
+    if (live)
+        json_object_set_new(o, "liveness", json_string(live));
     json_object_set_new(o, "params", json_object());
     json_object_set_new(o, "identifying", json_array());
     return o;

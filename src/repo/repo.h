@@ -1,5 +1,5 @@
 /*
- * repo.h - the job repository interface (ARCHITECTURE.md §8).
+ * repo.h - the job repository interface (docs/internals.md, "Job repository (SQLite)").
  *
  * A repository backend is a vtable; ns_repo is an instance whose first
  * member points to it. The SQLite backend lives in sqlite.c. The decision of
@@ -147,13 +147,16 @@ extern const ns_repo_vt ns__repo_pg;
  * as text columns (NULL for SQL NULL) in the order named below.
  */
 #define NS_EXEC_NCOLS                                                                              \
-    15                   /* id, job, instance_id, status, exit_code, exit_message,                 \
+    18                   /* id, job, instance_id, status, exit_code, exit_message,                 \
                             created_at, started_at, ended_at, host, pid, restart_of,               \
-                            job_file, last_updated, workdir */
+                            job_file, last_updated, workdir, heartbeat, process_start,             \
+                            restarted_by (the execution whose restart_of is this one) */
 #define NS_PARAM_NCOLS 4 /* name, type, value, identifying */
 #define NS_STEP_NCOLS                                                                              \
     17 /* name, partition, status, exit_code, exit_message, the eight                              \
           counters, started_at, ended_at, id, context */
+/* The most columns of any of the rows above (arrays of them use it). */
+#define NS_MAX_NCOLS 24
 json_t *ns__json_exec(const char *const *cols);
 void ns__json_exec_param(json_t *exec, const char *const *cols);
 json_t *ns__json_step(const char *const *cols);

@@ -103,6 +103,8 @@ static const char *const migrations[] = {
     "  JOIN ns_job_instance i ON i.id = e.instance_id"
     "  WHERE p.name = 'run.id' GROUP BY i.job_name"
     "  ON CONFLICT (job_name) DO UPDATE SET last = max(last, excluded.last);",
+    /* 3: `show` says which execution restarted this one. */
+    "CREATE INDEX ns_job_execution_restart ON ns_job_execution (restart_of);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -833,11 +835,12 @@ static void row(sqlite3_stmt *st, const char **cols, int n)
 #define EXEC_COLUMNS                                                                               \
     "e.id, i.job_name, e.instance_id, e.status, e.exit_code, e.exit_message, e.created_at,"        \
     " e.started_at, e.ended_at, e.host, e.pid, e.restart_of, e.job_file, e.last_updated,"          \
-    " e.workdir"
+    " e.workdir, e.heartbeat, e.process_start,"                                                    \
+    " (SELECT min(r.id) FROM ns_job_execution r WHERE r.restart_of = e.id)"
 
 static json_t *exec_json(sqlite3 *db, sqlite3_stmt *st)
 {
-    const char *c[NS_STEP_NCOLS];
+    const char *c[NS_MAX_NCOLS];
     row(st, c, NS_EXEC_NCOLS);
     json_t *o = ns__json_exec(c);
     sqlite3_stmt *p = prep(db, NULL,
@@ -869,7 +872,7 @@ static ns_status sq_show_json(ns_repo *r, int64_t id, char **out, ns_error *err)
     sqlite3_finalize(st);
 
     json_t *steps = json_array();
-    const char *c[NS_STEP_NCOLS];
+    const char *c[NS_MAX_NCOLS];
     st = prep(db, err,
               "SELECT s.step_name, s.partition_name, s.status, s.exit_code, s.exit_message,"
               " s.read_count, s.write_count, s.filter_count, s.read_skip_count,"

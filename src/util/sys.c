@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -218,4 +219,44 @@ FILE *ns__fopen_out(const char *path, bool append)
         errno = e;
     }
     return f;
+}
+
+const char *ns__count(int64_t v, char *buf)
+{
+    char tmp[32];
+    int len = snprintf(tmp, sizeof(tmp), "%lld", (long long)(v < 0 ? -v : v));
+    size_t o = 0;
+    if (v < 0)
+        buf[o++] = '-';
+    for (int i = 0; i < len; i++) {
+        if (i && (len - i) % 3 == 0)
+            buf[o++] = ',';
+        buf[o++] = tmp[i];
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+#define WRITER_XATTR "user.nightshift.writer"
+
+void ns__tag_writer(int fd, const char *repo_id, int64_t execution_id)
+{
+    char tag[80];
+    int n = snprintf(tag, sizeof(tag), "%s %lld", repo_id, (long long)execution_id);
+    if (n > 0)
+        (void)fsetxattr(fd, WRITER_XATTR, tag, (size_t)n, 0); /* none where unsupported */
+}
+
+bool ns__file_writer(const char *path, char repo_id[33], int64_t *execution_id)
+{
+    char tag[80];
+    ssize_t n = lgetxattr(path, WRITER_XATTR, tag, sizeof(tag) - 1);
+    if (n <= 0)
+        return false;
+    tag[n] = '\0';
+    long long id;
+    if (sscanf(tag, "%32s %lld", repo_id, &id) != 2)
+        return false;
+    *execution_id = id;
+    return true;
 }

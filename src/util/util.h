@@ -106,6 +106,10 @@ const char *ns__buf_cstr(ns_buf *b);
 char *ns__strdup(const char *s);
 char *ns__strndup(const char *s, size_t n);
 char *ns__asprintf(const char *fmt, ...) NS_PRINTF(1, 2);
+/* A count for people, grouped by thousands: 1234567 -> "1,234,567" (the
+ * style of every count nightshift prints; line numbers and ids are not
+ * counts). Returns buf (>= 32 bytes). */
+const char *ns__count(int64_t v, char *buf);
 /* Parses a whole decimal int64 (optional sign, no spaces). */
 bool ns__parse_i64(const char *s, size_t n, int64_t *out);
 
@@ -137,6 +141,15 @@ size_t ns__utf8_count(const char *p, size_t n);
  * and without blocking on a FIFO nobody reads (ENXIO). NULL with errno set.
  */
 FILE *ns__fopen_out(const char *path, bool append);
+/*
+ * Output files carry who wrote them, in the extended attribute
+ * user.nightshift.writer ("REPOSITORY_ID EXECUTION_ID"), so that a file of
+ * another execution is never truncated or removed, and a refusal can name
+ * its writer. Where the file system keeps no such attributes, nothing is
+ * tagged and ns__file_writer says false.
+ */
+void ns__tag_writer(int fd, const char *repo_id, int64_t execution_id);
+bool ns__file_writer(const char *path, char repo_id[33], int64_t *execution_id);
 /* Creates the parent directories of a file path (mkdir -p of dirname). */
 ns_status ns__mkdir_parents(const char *path, ns_error *err);
 /* This machine's host name (cached). */

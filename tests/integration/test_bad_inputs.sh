@@ -57,7 +57,7 @@ expect_exit 2 "$NS" run job.yaml --bogus
 
 # Missing input file, empty file, missing table, unmapped columns: FAILED, said where.
 expect_exit 1 "$NS" run job.yaml file=nope.csv
-expect_err "nope.csv: cannot open: No such file or directory"
+expect_err "nope.csv: the file does not exist"
 : > empty.csv
 expect_exit 1 "$NS" run job.yaml file=empty.csv
 expect_err "empty.csv: the file is empty (no header line)"
@@ -74,7 +74,7 @@ printf 'id,n\n1,1\n' > short.csv
 expect_exit 1 "$NS" run job.yaml file=short.csv
 expect_err "column u.email is NOT NULL without a default, but the input has no column 'email'"
 expect_exit 1 env TARGET_DB="$T/no/such/dir.db" "$NS" run job.yaml file=in.csv day=2026-01-01
-expect_err "cannot open the database"
+expect_err "connection 'target' (sqlite:\${env.TARGET_DB}): the database file does not exist"
 
 # A secret from the environment never appears in messages.
 mkdir -p sec && cat > secret.yaml <<'EOY'
@@ -88,7 +88,7 @@ steps:
 EOY
 expect_exit 1 env SECRET_PATH="$T/hunter2/x.db" "$NS" run secret.yaml
 grep -q hunter2 "$T/err" && fail "the secret path leaked into the error: $(cat "$T/err")"
-expect_err "connection 'target' (sqlite:\${env.SECRET_PATH}): cannot open the database"
+expect_err "connection 'target' (sqlite:\${env.SECRET_PATH}): the database file does not exist"
 "$NS" show "$("$NS" list --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')" --json | grep -q hunter2 && fail "the secret leaked into the repository"
 
 # Paths built from the environment: the files land where the variable says,
@@ -121,7 +121,7 @@ sqlite3 "$TARGET_DB" "SELECT context FROM nightshift_checkpoint" | grep -q hunte
 assert_eq "$(tail -n +2 "$T/hunter3/rejects.csv" | cut -d, -f1-3)" "6,n,22P02" "rejects across the restart"
 expect_exit 1 env SECRET_DIR="$T/hunter3/missing" "$NS" run envpath.yaml --next
 grep -q hunter3 "$T/err" && fail "an environment value leaked into an error: $(cat "$T/err")"
-expect_err '${env.SECRET_DIR}/in/data.csv: cannot open'
+expect_err '${env.SECRET_DIR}/in/data.csv: the file does not exist'
 sqlite3 "$TARGET_DB" "DELETE FROM u"
 
 # A full disk for the rejects file: the step fails, the chunks committed
@@ -134,8 +134,17 @@ sed -i 's|rejects: "/dev/full"|rejects: "rejects/full.csv"|' full.yaml
 expect_exit 0 "$NS" run full.yaml file=in.csv day=2026-01-02
 assert_eq "$(sql "$TARGET_DB" 'SELECT group_concat(id) FROM u')" "1,2,3,4,6" "rows after the restart"
 assert_eq "$(tail -n +2 rejects/full.csv | cut -d, -f1-3)" "6,n,22P02" "the reject"
-# A new instance with the same fixed rejects path starts a fresh file.
+# A new instance with the same fixed rejects path does not overwrite the
+# file another execution wrote (issue 9): it refuses, naming the writer,
+# before reading anything; moved away, the run writes a fresh one.
 sqlite3 "$TARGET_DB" "DELETE FROM u"
+cp rejects/full.csv before.csv
+expect_exit 1 "$NS" run full.yaml file=in.csv day=2026-01-03
+expect_err "rejects file rejects/full.csv already holds what execution"
+expect_err "of this repository wrote; nightshift never overwrites another execution's file"
+cmp -s before.csv rejects/full.csv || fail "another execution's rejects file was changed"
+assert_eq "$(sql "$TARGET_DB" 'SELECT count(*) FROM u')" 0 "rows of the refused run"
+mv rejects/full.csv rejects/full-old.csv
 expect_exit 0 "$NS" run full.yaml file=in.csv day=2026-01-03
 assert_eq "$(cat rejects/full.csv | cut -d, -f1-3 | tr '\n' ' ')" "line,column,code 6,n,22P02 " \
     "rejects file of a fresh run"

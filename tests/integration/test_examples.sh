@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The five examples of examples/ (SCENARIOS.md), each run by its own script
+# The five examples of examples/ (docs/scenarios.md), each run by its own script
 # and its results checked against what the bundled data says they must be:
 # on SQLite here; on PostgreSQL when run by test_examples_pg.sh, with the job
 # repository in the same database (one transaction for rows and records).
@@ -33,6 +33,16 @@ printf 'id,email,name,age,signup_date,last_login,points,premium,balance,country\
 expect_exit 1 "$NS" run job.yaml file=bad-month.csv month=2026-12-01
 expect_err "step check: assertion failed: 2 rows, e.g. (id=9001, email=late@example.com"
 assert_eq "$(q "SELECT count(*) FROM publications")" 1 "users-upload: nothing published for a failed check"
+# Run by hand from its folder with another repository (./nightshift.db, the
+# default), as a new user would (issue 9): the demo's rejects file has the
+# same name, and must not be overwritten: the run refuses, naming its writer.
+if [ -z "${EXAMPLES_PG:-}" ]; then
+    cp out/rejects/users-upload-1.csv demo-rejects.csv
+    expect_exit 1 env -u NIGHTSHIFT_REPOSITORY TARGET_URL=sqlite:out/by-hand.db \
+        "$NS" run job.yaml file=users.csv month=2026-11-01
+    expect_err "already holds what execution 1 of another repository"
+    cmp -s demo-rejects.csv out/rejects/users-upload-1.csv || fail "users-upload: the demo's rejects file was overwritten"
+fi
 echo "users-upload: ok"
 
 # 2. goods-filter: the albums whose subtree holds a shipping discount.
