@@ -14,6 +14,7 @@ pkgs=(
     libxxhash-dev                        # input fingerprints for restarts (XXH3)
     libcmocka-dev                        # unit tests
     procps python3                       # integration tests: ps, data generators
+    groff-base man-db                    # tests: the manual page renders; man finds it
 )
 
 missing=()
