@@ -1,4 +1,4 @@
-# Top-level entry points (ARCHITECTURE.md §1). CMake does the building.
+# Top-level entry points (README.md). CMake does the building.
 BUILD      ?= build
 TEST_BUILD ?= build-test
 PREFIX     ?= /usr/local

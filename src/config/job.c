@@ -1,5 +1,5 @@
 /*
- * job.c - job file loader (ARCHITECTURE.md §3).
+ * job.c - job file loader (docs/jobs.md).
  *
  * The file is read with libyaml's document API so that every node keeps its
  * line. The loader walks only the keys it knows, checks each one, and stops at

@@ -1,5 +1,5 @@
 /*
- * csv.h - streaming RFC 4180 reader (ARCHITECTURE.md §4).
+ * csv.h - streaming RFC 4180 reader (docs/jobs.md, "Reader `csv`").
  *
  * Records are returned one at a time; their fields point into the reader's
  * buffer and stay valid until the next call on the reader. Nothing is

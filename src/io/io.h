@@ -1,5 +1,5 @@
 /*
- * io.h - readers and writers (ARCHITECTURE.md §6).
+ * io.h - readers and writers (docs/internals.md).
  *
  * Both are vtables: a const struct with a name, a version, the size of an
  * instance and its methods; an instance struct whose first member points to

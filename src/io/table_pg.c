@@ -23,8 +23,8 @@
  * the table as the records before it left it, as if applied one by one: the
  * last record of a key wins and a refused one leaves its predecessor.
  *
- * The checkpoint (ARCHITECTURE.md §7) is a row of nightshift_checkpoint in the
- * target, written in the chunk's transaction.
+ * The checkpoint (docs/internals.md, "Exactly-once restart") is a row of nightshift_checkpoint in
+ * the target, written in the chunk's transaction.
  */
 #include "io/io.h"
 
@@ -234,7 +234,7 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
         return ns__err(err, NS_EDB, NULL, "%s: cannot connect: %.*s", w->where, (int)len, m);
     }
     /* The repository's own database: one connection, one transaction for
-     * the chunk's rows and its record (ARCHITECTURE.md §7). */
+     * the chunk's rows and its record (docs/internals.md, "Exactly-once restart"). */
     PGconn *repo = cfg->share ? cfg->share(cfg->share_arg, w->c) : NULL;
     if (repo) {
         PQfinish(w->c);

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes a CSV with bad rows of every class of ARCHITECTURE.md §4 at known
+"""Writes a CSV with bad rows of every class of docs/jobs.md, "Reader `csv`" and "Rejects file" at known
 lines, and what a correct load must give.
 
 usage: gen_dirty.py ROWS OUT.csv EXPECTED_REJECTS.txt EXPECTED_IDS.txt [BADEVERY]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The compare step (shadowing, SCENARIOS.md §5): two queries, possibly on two
+# The compare step (shadowing, docs/scenarios.md §5): two queries, possibly on two
 # databases, matched by key; every row on one side only or differing in a
 # compared column is written out (CSV or table) and the step's exit code says
 # COMPLETED_WITH_DIFFERENCES. Numbers compare by value (10.5 = 10.50), truth

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A dirty CSV of 30,000 rows with every error class of ARCHITECTURE.md §4
+# A dirty CSV of 30,000 rows with every error class of docs/jobs.md, "Reader `csv`" and "Rejects file"
 # loads exactly its good rows and rejects every bad one with its start line
 # and code; counters reconcile; a second run is refused. Then the same with
 # 7-byte reads, which must change nothing.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The dormant-users bug of SCENARIOS.md §4: a job reads users inactive for a
+# The dormant-users bug of docs/scenarios.md §4: a job reads users inactive for a
 # year that are still active, and switches them to dormant in the same table
 # (it updates the very column its query filters on). Offset paging skips half
 # of them; keyset paging on the key reads every row exactly once, also across

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Exactly-once under kill -9 (ARCHITECTURE.md §7): a load is killed at 25
+# Exactly-once under kill -9 (docs/internals.md, "Exactly-once restart"): a load is killed at 25
 # random moments, relaunched each time, and must end with every good row
 # exactly once and every bad row exactly once in the rejects files. Variants
 # ($KILL9_VARIANTS): the target is its own database (checkpoint row in the

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The launch rules of ARCHITECTURE.md §2 through the command: running refused,
+# The launch rules of docs/cli.md through the command: running refused,
 # concurrent launches start once, failed restarts from its last chunk (run and
 # restart ID), abandoned refused, non-restartable refused, --next.
 source "$(dirname "$0")/lib.sh"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The window between a chunk's commit in the target and the repository's
-# update (ARCHITECTURE.md §7): a process that dies there leaves the repository
+# update (docs/internals.md, "Exactly-once restart"): a process that dies there leaves the repository
 # behind; the next run trusts the target's checkpoint, reconciles the
 # repository, and neither loses nor repeats a row. For a replace step, whose
 # one transaction is the whole step, the rerun must not replace the table

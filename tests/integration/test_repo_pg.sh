@@ -79,7 +79,7 @@ expect_err "postgresql://u:***@localhost:1/x: cannot connect"
 
 # Target in the repository's database (same server, database and user): the
 # writer works through the repository's connection, so each chunk's rows and
-# its step record commit in one transaction (ARCHITECTURE.md §7). Told from
+# its step record commit in one transaction (docs/internals.md, "Exactly-once restart"). Told from
 # the server's log: every COPY comes from the repository's session, and each
 # is followed by the step's record before its COMMIT.
 psql "$REPO" -qc "CREATE TABLE k (id integer NOT NULL, v text)"

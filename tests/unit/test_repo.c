@@ -1,5 +1,5 @@
 /* test_repo.c - the SQLite job repository and the launch rules of
- * ARCHITECTURE.md §2, driven through the repository interface. */
+ * docs/cli.md, driven through the repository interface. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
