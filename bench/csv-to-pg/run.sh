@@ -18,7 +18,9 @@ echo "input: $rows rows ($(du -h "$clean" | cut -f1)); $runs runs each; $(nproc)
 reset() { # a fresh table, repository and checkpoint for every run
     psql "$url" -q -c "SET client_min_messages = warning" -c "DROP TABLE IF EXISTS nightshift_checkpoint" \
         -f "$here/schema.sql" -c "CHECKPOINT"
-    rm -f "$data"/repo.db*
+    # A fresh repository's execution 1 writes rejects-1.csv again: the old one
+    # goes (nightshift never overwrites another execution's file).
+    rm -f "$data"/repo.db* "$data"/rejects-*.csv
 }
 run_ns() {
     reset
