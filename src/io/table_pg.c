@@ -616,6 +616,9 @@ static void read_error(PGresult *res, copy_error *e)
  * filled (and err too when the error is not about a row). */
 static ns_status copy_end(pg_writer *w, copy_error *e, ns_error *err)
 {
+    /* Every way out leaves *e said: a failure without a result (the
+     * connection gone mid-COPY) is not about a row. */
+    memset(e, 0, sizeof(*e));
     if (PQputCopyEnd(w->c, NULL) != 1)
         return fail(w, NULL, err, "COPY");
     ns_status st = NS_OK;
@@ -635,6 +638,7 @@ static ns_status copy_end(pg_writer *w, copy_error *e, ns_error *err)
 /* Sends COPY lines [lo, hi). NS_OK, or NS_EDB with *e filled. */
 static ns_status copy_range(pg_writer *w, size_t lo, size_t hi, copy_error *e, ns_error *err)
 {
+    memset(e, 0, sizeof(*e));
     PGresult *res = PQexec(w->c, w->copy_sql);
     if (PQresultStatus(res) != PGRES_COPY_IN) {
         read_error(res, e);
@@ -674,7 +678,7 @@ static ns_status isolate_by(pg_writer *w, ns_item *items, size_t lo, size_t hi, 
                             ns_arena *a, ns_error *err)
 {
     ns_status st;
-    copy_error e;
+    copy_error e = {0};
 
     while (lo < hi) {
         size_t end = hi - lo > seg ? lo + seg : hi;
@@ -728,7 +732,7 @@ static ns_status merge(pg_writer *w, ns_item *items, size_t lo, size_t hi, ns_ar
 {
     char l[24], h[24];
     const char *p[] = {l, h};
-    copy_error e;
+    copy_error e = {0};
     ns_status st;
 
     if (lo >= hi)
@@ -987,6 +991,7 @@ static ns_status pw_feed(ns_writer *base, ns_item *items, size_t index, ns_arena
 /* Ends a streaming COPY: NS_OK, or NS_EDB with *e filled. */
 static ns_status stream_end(pg_writer *w, copy_error *e, ns_error *err)
 {
+    memset(e, 0, sizeof(*e));
     ns_status st = stream(w, true, err);
     w->copying = false;
     return st != NS_OK ? st : copy_end(w, e, err);
@@ -996,7 +1001,7 @@ static ns_status pw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a
 {
     pg_writer *w = (pg_writer *)base;
     ns_status st = NS_OK;
-    copy_error e;
+    copy_error e = {0};
 
     /* A caller that did not feed the items as it read them: feed them now,
      * so there is one path (checks, held duplicates, streaming, isolation). */
