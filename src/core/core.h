@@ -119,11 +119,83 @@ ns_status ns__run_commit(step_run *s, ns_writer *w, const ns_ckpt_key *key, int6
 /* One CSV field, quoted when needed, invalid UTF-8 as \xHH, NUL as \x00. */
 void ns__csv_field(FILE *f, const char *p, size_t n);
 
-/* sql:, assert:, rebuild: and compare: steps (steps.c). Each records its
- * step execution and returns its status and exit code. */
-void ns__run_db_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *code,
-                     size_t codelen, char *msg, size_t msglen);
-void ns__run_compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *code,
-                          size_t codelen, char *msg, size_t msglen);
+/* ---------------------------------------------- parameters (params.c) */
+
+void ns__params_free(params *p);
+ns_status ns__params_add(params *p, const char *name, const char *type, const char *value,
+                         bool identifying, ns_error *err);
+/* Applies NAME=VALUE arguments, defaults and types (docs/jobs.md). */
+ns_status ns__params_resolve(const ns_job *job, const char *const *args, size_t nargs, params *out,
+                             ns_error *err);
+/* Refuses parameters that would lead a path out of its folder. */
+ns_status ns__params_check_paths(const ns_job *job, const params *p, ns_error *err);
+
+/* ------------------------------------------------- templates (step.c) */
+
+/* ns__run_subst for another execution's id (a predecessor's file names). */
+ns_status ns__run_subst_as(step_run *s, int64_t execution_id, const char *tmpl, const char *what,
+                           char **real, char **shown, ns_error *err);
+/* `shown` made absolute when `real` (its expansion) is relative: the form a
+ * checkpoint stores, so a restart from any directory finds the file. */
+char *ns__run_absolute(const char *real, const char *shown);
+/* A test-only fault point (docs/cli.md): is `name` set to n? */
+bool ns__fault_at(const char *name, int64_t n);
+
+/* --------------------------------------- what steps share (step.c) */
+
+/* Starts a step execution: the instance's state of the step, a new record
+ * of it, the listener told. *started once the record exists. */
+ns_status ns__step_start(step_run *s, ns_step_state *state, bool *started, ns_error *err);
+/* Ends a non-chunk step: failure details, its record, the listener. */
+void ns__step_end(step_run *s, ns_status st, const ns_error *e, bool started,
+                  ns_batch_status *status, char *code, size_t codelen, char *msg, size_t msglen);
+/* Commits a single-transaction step with a checkpoint saying it is done. */
+ns_status ns__step_commit_done(step_run *s, ns_writer *w, const ns_ckpt_key *key, int64_t written,
+                               ns_error *err);
+/* The counts a done checkpoint recorded (a restart after its commit). */
+void ns__step_counts_done(step_run *s, const char *ctx);
+/* The job's parameters for :name binding. */
+ns_sql_args ns__step_sql_args(const run_ctx *rc);
+
+/* -------------------------------------------- rejects files (rejects.c) */
+
+/* Writes one reject (the message redacted; the record as read). */
+ns_status ns__rejects_write(step_run *s, int64_t line, const char *column, const char *code,
+                            const char *message, const char *raw, size_t raw_len, ns_error *err);
+/* Flushes and syncs the chunk's rejects before it commits; records the offset. */
+ns_status ns__rejects_sync(step_run *s, ns_error *err);
+/* Removes the restarted execution's rejects file when no checkpoint names
+ * it (its records belong to chunks that never committed). */
+void ns__rejects_drop_predecessor(step_run *s, const char *checkpointed);
+/* Cuts the rejects file a trusted checkpoint names back to its offset. */
+ns_status ns__rejects_cut(step_run *s, json_t *ckpt, const char *repo_ctx, ns_error *err);
+
+/* ---------------------------------------------------- step types */
+
+/*
+ * A kind of step: the flow (flow.c) finds it by the step's kind and runs it.
+ * run() records its step execution and returns its status, its exit code
+ * ("COMPLETED", "ASSERT_FAILED", "COMPLETED_WITH_DIFFERENCES", ...) and its
+ * message. A new kind is one file defining one of these, and one line in
+ * flow.c's table.
+ */
+#define NS_STEP_TYPE_VERSION 1
+typedef struct ns_step_type {
+    const char *name;
+    int version;
+    void (*run)(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *code,
+                size_t codelen, char *msg, size_t msglen);
+} ns_step_type;
+
+extern const ns_step_type ns__step_chunk;   /* chunk.c */
+extern const ns_step_type ns__step_sql;     /* sqlstep.c */
+extern const ns_step_type ns__step_assert;  /* sqlstep.c */
+extern const ns_step_type ns__step_rebuild; /* sqlstep.c */
+extern const ns_step_type ns__step_compare; /* compare.c */
+
+/* Runs the job's steps along its on: graph (flow.c); the last step's exit
+ * code in code, the job's message in msg, its outcome in *end. */
+void ns__flow_run(run_ctx *rc, char *code, size_t codelen, char *msg, size_t msglen,
+                  ns_batch_status *end);
 
 #endif

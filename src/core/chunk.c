@@ -1,0 +1,530 @@
+/*
+ * chunk.c - the chunk step: reader -> (processor) -> writer in chunks, each
+ * committed with the reader's position, the counters and the rejects-file
+ * offset in the target's transaction (docs/internals.md, "A chunk" and
+ * "Exactly-once restart"). On restart the target's checkpoint is the truth:
+ * the reader seeks to it, the rejects file is cut back to it, and the
+ * repository's record of the dead execution is brought up to it.
+ */
+#include "core/core.h"
+#include "proc/proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static ns_status make_context(step_run *s, ns_error *err)
+{
+    const ns_counts *c = &s->counts;
+    json_t *pos = s->reader->vt->position(s->reader);
+    json_t *o = json_pack(
+        "{s:o, s:{s:s, s:I}, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}", "position",
+        pos, "rejects", "path", s->rejects_saved, "offset", (json_int_t)s->rejects_offset, "chunks",
+        (json_int_t)s->chunks, "step_execution_id", (json_int_t)s->se.id, "counts", "read",
+        (json_int_t)c->read, "write", (json_int_t)c->write, "filter", (json_int_t)c->filter,
+        "read_skip", (json_int_t)c->read_skip, "process_skip", (json_int_t)c->process_skip,
+        "write_skip", (json_int_t)c->write_skip, "commit", (json_int_t)c->commit, "rollback",
+        (json_int_t)c->rollback);
+    if (!o)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    json_t *saved = NULL;
+    ns_status st;
+    if ((st = ns__run_sign(s, o, err)) != NS_OK) {
+        json_decref(o);
+        return st;
+    }
+    if (s->proc && (st = s->proc->vt->save(s->proc, &saved, err)) != NS_OK) {
+        json_decref(o);
+        return st;
+    }
+    if (saved && json_object_set_new(o, "processor", saved) != 0) {
+        json_decref(o);
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    }
+    char *text = json_dumps(o, JSON_COMPACT);
+    size_t len = text ? strlen(text) : 0;
+    json_decref(o);
+    if (saved && len > NS_PROC_STATE_MAX) {
+        free(text);
+        return ns__err(err, NS_EINVAL, NULL,
+                       "processor: cannot save the state: the checkpoint would be %zu bytes of "
+                       "JSON, over the %zu it may carry; keep in `state` only what a restart "
+                       "needs",
+                       len, NS_PROC_STATE_MAX);
+    }
+    if (!text)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    free(s->context);
+    s->context = text;
+    s->se.context = text;
+    return NS_OK;
+}
+
+static ns_status commit_chunk(step_run *s, ns_error *err)
+{
+    ns_ckpt_key key = {
+        s->rc->job->name, s->rc->launch.job_key, s->def->name, "", s->rc->launch.execution_id,
+        s->se.id};
+    ns_status st;
+
+    if ((st = ns__rejects_sync(s, err)) != NS_OK)
+        return st;
+    /* Fault injection for the tests: die, or freeze, with the chunk's
+     * rejects on disk and its rows written but not committed. */
+    if (ns__fault_at("NIGHTSHIFT_TEST_EXIT_BEFORE_COMMIT", s->chunks + 1))
+        _exit(98);
+    if (ns__fault_at("NIGHTSHIFT_TEST_PAUSE_BEFORE_COMMIT", s->chunks + 1))
+        raise(SIGSTOP);
+    s->counts.commit++;
+    s->chunks++;
+    if ((st = make_context(s, err)) != NS_OK)
+        return st;
+    bool committed;
+    if ((st = ns__run_commit(s, s->writer, &key, s->chunks, &committed, err)) != NS_OK) {
+        if (!committed) {
+            s->counts.commit--;
+            s->chunks--;
+        } else {
+            /* The chunk is committed in the target; the repository lags
+             * behind and is reconciled from the checkpoint on restart. */
+            ns__err_prefix(err, "recording chunk %lld in the repository", (long long)s->chunks);
+        }
+    }
+    return st;
+}
+
+/* Brings the step to where the target's checkpoint says it stands, claiming
+ * the checkpoint for this execution (the fence, see ns_writer_vt.checkpoint). */
+static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
+{
+    ns_ckpt_key key = {
+        s->rc->job->name, s->rc->launch.job_key, s->def->name, "", s->rc->launch.execution_id,
+        s->se.id};
+    char *ctx = NULL;
+    json_t *o = NULL, *repo_ctx = NULL;
+    bool foreign;
+    ns_status st;
+
+    if ((st = ns__run_claim(s, s->writer, &key, &ctx, &foreign, err)) != NS_OK)
+        return st;
+    if (!ctx) {
+        /* A fresh start. The earlier execution's rejects are evidence of
+         * committed rows unless it committed nothing: only then removed. */
+        if (s->rc->checkpoint != NS_CHECKPOINT_IGNORE)
+            ns__rejects_drop_predecessor(s, NULL);
+        if (state->context && s->rc->checkpoint != NS_CHECKPOINT_IGNORE &&
+            !s->writer->vt->single_transaction(s->writer))
+            ns__run_notice(
+                s->rc,
+                "step %s: the repository has a saved position but the target has no "
+                "checkpoint; the target is the truth, so the step starts from the beginning",
+                s->def->name);
+        return NS_OK;
+    }
+    json_error_t je;
+    if (!(o = json_loads(ctx, 0, &je))) {
+        st = ns__err(err, NS_EDB, NULL, "unreadable checkpoint in the target: %s", je.text);
+        goto out;
+    }
+    json_t *pos = json_object_get(o, "position");
+    json_t *cnt = json_object_get(o, "counts");
+    s->proc_state = json_incref(json_object_get(o, "processor"));
+    s->chunks = json_integer_value(json_object_get(o, "chunks"));
+    s->resumed = true;
+    if (!foreign)
+        ns__rejects_drop_predecessor(
+            s, json_string_value(json_object_get(json_object_get(o, "rejects"), "path")));
+    int64_t old_se = json_integer_value(json_object_get(o, "step_execution_id"));
+    if ((st = s->reader->vt->seek(s->reader, pos, err)) != NS_OK)
+        goto out;
+    /* An adopted checkpoint's rejects file is another repository's: left
+     * as it is (this execution writes its own). */
+    if (!foreign && (st = ns__rejects_cut(s, o, old_se == state->last_id ? state->context : NULL,
+                                          err)) != NS_OK)
+        goto out;
+    /* The repository lags when the process died between the target commit
+     * and the repository update: bring that step execution (the latest of
+     * this instance's step, the one the checkpoint names) up to it. */
+    int64_t repo_chunks = -1;
+    if (state->context && (repo_ctx = json_loads(state->context, 0, NULL)))
+        repo_chunks = json_integer_value(json_object_get(repo_ctx, "chunks"));
+    if (!foreign && old_se == state->last_id && repo_chunks < s->chunks) {
+        ns_counts c = {
+            json_integer_value(json_object_get(cnt, "read")),
+            json_integer_value(json_object_get(cnt, "write")),
+            json_integer_value(json_object_get(cnt, "filter")),
+            json_integer_value(json_object_get(cnt, "read_skip")),
+            json_integer_value(json_object_get(cnt, "process_skip")),
+            json_integer_value(json_object_get(cnt, "write_skip")),
+            json_integer_value(json_object_get(cnt, "commit")),
+            json_integer_value(json_object_get(cnt, "rollback")),
+        };
+        if ((st = s->rc->repo->vt->step_reconcile(s->rc->repo, old_se, &c, ctx, err)) != NS_OK)
+            goto out;
+    }
+    if (s->writer->vt->single_transaction(s->writer)) {
+        /* A whole-step transaction checkpoints only when the step is done:
+         * running it again would replace the table with nothing. */
+        s->done = true;
+        ns__run_notice(s->rc, "step %s: already committed in the target; recorded as completed",
+                       s->def->name);
+        goto out;
+    }
+    json_t *line = json_object_get(pos, "line");
+    ns__run_notice(s->rc, "step %s: resuming after chunk %lld%s%lld", s->def->name,
+                   (long long)s->chunks, json_is_integer(line) ? " at line " : "",
+                   json_is_integer(line) ? (long long)json_integer_value(line) : 0LL);
+out:
+    json_decref(o);
+    json_decref(repo_ctx);
+    free(ctx);
+    return st;
+}
+
+/* Copies a record into the chunk arena (one allocation per item). */
+/* Copies a record into the chunk's arena. Without `fields`, only its raw
+ * text: the item's fields then point into the reader's buffer until the next
+ * read (a processor replaces them with its own copies). */
+static ns_status to_item(const ns_record *r, ns_item *it, ns_arena *a, bool fields)
+{
+    if (!fields) {
+        char *raw = ns__arena_alloc(a, r->raw_len + 1);
+        if (!raw)
+            return NS_ENOMEM;
+        memcpy(raw, r->raw, r->raw_len);
+        *it = (ns_item){.line = r->line,
+                        .raw = raw,
+                        .raw_len = r->raw_len,
+                        .fields = r->fields,
+                        .nfields = r->nfields};
+        return NS_OK;
+    }
+    size_t total = r->raw_len + r->nfields * sizeof(ns_value);
+    for (size_t i = 0; i < r->nfields; i++)
+        total += r->fields[i].len;
+    char *mem = ns__arena_alloc(a, total + 1);
+    if (!mem)
+        return NS_ENOMEM;
+    ns_value *f = (ns_value *)(void *)mem;
+    char *p = mem + r->nfields * sizeof(ns_value);
+    for (size_t i = 0; i < r->nfields; i++) {
+        f[i].len = r->fields[i].len;
+        if (!r->fields[i].ptr) {
+            f[i].ptr = NULL;
+            continue;
+        }
+        memcpy(p, r->fields[i].ptr, f[i].len);
+        f[i].ptr = p;
+        p += f[i].len;
+    }
+    memcpy(p, r->raw, r->raw_len);
+    *it = (ns_item){
+        .line = r->line, .raw = p, .raw_len = r->raw_len, .fields = f, .nfields = r->nfields};
+    return NS_OK;
+}
+
+static int64_t skips(const ns_counts *c)
+{
+    return c->read_skip + c->process_skip + c->write_skip;
+}
+
+static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
+{
+    const ns_step_def *d = s->def;
+    char *path = NULL, *path_shown = NULL;
+    ns_status st;
+
+    if ((st = ns__run_subst(s, d->rejects, "rejects", &s->rejects_path, &s->rejects_shown, err)) !=
+            NS_OK ||
+        (st = ns__run_resolve(s->rc, &s->rejects_path, 0, err)) != NS_OK ||
+        (st = ns__run_resolve(s->rc, &s->rejects_shown, 0, err)) != NS_OK)
+        goto out;
+    /* The checkpoint keeps an absolute path, so a restart from any directory
+     * finds the file to cut back. */
+    if (!(s->rejects_saved = ns__run_absolute(s->rejects_path, s->rejects_shown))) {
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        goto out;
+    }
+    ns_reader_args args = {.param_names = (const char *const *)s->rc->params->names,
+                           .param_values = (const char *const *)s->rc->params->values,
+                           .nparams = s->rc->params->n};
+    if (d->reader == NS_READER_CSV) {
+        if ((st = ns__run_subst(s, d->csv_path, "reader.csv.path", &path, &path_shown, err)) !=
+                NS_OK ||
+            (st = ns__run_resolve(s->rc, &path, 0, err)) != NS_OK ||
+            (st = ns__run_resolve(s->rc, &path_shown, 0, err)) != NS_OK)
+            goto out;
+        args.path = path;
+        args.shown = path_shown;
+    } else {
+        const ns_conn_def *src = ns__job_conn(s->rc->job, d->query_conn);
+        if ((st = ns__run_subst(s, src->url, "connection", &path, &path_shown, err)) != NS_OK)
+            goto out;
+        ns__run_secret_url(s->rc, path);
+        if (strncmp(path, "sqlite:", 7) == 0 &&
+            ((st = ns__run_resolve(s->rc, &path, 7, err)) != NS_OK ||
+             (st = ns__run_resolve(s->rc, &path_shown, 7, err)) != NS_OK))
+            goto out;
+        char *shown = ns__asprintf("connection '%s' (%s)", src->name, path_shown);
+        free(path_shown);
+        path_shown = shown;
+        args.path = path;
+        args.shown = path_shown;
+    }
+    if ((st = ns__reader_new(d->reader == NS_READER_CSV ? &ns__reader_csv : &ns__reader_query,
+                             &s->reader, err)) != NS_OK)
+        goto out;
+    if ((st = s->reader->vt->open(s->reader, d, &args, err)) != NS_OK)
+        goto out;
+    size_t ncols;
+    const char *const *cols = s->reader->vt->columns(s->reader, &ncols);
+    if (d->proc_code) {
+        params *pp = s->rc->params;
+        ns_proc_cfg pc = {.code = d->proc_code,
+                          .code_len = d->proc_len,
+                          .chunkname = d->proc_chunkname,
+                          .columns = cols,
+                          .ncolumns = ncols,
+                          .out_columns = (const char *const *)d->proc_columns,
+                          .nout = d->proc_ncolumns,
+                          .param_names = (const char *const *)pp->names,
+                          .param_values = (const char *const *)pp->values,
+                          .nparams = pp->n,
+                          .instruction_limit = d->proc_instructions};
+        if ((st = ns__proc_new(&ns__proc_lua, &s->proc, err)) != NS_OK ||
+            (st = s->proc->vt->open(s->proc, &pc, err)) != NS_OK)
+            goto out;
+        /* The writer sees what the processor makes. */
+        cols = s->proc->vt->columns(s->proc, &ncols);
+    }
+    ns_writer_cfg cfg = {.table = d->table_name,
+                         .mode = d->table_mode,
+                         .key = (const char *const *)d->table_key,
+                         .nkey = d->table_nkey,
+                         .columns = cols,
+                         .ncolumns = ncols};
+    if ((st = ns__run_open_writer(s, d->table_conn, &cfg, err)) != NS_OK)
+        goto out;
+    if ((st = resume(s, state, err)) != NS_OK)
+        goto out;
+    /* A fresh start writes a new rejects file: one that is there already is
+     * another execution's (said before anything is read). */
+    if (!s->resumed && !s->done &&
+        (st = ns__run_check_output(s, s->rejects_path, s->rejects_shown, "rejects file", err)) !=
+            NS_OK)
+        goto out;
+    /* The processor starts where the checkpoint left it (its saved state). */
+    if (s->proc && !s->done)
+        st = s->proc->vt->start(s->proc, s->proc_state, err);
+    int64_t total;
+    s->reader->vt->progress(s->reader, &s->bytes_start, &total);
+out:
+    free(path);
+    free(path_shown);
+    return st;
+}
+
+/* Runs one chunk step; returns its final status in *status. */
+static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *msg,
+                          size_t msglen)
+{
+    step_run s = {.rc = rc, .def = def, .t0 = ns__mono()};
+    ns_step_state state = {0};
+    ns_error e = {0}, *err = &e;
+    ns_arena arena;
+    ns_item *items = NULL, *bad = NULL; /* a chunk's items; its unreadable records */
+    ns_status st;
+    bool started = false;
+    ns_counts committed = {0}; /* the counters as of the last commit */
+
+    ns__arena_init(&arena, 1 << 20);
+    *status = NS_BATCH_FAILED;
+    if ((st = rc->repo->vt->step_state(rc->repo, rc->launch.instance_id, def->name, &state, err)) !=
+        NS_OK)
+        goto out;
+    /* (A step completed earlier is not run again: the flow in ns_job_run
+     * skips it before calling here.) */
+    if ((st = rc->repo->vt->step_begin(rc->repo, rc->launch.execution_id, def->name, &s.se, err)) !=
+        NS_OK)
+        goto out;
+    started = true;
+    ns__run_report(&s, rc->listener ? rc->listener->step_start : NULL, NS_BATCH_STARTED, NULL);
+    if ((st = open_io(&s, &state, err)) != NS_OK)
+        goto out;
+    if (!(items = malloc((size_t)def->chunk * sizeof(*items))) ||
+        !(bad = malloc((size_t)def->chunk * sizeof(*bad)))) {
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        goto out;
+    }
+    const char *const *names;
+    size_t nnames;
+    names = s.reader->vt->columns(s.reader, &nnames);
+    bool single = s.writer->vt->single_transaction(s.writer);
+    bool eof = s.done;
+    while (!eof) {
+        size_t n = 0, nbad = 0;
+        ns_counts before = s.counts;
+        ns__arena_reset(&arena);
+        /* A chunk is `chunk` records read, whatever becomes of them: items,
+         * unreadable records and filtered ones all count, so the arrays and
+         * the arena stay bounded. */
+        while (s.counts.read - before.read < def->chunk) {
+            ns_record r;
+            if ((st = s.reader->vt->next(s.reader, &r, &eof, err)) != NS_OK)
+                goto out;
+            if (eof)
+                break;
+            s.counts.read++;
+            ns_item *it = r.error_code ? &bad[nbad++] : &items[n++];
+            if (to_item(&r, it, &arena, r.error_code || !s.proc) != NS_OK) {
+                st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+                goto out;
+            }
+            if (!r.error_code && s.proc) {
+                ns_proc_result pr;
+                if ((st = s.proc->vt->process(s.proc, it, &arena, &pr, err)) != NS_OK)
+                    goto out;
+                if (pr == NS_PROC_FILTER) {
+                    n--;
+                    s.counts.filter++;
+                    continue;
+                }
+                if (pr == NS_PROC_REJECT) {
+                    bad[nbad++] = *it;
+                    n--;
+                    s.counts.process_skip++;
+                    if (skips(&s.counts) > def->skip_limit)
+                        break;
+                    continue;
+                }
+            }
+            if (!r.error_code && s.writer->vt->feed &&
+                (st = s.writer->vt->feed(s.writer, items, n - 1, &arena, err)) != NS_OK)
+                goto out;
+            if (r.error_code) {
+                s.counts.read_skip++;
+                it->code = r.error_code;
+                it->column = r.error_field >= 0 ? names[r.error_field] : NULL;
+                it->message = ns__arena_strndup(&arena, r.error_message, strlen(r.error_message));
+                if (skips(&s.counts) > def->skip_limit)
+                    break;
+            }
+        }
+        /* The processor's close() before the last chunk commits: if it fails,
+         * that chunk is read again on restart. */
+        if (eof && s.proc && (st = s.proc->vt->finish(s.proc, err)) != NS_OK)
+            goto out;
+        if (n > 0 && (st = s.writer->vt->write(s.writer, items, n, &arena, err)) != NS_OK)
+            goto out;
+        /* Rejects in file order: merge the reader's with the writer's. The
+         * one that takes the count past the limit is the one to name. */
+        int64_t nth = skips(&before);
+        char crossed[512] = "";
+        for (size_t i = 0, b = 0; i < n || b < nbad;) {
+            ns_item *it;
+            if (b < nbad && (i >= n || bad[b].line < items[i].line)) {
+                it = &bad[b++];
+            } else {
+                it = &items[i++];
+                if (!it->code) {
+                    s.counts.write++;
+                    continue;
+                }
+                s.counts.write_skip++;
+            }
+            if ((st = ns__rejects_write(&s, it->line, it->column, it->code, it->message, it->raw,
+                                        it->raw_len, err)) != NS_OK)
+                goto out;
+            if (++nth == def->skip_limit + 1)
+                snprintf(crossed, sizeof(crossed), "%s", s.last_reject);
+        }
+        if (skips(&s.counts) > def->skip_limit) {
+            if (s.rejects)
+                fflush(s.rejects);
+            char lim[32], so_far[32];
+            st = ns__err(err, NS_ESKIPLIMIT, NULL,
+                         "skip limit %s exceeded by %s (%s records rejected so far, see %s); "
+                         "the chunk in which it happened was rolled back",
+                         ns__count(def->skip_limit, lim), crossed[0] ? crossed : s.last_reject,
+                         ns__count(skips(&s.counts), so_far), s.rejects_shown);
+            goto out;
+        }
+        /* Replace mode is one transaction for the whole step: it commits at
+         * the end only. */
+        if ((single ? eof : (n > 0 || s.counts.read != before.read || eof)) &&
+            (st = commit_chunk(&s, err)) != NS_OK)
+            goto out;
+        if (!single || eof)
+            committed = s.counts;
+        ns__run_report(&s, rc->listener ? rc->listener->chunk : NULL, NS_BATCH_STARTED, NULL);
+        if ((s.stop || ns__stop_signal) && !eof) {
+            *status = NS_BATCH_STOPPED;
+            char nread[32];
+            snprintf(msg, msglen, "stopped on request after chunk %lld; %s records read",
+                     (long long)s.chunks, ns__count(committed.read, nread));
+            break;
+        }
+    }
+    if (eof) {
+        *status = NS_BATCH_COMPLETED;
+        if (skips(&s.counts)) {
+            char nrej[32], nread[32];
+            snprintf(msg, msglen, "%s of %s records rejected (see %s)",
+                     ns__count(skips(&s.counts), nrej), ns__count(s.counts.read, nread),
+                     s.rejects_shown);
+        }
+    }
+out:
+    if (st != NS_OK) {
+        *status = NS_BATCH_FAILED;
+        snprintf(msg, msglen, "%s", e.message);
+    }
+    if (*status != NS_BATCH_COMPLETED && s.writer) {
+        /* Whatever was not committed is undone, and the counters say so:
+         * they always describe what the target holds. */
+        s.writer->vt->rollback(s.writer);
+        if (memcmp(&s.counts, &committed, sizeof(committed)) != 0) {
+            s.counts = committed;
+            s.counts.rollback++;
+        }
+    }
+    if (s.rejects)
+        fclose(s.rejects);
+    if (started) {
+        ns_error e2 = {0};
+        if (ns__run_step_end(&s, *status, NULL, msg, msglen, &e2) != NS_OK &&
+            *status != NS_BATCH_FAILED) {
+            *status = NS_BATCH_FAILED;
+            snprintf(msg, msglen, "%s", e2.message);
+        }
+        ns__run_report(&s, rc->listener ? rc->listener->step_end : NULL, *status,
+                       msg[0] ? msg : NULL);
+    }
+    ns__writer_free(s.writer);
+    ns__proc_free(s.proc);
+    json_decref(s.proc_state);
+    ns__reader_free(s.reader);
+    ns__arena_free(&arena);
+    free(items);
+    free(bad);
+    free(s.rejects_path);
+    free(s.rejects_shown);
+    free(s.rejects_saved);
+    free(s.context);
+    free(state.context);
+    return st;
+}
+
+static void chunk_run(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *code,
+                      size_t codelen, char *msg, size_t msglen)
+{
+    run_step(rc, def, status, msg, msglen);
+    snprintf(code, codelen, "%s", ns_batch_status_name(*status));
+}
+
+const ns_step_type ns__step_chunk = {"chunk", NS_STEP_TYPE_VERSION, chunk_run};

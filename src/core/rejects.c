@@ -1,0 +1,241 @@
+/*
+ * rejects.c - a step's rejects file (docs/jobs.md, "Rejects file"): written
+ * in file order, synced before the chunk commits, cut back to the
+ * checkpoint on restart, never another execution's.
+ */
+#include "core/core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Writes one CSV field, quoted when needed; invalid UTF-8 bytes as \xHH. */
+void ns__csv_field(FILE *f, const char *p, size_t n)
+{
+    bool quote = false;
+    for (size_t i = 0; i < n && !quote; i++)
+        quote = p[i] == ',' || p[i] == '"' || p[i] == '\n' || p[i] == '\r';
+    if (quote)
+        fputc('"', f);
+    size_t i = 0;
+    while (i < n) {
+        size_t ok = ns__utf8_valid_prefix((const unsigned char *)p + i, n - i);
+        for (size_t k = i; k < i + ok; k++) {
+            if (p[k] == '"')
+                fputc('"', f);
+            if (p[k] == '\0') /* valid UTF-8, but no text tool reads it back */
+                fputs("\\x00", f);
+            else
+                fputc(p[k], f);
+        }
+        i += ok;
+        if (i < n) {
+            fprintf(f, "\\x%02X", (unsigned)(unsigned char)p[i]);
+            i++;
+        }
+    }
+    if (quote)
+        fputc('"', f);
+}
+
+ns_status ns__rejects_write(step_run *s, int64_t line, const char *column, const char *code,
+                            const char *message, const char *raw, size_t raw_len, ns_error *err)
+{
+    char said[1024];
+    /* A database's message may quote a value; the record stays as read. */
+    snprintf(said, sizeof(said), "%s", message);
+    ns__run_redact(s->rc, said, sizeof(said));
+    message = said;
+    if (!s->rejects) {
+        if (ns__mkdir_parents(s->rejects_path, NULL) != NS_OK)
+            return ns__err(err, NS_EIO, NULL, "rejects file %s: cannot create its directory: %s",
+                           s->rejects_shown, strerror(errno));
+        /* A step that starts afresh replaces its rejects file; a resumed one
+         * appends to what its checkpoint kept (see resume()). */
+        s->rejects = ns__fopen_out(s->rejects_path, s->resumed);
+        if (!s->rejects)
+            return ns__err(err, NS_EIO, NULL, "rejects file %s: %s", s->rejects_shown,
+                           errno == ELOOP ? "it is a symbolic link; nightshift does not write "
+                                            "through one (remove it, or choose another path)"
+                                          : strerror(errno));
+        if (ftell(s->rejects) == 0) {
+            ns__tag_writer(fileno(s->rejects), s->rc->repo->id, s->rc->launch.execution_id);
+            fputs("line,column,code,message,record\n", s->rejects);
+        }
+    }
+    snprintf(s->last_reject, sizeof(s->last_reject), "line %lld%s%s: %s: %.300s", (long long)line,
+             column ? ", column " : "", column ? column : "", code, message);
+    fprintf(s->rejects, "%lld,", (long long)line);
+    if (column)
+        ns__csv_field(s->rejects, column, strlen(column));
+    fputc(',', s->rejects);
+    ns__csv_field(s->rejects, code, strlen(code));
+    fputc(',', s->rejects);
+    ns__csv_field(s->rejects, message, strlen(message));
+    fputc(',', s->rejects);
+    ns__csv_field(s->rejects, raw, raw_len);
+    fputc('\n', s->rejects);
+    return NS_OK;
+}
+
+/* Who wrote the file at path, for messages. */
+static void writer_of(run_ctx *rc, const char *path, char *buf, size_t n)
+{
+    char repo[33];
+    int64_t id;
+    if (!ns__file_writer(path, repo, &id))
+        snprintf(buf, n, "another run (the file does not say which)");
+    else if (strcmp(repo, rc->repo->id) == 0)
+        snprintf(buf, n, "execution %lld of this repository", (long long)id);
+    else
+        snprintf(buf, n, "execution %lld of another repository (%.12s)", (long long)id, repo);
+}
+
+ns_status ns__run_check_output(step_run *s, const char *path, const char *shown, const char *what,
+                               ns_error *err)
+{
+    struct stat sb;
+    char who[128];
+    if (lstat(path, &sb) != 0)
+        return NS_OK;
+    if (S_ISLNK(sb.st_mode))
+        return ns__err(err, NS_EIO, NULL,
+                       "%s %s: it is a symbolic link; nightshift does not write through one "
+                       "(remove it, or choose another path)",
+                       what, shown);
+    if (!S_ISREG(sb.st_mode) || sb.st_size == 0)
+        return NS_OK;
+    writer_of(s->rc, path, who, sizeof(who));
+    return ns__err(err, NS_EREFUSED, NULL,
+                   "%s %s already holds what %s wrote; nightshift never overwrites another "
+                   "execution's file: move it away, or name the file with ${execution.id}",
+                   what, shown, who);
+}
+
+/* Flushes the rejects of a chunk to disk before the chunk commits, so that a
+ * committed chunk never lacks its rejects. */
+ns_status ns__rejects_sync(step_run *s, ns_error *err)
+{
+    if (!s->rejects)
+        return NS_OK;
+    if (fflush(s->rejects) != 0 || fdatasync(fileno(s->rejects)) != 0)
+        return ns__err(err, NS_EIO, NULL, "rejects file %s: %s", s->rejects_shown, strerror(errno));
+    long off = ftell(s->rejects);
+    s->rejects_offset = off < 0 ? 0 : off;
+    return NS_OK;
+}
+
+/* The rejects file this job writes for this step in execution `id`, in the
+ * form checkpoints store it (see ns__run_absolute(): a relative path is taken from
+ * the folder that execution was launched in, as the repository records it);
+ * NULL when it cannot be said. */
+static char *rejects_saved_for(step_run *s, int64_t id)
+{
+    char *real = NULL, *shown = NULL, *saved = NULL;
+    ns_exec_info info = {0};
+    if (s->rc->repo->vt->exec_info(s->rc->repo, id, &info, NULL) == NS_OK && info.workdir &&
+        info.workdir[0] &&
+        ns__run_subst_as(s, id, s->def->rejects, "rejects", &real, &shown, NULL) == NS_OK)
+        saved = real[0] == '/' ? ns__strdup(shown) : ns__asprintf("%s/%s", info.workdir, shown);
+    ns__exec_info_free(&info);
+    free(real);
+    free(shown);
+    return saved;
+}
+
+/* The stored form of a path with its ${env.X} expanded; NULL on error. */
+static char *expand_env(step_run *s, const char *saved)
+{
+    ns_subst_ctx env_only = {.secrets = &s->rc->secrets};
+    char *out = NULL;
+    if (!saved || ns__subst(saved, &env_only, "rejects", &out, NULL) != NS_OK)
+        return NULL;
+    return out;
+}
+
+/*
+ * The rejects file the execution this one restarts wrote for this step.
+ * Unless the target's checkpoint names that file (it is then cut back to the
+ * checkpoint), everything in it belongs to chunks that never committed and
+ * that this execution reads again: it is removed, or its records would be
+ * rejected twice.
+ */
+void ns__rejects_drop_predecessor(step_run *s, const char *checkpointed)
+{
+    if (!s->rc->launch.restart_of)
+        return;
+    char *saved = rejects_saved_for(s, s->rc->launch.restart_of);
+    char *abs = expand_env(s, saved), *mine = expand_env(s, checkpointed);
+    char repo[33], who[128];
+    int64_t id;
+    /* Never another execution's: a file at the same path written by a run
+     * the predecessor is not (another repository, a fixed name) is evidence. */
+    if (abs && (!mine || strcmp(abs, mine) != 0) && ns__file_writer(abs, repo, &id) &&
+        !(strcmp(repo, s->rc->repo->id) == 0 && id == s->rc->launch.restart_of)) {
+        writer_of(s->rc, abs, who, sizeof(who));
+        ns__run_notice(s->rc,
+                       "step %s: %s holds what %s wrote, not the execution this one restarts; it "
+                       "is left alone",
+                       s->def->name, saved, who);
+    } else if (abs && (!mine || strcmp(abs, mine) != 0)) {
+        unlink(abs);
+    }
+    free(saved);
+    free(abs);
+    free(mine);
+}
+
+/*
+ * Cuts the rejects file a checkpoint names back to the offset it saved: the
+ * rows past it are read (and rejected) again now. The path comes from the
+ * target, which other database users can write: the file is cut only when
+ * it is the one this job's definition names for the execution that wrote
+ * the checkpoint, and the one the repository recorded for it, and never
+ * through a symbolic link.
+ */
+ns_status ns__rejects_cut(step_run *s, json_t *ckpt, const char *repo_ctx, ns_error *err)
+{
+    json_t *rej = json_object_get(ckpt, "rejects");
+    const char *named = json_string_value(json_object_get(rej, "path"));
+    json_int_t off = json_integer_value(json_object_get(rej, "offset"));
+    json_int_t author = json_integer_value(json_object_get(ckpt, "execution_id"));
+    ns_status st = NS_OK;
+    if (!named)
+        return NS_OK;
+    char *expected = rejects_saved_for(s, author), *path = NULL;
+    json_t *r = repo_ctx ? json_loads(repo_ctx, 0, NULL) : NULL;
+    const char *recorded =
+        json_string_value(json_object_get(json_object_get(r, "rejects"), "path"));
+    if (!expected || strcmp(named, expected) != 0 || (recorded && strcmp(named, recorded) != 0)) {
+        ns__run_notice(s->rc,
+                       "step %s: the target's checkpoint names the rejects file %s, which is not "
+                       "the file this job writes for execution %lld (%s); it is left alone",
+                       s->def->name, named, (long long)author, expected ? expected : "unknown");
+        goto out;
+    }
+    if (!(path = expand_env(s, named)))
+        goto out;
+    int fd = open(path, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0) {
+        if (errno != ENOENT)
+            st = ns__err(err, NS_EIO, NULL, "rejects file %s: cannot open to cut back: %s", named,
+                         strerror(errno));
+        goto out;
+    }
+    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && off >= 0 && off <= sb.st_size &&
+        ftruncate(fd, (off_t)off) != 0)
+        st = ns__err(err, NS_EIO, NULL, "rejects file %s: cannot truncate: %s", named,
+                     strerror(errno));
+    close(fd);
+out:
+    json_decref(r);
+    free(expected);
+    free(path);
+    return st;
+}

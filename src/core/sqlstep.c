@@ -1,0 +1,193 @@
+/*
+ * sqlstep.c - the sql:, assert: and rebuild: steps. They open their
+ * connection like chunk steps (ns__run_open_writer: the table writers double
+ * as "a database connection with a transaction and a checkpoint row"), so
+ * they share the repository's transaction when the target is its database
+ * and are restart-safe the same way.
+ */
+#include "core/core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* What an assertion collects: every row counted, the first ones kept. */
+#define ASSERT_SAMPLES 10
+
+typedef struct assert_rows {
+    int64_t n;
+    ns_buf sample;
+} assert_rows;
+
+static bool assert_row(void *arg, size_t ncols, const char *const *names, const char *const *values)
+{
+    assert_rows *a = arg;
+    if (!values)
+        return true;
+    if (a->n++ < ASSERT_SAMPLES) {
+        ns__buf_printf(&a->sample, "%s(", a->n > 1 ? ", " : "");
+        for (size_t i = 0; i < ncols; i++)
+            ns__buf_printf(&a->sample, "%s%s=%s", i ? ", " : "", names[i],
+                           values[i] ? values[i] : "NULL");
+        ns__buf_printf(&a->sample, ")");
+    }
+    return true;
+}
+
+/* Runs a script statement by statement in the writer's transaction. */
+typedef struct script_run {
+    ns_writer *w;
+    const ns_sql_args *args;
+    int64_t *changed;
+    size_t no;
+    ns_error *err;
+    ns_status st;
+} script_run;
+
+static bool run_statement(void *arg, const char *stmt, size_t len)
+{
+    script_run *r = arg;
+    r->st = r->w->vt->exec(r->w, stmt, len, ++r->no, r->args, r->changed, r->err);
+    return r->st == NS_OK;
+}
+
+static ns_status exec_script(ns_writer *w, const char *script, const ns_sql_args *args,
+                             int64_t *changed, ns_error *err)
+{
+    script_run r = {w, args, changed, 0, err, NS_OK};
+    ns__sql_split(script, run_statement, &r);
+    return r.st;
+}
+
+/* The column names of a query's result. */
+typedef struct col_names {
+    ns_buf list; /* "a, b, c" quoted */
+} col_names;
+
+static bool collect_names(void *arg, size_t ncols, const char *const *names,
+                          const char *const *values)
+{
+    col_names *c = arg;
+    (void)values;
+    for (size_t i = 0; i < ncols; i++) {
+        if (i)
+            ns__buf_printf(&c->list, ", ");
+        ns__buf_ident(&c->list, names[i]);
+    }
+    return false; /* the names are all it needs */
+}
+
+/*
+ * Runs an sql:, assert: or rebuild: step. sql and rebuild run in one
+ * transaction that also holds the step's checkpoint row (and, when the
+ * target is the repository's database, the step's record), so a restart
+ * after a crash never applies them twice. An assertion only reads.
+ */
+static void db_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *code,
+                    size_t codelen, char *msg, size_t msglen)
+{
+    step_run s = {.rc = rc, .def = def, .t0 = ns__mono()};
+    ns_step_state state = {0};
+    ns_error e = {0}, *err = &e;
+    ns_status st;
+    bool started = false;
+    char *ctx = NULL;
+    assert_rows ar = {0};
+    col_names cn = {0};
+    ns_buf sql = {0};
+    ns_sql_args args = ns__step_sql_args(rc);
+
+    *status = NS_BATCH_FAILED;
+    snprintf(code, codelen, "FAILED");
+    if ((st = ns__step_start(&s, &state, &started, err)) != NS_OK)
+        goto out;
+    ns_writer_cfg cfg = {0};
+    if ((st = ns__run_open_writer(&s, def->sql_conn, &cfg, err)) != NS_OK)
+        goto out;
+    if (!s.writer->vt->exec || !s.writer->vt->query) {
+        st = ns__err(err, NS_EUNSUPPORTED, NULL, "step %s: its connection cannot run SQL",
+                     def->name);
+        goto out;
+    }
+
+    if (def->kind == NS_STEP_ASSERT) {
+        if ((st = s.writer->vt->query(s.writer, def->sql_text, &args, assert_row, &ar, err)) !=
+            NS_OK)
+            goto out;
+        s.counts.read = ar.n;
+        if (ar.n == 0) {
+            *status = NS_BATCH_COMPLETED;
+            snprintf(code, codelen, "COMPLETED");
+        } else {
+            snprintf(code, codelen, "ASSERT_FAILED");
+            snprintf(msg, msglen, "assertion failed: %lld row%s, e.g. %s%s", (long long)ar.n,
+                     ar.n == 1 ? "" : "s", ns__buf_cstr(&ar.sample),
+                     ar.n > ASSERT_SAMPLES ? ", ..." : "");
+        }
+        goto out;
+    }
+
+    /* sql, rebuild: done already, says the target's checkpoint? */
+    ns_ckpt_key key = {rc->job->name, rc->launch.job_key, def->name, "", rc->launch.execution_id,
+                       s.se.id};
+    bool foreign;
+    if ((st = ns__run_claim(&s, s.writer, &key, &ctx, &foreign, err)) != NS_OK)
+        goto out;
+    if (ctx) {
+        ns__step_counts_done(&s, ctx);
+        *status = NS_BATCH_COMPLETED;
+        snprintf(code, codelen, "COMPLETED");
+        goto out;
+    }
+    int64_t changed = 0;
+    if (def->kind == NS_STEP_SQL) {
+        st = exec_script(s.writer, def->sql_text, &args, &changed, err);
+    } else {
+        /* Rebuild: the table's rows replaced by the query's in one
+         * transaction, so readers see the old rows until the new ones are
+         * all there; the table itself (indexes, grants, views on it, keys)
+         * stays. Columns by the query's names; the others take defaults. */
+        ns_buf q = {0};
+        ns__buf_printf(&q, "SELECT * FROM (%s) AS ns_q WHERE 1 = 0", def->sql_text);
+        st = s.writer->vt->query(s.writer, ns__buf_cstr(&q), &args, collect_names, &cn, err);
+        ns__buf_free(&q);
+        if (st == NS_OK) {
+            int64_t deleted = 0;
+            ns__buf_printf(&sql, "DELETE FROM %s", def->rebuild_table);
+            st = exec_script(s.writer, ns__buf_cstr(&sql), &args, &deleted, err);
+        }
+        if (st == NS_OK) {
+            sql.len = 0;
+            ns__buf_printf(&sql, "INSERT INTO %s (%s) SELECT * FROM (%s) AS ns_q",
+                           def->rebuild_table, ns__buf_cstr(&cn.list), def->sql_text);
+            st = exec_script(s.writer, ns__buf_cstr(&sql), &args, &changed, err);
+        }
+    }
+    if (st != NS_OK)
+        goto out;
+    if ((st = ns__step_commit_done(&s, s.writer, &key, changed, err)) != NS_OK)
+        goto out;
+    *status = NS_BATCH_COMPLETED;
+    snprintf(code, codelen, "COMPLETED");
+    if (def->kind == NS_STEP_REBUILD)
+        snprintf(msg, msglen, "%s rebuilt with %lld rows", def->rebuild_table, (long long)changed);
+out:
+    ns__step_end(&s, st, &e, started, status, code, codelen, msg, msglen);
+    ns__writer_free(s.writer);
+    ns__buf_free(&ar.sample);
+    ns__buf_free(&cn.list);
+    ns__buf_free(&sql);
+    free(ctx);
+    free(s.context);
+    free(state.context);
+}
+
+const ns_step_type ns__step_sql = {"sql", NS_STEP_TYPE_VERSION, db_step};
+const ns_step_type ns__step_assert = {"assert", NS_STEP_TYPE_VERSION, db_step};
+const ns_step_type ns__step_rebuild = {"rebuild", NS_STEP_TYPE_VERSION, db_step};

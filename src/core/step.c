@@ -1,0 +1,416 @@
+/*
+ * step.c - what every kind of step shares: substituting its templates,
+ * telling the listener, opening its connections (sharing the repository's
+ * transaction when the target is its database), the one commit protocol
+ * (target rows + checkpoint, then the repository) and the trust decision on
+ * a target's checkpoint.
+ */
+#include "core/core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+void ns__run_secret_url(run_ctx *rc, const char *url)
+{
+    ns__secrets_add_url(&rc->secrets, url);
+}
+
+void ns__run_redact(run_ctx *rc, char *buf, size_t cap)
+{
+    ns__redact(&rc->secrets, buf, cap);
+}
+
+ns_status ns__run_step_end(step_run *s, ns_batch_status status, const char *code, char *msg,
+                           size_t msglen, ns_error *err)
+{
+    ns__run_redact(s->rc, msg, msglen);
+    s->se.counts = s->counts;
+    return s->rc->repo->vt->step_end(s->rc->repo, &s->se, status, code, msg, err);
+}
+
+void ns__run_notice(run_ctx *rc, const char *fmt, ...) NS_PRINTF(2, 3);
+void ns__run_notice(run_ctx *rc, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    if (!rc->listener || !rc->listener->notice)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    ns__run_redact(rc, msg, sizeof(msg));
+    rc->listener->notice(rc->listener->ud, msg);
+}
+
+void ns__run_report(step_run *s, void (*fn)(void *, const ns_progress *), ns_batch_status status,
+                    const char *message)
+{
+    const ns_listener *l = s->rc->listener;
+    char shown[1024];
+    if (!l || !fn)
+        return;
+    if (message) {
+        snprintf(shown, sizeof(shown), "%s", message);
+        ns__run_redact(s->rc, shown, sizeof(shown));
+        message = shown;
+    }
+    ns_progress p = {.execution_id = s->rc->launch.execution_id,
+                     .job = s->rc->job->name,
+                     .step = s->def->name,
+                     .status = status,
+                     .counts = s->counts,
+                     .bytes_done = -1,
+                     .bytes_total = -1,
+                     .elapsed = ns__mono() - s->t0,
+                     .rejects = s->rejects ? s->rejects_shown : NULL,
+                     .message = message};
+    if (s->reader)
+        s->reader->vt->progress(s->reader, &p.bytes_done, &p.bytes_total);
+    p.bytes_start = s->bytes_start;
+    fn(l->ud, &p);
+}
+
+/*
+ * Substitutes a template into what is used (*real) and what may be shown or
+ * stored (*shown): the same text with every ${env.X} left unexpanded, since an
+ * environment value is never written to the repository, logs or output.
+ */
+ns_status ns__run_subst_as(step_run *s, int64_t execution_id, const char *tmpl, const char *what,
+                           char **real, char **shown, ns_error *err)
+{
+    ns_subst_ctx c = {.job = s->rc->job,
+                      .param_names = (const char *const *)s->rc->params->names,
+                      .param_values = (const char *const *)s->rc->params->values,
+                      .nparams = s->rc->params->n,
+                      .execution_id = execution_id,
+                      .step = s->def->name,
+                      .keep_env = true,
+                      .secrets = &s->rc->secrets,
+                      .path = strcmp(what, "connection") != 0};
+    ns_status st = ns__subst(tmpl, &c, what, shown, err);
+    c.keep_env = false;
+    if (st == NS_OK && (st = ns__subst(*shown, &c, what, real, err)) != NS_OK) {
+        free(*shown);
+        *shown = NULL;
+    }
+    return st;
+}
+
+/* The same, for this execution. */
+ns_status ns__run_subst(step_run *s, const char *tmpl, const char *what, char **real, char **shown,
+                        ns_error *err)
+{
+    return ns__run_subst_as(s, s->rc->launch.execution_id, tmpl, what, real, shown, err);
+}
+
+/* `shown` made absolute when `real` (its expansion) is relative: the form a
+ * checkpoint stores, so a restart from any directory finds the file. */
+char *ns__run_absolute(const char *real, const char *shown)
+{
+    char cwd[4096];
+    if (real[0] == '/' || !getcwd(cwd, sizeof(cwd)))
+        return ns__strdup(shown);
+    return ns__asprintf("%s/%s", cwd, shown);
+}
+
+/* Makes a relative path (or sqlite: URL) relative to the run's working
+ * directory, when it has one other than the current directory. */
+ns_status ns__run_resolve(const run_ctx *rc, char **path, size_t skip, ns_error *err)
+{
+    if (!rc->workdir || !rc->workdir[0] || (*path)[skip] == '/' || (*path)[skip] == '\0')
+        return NS_OK;
+    char *abs = ns__asprintf("%.*s%s/%s", (int)skip, *path, rc->workdir, *path + skip);
+    if (!abs)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    free(*path);
+    *path = abs;
+    return NS_OK;
+}
+
+ns_status ns__run_commit_hook(void *arg, ns_error *err)
+{
+    step_run *s = arg;
+    s->se.counts = s->counts;
+    return s->rc->repo->vt->step_update(s->rc->repo, &s->se, &s->stop, err);
+}
+
+/* A test-only fault point (docs/cli.md): is `name` set to n? */
+bool ns__fault_at(const char *name, int64_t n)
+{
+    const char *v = getenv(name);
+    return v && atoll(v) == n;
+}
+
+ns_status ns__run_commit(step_run *s, ns_writer *w, const ns_ckpt_key *key, int64_t n,
+                         bool *committed, ns_error *err)
+{
+    /* Same database: the repository update rides in the transaction (and is
+     * undone with it: the step record keeps its old version). */
+    int64_t version = s->se.version;
+    ns_status st =
+        w->vt->commit(w, key, s->context, s->shared ? ns__run_commit_hook : NULL, s, err);
+    *committed = st == NS_OK;
+    if (st != NS_OK) {
+        s->se.version = version;
+        return st;
+    }
+    /* Fault injection for the tests (docs/internals.md): die in the window
+     * between the target's commit and the repository's update. */
+    if (!s->shared && ns__fault_at("NIGHTSHIFT_TEST_EXIT_AFTER_COMMIT", n))
+        _exit(99);
+    if (!s->shared && (st = ns__run_commit_hook(s, err)) != NS_OK)
+        return st;
+    /* Fault injection: freeze the whole process (heartbeat thread included)
+     * with chunk n recorded, as a paused VM or a partitioned host would. */
+    if (ns__fault_at("NIGHTSHIFT_TEST_PAUSE_AFTER_COMMIT", n))
+        raise(SIGSTOP);
+    return NS_OK;
+}
+
+ns_status ns__run_sign(step_run *s, json_t *context, ns_error *err)
+{
+    if (json_object_set_new(context, "repository", json_string(s->rc->repo->id)) != 0 ||
+        json_object_set_new(context, "execution_id",
+                            json_integer((json_int_t)s->rc->launch.execution_id)) != 0)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    return NS_OK;
+}
+
+/* Where a checkpoint context stands, for messages: " (after chunk N at line
+ * L)", " (it says the step is done)" or "". */
+static void ckpt_where(json_t *o, char *buf, size_t n)
+{
+    json_t *chunks = json_object_get(o, "chunks");
+    json_t *line = json_object_get(json_object_get(o, "position"), "line");
+    if (json_is_true(json_object_get(o, "done")))
+        snprintf(buf, n, " (it says the step is done)");
+    else if (json_is_integer(chunks) && json_is_integer(line))
+        snprintf(buf, n, " (after chunk %lld, at line %lld)", (long long)json_integer_value(chunks),
+                 (long long)json_integer_value(line));
+    else if (json_is_integer(chunks))
+        snprintf(buf, n, " (after chunk %lld)", (long long)json_integer_value(chunks));
+    else
+        buf[0] = '\0';
+}
+
+ns_status ns__run_claim(step_run *s, ns_writer *w, const ns_ckpt_key *key, char **ctx,
+                        bool *foreign, ns_error *err)
+{
+    run_ctx *rc = s->rc;
+    char *raw = NULL, origin[256], where[96];
+    ns_status st;
+
+    *ctx = NULL;
+    *foreign = false;
+    if ((st = w->vt->checkpoint(w, key, &raw, err)) != NS_OK || !raw)
+        return st;
+    json_t *o = json_loads(raw, 0, NULL);
+    const char *repo = json_string_value(json_object_get(o, "repository"));
+    json_int_t author = json_integer_value(json_object_get(o, "execution_id"));
+    bool own = false;
+    /* Trusted only when this repository wrote it for this very instance: an
+     * execution id alone could be another repository's (both count from 1),
+     * and "the repository ran this step before" says nothing about who wrote
+     * the row (issue 8: a stale checkpoint of another repository, claimed by
+     * a run killed before its first commit, was trusted by the next run and
+     * every row was skipped). */
+    if (repo && strcmp(repo, rc->repo->id) == 0 && author > 0) {
+        ns_exec_info info = {0};
+        if (rc->repo->vt->exec_info(rc->repo, author, &info, NULL) == NS_OK)
+            own = info.instance_id == rc->launch.instance_id;
+        ns__exec_info_free(&info);
+    }
+    ckpt_where(o, where, sizeof(where));
+    if (!o)
+        snprintf(origin, sizeof(origin), "an unreadable checkpoint");
+    else if (!repo)
+        snprintf(origin, sizeof(origin),
+                 "a checkpoint that does not say which repository wrote it (an older "
+                 "nightshift, or an edited row)%s",
+                 where);
+    else if (strcmp(repo, rc->repo->id) != 0)
+        snprintf(origin, sizeof(origin),
+                 "a checkpoint of this job instance written by execution %lld of another "
+                 "repository (%.12s)%s",
+                 (long long)author, repo, where);
+    else
+        snprintf(origin, sizeof(origin),
+                 "a checkpoint written by execution %lld, which this repository does not "
+                 "record for this job instance%s",
+                 (long long)author, where);
+    if (own && rc->checkpoint != NS_CHECKPOINT_IGNORE) {
+        *ctx = raw;
+        json_decref(o);
+        return NS_OK;
+    }
+    if (own) {
+        ns__run_notice(rc,
+                       "step %s: its checkpoint%s is disregarded (--ignore-checkpoint): the step "
+                       "starts from its first record",
+                       s->def->name, where);
+    } else if (rc->checkpoint == NS_CHECKPOINT_IGNORE) {
+        ns__run_notice(rc,
+                       "step %s: the target holds %s; it is disregarded (--ignore-checkpoint): "
+                       "the step starts from its first record",
+                       s->def->name, origin);
+    } else if (rc->checkpoint == NS_CHECKPOINT_ADOPT && o) {
+        ns__run_notice(rc, "step %s: adopting %s (--adopt-checkpoint)", s->def->name, origin);
+        *ctx = raw;
+        *foreign = true;
+        raw = NULL;
+    } else {
+        st = ns__err(err, NS_EREFUSED, NULL,
+                     "the target holds %s. Resuming from it would skip the records it counts as "
+                     "done, starting over could write them twice: run again with "
+                     "--adopt-checkpoint to resume from it, or with --ignore-checkpoint to start "
+                     "this step from its first record",
+                     origin);
+    }
+    json_decref(o);
+    free(raw);
+    return st;
+}
+
+static void *share_pg(void *repo, void *conn)
+{
+    return ns__repo_pg_shared(repo, conn);
+}
+
+/*
+ * Opens s->writer on connection `conn_name` with cfg's table, mode and
+ * columns (table NULL: the connection only, for SQL steps). When the
+ * target is the repository's own database the writer shares its connection
+ * and transactions (s->shared).
+ */
+ns_status ns__run_open_writer(step_run *s, const char *conn_name, ns_writer_cfg *cfg, ns_error *err)
+{
+    const ns_conn_def *conn = ns__job_conn(s->rc->job, conn_name);
+    char *url = NULL, *url_shown = NULL, where[512];
+    ns_status st;
+
+    if ((st = ns__run_subst(s, conn->url, "connection", &url, &url_shown, err)) != NS_OK)
+        goto out;
+    ns__run_secret_url(s->rc, url);
+    if (strncmp(url, "sqlite:", 7) == 0 &&
+        ((st = ns__run_resolve(s->rc, &url, 7, err)) != NS_OK ||
+         (st = ns__run_resolve(s->rc, &url_shown, 7, err)) != NS_OK))
+        goto out;
+    snprintf(where, sizeof(where), "connection '%s' (%s)", conn->name, url_shown);
+    const ns_writer_vt *wvt = ns__writer_find_table(url);
+    if (!wvt) {
+        st = ns__err(err, NS_EUNSUPPORTED, NULL,
+                     "%s: unsupported target (use sqlite:PATH or postgresql://...)", where);
+        goto out;
+    }
+    cfg->url = url;
+    cfg->conn_name = where;
+    cfg->shared = strncmp(url, "sqlite:", 7) == 0 && !cfg->own
+                      ? ns__repo_sqlite_shared(s->rc->repo, url + 7)
+                      : NULL;
+    cfg->share = cfg->own ? NULL : share_pg;
+    cfg->share_arg = s->rc->repo;
+    cfg->lease = s->rc->lease;
+    if ((st = ns__writer_new(wvt, &s->writer, err)) != NS_OK)
+        goto out;
+    if ((st = s->writer->vt->open(s->writer, cfg, err)) != NS_OK)
+        goto out;
+    s->shared = s->writer->shared;
+out:
+    free(url);
+    free(url_shown);
+    return st;
+}
+
+/*
+ * Commits a single-transaction step (sql, rebuild, compare into a table)
+ * with a checkpoint row saying it is done and how many rows it wrote; the
+ * repository is updated in the same transaction when it shares the
+ * connection, else right after (a crash in between is caught on restart by
+ * that row).
+ */
+ns_status ns__step_commit_done(step_run *s, ns_writer *w, const ns_ckpt_key *key, int64_t written,
+                               ns_error *err)
+{
+    s->counts.write = written;
+    s->counts.commit = 1;
+    json_t *o =
+        json_pack("{s:b, s:I, s:{s:I, s:I}}", "done", 1, "step_execution_id", (json_int_t)s->se.id,
+                  "counts", "write", (json_int_t)written, "commit", (json_int_t)1);
+    free(s->context);
+    s->context = o && ns__run_sign(s, o, NULL) == NS_OK ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!s->context)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    s->se.context = s->context;
+    bool committed;
+    ns_status st = ns__run_commit(s, w, key, 1, &committed, err);
+    if (!committed)
+        s->counts = (ns_counts){0};
+    return st;
+}
+
+/* The job's parameters for :name binding. */
+ns_sql_args ns__step_sql_args(const run_ctx *rc)
+{
+    const params *p = rc->params;
+    return (ns_sql_args){(const char *const *)p->names, (const char *const *)p->values, p->types,
+                         p->n};
+}
+
+/* Starts a step execution: the instance's state of the step, a new record
+ * of it, the listener told. *started once the record exists. */
+ns_status ns__step_start(step_run *s, ns_step_state *state, bool *started, ns_error *err)
+{
+    run_ctx *rc = s->rc;
+    ns_status st;
+    if ((st = rc->repo->vt->step_state(rc->repo, rc->launch.instance_id, s->def->name, state,
+                                       err)) != NS_OK ||
+        (st = rc->repo->vt->step_begin(rc->repo, rc->launch.execution_id, s->def->name, &s->se,
+                                       err)) != NS_OK)
+        return st;
+    *started = true;
+    ns__run_report(s, rc->listener ? rc->listener->step_start : NULL, NS_BATCH_STARTED, NULL);
+    return NS_OK;
+}
+
+/* The counts a done checkpoint recorded (a restart after its commit). */
+void ns__step_counts_done(step_run *s, const char *ctx)
+{
+    json_t *o = json_loads(ctx, 0, NULL), *c = json_object_get(o, "counts");
+    s->counts.write = json_integer_value(json_object_get(c, "write"));
+    s->counts.commit = json_integer_value(json_object_get(c, "commit"));
+    json_decref(o);
+    ns__run_notice(s->rc, "step %s: already committed in the target; recorded as completed",
+                   s->def->name);
+}
+
+/* Ends a step: failure details, its record in the repository, the listener. */
+void ns__step_end(step_run *s, ns_status st, const ns_error *e, bool started,
+                  ns_batch_status *status, char *code, size_t codelen, char *msg, size_t msglen)
+{
+    run_ctx *rc = s->rc;
+    if (st != NS_OK) {
+        *status = NS_BATCH_FAILED;
+        snprintf(code, codelen, "FAILED");
+        snprintf(msg, msglen, "%s", e->message);
+        s->counts.write = 0;
+        if (s->writer)
+            s->writer->vt->rollback(s->writer);
+    }
+    if (!started)
+        return;
+    ns_error e2 = {0};
+    if (ns__run_step_end(s, *status, code, msg, msglen, &e2) != NS_OK &&
+        *status != NS_BATCH_FAILED) {
+        *status = NS_BATCH_FAILED;
+        snprintf(code, codelen, "FAILED");
+        snprintf(msg, msglen, "%s", e2.message);
+    }
+    ns__run_report(s, rc->listener ? rc->listener->step_end : NULL, *status, msg[0] ? msg : NULL);
+}
