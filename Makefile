@@ -20,7 +20,7 @@ demo: all
 # Tests build separately with clang, sanitizers, -Werror and the fuzzers.
 test: deps check-format
 	@CC=clang cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DNS_SANITIZE=ON \
-		-DNS_WERROR=ON -DNS_FUZZ=ON >/dev/null
+		-DNS_WERROR=ON -DNS_FUZZ=ON -DNS_TEST_HOOKS=ON >/dev/null
 	@cmake --build $(TEST_BUILD) -j $(JOBS)
 	@cd $(TEST_BUILD) && ctest --output-on-failure -j $(JOBS)
 

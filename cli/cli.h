@@ -4,6 +4,7 @@
 
 #include "nightshift.h"
 
+#include <signal.h>
 #include <stdbool.h>
 
 typedef struct cli_opts {
@@ -30,8 +31,13 @@ ns_repo *cli_repo_readonly(const cli_opts *o);
 bool cli_exec_id(const char *s, int64_t *id);
 /* The progress listener: live progress on a terminal, one line per step otherwise. */
 const ns_listener *cli_listener(void);
-/* Installs SIGINT/SIGTERM handlers that stop the job after its chunk. */
+/* $NIGHTSHIFT_LEASE as the launch's lease (0: unset, the library's 60 s);
+ * false, said on stderr, when it is not a number of seconds in range. */
+bool cli_lease(double *out);
+/* Installs SIGINT/SIGTERM handlers that stop the job after its chunk:
+ * they set the stop token a launch is given. */
 void cli_signals(void);
+volatile sig_atomic_t *cli_stop_token(void);
 /* Prints the final line of a run and returns its exit code. */
 int cli_outcome(ns_status st, const ns_outcome *out, const ns_error *err);
 

@@ -19,12 +19,18 @@ int cmd_restart(int argc, char **argv)
     }
     if (!cli_exec_id(o.args[0], &id))
         goto done;
+    double lease;
+    if (!cli_lease(&lease))
+        goto done;
     if (!(repo = cli_repo(&o))) {
         rc = NS_EXIT_FAILED;
         goto done;
     }
     cli_signals();
-    ns_launch l = {.listener = cli_listener(), .checkpoint = o.checkpoint};
+    ns_launch l = {.listener = cli_listener(),
+                   .checkpoint = o.checkpoint,
+                   .stop = cli_stop_token(),
+                   .lease_seconds = lease};
     ns_status st = ns_execution_restart(repo, id, &l, &out, &err);
     rc = cli_outcome(st, &out, &err);
 done:

@@ -23,6 +23,9 @@ int cmd_run(int argc, char **argv)
         cli_error(&err);
         goto done;
     }
+    double lease;
+    if (!cli_lease(&lease))
+        goto done;
     if (!(repo = cli_repo(&o))) {
         rc = NS_EXIT_FAILED;
         goto done;
@@ -32,6 +35,8 @@ int cmd_run(int argc, char **argv)
                    .nparams = (size_t)(o.nargs - 1),
                    .next = o.next,
                    .listener = cli_listener(),
+                   .stop = cli_stop_token(),
+                   .lease_seconds = lease,
                    .checkpoint = o.checkpoint};
     ns_status st = ns_job_run(repo, job, &l, &out, &err);
     rc = cli_outcome(st, &out, &err);

@@ -1,6 +1,7 @@
 /* main.c - the nightshift command: dispatch and the options every command shares. */
 #include "cli.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,14 +163,48 @@ void cli_error(const ns_error *err)
     fprintf(stderr, "nightshift: %s\n", err->message[0] ? err->message : ns_strerror(err->code));
 }
 
+/* $NIGHTSHIFT_LEASE: 0 when unset; false when it is not a lease. */
+static bool env_lease(double *out)
+{
+    const char *env = getenv("NIGHTSHIFT_LEASE");
+    char *end;
+    *out = 0;
+    if (!env)
+        return true;
+    errno = 0;
+    double v = strtod(env, &end);
+    if (!*env || *end || errno || !(v > 0 && v <= 2000000))
+        return false;
+    *out = v;
+    return true;
+}
+
+bool cli_lease(double *out)
+{
+    if (env_lease(out))
+        return true;
+    fprintf(stderr,
+            "nightshift: NIGHTSHIFT_LEASE: '%s' is not a number of seconds greater than 0 and at "
+            "most 2000000\n",
+            getenv("NIGHTSHIFT_LEASE"));
+    return false;
+}
+
+/* The repository: --repository, else $NIGHTSHIFT_REPOSITORY, else the
+ * library's default (sqlite:nightshift.db); the lease list and show judge
+ * silent runs by, from $NIGHTSHIFT_LEASE. */
 static ns_repo *open_repo(const cli_opts *o, bool readonly)
 {
     ns_repo *r = NULL;
     ns_error err = {0};
-    if ((readonly ? ns_repo_open_readonly : ns_repo_open)(o->repository, &r, &err) != NS_OK) {
+    const char *url = o->repository ? o->repository : getenv("NIGHTSHIFT_REPOSITORY");
+    double lease;
+    if ((readonly ? ns_repo_open_readonly : ns_repo_open)(url, &r, &err) != NS_OK) {
         cli_error(&err);
         return NULL;
     }
+    if (env_lease(&lease) && lease > 0)
+        ns_repo_set_lease(r, lease);
     return r;
 }
 

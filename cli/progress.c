@@ -98,14 +98,22 @@ static void on_notice(void *ud, const char *msg)
 
 const ns_listener *cli_listener(void)
 {
-    static ns_listener l = {NULL, on_start, on_chunk, on_end, on_notice};
+    static ns_listener l = {
+        .step_start = on_start, .chunk = on_chunk, .step_end = on_end, .notice = on_notice};
     tty = isatty(STDERR_FILENO) && !getenv("CI");
     return &l;
 }
 
+static volatile sig_atomic_t stop_token;
+
+volatile sig_atomic_t *cli_stop_token(void)
+{
+    return &stop_token;
+}
+
 static void on_signal(int sig)
 {
-    ns_request_stop();
+    stop_token = 1; /* the run stops after its current chunk */
     signalled = 1;
     /* A second signal ends the process at once; restart is safe anyway. */
     signal(sig, SIG_DFL);

@@ -18,6 +18,7 @@
 #ifndef NIGHTSHIFT_H
 #define NIGHTSHIFT_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -127,8 +128,8 @@ typedef struct ns_repo ns_repo;
 
 /*
  * Opens (creating and migrating as needed) a job repository.
- * URL: "sqlite:PATH". NULL means $NIGHTSHIFT_REPOSITORY, else
- * "sqlite:nightshift.db".
+ * URL: "sqlite:PATH" or "postgresql://..."; NULL means "sqlite:nightshift.db".
+ * (The library reads no environment variable for it: the command does.)
  */
 NS_EXTERN ns_status ns_repo_open(const char *url, ns_repo **out, ns_error *err);
 /*
@@ -139,6 +140,9 @@ NS_EXTERN ns_status ns_repo_open(const char *url, ns_repo **out, ns_error *err);
  */
 NS_EXTERN ns_status ns_repo_open_readonly(const char *url, ns_repo **out, ns_error *err);
 NS_EXTERN void ns_repo_close(ns_repo *repo);
+/* The lease (seconds; default 60) after which list/show call a run on
+ * another host whose heartbeat stopped "heartbeat stale". */
+NS_EXTERN void ns_repo_set_lease(ns_repo *repo, double seconds);
 /* The URL actually opened (after the defaults above). */
 NS_EXTERN const char *ns_repo_url(const ns_repo *repo);
 
@@ -186,12 +190,42 @@ typedef struct ns_progress {
     int64_t bytes_start; /* input consumed before this execution (a restart's resume point) */
 } ns_progress;
 
+/* A job's start and end, as a listener is told. */
+typedef struct ns_job_event {
+    int64_t execution_id;
+    const char *job;
+    int64_t restart_of;     /* the execution this one restarts, 0 when none */
+    ns_batch_status status; /* STARTED at the start; the outcome at the end */
+    const char *exit_code;  /* at the end ("COMPLETED", "ASSERT_FAILED", ...); NULL at the start */
+    const char *message;    /* at the end: the exit message (no secret in it); "" when none */
+    double elapsed;         /* at the end: seconds since the start */
+} ns_job_event;
+
+/* One rejected record, as it is written to the rejects file. */
+typedef struct ns_reject_event {
+    int64_t execution_id;
+    const char *job, *step;
+    int64_t line;        /* the record's source line */
+    const char *column;  /* NULL when the reject is not about one column */
+    const char *code;    /* a SQLSTATE or an NS_ code */
+    const char *message; /* no secret in it */
+} ns_reject_event;
+
+/*
+ * What happens during a run. Every callback may be NULL; all are called from
+ * the thread running the job, and what they are given is valid for the
+ * call only. A run may have several listeners (ns_launch.listeners): each
+ * is told everything, in the order given.
+ */
 typedef struct ns_listener {
     void *ud;
     void (*step_start)(void *ud, const ns_progress *p);
     void (*chunk)(void *ud, const ns_progress *p); /* after each committed chunk */
     void (*step_end)(void *ud, const ns_progress *p);
     void (*notice)(void *ud, const char *message); /* e.g. a dead execution was recovered */
+    void (*job_start)(void *ud, const ns_job_event *e);
+    void (*job_end)(void *ud, const ns_job_event *e);
+    void (*rejected)(void *ud, const ns_reject_event *e);
 } ns_listener;
 
 /*
@@ -216,9 +250,14 @@ typedef enum ns_checkpoint_use {
 typedef struct ns_launch {
     const char *const *params; /* "NAME=VALUE" strings */
     size_t nparams;
-    int next;             /* --next: a new instance with a fresh run.id */
-    double lease_seconds; /* heartbeat lease, (0, 2000000] s; 0: $NIGHTSHIFT_LEASE, else 60 */
-    const ns_listener *listener;
+    int next;                            /* --next: a new instance with a fresh run.id */
+    double lease_seconds;                /* heartbeat lease, (0, 2000000] s; 0: 60 */
+    const ns_listener *listener;         /* one listener, or NULL */
+    const ns_listener *const *listeners; /* and more: nlisteners of them */
+    size_t nlisteners;
+    /* The run's stop token: once *stop is nonzero (a signal handler may set
+     * it), the run stops after its current chunk (STOPPED). NULL: none. */
+    volatile sig_atomic_t *stop;
     const char *workdir; /* relative paths are resolved here; NULL: the current directory */
     ns_checkpoint_use checkpoint;
 } ns_launch;
@@ -246,16 +285,10 @@ NS_EXTERN ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch
  * Restarts a FAILED or STOPPED execution: reloads its job file and its
  * parameters from the repository; relative paths are resolved against the
  * directory the execution was launched from. Of `launch` (may be NULL) only
- * listener, lease_seconds and checkpoint are used.
+ * the listeners, lease_seconds, stop and checkpoint are used.
  */
 NS_EXTERN ns_status ns_execution_restart(ns_repo *repo, int64_t execution_id,
                                          const ns_launch *launch, ns_outcome *out, ns_error *err);
-
-/*
- * Asks the job running in this process to stop after its current chunk.
- * Async-signal-safe: call it from a SIGINT/SIGTERM handler.
- */
-NS_EXTERN void ns_request_stop(void);
 
 #ifdef __cplusplus
 }

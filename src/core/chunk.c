@@ -76,10 +76,8 @@ static ns_status commit_chunk(step_run *s, ns_error *err)
         return st;
     /* Fault injection for the tests: die, or freeze, with the chunk's
      * rejects on disk and its rows written but not committed. */
-    if (ns__fault_at("NIGHTSHIFT_TEST_EXIT_BEFORE_COMMIT", s->chunks + 1))
-        _exit(98);
-    if (ns__fault_at("NIGHTSHIFT_TEST_PAUSE_BEFORE_COMMIT", s->chunks + 1))
-        raise(SIGSTOP);
+    NS_FAULT("NIGHTSHIFT_TEST_EXIT_BEFORE_COMMIT", s->chunks + 1, _exit(98));
+    NS_FAULT("NIGHTSHIFT_TEST_PAUSE_BEFORE_COMMIT", s->chunks + 1, raise(SIGSTOP));
     s->counts.commit++;
     s->chunks++;
     if ((st = make_context(s, err)) != NS_OK)
@@ -353,7 +351,7 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
         NS_OK)
         goto out;
     started = true;
-    ns__run_report(&s, rc->listener ? rc->listener->step_start : NULL, NS_BATCH_STARTED, NULL);
+    ns__run_report(&s, NS_EV_STEP_START, NS_BATCH_STARTED, NULL);
     if ((st = open_io(&s, &state, err)) != NS_OK)
         goto out;
     if (!(items = malloc((size_t)def->chunk * sizeof(*items))) ||
@@ -461,8 +459,8 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
             goto out;
         if (!single || eof)
             committed = s.counts;
-        ns__run_report(&s, rc->listener ? rc->listener->chunk : NULL, NS_BATCH_STARTED, NULL);
-        if ((s.stop || ns__stop_signal) && !eof) {
+        ns__run_report(&s, NS_EV_CHUNK, NS_BATCH_STARTED, NULL);
+        if ((s.stop || ns__run_stop_requested(rc)) && !eof) {
             *status = NS_BATCH_STOPPED;
             char nread[32];
             snprintf(msg, msglen, "stopped on request after chunk %lld; %s records read",
@@ -502,8 +500,7 @@ out:
             *status = NS_BATCH_FAILED;
             snprintf(msg, msglen, "%s", e2.message);
         }
-        ns__run_report(&s, rc->listener ? rc->listener->step_end : NULL, *status,
-                       msg[0] ? msg : NULL);
+        ns__run_report(&s, NS_EV_STEP_END, *status, msg[0] ? msg : NULL);
     }
     ns__writer_free(s.writer);
     ns__proc_free(s.proc);

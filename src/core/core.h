@@ -13,9 +13,6 @@
 #include <signal.h>
 #include <stdio.h>
 
-/* Set by ns_request_stop() (SIGINT/SIGTERM): stop after the current chunk. */
-extern volatile sig_atomic_t ns__stop_signal;
-
 /* The execution's parameters, typed and as name/value arrays. */
 typedef struct params {
     ns_param_val *v;
@@ -29,7 +26,9 @@ typedef struct run_ctx {
     const char *workdir; /* restart ID: relative paths are resolved here */
     ns_repo *repo;
     const ns_job *job;
-    const ns_listener *listener;
+    const ns_listener **listeners; /* the launch's listener and listeners */
+    size_t nlisteners;
+    volatile sig_atomic_t *stop; /* the caller's stop token, NULL: none */
     ns_launch_res launch;
     params *params;
     double lease; /* seconds without a heartbeat before a launch elsewhere takes over */
@@ -93,9 +92,16 @@ ns_status ns__run_step_end(step_run *s, ns_batch_status status, const char *code
                            size_t msglen, ns_error *err);
 /* A note for the listener (a restart's decisions, skipped steps). */
 void ns__run_notice(run_ctx *rc, const char *fmt, ...) NS_PRINTF(2, 3);
-/* Progress and step start/end for the listener. */
-void ns__run_report(step_run *s, void (*fn)(void *, const ns_progress *), ns_batch_status status,
-                    const char *message);
+/* Progress and step start/end for the listeners. */
+typedef enum ns_step_event { NS_EV_STEP_START, NS_EV_CHUNK, NS_EV_STEP_END } ns_step_event;
+void ns__run_report(step_run *s, ns_step_event ev, ns_batch_status status, const char *message);
+/* The job's start and end for the listeners. */
+void ns__run_job_event(run_ctx *rc, bool end, const ns_job_event *e);
+/* A rejected record for the listeners. */
+void ns__run_rejected(step_run *s, int64_t line, const char *column, const char *code,
+                      const char *message);
+/* Whether the caller asked the run to stop. */
+bool ns__run_stop_requested(const run_ctx *rc);
 /* Substitutes a template (real value, and the form shown with ${env.X} kept). */
 ns_status ns__run_subst(step_run *s, const char *tmpl, const char *what, char **real, char **shown,
                         ns_error *err);
@@ -138,8 +144,18 @@ ns_status ns__run_subst_as(step_run *s, int64_t execution_id, const char *tmpl, 
 /* `shown` made absolute when `real` (its expansion) is relative: the form a
  * checkpoint stores, so a restart from any directory finds the file. */
 char *ns__run_absolute(const char *real, const char *shown);
-/* A test-only fault point (docs/cli.md): is `name` set to n? */
+/* Test-only fault points (docs/cli.md), compiled into test builds only
+ * (NS_TEST_HOOKS): `action` runs when the environment variable `name` is n. */
+#ifdef NS_TEST_HOOKS
 bool ns__fault_at(const char *name, int64_t n);
+#define NS_FAULT(name, n, action)                                                                  \
+    do {                                                                                           \
+        if (ns__fault_at(name, n))                                                                 \
+            action;                                                                                \
+    } while (0)
+#else
+#define NS_FAULT(name, n, action) ((void)0)
+#endif
 
 /* --------------------------------------- what steps share (step.c) */
 

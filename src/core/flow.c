@@ -93,7 +93,7 @@ void ns__flow_run(run_ctx *rc, char *code, size_t codelen, char *msg, size_t msg
                                 def->name, smsg) < 0)
             msg[used] = '\0';
         i = next_step(job, (size_t)i, status, code, replay, end);
-        if (i >= 0 && status == NS_BATCH_COMPLETED && ns__stop_signal) {
+        if (i >= 0 && status == NS_BATCH_COMPLETED && ns__run_stop_requested(rc)) {
             *end = NS_BATCH_STOPPED;
             snprintf(msg, msglen, "stopped on request after step %s", def->name);
             i = -1;

@@ -20,37 +20,18 @@
 
 /* The lease: the launch's, else $NIGHTSHIFT_LEASE, else 60 s; a value that
  * is not a number of seconds in (0, LEASE_MAX] is an error, not 60. */
+/* The lease: the launch's (the caller's setting: the library reads no
+ * environment variable for it), else 60 s. */
 static ns_status lease_of(const ns_launch *launch, double *out, ns_error *err)
 {
-    const char *env = getenv("NIGHTSHIFT_LEASE");
-    if (launch && launch->lease_seconds != 0) {
-        if (!(launch->lease_seconds > 0 && launch->lease_seconds <= LEASE_MAX))
-            return ns__err(err, NS_EPARAM, NULL,
-                           "lease: %g is not a number of seconds from 0 to %.0f",
-                           launch->lease_seconds, LEASE_MAX);
-        *out = launch->lease_seconds;
+    if (!launch || launch->lease_seconds == 0)
         return NS_OK;
-    }
-    if (!env)
-        return NS_OK;
-    char *end;
-    errno = 0;
-    double v = strtod(env, &end);
-    if (!*env || *end || errno || !(v > 0 && v <= LEASE_MAX))
-        return ns__err(
-            err, NS_EPARAM, NULL,
-            "NIGHTSHIFT_LEASE: '%s' is not a number of seconds greater than 0 and at most "
-            "%.0f",
-            env, LEASE_MAX);
-    *out = v;
+    if (!(launch->lease_seconds > 0 && launch->lease_seconds <= LEASE_MAX))
+        return ns__err(err, NS_EPARAM, NULL,
+                       "lease: %g is not a number of seconds greater than 0 and at most %.0f",
+                       launch->lease_seconds, LEASE_MAX);
+    *out = launch->lease_seconds;
     return NS_OK;
-}
-
-volatile sig_atomic_t ns__stop_signal;
-
-void ns_request_stop(void)
-{
-    ns__stop_signal = 1;
 }
 
 static int exit_for(ns_batch_status s)
@@ -72,17 +53,29 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
     run_ctx rc = {.workdir = launch ? launch->workdir : NULL,
                   .repo = repo,
                   .job = job,
-                  .listener = launch ? launch->listener : NULL,
+                  .stop = launch ? launch->stop : NULL,
                   .params = &p,
                   .checkpoint = launch ? launch->checkpoint : NS_CHECKPOINT_OWN};
     char cwd[4096];
     ns_status st;
     char msg[1024] = "";
+    double t0 = ns__mono();
 
     out->execution_id = 0;
     out->status = NS_BATCH_UNKNOWN;
     out->exit_code = NS_EXIT_USAGE;
     out->message[0] = out->code[0] = '\0';
+    /* The listeners: the launch's one, then its list. */
+    size_t nl = launch ? launch->nlisteners : 0;
+    if (!(rc.listeners = calloc(nl + 1, sizeof(*rc.listeners)))) {
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        goto done;
+    }
+    if (launch && launch->listener)
+        rc.listeners[rc.nlisteners++] = launch->listener;
+    for (size_t i = 0; i < nl; i++)
+        if (launch->listeners[i])
+            rc.listeners[rc.nlisteners++] = launch->listeners[i];
     ns__secrets_merge(&rc.secrets, &repo->secrets);
     if ((st = ns__params_resolve(job, launch ? launch->params : NULL, launch ? launch->nparams : 0,
                                  &p, err)) != NS_OK)
@@ -131,6 +124,9 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
     if ((st = repo->vt->exec_status(repo, rc.launch.execution_id, NS_BATCH_STARTED, "EXECUTING", "",
                                     false, err)) != NS_OK)
         goto done;
+    ns_job_event je = {
+        rc.launch.execution_id, job->name, rc.launch.restart_of, NS_BATCH_STARTED, NULL, NULL, 0};
+    ns__run_job_event(&rc, false, &je);
     /* Heartbeats at a third of the lease, also in the middle of a chunk. */
     if (repo->vt->keepalive_start &&
         (st = repo->vt->keepalive_start(repo, rc.launch.execution_id, lease / 3, err)) != NS_OK)
@@ -159,6 +155,10 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
     snprintf(out->message, sizeof(out->message), "%s", msg);
     snprintf(out->code, sizeof(out->code), "%s",
              status == NS_BATCH_FAILED && e2.code ? "FAILED" : code);
+    je = (ns_job_event){
+        rc.launch.execution_id, job->name,      rc.launch.restart_of, status, out->code,
+        out->message,           ns__mono() - t0};
+    ns__run_job_event(&rc, true, &je);
     st = NS_OK;
 done:
     if (st == NS_EPARAM || st == NS_ECONFIG)
@@ -169,6 +169,7 @@ done:
         ns__run_redact(&rc, err->message, sizeof(err->message));
     ns__secrets_free(&rc.secrets);
     ns__params_free(&p);
+    free(rc.listeners);
     return st;
 }
 
@@ -221,6 +222,9 @@ ns_status ns_execution_restart(ns_repo *repo, int64_t id, const ns_launch *launc
     ns_launch l = {.params = (const char *const *)args,
                    .nparams = nargs,
                    .listener = launch ? launch->listener : NULL,
+                   .listeners = launch ? launch->listeners : NULL,
+                   .nlisteners = launch ? launch->nlisteners : 0,
+                   .stop = launch ? launch->stop : NULL,
                    .lease_seconds = launch ? launch->lease_seconds : 0,
                    .workdir = info.workdir,
                    .checkpoint = launch ? launch->checkpoint : NS_CHECKPOINT_OWN};

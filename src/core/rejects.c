@@ -70,6 +70,7 @@ ns_status ns__rejects_write(step_run *s, int64_t line, const char *column, const
     }
     snprintf(s->last_reject, sizeof(s->last_reject), "line %lld%s%s: %s: %.300s", (long long)line,
              column ? ", column " : "", column ? column : "", code, message);
+    ns__run_rejected(s, line, column, code, message);
     fprintf(s->rejects, "%lld,", (long long)line);
     if (column)
         ns__csv_field(s->rejects, column, strlen(column));

@@ -39,22 +39,18 @@ void ns__run_notice(run_ctx *rc, const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
-    if (!rc->listener || !rc->listener->notice)
-        return;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     ns__run_redact(rc, msg, sizeof(msg));
-    rc->listener->notice(rc->listener->ud, msg);
+    for (size_t i = 0; i < rc->nlisteners; i++)
+        if (rc->listeners[i]->notice)
+            rc->listeners[i]->notice(rc->listeners[i]->ud, msg);
 }
 
-void ns__run_report(step_run *s, void (*fn)(void *, const ns_progress *), ns_batch_status status,
-                    const char *message)
+void ns__run_report(step_run *s, ns_step_event ev, ns_batch_status status, const char *message)
 {
-    const ns_listener *l = s->rc->listener;
     char shown[1024];
-    if (!l || !fn)
-        return;
     if (message) {
         snprintf(shown, sizeof(shown), "%s", message);
         ns__run_redact(s->rc, shown, sizeof(shown));
@@ -73,7 +69,39 @@ void ns__run_report(step_run *s, void (*fn)(void *, const ns_progress *), ns_bat
     if (s->reader)
         s->reader->vt->progress(s->reader, &p.bytes_done, &p.bytes_total);
     p.bytes_start = s->bytes_start;
-    fn(l->ud, &p);
+    for (size_t i = 0; i < s->rc->nlisteners; i++) {
+        const ns_listener *l = s->rc->listeners[i];
+        void (*fn)(void *, const ns_progress *) = ev == NS_EV_STEP_START ? l->step_start
+                                                  : ev == NS_EV_CHUNK    ? l->chunk
+                                                                         : l->step_end;
+        if (fn)
+            fn(l->ud, &p);
+    }
+}
+
+void ns__run_job_event(run_ctx *rc, bool end, const ns_job_event *e)
+{
+    for (size_t i = 0; i < rc->nlisteners; i++) {
+        const ns_listener *l = rc->listeners[i];
+        void (*fn)(void *, const ns_job_event *) = end ? l->job_end : l->job_start;
+        if (fn)
+            fn(l->ud, e);
+    }
+}
+
+void ns__run_rejected(step_run *s, int64_t line, const char *column, const char *code,
+                      const char *message)
+{
+    ns_reject_event e = {
+        s->rc->launch.execution_id, s->rc->job->name, s->def->name, line, column, code, message};
+    for (size_t i = 0; i < s->rc->nlisteners; i++)
+        if (s->rc->listeners[i]->rejected)
+            s->rc->listeners[i]->rejected(s->rc->listeners[i]->ud, &e);
+}
+
+bool ns__run_stop_requested(const run_ctx *rc)
+{
+    return rc->stop && *rc->stop;
 }
 
 /*
@@ -140,16 +168,18 @@ ns_status ns__run_commit_hook(void *arg, ns_error *err)
     return s->rc->repo->vt->step_update(s->rc->repo, &s->se, &s->stop, err);
 }
 
-/* A test-only fault point (docs/cli.md): is `name` set to n? */
+#ifdef NS_TEST_HOOKS
 bool ns__fault_at(const char *name, int64_t n)
 {
     const char *v = getenv(name);
     return v && atoll(v) == n;
 }
+#endif
 
 ns_status ns__run_commit(step_run *s, ns_writer *w, const ns_ckpt_key *key, int64_t n,
                          bool *committed, ns_error *err)
 {
+    (void)n; /* numbers the commit for the fault points of test builds */
     /* Same database: the repository update rides in the transaction (and is
      * undone with it: the step record keeps its old version). */
     int64_t version = s->se.version;
@@ -162,14 +192,13 @@ ns_status ns__run_commit(step_run *s, ns_writer *w, const ns_ckpt_key *key, int6
     }
     /* Fault injection for the tests (docs/internals.md): die in the window
      * between the target's commit and the repository's update. */
-    if (!s->shared && ns__fault_at("NIGHTSHIFT_TEST_EXIT_AFTER_COMMIT", n))
-        _exit(99);
+    if (!s->shared)
+        NS_FAULT("NIGHTSHIFT_TEST_EXIT_AFTER_COMMIT", n, _exit(99));
     if (!s->shared && (st = ns__run_commit_hook(s, err)) != NS_OK)
         return st;
     /* Fault injection: freeze the whole process (heartbeat thread included)
      * with chunk n recorded, as a paused VM or a partitioned host would. */
-    if (ns__fault_at("NIGHTSHIFT_TEST_PAUSE_AFTER_COMMIT", n))
-        raise(SIGSTOP);
+    NS_FAULT("NIGHTSHIFT_TEST_PAUSE_AFTER_COMMIT", n, raise(SIGSTOP));
     return NS_OK;
 }
 
@@ -375,7 +404,7 @@ ns_status ns__step_start(step_run *s, ns_step_state *state, bool *started, ns_er
                                        err)) != NS_OK)
         return st;
     *started = true;
-    ns__run_report(s, rc->listener ? rc->listener->step_start : NULL, NS_BATCH_STARTED, NULL);
+    ns__run_report(s, NS_EV_STEP_START, NS_BATCH_STARTED, NULL);
     return NS_OK;
 }
 
@@ -394,7 +423,6 @@ void ns__step_counts_done(step_run *s, const char *ctx)
 void ns__step_end(step_run *s, ns_status st, const ns_error *e, bool started,
                   ns_batch_status *status, char *code, size_t codelen, char *msg, size_t msglen)
 {
-    run_ctx *rc = s->rc;
     if (st != NS_OK) {
         *status = NS_BATCH_FAILED;
         snprintf(code, codelen, "FAILED");
@@ -412,5 +440,5 @@ void ns__step_end(step_run *s, ns_status st, const ns_error *e, bool started,
         snprintf(code, codelen, "FAILED");
         snprintf(msg, msglen, "%s", e2.message);
     }
-    ns__run_report(s, rc->listener ? rc->listener->step_end : NULL, *status, msg[0] ? msg : NULL);
+    ns__run_report(s, NS_EV_STEP_END, *status, msg[0] ? msg : NULL);
 }

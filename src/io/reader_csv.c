@@ -43,11 +43,13 @@ static ns_status csv_open(ns_reader *base, const ns_step_def *def, const ns_read
     csv_reader *r = (csv_reader *)base;
     ns_csv_options opt = {
         .delimiter = def->csv_delimiter, .quote = def->csv_quote, .check_utf8 = true};
-    const char *env = getenv("NIGHTSHIFT_CSV_READ_SIZE"); /* tests: tiny reads */
     ns_status st;
 
+#ifdef NS_TEST_HOOKS
+    const char *env = getenv("NIGHTSHIFT_CSV_READ_SIZE"); /* tests: tiny reads */
     if (env && atol(env) > 0)
         opt.read_size = (size_t)atol(env);
+#endif
     if (!(r->path = ns__strdup(name)))
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     if ((st = ns__csv_open_path(path, name, &opt, &r->csv, err)) != NS_OK)

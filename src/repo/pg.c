@@ -927,13 +927,13 @@ static void row(PGresult *res, int i, const char **cols, int n)
 /* clang-format on */
 
 /* The JSON of each execution of a result, with its parameters. */
-static json_t *execs_json(PGconn *c, PGresult *res, ns_error *err)
+static json_t *execs_json(const ns_repo *r, PGconn *c, PGresult *res, ns_error *err)
 {
     const char *cols[NS_MAX_NCOLS];
     json_t *a = json_array();
     for (int i = 0; i < PQntuples(res); i++) {
         row(res, i, cols, NS_EXEC_NCOLS);
-        json_t *o = ns__json_exec(cols);
+        json_t *o = ns__json_exec(r, cols);
         const char *p[] = {cols[0]};
         PGresult *pr = q(c, err, "read parameters",
                          "SELECT name, type, value, identifying FROM nightshift.ns_job_param"
@@ -965,7 +965,7 @@ static ns_status pg_show_json(ns_repo *r, int64_t id, char **out, ns_error *err)
         return ns__err(err, NS_ENOTFOUND, NULL, "no execution %lld in the repository",
                        (long long)id);
     }
-    json_t *a = execs_json(c, res, err);
+    json_t *a = execs_json(r, c, res, err);
     PQclear(res);
     json_t *o = json_incref(json_array_get(a, 0));
     json_decref(a);
@@ -996,7 +996,7 @@ static ns_status pg_list_json(ns_repo *r, const char *job, const char *status, i
                       3, p);
     if (!res)
         return NS_EDB;
-    json_t *a = execs_json(c, res, err);
+    json_t *a = execs_json(r, c, res, err);
     PQclear(res);
     return ns__json_dump(a, out, err);
 }

@@ -16,8 +16,6 @@ static ns_status repo_open(const char *url, bool readonly, ns_repo **out, ns_err
     ns_status st;
 
     if (!url || !*url)
-        url = getenv("NIGHTSHIFT_REPOSITORY");
-    if (!url || !*url)
         url = "sqlite:nightshift.db";
     if (strncmp(url, "sqlite:", 7) == 0)
         vt = &ns__repo_sqlite;
@@ -56,6 +54,11 @@ ns_status ns_repo_open(const char *url, ns_repo **out, ns_error *err)
 ns_status ns_repo_open_readonly(const char *url, ns_repo **out, ns_error *err)
 {
     return repo_open(url, true, out, err);
+}
+
+void ns_repo_set_lease(ns_repo *r, double seconds)
+{
+    r->lease = seconds;
 }
 
 void ns_repo_close(ns_repo *r)
@@ -282,10 +285,10 @@ static json_t *typed_value(const char *type, const char *v)
 }
 
 /* Whether an execution the repository says is running still is: its
- * process on this host, or its heartbeat from another within the lease
- * ($NIGHTSHIFT_LEASE, else 60 s). NULL when it is not marked running. */
-static const char *liveness(const char *status, const char *host, const char *pid,
-                            const char *process_start, const char *heartbeat)
+ * process on this host, or its heartbeat from another within the lease.
+ * NULL when it is not marked running. */
+static const char *liveness(double repo_lease, const char *status, const char *host,
+                            const char *pid, const char *process_start, const char *heartbeat)
 {
     ns_batch_status s = ns_batch_status_parse(status);
     if (s != NS_BATCH_STARTING && s != NS_BATCH_STARTED && s != NS_BATCH_STOPPING)
@@ -298,14 +301,13 @@ static const char *liveness(const char *status, const char *host, const char *pi
             ns__parse_i64(process_start, strlen(process_start), &start);
         return process_gone(p, start) ? "process gone" : "alive";
     }
-    const char *env = getenv("NIGHTSHIFT_LEASE");
-    double lease = env && atof(env) > 0 ? atof(env) : 60, beat;
+    double lease = repo_lease, beat;
     if (!heartbeat || !ns__parse_iso(heartbeat, &beat))
         return "unknown";
     return ns__now() - beat > lease ? "heartbeat stale" : "alive";
 }
 
-json_t *ns__json_exec(const char *const *c)
+json_t *ns__json_exec(const ns_repo *r, const char *const *c)
 {
     static const char *const names[] = {"id",        "job",          "instance_id", "status",
                                         "exit_code", "exit_message", "created_at",  "started_at",
@@ -319,7 +321,7 @@ json_t *ns__json_exec(const char *const *c)
     json_object_set_new(o, "restarted_by", jint(c[17]));
     /* A run marked running whose process is gone (kill -9, a crash) until
      * the next launch of its instance marks it FAILED: say so. */
-    const char *live = liveness(c[3], c[9], c[10], c[16], c[15]);
+    const char *live = liveness(r->lease > 0 ? r->lease : 60, c[3], c[9], c[10], c[16], c[15]);
     if (live)
         json_object_set_new(o, "liveness", json_string(live));
     json_object_set_new(o, "params", json_object());

@@ -137,6 +137,7 @@ struct ns_repo {
     ns_secrets secrets; /* the URL's password: never in a message */
     char id[33];        /* the repository's identity (random, set when it was created) */
     bool readonly;      /* opened to read only: never created, migrated or written */
+    double lease;       /* seconds after which another host's silent run counts as dead */
 };
 
 extern const ns_repo_vt ns__repo_sqlite;
@@ -157,7 +158,7 @@ extern const ns_repo_vt ns__repo_pg;
           counters, started_at, ended_at, id, context */
 /* The most columns of any of the rows above (arrays of them use it). */
 #define NS_MAX_NCOLS 24
-json_t *ns__json_exec(const char *const *cols);
+json_t *ns__json_exec(const ns_repo *r, const char *const *cols);
 void ns__json_exec_param(json_t *exec, const char *const *cols);
 json_t *ns__json_step(const char *const *cols);
 /* Serialises (and releases) v into a malloc'd string. */

@@ -838,11 +838,11 @@ static void row(sqlite3_stmt *st, const char **cols, int n)
     " e.workdir, e.heartbeat, e.process_start,"                                                    \
     " (SELECT min(r.id) FROM ns_job_execution r WHERE r.restart_of = e.id)"
 
-static json_t *exec_json(sqlite3 *db, sqlite3_stmt *st)
+static json_t *exec_json(const ns_repo *r, sqlite3 *db, sqlite3_stmt *st)
 {
     const char *c[NS_MAX_NCOLS];
     row(st, c, NS_EXEC_NCOLS);
-    json_t *o = ns__json_exec(c);
+    json_t *o = ns__json_exec(r, c);
     sqlite3_stmt *p = prep(db, NULL,
                            "SELECT name, type, value, identifying FROM ns_job_param"
                            " WHERE execution_id = ? ORDER BY name",
@@ -868,7 +868,7 @@ static ns_status sq_show_json(ns_repo *r, int64_t id, char **out, ns_error *err)
         sqlite3_finalize(st);
         return ns__err(err, NS_ENOTFOUND, NULL, "no execution %lld in %s", (long long)id, r->url);
     }
-    json_t *o = exec_json(db, st);
+    json_t *o = exec_json(r, db, st);
     sqlite3_finalize(st);
 
     json_t *steps = json_array();
@@ -905,7 +905,7 @@ static ns_status sq_list_json(ns_repo *r, const char *job, const char *status, i
         return NS_EDB;
     json_t *a = json_array();
     while (sqlite3_step(st) == SQLITE_ROW)
-        json_array_append_new(a, exec_json(db, st));
+        json_array_append_new(a, exec_json(r, db, st));
     sqlite3_finalize(st);
     return ns__json_dump(a, out, err);
 }
