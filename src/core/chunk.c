@@ -20,35 +20,27 @@
 
 static ns_status make_context(step_run *s, ns_error *err)
 {
-    const ns_counts *c = &s->counts;
-    json_t *pos = s->reader->vt->position(s->reader);
-    json_t *o = json_pack(
-        "{s:o, s:{s:s, s:I}, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}", "position",
-        pos, "rejects", "path", s->rejects_saved, "offset", (json_int_t)s->rejects_offset, "chunks",
-        (json_int_t)s->chunks, "step_execution_id", (json_int_t)s->se.id, "counts", "read",
-        (json_int_t)c->read, "write", (json_int_t)c->write, "filter", (json_int_t)c->filter,
-        "read_skip", (json_int_t)c->read_skip, "process_skip", (json_int_t)c->process_skip,
-        "write_skip", (json_int_t)c->write_skip, "commit", (json_int_t)c->commit, "rollback",
-        (json_int_t)c->rollback);
-    if (!o)
-        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     json_t *saved = NULL;
     ns_status st;
-    if ((st = ns__run_sign(s, o, err)) != NS_OK) {
-        json_decref(o);
+    if (s->proc && (st = s->proc->vt->save(s->proc, &saved, err)) != NS_OK)
         return st;
-    }
-    if (s->proc && (st = s->proc->vt->save(s->proc, &saved, err)) != NS_OK) {
-        json_decref(o);
+    ns_ckpt c = {.execution_id = s->rc->launch.execution_id,
+                 .step_execution_id = s->se.id,
+                 .chunks = s->chunks,
+                 .counts = s->counts,
+                 .position = s->reader->vt->position(s->reader),
+                 .rejects_path = s->rejects_saved,
+                 .rejects_offset = s->rejects_offset,
+                 .processor = saved};
+    snprintf(c.repository, sizeof(c.repository), "%s", s->rc->repo->id);
+    char *text = NULL;
+    st = c.position ? ns__ckpt_encode(&c, &text, err)
+                    : ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    json_decref(c.position);
+    json_decref(saved);
+    if (st != NS_OK)
         return st;
-    }
-    if (saved && json_object_set_new(o, "processor", saved) != 0) {
-        json_decref(o);
-        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-    }
-    char *text = json_dumps(o, JSON_COMPACT);
-    size_t len = text ? strlen(text) : 0;
-    json_decref(o);
+    size_t len = strlen(text);
     if (saved && len > NS_PROC_STATE_MAX) {
         free(text);
         return ns__err(err, NS_EINVAL, NULL,
@@ -57,8 +49,6 @@ static ns_status make_context(step_run *s, ns_error *err)
                        "needs",
                        len, NS_PROC_STATE_MAX);
     }
-    if (!text)
-        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     free(s->context);
     s->context = text;
     s->se.context = text;
@@ -104,7 +94,7 @@ static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
         s->rc->job->name, s->rc->launch.job_key, s->def->name, "", s->rc->launch.execution_id,
         s->se.id};
     char *ctx = NULL;
-    json_t *o = NULL, *repo_ctx = NULL;
+    ns_ckpt c = {0}, rc = {0};
     bool foreign;
     ns_status st;
 
@@ -124,47 +114,30 @@ static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
                 s->def->name);
         return NS_OK;
     }
-    json_error_t je;
-    if (!(o = json_loads(ctx, 0, &je))) {
-        st = ns__err(err, NS_EDB, NULL, "unreadable checkpoint in the target: %s", je.text);
+    if ((st = ns__ckpt_decode(ctx, &c, err)) != NS_OK)
         goto out;
-    }
-    json_t *pos = json_object_get(o, "position");
-    json_t *cnt = json_object_get(o, "counts");
-    s->proc_state = json_incref(json_object_get(o, "processor"));
-    s->chunks = json_integer_value(json_object_get(o, "chunks"));
+    s->proc_state = json_incref(c.processor);
+    s->chunks = c.chunks;
     s->resumed = true;
     if (!foreign)
-        ns__rejects_drop_predecessor(
-            s, json_string_value(json_object_get(json_object_get(o, "rejects"), "path")));
-    int64_t old_se = json_integer_value(json_object_get(o, "step_execution_id"));
-    if ((st = s->reader->vt->seek(s->reader, pos, err)) != NS_OK)
+        ns__rejects_drop_predecessor(s, c.rejects_path);
+    if ((st = s->reader->vt->seek(s->reader, c.position, err)) != NS_OK)
         goto out;
     /* An adopted checkpoint's rejects file is another repository's: left
      * as it is (this execution writes its own). */
-    if (!foreign && (st = ns__rejects_cut(s, o, old_se == state->last_id ? state->context : NULL,
-                                          err)) != NS_OK)
+    bool latest = c.step_execution_id == state->last_id;
+    if (!foreign && (st = ns__rejects_cut(s, &c, latest ? state->context : NULL, err)) != NS_OK)
         goto out;
     /* The repository lags when the process died between the target commit
      * and the repository update: bring that step execution (the latest of
      * this instance's step, the one the checkpoint names) up to it. */
     int64_t repo_chunks = -1;
-    if (state->context && (repo_ctx = json_loads(state->context, 0, NULL)))
-        repo_chunks = json_integer_value(json_object_get(repo_ctx, "chunks"));
-    if (!foreign && old_se == state->last_id && repo_chunks < s->chunks) {
-        ns_counts c = {
-            json_integer_value(json_object_get(cnt, "read")),
-            json_integer_value(json_object_get(cnt, "write")),
-            json_integer_value(json_object_get(cnt, "filter")),
-            json_integer_value(json_object_get(cnt, "read_skip")),
-            json_integer_value(json_object_get(cnt, "process_skip")),
-            json_integer_value(json_object_get(cnt, "write_skip")),
-            json_integer_value(json_object_get(cnt, "commit")),
-            json_integer_value(json_object_get(cnt, "rollback")),
-        };
-        if ((st = s->rc->repo->vt->step_reconcile(s->rc->repo, old_se, &c, ctx, err)) != NS_OK)
-            goto out;
-    }
+    if (state->context && ns__ckpt_decode(state->context, &rc, NULL) == NS_OK)
+        repo_chunks = rc.chunks;
+    if (!foreign && latest && repo_chunks < s->chunks &&
+        (st = s->rc->repo->vt->step_reconcile(s->rc->repo, c.step_execution_id, &c.counts, ctx,
+                                              err)) != NS_OK)
+        goto out;
     if (s->writer->vt->single_transaction(s->writer)) {
         /* A whole-step transaction checkpoints only when the step is done:
          * running it again would replace the table with nothing. */
@@ -173,13 +146,15 @@ static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
                        s->def->name);
         goto out;
     }
-    json_t *line = json_object_get(pos, "line");
+    char where[96];
+    ns__ckpt_where(&c, where, sizeof(where));
+    json_t *line = json_object_get(c.position, "line");
     ns__run_notice(s->rc, "step %s: resuming after chunk %lld%s%lld", s->def->name,
                    (long long)s->chunks, json_is_integer(line) ? " at line " : "",
                    json_is_integer(line) ? (long long)json_integer_value(line) : 0LL);
 out:
-    json_decref(o);
-    json_decref(repo_ctx);
+    ns__ckpt_free(&c);
+    ns__ckpt_free(&rc);
     free(ctx);
     return st;
 }

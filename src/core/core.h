@@ -77,8 +77,6 @@ typedef struct step_run {
  */
 ns_status ns__run_claim(step_run *s, ns_writer *w, const ns_ckpt_key *key, char **ctx,
                         bool *foreign, ns_error *err);
-/* The authorship a checkpoint context carries (added to a JSON object). */
-ns_status ns__run_sign(step_run *s, json_t *context, ns_error *err);
 /* Refuses to start writing an output file (rejects, a compare's output)
  * where one already holds data (another execution's: never overwritten,
  * the message names its writer) or a symbolic link stands. */
@@ -124,6 +122,32 @@ ns_status ns__run_commit(step_run *s, ns_writer *w, const ns_ckpt_key *key, int6
                          bool *committed, ns_error *err);
 /* One CSV field, quoted when needed, invalid UTF-8 as \xHH, NUL as \x00. */
 void ns__csv_field(FILE *f, const char *p, size_t n);
+
+/* ----------------------------------------- checkpoints (checkpoint.c) */
+
+/* A step's checkpoint, decoded or to encode (the one codec of its JSON). */
+typedef struct ns_ckpt {
+    char repository[33];                     /* who wrote it: the repository's identity ... */
+    bool signed_;                            /* (false: an unsigned, older or edited checkpoint) */
+    int64_t execution_id, step_execution_id; /* ... and the execution */
+    bool done;        /* a single-transaction step (sql, rebuild, ...) committed */
+    bool has_chunks;  /* (decoded: chunks was there) */
+    int64_t chunks;   /* chunks committed for the step of the instance */
+    ns_counts counts; /* the step execution's counters at that commit */
+    json_t *position; /* the reader's position (borrowed) */
+    const char *rejects_path;
+    int64_t rejects_offset;
+    json_t *processor; /* the processor's state (borrowed) */
+    json_t *root;      /* decoded: owns what the pointers above point into */
+} ns_ckpt;
+
+/* JSON text of a checkpoint (malloc'd). */
+ns_status ns__ckpt_encode(const ns_ckpt *c, char **out, ns_error *err);
+/* Reads one; ns__ckpt_free releases it. NS_EDB when it is not a checkpoint. */
+ns_status ns__ckpt_decode(const char *text, ns_ckpt *c, ns_error *err);
+void ns__ckpt_free(ns_ckpt *c);
+/* Where it stands, for messages: " (after chunk N, at line L)", ... or "". */
+void ns__ckpt_where(const ns_ckpt *c, char *buf, size_t n);
 
 /* ---------------------------------------------- parameters (params.c) */
 
@@ -184,7 +208,7 @@ ns_status ns__rejects_sync(step_run *s, ns_error *err);
  * it (its records belong to chunks that never committed). */
 void ns__rejects_drop_predecessor(step_run *s, const char *checkpointed);
 /* Cuts the rejects file a trusted checkpoint names back to its offset. */
-ns_status ns__rejects_cut(step_run *s, json_t *ckpt, const char *repo_ctx, ns_error *err);
+ns_status ns__rejects_cut(step_run *s, const ns_ckpt *ckpt, const char *repo_ctx, ns_error *err);
 
 /* ---------------------------------------------------- step types */
 

@@ -199,19 +199,17 @@ void ns__rejects_drop_predecessor(step_run *s, const char *checkpointed)
  * the checkpoint, and the one the repository recorded for it, and never
  * through a symbolic link.
  */
-ns_status ns__rejects_cut(step_run *s, json_t *ckpt, const char *repo_ctx, ns_error *err)
+ns_status ns__rejects_cut(step_run *s, const ns_ckpt *ckpt, const char *repo_ctx, ns_error *err)
 {
-    json_t *rej = json_object_get(ckpt, "rejects");
-    const char *named = json_string_value(json_object_get(rej, "path"));
-    json_int_t off = json_integer_value(json_object_get(rej, "offset"));
-    json_int_t author = json_integer_value(json_object_get(ckpt, "execution_id"));
+    const char *named = ckpt->rejects_path;
+    int64_t off = ckpt->rejects_offset, author = ckpt->execution_id;
     ns_status st = NS_OK;
     if (!named)
         return NS_OK;
     char *expected = rejects_saved_for(s, author), *path = NULL;
-    json_t *r = repo_ctx ? json_loads(repo_ctx, 0, NULL) : NULL;
+    ns_ckpt r = {0};
     const char *recorded =
-        json_string_value(json_object_get(json_object_get(r, "rejects"), "path"));
+        repo_ctx && ns__ckpt_decode(repo_ctx, &r, NULL) == NS_OK ? r.rejects_path : NULL;
     if (!expected || strcmp(named, expected) != 0 || (recorded && strcmp(named, recorded) != 0)) {
         ns__run_notice(s->rc,
                        "step %s: the target's checkpoint names the rejects file %s, which is not "
@@ -235,7 +233,7 @@ ns_status ns__rejects_cut(step_run *s, json_t *ckpt, const char *repo_ctx, ns_er
                      strerror(errno));
     close(fd);
 out:
-    json_decref(r);
+    ns__ckpt_free(&r);
     free(expected);
     free(path);
     return st;

@@ -202,80 +202,54 @@ ns_status ns__run_commit(step_run *s, ns_writer *w, const ns_ckpt_key *key, int6
     return NS_OK;
 }
 
-ns_status ns__run_sign(step_run *s, json_t *context, ns_error *err)
-{
-    if (json_object_set_new(context, "repository", json_string(s->rc->repo->id)) != 0 ||
-        json_object_set_new(context, "execution_id",
-                            json_integer((json_int_t)s->rc->launch.execution_id)) != 0)
-        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-    return NS_OK;
-}
-
-/* Where a checkpoint context stands, for messages: " (after chunk N at line
- * L)", " (it says the step is done)" or "". */
-static void ckpt_where(json_t *o, char *buf, size_t n)
-{
-    json_t *chunks = json_object_get(o, "chunks");
-    json_t *line = json_object_get(json_object_get(o, "position"), "line");
-    if (json_is_true(json_object_get(o, "done")))
-        snprintf(buf, n, " (it says the step is done)");
-    else if (json_is_integer(chunks) && json_is_integer(line))
-        snprintf(buf, n, " (after chunk %lld, at line %lld)", (long long)json_integer_value(chunks),
-                 (long long)json_integer_value(line));
-    else if (json_is_integer(chunks))
-        snprintf(buf, n, " (after chunk %lld)", (long long)json_integer_value(chunks));
-    else
-        buf[0] = '\0';
-}
-
 ns_status ns__run_claim(step_run *s, ns_writer *w, const ns_ckpt_key *key, char **ctx,
                         bool *foreign, ns_error *err)
 {
     run_ctx *rc = s->rc;
     char *raw = NULL, origin[256], where[96];
     ns_status st;
+    ns_ckpt c;
 
     *ctx = NULL;
     *foreign = false;
     if ((st = w->vt->checkpoint(w, key, &raw, err)) != NS_OK || !raw)
         return st;
-    json_t *o = json_loads(raw, 0, NULL);
-    const char *repo = json_string_value(json_object_get(o, "repository"));
-    json_int_t author = json_integer_value(json_object_get(o, "execution_id"));
-    bool own = false;
+    bool readable = ns__ckpt_decode(raw, &c, NULL) == NS_OK, own = false;
+    where[0] = '\0';
     /* Trusted only when this repository wrote it for this very instance: an
      * execution id alone could be another repository's (both count from 1),
      * and "the repository ran this step before" says nothing about who wrote
      * the row (issue 8: a stale checkpoint of another repository, claimed by
      * a run killed before its first commit, was trusted by the next run and
      * every row was skipped). */
-    if (repo && strcmp(repo, rc->repo->id) == 0 && author > 0) {
+    if (readable && c.signed_ && strcmp(c.repository, rc->repo->id) == 0 && c.execution_id > 0) {
         ns_exec_info info = {0};
-        if (rc->repo->vt->exec_info(rc->repo, author, &info, NULL) == NS_OK)
+        if (rc->repo->vt->exec_info(rc->repo, c.execution_id, &info, NULL) == NS_OK)
             own = info.instance_id == rc->launch.instance_id;
         ns__exec_info_free(&info);
     }
-    ckpt_where(o, where, sizeof(where));
-    if (!o)
+    if (readable)
+        ns__ckpt_where(&c, where, sizeof(where));
+    if (!readable)
         snprintf(origin, sizeof(origin), "an unreadable checkpoint");
-    else if (!repo)
+    else if (!c.signed_)
         snprintf(origin, sizeof(origin),
                  "a checkpoint that does not say which repository wrote it (an older "
                  "nightshift, or an edited row)%s",
                  where);
-    else if (strcmp(repo, rc->repo->id) != 0)
+    else if (strcmp(c.repository, rc->repo->id) != 0)
         snprintf(origin, sizeof(origin),
                  "a checkpoint of this job instance written by execution %lld of another "
                  "repository (%.12s)%s",
-                 (long long)author, repo, where);
+                 (long long)c.execution_id, c.repository, where);
     else
         snprintf(origin, sizeof(origin),
                  "a checkpoint written by execution %lld, which this repository does not "
                  "record for this job instance%s",
-                 (long long)author, where);
+                 (long long)c.execution_id, where);
+    ns__ckpt_free(&c);
     if (own && rc->checkpoint != NS_CHECKPOINT_IGNORE) {
         *ctx = raw;
-        json_decref(o);
         return NS_OK;
     }
     if (own) {
@@ -288,7 +262,7 @@ ns_status ns__run_claim(step_run *s, ns_writer *w, const ns_ckpt_key *key, char 
                        "step %s: the target holds %s; it is disregarded (--ignore-checkpoint): "
                        "the step starts from its first record",
                        s->def->name, origin);
-    } else if (rc->checkpoint == NS_CHECKPOINT_ADOPT && o) {
+    } else if (rc->checkpoint == NS_CHECKPOINT_ADOPT && readable) {
         ns__run_notice(rc, "step %s: adopting %s (--adopt-checkpoint)", s->def->name, origin);
         *ctx = raw;
         *foreign = true;
@@ -301,7 +275,6 @@ ns_status ns__run_claim(step_run *s, ns_writer *w, const ns_ckpt_key *key, char 
                      "this step from its first record",
                      origin);
     }
-    json_decref(o);
     free(raw);
     return st;
 }
@@ -368,17 +341,19 @@ ns_status ns__step_commit_done(step_run *s, ns_writer *w, const ns_ckpt_key *key
 {
     s->counts.write = written;
     s->counts.commit = 1;
-    json_t *o =
-        json_pack("{s:b, s:I, s:{s:I, s:I}}", "done", 1, "step_execution_id", (json_int_t)s->se.id,
-                  "counts", "write", (json_int_t)written, "commit", (json_int_t)1);
+    ns_ckpt c = {.execution_id = s->rc->launch.execution_id,
+                 .step_execution_id = s->se.id,
+                 .done = true,
+                 .counts = {.write = written, .commit = 1}};
+    snprintf(c.repository, sizeof(c.repository), "%s", s->rc->repo->id);
     free(s->context);
-    s->context = o && ns__run_sign(s, o, NULL) == NS_OK ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    if (!s->context)
-        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    s->context = NULL;
+    ns_status st = ns__ckpt_encode(&c, &s->context, err);
+    if (st != NS_OK)
+        return st;
     s->se.context = s->context;
     bool committed;
-    ns_status st = ns__run_commit(s, w, key, 1, &committed, err);
+    st = ns__run_commit(s, w, key, 1, &committed, err);
     if (!committed)
         s->counts = (ns_counts){0};
     return st;
@@ -411,10 +386,12 @@ ns_status ns__step_start(step_run *s, ns_step_state *state, bool *started, ns_er
 /* The counts a done checkpoint recorded (a restart after its commit). */
 void ns__step_counts_done(step_run *s, const char *ctx)
 {
-    json_t *o = json_loads(ctx, 0, NULL), *c = json_object_get(o, "counts");
-    s->counts.write = json_integer_value(json_object_get(c, "write"));
-    s->counts.commit = json_integer_value(json_object_get(c, "commit"));
-    json_decref(o);
+    ns_ckpt c;
+    if (ns__ckpt_decode(ctx, &c, NULL) == NS_OK) {
+        s->counts.write = c.counts.write;
+        s->counts.commit = c.counts.commit;
+    }
+    ns__ckpt_free(&c);
     ns__run_notice(s->rc, "step %s: already committed in the target; recorded as completed",
                    s->def->name);
 }
