@@ -7,7 +7,6 @@
  * a misspelt `chunks:` must not silently mean the default.
  */
 #include "config/job.h"
-#include "proc/proc.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -23,6 +22,7 @@ typedef struct loader {
     yaml_document_t *doc;
     ns_error *err;
     ns_job *job;
+    const ns_registry *reg; /* the plugins steps may name */
 } loader;
 
 static ns_status fail(loader *l, const yaml_node_t *n, const char *key, const char *fmt, ...)
@@ -174,7 +174,7 @@ static ns_status get_names(loader *l, const yaml_node_t *n, const char *key, cha
     *count = cnt;
     for (size_t i = 0; i < cnt; i++) {
         yaml_node_t *it = node_at(l, n->data.sequence.items.start[i]);
-        char k[256];
+        char k[440];
         snprintf(k, sizeof(k), "%s[%zu]", key, i);
         const char *s = scalar(it);
         if (!s || !*s)
@@ -416,91 +416,13 @@ static bool check_sql_param(void *arg, size_t at, size_t len)
     return false;
 }
 
-static ns_status load_query(loader *l, ns_step_def *s, const yaml_node_t *q, const char *where)
+/* ------------------------------------------------- plugin sections */
+
+static void free_names(char **v, size_t n)
 {
-    static const char *const keys[] = {"connection", "sql", "key", NULL};
-    char key[512];
-    ns_status st;
-    yaml_node_t *x;
-
-    if (q->type != YAML_MAPPING_NODE)
-        return fail(l, q, where, "must be a mapping with connection:, sql: and key:");
-    if ((st = check_keys(l, q, where, keys)) != NS_OK)
-        return st;
-    s->reader = NS_READER_QUERY;
-    snprintf(key, sizeof(key), "%s.connection", where);
-    if (!(x = map_get(l, q, "connection")))
-        return fail(l, q, key, "is required");
-    if ((st = get_string(l, x, key, &s->query_conn)) != NS_OK)
-        return st;
-    if (!ns__job_conn(l->job, s->query_conn))
-        return fail(l, x, key, "no connection named '%s' in connections", s->query_conn);
-    snprintf(key, sizeof(key), "%s.sql", where);
-    if (!(x = map_get(l, q, "sql")))
-        return fail(l, q, key, "is required");
-    if ((st = get_string(l, x, key, &s->query_sql)) != NS_OK)
-        return st;
-    /* Every :name must be a declared parameter; values are bound, never pasted. */
-    sql_check chk = {l, x, key, s->query_sql, NS_OK};
-    ns__sql_params(s->query_sql, check_sql_param, &chk);
-    if (chk.st != NS_OK)
-        return chk.st;
-    snprintf(key, sizeof(key), "%s.key", where);
-    if (!(x = map_get(l, q, "key")))
-        return fail(l, q, key,
-                    "is required: the unique columns the rows are paged by (never OFFSET)");
-    return get_names(l, x, key, &s->query_key, &s->query_nkey);
-}
-
-static ns_status load_reader(loader *l, ns_step_def *s, const yaml_node_t *n, const char *where)
-{
-    static const char *const kinds[] = {"csv", "query", NULL};
-    static const char *const keys[] = {"path", "header", "delimiter", "quote", "columns", NULL};
-    char key[300];
-    ns_status st;
-    yaml_node_t *x;
-
-    if (!n || n->type != YAML_MAPPING_NODE ||
-        n->data.mapping.pairs.top - n->data.mapping.pairs.start != 1)
-        return fail(l, n, where, "must name exactly one reader, e.g. {csv: {path: ...}}");
-    if ((st = check_keys(l, n, where, kinds)) != NS_OK)
-        return st;
-    if ((x = map_get(l, n, "query"))) {
-        snprintf(key, sizeof(key), "%s.query", where);
-        return load_query(l, s, x, key);
-    }
-    yaml_node_t *c = map_get(l, n, "csv");
-    snprintf(key, sizeof(key), "%s.csv", where);
-    if (!c || c->type != YAML_MAPPING_NODE)
-        return fail(l, c ? c : n, key, "must be a mapping with at least path:");
-    if ((st = check_keys(l, c, key, keys)) != NS_OK)
-        return st;
-    snprintf(key, sizeof(key), "%s.csv.path", where);
-    if (!(x = map_get(l, c, "path")))
-        return fail(l, c, key, "is required");
-    if ((st = get_template(l, x, key, true, &s->csv_path)) != NS_OK)
-        return st;
-    s->csv_header = true;
-    s->csv_delimiter = ',';
-    s->csv_quote = '"';
-    snprintf(key, sizeof(key), "%s.csv.header", where);
-    if ((x = map_get(l, c, "header")) && (st = get_bool(l, x, key, &s->csv_header)) != NS_OK)
-        return st;
-    snprintf(key, sizeof(key), "%s.csv.delimiter", where);
-    if ((x = map_get(l, c, "delimiter")) && (st = get_char(l, x, key, &s->csv_delimiter)) != NS_OK)
-        return st;
-    snprintf(key, sizeof(key), "%s.csv.quote", where);
-    if ((x = map_get(l, c, "quote")) && (st = get_char(l, x, key, &s->csv_quote)) != NS_OK)
-        return st;
-    if (s->csv_quote == s->csv_delimiter)
-        return fail(l, x ? x : c, key, "quote and delimiter must differ");
-    snprintf(key, sizeof(key), "%s.csv.columns", where);
-    if ((x = map_get(l, c, "columns")) &&
-        (st = get_names(l, x, key, &s->csv_columns, &s->csv_ncolumns)) != NS_OK)
-        return st;
-    if (!s->csv_header && !s->csv_columns)
-        return fail(l, c, key, "is required when header: false");
-    return NS_OK;
+    for (size_t i = 0; v && i < n; i++)
+        free(v[i]);
+    free(v);
 }
 
 /* Reads a whole file (a processor script). */
@@ -538,280 +460,452 @@ static char *beside_job(loader *l, const char *rel)
     return ns__asprintf("%.*s/%s", (int)(slash - l->path), l->path, rel);
 }
 
-static ns_status load_processor(loader *l, ns_step_def *s, const yaml_node_t *n, const char *where)
+/* Checks the :name parameters of SQL text (all declared) and its statement
+ * count (one query, or a script of at least one statement). */
+static ns_status check_sql(loader *l, const yaml_node_t *n, const char *key, const char *sql,
+                           bool one)
 {
-    static const char *const keys[] = {"lua", "file", "columns", "instructions", NULL};
-    char key[300], msg[600];
-    ns_status st;
-    yaml_node_t *code, *file, *x;
-
-    if (!n || n->type != YAML_MAPPING_NODE)
-        return fail(l, n, where, "must be a mapping such as {lua: \"function process(item) ...\"}");
-    if ((st = check_keys(l, n, where, keys)) != NS_OK)
-        return st;
-    code = map_get(l, n, "lua");
-    file = map_get(l, n, "file");
-    if (!code == !file)
-        return fail(l, n, where, "needs exactly one of lua: (the script) and file: (a .lua file)");
-    if (code) {
-        snprintf(key, sizeof(key), "%s.lua", where);
-        if ((st = get_string(l, code, key, &s->proc_code)) != NS_OK)
-            return st;
-        s->proc_len = strlen(s->proc_code);
-        snprintf(msg, sizeof(msg), "=%s, %s", l->path, key);
-    } else {
-        char *rel = NULL, *path;
-        snprintf(key, sizeof(key), "%s.file", where);
-        if ((st = get_string(l, file, key, &rel)) != NS_OK)
-            return st;
-        path = beside_job(l, rel);
-        s->proc_code = path ? slurp(path, &s->proc_len) : NULL;
-        if (!s->proc_code)
-            st = fail(l, file, key, "cannot read '%s': %s", path ? path : rel, strerror(errno));
-        snprintf(msg, sizeof(msg), "@%s", rel);
-        free(path);
-        free(rel);
-        if (st != NS_OK)
-            return st;
-    }
-    if (!(s->proc_chunkname = ns__strdup(msg)))
-        return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
-    if (ns__lua_check(s->proc_code, s->proc_len, s->proc_chunkname, msg, sizeof(msg)) != NS_OK)
-        return fail(l, code ? code : file, key, "%s", msg);
-    snprintf(key, sizeof(key), "%s.columns", where);
-    if ((x = map_get(l, n, "columns")) &&
-        (st = get_names(l, x, key, &s->proc_columns, &s->proc_ncolumns)) != NS_OK)
-        return st;
-    s->proc_instructions = 10000000;
-    snprintf(key, sizeof(key), "%s.instructions", where);
-    if ((x = map_get(l, n, "instructions")) &&
-        (st = get_posint(l, x, key, 1000, INT64_MAX / 2, &s->proc_instructions)) != NS_OK)
-        return st;
-    return NS_OK;
-}
-
-static ns_status load_writer(loader *l, ns_step_def *s, const yaml_node_t *n, const char *where)
-{
-    static const char *const kinds[] = {"table", NULL};
-    static const char *const keys[] = {"connection", "name", "mode", "key", NULL};
-    char key[300];
-    ns_status st;
-    yaml_node_t *x;
-
-    if (!n || n->type != YAML_MAPPING_NODE ||
-        n->data.mapping.pairs.top - n->data.mapping.pairs.start != 1)
-        return fail(l, n, where, "must name exactly one writer, e.g. {table: {...}}");
-    if ((st = check_keys(l, n, where, kinds)) != NS_OK)
-        return st;
-    yaml_node_t *t = map_get(l, n, "table");
-    snprintf(key, sizeof(key), "%s.table", where);
-    if (!t || t->type != YAML_MAPPING_NODE)
-        return fail(l, t ? t : n, key, "must be a mapping with connection: and name:");
-    if ((st = check_keys(l, t, key, keys)) != NS_OK)
-        return st;
-    snprintf(key, sizeof(key), "%s.table.connection", where);
-    if (!(x = map_get(l, t, "connection")))
-        return fail(l, t, key, "is required");
-    if ((st = get_string(l, x, key, &s->table_conn)) != NS_OK)
-        return st;
-    if (!ns__job_conn(l->job, s->table_conn))
-        return fail(l, x, key, "no connection named '%s' in connections", s->table_conn);
-    snprintf(key, sizeof(key), "%s.table.name", where);
-    if (!(x = map_get(l, t, "name")))
-        return fail(l, t, key, "is required");
-    if ((st = get_string(l, x, key, &s->table_name)) != NS_OK)
-        return st;
-    if (!*s->table_name || strchr(s->table_name, '"'))
-        return fail(l, x, key, "must be a table name");
-    snprintf(key, sizeof(key), "%s.table.mode", where);
-    s->table_mode = NS_MODE_INSERT;
-    if ((x = map_get(l, t, "mode"))) {
-        const char *m = scalar(x);
-        if (m && strcmp(m, "insert") == 0)
-            s->table_mode = NS_MODE_INSERT;
-        else if (m && strcmp(m, "upsert") == 0)
-            s->table_mode = NS_MODE_UPSERT;
-        else if (m && strcmp(m, "replace") == 0)
-            s->table_mode = NS_MODE_REPLACE;
-        else if (m && strcmp(m, "update") == 0)
-            s->table_mode = NS_MODE_UPDATE;
-        else
-            return fail(l, x, key, "must be insert, upsert, update or replace");
-    }
-    snprintf(key, sizeof(key), "%s.table.key", where);
-    bool keyed = s->table_mode == NS_MODE_UPSERT || s->table_mode == NS_MODE_UPDATE;
-    if ((x = map_get(l, t, "key"))) {
-        if (!keyed)
-            return fail(l, x, key, "only used with mode: upsert or update");
-        if ((st = get_names(l, x, key, &s->table_key, &s->table_nkey)) != NS_OK)
-            return st;
-    } else if (keyed) {
-        return fail(l, t, key,
-                    "is required with mode: upsert or update (the columns of a unique key)");
-    }
-    return NS_OK;
-}
-
-/*
- * sql: {connection, script | file}, assert: {connection, sql},
- * rebuild: {connection, table, sql}. Parameters appear as :name and must be
- * declared; they are bound at run time, never pasted into the text.
- */
-static ns_status load_sql_step(loader *l, ns_step_def *s, const yaml_node_t *n, const char *where)
-{
-    static const char *const sql_keys[] = {"connection", "script", "file", NULL};
-    static const char *const assert_keys[] = {"connection", "sql", NULL};
-    static const char *const rebuild_keys[] = {"connection", "table", "sql", NULL};
-    const char *const *keys = s->kind == NS_STEP_SQL      ? sql_keys
-                              : s->kind == NS_STEP_ASSERT ? assert_keys
-                                                          : rebuild_keys;
-    char key[300];
-    ns_status st;
-    yaml_node_t *x, *text;
-
-    if (n->type != YAML_MAPPING_NODE)
-        return fail(l, n, where, "must be a mapping with connection: and %s",
-                    s->kind == NS_STEP_SQL      ? "script: (or file:)"
-                    : s->kind == NS_STEP_ASSERT ? "sql:"
-                                                : "table: and sql:");
-    if ((st = check_keys(l, n, where, keys)) != NS_OK)
-        return st;
-    snprintf(key, sizeof(key), "%s.connection", where);
-    if (!(x = map_get(l, n, "connection")))
-        return fail(l, n, key, "is required");
-    if ((st = get_string(l, x, key, &s->sql_conn)) != NS_OK)
-        return st;
-    if (!ns__job_conn(l->job, s->sql_conn))
-        return fail(l, x, key, "no connection named '%s' in connections", s->sql_conn);
-    if (s->kind == NS_STEP_REBUILD) {
-        snprintf(key, sizeof(key), "%s.table", where);
-        if (!(x = map_get(l, n, "table")))
-            return fail(l, n, key, "is required");
-        if ((st = get_string(l, x, key, &s->rebuild_table)) != NS_OK)
-            return st;
-        if (!*s->rebuild_table || strchr(s->rebuild_table, '"'))
-            return fail(l, x, key, "must be a table name");
-    }
-    if (s->kind == NS_STEP_SQL && (text = map_get(l, n, "file")) != NULL) {
-        char *rel = NULL, *path;
-        size_t len;
-        snprintf(key, sizeof(key), "%s.file", where);
-        if (map_get(l, n, "script"))
-            return fail(l, n, where, "needs one of script: and file:, not both");
-        if ((st = get_string(l, text, key, &rel)) != NS_OK)
-            return st;
-        path = beside_job(l, rel);
-        s->sql_text = path ? slurp(path, &len) : NULL;
-        if (!s->sql_text)
-            st = fail(l, text, key, "cannot read '%s': %s", path ? path : rel, strerror(errno));
-        free(path);
-        free(rel);
-        if (st != NS_OK)
-            return st;
-    } else {
-        const char *k = s->kind == NS_STEP_SQL ? "script" : "sql";
-        snprintf(key, sizeof(key), "%s.%s", where, k);
-        if (!(text = map_get(l, n, k)))
-            return fail(l, n, key, "is required");
-        if ((st = get_string(l, text, key, &s->sql_text)) != NS_OK)
-            return st;
-    }
-    size_t nstmt = ns__sql_split(s->sql_text, NULL, NULL);
+    size_t nstmt = ns__sql_split(sql, NULL, NULL);
     if (!nstmt)
-        return fail(l, text, key, "has no SQL statement");
-    if (s->kind != NS_STEP_SQL && nstmt != 1)
-        return fail(l, text, key, "must be one query (a SELECT), not a script");
-    sql_check chk = {l, text, key, s->sql_text, NS_OK};
-    ns__sql_params(s->sql_text, check_sql_param, &chk);
+        return fail(l, n, key, "has no SQL statement");
+    if (one && nstmt != 1)
+        return fail(l, n, key, "must be one query (a SELECT), not a script");
+    sql_check chk = {l, n, key, sql, NS_OK};
+    ns__sql_params(sql, check_sql_param, &chk);
     return chk.st;
 }
 
-/*
- * compare: {left: {connection, query}, right: {connection, query}, key: [..],
- * columns: [..], output: PATH | {table: {connection, name}}}
- */
-static ns_status load_compare(loader *l, ns_step_def *s, const yaml_node_t *n, const char *where)
-{
-    static const char *const keys[] = {"left", "right", "key", "columns", "output", NULL};
-    static const char *const side_keys[] = {"connection", "query", NULL};
-    static const char *const table_keys[] = {"connection", "name", NULL};
-    char key[300];
-    ns_status st;
-    yaml_node_t *x;
+struct ns_key_ctx {
+    loader *l;
+    const yaml_node_t *map; /* the section */
+    const char *where;      /* its dotted name */
+};
 
-    if (n->type != YAML_MAPPING_NODE)
-        return fail(l, n, where, "must be a mapping with left:, right: and key:");
-    if ((st = check_keys(l, n, where, keys)) != NS_OK)
-        return st;
-    for (int side = 0; side < 2; side++) {
-        const char *name = side ? "right" : "left";
-        yaml_node_t *q = map_get(l, n, name), *c, *sql;
-        snprintf(key, sizeof(key), "%s.%s", where, name);
-        if (!q)
-            return fail(l, n, key, "is required: {connection: ..., query: \"SELECT ...\"}");
-        if (q->type != YAML_MAPPING_NODE)
-            return fail(l, q, key, "must be a mapping with connection: and query:");
-        if ((st = check_keys(l, q, key, side_keys)) != NS_OK)
-            return st;
-        snprintf(key, sizeof(key), "%s.%s.connection", where, name);
-        if (!(c = map_get(l, q, "connection")))
-            return fail(l, q, key, "is required");
-        if ((st = get_string(l, c, key, &s->cmp_conn[side])) != NS_OK)
-            return st;
-        if (!ns__job_conn(l->job, s->cmp_conn[side]))
-            return fail(l, c, key, "no connection named '%s' in connections", s->cmp_conn[side]);
-        snprintf(key, sizeof(key), "%s.%s.query", where, name);
-        if (!(sql = map_get(l, q, "query")))
-            return fail(l, q, key, "is required");
-        if ((st = get_string(l, sql, key, &s->cmp_sql[side])) != NS_OK)
-            return st;
-        if (ns__sql_split(s->cmp_sql[side], NULL, NULL) != 1)
-            return fail(l, sql, key, "must be one query (a SELECT)");
-        sql_check chk = {l, sql, key, s->cmp_sql[side], NS_OK};
-        ns__sql_params(s->cmp_sql[side], check_sql_param, &chk);
-        if (chk.st != NS_OK)
-            return chk.st;
+/* The node of a dotted key under the section, NULL when not given. */
+static const yaml_node_t *key_node(const ns_key_ctx *c, const char *dotted)
+{
+    const yaml_node_t *n = c->map;
+    char part[128];
+    for (const char *p = dotted; n && *p;) {
+        size_t len = strcspn(p, ".");
+        snprintf(part, sizeof(part), "%.*s", (int)len, p);
+        n = map_get(c->l, n, part);
+        p += len + (p[len] == '.');
     }
-    snprintf(key, sizeof(key), "%s.key", where);
-    if (!(x = map_get(l, n, "key")))
-        return fail(l, n, key, "is required: the columns that match a left row to a right row");
-    if ((st = get_names(l, x, key, &s->cmp_key, &s->cmp_nkey)) != NS_OK)
-        return st;
-    snprintf(key, sizeof(key), "%s.columns", where);
-    if ((x = map_get(l, n, "columns")) &&
-        (st = get_names(l, x, key, &s->cmp_columns, &s->cmp_ncolumns)) != NS_OK)
-        return st;
-    snprintf(key, sizeof(key), "%s.output", where);
-    x = map_get(l, n, "output");
-    if (!x || x->type == YAML_SCALAR_NODE) {
-        if (x)
-            return get_template(l, x, key, true, &s->cmp_output);
-        if (!(s->cmp_output = ns__strdup("diffs/${job.name}-${execution.id}-${step.name}.csv")))
+    return n == c->map ? NULL : n;
+}
+
+ns_status ns__key_fail(ns_key_ctx *c, const char *key, const char *fmt, ...)
+{
+    char msg[512], full[300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    const yaml_node_t *n = key && *key ? key_node(c, key) : NULL;
+    snprintf(full, sizeof(full), "%s%s%s", c->where, key && *key ? "." : "", key ? key : "");
+    return fail(c->l, n ? n : c->map, full, "%s", msg);
+}
+
+bool ns__key_given(const ns_key_ctx *c, const char *key)
+{
+    return key_node(c, key) != NULL;
+}
+
+const ns_plugin *ns__plugin_find(const ns_registry *r, ns_plugin_kind kind, const char *name)
+{
+    for (size_t i = 0; r && i < r->n; i++)
+        if (r->plugins[i]->kind == kind && strcmp(r->plugins[i]->name, name) == 0)
+            return r->plugins[i]->version == NS_PLUGIN_VERSION ? r->plugins[i] : NULL;
+    return NULL;
+}
+
+static size_t count_keys(const ns_key *k)
+{
+    size_t n = 0;
+    while (k && k[n].name)
+        n++;
+    return n;
+}
+
+/* "a, b or c" */
+static void join_or(const char *const *v, size_t n, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    for (size_t i = 0; i < n; i++)
+        snprintf(buf + strlen(buf), len - strlen(buf), "%s%s",
+                 i == 0       ? ""
+                 : i + 1 == n ? " or "
+                              : ", ",
+                 v[i]);
+}
+
+static ns_status load_keys(loader *l, const ns_key *keys, void *cfg, const yaml_node_t *n,
+                           const char *where);
+
+static ns_status read_value(loader *l, const ns_key *k, void *cfg, const yaml_node_t *x,
+                            const char *key)
+{
+    void *at = (char *)cfg + k->offset;
+    char **str = at;
+    ns_status st;
+
+    switch (k->type) {
+    case NS_KEY_STRING:
+        return get_string(l, x, key, str);
+    case NS_KEY_IDENT:
+        if ((st = get_string(l, x, key, str)) != NS_OK)
+            return st;
+        if (!**str || strchr(*str, '"'))
+            return fail(l, x, key, "must be a table name");
+        return NS_OK;
+    case NS_KEY_TEMPLATE:
+        return get_template(l, x, key, true, str);
+    case NS_KEY_CONNECTION:
+        if ((st = get_string(l, x, key, str)) != NS_OK)
+            return st;
+        if (!ns__job_conn(l->job, *str))
+            return fail(l, x, key, "no connection named '%s' in connections", *str);
+        return NS_OK;
+    case NS_KEY_QUERY:
+    case NS_KEY_SCRIPT:
+        if ((st = get_string(l, x, key, str)) != NS_OK)
+            return st;
+        return check_sql(l, x, key, *str, k->type == NS_KEY_QUERY);
+    case NS_KEY_BOOL:
+        return get_bool(l, x, key, at);
+    case NS_KEY_INT:
+        return get_posint(l, x, key, k->min, k->max, at);
+    case NS_KEY_CHAR:
+        return get_char(l, x, key, at);
+    case NS_KEY_NAMES: {
+        ns_names *v = at;
+        return get_names(l, x, key, &v->v, &v->n);
+    }
+    case NS_KEY_ENUM: {
+        const char *v = scalar(x);
+        size_t n = 0;
+        while (k->choices[n])
+            n++;
+        for (size_t i = 0; v && i < n; i++)
+            if (strcmp(v, k->choices[i]) == 0) {
+                *(int *)at = (int)i;
+                return NS_OK;
+            }
+        char list[256];
+        join_or(k->choices, n, list, sizeof(list));
+        return fail(l, x, key, "must be %s", list);
+    }
+    case NS_KEY_TEXT: {
+        ns_text *t = at;
+        if ((st = get_string(l, x, key, &t->text)) != NS_OK)
+            return st;
+        t->len = strlen(t->text);
+        if (!(t->origin = ns__asprintf("=%s, %s", l->path, key)))
             return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
         return NS_OK;
     }
-    yaml_node_t *t = map_get(l, x, "table");
-    if (x->type != YAML_MAPPING_NODE || !t || t->type != YAML_MAPPING_NODE ||
-        x->data.mapping.pairs.top - x->data.mapping.pairs.start != 1)
-        return fail(l, x, key, "must be a CSV path or {table: {connection: ..., name: ...}}");
-    snprintf(key, sizeof(key), "%s.output.table", where);
-    if ((st = check_keys(l, t, key, table_keys)) != NS_OK)
+    case NS_KEY_FILE:
+    case NS_KEY_SQL_FILE: {
+        char *rel = NULL, *path, *text = NULL;
+        size_t len = 0;
+        if ((st = get_string(l, x, key, &rel)) != NS_OK)
+            return st;
+        path = beside_job(l, rel);
+        if (!path || !(text = slurp(path, &len)))
+            st = fail(l, x, key, "cannot read '%s': %s", path ? path : rel, strerror(errno));
+        free(path);
+        if (st == NS_OK && k->type == NS_KEY_FILE) {
+            ns_text *t = at;
+            t->text = text;
+            t->len = len;
+            if (!(t->origin = ns__asprintf("@%s", rel)))
+                st = ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+        } else if (st == NS_OK) {
+            *str = text;
+            st = check_sql(l, x, key, text, false);
+        }
+        free(rel);
         return st;
-    snprintf(key, sizeof(key), "%s.output.table.connection", where);
-    if (!(x = map_get(l, t, "connection")))
-        return fail(l, t, key, "is required");
-    if ((st = get_string(l, x, key, &s->cmp_out_conn)) != NS_OK)
+    }
+    case NS_KEY_SECTION: {
+        void **sec = at;
+        if (!(*sec = calloc(1, k->sub_size ? k->sub_size : 1)))
+            return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+        if (x->type == YAML_SCALAR_NODE && (k->flags & NS_KEY_OR_STRING))
+            return read_value(l, &k->sub[0], *sec, x, key);
+        return load_keys(l, k->sub, *sec, x, key);
+    }
+    }
+    return fail(l, x, key, "unknown kind of key");
+}
+
+static ns_status default_value(loader *l, const ns_key *k, void *cfg)
+{
+    void *at = (char *)cfg + k->offset;
+    if (!k->def)
+        return NS_OK;
+    switch (k->type) {
+    case NS_KEY_BOOL:
+        parse_bool(k->def, at);
+        return NS_OK;
+    case NS_KEY_INT:
+        ns__parse_i64(k->def, strlen(k->def), at);
+        return NS_OK;
+    case NS_KEY_CHAR:
+        *(char *)at = strcmp(k->def, "\\t") == 0 ? '\t' : k->def[0];
+        return NS_OK;
+    case NS_KEY_ENUM:
+        for (int i = 0; k->choices[i]; i++)
+            if (strcmp(k->def, k->choices[i]) == 0)
+                *(int *)at = i;
+        return NS_OK;
+    case NS_KEY_STRING:
+    case NS_KEY_IDENT:
+    case NS_KEY_TEMPLATE:
+        if (!(*(char **)at = ns__strdup(k->def)))
+            return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+        return NS_OK;
+    default:
+        return NS_OK;
+    }
+}
+
+/* Keys sharing k's offset: alternatives ("needs exactly one of ..."). */
+static ns_status alternatives(loader *l, const ns_key *keys, size_t nk, size_t i,
+                              const yaml_node_t *n, const char *where)
+{
+    char msg[400] = "needs exactly one of";
+    size_t m = 0;
+    for (size_t j = 0; j < nk; j++)
+        if (keys[j].offset == keys[i].offset)
+            snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg), "%s %s:%s%s%s",
+                     m++ ? " and" : "", keys[j].name, keys[j].hint ? " (" : "",
+                     keys[j].hint ? keys[j].hint : "", keys[j].hint ? ")" : "");
+    return fail(l, n, where, "%s", msg);
+}
+
+static ns_status load_keys(loader *l, const ns_key *keys, void *cfg, const yaml_node_t *n,
+                           const char *where)
+{
+    size_t nk = count_keys(keys);
+    const char *allowed[64];
+    char key[400];
+    ns_status st;
+
+    if (!n || n->type != YAML_MAPPING_NODE) {
+        char req[256] = "";
+        for (size_t i = 0; i < nk; i++)
+            if (keys[i].flags & NS_KEY_REQUIRED)
+                snprintf(req + strlen(req), sizeof(req) - strlen(req),
+                         "%s%s:", req[0] ? " and " : " with ", keys[i].name);
+        return fail(l, n, where, "must be a mapping%s", req);
+    }
+    for (size_t i = 0; i < nk && i < 63; i++)
+        allowed[i] = keys[i].name;
+    allowed[nk < 63 ? nk : 63] = NULL;
+    if ((st = check_keys(l, n, where, allowed)) != NS_OK)
         return st;
-    if (!ns__job_conn(l->job, s->cmp_out_conn))
-        return fail(l, x, key, "no connection named '%s' in connections", s->cmp_out_conn);
-    snprintf(key, sizeof(key), "%s.output.table.name", where);
-    if (!(x = map_get(l, t, "name")))
-        return fail(l, t, key, "is required");
-    if ((st = get_string(l, x, key, &s->cmp_out_table)) != NS_OK)
-        return st;
-    if (!*s->cmp_out_table || strchr(s->cmp_out_table, '"'))
-        return fail(l, x, key, "must be a table name");
+    for (size_t i = 0; i < nk; i++) {
+        const ns_key *k = &keys[i];
+        bool group = false, given_other = false, required = false, first = true;
+        for (size_t j = 0; j < nk; j++) {
+            if (j == i || keys[j].offset != k->offset)
+                continue;
+            group = true;
+            given_other |= map_get(l, n, keys[j].name) != NULL;
+            first &= j > i;
+        }
+        for (size_t j = 0; j < nk; j++)
+            if (keys[j].offset == k->offset)
+                required |= (keys[j].flags & NS_KEY_REQUIRED) != 0;
+        snprintf(key, sizeof(key), "%s%s%s", where, *where ? "." : "", k->name);
+        yaml_node_t *x = map_get(l, n, k->name);
+        if (x && given_other)
+            return alternatives(l, keys, nk, i, n, where);
+        if (x) {
+            if ((st = read_value(l, k, cfg, x, key)) != NS_OK)
+                return st;
+            continue;
+        }
+        if (given_other || !first)
+            continue;
+        if (required && group)
+            return alternatives(l, keys, nk, i, n, where);
+        if (required)
+            return fail(l, n, key, "is required%s%s", k->hint ? ": " : "", k->hint ? k->hint : "");
+        if ((st = default_value(l, k, cfg)) != NS_OK)
+            return st;
+    }
     return NS_OK;
+}
+
+static void free_keys(const ns_key *keys, void *cfg)
+{
+    size_t nk = count_keys(keys);
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < nk; i++) {
+        const ns_key *k = &keys[i];
+        bool seen = false; /* alternatives share their value: free it once */
+        for (size_t j = 0; j < i; j++)
+            seen |= keys[j].offset == k->offset;
+        if (seen)
+            continue;
+        void *at = (char *)cfg + k->offset;
+        switch (k->type) {
+        case NS_KEY_NAMES: {
+            ns_names *v = at;
+            free_names(v->v, v->n);
+            break;
+        }
+        case NS_KEY_TEXT:
+        case NS_KEY_FILE: {
+            ns_text *t = at;
+            free(t->text);
+            free(t->origin);
+            break;
+        }
+        case NS_KEY_SECTION: {
+            void **sec = at;
+            free_keys(k->sub, *sec);
+            free(*sec);
+            break;
+        }
+        case NS_KEY_BOOL:
+        case NS_KEY_INT:
+        case NS_KEY_CHAR:
+        case NS_KEY_ENUM:
+            break;
+        default:
+            free(*(char **)at);
+        }
+    }
+}
+
+static void free_plugin_cfg(const ns_plugin *p, void *cfg)
+{
+    if (p && cfg)
+        free_keys(p->keys, cfg);
+    free(cfg);
+}
+
+/* Reads a plugin's section into a configuration of its own. */
+static ns_status load_plugin(loader *l, const ns_plugin *p, const yaml_node_t *n, const char *where,
+                             void **cfg)
+{
+    ns_status st;
+    if (!(*cfg = calloc(1, p->cfg_size ? p->cfg_size : 1)))
+        return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+    if ((st = load_keys(l, p->keys, *cfg, n, where)) != NS_OK)
+        return st;
+    if (p->check) {
+        ns_key_ctx c = {l, n, where};
+        st = p->check(*cfg, &c);
+    }
+    return st;
+}
+
+/* The names of the plugins of a kind: "csv, query". */
+static void plugin_names(const loader *l, ns_plugin_kind kind, char *buf, size_t n)
+{
+    buf[0] = '\0';
+    for (size_t i = 0; i < l->reg->n; i++)
+        if (l->reg->plugins[i]->kind == kind)
+            snprintf(buf + strlen(buf), n - strlen(buf), "%s%s", buf[0] ? ", " : "",
+                     l->reg->plugins[i]->name);
+}
+
+/* reader: {NAME: {...}} and writer: {NAME: {...}}: one plugin, by name. */
+static ns_status load_one_of(loader *l, ns_plugin_kind kind, const char *what, const yaml_node_t *n,
+                             const char *where, const ns_plugin **pl, void **cfg)
+{
+    char names[256], key[300];
+    plugin_names(l, kind, names, sizeof(names));
+    if (!n || n->type != YAML_MAPPING_NODE ||
+        n->data.mapping.pairs.top - n->data.mapping.pairs.start != 1)
+        return fail(l, n, where, "must name exactly one %s (%s), e.g. {%s: {...}}", what, names,
+                    kind == NS_PLUGIN_READER ? "csv" : "table");
+    yaml_node_pair_t *p = n->data.mapping.pairs.start;
+    yaml_node_t *kn = node_at(l, p->key);
+    const char *name = scalar(kn);
+    snprintf(key, sizeof(key), "%s.%s", where, name ? name : "?");
+    if (!name || !(*pl = ns__plugin_find(l->reg, kind, name)))
+        return fail(l, kn, key, "unknown key (expected one of: %s)", names);
+    return load_plugin(l, *pl, node_at(l, p->value), key, cfg);
+}
+
+/* processor: {lua: ..., columns: ..., ...}: the section of the processor
+ * whose name is one of its keys (a lone file: is a Lua script). */
+static ns_status load_processor(loader *l, ns_step_def *s, const yaml_node_t *n, const char *where)
+{
+    if (!n || n->type != YAML_MAPPING_NODE)
+        return fail(l, n, where, "must be a mapping such as {lua: \"function process(item) ...\"}");
+    for (size_t i = 0; i < l->reg->n && !s->processor; i++)
+        if (l->reg->plugins[i]->kind == NS_PLUGIN_PROCESSOR &&
+            map_get(l, n, l->reg->plugins[i]->name))
+            s->processor = l->reg->plugins[i];
+    if (!s->processor && map_get(l, n, "file"))
+        s->processor = ns__plugin_find(l->reg, NS_PLUGIN_PROCESSOR, "lua");
+    if (!s->processor) {
+        char names[256];
+        plugin_names(l, NS_PLUGIN_PROCESSOR, names, sizeof(names));
+        return fail(l, n, where, "names no processor (%s)", names);
+    }
+    return load_plugin(l, s->processor, n, where, &s->proc_cfg);
+}
+
+typedef struct tmpl_walk {
+    ns_template_fn fn;
+    void *arg;
+    const ns_step_def *step;
+    bool stop;
+} tmpl_walk;
+
+static void walk_templates(const ns_key *keys, const void *cfg, const char *where, tmpl_walk *w)
+{
+    char key[300];
+    for (size_t i = 0; cfg && keys && keys[i].name && !w->stop; i++) {
+        const void *at = (const char *)cfg + keys[i].offset;
+        snprintf(key, sizeof(key), "%s.%s", where, keys[i].name);
+        if (keys[i].type == NS_KEY_TEMPLATE && *(char *const *)at)
+            w->stop = !w->fn(w->arg, w->step, key, *(char *const *)at, keys[i].flags);
+        else if (keys[i].type == NS_KEY_SECTION)
+            walk_templates(keys[i].sub, *(void *const *)at, key, w);
+    }
+}
+
+void ns__job_templates(const ns_job *job, ns_template_fn fn, void *arg)
+{
+    for (size_t i = 0; i < job->nsteps; i++) {
+        const ns_step_def *s = &job->steps[i];
+        tmpl_walk w = {fn, arg, s, false};
+        char where[300];
+        snprintf(where, sizeof(where), "steps[%zu]", i);
+        if (s->rejects) {
+            snprintf(where, sizeof(where), "steps[%zu].rejects", i);
+            if (!fn(arg, s, where, s->rejects, NS_KEY_PATH))
+                return;
+        }
+        if (s->reader) {
+            snprintf(where, sizeof(where), "steps[%zu].reader.%s", i, s->reader->name);
+            walk_templates(s->reader->keys, s->reader_cfg, where, &w);
+        }
+        if (s->processor) {
+            snprintf(where, sizeof(where), "steps[%zu].processor", i);
+            walk_templates(s->processor->keys, s->proc_cfg, where, &w);
+        }
+        if (s->writer) {
+            snprintf(where, sizeof(where), "steps[%zu].writer.%s", i, s->writer->name);
+            walk_templates(s->writer->keys, s->writer_cfg, where, &w);
+        }
+        if (s->type_cfg) {
+            snprintf(where, sizeof(where), "steps[%zu].%s", i, s->type->name);
+            walk_templates(s->type->keys, s->type_cfg, where, &w);
+        }
+        if (w.stop)
+            return;
+    }
 }
 
 /* on: {EXIT_CODE: target}; targets are checked once every step is known. */
@@ -917,9 +1011,8 @@ static ns_status check_flow(loader *l)
 
 static ns_status load_step(loader *l, size_t i, const yaml_node_t *n)
 {
-    static const char *const keys[] = {"name",    "chunk",   "reader", "processor", "writer",
-                                       "skip",    "rejects", "sql",    "assert",    "rebuild",
-                                       "compare", "on",      NULL};
+    static const char *const chunk_keys[] = {"name",   "chunk", "reader", "processor",
+                                             "writer", "skip",  "rejects"};
     static const char *const chunk_only[] = {"chunk", "reader",  "processor", "writer",
                                              "skip",  "rejects", NULL};
     static const char *const skip_keys[] = {"limit", NULL};
@@ -931,6 +1024,16 @@ static ns_status load_step(loader *l, size_t i, const yaml_node_t *n)
     snprintf(where, sizeof(where), "steps[%zu]", i);
     if (n->type != YAML_MAPPING_NODE)
         return fail(l, n, where, "must be a mapping with name:, reader: and writer:");
+    /* The keys: a chunk step's, each step type's section, on. */
+    const char *keys[40];
+    size_t nk = 0;
+    for (size_t k = 0; k < sizeof(chunk_keys) / sizeof(chunk_keys[0]); k++)
+        keys[nk++] = chunk_keys[k];
+    for (size_t k = 0; k < l->reg->n && nk < 38; k++)
+        if (l->reg->plugins[k]->kind == NS_PLUGIN_STEP && l->reg->plugins[k]->keys)
+            keys[nk++] = l->reg->plugins[k]->name;
+    keys[nk++] = "on";
+    keys[nk] = NULL;
     if ((st = check_keys(l, n, where, keys)) != NS_OK)
         return st;
     s->line = (int)n->start_mark.line + 1;
@@ -951,40 +1054,41 @@ static ns_status load_step(loader *l, size_t i, const yaml_node_t *n)
     if ((x = map_get(l, n, "on")) && (st = load_on(l, s, x, key)) != NS_OK)
         return st;
 
-    /* What the step does: exactly one of these. */
-    static const struct {
-        const char *key;
-        ns_step_kind kind;
-    } kinds[] = {{"sql", NS_STEP_SQL},
-                 {"assert", NS_STEP_ASSERT},
-                 {"rebuild", NS_STEP_REBUILD},
-                 {"compare", NS_STEP_COMPARE}};
+    /* What the step does: a reader and a writer (a chunk step), or exactly
+     * one step type's section. */
+    const ns_plugin *type = NULL;
+    char kinds[256] = "reader: and writer:";
     size_t nkinds = map_get(l, n, "reader") || map_get(l, n, "writer") ? 1 : 0;
-    s->kind = NS_STEP_CHUNK;
-    for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++)
-        if (map_get(l, n, kinds[k].key)) {
+    for (size_t k = 0; k < l->reg->n; k++) {
+        const ns_plugin *p = l->reg->plugins[k];
+        if (p->kind != NS_PLUGIN_STEP || !p->keys)
+            continue;
+        snprintf(kinds + strlen(kinds), sizeof(kinds) - strlen(kinds), ", %s:", p->name);
+        if (map_get(l, n, p->name)) {
             nkinds++;
-            s->kind = kinds[k].kind;
+            type = p;
         }
+    }
+    char *last = strrchr(kinds, ',');
+    if (last) {
+        char tail[64];
+        snprintf(tail, sizeof(tail), " or%s", last + 1);
+        snprintf(last, sizeof(kinds) - (size_t)(last - kinds), "%s", tail);
+    }
     if (nkinds != 1)
-        return fail(l, n, where,
-                    "must do exactly one thing: reader: and writer:, sql:, assert:, rebuild: or "
-                    "compare:");
-    if (s->kind != NS_STEP_CHUNK) {
+        return fail(l, n, where, "must do exactly one thing: %s", kinds);
+    if (type) {
         for (size_t k = 0; chunk_only[k]; k++)
             if ((x = map_get(l, n, chunk_only[k]))) {
                 snprintf(key, sizeof(key), "%s.%s", where, chunk_only[k]);
                 return fail(l, x, key, "only for reader/writer steps");
             }
-        const char *what = s->kind == NS_STEP_SQL       ? "sql"
-                           : s->kind == NS_STEP_ASSERT  ? "assert"
-                           : s->kind == NS_STEP_REBUILD ? "rebuild"
-                                                        : "compare";
-        snprintf(key, sizeof(key), "%s.%s", where, what);
-        if (s->kind == NS_STEP_COMPARE)
-            return load_compare(l, s, map_get(l, n, what), key);
-        return load_sql_step(l, s, map_get(l, n, what), key);
+        s->type = type;
+        snprintf(key, sizeof(key), "%s.%s", where, type->name);
+        return load_plugin(l, type, map_get(l, n, type->name), key, &s->type_cfg);
     }
+    if (!(s->type = ns__plugin_find(l->reg, NS_PLUGIN_STEP, "chunk")))
+        return fail(l, n, where, "no chunk step type in this build");
     s->chunk = 1000;
     snprintf(key, sizeof(key), "%s.chunk", where);
     if ((x = map_get(l, n, "chunk")) &&
@@ -996,12 +1100,14 @@ static ns_status load_step(loader *l, size_t i, const yaml_node_t *n)
     snprintf(key, sizeof(key), "%s.reader", where);
     if (!(x = map_get(l, n, "reader")))
         return fail(l, n, key, "is required");
-    if ((st = load_reader(l, s, x, key)) != NS_OK)
+    if ((st = load_one_of(l, NS_PLUGIN_READER, "reader", x, key, &s->reader, &s->reader_cfg)) !=
+        NS_OK)
         return st;
     snprintf(key, sizeof(key), "%s.writer", where);
     if (!(x = map_get(l, n, "writer")))
         return fail(l, n, key, "is required");
-    if ((st = load_writer(l, s, x, key)) != NS_OK)
+    if ((st = load_one_of(l, NS_PLUGIN_WRITER, "writer", x, key, &s->writer, &s->writer_cfg)) !=
+        NS_OK)
         return st;
     snprintf(key, sizeof(key), "%s.skip", where);
     if ((x = map_get(l, n, "skip"))) {
@@ -1110,13 +1216,13 @@ static ns_status check_depth(const char *name, const char *data, size_t len, ns_
     return st;
 }
 
-ns_status ns_job_load_buffer(const char *name, const char *data, size_t len, ns_job **out,
-                             ns_error *err)
+ns_status ns__job_load_buffer(const char *name, const char *data, size_t len,
+                              const ns_registry *reg, ns_job **out, ns_error *err)
 {
     yaml_parser_t parser;
     yaml_document_t doc;
     ns_status st = NS_OK;
-    loader l = {name, &doc, err, NULL};
+    loader l = {name, &doc, err, NULL, reg};
 
     if (len > JOB_MAX_BYTES)
         return ns__err(err, NS_ECONFIG, NULL, "%s:1: too large for a job file (over %u MiB)", name,
@@ -1156,7 +1262,7 @@ ns_status ns_job_load_buffer(const char *name, const char *data, size_t len, ns_
     return NS_OK;
 }
 
-ns_status ns_job_load(const char *path, ns_job **out, ns_error *err)
+ns_status ns__job_load(const char *path, const ns_registry *reg, ns_job **out, ns_error *err)
 {
     FILE *f = fopen(path, "rb");
     ns_buf b = {0};
@@ -1181,7 +1287,7 @@ ns_status ns_job_load(const char *path, ns_job **out, ns_error *err)
         return ns__err(err, NS_ECONFIG, NULL, "%s: read error", path);
     }
     ns_job *job = NULL;
-    st = ns_job_load_buffer(path, b.data ? b.data : "", b.len, &job, err);
+    st = ns__job_load_buffer(path, b.data ? b.data : "", b.len, reg, &job, err);
     ns__buf_free(&b);
     if (st != NS_OK)
         return st;
@@ -1192,13 +1298,6 @@ ns_status ns_job_load(const char *path, ns_job **out, ns_error *err)
     }
     *out = job;
     return NS_OK;
-}
-
-static void free_names(char **v, size_t n)
-{
-    for (size_t i = 0; v && i < n; i++)
-        free(v[i]);
-    free(v);
 }
 
 void ns_job_free(ns_job *job)
@@ -1217,34 +1316,15 @@ void ns_job_free(ns_job *job)
         ns_step_def *s = &job->steps[i];
         free(s->name);
         free(s->rejects);
-        free(s->csv_path);
-        free_names(s->csv_columns, s->csv_ncolumns);
-        free(s->query_conn);
-        free(s->query_sql);
-        free_names(s->query_key, s->query_nkey);
-        free(s->table_conn);
-        free(s->table_name);
-        free_names(s->table_key, s->table_nkey);
-        free(s->proc_code);
-        free(s->sql_conn);
-        free(s->sql_text);
-        free(s->rebuild_table);
-        for (int k = 0; k < 2; k++) {
-            free(s->cmp_conn[k]);
-            free(s->cmp_sql[k]);
-        }
-        free_names(s->cmp_key, s->cmp_nkey);
-        free_names(s->cmp_columns, s->cmp_ncolumns);
-        free(s->cmp_output);
-        free(s->cmp_out_conn);
-        free(s->cmp_out_table);
+        free_plugin_cfg(s->type, s->type_cfg);
+        free_plugin_cfg(s->reader, s->reader_cfg);
+        free_plugin_cfg(s->processor, s->proc_cfg);
+        free_plugin_cfg(s->writer, s->writer_cfg);
         for (size_t k = 0; k < s->non; k++) {
             free(s->on[k].code);
             free(s->on[k].to);
         }
         free(s->on);
-        free(s->proc_chunkname);
-        free_names(s->proc_columns, s->proc_ncolumns);
     }
     free(job->params);
     free(job->conns);
@@ -1316,22 +1396,33 @@ static ns_status check_env(const ns_job *job, const char *t, const char *what, n
     return NS_OK;
 }
 
+typedef struct env_walk {
+    const ns_job *job;
+    ns_error *err;
+    ns_status st;
+} env_walk;
+
+static bool env_template(void *arg, const ns_step_def *s, const char *key, const char *tmpl,
+                         unsigned flags)
+{
+    env_walk *w = arg;
+    (void)s;
+    (void)flags;
+    w->st = check_env(w->job, tmpl, key, w->err);
+    return w->st == NS_OK;
+}
+
 ns_status ns__job_check_env(const ns_job *job, ns_error *err)
 {
-    ns_status st = NS_OK;
+    env_walk w = {job, err, NS_OK};
     char what[300];
-    for (size_t i = 0; i < job->nconns && st == NS_OK; i++) {
+    for (size_t i = 0; i < job->nconns && w.st == NS_OK; i++) {
         snprintf(what, sizeof(what), "connections.%s", job->conns[i].name);
-        st = check_env(job, job->conns[i].url, what, err);
+        w.st = check_env(job, job->conns[i].url, what, err);
     }
-    for (size_t i = 0; i < job->nsteps && st == NS_OK; i++) {
-        snprintf(what, sizeof(what), "steps[%zu].reader.csv.path", i);
-        st = check_env(job, job->steps[i].csv_path, what, err);
-        snprintf(what, sizeof(what), "steps[%zu].rejects", i);
-        if (st == NS_OK)
-            st = check_env(job, job->steps[i].rejects, what, err);
-    }
-    return st;
+    if (w.st == NS_OK)
+        ns__job_templates(job, env_template, &w);
+    return w.st;
 }
 
 ns_status ns__subst(const char *t, const ns_subst_ctx *ctx, const char *what, char **out,

@@ -8,6 +8,7 @@
 #ifndef NS_JOB_H
 #define NS_JOB_H
 
+#include "util/keys.h"
 #include "util/util.h"
 
 typedef enum ns_ptype {
@@ -33,22 +34,6 @@ typedef struct ns_conn_def {
     int line;
 } ns_conn_def;
 
-typedef enum ns_write_mode {
-    NS_MODE_INSERT,
-    NS_MODE_UPSERT,
-    NS_MODE_REPLACE,
-    NS_MODE_UPDATE /* UPDATE ... WHERE key: changes existing rows only */
-} ns_write_mode;
-
-/* What a step does. */
-typedef enum ns_step_kind {
-    NS_STEP_CHUNK,   /* reader -> (processor) -> writer, in chunks */
-    NS_STEP_SQL,     /* a script, in one transaction */
-    NS_STEP_ASSERT,  /* a query whose rows are failures */
-    NS_STEP_REBUILD, /* a derived table replaced by a query's rows, atomically */
-    NS_STEP_COMPARE, /* two queries matched by key, differences written out */
-} ns_step_kind;
-
 /* on: {EXIT_CODE: target} - target is a step name, "end", "fail" or "stop". */
 typedef struct ns_transition {
     char *code; /* an exit code, or "*" for any other */
@@ -56,58 +41,27 @@ typedef struct ns_transition {
     int line;
 } ns_transition;
 
+/*
+ * A step as its job file says it. What it does is a step type (chunk, sql,
+ * assert, rebuild, compare: a plugin); a chunk step's reader, processor and
+ * writer are plugins too. Each plugin's configuration is its own struct,
+ * filled by its key table (util/keys.h) and owned by the step.
+ */
 typedef struct ns_step_def {
     char *name;
     int line;
-    ns_step_kind kind;
     ns_transition *on;
     size_t non;
 
-    /* sql, assert, rebuild */
-    char *sql_conn;      /* connection name */
-    char *sql_text;      /* the script (sql), the query (assert, rebuild) */
-    char *rebuild_table; /* rebuild: the table replaced */
+    const ns_plugin *type; /* what runs it */
+    void *type_cfg;        /* its configuration; NULL for a chunk step */
 
-    /* compare */
-    char *cmp_conn[2], *cmp_sql[2]; /* left, right */
-    char **cmp_key;
-    size_t cmp_nkey;
-    char **cmp_columns; /* NULL: the left query's columns that are not the key */
-    size_t cmp_ncolumns;
-    char *cmp_output;   /* CSV path (template), when not a table */
-    char *cmp_out_conn; /* or a table on a connection */
-    char *cmp_out_table;
-
+    /* chunk steps */
     int64_t chunk;
     int64_t skip_limit;
-    char *rejects; /* template */
-
-    /* reader: csv or query */
-    enum { NS_READER_CSV, NS_READER_QUERY } reader;
-    char *query_conn; /* connection name */
-    char *query_sql;  /* SQL; job parameters appear as :name, bound, never pasted */
-    char **query_key; /* the unique key the pages are ordered and continued by */
-    size_t query_nkey;
-    char *csv_path; /* template */
-    bool csv_header;
-    char csv_delimiter, csv_quote;
-    char **csv_columns;
-    size_t csv_ncolumns;
-
-    /* processor: lua (optional; proc_code NULL when none) */
-    char *proc_code; /* the script's text, inline or read from its file at load */
-    size_t proc_len;
-    char *proc_chunkname; /* how Lua names it in messages ("@file.lua", "=...") */
-    char **proc_columns;  /* output columns when they differ from the input's */
-    size_t proc_ncolumns;
-    int64_t proc_instructions; /* per call */
-
-    /* writer: table */
-    char *table_conn; /* connection name */
-    char *table_name;
-    ns_write_mode table_mode;
-    char **table_key;
-    size_t table_nkey;
+    char *rejects;                                /* template */
+    const ns_plugin *reader, *processor, *writer; /* processor NULL when none */
+    void *reader_cfg, *proc_cfg, *writer_cfg;
 } ns_step_def;
 
 struct ns_job {
@@ -122,6 +76,22 @@ struct ns_job {
     ns_step_def *steps;
     size_t nsteps;
 };
+
+/*
+ * Loads a job file, finding the plugins its steps name in `reg`. (The public
+ * ns_job_load, in src/core/registry.c, passes the registry of every plugin
+ * nightshift has.)
+ */
+ns_status ns__job_load(const char *path, const ns_registry *reg, ns_job **out, ns_error *err);
+ns_status ns__job_load_buffer(const char *name, const char *data, size_t len,
+                              const ns_registry *reg, ns_job **out, ns_error *err);
+
+/* Calls fn for every template of every step's plugins and of the step
+ * itself, with the key's full name ("steps[0].reader.csv.path") and its
+ * flags (NS_KEY_PATH), until fn returns false. */
+typedef bool (*ns_template_fn)(void *arg, const ns_step_def *s, const char *key, const char *tmpl,
+                               unsigned flags);
+void ns__job_templates(const ns_job *job, ns_template_fn fn, void *arg);
 
 const ns_param_def *ns__job_param(const ns_job *job, const char *name);
 /* The index of the step named `name`, -1 when none. */

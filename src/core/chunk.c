@@ -209,7 +209,6 @@ static int64_t skips(const ns_counts *c)
 static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
 {
     const ns_step_def *d = s->def;
-    char *path = NULL, *path_shown = NULL;
     ns_status st;
 
     if ((st = ns__run_subst(s, d->rejects, "rejects", &s->rejects_path, &s->rejects_shown, err)) !=
@@ -223,66 +222,54 @@ static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
         st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
         goto out;
     }
-    ns_reader_args args = {.param_names = (const char *const *)s->rc->params->names,
-                           .param_values = (const char *const *)s->rc->params->values,
-                           .nparams = s->rc->params->n};
-    if (d->reader == NS_READER_CSV) {
-        if ((st = ns__run_subst(s, d->csv_path, "reader.csv.path", &path, &path_shown, err)) !=
-                NS_OK ||
-            (st = ns__run_resolve(s->rc, &path, 0, err)) != NS_OK ||
-            (st = ns__run_resolve(s->rc, &path_shown, 0, err)) != NS_OK)
-            goto out;
-        args.path = path;
-        args.shown = path_shown;
-    } else {
-        const ns_conn_def *src = ns__job_conn(s->rc->job, d->query_conn);
-        if ((st = ns__run_subst(s, src->url, "connection", &path, &path_shown, err)) != NS_OK)
-            goto out;
-        ns__run_secret_url(s->rc, path);
-        if (strncmp(path, "sqlite:", 7) == 0 &&
-            ((st = ns__run_resolve(s->rc, &path, 7, err)) != NS_OK ||
-             (st = ns__run_resolve(s->rc, &path_shown, 7, err)) != NS_OK))
-            goto out;
-        char *shown = ns__asprintf("connection '%s' (%s)", src->name, path_shown);
-        free(path_shown);
-        path_shown = shown;
-        args.path = path;
-        args.shown = path_shown;
-    }
-    if ((st = ns__reader_new(d->reader == NS_READER_CSV ? &ns__reader_csv : &ns__reader_query,
-                             &s->reader, err)) != NS_OK)
+    /* The step's plugins, each with its own configuration: the reader, the
+     * processor if any, the writer; each checked for the version it was
+     * built for. */
+    ns_io_env env = ns__run_env(s);
+    const ns_reader_vt *rvt = d->reader->impl;
+    if (rvt->version != NS_READER_VERSION) {
+        st = ns__err(err, NS_EUNSUPPORTED, NULL, "reader %s: version %d, this build needs %d",
+                     d->reader->name, rvt->version, NS_READER_VERSION);
         goto out;
-    if ((st = s->reader->vt->open(s->reader, d, &args, err)) != NS_OK)
+    }
+    if ((st = ns__reader_new(rvt, &s->reader, err)) != NS_OK)
+        goto out;
+    if ((st = s->reader->vt->open(s->reader, d->reader_cfg, &env, err)) != NS_OK)
         goto out;
     size_t ncols;
     const char *const *cols = s->reader->vt->columns(s->reader, &ncols);
-    if (d->proc_code) {
+    if (d->processor) {
+        const ns_proc_vt *pvt = d->processor->impl;
         params *pp = s->rc->params;
-        ns_proc_cfg pc = {.code = d->proc_code,
-                          .code_len = d->proc_len,
-                          .chunkname = d->proc_chunkname,
-                          .columns = cols,
-                          .ncolumns = ncols,
-                          .out_columns = (const char *const *)d->proc_columns,
-                          .nout = d->proc_ncolumns,
-                          .param_names = (const char *const *)pp->names,
-                          .param_values = (const char *const *)pp->values,
-                          .nparams = pp->n,
-                          .instruction_limit = d->proc_instructions};
-        if ((st = ns__proc_new(&ns__proc_lua, &s->proc, err)) != NS_OK ||
-            (st = s->proc->vt->open(s->proc, &pc, err)) != NS_OK)
+        ns_proc_args pa = {.columns = cols,
+                           .ncolumns = ncols,
+                           .param_names = (const char *const *)pp->names,
+                           .param_values = (const char *const *)pp->values,
+                           .nparams = pp->n};
+        if (pvt->version != NS_PROC_VERSION) {
+            st =
+                ns__err(err, NS_EUNSUPPORTED, NULL, "processor %s: version %d, this build needs %d",
+                        d->processor->name, pvt->version, NS_PROC_VERSION);
+            goto out;
+        }
+        if ((st = ns__proc_new(pvt, &s->proc, err)) != NS_OK ||
+            (st = s->proc->vt->open(s->proc, d->proc_cfg, &pa, err)) != NS_OK)
             goto out;
         /* The writer sees what the processor makes. */
         cols = s->proc->vt->columns(s->proc, &ncols);
     }
-    ns_writer_cfg cfg = {.table = d->table_name,
-                         .mode = d->table_mode,
-                         .key = (const char *const *)d->table_key,
-                         .nkey = d->table_nkey,
-                         .columns = cols,
-                         .ncolumns = ncols};
-    if ((st = ns__run_open_writer(s, d->table_conn, &cfg, err)) != NS_OK)
+    ns_share share = ns__run_share(s->rc);
+    ns_writer_args wa = {
+        .env = &env, .columns = cols, .ncolumns = ncols, .lease = s->rc->lease, .share = &share};
+    const ns_writer_factory *wf = d->writer->impl;
+    if ((st = wf->create(d->writer_cfg, &wa, &s->writer, err)) != NS_OK)
         goto out;
+    if (s->writer->vt->version != NS_WRITER_VERSION) {
+        st = ns__err(err, NS_EUNSUPPORTED, NULL, "writer %s: version %d, this build needs %d",
+                     d->writer->name, s->writer->vt->version, NS_WRITER_VERSION);
+        goto out;
+    }
+    s->shared = s->writer->shared;
     if ((st = resume(s, state, err)) != NS_OK)
         goto out;
     /* A fresh start writes a new rejects file: one that is there already is
@@ -297,8 +284,6 @@ static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
     int64_t total;
     s->reader->vt->progress(s->reader, &s->bytes_start, &total);
 out:
-    free(path);
-    free(path_shown);
     return st;
 }
 
@@ -499,4 +484,9 @@ static void chunk_run(run_ctx *rc, const ns_step_def *def, ns_batch_status *stat
     snprintf(code, codelen, "%s", ns_batch_status_name(*status));
 }
 
-const ns_step_type ns__step_chunk = {"chunk", NS_STEP_TYPE_VERSION, chunk_run};
+static const ns_step_type chunk_type = {"chunk", NS_STEP_TYPE_VERSION, chunk_run};
+
+/* The chunk step has no section of its own: reader:, processor:, writer:,
+ * chunk:, skip: and rejects: are keys of the step. */
+const ns_plugin ns__plugin_chunk = {NS_PLUGIN_STEP, "chunk",    NS_PLUGIN_VERSION, NULL, 0,
+                                    NULL,           &chunk_type};

@@ -6,6 +6,7 @@
 #include "core/core.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -14,6 +15,29 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* The compare: section. */
+typedef struct cmp_query {
+    char *connection;
+    char *query;
+} cmp_query;
+
+typedef struct cmp_table {
+    char *connection;
+    char *name;
+} cmp_table;
+
+typedef struct cmp_output {
+    char *path;       /* a CSV file (template), or */
+    cmp_table *table; /* a table on a connection */
+} cmp_output;
+
+typedef struct compare_cfg {
+    cmp_query *side[2]; /* left, right */
+    ns_names key;
+    ns_names columns; /* none: the left query's columns that are not the key */
+    cmp_output *output;
+} compare_cfg;
 
 /* One side of a compare: its rows in key order, pulled one at a time. */
 typedef struct cmp_side {
@@ -147,11 +171,11 @@ static ns_status cmp_emit(cmp_out *o, const char *const *vals, ns_error *err)
 static ns_status compare(step_run *s, const ns_sql_args *args, cmp_out *o, int64_t *diffs,
                          char *msg, size_t msglen, ns_error *err)
 {
-    const ns_step_def *d = s->def;
+    const compare_cfg *d = s->def->type_cfg;
     cmp_side side[2] = {{.name = "left"}, {.name = "right"}};
     ns_status st = NS_OK;
-    size_t ncols = d->cmp_ncolumns, nkey = d->cmp_nkey;
-    const char *const *cols = (const char *const *)d->cmp_columns;
+    size_t ncols = d->columns.n, nkey = d->key.n;
+    const char *const *cols = (const char *const *)d->columns.v;
     const char **colbuf = NULL, **vals = NULL;
     ns_buf which = {0}, lv = {0}, rv = {0};
     int64_t only[2] = {0, 0}, changed = 0;
@@ -160,9 +184,8 @@ static ns_status compare(step_run *s, const ns_sql_args *args, cmp_out *o, int64
         step_run tmp = *s;
         /* Each side streams on a connection of its own: two cursors cannot
          * share one PostgreSQL connection, nor the repository's. */
-        ns_writer_cfg cfg = {.own = true};
         tmp.writer = NULL;
-        if ((st = ns__run_open_writer(&tmp, d->cmp_conn[i], &cfg, err)) != NS_OK)
+        if ((st = ns__run_open_writer(&tmp, d->side[i]->connection, true, err)) != NS_OK)
             break;
         side[i].w = tmp.writer;
         if (!side[i].w->vt->cursor) {
@@ -170,8 +193,8 @@ static ns_status compare(step_run *s, const ns_sql_args *args, cmp_out *o, int64
                          side[i].name);
             break;
         }
-        st = side[i].w->vt->cursor(side[i].w, d->cmp_sql[i], args, (const char *const *)d->cmp_key,
-                                   nkey, &side[i].c, err);
+        st = side[i].w->vt->cursor(side[i].w, d->side[i]->query, args,
+                                   (const char *const *)d->key.v, nkey, &side[i].c, err);
         if (st != NS_OK)
             ns__err_prefix(err, "compare.%s", side[i].name);
     }
@@ -186,7 +209,7 @@ static ns_status compare(step_run *s, const ns_sql_args *args, cmp_out *o, int64
         for (size_t i = 0; i < side[0].c->ncols; i++) {
             bool key = false;
             for (size_t k = 0; k < nkey; k++)
-                key |= strcmp(side[0].c->names[i], d->cmp_key[k]) == 0;
+                key |= strcmp(side[0].c->names[i], d->key.v[k]) == 0;
             if (!key)
                 colbuf[ncols++] = side[0].c->names[i];
         }
@@ -202,7 +225,7 @@ static ns_status compare(step_run *s, const ns_sql_args *args, cmp_out *o, int64
             break;
         }
         for (size_t j = 0; j < nkey + ncols && st == NS_OK; j++) {
-            const char *want = j < nkey ? d->cmp_key[j] : cols[j - nkey];
+            const char *want = j < nkey ? d->key.v[j] : cols[j - nkey];
             size_t at = 0;
             while (at < sd->c->ncols && strcmp(sd->c->names[at], want) != 0)
                 at++;
@@ -234,7 +257,7 @@ static ns_status compare(step_run *s, const ns_sql_args *args, cmp_out *o, int64
         fputs("kind", o->f);
         for (size_t k = 0; k < nkey; k++) {
             fputc(',', o->f);
-            ns__csv_field(o->f, d->cmp_key[k], strlen(d->cmp_key[k]));
+            ns__csv_field(o->f, d->key.v[k], strlen(d->key.v[k]));
         }
         fputs(",columns,left_values,right_values\n", o->f);
     }
@@ -323,6 +346,7 @@ static void compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *s
     int64_t diffs = 0;
     ns_sql_args args = ns__step_sql_args(rc);
     ns_buf ddl = {0};
+    const compare_cfg *cfg = def->type_cfg;
 
     *status = NS_BATCH_FAILED;
     snprintf(code, codelen, "FAILED");
@@ -330,8 +354,8 @@ static void compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *s
         goto out;
     ns_ckpt_key key = {rc->job->name, rc->launch.job_key, def->name, "", rc->launch.execution_id,
                        s.se.id};
-    if (def->cmp_output) {
-        if ((st = ns__run_subst(&s, def->cmp_output, "compare.output", &o.path, &shown, err)) !=
+    if (cfg->output->path) {
+        if ((st = ns__run_subst(&s, cfg->output->path, "compare.output", &o.path, &shown, err)) !=
                 NS_OK ||
             (st = ns__run_resolve(rc, &o.path, 0, err)) != NS_OK)
             goto out;
@@ -352,8 +376,7 @@ static void compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *s
     } else {
         /* Differences as rows of a table, in one transaction with the step's
          * checkpoint: a restart after the commit does not write them twice. */
-        ns_writer_cfg cfg = {0};
-        if ((st = ns__run_open_writer(&s, def->cmp_out_conn, &cfg, err)) != NS_OK)
+        if ((st = ns__run_open_writer(&s, cfg->output->table->connection, false, err)) != NS_OK)
             goto out;
         o.w = s.writer;
         bool foreign;
@@ -368,10 +391,10 @@ static void compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *s
         ns__buf_printf(&ddl,
                        "CREATE TABLE IF NOT EXISTS %s (execution_id bigint NOT NULL,"
                        " kind text NOT NULL",
-                       def->cmp_out_table);
-        for (size_t k = 0; k < def->cmp_nkey; k++) {
+                       cfg->output->table->name);
+        for (size_t k = 0; k < cfg->key.n; k++) {
             ns__buf_printf(&ddl, ", ");
-            ns__buf_ident(&ddl, def->cmp_key[k]);
+            ns__buf_ident(&ddl, cfg->key.v[k]);
             ns__buf_printf(&ddl, " text");
         }
         ns__buf_printf(&ddl, ", columns text, left_values text, right_values text)");
@@ -379,17 +402,17 @@ static void compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *s
         ns_sql_args none = {0};
         if ((st = o.w->vt->exec(o.w, ns__buf_cstr(&ddl), ddl.len, 1, &none, &n, err)) != NS_OK)
             goto out;
-        size_t nv = def->cmp_nkey + 5;
+        size_t nv = cfg->key.n + 5;
         o.names = calloc(nv + 1, sizeof(*o.names));
         if (!o.names) {
             st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
             goto out;
         }
         ddl.len = 0;
-        ns__buf_printf(&ddl, "INSERT INTO %s (execution_id, kind", def->cmp_out_table);
-        for (size_t k = 0; k < def->cmp_nkey; k++) {
+        ns__buf_printf(&ddl, "INSERT INTO %s (execution_id, kind", cfg->output->table->name);
+        for (size_t k = 0; k < cfg->key.n; k++) {
             ns__buf_printf(&ddl, ", ");
-            ns__buf_ident(&ddl, def->cmp_key[k]);
+            ns__buf_ident(&ddl, cfg->key.v[k]);
         }
         ns__buf_printf(&ddl, ", columns, left_values, right_values) VALUES (");
         for (size_t i = 0; i < nv; i++) {
@@ -443,4 +466,61 @@ out:
     ns__buf_free(&ddl);
 }
 
-const ns_step_type ns__step_compare = {"compare", NS_STEP_TYPE_VERSION, compare_step};
+static const ns_step_type compare_type = {"compare", NS_STEP_TYPE_VERSION, compare_step};
+
+/*
+ * compare: {left: {connection, query}, right: {connection, query}, key: [..],
+ * columns: [..], output: PATH | {table: {connection, name}}}
+ */
+#define CK(s, n, t, f, flags, hint)                                                                \
+    {                                                                                              \
+        n, t, offsetof(s, f), flags, NULL, 0, 0, NULL, NULL, 0, hint                               \
+    }
+#define CK_SECTION(s, n, f, flags, sub, hint)                                                      \
+    {                                                                                              \
+        n, NS_KEY_SECTION, offsetof(s, f), flags, NULL, 0, 0, NULL, sub, sizeof(*((s *)0)->f),     \
+            hint                                                                                   \
+    }
+
+static const ns_key query_keys[] = {
+    CK(cmp_query, "connection", NS_KEY_CONNECTION, connection, NS_KEY_REQUIRED, NULL),
+    CK(cmp_query, "query", NS_KEY_QUERY, query, NS_KEY_REQUIRED, "SELECT ..."),
+    {0}};
+static const ns_key table_keys[] = {
+    CK(cmp_table, "connection", NS_KEY_CONNECTION, connection, NS_KEY_REQUIRED, NULL),
+    CK(cmp_table, "name", NS_KEY_IDENT, name, NS_KEY_REQUIRED, "the table"),
+    {0}};
+static const ns_key output_keys[] = {
+    CK(cmp_output, "path", NS_KEY_TEMPLATE, path, NS_KEY_PATH, NULL),
+    CK_SECTION(cmp_output, "table", table, 0, table_keys, NULL),
+    {0}};
+static const ns_key compare_keys[] = {
+    CK_SECTION(compare_cfg, "left", side[0], NS_KEY_REQUIRED, query_keys,
+               "{connection: ..., query: \"SELECT ...\"}"),
+    CK_SECTION(compare_cfg, "right", side[1], NS_KEY_REQUIRED, query_keys,
+               "{connection: ..., query: \"SELECT ...\"}"),
+    {"key", NS_KEY_NAMES, offsetof(compare_cfg, key), NS_KEY_REQUIRED, NULL, 0, 0, NULL, NULL, 0,
+     "the columns that match a left row to a right row"},
+    {"columns", NS_KEY_NAMES, offsetof(compare_cfg, columns), 0, NULL, 0, 0, NULL, NULL, 0, NULL},
+    CK_SECTION(compare_cfg, "output", output, NS_KEY_OR_STRING, output_keys, NULL),
+    {0}};
+
+/* One output, a CSV file by default. */
+static ns_status compare_check(void *p, ns_key_ctx *ctx)
+{
+    compare_cfg *c = p;
+    if (c->output && c->output->path && c->output->table)
+        return ns__key_fail(ctx, "output",
+                            "must be a CSV path or {table: {connection: ..., "
+                            "name: ...}}, not both");
+    if (!c->output && !(c->output = calloc(1, sizeof(*c->output))))
+        return ns__key_fail(ctx, "output", "out of memory");
+    if (!c->output->path && !c->output->table &&
+        !(c->output->path = ns__strdup("diffs/${job.name}-${execution.id}-${step.name}.csv")))
+        return ns__key_fail(ctx, "output", "out of memory");
+    return NS_OK;
+}
+
+const ns_plugin ns__plugin_compare = {NS_PLUGIN_STEP, "compare",           NS_PLUGIN_VERSION,
+                                      compare_keys,   sizeof(compare_cfg), compare_check,
+                                      &compare_type};

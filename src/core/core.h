@@ -106,9 +106,13 @@ ns_status ns__run_subst(step_run *s, const char *tmpl, const char *what, char **
 /* Makes a relative path relative to the launch directory (skipping `skip`
  * bytes of prefix such as "sqlite:"). */
 ns_status ns__run_resolve(const run_ctx *rc, char **path, size_t skip, ns_error *err);
-/* Opens s->writer on a connection (cfg->table NULL: the connection only). */
-ns_status ns__run_open_writer(step_run *s, const char *conn_name, ns_writer_cfg *cfg,
-                              ns_error *err);
+/* Opens s->writer on a connection only, for SQL steps and compares (own:
+ * never the repository's connection). */
+ns_status ns__run_open_writer(step_run *s, const char *conn_name, bool own, ns_error *err);
+/* What the step's plugins are given: the run's services and settings. */
+ns_io_env ns__run_env(step_run *s);
+/* Sharing the repository's connection (its method, bound to it). */
+ns_share ns__run_share(run_ctx *rc);
 /* The repository update of a committed chunk (counters, context, heartbeat). */
 ns_status ns__run_commit_hook(void *arg, ns_error *err);
 /*
@@ -213,11 +217,11 @@ ns_status ns__rejects_cut(step_run *s, const ns_ckpt *ckpt, const char *repo_ctx
 /* ---------------------------------------------------- step types */
 
 /*
- * A kind of step: the flow (flow.c) finds it by the step's kind and runs it.
+ * A kind of step: the flow (flow.c) runs it through the step's type plugin.
  * run() records its step execution and returns its status, its exit code
  * ("COMPLETED", "ASSERT_FAILED", "COMPLETED_WITH_DIFFERENCES", ...) and its
- * message. A new kind is one file defining one of these, and one line in
- * flow.c's table.
+ * message. A new kind is one file defining one of these and its plugin (its
+ * section's keys), and one line in registry.c.
  */
 #define NS_STEP_TYPE_VERSION 1
 typedef struct ns_step_type {
@@ -227,11 +231,15 @@ typedef struct ns_step_type {
                 size_t codelen, char *msg, size_t msglen);
 } ns_step_type;
 
-extern const ns_step_type ns__step_chunk;   /* chunk.c */
-extern const ns_step_type ns__step_sql;     /* sqlstep.c */
-extern const ns_step_type ns__step_assert;  /* sqlstep.c */
-extern const ns_step_type ns__step_rebuild; /* sqlstep.c */
-extern const ns_step_type ns__step_compare; /* compare.c */
+/* The step type plugins (impl: their ns_step_type). */
+extern const ns_plugin ns__plugin_chunk;   /* chunk.c */
+extern const ns_plugin ns__plugin_sql;     /* sqlstep.c */
+extern const ns_plugin ns__plugin_assert;  /* sqlstep.c */
+extern const ns_plugin ns__plugin_rebuild; /* sqlstep.c */
+extern const ns_plugin ns__plugin_compare; /* compare.c */
+
+/* Every plugin nightshift has (registry.c). */
+extern const ns_registry ns__registry;
 
 /* Runs the job's steps along its on: graph (flow.c); the last step's exit
  * code in code, the job's message in msg, its outcome in *end. */

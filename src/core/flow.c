@@ -41,13 +41,6 @@ static long next_step(const ns_job *job, size_t i, ns_batch_status status, const
     return *end = status == NS_BATCH_STOPPED ? NS_BATCH_STOPPED : NS_BATCH_FAILED, -1;
 }
 
-/* The step types, by the kind the job file gave a step. */
-static const ns_step_type *const types[] = {
-    [NS_STEP_CHUNK] = &ns__step_chunk,     [NS_STEP_SQL] = &ns__step_sql,
-    [NS_STEP_ASSERT] = &ns__step_assert,   [NS_STEP_REBUILD] = &ns__step_rebuild,
-    [NS_STEP_COMPARE] = &ns__step_compare,
-};
-
 void ns__flow_run(run_ctx *rc, char *code, size_t codelen, char *msg, size_t msglen,
                   ns_batch_status *end)
 {
@@ -66,8 +59,8 @@ void ns__flow_run(run_ctx *rc, char *code, size_t codelen, char *msg, size_t msg
         ns_step_state ss = {0};
         ns_error e = {0};
         bool replay = false;
-        const ns_step_type *t =
-            (size_t)def->kind < sizeof(types) / sizeof(types[0]) ? types[def->kind] : NULL;
+        /* What runs the step: its type plugin's (see src/core/registry.c). */
+        const ns_step_type *t = def->type ? def->type->impl : NULL;
         if (repo->vt->step_state(repo, rc->launch.instance_id, def->name, &ss, &e) != NS_OK) {
             status = NS_BATCH_FAILED;
             snprintf(code, codelen, "FAILED");

@@ -135,33 +135,44 @@ ns_status ns__params_resolve(const ns_job *job, const char *const *args, size_t 
 
 /* Refuses, before anything runs, parameters that would lead a path out of
  * its folder (see ns_subst_ctx.path): the run would fail at that step. */
+typedef struct path_check {
+    ns_subst_ctx c;
+    ns_error *err;
+    ns_status st;
+} path_check;
+
+static bool check_path(void *arg, const ns_step_def *s, const char *key, const char *tmpl,
+                       unsigned flags)
+{
+    path_check *pc = arg;
+    char *out = NULL;
+    if (!(flags & NS_KEY_PATH))
+        return true;
+    pc->c.step = s->name;
+    ns_status st = ns__subst(tmpl, &pc->c, key, &out, pc->err);
+    free(out);
+    if (st == NS_EPARAM) {
+        pc->st = st;
+        return false;
+    }
+    ns_error_clear(pc->err); /* anything else is found when the step runs */
+    return true;
+}
+
+/* Every key a plugin marks as a path (NS_KEY_PATH), and the rejects file. */
 ns_status ns__params_check_paths(const ns_job *job, const params *p, ns_error *err)
 {
-    ns_subst_ctx c = {.job = job,
-                      .param_names = (const char *const *)p->names,
-                      .param_values = (const char *const *)p->values,
-                      .nparams = p->n,
-                      .execution_id = 1,
-                      .keep_env = true,
-                      .path = true};
-    for (size_t i = 0; i < job->nsteps; i++) {
-        const ns_step_def *d = &job->steps[i];
-        const char *tmpl[] = {d->rejects, d->csv_path, d->cmp_output};
-        const char *what[] = {"rejects", "reader.csv.path", "compare.output"};
-        c.step = d->name;
-        for (size_t k = 0; k < 3; k++) {
-            char *out = NULL, key[300];
-            if (!tmpl[k])
-                continue;
-            snprintf(key, sizeof(key), "steps[%zu].%s", i, what[k]);
-            ns_status st = ns__subst(tmpl[k], &c, key, &out, err);
-            free(out);
-            if (st == NS_EPARAM)
-                return st;
-            ns_error_clear(err); /* anything else is found when the step runs */
-        }
-    }
-    return NS_OK;
+    path_check pc = {.c = {.job = job,
+                           .param_names = (const char *const *)p->names,
+                           .param_values = (const char *const *)p->values,
+                           .nparams = p->n,
+                           .execution_id = 1,
+                           .keep_env = true,
+                           .path = true},
+                     .err = err,
+                     .st = NS_OK};
+    ns__job_templates(job, check_path, &pc);
+    return pc.st;
 }
 
 /* ----------------------------------------------------------- steps */

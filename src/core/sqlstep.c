@@ -8,6 +8,7 @@
 #include "core/core.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -16,6 +17,15 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* The section of an sql:, assert: or rebuild: step. */
+typedef struct db_cfg {
+    char *connection;
+    char *table; /* rebuild */
+    char *text;  /* sql: the script; assert:, rebuild: the query */
+} db_cfg;
+
+typedef enum db_kind { DB_SQL, DB_ASSERT, DB_REBUILD } db_kind;
 
 /* What an assertion collects: every row counted, the first ones kept. */
 #define ASSERT_SAMPLES 10
@@ -89,9 +99,10 @@ static bool collect_names(void *arg, size_t ncols, const char *const *names,
  * target is the repository's database, the step's record), so a restart
  * after a crash never applies them twice. An assertion only reads.
  */
-static void db_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *code,
-                    size_t codelen, char *msg, size_t msglen)
+static void db_step(run_ctx *rc, const ns_step_def *def, db_kind kind, ns_batch_status *status,
+                    char *code, size_t codelen, char *msg, size_t msglen)
 {
+    const db_cfg *cfg = def->type_cfg;
     step_run s = {.rc = rc, .def = def, .t0 = ns__mono()};
     ns_step_state state = {0};
     ns_error e = {0}, *err = &e;
@@ -107,8 +118,7 @@ static void db_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status
     snprintf(code, codelen, "FAILED");
     if ((st = ns__step_start(&s, &state, &started, err)) != NS_OK)
         goto out;
-    ns_writer_cfg cfg = {0};
-    if ((st = ns__run_open_writer(&s, def->sql_conn, &cfg, err)) != NS_OK)
+    if ((st = ns__run_open_writer(&s, cfg->connection, false, err)) != NS_OK)
         goto out;
     if (!s.writer->vt->exec || !s.writer->vt->query) {
         st = ns__err(err, NS_EUNSUPPORTED, NULL, "step %s: its connection cannot run SQL",
@@ -116,9 +126,8 @@ static void db_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status
         goto out;
     }
 
-    if (def->kind == NS_STEP_ASSERT) {
-        if ((st = s.writer->vt->query(s.writer, def->sql_text, &args, assert_row, &ar, err)) !=
-            NS_OK)
+    if (kind == DB_ASSERT) {
+        if ((st = s.writer->vt->query(s.writer, cfg->text, &args, assert_row, &ar, err)) != NS_OK)
             goto out;
         s.counts.read = ar.n;
         if (ar.n == 0) {
@@ -146,26 +155,26 @@ static void db_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status
         goto out;
     }
     int64_t changed = 0;
-    if (def->kind == NS_STEP_SQL) {
-        st = exec_script(s.writer, def->sql_text, &args, &changed, err);
+    if (kind == DB_SQL) {
+        st = exec_script(s.writer, cfg->text, &args, &changed, err);
     } else {
         /* Rebuild: the table's rows replaced by the query's in one
          * transaction, so readers see the old rows until the new ones are
          * all there; the table itself (indexes, grants, views on it, keys)
          * stays. Columns by the query's names; the others take defaults. */
         ns_buf q = {0};
-        ns__buf_printf(&q, "SELECT * FROM (%s) AS ns_q WHERE 1 = 0", def->sql_text);
+        ns__buf_printf(&q, "SELECT * FROM (%s) AS ns_q WHERE 1 = 0", cfg->text);
         st = s.writer->vt->query(s.writer, ns__buf_cstr(&q), &args, collect_names, &cn, err);
         ns__buf_free(&q);
         if (st == NS_OK) {
             int64_t deleted = 0;
-            ns__buf_printf(&sql, "DELETE FROM %s", def->rebuild_table);
+            ns__buf_printf(&sql, "DELETE FROM %s", cfg->table);
             st = exec_script(s.writer, ns__buf_cstr(&sql), &args, &deleted, err);
         }
         if (st == NS_OK) {
             sql.len = 0;
-            ns__buf_printf(&sql, "INSERT INTO %s (%s) SELECT * FROM (%s) AS ns_q",
-                           def->rebuild_table, ns__buf_cstr(&cn.list), def->sql_text);
+            ns__buf_printf(&sql, "INSERT INTO %s (%s) SELECT * FROM (%s) AS ns_q", cfg->table,
+                           ns__buf_cstr(&cn.list), cfg->text);
             st = exec_script(s.writer, ns__buf_cstr(&sql), &args, &changed, err);
         }
     }
@@ -175,8 +184,8 @@ static void db_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status
         goto out;
     *status = NS_BATCH_COMPLETED;
     snprintf(code, codelen, "COMPLETED");
-    if (def->kind == NS_STEP_REBUILD)
-        snprintf(msg, msglen, "%s rebuilt with %lld rows", def->rebuild_table, (long long)changed);
+    if (kind == DB_REBUILD)
+        snprintf(msg, msglen, "%s rebuilt with %lld rows", cfg->table, (long long)changed);
 out:
     ns__step_end(&s, st, &e, started, status, code, codelen, msg, msglen);
     ns__writer_free(s.writer);
@@ -188,6 +197,58 @@ out:
     free(state.context);
 }
 
-const ns_step_type ns__step_sql = {"sql", NS_STEP_TYPE_VERSION, db_step};
-const ns_step_type ns__step_assert = {"assert", NS_STEP_TYPE_VERSION, db_step};
-const ns_step_type ns__step_rebuild = {"rebuild", NS_STEP_TYPE_VERSION, db_step};
+static void sql_run(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *code,
+                    size_t codelen, char *msg, size_t msglen)
+{
+    db_step(rc, def, DB_SQL, status, code, codelen, msg, msglen);
+}
+
+static void assert_run(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *code,
+                       size_t codelen, char *msg, size_t msglen)
+{
+    db_step(rc, def, DB_ASSERT, status, code, codelen, msg, msglen);
+}
+
+static void rebuild_run(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *code,
+                        size_t codelen, char *msg, size_t msglen)
+{
+    db_step(rc, def, DB_REBUILD, status, code, codelen, msg, msglen);
+}
+
+static const ns_step_type sql_type = {"sql", NS_STEP_TYPE_VERSION, sql_run};
+static const ns_step_type assert_type = {"assert", NS_STEP_TYPE_VERSION, assert_run};
+static const ns_step_type rebuild_type = {"rebuild", NS_STEP_TYPE_VERSION, rebuild_run};
+
+/*
+ * sql: {connection, script | file}, assert: {connection, sql},
+ * rebuild: {connection, table, sql}. Parameters appear as :name and must be
+ * declared (the loader checks); they are bound at run time, never pasted
+ * into the text.
+ */
+#define DB_KEY(n, t, f, flags, hint)                                                               \
+    {                                                                                              \
+        n, t, offsetof(db_cfg, f), flags, NULL, 0, 0, NULL, NULL, 0, hint                          \
+    }
+
+static const ns_key sql_keys[] = {
+    DB_KEY("connection", NS_KEY_CONNECTION, connection, NS_KEY_REQUIRED, NULL),
+    DB_KEY("script", NS_KEY_SCRIPT, text, NS_KEY_REQUIRED, "SQL statements"),
+    DB_KEY("file", NS_KEY_SQL_FILE, text, 0, "a .sql file beside the job"),
+    {0}};
+static const ns_key assert_keys[] = {
+    DB_KEY("connection", NS_KEY_CONNECTION, connection, NS_KEY_REQUIRED, NULL),
+    DB_KEY("sql", NS_KEY_QUERY, text, NS_KEY_REQUIRED,
+           "a query whose rows are the failures, e.g. SELECT ... WHERE balance < 0"),
+    {0}};
+static const ns_key rebuild_keys[] = {
+    DB_KEY("connection", NS_KEY_CONNECTION, connection, NS_KEY_REQUIRED, NULL),
+    DB_KEY("table", NS_KEY_IDENT, table, NS_KEY_REQUIRED, "the table whose rows are replaced"),
+    DB_KEY("sql", NS_KEY_QUERY, text, NS_KEY_REQUIRED, "the query giving its new rows"),
+    {0}};
+
+const ns_plugin ns__plugin_sql = {NS_PLUGIN_STEP, "sql", NS_PLUGIN_VERSION, sql_keys,
+                                  sizeof(db_cfg), NULL,  &sql_type};
+const ns_plugin ns__plugin_assert = {NS_PLUGIN_STEP, "assert", NS_PLUGIN_VERSION, assert_keys,
+                                     sizeof(db_cfg), NULL,     &assert_type};
+const ns_plugin ns__plugin_rebuild = {NS_PLUGIN_STEP, "rebuild", NS_PLUGIN_VERSION, rebuild_keys,
+                                      sizeof(db_cfg), NULL,      &rebuild_type};

@@ -279,53 +279,95 @@ ns_status ns__run_claim(step_run *s, ns_writer *w, const ns_ckpt_key *key, char 
     return st;
 }
 
+/* ------------------------------------------- what plugins are given */
+
+/* A template of the step (ns_io_env.subst). */
+static ns_status env_subst(void *ctx, const char *tmpl, const char *what, bool path, char **real,
+                           char **shown, ns_error *err)
+{
+    step_run *s = ctx;
+    ns_status st = ns__run_subst(s, tmpl, what, real, shown, err);
+    if (st == NS_OK && path &&
+        ((st = ns__run_resolve(s->rc, real, 0, err)) != NS_OK ||
+         (st = ns__run_resolve(s->rc, shown, 0, err)) != NS_OK)) {
+        free(*real);
+        free(*shown);
+        *real = *shown = NULL;
+    }
+    return st;
+}
+
+/* A connection of the job (ns_io_env.connection): its URL substituted, its
+ * password registered as a secret, an sqlite: path resolved against the
+ * launch directory; shown as "connection 'x' (URL with ${env.X} kept)". */
+static ns_status env_connection(void *ctx, const char *name, char **url, char **shown,
+                                ns_error *err)
+{
+    step_run *s = ctx;
+    const ns_conn_def *conn = ns__job_conn(s->rc->job, name);
+    char *u = NULL, *us = NULL;
+    ns_status st;
+    if (!conn)
+        return ns__err(err, NS_ECONFIG, NULL, "no connection named '%s'", name);
+    if ((st = ns__run_subst(s, conn->url, "connection", &u, &us, err)) != NS_OK)
+        return st;
+    ns__run_secret_url(s->rc, u);
+    if (strncmp(u, "sqlite:", 7) == 0 && ((st = ns__run_resolve(s->rc, &u, 7, err)) != NS_OK ||
+                                          (st = ns__run_resolve(s->rc, &us, 7, err)) != NS_OK))
+        goto out;
+    if (!(*shown = ns__asprintf("connection '%s' (%s)", conn->name, us))) {
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        goto out;
+    }
+    *url = u;
+    u = NULL;
+out:
+    free(u);
+    free(us);
+    return st;
+}
+
+ns_io_env ns__run_env(step_run *s)
+{
+    const params *p = s->rc->params;
+    return (ns_io_env){.ctx = s,
+                       .subst = env_subst,
+                       .connection = env_connection,
+                       .param_names = (const char *const *)p->names,
+                       .param_values = (const char *const *)p->values,
+                       .nparams = p->n,
+                       .chunk = s->def->chunk};
+}
+
+static void *share_sqlite(void *repo, const char *path)
+{
+    return ns__repo_sqlite_shared(repo, path);
+}
+
 static void *share_pg(void *repo, void *conn)
 {
     return ns__repo_pg_shared(repo, conn);
 }
 
-/*
- * Opens s->writer on connection `conn_name` with cfg's table, mode and
- * columns (table NULL: the connection only, for SQL steps). When the
- * target is the repository's own database the writer shares its connection
- * and transactions (s->shared).
- */
-ns_status ns__run_open_writer(step_run *s, const char *conn_name, ns_writer_cfg *cfg, ns_error *err)
+ns_share ns__run_share(run_ctx *rc)
 {
-    const ns_conn_def *conn = ns__job_conn(s->rc->job, conn_name);
-    char *url = NULL, *url_shown = NULL, where[512];
-    ns_status st;
+    return (ns_share){rc->repo, share_sqlite, share_pg};
+}
 
-    if ((st = ns__run_subst(s, conn->url, "connection", &url, &url_shown, err)) != NS_OK)
-        goto out;
-    ns__run_secret_url(s->rc, url);
-    if (strncmp(url, "sqlite:", 7) == 0 &&
-        ((st = ns__run_resolve(s->rc, &url, 7, err)) != NS_OK ||
-         (st = ns__run_resolve(s->rc, &url_shown, 7, err)) != NS_OK))
-        goto out;
-    snprintf(where, sizeof(where), "connection '%s' (%s)", conn->name, url_shown);
-    const ns_writer_vt *wvt = ns__writer_find_table(url);
-    if (!wvt) {
-        st = ns__err(err, NS_EUNSUPPORTED, NULL,
-                     "%s: unsupported target (use sqlite:PATH or postgresql://...)", where);
-        goto out;
-    }
-    cfg->url = url;
-    cfg->conn_name = where;
-    cfg->shared = strncmp(url, "sqlite:", 7) == 0 && !cfg->own
-                      ? ns__repo_sqlite_shared(s->rc->repo, url + 7)
-                      : NULL;
-    cfg->share = cfg->own ? NULL : share_pg;
-    cfg->share_arg = s->rc->repo;
-    cfg->lease = s->rc->lease;
-    if ((st = ns__writer_new(wvt, &s->writer, err)) != NS_OK)
-        goto out;
-    if ((st = s->writer->vt->open(s->writer, cfg, err)) != NS_OK)
-        goto out;
-    s->shared = s->writer->shared;
-out:
-    free(url);
-    free(url_shown);
+/*
+ * Opens s->writer, a table writer on connection `conn_name` with no table:
+ * the connection only, for SQL steps and compares (`own`: never the
+ * repository's connection). When the target is the repository's own
+ * database the writer shares its connection and transactions (s->shared).
+ */
+ns_status ns__run_open_writer(step_run *s, const char *conn_name, bool own, ns_error *err)
+{
+    ns_io_env env = ns__run_env(s);
+    ns_share share = ns__run_share(s->rc);
+    ns_writer_args args = {.env = &env, .lease = s->rc->lease, .share = own ? NULL : &share};
+    ns_status st = ns__table_open(conn_name, NULL, NS_MODE_INSERT, NULL, 0, &args, &s->writer, err);
+    if (st == NS_OK)
+        s->shared = s->writer->shared;
     return st;
 }
 

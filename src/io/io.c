@@ -1,28 +1,9 @@
-/* io.c - the registry of readers and writers. */
+/* io.c - making and freeing readers and writers; the fence's error. */
 #include "io/io.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static const ns_reader_vt *const readers[] = {&ns__reader_csv, &ns__reader_query};
-
-const ns_reader_vt *ns__reader_find(const char *kind)
-{
-    for (size_t i = 0; i < sizeof(readers) / sizeof(readers[0]); i++)
-        if (strcmp(readers[i]->name, kind) == 0)
-            return readers[i];
-    return NULL;
-}
-
-const ns_writer_vt *ns__writer_find_table(const char *url)
-{
-    if (strncmp(url, "sqlite:", 7) == 0)
-        return &ns__writer_table_sqlite;
-    if (strncmp(url, "postgresql:", 11) == 0 || strncmp(url, "postgres:", 9) == 0)
-        return &ns__writer_table_pg;
-    return NULL;
-}
 
 ns_status ns__reader_new(const ns_reader_vt *vt, ns_reader **out, ns_error *err)
 {

@@ -10,8 +10,8 @@
 #ifndef NS_IO_H
 #define NS_IO_H
 
-#include "config/job.h"
 #include "io/csv.h"
+#include "util/keys.h"
 
 #include <jansson.h>
 
@@ -27,21 +27,35 @@ typedef struct ns_record {
     const char *error_message;
 } ns_record;
 
-/* What a reader is opened with; `shown` is how messages name the input
- * (without secrets). */
-typedef struct ns_reader_args {
-    const char *path, *shown; /* csv: the file; query: the connection URL */
-    const char *const *param_names, *const *param_values; /* for :name in SQL */
+/*
+ * What a plugin is opened with, besides its configuration: the run's
+ * services for what only the run knows (templates need the parameters, the
+ * execution id and the secrets; connections need the job's URLs and the
+ * launch directory), the job's parameters for :name in SQL, the chunk size.
+ */
+typedef struct ns_io_env {
+    void *ctx;
+    /* A template of the step, substituted: *real is used, *shown is how
+     * messages name it (${env.X} unexpanded). `what` names it in errors;
+     * `path`: a file path, resolved against the launch directory. */
+    ns_status (*subst)(void *ctx, const char *tmpl, const char *what, bool path, char **real,
+                       char **shown, ns_error *err);
+    /* A connection's URL (substituted; an sqlite: path resolved) and how
+     * messages name it ("connection 'x' (sqlite:x.db)"). */
+    ns_status (*connection)(void *ctx, const char *name, char **url, char **shown, ns_error *err);
+    const char *const *param_names, *const *param_values;
     size_t nparams;
-} ns_reader_args;
+    int64_t chunk; /* records per chunk */
+} ns_io_env;
 
 typedef struct ns_reader ns_reader;
+#define NS_READER_VERSION 2
 typedef struct ns_reader_vt {
     const char *name;
     int version;
     size_t instance_size;
-    ns_status (*open)(ns_reader *r, const ns_step_def *def, const ns_reader_args *args,
-                      ns_error *err);
+    /* Opens it with its plugin's configuration (its own struct). */
+    ns_status (*open)(ns_reader *r, const void *cfg, const ns_io_env *env, ns_error *err);
     /* Names of the fields, in order. Borrowed. */
     const char *const *(*columns)(ns_reader *r, size_t *n);
     /* Continues from a position saved by position(). */
@@ -74,6 +88,14 @@ typedef struct ns_ckpt_key {
     const char *job_name, *job_key, *step, *partition;
     int64_t execution_id, step_execution_id;
 } ns_ckpt_key;
+
+/* How a table writer writes a chunk. */
+typedef enum ns_write_mode {
+    NS_MODE_INSERT,
+    NS_MODE_UPSERT,
+    NS_MODE_UPDATE, /* UPDATE ... WHERE key: changes existing rows only */
+    NS_MODE_REPLACE
+} ns_write_mode;
 
 typedef struct ns_writer_cfg {
     const char *url;       /* substituted target URL; may hold secrets: never print it */
@@ -124,6 +146,7 @@ struct ns_cursor {
 };
 
 typedef struct ns_writer ns_writer;
+#define NS_WRITER_VERSION 2
 typedef struct ns_writer_vt {
     const char *name;
     int version;
@@ -180,9 +203,46 @@ extern const ns_reader_vt ns__reader_query;
 extern const ns_writer_vt ns__writer_table_sqlite;
 extern const ns_writer_vt ns__writer_table_pg;
 
-/* Registry lookups: a reader by kind ("csv"); a table writer by target URL. */
-const ns_reader_vt *ns__reader_find(const char *kind);
-const ns_writer_vt *ns__writer_find_table(const char *url);
+/* The plugins of io/ (their registry is src/core/registry.c). A reader
+ * plugin's impl is its ns_reader_vt; a writer plugin's an ns_writer_factory. */
+extern const ns_plugin ns__plugin_csv;
+extern const ns_plugin ns__plugin_query;
+extern const ns_plugin ns__plugin_table;
+
+/*
+ * How a table writer may share the repository's connection, and so its
+ * transactions, when the target is the repository's own database: a
+ * repository's method, bound to it by the runner.
+ */
+typedef struct ns_share {
+    void *arg;
+    /* SQLite: the repository's sqlite3 * when `path` is its file, else NULL. */
+    void *(*sqlite)(void *arg, const char *path);
+    /* PostgreSQL: the repository's PGconn * when `conn` reaches its database
+     * as its user, else NULL. */
+    void *(*pg)(void *arg, void *conn);
+} ns_share;
+
+/* What a writer is created with, besides its plugin's configuration. */
+typedef struct ns_writer_args {
+    const ns_io_env *env;
+    const char *const *columns; /* the fields of the items it will be given */
+    size_t ncolumns;
+    double lease;          /* the run's lease (see ns_writer_cfg.lease) */
+    const ns_share *share; /* NULL: never share the repository's connection */
+} ns_writer_args;
+
+typedef struct ns_writer_factory {
+    ns_status (*create)(const void *cfg, const ns_writer_args *args, ns_writer **out,
+                        ns_error *err);
+} ns_writer_factory;
+
+/* A table writer on the job's connection `conn`, SQLite or PostgreSQL by
+ * its URL's scheme, opened on `table` (NULL: the connection only, for SQL
+ * steps). */
+ns_status ns__table_open(const char *conn, const char *table, ns_write_mode mode,
+                         const char *const *key, size_t nkey, const ns_writer_args *args,
+                         ns_writer **out, ns_error *err);
 
 /* Instances: allocated with the vtable's instance_size, zeroed. */
 ns_status ns__reader_new(const ns_reader_vt *vt, ns_reader **out, ns_error *err);

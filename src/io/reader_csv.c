@@ -2,9 +2,40 @@
  * declared columns), positioned by byte offset and line for restarts. */
 #include "io/io.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* reader: {csv: {path, header, delimiter, quote, columns}} */
+typedef struct csv_cfg {
+    char *path; /* template */
+    bool header;
+    char delimiter, quote;
+    ns_names columns;
+} csv_cfg;
+
+static const ns_key csv_keys[] = {
+    {.name = "path",
+     .type = NS_KEY_TEMPLATE,
+     .offset = offsetof(csv_cfg, path),
+     .flags = NS_KEY_REQUIRED | NS_KEY_PATH},
+    {.name = "header", .type = NS_KEY_BOOL, .offset = offsetof(csv_cfg, header), .def = "true"},
+    {.name = "delimiter", .type = NS_KEY_CHAR, .offset = offsetof(csv_cfg, delimiter), .def = ","},
+    {.name = "quote", .type = NS_KEY_CHAR, .offset = offsetof(csv_cfg, quote), .def = "\""},
+    {.name = "columns", .type = NS_KEY_NAMES, .offset = offsetof(csv_cfg, columns)},
+    {0}};
+
+static ns_status csv_check(void *cfg, ns_key_ctx *ctx)
+{
+    csv_cfg *c = cfg;
+    if (c->quote == c->delimiter)
+        return ns__key_fail(ctx, ns__key_given(ctx, "quote") ? "quote" : "delimiter",
+                            "quote and delimiter must differ");
+    if (!c->header && !c->columns.v)
+        return ns__key_fail(ctx, "columns", "is required when header: false");
+    return NS_OK;
+}
 
 typedef struct csv_reader {
     ns_reader base;
@@ -36,45 +67,57 @@ static ns_status set_names(csv_reader *r, const ns_value *v, char *const *names,
     return NS_OK;
 }
 
-static ns_status csv_open(ns_reader *base, const ns_step_def *def, const ns_reader_args *args,
-                          ns_error *err)
+static ns_status csv_open(ns_reader *base, const void *cfg, const ns_io_env *env, ns_error *err)
 {
-    const char *path = args->path, *name = args->shown ? args->shown : args->path;
+    const csv_cfg *def = cfg;
     csv_reader *r = (csv_reader *)base;
-    ns_csv_options opt = {
-        .delimiter = def->csv_delimiter, .quote = def->csv_quote, .check_utf8 = true};
+    ns_csv_options opt = {.delimiter = def->delimiter, .quote = def->quote, .check_utf8 = true};
+    char *path = NULL, *name = NULL;
     ns_status st;
 
-#ifdef NS_TEST_HOOKS
-    const char *env = getenv("NIGHTSHIFT_CSV_READ_SIZE"); /* tests: tiny reads */
-    if (env && atol(env) > 0)
-        opt.read_size = (size_t)atol(env);
-#endif
-    if (!(r->path = ns__strdup(name)))
-        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-    if ((st = ns__csv_open_path(path, name, &opt, &r->csv, err)) != NS_OK)
+    if ((st = env->subst(env->ctx, def->path, "reader.csv.path", true, &path, &name, err)) != NS_OK)
         return st;
-    if (def->csv_header) {
+
+#ifdef NS_TEST_HOOKS
+    const char *tiny = getenv("NIGHTSHIFT_CSV_READ_SIZE"); /* tests: tiny reads */
+    if (tiny && atol(tiny) > 0)
+        opt.read_size = (size_t)atol(tiny);
+#endif
+    if (!(r->path = ns__strdup(name))) {
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        goto out;
+    }
+    if ((st = ns__csv_open_path(path, name, &opt, &r->csv, err)) != NS_OK)
+        goto out;
+    if (def->header) {
         const ns_csv_record *h = NULL;
         if ((st = ns__csv_next(r->csv, &h, err)) != NS_OK)
-            return st;
-        if (!h)
-            return ns__err(err, NS_ESCHEMA, NULL, "%s: the file is empty (no header line)", name);
-        if (h->error_code)
-            return ns__err(err, NS_ESCHEMA, h->error_code, "%s:%lld: header: %s", name,
-                           (long long)h->line, h->error_message);
-        if (def->csv_columns && h->nfields != def->csv_ncolumns)
-            return ns__err(err, NS_ESCHEMA, NULL,
-                           "%s:%lld: header has %zu fields but reader.csv.columns lists %zu", name,
-                           (long long)h->line, h->nfields, def->csv_ncolumns);
-        if (!def->csv_columns && (st = set_names(r, h->fields, NULL, h->nfields, err)) != NS_OK)
-            return st;
+            goto out;
+        if (!h) {
+            st = ns__err(err, NS_ESCHEMA, NULL, "%s: the file is empty (no header line)", name);
+            goto out;
+        }
+        if (h->error_code) {
+            st = ns__err(err, NS_ESCHEMA, h->error_code, "%s:%lld: header: %s", name,
+                         (long long)h->line, h->error_message);
+            goto out;
+        }
+        if (def->columns.v && h->nfields != def->columns.n) {
+            st = ns__err(err, NS_ESCHEMA, NULL,
+                         "%s:%lld: header has %zu fields but reader.csv.columns lists %zu", name,
+                         (long long)h->line, h->nfields, def->columns.n);
+            goto out;
+        }
+        if (!def->columns.v && (st = set_names(r, h->fields, NULL, h->nfields, err)) != NS_OK)
+            goto out;
     }
-    if (def->csv_columns &&
-        (st = set_names(r, NULL, def->csv_columns, def->csv_ncolumns, err)) != NS_OK)
-        return st;
+    if (def->columns.v && (st = set_names(r, NULL, def->columns.v, def->columns.n, err)) != NS_OK)
+        goto out;
     ns__csv_expect(r->csv, r->nnames);
-    return NS_OK;
+out:
+    free(path);
+    free(name);
+    return st;
 }
 
 static const char *const *csv_columns(ns_reader *base, size_t *n)
@@ -161,7 +204,7 @@ static void csv_close(ns_reader *base)
 
 const ns_reader_vt ns__reader_csv = {
     .name = "csv",
-    .version = 1,
+    .version = NS_READER_VERSION,
     .instance_size = sizeof(csv_reader),
     .open = csv_open,
     .columns = csv_columns,
@@ -171,3 +214,6 @@ const ns_reader_vt ns__reader_csv = {
     .progress = csv_progress,
     .close = csv_close,
 };
+
+const ns_plugin ns__plugin_csv = {NS_PLUGIN_READER, "csv",     NS_PLUGIN_VERSION, csv_keys,
+                                  sizeof(csv_cfg),  csv_check, &ns__reader_csv};

@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,29 @@ typedef struct query_reader {
     ns_buf raw;
 } query_reader;
 
+/* reader: {query: {connection, sql, key}} */
+typedef struct query_cfg {
+    char *connection;
+    char *sql; /* job parameters appear as :name, bound, never pasted */
+    ns_names key;
+} query_cfg;
+
+static const ns_key query_keys[] = {
+    {.name = "connection",
+     .type = NS_KEY_CONNECTION,
+     .offset = offsetof(query_cfg, connection),
+     .flags = NS_KEY_REQUIRED},
+    {.name = "sql",
+     .type = NS_KEY_QUERY,
+     .offset = offsetof(query_cfg, sql),
+     .flags = NS_KEY_REQUIRED},
+    {.name = "key",
+     .type = NS_KEY_NAMES,
+     .offset = offsetof(query_cfg, key),
+     .flags = NS_KEY_REQUIRED,
+     .hint = "the unique columns the rows are paged by (never OFFSET)"},
+    {0}};
+
 static ns_status sq_fail(query_reader *r, ns_error *err, const char *what)
 {
     return ns__err(err, NS_EDB, sqlite3_errstr(sqlite3_extended_errcode(r->db)), "%s: %s: %s",
@@ -76,16 +100,16 @@ static ns_status pg_fail(query_reader *r, PGresult *res, ns_error *err, const ch
 }
 
 /* The page queries: the first, and the one continuing after a key. */
-static ns_status build_sql(query_reader *r, const ns_step_def *d, const ns_reader_args *args,
-                           char **first, char **next, ns_error *err)
+static ns_status build_sql(query_reader *r, const query_cfg *d, const ns_io_env *args, char **first,
+                           char **next, ns_error *err)
 {
     ns_buf inner = {0}, b = {0};
     char missing[128];
 
     /* :name -> $n / ?n, the values bound in that order, then the key's. */
-    ns_status st = ns__sql_bind(d->query_sql, strlen(d->query_sql), r->pg, args->param_names,
-                                args->param_values, args->nparams, &inner, &r->params, &r->nparams,
-                                missing, sizeof(missing));
+    ns_status st =
+        ns__sql_bind(d->sql, strlen(d->sql), r->pg, args->param_names, args->param_values,
+                     args->nparams, &inner, &r->params, &r->nparams, missing, sizeof(missing));
     if (st == NS_EPARAM)
         return ns__err(err, NS_EPARAM, NULL,
                        "reader.query.sql: :%s has no value (pass %s=VALUE or give it a default)",
@@ -103,21 +127,21 @@ static ns_status build_sql(query_reader *r, const ns_step_def *d, const ns_reade
         ns__buf_printf(&b, "SELECT * FROM (%s) AS ns_q", ns__buf_cstr(&inner));
         if (pass == 1) {
             ns__buf_printf(&b, " WHERE (");
-            for (size_t k = 0; k < d->query_nkey; k++) {
+            for (size_t k = 0; k < d->key.n; k++) {
                 if (k)
                     ns__buf_printf(&b, ", ");
-                ns__buf_ident(&b, d->query_key[k]);
+                ns__buf_ident(&b, d->key.v[k]);
             }
             ns__buf_printf(&b, ") > (");
-            for (size_t k = 0; k < d->query_nkey; k++)
+            for (size_t k = 0; k < d->key.n; k++)
                 ns__buf_printf(&b, r->pg ? "%s$%zu" : "%s?%zu", k ? ", " : "", r->nparams + k + 1);
             ns__buf_printf(&b, ")");
         }
         ns__buf_printf(&b, " ORDER BY ");
-        for (size_t k = 0; k < d->query_nkey; k++) {
+        for (size_t k = 0; k < d->key.n; k++) {
             if (k)
                 ns__buf_printf(&b, ", ");
-            ns__buf_ident(&b, d->query_key[k]);
+            ns__buf_ident(&b, d->key.v[k]);
         }
         ns__buf_printf(&b, " LIMIT %zu", r->page_size);
         char *s = ns__strdup(ns__buf_cstr(&b));
@@ -131,37 +155,43 @@ static ns_status build_sql(query_reader *r, const ns_step_def *d, const ns_reade
     return *first && *next ? NS_OK : ns__err(err, NS_ENOMEM, NULL, "out of memory");
 }
 
-static ns_status set_columns(query_reader *r, const ns_step_def *d, ns_error *err)
+static ns_status set_columns(query_reader *r, const query_cfg *d, ns_error *err)
 {
-    if (!(r->key = calloc(d->query_nkey, sizeof(*r->key))) ||
+    if (!(r->key = calloc(d->key.n, sizeof(*r->key))) ||
         !(r->vals = calloc(r->ncols ? r->ncols : 1, sizeof(*r->vals))))
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-    r->nkey = d->query_nkey;
-    for (size_t k = 0; k < d->query_nkey; k++) {
+    r->nkey = d->key.n;
+    for (size_t k = 0; k < d->key.n; k++) {
         size_t i = 0;
-        while (i < r->ncols && strcmp(r->names[i], d->query_key[k]) != 0)
+        while (i < r->ncols && strcmp(r->names[i], d->key.v[k]) != 0)
             i++;
         if (i == r->ncols)
             return ns__err(err, NS_ESCHEMA, NULL,
                            "%s: reader.query.key: the query returns no column '%s'", r->shown,
-                           d->query_key[k]);
+                           d->key.v[k]);
         r->key[k] = i;
     }
     return NS_OK;
 }
 
-static ns_status q_open(ns_reader *base, const ns_step_def *d, const ns_reader_args *args,
-                        ns_error *err)
+static ns_status q_open(ns_reader *base, const void *cfg, const ns_io_env *env, ns_error *err)
 {
+    const query_cfg *d = cfg;
     query_reader *r = (query_reader *)base;
-    char *first = NULL, *next = NULL;
+    char *first = NULL, *next = NULL, *url = NULL;
     ns_status st;
+    struct {
+        const char *path, *shown;
+    } a, *args = &a;
 
+    if ((st = env->connection(env->ctx, d->connection, &url, &r->shown, err)) != NS_OK)
+        return st;
+    a.path = url;
+    a.shown = r->shown;
     r->pg = strncmp(args->path, "sqlite:", 7) != 0;
-    r->shown = ns__strdup(args->shown ? args->shown : args->path);
-    r->page_size = d->chunk < 100 ? 100 : d->chunk > 10000 ? 10000 : (size_t)d->chunk;
+    r->page_size = env->chunk < 100 ? 100 : env->chunk > 10000 ? 10000 : (size_t)env->chunk;
     ns__arena_init(&r->page, 1 << 20);
-    if ((st = build_sql(r, d, args, &first, &next, err)) != NS_OK)
+    if ((st = build_sql(r, d, env, &first, &next, err)) != NS_OK)
         goto out;
     if (!r->pg) {
         /* Read-write, not read-only: after a crash mid-commit the database
@@ -231,6 +261,7 @@ static ns_status q_open(ns_reader *base, const ns_step_def *d, const ns_reader_a
 out:
     free(first);
     free(next);
+    free(url);
     return st;
 }
 
@@ -494,7 +525,7 @@ static void q_close(ns_reader *base)
 
 const ns_reader_vt ns__reader_query = {
     .name = "query",
-    .version = 1,
+    .version = NS_READER_VERSION,
     .instance_size = sizeof(query_reader),
     .open = q_open,
     .columns = q_columns,
@@ -504,3 +535,6 @@ const ns_reader_vt ns__reader_query = {
     .progress = q_progress,
     .close = q_close,
 };
+
+const ns_plugin ns__plugin_query = {NS_PLUGIN_READER,  "query", NS_PLUGIN_VERSION, query_keys,
+                                    sizeof(query_cfg), NULL,    &ns__reader_query};

@@ -1374,7 +1374,7 @@ static bool pw_single(ns_writer *base)
 
 const ns_writer_vt ns__writer_table_pg = {
     .name = "table:postgresql",
-    .version = 1,
+    .version = NS_WRITER_VERSION,
     .instance_size = sizeof(pg_writer),
     .open = pw_open,
     .checkpoint = pw_checkpoint,

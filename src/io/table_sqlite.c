@@ -771,7 +771,7 @@ static bool sw_single(ns_writer *base)
 
 const ns_writer_vt ns__writer_table_sqlite = {
     .name = "table:sqlite",
-    .version = 1,
+    .version = NS_WRITER_VERSION,
     .instance_size = sizeof(sqlite_writer),
     .open = sw_open,
     .checkpoint = sw_checkpoint,

@@ -463,13 +463,71 @@ static ns_status hook(lua_proc *p, const char *name, int nargs, ns_error *err)
     return NS_OK;
 }
 
-static ns_status lp_open(ns_proc *base, const ns_proc_cfg *cfg, ns_error *err)
+/* processor: {lua: CODE | file: PATH, columns: [...], instructions: N} */
+typedef struct lua_cfg {
+    ns_text code;         /* the script, inline (lua:) or from a file beside the job */
+    ns_names columns;     /* the output columns, when they differ from the input's */
+    int64_t instructions; /* per call */
+} lua_cfg;
+
+static const ns_key lua_keys[] = {
+    {.name = "lua",
+     .type = NS_KEY_TEXT,
+     .offset = offsetof(lua_cfg, code),
+     .flags = NS_KEY_REQUIRED,
+     .hint = "the script"},
+    {.name = "file", .type = NS_KEY_FILE, .offset = offsetof(lua_cfg, code), .hint = "a .lua file"},
+    {.name = "columns", .type = NS_KEY_NAMES, .offset = offsetof(lua_cfg, columns)},
+    {.name = "instructions",
+     .type = NS_KEY_INT,
+     .offset = offsetof(lua_cfg, instructions),
+     .def = "10000000",
+     .min = 1000,
+     .max = INT64_MAX / 2},
+    {0}};
+
+/* A script with a syntax error is refused when the job file is loaded
+ * (validate, run: exit 2), naming its chunk and line. */
+static ns_status lua_check(void *cfg, ns_key_ctx *ctx)
 {
+    lua_cfg *c = cfg;
+    lua_State *L = luaL_newstate();
+    ns_status st = NS_OK;
+    if (!L)
+        return ns__key_fail(ctx, NULL, "out of memory");
+    if (luaL_loadbufferx(L, c->code.text, c->code.len, c->code.origin, "t") != LUA_OK)
+        st = ns__key_fail(ctx, ns__key_given(ctx, "lua") ? "lua" : "file", "%s",
+                          lua_tostring(L, -1));
+    lua_close(L);
+    return st;
+}
+
+static ns_status lp_open(ns_proc *base, const void *pcfg, const ns_proc_args *args, ns_error *err)
+{
+    const lua_cfg *lc = pcfg;
     lua_proc *p = (lua_proc *)base;
     char msg[512];
+    /* What the script is given, in the words of the code below. */
+    const struct {
+        const char *code;
+        size_t code_len;
+        const char *chunkname;
+        const char *const *columns, *const *out_columns, *const *param_names, *const *param_values;
+        size_t ncolumns, nout, nparams;
+    } c = {lc->code.text,
+           lc->code.len,
+           lc->code.origin,
+           args->columns,
+           (const char *const *)lc->columns.v,
+           args->param_names,
+           args->param_values,
+           args->ncolumns,
+           lc->columns.n,
+           args->nparams},
+      *cfg = &c;
 
-    p->mem_limit = cfg->memory_limit > 0 ? (size_t)cfg->memory_limit : (size_t)256 << 20;
-    p->limit = cfg->instruction_limit > 0 ? cfg->instruction_limit : 10000000;
+    p->mem_limit = args->memory_limit > 0 ? (size_t)args->memory_limit : (size_t)256 << 20;
+    p->limit = lc->instructions > 0 ? lc->instructions : 10000000;
     p->nin = cfg->ncolumns;
     p->process_ref = p->colset_ref = p->outnames_ref = p->meta_ref = p->params_ref = LUA_NOREF;
     if (!(p->L = lua_newstate(l_alloc, p)))
@@ -954,7 +1012,7 @@ static void lp_close(ns_proc *base)
 
 const ns_proc_vt ns__proc_lua = {
     .name = "lua",
-    .version = 1,
+    .version = NS_PROC_VERSION,
     .instance_size = sizeof(lua_proc),
     .open = lp_open,
     .start = lp_start,
@@ -964,23 +1022,6 @@ const ns_proc_vt ns__proc_lua = {
     .finish = lp_finish,
     .close = lp_close,
 };
-
-ns_status ns__lua_check(const char *code, size_t len, const char *chunkname, char *msg,
-                        size_t msglen)
-{
-    lua_State *L = luaL_newstate();
-    if (!L) {
-        snprintf(msg, msglen, "out of memory");
-        return NS_ENOMEM;
-    }
-    ns_status st = NS_OK;
-    if (luaL_loadbufferx(L, code, len, chunkname, "t") != LUA_OK) {
-        snprintf(msg, msglen, "%s", lua_tostring(L, -1));
-        st = NS_ECONFIG;
-    }
-    lua_close(L);
-    return st;
-}
 
 ns_status ns__proc_new(const ns_proc_vt *vt, ns_proc **out, ns_error *err)
 {
@@ -999,3 +1040,6 @@ void ns__proc_free(ns_proc *p)
     p->vt->close(p);
     free(p);
 }
+
+const ns_plugin ns__plugin_lua = {NS_PLUGIN_PROCESSOR, "lua",     NS_PLUGIN_VERSION, lua_keys,
+                                  sizeof(lua_cfg),     lua_check, &ns__proc_lua};

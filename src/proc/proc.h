@@ -19,20 +19,15 @@ typedef enum ns_proc_result {
     NS_PROC_REJECT  /* reject it: it->code and it->message say why */
 } ns_proc_result;
 
-typedef struct ns_proc_cfg {
-    const char *code;           /* the script's text */
-    size_t code_len;            /* its length */
-    const char *chunkname;      /* for messages: "@path.lua" or "=job.yaml:LINE" */
+/* What a processor is opened with, besides its plugin's configuration. */
+typedef struct ns_proc_args {
     const char *const *columns; /* the input's field names, in order */
     size_t ncolumns;
-    const char *const *out_columns; /* the output's, or NULL: the input's */
-    size_t nout;
-    const char *const *param_names; /* the job's parameters, for open(params) */
+    const char *const *param_names; /* the job's parameters (open(params)) */
     const char *const *param_values;
     size_t nparams;
-    int64_t instruction_limit; /* per item (and for open/close) */
-    int64_t memory_limit;      /* bytes for the whole script */
-} ns_proc_cfg;
+    int64_t memory_limit; /* bytes for the whole script; 0: the default */
+} ns_proc_args;
 
 /* A checkpoint is written with every chunk: a processor's state keeps it
  * under this many bytes of JSON. */
@@ -43,8 +38,9 @@ typedef struct ns_proc_vt {
     const char *name;
     int version;
     size_t instance_size;
-    /* Prepares the processor (for a script: compiles and loads it). */
-    ns_status (*open)(ns_proc *p, const ns_proc_cfg *cfg, ns_error *err);
+    /* Prepares the processor (for a script: compiles and loads it) with
+     * its plugin's configuration (its own struct). */
+    ns_status (*open)(ns_proc *p, const void *cfg, const ns_proc_args *args, ns_error *err);
     /* Starts it before the first item: `saved` is the state the last
      * committed chunk saved (see save), NULL on a fresh start. */
     ns_status (*start)(ns_proc *p, json_t *saved, ns_error *err);
@@ -67,14 +63,12 @@ struct ns_proc {
     const ns_proc_vt *vt;
 };
 
+#define NS_PROC_VERSION 2
 extern const ns_proc_vt ns__proc_lua;
+/* processor: {lua: CODE | file: PATH, columns: [...], instructions: N} */
+extern const ns_plugin ns__plugin_lua;
 
 ns_status ns__proc_new(const ns_proc_vt *vt, ns_proc **out, ns_error *err);
 void ns__proc_free(ns_proc *p);
-
-/* Compiles a Lua script without running it, so a job file with a syntax
- * error is refused before anything runs; the message names chunk and line. */
-ns_status ns__lua_check(const char *code, size_t len, const char *chunkname, char *msg,
-                        size_t msglen);
 
 #endif

@@ -182,6 +182,15 @@ static void statement(ns_buf *b, reader *r)
     ns__buf_printf(b, " end)\n");
 }
 
+/* Where a key of the Lua processor's configuration is (its key table). */
+static void *lua_key(void *cfg, const char *name)
+{
+    for (const ns_key *k = ns__plugin_lua.keys; k->name; k++)
+        if (strcmp(k->name, name) == 0)
+            return (char *)cfg + k->offset;
+    abort();
+}
+
 static void run_items(reader *r)
 {
     ns_buf code = {0};
@@ -197,19 +206,21 @@ static void run_items(reader *r)
     ns__buf_printf(&code, "\nend\n");
 
     static const char *const cols[] = {"a", "b", "c"};
-    ns_proc_cfg cfg = {.code = ns__buf_cstr(&code),
-                       .code_len = code.len,
-                       .chunkname = "=fuzz",
-                       .columns = cols,
-                       .ncolumns = 3,
-                       .instruction_limit = 100000,
-                       .memory_limit = 16 << 20};
+    void *cfg = calloc(1, ns__plugin_lua.cfg_size);
+    if (!cfg)
+        abort();
+    ns_text *text = lua_key(cfg, "lua");
+    text->text = (char *)ns__buf_cstr(&code);
+    text->len = code.len;
+    text->origin = (char *)"=fuzz";
+    *(int64_t *)lua_key(cfg, "instructions") = 100000;
+    ns_proc_args args = {.columns = cols, .ncolumns = 3, .memory_limit = 16 << 20};
     ns_proc *p = NULL;
     ns_error err = {0};
     ns_arena arena;
     ns__arena_init(&arena, 1 << 16);
-    if (ns__proc_new(&ns__proc_lua, &p, &err) == NS_OK && p->vt->open(p, &cfg, &err) == NS_OK &&
-        p->vt->start(p, NULL, &err) == NS_OK) {
+    if (ns__proc_new(&ns__proc_lua, &p, &err) == NS_OK &&
+        p->vt->open(p, cfg, &args, &err) == NS_OK && p->vt->start(p, NULL, &err) == NS_OK) {
         ns_value f[3] = {{"1", 1}, {NULL, 0}, {"xyz", 3}};
         for (int i = 0; i < 3; i++) {
             ns_item it = {.line = i + 2, .raw = "1,,xyz", .raw_len = 6, .fields = f, .nfields = 3};
@@ -228,6 +239,7 @@ static void run_items(reader *r)
     }
     ns__proc_free(p);
     ns__arena_free(&arena);
+    free(cfg);
     ns__buf_free(&code);
 }
 

@@ -31,6 +31,17 @@ static const char valid[] = "job: users-upload\n"
                             "    skip: {limit: 10}\n"
                             "    rejects: \"rej/${job.name}-${execution.id}.csv\"\n";
 
+/* A key's value in a plugin's configuration, found by its key table. */
+static const void *cfg_key(const ns_plugin *p, const void *cfg, const char *name)
+{
+    assert_non_null(p);
+    for (const ns_key *k = p->keys; k && k->name; k++)
+        if (strcmp(k->name, name) == 0)
+            return (const char *)cfg + k->offset;
+    fail_msg("plugin %s has no key %s", p->name, name);
+    return NULL;
+}
+
 static void test_valid(void **state)
 {
     (void)state;
@@ -43,9 +54,19 @@ static void test_valid(void **state)
     assert_false(job->params[2].identifying);
     assert_int_equal(job->nsteps, 1);
     assert_int_equal(job->steps[0].chunk, 500);
-    assert_int_equal(job->steps[0].csv_delimiter, ';');
-    assert_int_equal(job->steps[0].table_mode, NS_MODE_UPSERT);
-    assert_string_equal(job->steps[0].table_key[0], "id");
+    const ns_step_def *d = &job->steps[0];
+    assert_string_equal(d->type->name, "chunk");
+    assert_string_equal(d->reader->name, "csv");
+    assert_string_equal(d->writer->name, "table");
+    assert_null(d->processor);
+    assert_int_equal(*(const char *)cfg_key(d->reader, d->reader_cfg, "delimiter"), ';');
+    assert_true(*(const bool *)cfg_key(d->reader, d->reader_cfg, "header")); /* the default */
+    assert_string_equal(*(char *const *)cfg_key(d->reader, d->reader_cfg, "path"),
+                        "${params.file}");
+    assert_int_equal(*(const int *)cfg_key(d->writer, d->writer_cfg, "mode"), 1 /* upsert */);
+    const ns_names *key = cfg_key(d->writer, d->writer_cfg, "key");
+    assert_int_equal(key->n, 1);
+    assert_string_equal(key->v[0], "id");
     assert_int_equal(job->steps[0].skip_limit, 10);
     assert_true(job->restartable);
     ns_job_free(job);

@@ -1,0 +1,37 @@
+/*
+ * registry.c - every plugin nightshift has, by kind and name: the readers,
+ * writers, processors and step types a job file may name. The job loader
+ * reads a step's sections by their plugins' key tables; the step runtime
+ * runs them through their plugins' implementations. Adding one is a file
+ * defining its ns_plugin and one line here (CONTRIBUTING.md).
+ */
+#include "core/core.h"
+
+static const ns_plugin *const plugins[] = {
+    /* readers */
+    &ns__plugin_csv,
+    &ns__plugin_query,
+    /* writers */
+    &ns__plugin_table,
+    /* processors */
+    &ns__plugin_lua,
+    /* step types; chunk (reader: and writer:) has no section of its own */
+    &ns__plugin_chunk,
+    &ns__plugin_sql,
+    &ns__plugin_assert,
+    &ns__plugin_rebuild,
+    &ns__plugin_compare,
+};
+
+const ns_registry ns__registry = {plugins, sizeof(plugins) / sizeof(plugins[0])};
+
+ns_status ns_job_load(const char *path, ns_job **out, ns_error *err)
+{
+    return ns__job_load(path, &ns__registry, out, err);
+}
+
+ns_status ns_job_load_buffer(const char *name, const char *data, size_t len, ns_job **out,
+                             ns_error *err)
+{
+    return ns__job_load_buffer(name, data, len, &ns__registry, out, err);
+}

@@ -1,0 +1,110 @@
+/*
+ * keys.h - how a plugin (a reader, a writer, a processor, a step type)
+ * declares the keys of its section of a job file: a table, as Redis's
+ * standardConfig. The job loader (src/config/) walks a section by its
+ * plugin's table: unknown keys, missing required ones and values of the
+ * wrong kind are errors naming "file:line: key", defaults are filled in, and
+ * the plugin's check() sees a complete configuration for the rules that
+ * span keys. Nothing here knows YAML: a plugin includes this, not config/.
+ */
+#ifndef NS_KEYS_H
+#define NS_KEYS_H
+
+#include "util/util.h"
+
+/* A list of distinct names (NS_KEY_NAMES). */
+typedef struct ns_names {
+    char **v;
+    size_t n;
+} ns_names;
+
+/* A text given inline or read from a file beside the job (a script):
+ * `origin` is how Lua and messages name it ("=job.yaml, steps[0].x" inline,
+ * "@file.lua" from a file). */
+typedef struct ns_text {
+    char *text;
+    size_t len;
+    char *origin;
+} ns_text;
+
+typedef enum ns_key_type {
+    NS_KEY_STRING,     /* char *: any text */
+    NS_KEY_IDENT,      /* char *: a table name: not empty, no '"' */
+    NS_KEY_TEMPLATE,   /* char *: may hold ${params.X}, ${env.X}, ... (checked) */
+    NS_KEY_CONNECTION, /* char *: the name of one of the job's connections */
+    NS_KEY_QUERY,      /* char *: one SQL statement; every :name a declared parameter */
+    NS_KEY_SCRIPT,     /* char *: SQL statements (at least one); :name declared */
+    NS_KEY_BOOL,       /* bool */
+    NS_KEY_INT,        /* int64_t, from min to max */
+    NS_KEY_CHAR,       /* char: one character ("\t" for a tab) */
+    NS_KEY_NAMES,      /* ns_names: a non-empty list of distinct names */
+    NS_KEY_ENUM,       /* int: the index of the value in choices */
+    NS_KEY_TEXT,       /* ns_text: given inline */
+    NS_KEY_FILE,       /* ns_text: the key names a file beside the job; its text */
+    NS_KEY_SQL_FILE,   /* char *: the key names a file beside the job; its SQL script */
+    NS_KEY_SECTION,    /* void *: a nested mapping read by `sub` into `sub_size` bytes */
+} ns_key_type;
+
+/* The key must be given. Keys that share an offset are alternatives (say
+ * `lua:` or `file:`): with REQUIRED on one of them, exactly one is given. */
+#define NS_KEY_REQUIRED 1u
+/* A TEMPLATE that is a file path: a parameter's value that does not start
+ * it may not add a folder to it (checked at launch). */
+#define NS_KEY_PATH 2u
+/* A SECTION may also be given as a plain string, read into its first key
+ * (compare's output: a path, or {table: {...}}). */
+#define NS_KEY_OR_STRING 4u
+
+typedef struct ns_key {
+    const char *name;
+    ns_key_type type;
+    size_t offset; /* of the value in the plugin's configuration */
+    unsigned flags;
+    const char *def; /* the default, as it would be written in the job file */
+    int64_t min, max;
+    const char *const *choices; /* NS_KEY_ENUM: the values, NULL-terminated */
+    const struct ns_key *sub;   /* NS_KEY_SECTION: its keys, ended by a NULL name */
+    size_t sub_size;            /* NS_KEY_SECTION: the size of what they fill */
+    const char *hint;           /* what a missing required key says */
+} ns_key;
+
+/* What a plugin's check() may ask and say (implemented by the loader). */
+typedef struct ns_key_ctx ns_key_ctx;
+/* Records "file:line: where.key: message" (the key's line when it was
+ * given, else the section's); returns NS_ECONFIG. */
+ns_status ns__key_fail(ns_key_ctx *c, const char *key, const char *fmt, ...) NS_PRINTF(3, 4);
+/* Whether the job file gives the key (a dotted path into sections). */
+bool ns__key_given(const ns_key_ctx *c, const char *key);
+
+/* The kinds of plugins and their descriptor, found by the name used in the
+ * job file in a registry (src/core/registry.c). */
+typedef enum ns_plugin_kind {
+    NS_PLUGIN_READER,
+    NS_PLUGIN_WRITER,
+    NS_PLUGIN_PROCESSOR,
+    NS_PLUGIN_STEP
+} ns_plugin_kind;
+
+#define NS_PLUGIN_VERSION 1
+typedef struct ns_plugin {
+    ns_plugin_kind kind;
+    const char *name;
+    int version;        /* NS_PLUGIN_VERSION: checked when found */
+    const ns_key *keys; /* its section's keys, ended by a NULL name */
+    size_t cfg_size;    /* the configuration they fill */
+    /* Optional: rules that span keys, once all are read. */
+    ns_status (*check)(void *cfg, ns_key_ctx *ctx);
+    /* What runs it: an ns_reader_factory, ns_writer_factory, ns_proc_vt or
+     * ns_step_type, by kind. */
+    const void *impl;
+} ns_plugin;
+
+typedef struct ns_registry {
+    const ns_plugin *const *plugins;
+    size_t n;
+} ns_registry;
+
+/* The plugin of a kind by name, NULL when none (or of another version). */
+const ns_plugin *ns__plugin_find(const ns_registry *r, ns_plugin_kind kind, const char *name);
+
+#endif
