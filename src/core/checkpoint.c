@@ -6,7 +6,8 @@
  *   {"position": <the reader's>, "rejects": {"path": P, "offset": N},
  *    "chunks": N, "step_execution_id": N, "counts": {read, write, filter,
  *    read_skip, process_skip, write_skip, commit, rollback},
- *    "processor": <its state>, "done": true (a single-transaction step),
+ *    "processor": <its state>, "writer": <an at-least-once writer's state>,
+ *    "done": true (a single-transaction step),
  *    "repository": ID, "execution_id": N}
  *
  * The last two sign it: who wrote it, so that only the repository (and the
@@ -38,6 +39,8 @@ ns_status ns__ckpt_encode(const ns_ckpt *c, char **out, ns_error *err)
                                             (json_int_t)c->rejects_offset)) != 0;
     if (!bad && c->processor)
         bad = json_object_set(o, "processor", c->processor) != 0;
+    if (!bad && c->writer)
+        bad = json_object_set(o, "writer", c->writer) != 0;
     if (!bad && c->done)
         bad = json_object_set_new(o, "done", json_true()) != 0;
     if (!bad)
@@ -83,6 +86,7 @@ ns_status ns__ckpt_decode(const char *text, ns_ckpt *c, ns_error *err)
     c->rejects_path = json_string_value(json_object_get(r, "path"));
     c->rejects_offset = json_integer_value(json_object_get(r, "offset"));
     c->processor = json_object_get(o, "processor");
+    c->writer = json_object_get(o, "writer");
     return NS_OK;
 }
 

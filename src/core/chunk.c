@@ -18,7 +18,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static ns_status make_context(step_run *s, ns_error *err)
+/* Whether the step's writer is at-least-once: its checkpoint is kept in
+ * s->store, with the state its sync() returns. */
+static bool at_least_once(const step_run *s)
+{
+    return !(s->writer->vt->caps & NS_WRITER_TRANSACTIONAL);
+}
+
+static ns_status make_context(step_run *s, json_t *writer_state, ns_error *err)
 {
     json_t *saved = NULL;
     ns_status st;
@@ -31,7 +38,8 @@ static ns_status make_context(step_run *s, ns_error *err)
                  .position = s->reader->vt->position(s->reader),
                  .rejects_path = s->rejects_saved,
                  .rejects_offset = s->rejects_offset,
-                 .processor = saved};
+                 .processor = saved,
+                 .writer = writer_state};
     snprintf(c.repository, sizeof(c.repository), "%s", s->rc->repo->id);
     char *text = NULL;
     st = c.position ? ns__ckpt_encode(&c, &text, err)
@@ -68,12 +76,22 @@ static ns_status commit_chunk(step_run *s, ns_error *err)
      * rejects on disk and its rows written but not committed. */
     NS_FAULT("NIGHTSHIFT_TEST_EXIT_BEFORE_COMMIT", s->chunks + 1, _exit(98));
     NS_FAULT("NIGHTSHIFT_TEST_PAUSE_BEFORE_COMMIT", s->chunks + 1, raise(SIGSTOP));
+    /* An at-least-once writer makes its output durable first, and says
+     * where it stands: the checkpoint keeps that. */
+    json_t *wstate = NULL;
+    if (at_least_once(s) && (st = s->writer->vt->sync(s->writer, &wstate, err)) != NS_OK)
+        return st;
     s->counts.commit++;
     s->chunks++;
-    if ((st = make_context(s, err)) != NS_OK)
+    st = make_context(s, wstate, err);
+    json_decref(wstate);
+    if (st != NS_OK) {
+        s->counts.commit--;
+        s->chunks--;
         return st;
+    }
     bool committed;
-    if ((st = ns__run_commit(s, s->writer, &key, s->chunks, &committed, err)) != NS_OK) {
+    if ((st = ns__run_commit(s, s->store, &key, s->chunks, &committed, err)) != NS_OK) {
         if (!committed) {
             s->counts.commit--;
             s->chunks--;
@@ -98,9 +116,12 @@ static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
     bool foreign;
     ns_status st;
 
-    if ((st = ns__run_claim(s, s->writer, &key, &ctx, &foreign, err)) != NS_OK)
+    if ((st = ns__run_claim(s, s->store, &key, &ctx, &foreign, err)) != NS_OK)
         return st;
     if (!ctx) {
+        /* An at-least-once writer starts its output afresh. */
+        if (at_least_once(s) && (st = s->writer->vt->resume(s->writer, NULL, err)) != NS_OK)
+            return st;
         /* A fresh start. The earlier execution's rejects are evidence of
          * committed rows unless it committed nothing: only then removed. */
         if (s->rc->checkpoint != NS_CHECKPOINT_IGNORE)
@@ -123,6 +144,20 @@ static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
         ns__rejects_drop_predecessor(s, c.rejects_path);
     if ((st = s->reader->vt->seek(s->reader, c.position, err)) != NS_OK)
         goto out;
+    /* An at-least-once writer cuts its output back to where it stood when
+     * the checkpoint committed: what later chunks wrote is written again. */
+    if (at_least_once(s)) {
+        if (!c.writer) {
+            st = ns__err(err, NS_EDB, NULL,
+                         "writer %s: the checkpoint does not say where the output stands (it "
+                         "was written by another kind of writer); restart with "
+                         "--restart-from-beginning",
+                         s->def->writer->name);
+            goto out;
+        }
+        if ((st = s->writer->vt->resume(s->writer, c.writer, err)) != NS_OK)
+            goto out;
+    }
     /* An adopted checkpoint's rejects file is another repository's: left
      * as it is (this execution writes its own). */
     bool latest = c.step_execution_id == state->last_id;
@@ -269,7 +304,17 @@ static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
                      d->writer->name, s->writer->vt->version, NS_WRITER_VERSION);
         goto out;
     }
-    s->shared = s->writer->shared;
+    if (!at_least_once(s)) {
+        s->store = s->writer;
+        s->shared = s->writer->shared;
+    } else if (!s->writer->vt->resume || !s->writer->vt->sync || !s->writer->vt->finish) {
+        st = ns__err(err, NS_EUNSUPPORTED, NULL,
+                     "writer %s: neither transactional nor able to resume its output",
+                     d->writer->name);
+        goto out;
+    } else if ((st = ns__run_open_store(s, err)) != NS_OK) {
+        goto out;
+    }
     if ((st = resume(s, state, err)) != NS_OK)
         goto out;
     /* A fresh start writes a new rejects file: one that is there already is
@@ -428,6 +473,15 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
             break;
         }
     }
+    /* The last chunk committed: an at-least-once writer publishes its
+     * output (a failure leaves it for the restart to publish). */
+    if (eof && !s.done && at_least_once(&s)) {
+        if ((st = s.writer->vt->finish(s.writer, err)) != NS_OK)
+            goto out;
+        /* Fault injection: die with the output published, the step not
+         * yet recorded as completed. */
+        NS_FAULT("NIGHTSHIFT_TEST_EXIT_AFTER_FINISH", 1, _exit(97));
+    }
     if (eof) {
         *status = NS_BATCH_COMPLETED;
         if (skips(&s.counts)) {
@@ -446,6 +500,8 @@ out:
         /* Whatever was not committed is undone, and the counters say so:
          * they always describe what the target holds. */
         s.writer->vt->rollback(s.writer);
+        if (s.store && s.store != s.writer)
+            s.store->vt->rollback(s.store);
         if (memcmp(&s.counts, &committed, sizeof(committed)) != 0) {
             s.counts = committed;
             s.counts.rollback++;
@@ -462,6 +518,8 @@ out:
         }
         ns__run_report(&s, NS_EV_STEP_END, *status, msg[0] ? msg : NULL);
     }
+    if (s.store != s.writer)
+        ns__writer_free(s.store);
     ns__writer_free(s.writer);
     ns__proc_free(s.proc);
     json_decref(s.proc_state);

@@ -49,7 +49,10 @@ typedef struct step_run {
     ns_proc *proc;      /* NULL without a processor */
     json_t *proc_state; /* the processor's state the checkpoint kept (restart) */
     ns_writer *writer;
-    bool shared;         /* the writer uses the repository's connection */
+    /* Where the checkpoint is committed: the writer itself when it is
+     * transactional, else a connection to the repository's database. */
+    ns_writer *store;
+    bool shared;         /* the store uses the repository's connection */
     char *rejects_path;  /* the file, as opened */
     char *rejects_shown; /* the same with ${env.X} unexpanded: for messages */
     char *rejects_saved; /* rejects_shown made absolute: for the checkpoint */
@@ -109,6 +112,12 @@ ns_status ns__run_resolve(const run_ctx *rc, char **path, size_t skip, ns_error 
 /* Opens s->writer on a connection only, for SQL steps and compares (own:
  * never the repository's connection). */
 ns_status ns__run_open_writer(step_run *s, const char *conn_name, bool own, ns_error *err);
+/* Opens s->store on the repository's database, sharing its connection: where
+ * an at-least-once writer's checkpoints are kept. */
+ns_status ns__run_open_store(step_run *s, ns_error *err);
+/* A stored path (${env.X} kept) with its ${env.X} expanded. */
+ns_status ns__run_expand(run_ctx *rc, const char *shown, const char *what, char **real,
+                         ns_error *err);
 /* What the step's plugins are given: the run's services and settings. */
 ns_io_env ns__run_env(step_run *s);
 /* Sharing the repository's connection (its method, bound to it). */
@@ -142,6 +151,7 @@ typedef struct ns_ckpt {
     const char *rejects_path;
     int64_t rejects_offset;
     json_t *processor; /* the processor's state (borrowed) */
+    json_t *writer;    /* an at-least-once writer's state: where its output stands (borrowed) */
     json_t *root;      /* decoded: owns what the pointers above point into */
 } ns_ckpt;
 

@@ -13,6 +13,7 @@ static const ns_plugin *const plugins[] = {
     &ns__plugin_query,
     /* writers */
     &ns__plugin_table,
+    &ns__plugin_file,
     /* processors */
     &ns__plugin_lua,
     /* step types; chunk (reader: and writer:) has no section of its own */

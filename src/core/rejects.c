@@ -152,9 +152,8 @@ static char *rejects_saved_for(step_run *s, int64_t id)
 /* The stored form of a path with its ${env.X} expanded; NULL on error. */
 static char *expand_env(step_run *s, const char *saved)
 {
-    ns_subst_ctx env_only = {.secrets = &s->rc->secrets};
     char *out = NULL;
-    if (!saved || ns__subst(saved, &env_only, "rejects", &out, NULL) != NS_OK)
+    if (!saved || ns__run_expand(s->rc, saved, "rejects", &out, NULL) != NS_OK)
         return NULL;
     return out;
 }

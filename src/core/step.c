@@ -327,12 +327,63 @@ out:
     return st;
 }
 
+ns_status ns__run_expand(run_ctx *rc, const char *shown, const char *what, char **real,
+                         ns_error *err)
+{
+    ns_subst_ctx env_only = {.secrets = &rc->secrets};
+    return ns__subst(shown, &env_only, what, real, err);
+}
+
+static ns_status env_expand(void *ctx, const char *shown, char **real, ns_error *err)
+{
+    step_run *s = ctx;
+    return ns__run_expand(s->rc, shown, s->def->writer ? s->def->writer->name : "writer", real,
+                          err);
+}
+
+static ns_status env_output(void *ctx, const char *path, const char *shown, const char *what,
+                            ns_error *err)
+{
+    return ns__run_check_output(ctx, path, shown, what, err);
+}
+
+static void env_tag(void *ctx, int fd)
+{
+    step_run *s = ctx;
+    ns__tag_writer(fd, s->rc->repo->id, s->rc->launch.execution_id);
+}
+
+/* Whether an execution of this job instance, recorded in this repository,
+ * wrote the file (its tag says which). */
+static bool env_ours(void *ctx, const char *path)
+{
+    step_run *s = ctx;
+    run_ctx *rc = s->rc;
+    char repo[33];
+    int64_t id;
+    bool ours = false;
+    if (!ns__file_writer(path, repo, &id) || strcmp(repo, rc->repo->id) != 0)
+        return false;
+    if (id == rc->launch.execution_id)
+        return true;
+    ns_exec_info info = {0};
+    if (rc->repo->vt->exec_info(rc->repo, id, &info, NULL) == NS_OK)
+        ours = info.instance_id == rc->launch.instance_id;
+    ns__exec_info_free(&info);
+    return ours;
+}
+
 ns_io_env ns__run_env(step_run *s)
 {
     const params *p = s->rc->params;
     return (ns_io_env){.ctx = s,
                        .subst = env_subst,
                        .connection = env_connection,
+                       .expand = env_expand,
+                       .output = env_output,
+                       .tag = env_tag,
+                       .ours = env_ours,
+                       .execution_id = s->rc->launch.execution_id,
                        .param_names = (const char *const *)p->names,
                        .param_values = (const char *const *)p->values,
                        .nparams = p->n,
@@ -368,6 +419,23 @@ ns_status ns__run_open_writer(step_run *s, const char *conn_name, bool own, ns_e
     ns_status st = ns__table_open(conn_name, NULL, NS_MODE_INSERT, NULL, 0, &args, &s->writer, err);
     if (st == NS_OK)
         s->shared = s->writer->shared;
+    return st;
+}
+
+/*
+ * Opens s->store, where an at-least-once writer's checkpoint is kept: a
+ * connection to the repository's own database, sharing its connection, so
+ * the checkpoint and the step's record commit in one transaction.
+ */
+ns_status ns__run_open_store(step_run *s, ns_error *err)
+{
+    ns_io_env env = ns__run_env(s);
+    ns_share share = ns__run_share(s->rc);
+    ns_writer_args args = {.env = &env, .lease = s->rc->lease, .share = &share};
+    ns_status st = ns__table_open_url(s->rc->repo->url, "the repository's database", NULL,
+                                      NS_MODE_INSERT, NULL, 0, &args, &s->store, err);
+    if (st == NS_OK)
+        s->shared = s->store->shared;
     return st;
 }
 

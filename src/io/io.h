@@ -3,9 +3,12 @@
  *
  * Both are vtables: a const struct with a name, a version, the size of an
  * instance and its methods; an instance struct whose first member points to
- * it. The step runner finds them by name in a registry (io.c). Nothing here
- * knows about the job repository: a writer stores the checkpoint it is given
- * in its own transaction and hands it back on restart.
+ * it. Each is a plugin (util/keys.h) found by its job-file name in the
+ * registry (src/core/registry.c). Nothing here knows about the job
+ * repository: a transactional writer stores the checkpoint it is given in its
+ * own transaction and hands it back on restart; an at-least-once writer (a
+ * file) hands the runner its state, which the runner keeps with the
+ * checkpoint in the repository's database.
  */
 #ifndef NS_IO_H
 #define NS_IO_H
@@ -43,6 +46,19 @@ typedef struct ns_io_env {
     /* A connection's URL (substituted; an sqlite: path resolved) and how
      * messages name it ("connection 'x' (sqlite:x.db)"). */
     ns_status (*connection)(void *ctx, const char *name, char **url, char **shown, ns_error *err);
+    /* A form `subst` showed (${env.X} kept, as a writer's state stores a
+     * path) expanded again into the real value. */
+    ns_status (*expand)(void *ctx, const char *shown, char **real, ns_error *err);
+    /* Refuses to start an output file where one holds another execution's
+     * data or a symbolic link stands (`what` names it: "writer.file"). */
+    ns_status (*output)(void *ctx, const char *path, const char *shown, const char *what,
+                        ns_error *err);
+    /* Marks an output file as written by this execution (see ns__tag_writer). */
+    void (*tag)(void *ctx, int fd);
+    /* Whether an execution of this job instance wrote the file at `path`
+     * (its tag says so): a predecessor's output a restart may take over. */
+    bool (*ours)(void *ctx, const char *path);
+    int64_t execution_id;
     const char *const *param_names, *const *param_values;
     size_t nparams;
     int64_t chunk; /* records per chunk */
@@ -146,11 +162,23 @@ struct ns_cursor {
 };
 
 typedef struct ns_writer ns_writer;
-#define NS_WRITER_VERSION 2
+#define NS_WRITER_VERSION 3
+
+/* What a writer can do (ns_writer_vt.caps). */
+/* It holds the checkpoint in the transaction of the chunk it writes
+ * (checkpoint, commit): exactly-once by itself. Without it the writer is
+ * at-least-once (resume, sync, finish; commit is the runner's, in the
+ * repository's database) and made exactly-once by cutting its output back
+ * to the checkpointed state on restart. */
+#define NS_WRITER_TRANSACTIONAL 1u
+/* It is a database connection that runs SQL (exec, query, cursor). */
+#define NS_WRITER_SQL 2u
+
 typedef struct ns_writer_vt {
     const char *name;
     int version;
     size_t instance_size;
+    unsigned caps; /* NS_WRITER_* */
     ns_status (*open)(ns_writer *w, const ns_writer_cfg *cfg, ns_error *err);
     /* Claims the step's checkpoint row for key->execution_id and returns the
      * context saved with the last committed chunk (*context = NULL if none),
@@ -192,6 +220,19 @@ typedef struct ns_writer_vt {
      * keys the same way, whatever their types and collations. */
     ns_status (*cursor)(ns_writer *w, const char *sql, const ns_sql_args *args,
                         const char *const *key, size_t nkey, ns_cursor **out, ns_error *err);
+
+    /* At-least-once writers (no NS_WRITER_TRANSACTIONAL). */
+    /* Before the first write: `state` is what sync() returned for the last
+     * committed chunk (NULL: a fresh start); the writer cuts its output back
+     * to it, so what uncommitted chunks wrote is gone. */
+    ns_status (*resume)(ns_writer *w, json_t *state, ns_error *err);
+    /* Makes everything written so far durable and returns the state that
+     * says where the output stands (a new reference), for the checkpoint
+     * the runner commits next. */
+    ns_status (*sync)(ns_writer *w, json_t **state, ns_error *err);
+    /* After the last chunk committed: publishes the output (a file renamed
+     * into place). Idempotent across restarts. */
+    ns_status (*finish)(ns_writer *w, ns_error *err);
 } ns_writer_vt;
 struct ns_writer {
     const ns_writer_vt *vt;
@@ -208,6 +249,7 @@ extern const ns_writer_vt ns__writer_table_pg;
 extern const ns_plugin ns__plugin_csv;
 extern const ns_plugin ns__plugin_query;
 extern const ns_plugin ns__plugin_table;
+extern const ns_plugin ns__plugin_file;
 
 /*
  * How a table writer may share the repository's connection, and so its
@@ -243,6 +285,11 @@ typedef struct ns_writer_factory {
 ns_status ns__table_open(const char *conn, const char *table, ns_write_mode mode,
                          const char *const *key, size_t nkey, const ns_writer_args *args,
                          ns_writer **out, ns_error *err);
+/* The same on a URL that is not one of the job's connections (the
+ * repository's database); `shown` names it in messages. */
+ns_status ns__table_open_url(const char *url, const char *shown, const char *table,
+                             ns_write_mode mode, const char *const *key, size_t nkey,
+                             const ns_writer_args *args, ns_writer **out, ns_error *err);
 
 /* Instances: allocated with the vtable's instance_size, zeroed. */
 ns_status ns__reader_new(const ns_reader_vt *vt, ns_reader **out, ns_error *err);

@@ -52,6 +52,10 @@ typedef struct query_reader {
      * row's key with its types (json arrays, owned). */
     char **cells;
     json_t **keys;
+    /* SQLite: per row, the first column whose text holds a NUL byte (+1;
+     * 0: none). SQLite stores such text; no C string, CSV or PostgreSQL
+     * text can carry it, so the row is rejected rather than cut short. */
+    size_t *nul;
     size_t rows, row;
     ns_arena page;
     bool done; /* the last page was short: no more rows */
@@ -292,6 +296,7 @@ static void drop_page(query_reader *r)
     for (size_t i = 0; r->keys && i < r->rows; i++)
         json_decref(r->keys[i]);
     r->keys = NULL;
+    r->nul = NULL;
     r->cells = NULL;
     r->rows = r->row = 0;
     ns__arena_reset(&r->page);
@@ -336,16 +341,19 @@ static ns_status fetch(query_reader *r, ns_error *err)
         }
         r->cells = ns__arena_alloc(&r->page, (r->page_size * r->ncols + 1) * sizeof(char *));
         r->keys = ns__arena_alloc(&r->page, r->page_size * sizeof(json_t *));
-        if (!r->cells || !r->keys)
+        r->nul = ns__arena_alloc(&r->page, r->page_size * sizeof(size_t));
+        if (!r->cells || !r->keys || !r->nul)
             return ns__err(err, NS_ENOMEM, NULL, "out of memory");
         int rc;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            r->nul[r->rows] = 0;
             for (size_t i = 0; i < r->ncols; i++) {
                 const unsigned char *t = sqlite3_column_text(st, (int)i);
+                size_t n = t ? (size_t)sqlite3_column_bytes(st, (int)i) : 0;
                 r->cells[r->rows * r->ncols + i] =
-                    t ? ns__arena_strndup(&r->page, (const char *)t,
-                                          (size_t)sqlite3_column_bytes(st, (int)i))
-                      : NULL;
+                    t ? ns__arena_strndup(&r->page, (const char *)t, n) : NULL;
+                if (t && !r->nul[r->rows] && memchr(t, '\0', n))
+                    r->nul[r->rows] = i + 1;
             }
             /* Keep each key's type for the next page's comparison. */
             json_t *k = json_array();
@@ -438,6 +446,7 @@ static ns_status q_next(ns_reader *base, ns_record *out, bool *eof, ns_error *er
         }
     }
     char **row = &r->cells[r->row * r->ncols];
+    size_t nul = r->nul ? r->nul[r->row] : 0;
     json_t *key;
     if (r->keys) {
         key = json_incref(r->keys[r->row]);
@@ -479,9 +488,9 @@ static ns_status q_next(ns_reader *base, ns_record *out, bool *eof, ns_error *er
     out->raw_len = r->raw.len;
     out->fields = r->vals;
     out->nfields = r->ncols;
-    out->error_code = NULL;
-    out->error_field = -1;
-    out->error_message = NULL;
+    out->error_code = nul ? "22021" : NULL;
+    out->error_field = nul ? (int)nul - 1 : -1;
+    out->error_message = nul ? "the text holds a NUL byte, which no output can carry" : NULL;
     *eof = false;
     return NS_OK;
 }

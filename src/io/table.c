@@ -57,26 +57,19 @@ static const ns_writer_vt *driver(const char *url)
     return NULL;
 }
 
-ns_status ns__table_open(const char *conn, const char *table, ns_write_mode mode,
-                         const char *const *key, size_t nkey, const ns_writer_args *args,
-                         ns_writer **out, ns_error *err)
+ns_status ns__table_open_url(const char *url, const char *shown, const char *table,
+                             ns_write_mode mode, const char *const *key, size_t nkey,
+                             const ns_writer_args *args, ns_writer **out, ns_error *err)
 {
-    const ns_io_env *env = args->env;
-    char *url = NULL, *where = NULL;
+    const ns_writer_vt *vt = driver(url);
     ns_writer *w = NULL;
     ns_status st;
-
-    if ((st = env->connection(env->ctx, conn, &url, &where, err)) != NS_OK)
-        goto out;
-    const ns_writer_vt *vt = driver(url);
-    if (!vt) {
-        st = ns__err(err, NS_EUNSUPPORTED, NULL,
-                     "%s: unsupported target (use sqlite:PATH or postgresql://...)", where);
-        goto out;
-    }
+    if (!vt)
+        return ns__err(err, NS_EUNSUPPORTED, NULL,
+                       "%s: unsupported target (use sqlite:PATH or postgresql://...)", shown);
     const ns_share *sh = args->share;
     ns_writer_cfg cfg = {.url = url,
-                         .conn_name = where,
+                         .conn_name = shown,
                          .shared = sh && sh->sqlite && vt == &ns__writer_table_sqlite
                                        ? sh->sqlite(sh->arg, url + 7)
                                        : NULL,
@@ -91,13 +84,24 @@ ns_status ns__table_open(const char *conn, const char *table, ns_write_mode mode
                          .columns = args->columns,
                          .ncolumns = args->ncolumns};
     if ((st = ns__writer_new(vt, &w, err)) != NS_OK)
-        goto out;
-    if ((st = vt->open(w, &cfg, err)) != NS_OK)
-        goto out;
+        return st;
+    if ((st = vt->open(w, &cfg, err)) != NS_OK) {
+        ns__writer_free(w);
+        return st;
+    }
     *out = w;
-    w = NULL;
-out:
-    ns__writer_free(w);
+    return NS_OK;
+}
+
+ns_status ns__table_open(const char *conn, const char *table, ns_write_mode mode,
+                         const char *const *key, size_t nkey, const ns_writer_args *args,
+                         ns_writer **out, ns_error *err)
+{
+    const ns_io_env *env = args->env;
+    char *url = NULL, *where = NULL;
+    ns_status st = env->connection(env->ctx, conn, &url, &where, err);
+    if (st == NS_OK)
+        st = ns__table_open_url(url, where, table, mode, key, nkey, args, out, err);
     free(url);
     free(where);
     return st;

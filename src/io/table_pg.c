@@ -1375,6 +1375,7 @@ static bool pw_single(ns_writer *base)
 const ns_writer_vt ns__writer_table_pg = {
     .name = "table:postgresql",
     .version = NS_WRITER_VERSION,
+    .caps = NS_WRITER_TRANSACTIONAL | NS_WRITER_SQL,
     .instance_size = sizeof(pg_writer),
     .open = pw_open,
     .checkpoint = pw_checkpoint,

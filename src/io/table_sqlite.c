@@ -772,6 +772,7 @@ static bool sw_single(ns_writer *base)
 const ns_writer_vt ns__writer_table_sqlite = {
     .name = "table:sqlite",
     .version = NS_WRITER_VERSION,
+    .caps = NS_WRITER_TRANSACTIONAL | NS_WRITER_SQL,
     .instance_size = sizeof(sqlite_writer),
     .open = sw_open,
     .checkpoint = sw_checkpoint,
