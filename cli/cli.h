@@ -10,6 +10,7 @@
 typedef struct cli_opts {
     const char *repository;
     bool json, next;
+    bool plugins; /* validate --plugins */
     const char *job, *status;
     int limit;
     const char **args; /* positional arguments */

@@ -11,9 +11,24 @@ int cmd_validate(int argc, char **argv)
     ns_error err = {0};
     int rc = NS_EXIT_USAGE;
 
-    if (!cli_parse(argc, argv, &o) || o.nargs < 1) {
+    if (!cli_parse(argc, argv, &o) || (o.nargs < 1 && !o.plugins)) {
         cli_usage("validate");
         goto done;
+    }
+    if (o.plugins) {
+        /* What a job file may name, with each section's keys. */
+        const char *kind, *name, *key;
+        for (size_t i = 0; ns_plugin_at(i, &kind, &name); i++) {
+            printf("%-9s %-8s", kind, name);
+            for (size_t j = 0; (key = ns_plugin_key(i, j)); j++)
+                printf("%s%s", j ? ", " : " ", key);
+            if (!ns_plugin_key(i, 0))
+                printf(" (no section: the step's reader, processor, writer, chunk, skip, rejects)");
+            putchar('\n');
+        }
+        rc = 0;
+        if (o.nargs == 0)
+            goto done;
     }
     rc = 0;
     for (int i = 0; i < o.nargs; i++) {

@@ -61,9 +61,13 @@ static const struct command {
      "\n"
      "  --json                    as one JSON object\n"
      "  --repository URL          the job repository\n"},
-    {"validate", cmd_validate, "validate JOB.yaml ...", "check job files without running them",
+    {"validate", cmd_validate, "validate JOB.yaml ... | validate --plugins",
+     "check job files without running them",
      "Loads each job file and checks every key; an error names the file, line and key\n"
-     "(exit 2). Nothing runs and no repository is opened.\n"},
+     "(exit 2). Nothing runs and no repository is opened.\n"
+     "\n"
+     "  --plugins                 list the readers, writers, processors and step types\n"
+     "                            a job file may name, with their keys\n"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -113,6 +117,8 @@ bool cli_parse(int argc, char **argv, cli_opts *o)
         const char **want = NULL;
         if (strcmp(a, "--json") == 0) {
             o->json = true;
+        } else if (strcmp(a, "--plugins") == 0) {
+            o->plugins = true;
         } else if (strcmp(a, "--next") == 0) {
             o->next = true;
         } else if (strcmp(a, "--adopt-checkpoint") == 0 || strcmp(a, "--ignore-checkpoint") == 0 ||

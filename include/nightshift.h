@@ -119,6 +119,14 @@ NS_EXTERN ns_status ns_job_load(const char *path, ns_job **out, ns_error *err);
 NS_EXTERN ns_status ns_job_load_buffer(const char *name, const char *data, size_t len, ns_job **out,
                                        ns_error *err);
 NS_EXTERN void ns_job_free(ns_job *job);
+/*
+ * The plugins a job file may name: for i = 0, 1, ... it returns 1 with *kind
+ * "reader", "writer", "processor" or "step" and *name the name the job file
+ * uses, and 0 past the last. ns_plugin_key(i, j) is the j-th key of plugin
+ * i's section, NULL past the last.
+ */
+NS_EXTERN int ns_plugin_at(size_t i, const char **kind, const char **name);
+NS_EXTERN const char *ns_plugin_key(size_t i, size_t j);
 NS_EXTERN const char *ns_job_name(const ns_job *job);
 NS_EXTERN size_t ns_job_step_count(const ns_job *job);
 

@@ -33,6 +33,7 @@ _nightshift() {
     restart) opts="$opts --adopt-checkpoint --ignore-checkpoint --restart-from-beginning" ;;
     list) opts="$opts --job --status --limit --json" ;;
     show) opts="$opts --json" ;;
+    validate) opts="$opts --plugins" ;;
     help) COMPREPLY=($(compgen -W "$commands" -- "$cur")); return ;;
     esac
     if [[ $cur == -* ]]; then

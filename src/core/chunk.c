@@ -91,7 +91,10 @@ static ns_status commit_chunk(step_run *s, ns_error *err)
         return st;
     }
     bool committed;
-    if ((st = ns__run_commit(s, s->store, &key, s->chunks, &committed, err)) != NS_OK) {
+    st = ns__run_commit(s, s->store, &key, s->chunks, &committed, err);
+    if (committed)
+        s->rejects_committed = s->rejects_offset;
+    if (st != NS_OK) {
         if (!committed) {
             s->counts.commit--;
             s->chunks--;
@@ -507,6 +510,11 @@ out:
             s.counts.rollback++;
         }
     }
+    /* A run fenced off (another execution took the instance over, and cut
+     * this one's rejects file back when it did) drops the rejects of the
+     * chunk it could not commit: nobody else will. */
+    if (st == NS_ECONFLICT && s.rejects && fflush(s.rejects) == 0)
+        (void)ftruncate(fileno(s.rejects), (off_t)s.rejects_committed);
     if (s.rejects)
         fclose(s.rejects);
     if (started) {

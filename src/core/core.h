@@ -58,6 +58,7 @@ typedef struct step_run {
     char *rejects_saved; /* rejects_shown made absolute: for the checkpoint */
     FILE *rejects;
     int64_t rejects_offset;
+    int64_t rejects_committed; /* its length when the last chunk committed */
     int64_t chunks; /* chunks committed for this step of the instance, across executions */
     char *context;  /* JSON of the last checkpoint */
     bool stop;

@@ -26,6 +26,27 @@ static const ns_plugin *const plugins[] = {
 
 const ns_registry ns__registry = {plugins, sizeof(plugins) / sizeof(plugins[0])};
 
+int ns_plugin_at(size_t i, const char **kind, const char **name)
+{
+    static const char *const kinds[] = {"reader", "writer", "processor", "step"};
+    if (i >= ns__registry.n)
+        return 0;
+    *kind = kinds[ns__registry.plugins[i]->kind];
+    *name = ns__registry.plugins[i]->name;
+    return 1;
+}
+
+const char *ns_plugin_key(size_t i, size_t j)
+{
+    if (i >= ns__registry.n || !ns__registry.plugins[i]->keys)
+        return NULL;
+    const ns_key *k = ns__registry.plugins[i]->keys;
+    for (size_t n = 0; n < j; n++)
+        if (!k[n].name)
+            return NULL;
+    return k[j].name;
+}
+
 ns_status ns_job_load(const char *path, ns_job **out, ns_error *err)
 {
     return ns__job_load(path, &ns__registry, out, err);

@@ -45,7 +45,10 @@ static const ns_key file_keys[] = {
      .offset = offsetof(file_cfg, path),
      .flags = NS_KEY_REQUIRED | NS_KEY_PATH,
      .hint = "the file to write, e.g. \"out/${job.name}-${params.day}.csv\""},
-    {.name = "format", .type = NS_KEY_ENUM, .offset = offsetof(file_cfg, format), .choices = formats},
+    {.name = "format",
+     .type = NS_KEY_ENUM,
+     .offset = offsetof(file_cfg, format),
+     .choices = formats},
     {.name = "header", .type = NS_KEY_BOOL, .offset = offsetof(file_cfg, header), .def = "true"},
     {0}};
 
@@ -61,7 +64,7 @@ static ns_status file_check(void *cfg, ns_key_ctx *ctx)
     file_cfg *c = cfg;
     if (!ns__key_given(ctx, "format"))
         c->format = ends_with(c->path, ".jsonl") || ends_with(c->path, ".ndjson") ? FORMAT_JSONL
-                                                                                   : FORMAT_CSV;
+                                                                                  : FORMAT_CSV;
     if (c->format == FORMAT_JSONL && ns__key_given(ctx, "header"))
         return ns__key_fail(ctx, "header", "only for format: csv (a JSON line names its fields)");
     return NS_OK;
@@ -242,8 +245,7 @@ static const char *bad_value(const ns_value *v, size_t *at)
 
 /* ---------------------------------------------------------- the writer */
 
-static ns_status fw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *arena,
-                          ns_error *err)
+static ns_status fw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *arena, ns_error *err)
 {
     fw *w = (fw *)base;
     for (size_t i = 0; i < n; i++) {
@@ -577,7 +579,8 @@ static ns_status file_create(const void *pcfg, const ns_writer_args *args, ns_wr
      * continues the same file. */
     char cwd[4096];
     if (w->path[0] != '/' && getcwd(cwd, sizeof(cwd))) {
-        char *p = ns__asprintf("%s/%s", cwd, w->path), *ps = ns__asprintf("%s/%s", cwd, w->path_shown);
+        char *p = ns__asprintf("%s/%s", cwd, w->path),
+             *ps = ns__asprintf("%s/%s", cwd, w->path_shown);
         free(w->path);
         free(w->path_shown);
         w->path = p;
@@ -601,5 +604,5 @@ out:
 
 static const ns_writer_factory file_factory = {file_create};
 
-const ns_plugin ns__plugin_file = {NS_PLUGIN_WRITER, "file",    NS_PLUGIN_VERSION, file_keys,
+const ns_plugin ns__plugin_file = {NS_PLUGIN_WRITER, "file",     NS_PLUGIN_VERSION, file_keys,
                                    sizeof(file_cfg), file_check, &file_factory};
