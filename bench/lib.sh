@@ -40,3 +40,13 @@ pg_start() {
     NS_PG_FSYNC=on bash "$here/../../tests/pg/pg-ctl.sh" start "$state"
     url=$(cat "$state/url")
 }
+
+# pg_users: pg_start, then the clean CSV loaded into its table users
+# (bench/csv-to-pg/schema.sql) and analyzed.
+pg_users() {
+    local csv
+    csv=$(users_csv)
+    pg_start
+    psql "$url" -q -f "$here/../csv-to-pg/schema.sql" -c "\\copy users FROM '$csv' WITH (FORMAT csv, HEADER true)" -c "VACUUM ANALYZE users"
+    echo "source: $rows rows; $runs runs each; $(nproc) cores"
+}

@@ -10,10 +10,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../lib.sh" "$@"
-csv=$(users_csv)
-pg_start
-psql "$url" -q -f "$here/../csv-to-pg/schema.sql" -c "\\copy users FROM '$csv' WITH (FORMAT csv, HEADER true)" -c "VACUUM ANALYZE users"
-echo "source: $rows rows; $runs runs each; $(nproc) cores"
+pg_users
 
 run_ns() {
     rm -f "$data"/repo.db* "$data/ns.csv"

@@ -9,10 +9,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../lib.sh" "$@"
-csv=$(users_csv)
-pg_start
-psql "$url" -q -f "$here/../csv-to-pg/schema.sql" -c "\\copy users FROM '$csv' WITH (FORMAT csv, HEADER true)" -c "VACUUM ANALYZE users"
-echo "source: $rows rows; $runs runs each; $(nproc) cores"
+pg_users
 
 reset() { # an empty copy table, a fresh repository and checkpoint
     psql "$url" -q -c "SET client_min_messages = warning" -c "DROP TABLE IF EXISTS users_copy, nightshift_checkpoint" \
