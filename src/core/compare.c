@@ -160,7 +160,7 @@ static ns_status cmp_emit(cmp_out *o, const char *const *vals, ns_error *err)
     }
     ns_sql_args a = {o->names, vals, NULL, o->nvals};
     int64_t n = 0;
-    return o->w->vt->exec(o->w, o->insert, strlen(o->insert), 1, &a, &n, err);
+    return o->w->vt->sql->exec(o->w, o->insert, strlen(o->insert), 1, &a, &n, err);
 }
 
 /*
@@ -188,13 +188,13 @@ static ns_status compare(step_run *s, const ns_sql_args *args, cmp_out *o, int64
         if ((st = ns__run_open_writer(&tmp, d->side[i]->connection, true, err)) != NS_OK)
             break;
         side[i].w = tmp.writer;
-        if (!side[i].w->vt->cursor) {
+        if (!side[i].w->vt->sql) {
             st = ns__err(err, NS_EUNSUPPORTED, NULL, "compare.%s: its connection cannot query",
                          side[i].name);
             break;
         }
-        st = side[i].w->vt->cursor(side[i].w, d->side[i]->query, args,
-                                   (const char *const *)d->key.v, nkey, &side[i].c, err);
+        st = side[i].w->vt->sql->cursor(side[i].w, d->side[i]->query, args,
+                                        (const char *const *)d->key.v, nkey, &side[i].c, err);
         if (st != NS_OK)
             ns__err_prefix(err, "compare.%s", side[i].name);
     }
@@ -400,7 +400,7 @@ static void compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *s
         ns__buf_printf(&ddl, ", columns text, left_values text, right_values text)");
         int64_t n = 0;
         ns_sql_args none = {0};
-        if ((st = o.w->vt->exec(o.w, ns__buf_cstr(&ddl), ddl.len, 1, &none, &n, err)) != NS_OK)
+        if ((st = o.w->vt->sql->exec(o.w, ns__buf_cstr(&ddl), ddl.len, 1, &none, &n, err)) != NS_OK)
             goto out;
         size_t nv = cfg->key.n + 5;
         o.names = calloc(nv + 1, sizeof(*o.names));

@@ -63,7 +63,7 @@ typedef struct script_run {
 static bool run_statement(void *arg, const char *stmt, size_t len)
 {
     script_run *r = arg;
-    r->st = r->w->vt->exec(r->w, stmt, len, ++r->no, r->args, r->changed, r->err);
+    r->st = r->w->vt->sql->exec(r->w, stmt, len, ++r->no, r->args, r->changed, r->err);
     return r->st == NS_OK;
 }
 
@@ -120,14 +120,15 @@ static void db_step(run_ctx *rc, const ns_step_def *def, db_kind kind, ns_batch_
         goto out;
     if ((st = ns__run_open_writer(&s, cfg->connection, false, err)) != NS_OK)
         goto out;
-    if (!s.writer->vt->exec || !s.writer->vt->query) {
+    if (!s.writer->vt->sql) {
         st = ns__err(err, NS_EUNSUPPORTED, NULL, "step %s: its connection cannot run SQL",
                      def->name);
         goto out;
     }
 
     if (kind == DB_ASSERT) {
-        if ((st = s.writer->vt->query(s.writer, cfg->text, &args, assert_row, &ar, err)) != NS_OK)
+        if ((st = s.writer->vt->sql->query(s.writer, cfg->text, &args, assert_row, &ar, err)) !=
+            NS_OK)
             goto out;
         s.counts.read = ar.n;
         if (ar.n == 0) {
@@ -164,7 +165,7 @@ static void db_step(run_ctx *rc, const ns_step_def *def, db_kind kind, ns_batch_
          * stays. Columns by the query's names; the others take defaults. */
         ns_buf q = {0};
         ns__buf_printf(&q, "SELECT * FROM (%s) AS ns_q WHERE 1 = 0", cfg->text);
-        st = s.writer->vt->query(s.writer, ns__buf_cstr(&q), &args, collect_names, &cn, err);
+        st = s.writer->vt->sql->query(s.writer, ns__buf_cstr(&q), &args, collect_names, &cn, err);
         ns__buf_free(&q);
         if (st == NS_OK) {
             int64_t deleted = 0;

@@ -162,7 +162,32 @@ struct ns_cursor {
 };
 
 typedef struct ns_writer ns_writer;
-#define NS_WRITER_VERSION 3
+#define NS_WRITER_VERSION 4
+
+/*
+ * The SQL of a database connection: what the sql, assert, rebuild and
+ * compare steps run. Its own vtable, apart from writing items; a table
+ * writer carries one (ns_writer_vt.sql) because a step's statements and the
+ * checkpoint saying it is done commit in one transaction on one connection.
+ */
+typedef struct ns_sql_vt {
+    /* Runs statement number `no` of a script ([stmt,
+     * stmt + len), split by ns__sql_split) in the writer's transaction, begun
+     * if needed, binding :name parameters; adds the rows it changed to
+     * *changed. Errors name the statement by its number. */
+    ns_status (*exec)(ns_writer *w, const char *stmt, size_t len, size_t no,
+                      const ns_sql_args *args, int64_t *changed, ns_error *err);
+    /* Runs one query (in the transaction when one is
+     * open), streaming its rows to row(). */
+    ns_status (*query)(ns_writer *w, const char *sql, const ns_sql_args *args, ns_row_fn row,
+                       void *arg, ns_error *err);
+    /* A cursor over a query's rows ordered by the key
+     * columns' text, in byte order (COLLATE "C"), NULLs first; streamed so
+     * memory does not grow with the result. Two databases order the same
+     * keys the same way, whatever their types and collations. */
+    ns_status (*cursor)(ns_writer *w, const char *sql, const ns_sql_args *args,
+                        const char *const *key, size_t nkey, ns_cursor **out, ns_error *err);
+} ns_sql_vt;
 
 /* What a writer can do (ns_writer_vt.caps). */
 /* It holds the checkpoint in the transaction of the chunk it writes
@@ -171,8 +196,6 @@ typedef struct ns_writer ns_writer;
  * repository's database) and made exactly-once by cutting its output back
  * to the checkpointed state on restart. */
 #define NS_WRITER_TRANSACTIONAL 1u
-/* It is a database connection that runs SQL (exec, query, cursor). */
-#define NS_WRITER_SQL 2u
 
 typedef struct ns_writer_vt {
     const char *name;
@@ -204,22 +227,9 @@ typedef struct ns_writer_vt {
      * writer may start sending it while the rest is read (items[index] is
      * stable until the chunk is written). write() still gets the chunk. */
     ns_status (*feed)(ns_writer *w, ns_item *items, size_t index, ns_arena *arena, ns_error *err);
-    /* Database targets: runs statement number `no` of a script ([stmt,
-     * stmt + len), split by ns__sql_split) in the writer's transaction, begun
-     * if needed, binding :name parameters; adds the rows it changed to
-     * *changed. Errors name the statement by its number. */
-    ns_status (*exec)(ns_writer *w, const char *stmt, size_t len, size_t no,
-                      const ns_sql_args *args, int64_t *changed, ns_error *err);
-    /* Database targets: runs one query (in the transaction when one is
-     * open), streaming its rows to row(). */
-    ns_status (*query)(ns_writer *w, const char *sql, const ns_sql_args *args, ns_row_fn row,
-                       void *arg, ns_error *err);
-    /* Database targets: a cursor over a query's rows ordered by the key
-     * columns' text, in byte order (COLLATE "C"), NULLs first; streamed so
-     * memory does not grow with the result. Two databases order the same
-     * keys the same way, whatever their types and collations. */
-    ns_status (*cursor)(ns_writer *w, const char *sql, const ns_sql_args *args,
-                        const char *const *key, size_t nkey, ns_cursor **out, ns_error *err);
+    /* A database connection's SQL (exec, query, cursor); NULL when the
+     * writer is not one. */
+    const struct ns_sql_vt *sql;
 
     /* At-least-once writers (no NS_WRITER_TRANSACTIONAL). */
     /* Before the first write: `state` is what sync() returned for the last

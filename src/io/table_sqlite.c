@@ -769,10 +769,12 @@ static bool sw_single(ns_writer *base)
     return ((sqlite_writer *)base)->mode == NS_MODE_REPLACE;
 }
 
+static const ns_sql_vt sqlite_sql = {sw_exec, sw_query, sw_cursor};
+
 const ns_writer_vt ns__writer_table_sqlite = {
     .name = "table:sqlite",
     .version = NS_WRITER_VERSION,
-    .caps = NS_WRITER_TRANSACTIONAL | NS_WRITER_SQL,
+    .caps = NS_WRITER_TRANSACTIONAL,
     .instance_size = sizeof(sqlite_writer),
     .open = sw_open,
     .checkpoint = sw_checkpoint,
@@ -781,7 +783,5 @@ const ns_writer_vt ns__writer_table_sqlite = {
     .rollback = sw_rollback,
     .close = sw_close,
     .single_transaction = sw_single,
-    .exec = sw_exec,
-    .query = sw_query,
-    .cursor = sw_cursor,
+    .sql = &sqlite_sql,
 };
