@@ -19,8 +19,11 @@ int cmd_run(int argc, char **argv)
         cli_usage("run");
         goto done;
     }
-    if (ns_job_load(o.args[0], &job, &err) != NS_OK) {
+    ns_status lst = ns_job_load(o.args[0], &job, &err);
+    if (lst != NS_OK) {
         cli_error(&err);
+        if (lst == NS_ENOMEM)
+            rc = NS_EXIT_FAILED; /* not the file's fault */
         goto done;
     }
     double lease;

@@ -315,7 +315,8 @@ static ns_status load_params(loader *l, const yaml_node_t *map)
             if (strcmp(job->params[j].name, name) == 0)
                 return fail(l, kn, key, "duplicate parameter");
         ns_param_def *pd = &job->params[job->nparams++];
-        pd->name = ns__strdup(name);
+        if (!(pd->name = ns__strdup(name)))
+            return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
         pd->identifying = true;
         pd->line = (int)kn->start_mark.line + 1;
         const char *tname = scalar(v);
@@ -384,7 +385,8 @@ static ns_status load_conns(loader *l, const yaml_node_t *map)
             if (strcmp(job->conns[j].name, name) == 0)
                 return fail(l, kn, key, "duplicate connection");
         ns_conn_def *c = &job->conns[job->nconns++];
-        c->name = ns__strdup(name);
+        if (!(c->name = ns__strdup(name)))
+            return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
         c->line = (int)v->start_mark.line + 1;
         if ((st = get_template(l, v, key, false, &c->url)) != NS_OK)
             return st;
@@ -1273,7 +1275,12 @@ ns_status ns__job_load(const char *path, const ns_registry *reg, ns_job **out, n
     if (!f)
         return ns__err(err, NS_ECONFIG, NULL, "%s: cannot open: %s", path, strerror(errno));
     while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0) {
-        if (ns__buf_append(&b, tmp, n) != NS_OK || b.len > JOB_MAX_BYTES) {
+        if (ns__buf_append(&b, tmp, n) != NS_OK) {
+            fclose(f);
+            ns__buf_free(&b);
+            return ns__err(err, NS_ENOMEM, NULL, "%s: out of memory", path);
+        }
+        if (b.len > JOB_MAX_BYTES) {
             fclose(f);
             ns__buf_free(&b);
             return ns__err(err, NS_ECONFIG, NULL, "%s:1: too large for a job file (over %u MiB)",
@@ -1513,8 +1520,10 @@ ns_status ns__subst(const char *t, const ns_subst_ctx *ctx, const char *what, ch
         p = e + 1;
     }
     ns__buf_cstr(&b);
-    if (!b.data)
+    if (!b.data || b.failed) {
+        ns__buf_free(&b);
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    }
     *out = b.data;
     return NS_OK;
 }

@@ -110,12 +110,15 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
         out->exit_code = st == NS_EREFUSED ? NS_EXIT_REFUSED : NS_EXIT_FAILED;
         goto done;
     }
+    /* From here on, a failure is the execution's. */
+    out->exit_code = NS_EXIT_FAILED;
     if (rc.launch.notice[0])
         ns__run_notice(&rc, "%s", rc.launch.notice);
     if (rc.launch.run_id) {
         char v[32];
         snprintf(v, sizeof(v), "%lld", (long long)rc.launch.run_id);
-        ns__params_add(&p, "run.id", "int", v, true, NULL);
+        if ((st = ns__params_add(&p, "run.id", "int", v, true, err)) != NS_OK)
+            goto done;
     }
     out->execution_id = rc.launch.execution_id;
     if (rc.launch.restart_of)
@@ -163,6 +166,8 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
 done:
     if (st == NS_EPARAM || st == NS_ECONFIG)
         out->exit_code = NS_EXIT_USAGE;
+    else if (st == NS_ENOMEM)
+        out->exit_code = NS_EXIT_FAILED; /* not the caller's fault */
     /* The boundary: nothing the caller prints may carry a secret. */
     ns__run_redact(&rc, out->message, sizeof(out->message));
     if (err)

@@ -46,8 +46,11 @@ ns_status ns__params_add(params *p, const char *name, const char *type, const ch
     p->types[p->n] = type;
     p->names[p->n] = ns__strdup(name);
     p->values[p->n] = ns__strdup(value);
-    if (!p->names[p->n] || !p->values[p->n])
+    if (!p->names[p->n] || !p->values[p->n]) {
+        free(p->names[p->n]); /* not counted in p->n: ns__params_free would miss them */
+        free(p->values[p->n]);
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    }
     p->v[p->n] = (ns_param_val){p->names[p->n], type, p->values[p->n], identifying};
     p->n = n;
     return NS_OK;

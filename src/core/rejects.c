@@ -135,14 +135,22 @@ ns_status ns__rejects_sync(step_run *s, ns_error *err)
  * form checkpoints store it (see ns__run_absolute(): a relative path is taken from
  * the folder that execution was launched in, as the repository records it);
  * NULL when it cannot be said. */
-static char *rejects_saved_for(step_run *s, int64_t id)
+static char *rejects_saved_for(step_run *s, int64_t id, bool *oom)
 {
     char *real = NULL, *shown = NULL, *saved = NULL;
     ns_exec_info info = {0};
-    if (s->rc->repo->vt->exec_info(s->rc->repo, id, &info, NULL) == NS_OK && info.workdir &&
-        info.workdir[0] &&
-        ns__run_subst_as(s, id, s->def->rejects, "rejects", &real, &shown, NULL) == NS_OK)
-        saved = real[0] == '/' ? ns__strdup(shown) : ns__asprintf("%s/%s", info.workdir, shown);
+    ns_error e = {0};
+    ns_status st = s->rc->repo->vt->exec_info(s->rc->repo, id, &info, &e);
+    if (st == NS_OK && !info.workdir)
+        st = NS_ENOMEM; /* every execution has one ("" when unknown) */
+    if (st == NS_OK && info.workdir[0] &&
+        (st = ns__run_subst_as(s, id, s->def->rejects, "rejects", &real, &shown, &e)) == NS_OK &&
+        !(saved = real[0] == '/' ? ns__strdup(shown) : ns__asprintf("%s/%s", info.workdir, shown)))
+        st = NS_ENOMEM;
+    /* Unknown for want of memory or of a repository answer (an execution
+     * it does not record is a real "unknown"). */
+    if (oom)
+        *oom = st != NS_OK && st != NS_ENOTFOUND;
     ns__exec_info_free(&info);
     free(real);
     free(shown);
@@ -169,10 +177,16 @@ void ns__rejects_drop_predecessor(step_run *s, const char *checkpointed)
 {
     if (!s->rc->launch.restart_of)
         return;
-    char *saved = rejects_saved_for(s, s->rc->launch.restart_of);
+    char *saved = rejects_saved_for(s, s->rc->launch.restart_of, NULL);
     char *abs = expand_env(s, saved), *mine = expand_env(s, checkpointed);
     char repo[33], who[128];
     int64_t id;
+    /* Out of memory, the checkpoint's file cannot be told apart from this
+     * one: keep it (a file too many is evidence; one too few loses it). */
+    if (checkpointed && !mine) {
+        free(abs);
+        abs = NULL;
+    }
     /* Never another execution's: a file at the same path written by a run
      * the predecessor is not (another repository, a fixed name) is evidence. */
     if (abs && (!mine || strcmp(abs, mine) != 0) && ns__file_writer(abs, repo, &id) &&
@@ -205,8 +219,18 @@ ns_status ns__rejects_cut(step_run *s, const ns_ckpt *ckpt, const char *repo_ctx
     ns_status st = NS_OK;
     if (!named)
         return NS_OK;
-    char *expected = rejects_saved_for(s, author), *path = NULL;
+    bool oom;
+    char *expected = rejects_saved_for(s, author, &oom), *path = NULL;
     ns_ckpt r = {0};
+    /* Not knowing which file it is, for want of memory or of an answer
+     * from the repository, is no answer: the step stops, nothing is cut. */
+    if (oom) {
+        free(expected);
+        return ns__err(err, NS_ENOMEM, NULL,
+                       "out of memory (or the repository did not answer) deciding on the "
+                       "rejects file %s",
+                       named);
+    }
     const char *recorded =
         repo_ctx && ns__ckpt_decode(repo_ctx, &r, NULL) == NS_OK ? r.rejects_path : NULL;
     if (!expected || strcmp(named, expected) != 0 || (recorded && strcmp(named, recorded) != 0)) {
@@ -216,8 +240,10 @@ ns_status ns__rejects_cut(step_run *s, const ns_ckpt *ckpt, const char *repo_ctx
                        s->def->name, named, (long long)author, expected ? expected : "unknown");
         goto out;
     }
-    if (!(path = expand_env(s, named)))
+    if (!(path = expand_env(s, named))) {
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
         goto out;
+    }
     int fd = open(path, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     struct stat sb;
     if (fd < 0) {

@@ -373,6 +373,18 @@ static bool env_ours(void *ctx, const char *path)
     return ours;
 }
 
+static bool env_ours_execution(void *ctx, int64_t id)
+{
+    step_run *s = ctx;
+    run_ctx *rc = s->rc;
+    ns_exec_info info = {0};
+    bool ours = id == rc->launch.execution_id;
+    if (!ours && rc->repo->vt->exec_info(rc->repo, id, &info, NULL) == NS_OK)
+        ours = info.instance_id == rc->launch.instance_id;
+    ns__exec_info_free(&info);
+    return ours;
+}
+
 ns_io_env ns__run_env(step_run *s)
 {
     const params *p = s->rc->params;
@@ -383,6 +395,7 @@ ns_io_env ns__run_env(step_run *s)
                        .output = env_output,
                        .tag = env_tag,
                        .ours = env_ours,
+                       .ours_execution = env_ours_execution,
                        .execution_id = s->rc->launch.execution_id,
                        .param_names = (const char *const *)p->names,
                        .param_values = (const char *const *)p->values,

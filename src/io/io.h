@@ -58,6 +58,8 @@ typedef struct ns_io_env {
     /* Whether an execution of this job instance wrote the file at `path`
      * (its tag says so): a predecessor's output a restart may take over. */
     bool (*ours)(void *ctx, const char *path);
+    /* Whether execution `id` belongs to this job instance. */
+    bool (*ours_execution)(void *ctx, int64_t id);
     int64_t execution_id;
     const char *const *param_names, *const *param_values;
     size_t nparams;

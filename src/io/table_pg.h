@@ -75,11 +75,12 @@ typedef struct copy_error {
 /* table_pg.c */
 ns_status ns__pgw_fail(pg_writer *w, PGresult *res, ns_error *err, const char *what);
 ns_status ns__pgw_exec(pg_writer *w, ns_error *err, const char *what, const char *sql, int n,
-                      const char *const *v);
+                       const char *const *v);
 ns_status ns__pgw_begin(pg_writer *w, ns_error *err);
 
 /* table_pg_copy.c */
-void ns__pgw_reject(ns_item *it, const char *code, const char *column, const char *msg, ns_arena *a);
+void ns__pgw_reject(ns_item *it, const char *code, const char *column, const char *msg,
+                    ns_arena *a);
 void ns__pgw_read_error(PGresult *res, copy_error *e);
 void ns__pgw_chunk_reset(pg_writer *w);
 ns_status ns__pgw_feed(ns_writer *base, ns_item *items, size_t index, ns_arena *a, ns_error *err);

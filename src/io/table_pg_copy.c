@@ -152,7 +152,8 @@ static ns_status isolate_by(pg_writer *w, ns_item *items, size_t lo, size_t hi, 
             return st;
         st = copy_range(w, lo, end, &e, err);
         if (st == NS_OK) {
-            if ((st = ns__pgw_exec(w, err, "savepoint", "RELEASE SAVEPOINT ns_rows", 0, NULL)) != NS_OK)
+            if ((st = ns__pgw_exec(w, err, "savepoint", "RELEASE SAVEPOINT ns_rows", 0, NULL)) !=
+                NS_OK)
                 return st;
             lo = end;
             continue;
@@ -166,7 +167,8 @@ static ns_status isolate_by(pg_writer *w, ns_item *items, size_t lo, size_t hi, 
             /* The server named the row: keep those before it, reject it,
              * go on after it. */
             size_t bad = lo + (size_t)e.line - 1;
-            ns__pgw_reject(&items[w->item[bad]], e.code, e.column[0] ? e.column : NULL, e.message, a);
+            ns__pgw_reject(&items[w->item[bad]], e.code, e.column[0] ? e.column : NULL, e.message,
+                           a);
             if (bad > lo && (st = isolate(w, items, lo, bad, a, err)) != NS_OK)
                 return st;
             lo = bad + 1;
@@ -174,7 +176,8 @@ static ns_status isolate_by(pg_writer *w, ns_item *items, size_t lo, size_t hi, 
         }
         /* No line (foreign keys are checked after the statement): halve. */
         if (end - lo == 1) {
-            ns__pgw_reject(&items[w->item[lo]], e.code, e.column[0] ? e.column : NULL, e.message, a);
+            ns__pgw_reject(&items[w->item[lo]], e.code, e.column[0] ? e.column : NULL, e.message,
+                           a);
             lo = end;
             continue;
         }
@@ -204,10 +207,11 @@ static bool check_item(pg_writer *w, ns_item *it, ns_arena *a)
                 return false;
             }
         } else if (memchr(v->ptr, '\0', v->len)) {
-            ns__pgw_reject(it, "22021", c->name,
-                   "invalid byte sequence for encoding \"UTF8\": 0x00 (PostgreSQL text cannot "
-                   "hold NUL)",
-                   a);
+            ns__pgw_reject(
+                it, "22021", c->name,
+                "invalid byte sequence for encoding \"UTF8\": 0x00 (PostgreSQL text cannot "
+                "hold NUL)",
+                a);
             return false;
         } else if (!ns__coltype_check(&c->ct, v->ptr, v->len, &b, &code, msg, sizeof(msg))) {
             ns__pgw_reject(it, code, c->name, msg, a);
@@ -402,11 +406,13 @@ ns_status ns__pgw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a, 
         } else if (e.row_level) {
             /* The streamed COPY failed: isolate what it held, knowing the
              * row the server named. */
-            if ((st = ns__pgw_exec(w, err, "savepoint", "ROLLBACK TO SAVEPOINT ns_rows", 0, NULL)) != NS_OK)
+            if ((st = ns__pgw_exec(w, err, "savepoint", "ROLLBACK TO SAVEPOINT ns_rows", 0,
+                                   NULL)) != NS_OK)
                 goto out;
             if (e.line >= 1 && (size_t)e.line <= w->lines) {
                 size_t bad = (size_t)e.line - 1;
-                ns__pgw_reject(&items[w->item[bad]], e.code, e.column[0] ? e.column : NULL, e.message, a);
+                ns__pgw_reject(&items[w->item[bad]], e.code, e.column[0] ? e.column : NULL,
+                               e.message, a);
                 if ((st = isolate(w, items, 0, bad, a, err)) == NS_OK)
                     st = isolate(w, items, bad + 1, w->lines, a, err);
             } else {

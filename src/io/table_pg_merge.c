@@ -34,7 +34,8 @@ ns_status ns__pgw_stage(pg_writer *w, ns_error *err)
                        " SELECT NULL::bigint AS nightshift_seq, ");
     idents(&b, w, "", false);
     ns__buf_printf(&b, " FROM %s WITH NO DATA", w->qtable);
-    if ((st = ns__pgw_exec(w, err, "staging table", "DROP TABLE IF EXISTS " STAGE, 0, NULL)) != NS_OK ||
+    if ((st = ns__pgw_exec(w, err, "staging table", "DROP TABLE IF EXISTS " STAGE, 0, NULL)) !=
+            NS_OK ||
         (st = ns__pgw_exec(w, err, "staging table", ns__buf_cstr(&b), 0, NULL)) != NS_OK) {
         ns__buf_free(&b);
         return st;
@@ -128,8 +129,8 @@ static ns_status merge(pg_writer *w, ns_item *items, size_t lo, size_t hi, ns_ar
         for (int r = 0; rs == PGRES_TUPLES_OK && r < PQntuples(res); r++) {
             size_t line = (size_t)strtoull(PQgetvalue(res, r, 0), NULL, 10);
             if (line < w->lines)
-                ns__pgw_reject(&items[w->item[line]], "NS_NO_ROW", NULL, "no row of the table has this key",
-                       a);
+                ns__pgw_reject(&items[w->item[line]], "NS_NO_ROW", NULL,
+                               "no row of the table has this key", a);
         }
         PQclear(res);
         return ns__pgw_exec(w, err, "savepoint", "RELEASE SAVEPOINT ns_merge", 0, NULL);
@@ -141,7 +142,8 @@ static ns_status merge(pg_writer *w, ns_item *items, size_t lo, size_t hi, ns_ar
         return st;
     }
     PQclear(res);
-    if ((st = ns__pgw_exec(w, err, "savepoint", "ROLLBACK TO SAVEPOINT ns_merge", 0, NULL)) != NS_OK)
+    if ((st = ns__pgw_exec(w, err, "savepoint", "ROLLBACK TO SAVEPOINT ns_merge", 0, NULL)) !=
+        NS_OK)
         return st;
     if (hi - lo == 1) {
         ns__pgw_reject(&items[w->item[lo]], e.code, e.column[0] ? e.column : NULL, e.message, a);

@@ -53,7 +53,7 @@ static PGresult *run_bound(pg_writer *w, const char *stmt, size_t len, size_t no
 }
 
 static ns_status ns__pgw_exec_stmt(ns_writer *base, const char *stmt, size_t len, size_t no,
-                         const ns_sql_args *args, int64_t *changed, ns_error *err)
+                                   const ns_sql_args *args, int64_t *changed, ns_error *err)
 {
     pg_writer *w = (pg_writer *)base;
     ns_status st = ns__pgw_begin(w, err);
@@ -68,8 +68,8 @@ static ns_status ns__pgw_exec_stmt(ns_writer *base, const char *stmt, size_t len
     return NS_OK;
 }
 
-static ns_status ns__pgw_query(ns_writer *base, const char *sql, const ns_sql_args *args, ns_row_fn row,
-                          void *arg, ns_error *err)
+static ns_status ns__pgw_query(ns_writer *base, const char *sql, const ns_sql_args *args,
+                               ns_row_fn row, void *arg, ns_error *err)
 {
     pg_writer *w = (pg_writer *)base;
     PGresult *res = run_bound(w, sql, strlen(sql), 1, args, true, err);
@@ -175,7 +175,7 @@ static void pgc_close(ns_cursor *base)
 }
 
 static ns_status ns__pgw_cursor(ns_writer *base, const char *sql, const ns_sql_args *args,
-                           const char *const *key, size_t nkey, ns_cursor **out, ns_error *err)
+                                const char *const *key, size_t nkey, ns_cursor **out, ns_error *err)
 {
     pg_writer *w = (pg_writer *)base;
     ns_buf q = {0};

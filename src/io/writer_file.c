@@ -384,12 +384,18 @@ static void drop_stale_parts(fw *w)
         const char *n = e->d_name, *p = n + blen + 1;
         if (strncmp(n, base, blen) != 0 || n[blen] != '.' || *p < '0' || *p > '9')
             continue;
-        while (*p >= '0' && *p <= '9')
-            p++;
+        int64_t id = 0;
+        while (*p >= '0' && *p <= '9' && id < INT64_MAX / 10)
+            id = id * 10 + (*p++ - '0');
         if (strcmp(p, ".part") != 0)
             continue;
-        char *full = ns__asprintf("%s/%s", dir, n);
-        if (full && strcmp(full, w->part) != 0 && w->env.ours(w->env.ctx, full))
+        char *full = ns__asprintf("%s/%s", dir, n), repo[33];
+        int64_t tagged;
+        /* Ours by its tag; or untagged (a run killed between creating it
+         * and tagging it) and named for an execution of this instance. */
+        if (full && strcmp(full, w->part) != 0 &&
+            (w->env.ours(w->env.ctx, full) ||
+             (!ns__file_writer(full, repo, &tagged) && w->env.ours_execution(w->env.ctx, id))))
             unlink(full);
         free(full);
     }

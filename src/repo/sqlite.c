@@ -291,8 +291,11 @@ static ns_status sq_open(ns_repo *r, const char *url, ns_error *err)
 
     if (!q)
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-    q->path = ns__strdup(url + 7);
-    if (!q->path || !*q->path) {
+    if (!(q->path = ns__strdup(url + 7))) {
+        free(q);
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    }
+    if (!*q->path) {
         free(q->path);
         free(q);
         return ns__err(err, NS_EINVAL, NULL, "repository '%s': missing path after sqlite:", url);

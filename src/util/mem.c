@@ -83,14 +83,18 @@ void ns__arena_free(ns_arena *a)
 
 ns_status ns__buf_reserve(ns_buf *b, size_t extra)
 {
+    if (b->failed)
+        return NS_ENOMEM;
     if (b->cap - b->len > extra)
         return NS_OK;
     size_t cap = b->cap ? b->cap : 256;
     while (cap - b->len <= extra)
         cap *= 2;
     char *p = realloc(b->data, cap);
-    if (!p)
+    if (!p) {
+        b->failed = true;
         return NS_ENOMEM;
+    }
     b->data = p;
     b->cap = cap;
     return NS_OK;
@@ -145,6 +149,7 @@ void ns__buf_free(ns_buf *b)
     free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
+    b->failed = false;
 }
 
 const char *ns__buf_cstr(ns_buf *b)

@@ -13,6 +13,17 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+
+/* Test builds count allocations to fail the Nth one (fault.c). */
+#ifdef NS_TEST_HOOKS
+void *ns__t_malloc(size_t n);
+void *ns__t_calloc(size_t n, size_t size);
+void *ns__t_realloc(void *p, size_t n);
+#define malloc(n)     ns__t_malloc(n)
+#define calloc(n, s)  ns__t_calloc(n, s)
+#define realloc(p, n) ns__t_realloc(p, n)
+#endif
 
 #if defined(__GNUC__)
 #define NS_PRINTF(a, b) __attribute__((format(printf, a, b)))
@@ -89,6 +100,9 @@ void ns__arena_free(ns_arena *a);
 typedef struct ns_buf {
     char *data;
     size_t len, cap;
+    /* An allocation failed: every later append fails too, so the text is
+     * never a silently shortened one (check it where the text is used). */
+    bool failed;
 } ns_buf;
 
 ns_status ns__buf_reserve(ns_buf *b, size_t extra);

@@ -172,8 +172,15 @@ expect_err "--restart-from-beginning"
 rm "$part"
 expect_exit 1 "$NS" run cut.yaml how=cut
 expect_err "is gone, and so is $T/cut.csv"
+# A partial file without its tag (a run killed between creating and
+# tagging it) named for an execution of this instance goes with the rest;
+# one named for an execution this instance does not have stays.
+echo "untagged" > "$part"
+echo "someone's" > cut.csv.999.part
 expect_exit 0 "$NS" run cut.yaml how=cut --restart-from-beginning
 cmp -s cut.csv ref/ref.csv || fail "the output after --restart-from-beginning differs"
+assert_eq "$(cat cut.csv.999.part)" "someone's" "another's partial file"
+rm cut.csv.999.part
 ls | grep -q 'cut.csv.*part' && fail "partial files left: $(ls)"
 
 # A run that died with its output published but the step not recorded.
