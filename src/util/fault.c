@@ -117,8 +117,8 @@ static void report(void)
 
 __attribute__((constructor)) static void fault_init(void)
 {
-    static const sqlite3_mem_methods methods = {sq_malloc,   sq_free, sq_realloc, sq_size,
-                                                sq_roundup,  sq_init, sq_shutdown, NULL};
+    static const sqlite3_mem_methods methods = {sq_malloc,  sq_free, sq_realloc,  sq_size,
+                                                sq_roundup, sq_init, sq_shutdown, NULL};
     const char *v = getenv("NIGHTSHIFT_TEST_FAIL_ALLOC");
     if (!v || atol(v) <= 0)
         return;
