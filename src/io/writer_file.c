@@ -75,6 +75,7 @@ typedef struct fw {
     ns_io_env env; /* a copy: the step's services */
     const char *const *cols;
     size_t ncols;
+    size_t names_room; /* the worst case of the field names on one line */
     file_format format;
     bool header;
     char *path, *path_shown; /* where the output is published */
@@ -180,9 +181,7 @@ static void json_text(ns_buf *b, const char *p, size_t n)
  * the appends below cannot fail half-way through a line. */
 static ns_status reserve_line(fw *w, const ns_item *it)
 {
-    size_t n = 8;
-    for (size_t i = 0; i < w->ncols; i++)
-        n += 6 * strlen(w->cols[i]) + 16;
+    size_t n = w->names_room;
     for (size_t i = 0; it && i < it->nfields; i++)
         n += 6 * it->fields[i].len + 8;
     return ns__buf_reserve(&w->out, n);
@@ -576,6 +575,10 @@ static ns_status file_create(const void *pcfg, const ns_writer_args *args, ns_wr
     w->env = *env;
     w->cols = args->columns;
     w->ncols = args->ncolumns;
+    /* Computed once: every JSON line repeats the names. */
+    w->names_room = 8;
+    for (size_t i = 0; i < w->ncols; i++)
+        w->names_room += 6 * strlen(w->cols[i]) + 16;
     w->format = (file_format)c->format;
     w->header = c->header;
     if ((st = env->subst(env->ctx, c->path, "writer.file.path", true, &w->path, &w->path_shown,
