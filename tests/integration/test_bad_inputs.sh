@@ -89,7 +89,7 @@ EOY
 expect_exit 1 env SECRET_PATH="$T/hunter2/x.db" "$NS" run secret.yaml
 grep -q hunter2 "$T/err" && fail "the secret path leaked into the error: $(cat "$T/err")"
 expect_err "connection 'target' (sqlite:\${env.SECRET_PATH}): the database file does not exist"
-"$NS" show "$("$NS" list --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')" --json | grep -q hunter2 && fail "the secret leaked into the repository"
+"$NS" show "$("$NS" list --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')" --json | grep hunter2 > /dev/null && fail "the secret leaked into the repository"
 
 # Paths built from the environment: the files land where the variable says,
 # but its value appears in no message and nowhere in the repository, also
@@ -114,9 +114,9 @@ expect_exit 0 env SECRET_DIR="$T/hunter3" "$NS" run envpath.yaml
 grep -q hunter3 "$T/err" && fail "an environment value leaked into the output: $(cat "$T/err")"
 expect_err 'rejected records are in ${env.SECRET_DIR}/rejects.csv'
 for id in $("$NS" list --json | python3 -c 'import json,sys; print(" ".join(str(e["id"]) for e in json.load(sys.stdin)))'); do
-    "$NS" show "$id" --json | grep -q hunter3 && fail "an environment value was stored in the repository"
+    "$NS" show "$id" --json | grep hunter3 > /dev/null && fail "an environment value was stored in the repository"
 done
-sqlite3 "$TARGET_DB" "SELECT context FROM nightshift_checkpoint" | grep -q hunter3 &&
+sqlite3 "$TARGET_DB" "SELECT context FROM nightshift_checkpoint" | grep hunter3 > /dev/null &&
     fail "an environment value was stored in the checkpoint"
 assert_eq "$(tail -n +2 "$T/hunter3/rejects.csv" | cut -d, -f1-3)" "6,n,22P02" "rejects across the restart"
 expect_exit 1 env SECRET_DIR="$T/hunter3/missing" "$NS" run envpath.yaml --next

@@ -86,7 +86,7 @@ WRITER_EXTRA="" export_job jsonl.yaml 'ref/${params.how}.jsonl'
 expect_exit 0 "$NS" run csv.yaml how=ref
 expect_exit 0 "$NS" run jsonl.yaml how=ref
 [ -f ref/ref.csv ] && [ -f ref/ref.jsonl ] || fail "no output"
-ls ref | grep -q part && fail "a partial file was left: $(ls ref)"
+ls ref | grep part > /dev/null && fail "a partial file was left: $(ls ref)"
 python3 - "$ROWS" "$BAD_ROWS" <<'PY' || exit 1
 import csv, json, sys
 n, nbad = int(sys.argv[1]), int(sys.argv[2])
@@ -181,7 +181,7 @@ expect_exit 0 "$NS" run cut.yaml how=cut --restart-from-beginning
 cmp -s cut.csv ref/ref.csv || fail "the output after --restart-from-beginning differs"
 assert_eq "$(cat cut.csv.999.part)" "someone's" "another's partial file"
 rm cut.csv.999.part
-ls | grep -q 'cut.csv.*part' && fail "partial files left: $(ls)"
+ls | grep 'cut.csv.*part' > /dev/null && fail "partial files left: $(ls)"
 
 # A run that died with its output published but the step not recorded.
 expect_exit 97 env NIGHTSHIFT_TEST_EXIT_AFTER_FINISH=1 "$NS" run csv.yaml how=fin

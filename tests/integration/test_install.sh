@@ -21,7 +21,7 @@ warnings=$(groff -man -ww -z "$T/x/share/man/man1/nightshift.1" 2>&1)
 version=$("$T/x/bin/nightshift" -V | awk '{print $2}')
 grep -q "\"nightshift $version\"" "$T/x/share/man/man1/nightshift.1" ||
     fail "the manual page does not name version $version"
-MANPATH="$T/x/share/man" man -P cat nightshift 2>/dev/null | grep -q "EXIT STATUS" ||
+MANPATH="$T/x/share/man" man -P cat nightshift 2>/dev/null | grep "EXIT STATUS" > /dev/null ||
     fail "man nightshift does not find the installed page"
 # Every command of the program is in the manual page, and the other way round.
 for c in run restart stop abandon list show validate; do
@@ -40,6 +40,6 @@ assert_eq "$(complete_ nightshift help sh)" "show" "bash completion after help"
 if command -v zsh > /dev/null; then
     zsh -n "$T/x/share/zsh/site-functions/_nightshift" || fail "the zsh completion does not parse"
 fi
-head -1 "$T/x/share/zsh/site-functions/_nightshift" | grep -q '^#compdef nightshift' ||
+head -1 "$T/x/share/zsh/site-functions/_nightshift" | grep '^#compdef nightshift' > /dev/null ||
     fail "the zsh completion lacks #compdef"
 echo "install: command, library, manual page, completions, docs"
