@@ -58,8 +58,20 @@ ns_status ns__ckpt_decode(const char *text, ns_ckpt *c, ns_error *err)
 {
     json_error_t je;
     memset(c, 0, sizeof(*c));
-    if (!(c->root = json_loads(text ? text : "", 0, &je)))
+    if (!(c->root = json_loads(text ? text : "", 0, &je))) {
+        /* jansson reports some allocation failures as syntax errors: a text
+         * that parses on a second try was short of memory, not unreadable
+         * (told apart, no one is led to --ignore-checkpoint by a lack of
+         * memory). */
+        json_t *again = json_error_code(&je) == json_error_out_of_memory
+                            ? NULL
+                            : json_loads(text ? text : "", 0, NULL);
+        if (again || json_error_code(&je) == json_error_out_of_memory) {
+            json_decref(again);
+            return ns__err(err, NS_ENOMEM, NULL, "out of memory reading the checkpoint");
+        }
         return ns__err(err, NS_EDB, NULL, "unreadable checkpoint in the target: %s", je.text);
+    }
     if (!json_is_object(c->root)) {
         json_decref(c->root);
         c->root = NULL;

@@ -170,8 +170,15 @@ static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
      * and the repository update: bring that step execution (the latest of
      * this instance's step, the one the checkpoint names) up to it. */
     int64_t repo_chunks = -1;
-    if (state->context && ns__ckpt_decode(state->context, &rc, NULL) == NS_OK)
+    ns_status dec = state->context ? ns__ckpt_decode(state->context, &rc, err) : NS_EDB;
+    if (dec == NS_ENOMEM) {
+        st = dec;
+        goto out;
+    }
+    if (dec == NS_OK)
         repo_chunks = rc.chunks;
+    else if (err)
+        ns_error_clear(err); /* the repository's copy is advisory: the target's is the truth */
     if (!foreign && latest && repo_chunks < s->chunks &&
         (st = s->rc->repo->vt->step_reconcile(s->rc->repo, c.step_execution_id, &c.counts, ctx,
                                               err)) != NS_OK)

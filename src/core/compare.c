@@ -383,7 +383,8 @@ static void compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *s
         if ((st = ns__run_claim(&s, o.w, &key, &ctx, &foreign, err)) != NS_OK)
             goto out;
         if (ctx) {
-            ns__step_counts_done(&s, ctx);
+            if ((st = ns__step_counts_done(&s, ctx, err)) != NS_OK)
+                goto out;
             diffs = s.counts.write;
             goto done;
         }
@@ -423,7 +424,10 @@ static void compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *s
             ns__buf_printf(&ddl, "%s:c%zu", i ? ", " : "", i);
         }
         ns__buf_printf(&ddl, ")");
-        o.insert = ns__strdup(ns__buf_cstr(&ddl));
+        if (ddl.failed || !(o.insert = ns__strdup(ns__buf_cstr(&ddl)))) {
+            st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+            goto out;
+        }
     }
     if ((st = compare(&s, &args, &o, &diffs, msg, msglen, err)) != NS_OK)
         goto out;

@@ -208,7 +208,7 @@ void ns__step_end(step_run *s, ns_status st, const ns_error *e, bool started,
 ns_status ns__step_commit_done(step_run *s, ns_writer *w, const ns_ckpt_key *key, int64_t written,
                                ns_error *err);
 /* The counts a done checkpoint recorded (a restart after its commit). */
-void ns__step_counts_done(step_run *s, const char *ctx);
+ns_status ns__step_counts_done(step_run *s, const char *ctx, ns_error *err);
 /* The job's parameters for :name binding. */
 ns_sql_args ns__step_sql_args(const run_ctx *rc);
 

@@ -231,8 +231,14 @@ ns_status ns__rejects_cut(step_run *s, const ns_ckpt *ckpt, const char *repo_ctx
                        "rejects file %s",
                        named);
     }
-    const char *recorded =
-        repo_ctx && ns__ckpt_decode(repo_ctx, &r, NULL) == NS_OK ? r.rejects_path : NULL;
+    ns_status dec = repo_ctx ? ns__ckpt_decode(repo_ctx, &r, err) : NS_EDB;
+    if (dec == NS_ENOMEM) {
+        free(expected);
+        return dec;
+    }
+    if (dec != NS_OK && err)
+        ns_error_clear(err);
+    const char *recorded = dec == NS_OK ? r.rejects_path : NULL;
     if (!expected || strcmp(named, expected) != 0 || (recorded && strcmp(named, recorded) != 0)) {
         ns__run_notice(s->rc,
                        "step %s: the target's checkpoint names the rejects file %s, which is not "

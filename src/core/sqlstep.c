@@ -150,7 +150,8 @@ static void db_step(run_ctx *rc, const ns_step_def *def, db_kind kind, ns_batch_
     if ((st = ns__run_claim(&s, s.writer, &key, &ctx, &foreign, err)) != NS_OK)
         goto out;
     if (ctx) {
-        ns__step_counts_done(&s, ctx);
+        if ((st = ns__step_counts_done(&s, ctx, err)) != NS_OK)
+            goto out;
         *status = NS_BATCH_COMPLETED;
         snprintf(code, codelen, "COMPLETED");
         goto out;

@@ -202,6 +202,29 @@ ns_status ns__run_commit(step_run *s, ns_writer *w, const ns_ckpt_key *key, int6
     return NS_OK;
 }
 
+/*
+ * Whether execution `id` of this repository belongs to this run's job
+ * instance. An execution it does not have is not ours (NS_OK); a failure to
+ * read (out of memory, a dead repository) is the repository's error, so no
+ * caller takes "could not read" for "someone else's".
+ */
+static ns_status instance_of(run_ctx *rc, int64_t id, bool *ours, ns_error *err)
+{
+    ns_exec_info info = {0};
+    ns_error e = {0};
+    *ours = id == rc->launch.execution_id;
+    if (*ours)
+        return NS_OK;
+    ns_status st = rc->repo->vt->exec_info(rc->repo, id, &info, &e);
+    *ours = st == NS_OK && info.instance_id == rc->launch.instance_id;
+    ns__exec_info_free(&info);
+    if (st == NS_OK || st == NS_ENOTFOUND)
+        return NS_OK;
+    if (err)
+        *err = e;
+    return st;
+}
+
 ns_status ns__run_claim(step_run *s, ns_writer *w, const ns_ckpt_key *key, char **ctx,
                         bool *foreign, ns_error *err)
 {
@@ -214,7 +237,14 @@ ns_status ns__run_claim(step_run *s, ns_writer *w, const ns_ckpt_key *key, char 
     *foreign = false;
     if ((st = w->vt->checkpoint(w, key, &raw, err)) != NS_OK || !raw)
         return st;
-    bool readable = ns__ckpt_decode(raw, &c, NULL) == NS_OK, own = false;
+    ns_status dec = ns__ckpt_decode(raw, &c, err);
+    if (dec == NS_ENOMEM) {
+        free(raw);
+        return dec;
+    }
+    if (err)
+        ns_error_clear(err); /* unreadable: said below, as the refusal's reason */
+    bool readable = dec == NS_OK, own = false;
     where[0] = '\0';
     /* Trusted only when this repository wrote it for this very instance: an
      * execution id alone could be another repository's (both count from 1),
@@ -222,11 +252,11 @@ ns_status ns__run_claim(step_run *s, ns_writer *w, const ns_ckpt_key *key, char 
      * the row (issue 8: a stale checkpoint of another repository, claimed by
      * a run killed before its first commit, was trusted by the next run and
      * every row was skipped). */
-    if (readable && c.signed_ && strcmp(c.repository, rc->repo->id) == 0 && c.execution_id > 0) {
-        ns_exec_info info = {0};
-        if (rc->repo->vt->exec_info(rc->repo, c.execution_id, &info, NULL) == NS_OK)
-            own = info.instance_id == rc->launch.instance_id;
-        ns__exec_info_free(&info);
+    if (readable && c.signed_ && strcmp(c.repository, rc->repo->id) == 0 && c.execution_id > 0 &&
+        (st = instance_of(rc, c.execution_id, &own, err)) != NS_OK) {
+        ns__ckpt_free(&c);
+        free(raw);
+        return st;
     }
     if (readable)
         ns__ckpt_where(&c, where, sizeof(where));
@@ -362,27 +392,16 @@ static bool env_ours(void *ctx, const char *path)
     char repo[33];
     int64_t id;
     bool ours = false;
-    if (!ns__file_writer(path, repo, &id) || strcmp(repo, rc->repo->id) != 0)
-        return false;
-    if (id == rc->launch.execution_id)
-        return true;
-    ns_exec_info info = {0};
-    if (rc->repo->vt->exec_info(rc->repo, id, &info, NULL) == NS_OK)
-        ours = info.instance_id == rc->launch.instance_id;
-    ns__exec_info_free(&info);
-    return ours;
+    /* Not knowing is "not ours": the file is then kept, never replaced. */
+    return ns__file_writer(path, repo, &id) && strcmp(repo, rc->repo->id) == 0 &&
+           instance_of(rc, id, &ours, NULL) == NS_OK && ours;
 }
 
 static bool env_ours_execution(void *ctx, int64_t id)
 {
     step_run *s = ctx;
-    run_ctx *rc = s->rc;
-    ns_exec_info info = {0};
-    bool ours = id == rc->launch.execution_id;
-    if (!ours && rc->repo->vt->exec_info(rc->repo, id, &info, NULL) == NS_OK)
-        ours = info.instance_id == rc->launch.instance_id;
-    ns__exec_info_free(&info);
-    return ours;
+    bool ours = false;
+    return instance_of(s->rc, id, &ours, NULL) == NS_OK && ours;
 }
 
 ns_io_env ns__run_env(step_run *s)
@@ -507,16 +526,18 @@ ns_status ns__step_start(step_run *s, ns_step_state *state, bool *started, ns_er
 }
 
 /* The counts a done checkpoint recorded (a restart after its commit). */
-void ns__step_counts_done(step_run *s, const char *ctx)
+ns_status ns__step_counts_done(step_run *s, const char *ctx, ns_error *err)
 {
     ns_ckpt c;
-    if (ns__ckpt_decode(ctx, &c, NULL) == NS_OK) {
-        s->counts.write = c.counts.write;
-        s->counts.commit = c.counts.commit;
-    }
+    ns_status st = ns__ckpt_decode(ctx, &c, err);
+    if (st != NS_OK)
+        return st;
+    s->counts.write = c.counts.write;
+    s->counts.commit = c.counts.commit;
     ns__ckpt_free(&c);
     ns__run_notice(s->rc, "step %s: already committed in the target; recorded as completed",
                    s->def->name);
+    return NS_OK;
 }
 
 /* Ends a step: failure details, its record in the repository, the listener. */

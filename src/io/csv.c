@@ -94,7 +94,10 @@ ns_status ns__csv_open_path(const char *path, const char *name, const ns_csv_opt
 
     if (csv_new(opt, &c) != NS_OK)
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-    c->path = ns__strdup(name ? name : path);
+    if (!(c->path = ns__strdup(name ? name : path))) {
+        ns__csv_close(c);
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    }
     c->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (c->fd < 0) {
         if (errno == ENOENT)
@@ -124,7 +127,10 @@ ns_status ns__csv_open_mem(const char *data, size_t len, const ns_csv_options *o
     c->mem = data;
     c->mem_len = len;
     c->size = (int64_t)len;
-    c->path = ns__strdup("<memory>");
+    if (!(c->path = ns__strdup("<memory>"))) {
+        ns__csv_close(c);
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    }
     *out = c;
     return NS_OK;
 }

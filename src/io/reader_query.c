@@ -223,8 +223,13 @@ static ns_status q_open(ns_reader *base, const void *cfg, const ns_io_env *env, 
         }
         r->ncols = (size_t)sqlite3_column_count(r->first);
         r->names = calloc(r->ncols ? r->ncols : 1, sizeof(*r->names));
-        for (size_t i = 0; r->names && i < r->ncols; i++)
-            r->names[i] = ns__strdup(sqlite3_column_name(r->first, (int)i));
+        for (size_t i = 0; r->names && i < r->ncols; i++) {
+            const char *name = sqlite3_column_name(r->first, (int)i); /* NULL: out of memory */
+            if (!name || !(r->names[i] = ns__strdup(name))) {
+                st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+                goto out;
+            }
+        }
     } else {
         const char *const keys[] = {"dbname", "fallback_application_name", NULL};
         const char *const vals[] = {args->path, "nightshift", NULL};
@@ -254,7 +259,11 @@ static ns_status q_open(ns_reader *base, const void *cfg, const ns_io_env *env, 
         r->ncols = (size_t)PQnfields(res);
         r->names = calloc(r->ncols ? r->ncols : 1, sizeof(*r->names));
         for (size_t i = 0; r->names && i < r->ncols; i++)
-            r->names[i] = ns__strdup(PQfname(res, (int)i));
+            if (!(r->names[i] = ns__strdup(PQfname(res, (int)i)))) {
+                PQclear(res);
+                st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+                goto out;
+            }
         PQclear(res);
     }
     if (!r->names) {

@@ -183,7 +183,10 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
         }
         used[k] = i + 1;
         pcol *c = &w->cols[w->ncols++];
-        c->name = ns__strdup(PQgetvalue(res, k, 1));
+        if (!(c->name = ns__strdup(PQgetvalue(res, k, 1)))) {
+            st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+            break;
+        }
         ns__coltype_parse_pg(PQgetvalue(res, k, 2), &c->ct);
         c->notnull = PQgetvalue(res, k, 3)[0] == 't';
     }

@@ -95,8 +95,13 @@ static ns_status ns__pgw_query(ns_writer *base, const char *sql, const ns_sql_ar
                     PQclear(res);
                     continue;
                 }
-                for (int i = 0; i < n; i++)
-                    names[i] = ns__strdup(PQfname(res, i));
+                for (int i = 0; i < n && st == NS_OK; i++)
+                    if (!(names[i] = ns__strdup(PQfname(res, i))))
+                        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+                if (st != NS_OK) {
+                    PQclear(res);
+                    continue;
+                }
                 header = true;
                 more = row(arg, (size_t)n, names, NULL);
             }
@@ -203,7 +208,11 @@ static ns_status ns__pgw_cursor(ns_writer *base, const char *sql, const ns_sql_a
     }
     c->base = (ns_cursor){n, (const char *const *)c->names, pgc_next, pgc_close};
     for (size_t i = 0; i < n; i++)
-        c->names[i] = ns__strdup(PQfname(res, (int)i));
+        if (!(c->names[i] = ns__strdup(PQfname(res, (int)i)))) {
+            PQclear(res);
+            st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+            goto out;
+        }
     q.len = 0;
     ns__buf_printf(&q, "SELECT * FROM (%s) AS ns_q ORDER BY ", sql);
     for (size_t k = 0; k < nkey; k++) {

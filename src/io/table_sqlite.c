@@ -55,8 +55,9 @@ typedef struct sqlite_writer {
 
 static ns_status db_fail(sqlite_writer *w, ns_error *err, const char *what)
 {
-    return ns__err(err, NS_EDB, sqlite3_errstr(sqlite3_extended_errcode(w->db)), "%s: %s: %s",
-                   w->where, what, sqlite3_errmsg(w->db));
+    return ns__err(err, sqlite3_errcode(w->db) == SQLITE_NOMEM ? NS_ENOMEM : NS_EDB,
+                   sqlite3_errstr(sqlite3_extended_errcode(w->db)), "%s: %s: %s", w->where, what,
+                   sqlite3_errmsg(w->db));
 }
 
 static ns_status exec(sqlite_writer *w, const char *sql, ns_error *err)
@@ -93,19 +94,35 @@ static ns_status read_table(sqlite_writer *w, tinfo **out, size_t *n, ns_error *
                            -1, &st, NULL) != SQLITE_OK)
         return db_fail(w, err, "read table definition");
     sqlite3_bind_text(st, 1, w->table, -1, SQLITE_STATIC);
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    /* A definition read in part (out of memory) would be a table without
+     * some of its columns: the step fails instead. */
+    int rc;
+    bool oom = false;
+    while (!oom && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         tinfo *p = realloc(t, (cnt + 1) * sizeof(*t));
-        if (!p)
+        if (!p) {
+            oom = true;
             break;
+        }
         t = p;
         p = &t[cnt++];
-        p->name = ns__strdup((const char *)sqlite3_column_text(st, 0));
-        const unsigned char *ty = sqlite3_column_text(st, 1);
+        const unsigned char *name = sqlite3_column_text(st, 0), *ty = sqlite3_column_text(st, 1);
+        p->name = name ? ns__strdup((const char *)name) : NULL;
         p->type = ns__strdup(ty ? (const char *)ty : "");
+        oom = !p->name || !p->type ||
+              (!ty && sqlite3_column_type(st, 1) != SQLITE_NULL); /* "" is not NULL */
         p->notnull = sqlite3_column_int(st, 2) != 0;
         p->has_default = sqlite3_column_int(st, 3) != 0;
         p->pk = sqlite3_column_int(st, 4);
         p->generated = sqlite3_column_int(st, 5) >= 2;
+    }
+    if (oom || rc != SQLITE_DONE) {
+        ns_status s = oom ? ns__err(err, NS_ENOMEM, NULL, "%s: out of memory reading table %s",
+                                    w->where, w->table)
+                          : db_fail(w, err, "read table definition");
+        sqlite3_finalize(st);
+        free_tinfo(t, cnt);
+        return s;
     }
     sqlite3_finalize(st);
     if (cnt == 0) {
@@ -287,7 +304,10 @@ static ns_status sw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
         }
         used[k] = i + 1;
         tcol *c = &w->cols[w->ncols++];
-        c->name = ns__strdup(t[k].name);
+        if (!(c->name = ns__strdup(t[k].name))) {
+            st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+            break;
+        }
         ns__coltype_parse(t[k].type, &c->ct);
         c->notnull = t[k].notnull;
         c->rowid_alias = t[k].pk == 1 && npk == 1 && strcasecmp(t[k].type, "INTEGER") == 0;
@@ -522,9 +542,12 @@ static ns_status sw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a
             sqlite3_reset(ins);
             continue;
         }
-        st = ns__err(err, NS_EDB, sqlite3_errstr(sqlite3_extended_errcode(w->db)),
+        /* step's own answer: errcode may already be another call's */
+        st = ns__err(err, rc == SQLITE_NOMEM ? NS_ENOMEM : NS_EDB,
+                     sqlite3_errstr(sqlite3_extended_errcode(w->db)),
                      "%s: writing the record of line %lld into %s: %s", w->where,
-                     (long long)it->line, w->table, sqlite3_errmsg(w->db));
+                     (long long)it->line, w->table,
+                     sqlite3_errcode(w->db) == rc ? sqlite3_errmsg(w->db) : sqlite3_errstr(rc));
         sqlite3_reset(ins);
         return st;
     }

@@ -657,8 +657,12 @@ static ns_status pg_exec_info(ns_repo *r, int64_t id, ns_exec_info *out, ns_erro
         return NS_EDB;
     }
     int n = PQntuples(res);
-    info.params = calloc((size_t)n + 1, sizeof(*info.params));
-    for (int i = 0; info.params && i < n; i++) {
+    if (!(info.params = calloc((size_t)n + 1, sizeof(*info.params)))) {
+        PQclear(res);
+        ns__exec_info_free(&info);
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    }
+    for (int i = 0; i < n; i++) {
         ns_param_val *v = &info.params[info.nparams++];
         v->name = ns__strdup(PQgetvalue(res, i, 0));
         v->type = ns__strdup(PQgetvalue(res, i, 1));
@@ -666,8 +670,10 @@ static ns_status pg_exec_info(ns_repo *r, int64_t id, ns_exec_info *out, ns_erro
         v->identifying = PQgetvalue(res, i, 3)[0] == 't';
     }
     PQclear(res);
-    *out = info;
-    return NS_OK;
+    ns_status s = ns__exec_info_copied(&info, err);
+    if (s == NS_OK)
+        *out = info;
+    return s;
 }
 
 static ns_status pg_exec_status(ns_repo *r, int64_t id, ns_batch_status status,
@@ -731,8 +737,10 @@ static ns_status pg_step_state(ns_repo *r, int64_t instance, const char *step, n
     if (PQntuples(res) == 1) {
         out->last_id = get_i64(res, 0, 0);
         out->completed = strcmp(PQgetvalue(res, 0, 1), "COMPLETED") == 0;
-        if (!PQgetisnull(res, 0, 2))
-            out->context = ns__strdup(PQgetvalue(res, 0, 2));
+        if (!PQgetisnull(res, 0, 2) && !(out->context = ns__strdup(PQgetvalue(res, 0, 2)))) {
+            PQclear(res);
+            return ns__err(err, NS_ENOMEM, NULL, "out of memory reading step %s", step);
+        }
         snprintf(out->exit_code, sizeof(out->exit_code), "%s", PQgetvalue(res, 0, 3));
     }
     PQclear(res);

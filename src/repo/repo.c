@@ -260,6 +260,19 @@ void ns__exec_info_free(ns_exec_info *info)
     memset(info, 0, sizeof(*info));
 }
 
+ns_status ns__exec_info_copied(ns_exec_info *info, ns_error *err)
+{
+    long long id = (long long)info->id;
+    bool ok = info->job_name && info->job_path && info->workdir;
+    for (size_t i = 0; ok && i < info->nparams; i++)
+        ok = info->params[i].name && info->params[i].type && info->params[i].value;
+    if (ok)
+        return NS_OK;
+    ns__exec_info_free(info);
+    return ns__err(err, NS_ENOMEM, NULL, "out of memory reading execution %lld from the repository",
+                   id);
+}
+
 /* ------------------------------------------------------------- JSON */
 
 static json_t *jstr(const char *s)

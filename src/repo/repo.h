@@ -81,6 +81,9 @@ typedef struct ns_exec_info {
     size_t nparams;
 } ns_exec_info;
 void ns__exec_info_free(ns_exec_info *info);
+/* NS_OK when every text of a read execution was copied; otherwise frees it and
+ * returns NS_ENOMEM (a backend copies with ns__strdup and checks once). */
+ns_status ns__exec_info_copied(ns_exec_info *info, ns_error *err);
 
 /* Where a step of an instance stands before it runs. */
 typedef struct ns_step_state {

@@ -108,20 +108,32 @@ static const char *const migrations[] = {
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
+/* SQLite's out-of-memory is ours too (exit status 1, not a database error). */
+static ns_status db_code(sqlite3 *db)
+{
+    return sqlite3_errcode(db) == SQLITE_NOMEM ? NS_ENOMEM : NS_EDB;
+}
+
 static ns_status db_err(sqlite3 *db, ns_error *err, const char *what)
 {
-    return ns__err(err, NS_EDB, sqlite3_errstr(sqlite3_extended_errcode(db)), "repository: %s: %s",
-                   what, sqlite3_errmsg(db));
+    return ns__err(err, db_code(db), sqlite3_errstr(sqlite3_extended_errcode(db)),
+                   "repository: %s: %s", what, sqlite3_errmsg(db));
+}
+
+/* The status of a failure already described in err (by prep or db_err). */
+static ns_status failed(const ns_error *err)
+{
+    return err && err->code != NS_OK ? err->code : NS_EDB;
 }
 
 static ns_status exec_sql(sqlite3 *db, const char *sql, ns_error *err)
 {
     char *msg = NULL;
     if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        ns__err(err, NS_EDB, sqlite3_errstr(sqlite3_extended_errcode(db)), "repository: %s",
-                msg ? msg : sqlite3_errmsg(db));
+        ns_status s = ns__err(err, db_code(db), sqlite3_errstr(sqlite3_extended_errcode(db)),
+                              "repository: %s", msg ? msg : sqlite3_errmsg(db));
         sqlite3_free(msg);
-        return NS_EDB;
+        return s;
     }
     return NS_OK;
 }
@@ -146,18 +158,24 @@ static sqlite3_stmt *prep(sqlite3 *db, ns_error *err, const char *sql, const cha
         return NULL;
     }
     va_start(ap, fmt);
-    for (int i = 1; fmt && *fmt; fmt++, i++) {
+    int rc = SQLITE_OK;
+    for (int i = 1; rc == SQLITE_OK && fmt && *fmt; fmt++, i++) {
         if (*fmt == 'i') {
-            sqlite3_bind_int64(st, i, va_arg(ap, int64_t));
+            rc = sqlite3_bind_int64(st, i, va_arg(ap, int64_t));
         } else if (*fmt == 'd') {
-            sqlite3_bind_double(st, i, va_arg(ap, double));
+            rc = sqlite3_bind_double(st, i, va_arg(ap, double));
         } else {
             const char *s = va_arg(ap, const char *);
-            if (s)
-                sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT);
+            if (s) /* a copy: can fail for want of memory */
+                rc = sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT);
         }
     }
     va_end(ap);
+    if (rc != SQLITE_OK) {
+        db_err(db, err, "bind");
+        sqlite3_finalize(st);
+        return NULL;
+    }
     return st;
 }
 
@@ -165,7 +183,7 @@ static sqlite3_stmt *prep(sqlite3 *db, ns_error *err, const char *sql, const cha
 static ns_status run(sqlite3 *db, sqlite3_stmt *st, ns_error *err, const char *what)
 {
     if (!st)
-        return NS_EDB;
+        return failed(err);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW)
@@ -173,10 +191,41 @@ static ns_status run(sqlite3 *db, sqlite3_stmt *st, ns_error *err, const char *w
     return NS_OK;
 }
 
-static const char *col_text(sqlite3_stmt *st, int i)
+/*
+ * Reading a row. sqlite3_step's answer is a row, the end, or an error (out of
+ * memory included) that must not read as "no such row"; a column's text is
+ * converted on demand and comes back NULL when that conversion finds no
+ * memory: *oom records it, so no caller acts on an empty value it never had.
+ */
+static ns_status next_row(sqlite3 *db, sqlite3_stmt *st, bool *row, ns_error *err, const char *what)
 {
+    int rc = sqlite3_step(st);
+    *row = rc == SQLITE_ROW;
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? NS_OK : db_err(db, err, what);
+}
+
+/* Column i as text, "" for SQL NULL. */
+static const char *col_text(sqlite3_stmt *st, int i, bool *oom)
+{
+    int type = sqlite3_column_type(st, i);
     const unsigned char *t = sqlite3_column_text(st, i);
+    if (!t && type != SQLITE_NULL && type != SQLITE_BLOB)
+        *oom = true;
     return t ? (const char *)t : "";
+}
+
+/* A copy of column i's text (see col_text); NULL sets *oom. */
+static char *col_dup(sqlite3_stmt *st, int i, bool *oom)
+{
+    char *d = ns__strdup(col_text(st, i, oom));
+    if (!d)
+        *oom = true;
+    return d;
+}
+
+static ns_status oom_reading(ns_error *err, const char *what)
+{
+    return ns__err(err, NS_ENOMEM, NULL, "repository: out of memory reading %s", what);
 }
 
 static ns_status migrate(sqlite3 *db, ns_error *err)
@@ -189,11 +238,14 @@ static ns_status migrate(sqlite3 *db, ns_error *err)
         return s;
     if ((s = exec_sql(db, "CREATE TABLE IF NOT EXISTS ns_schema (version INTEGER NOT NULL)", err)))
         goto out;
+    bool have;
     if (!(st = prep(db, err, "SELECT version FROM ns_schema", NULL))) {
-        s = NS_EDB;
+        s = failed(err);
         goto out;
     }
-    if (sqlite3_step(st) == SQLITE_ROW)
+    if ((s = next_row(db, st, &have, err, "read the schema version")) != NS_OK)
+        goto out;
+    if (have)
         version = sqlite3_column_int(st, 0);
     else if ((s = exec_sql(db, "INSERT INTO ns_schema VALUES (0)", err)) != NS_OK)
         goto out;
@@ -276,11 +328,14 @@ static ns_status sq_open_readonly(ns_repo *r, sq *q, ns_error *err)
     if (version > SCHEMA_VERSION)
         return ns__repo_too_new(err, version, SCHEMA_VERSION);
     sqlite3_stmt *st = NULL;
+    bool oom = false;
     if (version >= 2 &&
         sqlite3_prepare_v2(q->db, "SELECT id FROM ns_repository", -1, &st, NULL) == SQLITE_OK &&
         sqlite3_step(st) == SQLITE_ROW)
-        snprintf(r->id, sizeof(r->id), "%s", col_text(st, 0));
+        snprintf(r->id, sizeof(r->id), "%s", col_text(st, 0, &oom));
     sqlite3_finalize(st);
+    if (sqlite3_errcode(q->db) == SQLITE_NOMEM || oom)
+        return oom_reading(err, "its identity");
     return NS_OK;
 }
 
@@ -325,14 +380,24 @@ static ns_status sq_open(ns_repo *r, const char *url, ns_error *err)
     if ((s = migrate(q->db, err)) != NS_OK)
         goto fail;
     sqlite3_stmt *st = prep(q->db, err, "SELECT id FROM ns_repository", NULL);
-    if (!st || sqlite3_step(st) != SQLITE_ROW) {
+    bool have = false, oom = false;
+    if (!st || (s = next_row(q->db, st, &have, err, "read its identity")) != NS_OK) {
+        sqlite3_finalize(st);
+        s = failed(err);
+        goto fail;
+    }
+    if (!have) {
         sqlite3_finalize(st);
         s = ns__err(err, NS_EDB, NULL, "repository %s: it has no identity (ns_repository)",
                     q->path);
         goto fail;
     }
-    snprintf(r->id, sizeof(r->id), "%s", col_text(st, 0));
+    snprintf(r->id, sizeof(r->id), "%s", col_text(st, 0, &oom));
     sqlite3_finalize(st);
+    if (oom) {
+        s = oom_reading(err, "its identity");
+        goto fail;
+    }
     r->impl = q;
     return NS_OK;
 fail:
@@ -373,22 +438,20 @@ static ns_status last_exec(sqlite3 *db, int64_t instance, ns_last_exec *le, bool
                             " WHERE instance_id = ? ORDER BY id DESC LIMIT 1",
                             "i", instance);
     if (!st)
-        return NS_EDB;
-    int rc = sqlite3_step(st);
-    *have = rc == SQLITE_ROW;
-    if (*have) {
+        return failed(err);
+    bool oom = false;
+    ns_status s = next_row(db, st, have, err, "read last execution");
+    if (s == NS_OK && *have) {
         le->id = sqlite3_column_int64(st, 0);
-        le->status = ns_batch_status_parse(col_text(st, 1));
-        snprintf(le->host, sizeof(le->host), "%s", col_text(st, 2));
+        le->status = ns_batch_status_parse(col_text(st, 1, &oom));
+        snprintf(le->host, sizeof(le->host), "%s", col_text(st, 2, &oom));
         le->pid = sqlite3_column_int64(st, 3);
-        if (!ns__parse_iso(col_text(st, 4), &le->heartbeat))
+        if (!ns__parse_iso(col_text(st, 4, &oom), &le->heartbeat))
             le->heartbeat = 0;
         le->process_start = sqlite3_column_int64(st, 5);
     }
     sqlite3_finalize(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return db_err(db, err, "read last execution");
-    return NS_OK;
+    return s == NS_OK && oom ? oom_reading(err, "the last execution") : s;
 }
 
 /* Marks a dead execution and its running steps FAILED. */
@@ -551,17 +614,21 @@ static ns_status sq_exec_info(ns_repo *r, int64_t id, ns_exec_info *out, ns_erro
               " WHERE e.id = ?",
               "i", id);
     if (!st)
-        return NS_EDB;
-    if (sqlite3_step(st) != SQLITE_ROW) {
+        return failed(err);
+    bool have, oom = false;
+    ns_status s = next_row(db, st, &have, err, "read execution");
+    if (s != NS_OK || !have) {
         sqlite3_finalize(st);
-        return ns__err(err, NS_ENOTFOUND, NULL, "no execution %lld in %s", (long long)id, r->url);
+        return s != NS_OK ? s
+                          : ns__err(err, NS_ENOTFOUND, NULL, "no execution %lld in %s",
+                                    (long long)id, r->url);
     }
     info.id = id;
     info.instance_id = sqlite3_column_int64(st, 1);
-    info.status = ns_batch_status_parse(col_text(st, 2));
-    info.job_name = ns__strdup(col_text(st, 3));
-    info.job_path = ns__strdup(col_text(st, 4));
-    info.workdir = ns__strdup(col_text(st, 5));
+    info.status = ns_batch_status_parse(col_text(st, 2, &oom));
+    info.job_name = col_dup(st, 3, &oom);
+    info.job_path = col_dup(st, 4, &oom);
+    info.workdir = col_dup(st, 5, &oom);
     sqlite3_finalize(st);
     st = prep(db, err,
               "SELECT name, type, value, identifying FROM ns_job_param WHERE execution_id = ?"
@@ -569,20 +636,26 @@ static ns_status sq_exec_info(ns_repo *r, int64_t id, ns_exec_info *out, ns_erro
               "i", id);
     if (!st) {
         ns__exec_info_free(&info);
-        return NS_EDB;
+        return failed(err);
     }
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    while (!oom && (s = next_row(db, st, &have, err, "read parameters")) == NS_OK && have) {
         ns_param_val *p = realloc(info.params, (info.nparams + 1) * sizeof(*p));
-        if (!p)
+        if (!p) {
+            oom = true;
             break;
+        }
         info.params = p;
         p = &info.params[info.nparams++];
-        p->name = ns__strdup(col_text(st, 0));
-        p->type = ns__strdup(col_text(st, 1));
-        p->value = ns__strdup(col_text(st, 2));
+        p->name = col_dup(st, 0, &oom);
+        p->type = col_dup(st, 1, &oom);
+        p->value = col_dup(st, 2, &oom);
         p->identifying = sqlite3_column_int(st, 3) != 0;
     }
     sqlite3_finalize(st);
+    if (s != NS_OK || oom) {
+        ns__exec_info_free(&info);
+        return s != NS_OK ? s : oom_reading(err, "an execution");
+    }
     *out = info;
     return NS_OK;
 }
@@ -601,10 +674,14 @@ static ns_status sq_exec_status(ns_repo *r, int64_t id, ns_batch_status status,
         sqlite3_stmt *st =
             prep(db, err, "SELECT version FROM ns_job_execution WHERE id = ?", "i", id);
         if (!st)
-            return NS_EDB;
-        if (sqlite3_step(st) != SQLITE_ROW) {
+            return failed(err);
+        bool have;
+        ns_status s = next_row(db, st, &have, err, "read execution");
+        if (s != NS_OK || !have) {
             sqlite3_finalize(st);
-            return ns__err(err, NS_ENOTFOUND, NULL, "no execution %lld", (long long)id);
+            return s != NS_OK
+                       ? s
+                       : ns__err(err, NS_ENOTFOUND, NULL, "no execution %lld", (long long)id);
         }
         int64_t version = sqlite3_column_int64(st, 0);
         sqlite3_finalize(st);
@@ -614,11 +691,11 @@ static ns_status sq_exec_status(ns_repo *r, int64_t id, ns_batch_status status,
                                 : "UPDATE ns_job_execution SET status = ?, exit_code = ?,"
                                   " exit_message = ?, started_at = ?, last_updated = ?,"
                                   " version = version + 1 WHERE id = ? AND version = ?";
-        ns_status s = run(db,
-                          prep(db, err, sql, "sssssii", ns_batch_status_name(status),
-                               exit_code ? exit_code : ns_batch_status_name(status),
-                               message ? message : "", now, now, id, version),
-                          err, "update execution");
+        s = run(db,
+                prep(db, err, sql, "sssssii", ns_batch_status_name(status),
+                     exit_code ? exit_code : ns_batch_status_name(status), message ? message : "",
+                     now, now, id, version),
+                err, "update execution");
         if (s != NS_OK)
             return s;
         if (sqlite3_changes(db) == 1)
@@ -639,16 +716,23 @@ static ns_status sq_step_state(ns_repo *r, int64_t instance, const char *step, n
                             "is", instance, step);
     memset(out, 0, sizeof(*out));
     if (!st)
-        return NS_EDB;
-    if (sqlite3_step(st) == SQLITE_ROW) {
+        return failed(err);
+    bool have, oom = false;
+    ns_status s = next_row(db, st, &have, err, "read step");
+    if (s == NS_OK && have) {
         out->last_id = sqlite3_column_int64(st, 0);
-        out->completed = strcmp(col_text(st, 1), "COMPLETED") == 0;
+        out->completed = strcmp(col_text(st, 1, &oom), "COMPLETED") == 0;
         if (sqlite3_column_type(st, 2) != SQLITE_NULL)
-            out->context = ns__strdup(col_text(st, 2));
-        snprintf(out->exit_code, sizeof(out->exit_code), "%s", col_text(st, 3));
+            out->context = col_dup(st, 2, &oom);
+        snprintf(out->exit_code, sizeof(out->exit_code), "%s", col_text(st, 3, &oom));
     }
     sqlite3_finalize(st);
-    return NS_OK;
+    if (s == NS_OK && oom) {
+        free(out->context);
+        memset(out, 0, sizeof(*out));
+        return oom_reading(err, "a step");
+    }
+    return s;
 }
 
 static ns_status sq_step_begin(ns_repo *r, int64_t execution_id, const char *step, ns_step_exec *se,
@@ -729,13 +813,15 @@ static ns_status sq_step_update(ns_repo *r, ns_step_exec *se, bool *stop, ns_err
                             " WHERE id = ? RETURNING stop_requested",
                             "ssi", now, now, se->execution_id);
     if (!st) {
-        s = NS_EDB;
+        s = failed(err);
         goto out;
     }
-    if (sqlite3_step(st) == SQLITE_ROW)
+    bool have;
+    s = next_row(db, st, &have, err, "heartbeat");
+    if (s == NS_OK && have)
         *stop = sqlite3_column_int(st, 0) != 0;
     sqlite3_finalize(st);
-    if (own)
+    if (s == NS_OK && own)
         s = exec_sql(db, "COMMIT", err);
 out:
     if (s != NS_OK && own)
@@ -757,15 +843,34 @@ static ns_status sq_step_reconcile(ns_repo *r, int64_t id, const ns_counts *c, c
     sqlite3 *db = DB(r);
     sqlite3_stmt *st = prep(db, err, "SELECT version FROM ns_step_execution WHERE id = ?", "i", id);
     if (!st)
-        return NS_EDB;
-    if (sqlite3_step(st) != SQLITE_ROW) {
+        return failed(err);
+    bool have;
+    ns_status s = next_row(db, st, &have, err, "read step");
+    if (s != NS_OK || !have) {
         sqlite3_finalize(st);
-        return NS_OK; /* recorded in another repository: nothing to reconcile */
+        return s; /* not here: recorded in another repository, nothing to reconcile */
     }
     ns_step_exec se = {
         .id = id, .version = sqlite3_column_int64(st, 0), .counts = *c, .context = context};
     sqlite3_finalize(st);
     return save_step(db, &se, NULL, NULL, NULL, err);
+}
+
+/* The status of execution id (why an update of it changed nothing). */
+static ns_status status_of(ns_repo *r, int64_t id, char *out, size_t n, ns_error *err)
+{
+    sqlite3 *db = DB(r);
+    sqlite3_stmt *st = prep(db, err, "SELECT status FROM ns_job_execution WHERE id = ?", "i", id);
+    if (!st)
+        return failed(err);
+    bool have, oom = false;
+    ns_status s = next_row(db, st, &have, err, "read execution");
+    if (s == NS_OK && have)
+        snprintf(out, n, "%s", col_text(st, 0, &oom));
+    sqlite3_finalize(st);
+    if (s == NS_OK && !have)
+        s = ns__err(err, NS_ENOTFOUND, NULL, "no execution %lld in %s", (long long)id, r->url);
+    return s == NS_OK && oom ? oom_reading(err, "an execution") : s;
 }
 
 static ns_status sq_request_stop(ns_repo *r, int64_t id, ns_error *err)
@@ -783,16 +888,11 @@ static ns_status sq_request_stop(ns_repo *r, int64_t id, ns_error *err)
                       err, "request stop");
     if (s != NS_OK || sqlite3_changes(db) == 1)
         return s;
-    sqlite3_stmt *st = prep(db, err, "SELECT status FROM ns_job_execution WHERE id = ?", "i", id);
-    if (!st)
-        return NS_EDB;
-    if (sqlite3_step(st) != SQLITE_ROW)
-        s = ns__err(err, NS_ENOTFOUND, NULL, "no execution %lld in %s", (long long)id, r->url);
-    else
-        s = ns__err(err, NS_EREFUSED, NULL, "execution %lld is not running (status %s)",
-                    (long long)id, col_text(st, 0));
-    sqlite3_finalize(st);
-    return s;
+    char status[40];
+    if ((s = status_of(r, id, status, sizeof(status), err)) != NS_OK)
+        return s;
+    return ns__err(err, NS_EREFUSED, NULL, "execution %lld is not running (status %s)",
+                   (long long)id, status);
 }
 
 static ns_status sq_abandon(ns_repo *r, int64_t id, ns_error *err)
@@ -811,28 +911,23 @@ static ns_status sq_abandon(ns_repo *r, int64_t id, ns_error *err)
                       err, "abandon");
     if (s != NS_OK || sqlite3_changes(db) == 1)
         return s;
-    sqlite3_stmt *st = prep(db, err, "SELECT status FROM ns_job_execution WHERE id = ?", "i", id);
-    if (!st)
-        return NS_EDB;
-    if (sqlite3_step(st) != SQLITE_ROW)
-        s = ns__err(err, NS_ENOTFOUND, NULL, "no execution %lld in %s", (long long)id, r->url);
-    else
-        s = ns__err(err, NS_EREFUSED, NULL,
-                    "execution %lld is %s; only STOPPED or FAILED executions can be abandoned",
-                    (long long)id, col_text(st, 0));
-    sqlite3_finalize(st);
-    return s;
+    char status[40];
+    if ((s = status_of(r, id, status, sizeof(status), err)) != NS_OK)
+        return s;
+    return ns__err(err, NS_EREFUSED, NULL,
+                   "execution %lld is %s; only STOPPED or FAILED executions can be abandoned",
+                   (long long)id, status);
 }
 
 /* ------------------------------------------------------------- JSON */
 
-/* Row i of a statement as text columns, NULL for SQL NULL. */
-static void row(sqlite3_stmt *st, const char **cols, int n)
+/* The row as text columns, NULL for SQL NULL; false when out of memory. */
+static bool row(sqlite3_stmt *st, const char **cols, int n)
 {
+    bool oom = false;
     for (int i = 0; i < n; i++)
-        cols[i] = sqlite3_column_type(st, i) == SQLITE_NULL
-                      ? NULL
-                      : (const char *)sqlite3_column_text(st, i);
+        cols[i] = sqlite3_column_type(st, i) == SQLITE_NULL ? NULL : col_text(st, i, &oom);
+    return !oom;
 }
 
 #define EXEC_COLUMNS                                                                               \
@@ -841,20 +936,31 @@ static void row(sqlite3_stmt *st, const char **cols, int n)
     " e.workdir, e.heartbeat, e.process_start,"                                                    \
     " (SELECT min(r.id) FROM ns_job_execution r WHERE r.restart_of = e.id)"
 
-static json_t *exec_json(const ns_repo *r, sqlite3 *db, sqlite3_stmt *st)
+/* An execution and its parameters; NULL with err set on failure. */
+static json_t *exec_json(const ns_repo *r, sqlite3 *db, sqlite3_stmt *st, ns_error *err)
 {
     const char *c[NS_MAX_NCOLS];
-    row(st, c, NS_EXEC_NCOLS);
+    bool have;
+    if (!row(st, c, NS_EXEC_NCOLS)) {
+        oom_reading(err, "an execution");
+        return NULL;
+    }
     json_t *o = ns__json_exec(r, c);
-    sqlite3_stmt *p = prep(db, NULL,
+    sqlite3_stmt *p = prep(db, err,
                            "SELECT name, type, value, identifying FROM ns_job_param"
                            " WHERE execution_id = ? ORDER BY name",
                            "i", sqlite3_column_int64(st, 0));
-    while (p && sqlite3_step(p) == SQLITE_ROW) {
-        row(p, c, NS_PARAM_NCOLS);
-        ns__json_exec_param(o, c);
-    }
+    ns_status s = p ? NS_OK : failed(err);
+    while (s == NS_OK && (s = next_row(db, p, &have, err, "read parameters")) == NS_OK && have)
+        if (row(p, c, NS_PARAM_NCOLS))
+            ns__json_exec_param(o, c);
+        else
+            s = oom_reading(err, "parameters");
     sqlite3_finalize(p);
+    if (s != NS_OK) {
+        json_decref(o);
+        return NULL;
+    }
     return o;
 }
 
@@ -866,13 +972,19 @@ static ns_status sq_show_json(ns_repo *r, int64_t id, char **out, ns_error *err)
                             " JOIN ns_job_instance i ON i.id = e.instance_id WHERE e.id = ?",
                             "i", id);
     if (!st)
-        return NS_EDB;
-    if (sqlite3_step(st) != SQLITE_ROW) {
+        return failed(err);
+    bool have;
+    ns_status s = next_row(db, st, &have, err, "read execution");
+    if (s != NS_OK || !have) {
         sqlite3_finalize(st);
-        return ns__err(err, NS_ENOTFOUND, NULL, "no execution %lld in %s", (long long)id, r->url);
+        return s != NS_OK ? s
+                          : ns__err(err, NS_ENOTFOUND, NULL, "no execution %lld in %s",
+                                    (long long)id, r->url);
     }
-    json_t *o = exec_json(r, db, st);
+    json_t *o = exec_json(r, db, st, err);
     sqlite3_finalize(st);
+    if (!o)
+        return failed(err);
 
     json_t *steps = json_array();
     const char *c[NS_MAX_NCOLS];
@@ -884,12 +996,18 @@ static ns_status sq_show_json(ns_repo *r, int64_t id, char **out, ns_error *err)
               " LEFT JOIN ns_execution_context c ON c.step_execution_id = s.id"
               " WHERE s.execution_id = ? ORDER BY s.id",
               "i", id);
-    while (st && sqlite3_step(st) == SQLITE_ROW) {
-        row(st, c, NS_STEP_NCOLS);
-        json_array_append_new(steps, ns__json_step(c));
-    }
+    s = st ? NS_OK : failed(err);
+    while (s == NS_OK && (s = next_row(db, st, &have, err, "read steps")) == NS_OK && have)
+        if (row(st, c, NS_STEP_NCOLS))
+            json_array_append_new(steps, ns__json_step(c));
+        else
+            s = oom_reading(err, "steps");
     sqlite3_finalize(st);
     json_object_set_new(o, "steps", steps);
+    if (s != NS_OK) {
+        json_decref(o);
+        return s;
+    }
     return ns__json_dump(o, out, err);
 }
 
@@ -905,11 +1023,23 @@ static ns_status sq_list_json(ns_repo *r, const char *job, const char *status, i
                             " ORDER BY e.id DESC LIMIT ?3",
                             "ssi", job, status, (int64_t)limit);
     if (!st)
-        return NS_EDB;
+        return failed(err);
     json_t *a = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW)
-        json_array_append_new(a, exec_json(r, db, st));
+    bool have;
+    ns_status s;
+    while ((s = next_row(db, st, &have, err, "read executions")) == NS_OK && have) {
+        json_t *e = exec_json(r, db, st, err);
+        if (!e) {
+            s = failed(err);
+            break;
+        }
+        json_array_append_new(a, e);
+    }
     sqlite3_finalize(st);
+    if (s != NS_OK) {
+        json_decref(a);
+        return s;
+    }
     return ns__json_dump(a, out, err);
 }
 
