@@ -33,32 +33,33 @@ WRITER_BAD=$(python3 -c "print(sum(1 for i in range(1, $ROWS + 1) if i % 250 and
 READER_BAD=$((ROWS / 250))
 
 # ------------------------------------------------------------ fixtures
-# fixture_NAME setup | writer | readback: the target made empty, the job
+# fixture NAME setup | writer | readback: the target made empty, the job
 # file's writer section, the ids the target holds (one per line, sorted).
-table_setup() {
-    db_sql "$TARGET_URL" "DROP TABLE IF EXISTS k"
-    db_sql "$TARGET_URL" "DROP TABLE IF EXISTS nightshift_checkpoint"
-    db_sql "$TARGET_URL" "CREATE TABLE k (id INTEGER NOT NULL, v TEXT CHECK (v NOT LIKE 'bad%'))"
-}
-fixture_table_sqlite() {
-    export TARGET_URL="sqlite:$T/target.db"
+# table_sqlite and table_pg write table k of their database; file_csv and
+# file_jsonl write exp/c.csv and exp/c.jsonl.
+fixture() {
     case $1 in
-    setup) table_setup ;;
-    writer) echo "table: {connection: target, name: k}" ;;
-    readback) db_sql "$TARGET_URL" "SELECT id FROM k ORDER BY id" ;;
-    esac
-}
-fixture_table_pg() {
-    export TARGET_URL=$PG_TARGET
-    case $1 in
-    setup) table_setup ;;
-    writer) echo "table: {connection: target, name: k}" ;;
-    readback) db_sql "$TARGET_URL" "SELECT id FROM k ORDER BY id" ;;
-    esac
-}
-file_readback() { # the ids of the published file; nothing when it is not there
-    [ -f "$1" ] || return 0
-    python3 - "$1" <<'PY'
+    table_*)
+        if [ "$1" == table_pg ]; then export TARGET_URL=$PG_TARGET; else export TARGET_URL="sqlite:$T/target.db"; fi
+        case $2 in
+        setup)
+            db_sql "$TARGET_URL" "DROP TABLE IF EXISTS k"
+            db_sql "$TARGET_URL" "DROP TABLE IF EXISTS nightshift_checkpoint"
+            db_sql "$TARGET_URL" "CREATE TABLE k (id INTEGER NOT NULL, v TEXT CHECK (v NOT LIKE 'bad%'))"
+            ;;
+        writer) echo "table: {connection: target, name: k}" ;;
+        readback) db_sql "$TARGET_URL" "SELECT id FROM k ORDER BY id" ;;
+        esac
+        ;;
+    file_*)
+        export TARGET_URL="sqlite:$T/unused.db"
+        local out="exp/c.${1#file_}"
+        case $2 in
+        setup) rm -rf exp ;;
+        writer) echo "file: {path: $out}" ;;
+        readback) # the ids of the published file; nothing when it is not there
+            [ -f "$out" ] || return 0
+            python3 - "$out" <<'PY'
 import csv, json, sys
 path = sys.argv[1]
 if path.endswith(".jsonl"):
@@ -69,21 +70,10 @@ else:
     ids = [r[0] for r in rows[1:]]
 print("\n".join(sorted(ids, key=int)))
 PY
-}
-fixture_file_csv() {
-    export TARGET_URL="sqlite:$T/unused.db"
-    case $1 in
-    setup) rm -rf exp ;;
-    writer) echo "file: {path: exp/c.csv}" ;;
-    readback) file_readback exp/c.csv ;;
-    esac
-}
-fixture_file_jsonl() {
-    export TARGET_URL="sqlite:$T/unused.db"
-    case $1 in
-    setup) rm -rf exp ;;
-    writer) echo "file: {path: exp/c.jsonl}" ;;
-    readback) file_readback exp/c.jsonl ;;
+            ;;
+        esac
+        ;;
+    *) fail "no fixture $1" ;;
     esac
 }
 # The fixtures of each registered writer.
@@ -115,13 +105,13 @@ contract_job() { # the job file for fixture $1, as contract.yaml
         echo "          if item.v == 'bad' then item.v = 'bad\\255' end"
         echo "          return item"
         echo "        end"
-        echo "    writer: {$("fixture_$1" writer)}"
+        echo "    writer: {$(fixture "$1" writer)}"
     } > contract.yaml
 }
 
 check_result() { # check_result FIXTURE HOW: every good row once, every reject once
     local got
-    got=$("fixture_$1" readback | paste -sd, -)
+    got=$(fixture "$1" readback | paste -sd, -)
     local want
     want=$(python3 -c "print(','.join(str(i) for i in range(1, $ROWS + 1) if i % 250 and i % 100))")
     [ "$got" == "$want" ] || fail "$1 ($2): the target holds $(echo "$got" | tr , '\n' | grep -c . || true) rows, want $GOOD, each once"
@@ -160,7 +150,7 @@ for w in $writers; do
         contract_job "$f"
 
         # counters and rejects, one uninterrupted run
-        "fixture_$f" setup
+        fixture "$f" setup
         expect_exit 0 "$NS" run contract.yaml how=plain
         id=$("$NS" list --json --limit 1 | python3 -c "import json, sys; print(json.load(sys.stdin)[0]['id'])")
         read -r r wr fl rs ps ws <<< "$(counters "$id")"
@@ -172,7 +162,7 @@ for w in $writers; do
         check_result "$f" plain
 
         # restart: killed twice between writing a chunk and committing it
-        "fixture_$f" setup
+        fixture "$f" setup
         expect_exit 98 env NIGHTSHIFT_TEST_EXIT_BEFORE_COMMIT=4 "$NS" run contract.yaml how=restart
         expect_exit 98 env NIGHTSHIFT_TEST_EXIT_BEFORE_COMMIT=11 "$NS" run contract.yaml how=restart
         expect_exit 0 "$NS" run contract.yaml how=restart
@@ -184,7 +174,7 @@ for w in $writers; do
 
         # fence: A freezes after its second commit on host "elsewhere";
         # past the lease B takes over and completes; A wakes up and fails.
-        "fixture_$f" setup
+        fixture "$f" setup
         export NIGHTSHIFT_LEASE=1
         env NIGHTSHIFT_TEST_PAUSE_AFTER_COMMIT=2 unshare -u sh -c 'hostname elsewhere && exec "$0" "$@"' \
             "$NS" run contract.yaml how=fence > a.out 2> a.err &
