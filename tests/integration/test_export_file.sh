@@ -201,6 +201,37 @@ sqlite3 repo.db .dump > repo.sql
 grep -q 's3cr3t' repo.sql env.log && fail "the value of \${env.OUTDIR} was written: $(grep -ho '.\{40\}s3cr3t.\{20\}' repo.sql env.log | head -2)"
 grep -q 'env.OUTDIR' repo.sql || fail "the checkpoint does not keep the path's template"
 
+# ------------------------------------- a full disk, a read-only file system
+# A small file system of the test's own (a mount namespace): the export
+# fills it, fails naming the file, and keeps what it committed; given room,
+# the next run resumes and publishes the file an uninterrupted run writes.
+# On a read-only one the export fails before it reads a row.
+unshare -m true 2> /dev/null || fail "unshare -m is not permitted here: the test mounts a small file system"
+mkdir full ro
+WRITER_EXTRA="" export_job full.yaml 'full/f.csv'
+WRITER_EXTRA="" export_job ro.yaml 'ro/r.csv'
+unshare -m bash -c '
+    mount -t tmpfs -o size=256k none full || exit 1
+    "$0" run full.yaml how=full > full1.out 2> full1.err; echo $? > full1.rc
+    ls full > full1.ls
+    mount -o remount,size=256m full
+    "$0" run full.yaml how=full > full2.out 2> full2.err; echo $? > full2.rc
+    cmp -s full/f.csv ref/ref.csv; echo $? > full2.cmp
+    ls full > full2.ls
+    mount -t tmpfs -o ro,size=1m none ro || exit 1
+    "$0" run ro.yaml how=ro > ro.out 2> ro.err; echo $? > ro.rc
+' "$NS" || fail "cannot mount the small file systems"
+assert_eq "$(cat full1.rc)" 1 "the export on a full disk: exit status"
+grep -q "full/f.csv.*No space left on device" full1.err || fail "the full disk is not named: $(cat full1.err)"
+grep -qx 'f.csv' full1.ls && fail "a file was published from a full disk: $(cat full1.ls)"
+assert_eq "$(cat full2.rc)" 0 "the export given room: exit status ($(cat full2.err))"
+grep -q "resuming after chunk [1-9]" full2.err || fail "the export given room did not resume: $(cat full2.err)"
+assert_eq "$(cat full2.cmp)" 0 "the export given room differs from an uninterrupted one"
+assert_eq "$(cat full2.ls)" "f.csv" "the files left on the small file system"
+assert_eq "$(cat ro.rc)" 1 "the export to a read-only file system: exit status"
+grep -q "ro/r.csv.*Read-only file system" ro.err || fail "the read-only file system is not named: $(cat ro.err)"
+grep -q "read 0 " ro.out ro.err || fail "the export to a read-only file system read rows: $(cat ro.out ro.err)"
+
 # ------------------------------------------------------------ kill -9
 export NIGHTSHIFT_REPOSITORY=$KILL_REPOSITORY
 WRITER_EXTRA="" export_job kill.yaml 'killed/out.jsonl'

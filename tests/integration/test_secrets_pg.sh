@@ -5,7 +5,8 @@
 # ?password=, keyword form, ${env.X} in user, password, port and host, the
 # repository's URL) and every error path is provoked: bad table, bad column,
 # refused connection, bad credentials, malformed URLs, the server gone
-# mid-load, an assertion failure, a compare with a dead side. Then stdout,
+# mid-load, an assertion failure, a compare with a dead side, a file export
+# whose checkpoint the repository's database keeps. Then stdout,
 # stderr, both repositories, the target's checkpoint table and every file
 # the runs wrote are searched: no secret may appear.
 . "$(dirname "$0")/lib.sh"
@@ -148,6 +149,25 @@ run_ns list --repository "postgresql://rep:RepoWrong13@127.0.0.1:$port/repo"
 run_ns list --repository "postgresql://rep:TOP%ZZSECRET9@127.0.0.1:$port/repo"
 psql "$admin" -qAtX -c "ALTER USER rep PASSWORD 'RepoSecret12!'" >/dev/null
 
+# A file writer with that repository: its checkpoint is kept in the
+# repository's database (a connection the job file never names). Killed
+# before its second commit, then restarted; and once with the wrong password.
+cat > ../jobs/export.yaml <<EOF
+job: export
+connections:
+  db: "$good"
+steps:
+  - name: export
+    chunk: 1
+    reader: {query: {connection: db, sql: "SELECT id, v FROM t", key: [id]}}
+    writer: {file: {path: "export-\${execution.id}.csv"}}
+EOF
+NIGHTSHIFT_TEST_EXIT_BEFORE_COMMIT=2 run_ns run ../jobs/export.yaml --repository "$repo"
+run_ns run ../jobs/export.yaml --repository "$repo"
+grep -q 'resuming after chunk 1' "../out/$n.err" || fail "the export did not resume: $(cat "../out/$n.err")"
+[ "$(cat export-*.csv | wc -l)" == 3 ] || fail "the export wrote $(cat export-*.csv | wc -l) lines, want 3"
+run_ns run ../jobs/export.yaml --repository "postgresql://rep:RepoWrong13@127.0.0.1:$port/repo"
+
 # What the SQLite repository shows.
 run_ns list --json --limit 100
 for id in $(seq 1 30); do run_ns show "$id" --json; run_ns show "$id"; done
@@ -157,7 +177,8 @@ sqlite3 "$T/repo.db" .dump > ../out/sqlite-repo.dump
 psql "${admin/postgresql:\/\/\/postgres/postgresql:///repo}" -qAtX \
     -c "SELECT * FROM nightshift.ns_job_execution" \
     -c "SELECT * FROM nightshift.ns_step_execution" \
-    -c "SELECT * FROM nightshift.ns_execution_context" > ../out/pg-repo.dump
+    -c "SELECT * FROM nightshift.ns_execution_context" -c "SELECT * FROM nightshift_checkpoint" \
+    > ../out/pg-repo.dump
 psql "$dbadmin" -qAtX -c "SELECT * FROM nightshift_checkpoint" > ../out/checkpoints.dump
 grep -q 'does not exist' ../out/* || fail "the bad-table error was not provoked"
 grep -q 'password authentication failed' ../out/* || fail "bad credentials were not provoked"
