@@ -50,3 +50,22 @@ pg_users() {
     psql "$url" -q -f "$here/../csv-to-pg/schema.sql" -c "\\copy users FROM '$csv' WITH (FORMAT csv, HEADER true)" -c "VACUUM ANALYZE users"
     echo "source: $rows rows; $runs runs each; $(nproc) cores"
 }
+
+# versus LABEL REF NS TARGET: $runs alternating runs of the reference REF and
+# of nightshift's NS (commands or shell functions), each run's times, the
+# medians and the ratio nightshift / LABEL against TARGET. Sets m_ref, m_ns.
+versus() {
+    local label=$1 ref=$2 nsf=$3 target=$4 t i
+    local -a rt=() nt=()
+    for i in $(seq "$runs"); do
+        t=$(secs "$ref")
+        rt+=("$t")
+        t=$(secs "$nsf")
+        nt+=("$t")
+        printf 'run %d: %s %.2fs  nightshift %.2fs\n' "$i" "$label" "${rt[-1]}" "${nt[-1]}"
+    done
+    m_ref=$(printf '%s\n' "${rt[@]}" | median)
+    m_ns=$(printf '%s\n' "${nt[@]}" | median)
+    printf 'median: %s %.2fs, nightshift %.2fs\n' "$label" "$m_ref" "$m_ns"
+    printf 'ratio nightshift / %s = %.2f (target <= %s)\n' "$label" "$(echo "$m_ns / $m_ref" | bc -l)" "$target"
+}

@@ -19,14 +19,5 @@ reset() { # an empty copy table, a fresh repository and checkpoint
 run_ns() { reset; BENCH_URL="$url" NIGHTSHIFT_REPOSITORY="sqlite:$data/repo.db" CI=1 "$ns" run "$here/job.yaml"; }
 run_sql() { reset; psql "$url" -qc "INSERT INTO users_copy SELECT * FROM users"; }
 
-ns_t=() sql_t=()
-for i in $(seq "$runs"); do
-    t=$(secs run_sql); sql_t+=("$t")
-    t=$(secs run_ns); ns_t+=("$t")
-    printf 'run %d: INSERT ... SELECT %.2fs  nightshift %.2fs\n' "$i" "${sql_t[-1]}" "${ns_t[-1]}"
-done
+versus "INSERT ... SELECT" run_sql run_ns 1.50
 [ "$(psql "$url" -Atc "SELECT count(*) FROM users_copy")" == "$rows" ] || { echo "nightshift copied the wrong number of rows" >&2; exit 1; }
-m_sql=$(printf '%s\n' "${sql_t[@]}" | median)
-m_ns=$(printf '%s\n' "${ns_t[@]}" | median)
-printf 'median: INSERT ... SELECT %.2fs, nightshift %.2fs\n' "$m_sql" "$m_ns"
-printf 'ratio nightshift / INSERT ... SELECT = %.2f (target <= 1.50)\n' "$(echo "$m_ns / $m_sql" | bc -l)"
