@@ -116,9 +116,14 @@ ns_status ns__params_resolve(const ns_job *job, const char *const *args, size_t 
                              d->name, d->name);
             continue;
         }
-        if (!ns__param_value(d->type, text, &value, why, sizeof(why))) {
+        if (!ns__param_value(d->type, text, NULL, why, sizeof(why))) {
             st = ns__err(err, NS_EPARAM, NULL, "parameter '%s' (%s): %s", d->name,
                          ns__ptype_name(d->type), why);
+            break;
+        }
+        /* Valid: a failure now is the copy's (out of memory, not a usage error). */
+        if (!ns__param_value(d->type, text, &value, why, sizeof(why))) {
+            st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
             break;
         }
         st = ns__params_add(out, d->name, ns__ptype_name(d->type), value, d->identifying, err);
