@@ -68,6 +68,199 @@ ns_status ns__pgw_exec(pg_writer *w, ns_error *err, const char *what, const char
     return st;
 }
 
+ns_status ns__pgw_rollback_to(pg_writer *w, const char *name, ns_error *err)
+{
+    char sql[96];
+    snprintf(sql, sizeof(sql), "ROLLBACK TO SAVEPOINT %s; RELEASE SAVEPOINT %s", name, name);
+    PGresult *res = PQexec(w->c, sql);
+    ns_status st =
+        PQresultStatus(res) == PGRES_COMMAND_OK ? NS_OK : ns__pgw_fail(w, res, err, "savepoint");
+    PQclear(res);
+    return st;
+}
+
+/* "INSERT INTO t (c1, c2, ...)": the input's columns. */
+static void insert_into(const pg_writer *w, ns_buf *b)
+{
+    ns__buf_printf(b, "INSERT INTO %s (", w->qtable);
+    for (size_t i = 0; i < w->ncols; i++) {
+        ns__buf_printf(b, i ? ", " : "");
+        ns__buf_ident(b, w->cols[i].name);
+    }
+    ns__buf_printf(b, ")");
+}
+
+/* A query's rows, or NULL with err said. */
+static PGresult *catalog(pg_writer *w, const char *what, const char *sql, const char *const *p,
+                         ns_error *err)
+{
+    PGresult *res = PQexecParams(w->c, sql, 1, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK)
+        return res;
+    ns__pgw_fail(w, res, err, what);
+    PQclear(res);
+    return NULL;
+}
+
+/* A probe over `nf` fields: its SQL starts with `head`, then one
+ * "u.vK::type" comparison per field joined by " AND ", then `tail`. */
+static ns_status add_probe(pg_writer *w, bool fk, size_t key, const size_t *fields, size_t nf,
+                           const char *head, const char *const *cmp_left, const char *tail,
+                           ns_error *err)
+{
+    ns_buf q = {0};
+    /* A key probe also gives the key as the server's 23505 message shows
+     * it: "(1, x)" in "Key (a, b)=(1, x) already exists." */
+    ns__buf_printf(&q, "SELECT i%s", fk ? "" : ", concat_ws(', '");
+    for (size_t k = 0; !fk && k < nf; k++)
+        ns__buf_printf(&q, ", (u.v%zu::%s)::text", k + 1, w->cols[fields[k]].ct.decl);
+    ns__buf_printf(&q, "%s FROM unnest(", fk ? "" : ")");
+    for (size_t k = 0; k < nf; k++)
+        ns__buf_printf(&q, "%s$%zu::text[]", k ? ", " : "", k + 1);
+    ns__buf_printf(&q, ") WITH ORDINALITY AS u(");
+    for (size_t k = 0; k < nf; k++)
+        ns__buf_printf(&q, "v%zu, ", k + 1);
+    ns__buf_printf(&q, "i) WHERE %s", head);
+    for (size_t k = 0; k < nf; k++)
+        ns__buf_printf(&q, "%s%s = u.v%zu::%s", k ? " AND " : "", cmp_left[k], k + 1,
+                       w->cols[fields[k]].ct.decl);
+    ns__buf_printf(&q, "%s", tail);
+    pg_probe *pr = realloc(w->probes, (w->nprobes + 1) * sizeof(*pr));
+    size_t *f = malloc(nf * sizeof(*f));
+    char *sql = q.failed ? NULL : ns__strdup(ns__buf_cstr(&q));
+    ns__buf_free(&q);
+    if (pr)
+        w->probes = pr;
+    if (!pr || !f || !sql) {
+        free(f);
+        free(sql);
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    }
+    memcpy(f, fields, nf * sizeof(*f));
+    w->probes[w->nprobes++] =
+        (pg_probe){.sql = sql, .fields = f, .nfields = nf, .fk = fk, .key = key};
+    return NS_OK;
+}
+
+/*
+ * What lets the writer hold rows back from a chunk's COPY beyond the key
+ * filter: the CHECK constraints the client can read (table_pg_check.c),
+ * and the probes (a foreign key's missing parents, keys already in the
+ * table) it asks once such errors appear. Only where holding a row back
+ * cannot change what the server decides about the others: every unique
+ * index is one the key filter covers (so a later row colliding with a held
+ * one is held too, and the earlier still wins), no trigger, no foreign key
+ * from the table to itself (a held parent would fail its children).
+ */
+static ns_status read_holds(pg_writer *w, const char *const *p, ns_error *err)
+{
+    PGresult *res = catalog(
+        w, "read constraints",
+        "SELECT (SELECT count(*) FROM pg_index i WHERE i.indrelid = t.oid"
+        "   AND (i.indisunique OR i.indisexclusion)),"
+        " (SELECT count(*) FROM pg_trigger g WHERE g.tgrelid = t.oid AND NOT g.tgisinternal)"
+        " + (SELECT count(*) FROM pg_constraint f WHERE f.conrelid = t.oid AND f.contype = 'f'"
+        "   AND f.confrelid = t.oid)"
+        " FROM (SELECT to_regclass($1) AS oid) t",
+        p, err);
+    if (!res)
+        return NS_EDB;
+    bool safe = PQntuples(res) == 1 &&
+                strtoll(PQgetvalue(res, 0, 0), NULL, 10) == (long long)w->nkeys &&
+                strtoll(PQgetvalue(res, 0, 1), NULL, 10) == 0;
+    PQclear(res);
+    if (!safe)
+        return NS_OK;
+    if (!(res = catalog(w, "read check constraints",
+                        "SELECT c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c"
+                        " WHERE c.conrelid = to_regclass($1) AND c.contype = 'c' ORDER BY c.oid",
+                        p, err)))
+        return NS_EDB;
+    int n = PQntuples(res);
+    if (n && !(w->checks = calloc((size_t)n, sizeof(*w->checks)))) {
+        PQclear(res);
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    }
+    for (int r = 0; r < n; r++) {
+        ns_pg_check *c =
+            ns__pg_check_parse(PQgetvalue(res, r, 0), PQgetvalue(res, r, 1), w->cols, w->ncols);
+        if (c)
+            w->checks[w->nchecks++] = c;
+    }
+    PQclear(res);
+
+    /* Single-column foreign keys whose column is an input field. */
+    if (!(res = catalog(w, "read foreign keys",
+                        "SELECT a.attname, c.confrelid::regclass::text, quote_ident(ra.attname)"
+                        " FROM pg_constraint c"
+                        " JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]"
+                        " JOIN pg_attribute ra ON ra.attrelid = c.confrelid"
+                        "  AND ra.attnum = c.confkey[1]"
+                        " WHERE c.conrelid = to_regclass($1) AND c.contype = 'f'"
+                        " AND cardinality(c.conkey) = 1 ORDER BY c.oid",
+                        p, err)))
+        return NS_EDB;
+    ns_status st = NS_OK;
+    for (int r = 0; r < PQntuples(res) && st == NS_OK; r++) {
+        size_t j = 0;
+        while (j < w->ncols && strcmp(w->cols[j].name, PQgetvalue(res, r, 0)) != 0)
+            j++;
+        if (j == w->ncols)
+            continue;
+        char head[512], left[160];
+        snprintf(head, sizeof(head), "u.v1 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM %s p WHERE ",
+                 PQgetvalue(res, r, 1));
+        snprintf(left, sizeof(left), "p.%s", PQgetvalue(res, r, 2));
+        const char *l[] = {left};
+        st = add_probe(w, true, 0, &j, 1, head, l, ")", err);
+    }
+    PQclear(res);
+    /* Each unique key the filter covers: is it in the table already? */
+    for (size_t k = 0; k < w->nkeys && st == NS_OK; k++) {
+        const ukey *u = &w->keys[k];
+        char **left = calloc(u->ncols, sizeof(*left));
+        char head[512];
+        snprintf(head, sizeof(head), "EXISTS (SELECT 1 FROM %s x WHERE ", w->qtable);
+        for (size_t c = 0; left && c < u->ncols; c++) {
+            ns_buf b = {0};
+            ns__buf_printf(&b, "x.");
+            ns__buf_ident(&b, w->cols[u->cols[c]].name);
+            left[c] = b.failed ? NULL : ns__strdup(ns__buf_cstr(&b));
+            ns__buf_free(&b);
+            if (!left[c])
+                st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        }
+        if (!left)
+            st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        if (st == NS_OK)
+            st = add_probe(w, false, k, u->cols, u->ncols, head, (const char *const *)left, ")",
+                           err);
+        for (size_t c = 0; left && c < u->ncols; c++)
+            free(left[c]);
+        free(left);
+    }
+    /* Rows a key probe found in the table, tried all at once: nothing is
+     * inserted when every one is refused (a re-run). */
+    if (st == NS_OK && w->nkeys) {
+        ns_buf q = {0};
+        insert_into(w, &q);
+        ns__buf_printf(&q, " SELECT ");
+        for (size_t i = 0; i < w->ncols; i++)
+            ns__buf_printf(&q, "%su.v%zu::%s", i ? ", " : "", i + 1, w->cols[i].ct.decl);
+        ns__buf_printf(&q, " FROM unnest(");
+        for (size_t i = 0; i < w->ncols; i++)
+            ns__buf_printf(&q, "%s$%zu::text[]", i ? ", " : "", i + 1);
+        ns__buf_printf(&q, ") AS u(");
+        for (size_t i = 0; i < w->ncols; i++)
+            ns__buf_printf(&q, "%sv%zu", i ? ", " : "", i + 1);
+        ns__buf_printf(&q, ") ON CONFLICT DO NOTHING RETURNING 1");
+        if (q.failed || !(w->bulk_sql = ns__strdup(ns__buf_cstr(&q))))
+            st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        ns__buf_free(&q);
+    }
+    return st;
+}
+
 static void quiet(void *arg, const char *message)
 {
     (void)arg;
@@ -227,7 +420,8 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
      * one on exactly its key for ON CONFLICT. */
     PQclear(res);
     res = PQexecParams(w->c,
-                       "SELECT array_to_string(array_agg(a.attname ORDER BY k.ord), chr(31))"
+                       "SELECT array_to_string(array_agg(a.attname ORDER BY k.ord), chr(31)),"
+                       " (SELECT relname FROM pg_class WHERE oid = i.indexrelid)"
                        " FROM pg_index i"
                        " CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)"
                        " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
@@ -266,7 +460,8 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
         free(names);
         key_indexed |= in_key == k.ncols && k.ncols == w->nkey;
         ukey *ks = covered && !merge ? realloc(w->keys, (w->nkeys + 1) * sizeof(*ks)) : NULL;
-        if (ks && (k.mem = calloc(1, BLOOM_BITS / 8 + 64)) != NULL) {
+        if (ks && (k.mem = calloc(1, BLOOM_BITS / 8 + 64)) != NULL &&
+            (k.index = ns__strdup(PQgetvalue(res, r, 1))) != NULL) {
             k.bits = (uint64_t *)(((uintptr_t)k.mem + 63) & ~(uintptr_t)63);
             w->keys = ks;
             w->keys[w->nkeys++] = k;
@@ -274,8 +469,11 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
             if (ks)
                 w->keys = ks;
             free(k.cols);
+            free(k.mem);
         }
     }
+    if (!merge && st == NS_OK)
+        st = read_holds(w, p, err);
     if (w->mode == NS_MODE_UPSERT && !key_indexed)
         st = ns__err(err, NS_ESCHEMA, NULL,
                      "%s: mode: upsert needs a primary key or unique index on exactly its key "
@@ -294,11 +492,21 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
     }
     ns__buf_printf(&sql, ") FROM STDIN");
     w->copy_sql = ns__strdup(ns__buf_cstr(&sql));
-    ns__buf_free(&sql);
-    if (!w->copy_sql) {
-        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
-        goto out;
+    if (!merge) {
+        sql.len = 0;
+        insert_into(w, &sql);
+        ns__buf_printf(&sql, " VALUES (");
+        for (size_t i = 0; i < w->ncols; i++)
+            ns__buf_printf(&sql, "%s$%zu", i ? ", " : "", i + 1);
+        ns__buf_printf(&sql, ")");
+        if (sql.failed || !(w->insert_sql = ns__strdup(ns__buf_cstr(&sql))))
+            st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
     }
+    ns__buf_free(&sql);
+    if (st == NS_OK && !w->copy_sql)
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    if (st != NS_OK)
+        goto out;
 checkpoint:
     /* Created once per target; the lock keeps simultaneous first runs apart. */
     if ((st = ns__pgw_exec(w, err, "checkpoint table", "BEGIN", 0, NULL)) != NS_OK ||
@@ -465,6 +673,11 @@ static void pw_close(ns_writer *base)
 {
     pg_writer *w = (pg_writer *)base;
     pw_rollback(base);
+    if (w->held_prepared && base->shared && w->c) { /* the connection lives on */
+        char sql[64];
+        snprintf(sql, sizeof(sql), "DEALLOCATE \"%s\"", w->held_name);
+        PQclear(PQexec(w->c, sql));
+    }
     if (!base->shared)
         PQfinish(w->c);
     for (size_t i = 0; i < w->ncols; i++)
@@ -472,6 +685,8 @@ static void pw_close(ns_writer *base)
     free(w->cols);
     free(w->where);
     free(w->qtable);
+    free(w->insert_sql);
+    ns__buf_free(&w->scratch);
     free(w->copy_sql);
     free(w->merge_sql);
     free(w->repeats_sql);
@@ -482,8 +697,22 @@ static void pw_close(ns_writer *base)
     for (size_t k = 0; k < w->nkeys; k++) {
         free(w->keys[k].cols);
         free(w->keys[k].mem);
+        free(w->keys[k].index);
     }
+    free(w->dups);
+    free(w->dup_msg);
+    free(w->dup_col);
+    free(w->bulk_sql);
     free(w->keys);
+    for (size_t k = 0; k < w->nchecks; k++)
+        ns__pg_check_free(w->checks[k]);
+    free(w->checks);
+    for (size_t k = 0; k < w->nprobes; k++) {
+        free(w->probes[k].sql);
+        free(w->probes[k].fields);
+    }
+    free(w->probes);
+    free(w->pending);
     ns__buf_free(&w->data);
 }
 

@@ -29,10 +29,52 @@ typedef struct ukey {
     size_t ncols;
     uint64_t *bits; /* 64-byte aligned, inside mem */
     void *mem;      /* calloc'd: a large calloc maps zero pages lazily */
+    char *index;    /* the index's name, as the server's 23505 message says it */
 } ukey;
+
+/* table_pg_check.c: a CHECK constraint as the client can read it. */
+typedef struct ns_pg_check ns_pg_check;
+/* The constraint `def` (pg_get_constraintdef) over the input columns, or
+ * NULL when it is not understood (then the server alone checks it). */
+ns_pg_check *ns__pg_check_parse(const char *name, const char *def, const pcol *cols, size_t ncols);
+void ns__pg_check_free(ns_pg_check *c);
+/* Whether the item may violate the constraint (false: it surely passes). */
+bool ns__pg_check_may_fail(const ns_pg_check *c, const pcol *cols, const ns_item *it);
+
+/*
+ * A question asked of the table before a chunk is sent, once errors show it
+ * is worth asking (table_pg_copy.c): which rows' foreign key has no parent,
+ * which rows' unique key is already in the table. `sql` takes one text
+ * array per field in `fields` and returns the 1-based positions of the
+ * rows to hold.
+ */
+typedef struct pg_probe {
+    char *sql;
+    size_t *fields;
+    size_t nfields;
+    bool fk;     /* a foreign key (else a unique key already in the table) */
+    size_t key;  /* !fk: which of the writer's keys */
+    bool on;     /* asked: the load has met this kind of error */
+    bool broken; /* it failed once: never asked again */
+} pg_probe;
 
 typedef struct pg_writer {
     ns_writer base;
+    pg_probe *probes;
+    size_t nprobes;
+    int quiet;       /* chunks in a row whose probes found nothing */
+    bool can_replan; /* isolating inside savepoint ns_chunk */
+    bool replan;     /* a probe went on: start the chunk over */
+    size_t *pending; /* items fed but not sent: the probes decide first */
+    size_t npending, pendcap;
+    /* Items whose key a probe found in the table, with the server's 23505
+     * message for each: decided in bulk after the chunk's COPY. */
+    size_t *dups;
+    const char **dup_msg, **dup_col;
+    size_t ndups, dupcap;
+    char *bulk_sql;       /* INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING */
+    ns_pg_check **checks; /* insert: CHECKs the client reads, to hold rows that may fail */
+    size_t nchecks;
     ukey *keys;
     size_t nkeys;
     size_t *held; /* items of the chunk held out of the streamed COPY */
@@ -44,9 +86,13 @@ typedef struct pg_writer {
     pcol *cols; /* one per input field, in input order */
     size_t ncols;
     char *copy_sql;
-    char *merge_sql;   /* upsert/update: staged rows [$1, $2) into the table */
-    char *repeats_sql; /* upsert/update: staged rows repeating a key */
-    size_t *key;       /* upsert/update: the input fields of the key */
+    char *insert_sql;   /* insert: one row, $1..$n, prepared as held_name */
+    bool held_prepared; /* held_name is prepared on this connection */
+    char held_name[40]; /* unique to this writer: a connection may be shared */
+    ns_buf scratch;     /* a held row's values, NUL-terminated */
+    char *merge_sql;    /* upsert/update: staged rows [$1, $2) into the table */
+    char *repeats_sql;  /* upsert/update: staged rows repeating a key */
+    size_t *key;        /* upsert/update: the input fields of the key */
     size_t nkey;
     bool in_txn, replaced;
     /* The chunk's COPY data: line k is data[off[k], off[k + 1]) and holds
@@ -74,6 +120,11 @@ typedef struct copy_error {
 
 /* table_pg.c */
 ns_status ns__pgw_fail(pg_writer *w, PGresult *res, ns_error *err, const char *what);
+/* Undoes savepoint `name` and ends it, in one round trip. A savepoint rolled
+ * back stays established: one left open per failed attempt nests a
+ * subtransaction each, until the server's lock table runs out ("out of
+ * shared memory" after a few thousand rejects in one chunk). */
+ns_status ns__pgw_rollback_to(pg_writer *w, const char *name, ns_error *err);
 ns_status ns__pgw_exec(pg_writer *w, ns_error *err, const char *what, const char *sql, int n,
                        const char *const *v);
 ns_status ns__pgw_begin(pg_writer *w, ns_error *err);

@@ -133,6 +133,7 @@ static ns_status copy_range(pg_writer *w, size_t lo, size_t hi, copy_error *e, n
 
 static ns_status isolate_by(pg_writer *w, ns_item *items, size_t lo, size_t hi, size_t seg,
                             ns_arena *a, ns_error *err);
+static void surprise(pg_writer *w, const char *code);
 
 static ns_status isolate(pg_writer *w, ns_item *items, size_t lo, size_t hi, ns_arena *a,
                          ns_error *err)
@@ -146,7 +147,7 @@ static ns_status isolate_by(pg_writer *w, ns_item *items, size_t lo, size_t hi, 
     ns_status st;
     copy_error e = {0};
 
-    while (lo < hi) {
+    while (lo < hi && !w->replan) {
         size_t end = hi - lo > seg ? lo + seg : hi;
         if ((st = ns__pgw_exec(w, err, "savepoint", "SAVEPOINT ns_rows", 0, NULL)) != NS_OK)
             return st;
@@ -160,7 +161,7 @@ static ns_status isolate_by(pg_writer *w, ns_item *items, size_t lo, size_t hi, 
         }
         if (!e.row_level)
             return st;
-        if (ns__pgw_exec(w, err, "savepoint", "ROLLBACK TO SAVEPOINT ns_rows", 0, NULL) != NS_OK)
+        if (ns__pgw_rollback_to(w, "ns_rows", err) != NS_OK)
             return NS_EDB;
         seg = SEGMENT_AFTER_ERROR;
         if (e.line >= 1 && (size_t)e.line <= end - lo) {
@@ -169,6 +170,7 @@ static ns_status isolate_by(pg_writer *w, ns_item *items, size_t lo, size_t hi, 
             size_t bad = lo + (size_t)e.line - 1;
             ns__pgw_reject(&items[w->item[bad]], e.code, e.column[0] ? e.column : NULL, e.message,
                            a);
+            surprise(w, e.code);
             if (bad > lo && (st = isolate(w, items, lo, bad, a, err)) != NS_OK)
                 return st;
             lo = bad + 1;
@@ -178,6 +180,7 @@ static ns_status isolate_by(pg_writer *w, ns_item *items, size_t lo, size_t hi, 
         if (end - lo == 1) {
             ns__pgw_reject(&items[w->item[lo]], e.code, e.column[0] ? e.column : NULL, e.message,
                            a);
+            surprise(w, e.code);
             lo = end;
             continue;
         }
@@ -188,6 +191,124 @@ static ns_status isolate_by(pg_writer *w, ns_item *items, size_t lo, size_t hi, 
         lo = end;
     }
     return NS_OK;
+}
+
+/*
+ * Held rows (probable collisions with earlier rows of the load), each tried
+ * on its own without a round trip of its own: in libpq's pipeline mode, per
+ * row, SAVEPOINT, the INSERT, a sync (so an error does not skip what
+ * follows), then ROLLBACK TO and RELEASE — the savepoint is always undone.
+ * A row the server refuses is rejected with the server's own error; one it
+ * takes (a false alarm) is marked in `good` and sent afterwards with the
+ * others it took, so nothing is decided but by the server. Results are read
+ * after every PROBE_BATCH rows, so neither side's socket buffer fills.
+ * Before, each held row cost four round trips (SAVEPOINT, COPY, its data,
+ * RELEASE or ROLLBACK).
+ */
+#define PROBE_BATCH 64
+
+/* Reads one command's result in pipeline mode: its status, and the NULL
+ * that ends it (a sync has none). */
+static ExecStatusType pipe_result(pg_writer *w, PGresult **out)
+{
+    PGresult *res = PQgetResult(w->c);
+    ExecStatusType s = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (res && s != PGRES_PIPELINE_SYNC) {
+        PGresult *end = PQgetResult(w->c);
+        PQclear(end);
+    }
+    if (out)
+        *out = res;
+    else
+        PQclear(res);
+    return s;
+}
+
+static ns_status send_probe(pg_writer *w, const ns_item *it, const char **vals, size_t *at)
+{
+    w->scratch.len = 0;
+    for (size_t j = 0; j < w->ncols; j++) {
+        at[j] = w->scratch.len;
+        const ns_value *v = &it->fields[j];
+        if (v->ptr && (ns__buf_append(&w->scratch, v->ptr, v->len) != NS_OK ||
+                       ns__buf_putc(&w->scratch, '\0') != NS_OK))
+            return NS_ENOMEM;
+    }
+    for (size_t j = 0; j < w->ncols; j++)
+        vals[j] = it->fields[j].ptr ? w->scratch.data + at[j] : NULL;
+    bool ok =
+        PQsendQueryParams(w->c, "SAVEPOINT ns_held", 0, NULL, NULL, NULL, NULL, 0) &&
+        PQsendQueryPrepared(w->c, w->held_name, (int)w->ncols, vals, NULL, NULL, 0) &&
+        PQpipelineSync(w->c) &&
+        PQsendQueryParams(w->c, "ROLLBACK TO SAVEPOINT ns_held", 0, NULL, NULL, NULL, NULL, 0) &&
+        PQsendQueryParams(w->c, "RELEASE SAVEPOINT ns_held", 0, NULL, NULL, NULL, NULL, 0);
+    return ok ? NS_OK : NS_EDB;
+}
+
+static ns_status probe_held(pg_writer *w, ns_item *items, bool *good, ns_arena *a, ns_error *err)
+{
+    ns_status st = NS_OK;
+    const char **vals = calloc(w->ncols + 1, sizeof(*vals));
+    size_t *at = calloc(w->ncols + 1, sizeof(*at));
+    if (!vals || !at) {
+        free(vals);
+        free(at);
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    }
+    if (!w->held_prepared) {
+        snprintf(w->held_name, sizeof(w->held_name), "ns_held_%p", (void *)w);
+        PGresult *res = PQprepare(w->c, w->held_name, w->insert_sql, (int)w->ncols, NULL);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+            st = ns__pgw_fail(w, res, err, "prepare");
+        PQclear(res);
+        w->held_prepared = st == NS_OK;
+    }
+    if (st != NS_OK || !PQenterPipelineMode(w->c)) {
+        free(vals);
+        free(at);
+        return st != NS_OK ? st : ns__pgw_fail(w, NULL, err, "pipeline");
+    }
+    for (size_t b = 0; b < w->nheld && st == NS_OK; b += PROBE_BATCH) {
+        size_t e = w->nheld - b > PROBE_BATCH ? b + PROBE_BATCH : w->nheld;
+        for (size_t i = b; i < e && st == NS_OK; i++)
+            if ((st = send_probe(w, &items[w->held[i]], vals, at)) != NS_OK)
+                st = st == NS_ENOMEM ? ns__err(err, NS_ENOMEM, NULL, "out of memory")
+                                     : ns__pgw_fail(w, NULL, err, "pipeline");
+        if (st != NS_OK || !PQpipelineSync(w->c)) {
+            st = st != NS_OK ? st : ns__pgw_fail(w, NULL, err, "pipeline");
+            break;
+        }
+        /* Per row: SAVEPOINT, INSERT, sync, ROLLBACK TO, RELEASE; then the batch's sync. */
+        for (size_t i = b; i < e && st == NS_OK; i++) {
+            PGresult *res = NULL;
+            ExecStatusType s0 = pipe_result(w, NULL), s1 = pipe_result(w, &res);
+            ExecStatusType s2 = pipe_result(w, NULL), s3 = pipe_result(w, NULL),
+                           s4 = pipe_result(w, NULL);
+            copy_error ce;
+            if (s0 == PGRES_COMMAND_OK && s1 == PGRES_COMMAND_OK) {
+                good[i] = true;
+            } else if (s0 == PGRES_COMMAND_OK && s1 == PGRES_FATAL_ERROR && res &&
+                       (ns__pgw_read_error(res, &ce), ce.row_level)) {
+                ns__pgw_reject(&items[w->held[i]], ce.code, ce.column[0] ? ce.column : NULL,
+                               ce.message, a);
+            } else {
+                st = ns__pgw_fail(w, s0 == PGRES_COMMAND_OK ? res : NULL, err, "held row");
+            }
+            PQclear(res);
+            if (st == NS_OK &&
+                (s2 != PGRES_PIPELINE_SYNC || s3 != PGRES_COMMAND_OK || s4 != PGRES_COMMAND_OK))
+                st = ns__pgw_fail(w, NULL, err, "savepoint");
+        }
+        if (st == NS_OK && pipe_result(w, NULL) != PGRES_PIPELINE_SYNC)
+            st = ns__pgw_fail(w, NULL, err, "pipeline");
+    }
+    /* After a failure, results may be left unread: the step fails and
+     * the connection goes with it; leaving pipeline mode is best effort. */
+    if (!PQexitPipelineMode(w->c) && st == NS_OK)
+        st = ns__pgw_fail(w, NULL, err, "pipeline");
+    free(vals);
+    free(at);
+    return st;
 }
 
 /* Checks an item against the catalog; a refused item is marked rejected. */
@@ -256,6 +377,8 @@ void ns__pgw_chunk_reset(pg_writer *w)
     w->sent = 0;
     w->fed = false;
     w->nheld = 0;
+    w->npending = 0;
+    w->ndups = 0;
 }
 
 /*
@@ -331,6 +454,290 @@ static bool seen_before(pg_writer *w, const ns_item *it)
     return seen;
 }
 
+static ns_status push(size_t **v, size_t *n, size_t *cap, size_t x, ns_error *err)
+{
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 64;
+        size_t *p = realloc(*v, c * sizeof(*p));
+        if (!p)
+            return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        *v = p;
+        *cap = c;
+    }
+    (*v)[(*n)++] = x;
+    return NS_OK;
+}
+
+static bool probing(const pg_writer *w)
+{
+    for (size_t k = 0; k < w->nprobes; k++)
+        if (w->probes[k].on && !w->probes[k].broken)
+            return true;
+    return false;
+}
+
+/* A reject the client did not see coming turns on the probes that would
+ * have: a foreign key without a parent, a key already in the table. */
+static void surprise(pg_writer *w, const char *code)
+{
+    bool fk = strcmp(code, "23503") == 0;
+    if (!fk && strcmp(code, "23505") != 0)
+        return;
+    for (size_t k = 0; k < w->nprobes; k++)
+        if (w->probes[k].fk == fk && !w->probes[k].broken && !w->probes[k].on) {
+            w->probes[k].on = true;
+            w->replan |= w->can_replan;
+        }
+    w->quiet = 0;
+}
+
+static ns_status start_copy(pg_writer *w, ns_error *err)
+{
+    ns_status st;
+    if ((st = ns__pgw_begin(w, err)) != NS_OK ||
+        (st = ns__pgw_exec(w, err, "savepoint", "SAVEPOINT ns_rows", 0, NULL)) != NS_OK)
+        return st;
+    PGresult *res = PQexec(w->c, w->copy_sql);
+    if (PQresultStatus(res) != PGRES_COPY_IN) {
+        st = ns__pgw_fail(w, res, err, "COPY");
+        PQclear(res);
+        return st;
+    }
+    PQclear(res);
+    w->copying = true;
+    return NS_OK;
+}
+
+static ns_status dup_message(pg_writer *w, const ukey *u, const char *shown, const char **msg,
+                             const char **col, ns_arena *a, ns_error *err);
+
+/* Appends a value to a PostgreSQL array literal: "..." with \ and \". */
+static void array_elem(ns_buf *b, const ns_value *v)
+{
+    if (b->len > 1)
+        ns__buf_putc(b, ',');
+    if (!v->ptr) {
+        ns__buf_printf(b, "NULL");
+        return;
+    }
+    ns__buf_putc(b, '"');
+    for (size_t i = 0; i < v->len; i++) {
+        if (v->ptr[i] == '"' || v->ptr[i] == '\\')
+            ns__buf_putc(b, '\\');
+        ns__buf_putc(b, v->ptr[i]);
+    }
+    ns__buf_putc(b, '"');
+}
+
+/*
+ * Asks each probe that is on about the pending rows, in one statement each
+ * (inside a savepoint: a probe that fails, say on a value its cast refuses,
+ * is dropped for the rest of the load and decides nothing). Marks in
+ * `hold` the rows to try on their own.
+ */
+static ns_status run_probes(pg_writer *w, ns_item *items, bool *hold, const char **dupmsg,
+                            const char **dupcol, ns_arena *a, ns_error *err)
+{
+    ns_status st = NS_OK;
+    bool found = false;
+    for (size_t k = 0; k < w->nprobes && st == NS_OK; k++) {
+        pg_probe *pr = &w->probes[k];
+        if (!pr->on || pr->broken)
+            continue;
+        ns_buf *arr = calloc(pr->nfields, sizeof(*arr));
+        const char **vals = calloc(pr->nfields, sizeof(*vals));
+        bool oom = !arr || !vals;
+        for (size_t f = 0; !oom && f < pr->nfields; f++) {
+            ns__buf_putc(&arr[f], '{');
+            for (size_t r = 0; r < w->npending; r++)
+                array_elem(&arr[f], &items[w->pending[r]].fields[pr->fields[f]]);
+            ns__buf_putc(&arr[f], '}');
+            oom = arr[f].failed;
+            vals[f] = ns__buf_cstr(&arr[f]);
+        }
+        if (oom) {
+            st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        } else if ((st = ns__pgw_exec(w, err, "savepoint", "SAVEPOINT ns_probe", 0, NULL)) ==
+                   NS_OK) {
+            PGresult *res =
+                PQexecParams(w->c, pr->sql, (int)pr->nfields, NULL, vals, NULL, NULL, 0);
+            if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+                for (int r = 0; r < PQntuples(res) && st == NS_OK; r++) {
+                    size_t at = (size_t)strtoull(PQgetvalue(res, r, 0), NULL, 10);
+                    if (at < 1 || at > w->npending)
+                        continue;
+                    hold[at - 1] = found = true;
+                    /* The first key index the row collides with is the one
+                     * the server names; a key collision is raised before a
+                     * foreign key is checked (at the end of the statement). */
+                    if (!pr->fk && !dupmsg[at - 1] &&
+                        (st = dup_message(w, &w->keys[pr->key], PQgetvalue(res, r, 1),
+                                          &dupmsg[at - 1], &dupcol[at - 1], a, err)) != NS_OK)
+                        break;
+                }
+                st = ns__pgw_exec(w, err, "savepoint", "RELEASE SAVEPOINT ns_probe", 0, NULL);
+            } else {
+                copy_error ce;
+                ns__pgw_read_error(res, &ce);
+                if (!ce.row_level)
+                    st = ns__pgw_fail(w, res, err, "probe");
+                else if ((st = ns__pgw_rollback_to(w, "ns_probe", err)) == NS_OK)
+                    pr->broken = true;
+            }
+            PQclear(res);
+        }
+        for (size_t f = 0; arr && f < pr->nfields; f++)
+            ns__buf_free(&arr[f]);
+        free(arr);
+        free(vals);
+    }
+    /* Probes that keep finding nothing go off until the next surprise. */
+    if (st == NS_OK && !found && ++w->quiet >= 2)
+        for (size_t k = 0; k < w->nprobes; k++)
+            w->probes[k].on = false;
+    if (found)
+        w->quiet = 0;
+    return st;
+}
+
+/* Sends the pending rows, holding those the probes point at; those whose
+ * key is in the table go to the bulk decision (dups). */
+static ns_status send_pending(pg_writer *w, ns_item *items, ns_arena *a, ns_error *err)
+{
+    ns_status st;
+    bool *hold = calloc(w->npending, sizeof(*hold));
+    const char **msg = calloc(w->npending, sizeof(*msg)), **col = calloc(w->npending, sizeof(*col));
+    if (!hold || !msg || !col) {
+        free(hold);
+        free(msg);
+        free(col);
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    }
+    if ((st = ns__pgw_begin(w, err)) == NS_OK)
+        st = run_probes(w, items, hold, msg, col, a, err);
+    for (size_t r = 0; r < w->npending && st == NS_OK; r++) {
+        size_t index = w->pending[r];
+        if (msg[r]) {
+            if (w->ndups == w->dupcap) {
+                size_t cap = w->dupcap ? w->dupcap * 2 : 64;
+                size_t *d = realloc(w->dups, cap * sizeof(*d));
+                const char **m = d ? realloc(w->dup_msg, cap * sizeof(*m)) : NULL;
+                const char **c = m ? realloc(w->dup_col, cap * sizeof(*c)) : NULL;
+                if (d)
+                    w->dups = d;
+                if (m)
+                    w->dup_msg = m;
+                if (c)
+                    w->dup_col = c;
+                if (!c) {
+                    st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+                    break;
+                }
+                w->dupcap = cap;
+            }
+            w->dups[w->ndups] = index;
+            w->dup_msg[w->ndups] = msg[r];
+            w->dup_col[w->ndups++] = col[r];
+        } else if (hold[r]) {
+            st = push(&w->held, &w->nheld, &w->heldcap, index, err);
+        } else if ((w->copying || (st = start_copy(w, err)) == NS_OK) &&
+                   (st = add_line(w, &items[index], index, err)) == NS_OK) {
+            st = stream(w, false, err);
+        }
+    }
+    free(hold);
+    free(msg);
+    free(col);
+    w->npending = 0;
+    return st;
+}
+
+/* The server's 23505 message for a key of index `u` shown as `shown`:
+ * duplicate key value violates unique constraint "i" (Key (a, b)=(1, x)
+ * already exists.), with the column when the key has one. */
+static ns_status dup_message(pg_writer *w, const ukey *u, const char *shown, const char **msg,
+                             const char **col, ns_arena *a, ns_error *err)
+{
+    ns_buf b = {0};
+    ns__buf_printf(&b, "duplicate key value violates unique constraint \"%s\" (Key (", u->index);
+    for (size_t c = 0; c < u->ncols; c++) {
+        const char *n = w->cols[u->cols[c]].name;
+        bool plain = (*n >= 'a' && *n <= 'z') || *n == '_';
+        for (const char *p = n; *p; p++)
+            plain &= (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_';
+        if (c)
+            ns__buf_printf(&b, ", ");
+        if (plain)
+            ns__buf_printf(&b, "%s", n);
+        else
+            ns__buf_ident(&b, n);
+    }
+    ns__buf_printf(&b, ")=(%s) already exists.)", shown);
+    *msg = b.failed ? NULL : ns__arena_strndup(a, b.data, b.len);
+    *col = u->ncols == 1 ? w->cols[u->cols[0]].name : NULL;
+    ns__buf_free(&b);
+    return *msg ? NS_OK : ns__err(err, NS_ENOMEM, NULL, "out of memory");
+}
+
+/*
+ * Decides the rows a key probe found in the table, all at once: one INSERT
+ * of them all with ON CONFLICT DO NOTHING, in a savepoint. When it inserts
+ * nothing, the server has refused every one for a key collision, and each
+ * is rejected with the message the server gives such a row. Otherwise (the
+ * table changed since the probe, or another error) it is undone and they
+ * are tried one by one with the held rows.
+ */
+static ns_status decide_dups(pg_writer *w, ns_item *items, ns_arena *a, ns_error *err)
+{
+    ns_status st = NS_OK;
+    ns_buf *arr = calloc(w->ncols, sizeof(*arr));
+    const char **vals = calloc(w->ncols, sizeof(*vals));
+    bool oom = !arr || !vals, all_refused = false;
+    for (size_t f = 0; !oom && f < w->ncols; f++) {
+        ns__buf_putc(&arr[f], '{');
+        for (size_t r = 0; r < w->ndups; r++)
+            array_elem(&arr[f], &items[w->dups[r]].fields[f]);
+        ns__buf_putc(&arr[f], '}');
+        oom = arr[f].failed;
+        vals[f] = ns__buf_cstr(&arr[f]);
+    }
+    if (oom)
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    else if ((st = ns__pgw_exec(w, err, "savepoint", "SAVEPOINT ns_bulk", 0, NULL)) == NS_OK) {
+        PGresult *res = PQexecParams(w->c, w->bulk_sql, (int)w->ncols, NULL, vals, NULL, NULL, 0);
+        copy_error ce;
+        if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+            all_refused = PQntuples(res) == 0;
+        } else {
+            ns__pgw_read_error(res, &ce);
+            if (!ce.row_level)
+                st = ns__pgw_fail(w, res, err, "insert");
+        }
+        PQclear(res);
+        if (st == NS_OK)
+            st = all_refused
+                     ? ns__pgw_exec(w, err, "savepoint", "RELEASE SAVEPOINT ns_bulk", 0, NULL)
+                     : ns__pgw_rollback_to(w, "ns_bulk", err);
+    }
+    for (size_t f = 0; arr && f < w->ncols; f++)
+        ns__buf_free(&arr[f]);
+    free(arr);
+    free(vals);
+    for (size_t r = 0; r < w->ndups && st == NS_OK; r++)
+        if (all_refused)
+            ns__pgw_reject(&items[w->dups[r]], "23505", w->dup_col[r], w->dup_msg[r], a);
+        else
+            st = push(&w->held, &w->nheld, &w->heldcap, w->dups[r], err);
+    w->ndups = 0;
+    return st;
+}
+
+static int by_index(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 /*
  * Streams the chunk while it is read: the first good item opens the chunk's
  * COPY (inside a savepoint), and lines go out as they accumulate, so the
@@ -346,33 +753,20 @@ ns_status ns__pgw_feed(ns_writer *base, ns_item *items, size_t index, ns_arena *
     w->fed = true;
     if (!check_item(w, &items[index], a))
         return NS_OK;
-    if (w->nkeys && seen_before(w, &items[index])) {
-        /* Probably collides with an earlier row of this load: send it after
-         * the chunk's COPY, on its own, rather than fail the whole COPY. */
-        if (w->nheld == w->heldcap) {
-            size_t cap = w->heldcap ? w->heldcap * 2 : 64;
-            size_t *h = realloc(w->held, cap * sizeof(*h));
-            if (!h)
-                return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-            w->held = h;
-            w->heldcap = cap;
-        }
-        w->held[w->nheld++] = index;
-        return NS_OK;
-    }
-    if (!w->copying) {
-        if ((st = ns__pgw_begin(w, err)) != NS_OK ||
-            (st = ns__pgw_exec(w, err, "savepoint", "SAVEPOINT ns_rows", 0, NULL)) != NS_OK)
-            return st;
-        PGresult *res = PQexec(w->c, w->copy_sql);
-        if (PQresultStatus(res) != PGRES_COPY_IN) {
-            st = ns__pgw_fail(w, res, err, "COPY");
-            PQclear(res);
-            return st;
-        }
-        PQclear(res);
-        w->copying = true;
-    }
+    /* Probably collides with an earlier row of this load, or may fail a
+     * CHECK: send it after the chunk's COPY, on its own, rather than fail
+     * the whole COPY. (The filter records every row's keys, held or not.) */
+    bool hold = w->nkeys && seen_before(w, &items[index]);
+    for (size_t k = 0; !hold && k < w->nchecks; k++)
+        hold = ns__pg_check_may_fail(w->checks[k], w->cols, &items[index]);
+    if (hold)
+        return push(&w->held, &w->nheld, &w->heldcap, index, err);
+    /* The load has met foreign keys without a parent or keys already in
+     * the table: the chunk waits for the probes before it is sent. */
+    if (probing(w))
+        return push(&w->pending, &w->npending, &w->pendcap, index, err);
+    if (!w->copying && (st = start_copy(w, err)) != NS_OK)
+        return st;
     if ((st = add_line(w, &items[index], index, err)) != NS_OK)
         return st;
     return stream(w, false, err);
@@ -399,42 +793,89 @@ ns_status ns__pgw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a, 
         for (size_t i = 0; i < n; i++)
             if ((st = ns__pgw_feed(base, items, i, a, err)) != NS_OK)
                 return st;
-    if (w->copying) {
+    if (w->npending && (st = send_pending(w, items, a, err)) != NS_OK)
+        goto out;
+    for (int pass = 0; w->copying; pass++) {
         st = stream_end(w, &e, err);
         if (st == NS_OK) {
             st = ns__pgw_exec(w, err, "savepoint", "RELEASE SAVEPOINT ns_rows", 0, NULL);
         } else if (e.row_level) {
             /* The streamed COPY failed: isolate what it held, knowing the
-             * row the server named. */
-            if ((st = ns__pgw_exec(w, err, "savepoint", "ROLLBACK TO SAVEPOINT ns_rows", 0,
-                                   NULL)) != NS_OK)
+             * row the server named. Once per chunk, an error that turns a
+             * probe on starts the chunk over (ns_chunk), the probes asked:
+             * the first chunk of a re-run costs one probe, not one failed
+             * COPY per row. */
+            if ((st = ns__pgw_rollback_to(w, "ns_rows", err)) != NS_OK)
+                goto out;
+            w->can_replan = pass == 0 && w->nprobes && w->insert_sql;
+            if (w->can_replan &&
+                (st = ns__pgw_exec(w, err, "savepoint", "SAVEPOINT ns_chunk", 0, NULL)) != NS_OK)
                 goto out;
             if (e.line >= 1 && (size_t)e.line <= w->lines) {
                 size_t bad = (size_t)e.line - 1;
                 ns__pgw_reject(&items[w->item[bad]], e.code, e.column[0] ? e.column : NULL,
                                e.message, a);
+                surprise(w, e.code);
                 if ((st = isolate(w, items, 0, bad, a, err)) == NS_OK)
                     st = isolate(w, items, bad + 1, w->lines, a, err);
             } else {
                 st = isolate(w, items, 0, w->lines, a, err);
             }
+            if (st == NS_OK && w->replan) {
+                /* Start over: every line not rejected yet waits for the probes. */
+                w->replan = w->can_replan = false;
+                if ((st = ns__pgw_rollback_to(w, "ns_chunk", err)) != NS_OK)
+                    goto out;
+                size_t nl = w->lines;
+                for (size_t l = 0; l < nl && st == NS_OK; l++)
+                    if (!items[w->item[l]].code)
+                        st = push(&w->pending, &w->npending, &w->pendcap, w->item[l], err);
+                w->data.len = 0;
+                w->lines = 0;
+                w->sent = 0;
+                if (st == NS_OK)
+                    st = send_pending(w, items, a, err);
+                if (st != NS_OK)
+                    goto out;
+                continue;
+            }
+            if (st == NS_OK && w->can_replan)
+                st = ns__pgw_exec(w, err, "savepoint", "RELEASE SAVEPOINT ns_chunk", 0, NULL);
+            w->can_replan = false;
         }
         if (st != NS_OK)
             goto out;
     }
     if (w->merge_sql && w->lines && (st = ns__pgw_merge_chunk(w, items, a, err)) != NS_OK)
         goto out;
+    if (w->ndups && (st = decide_dups(w, items, a, err)) != NS_OK)
+        goto out;
     if (w->nheld) {
-        /* Rows held out as probable duplicates of earlier ones: after the
-         * rest of the chunk, in file order, one per COPY. Most are refused;
-         * a false alarm loads. */
+        /* Rows held out (probable duplicates of earlier ones, rows that may
+         * fail a CHECK, rows the probes point at): after the rest of the
+         * chunk, in file order, each tried on its own. Most are refused; a
+         * false alarm loads. */
+        qsort(w->held, w->nheld, sizeof(*w->held), by_index);
         size_t from = w->lines;
         if ((st = ns__pgw_begin(w, err)) != NS_OK)
             goto out;
-        for (size_t i = 0; i < w->nheld; i++)
-            if ((st = add_line(w, &items[w->held[i]], w->held[i], err)) != NS_OK)
-                goto out;
-        st = isolate_by(w, items, from, w->lines, 1, a, err);
+        bool *good = w->insert_sql ? calloc(w->nheld, sizeof(*good)) : NULL;
+        if (w->insert_sql && !good) {
+            st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+            goto out;
+        }
+        if (good && (st = probe_held(w, items, good, a, err)) != NS_OK) {
+            free(good);
+            goto out;
+        }
+        /* What the server took (all of them without a probe), in file
+         * order, through the usual isolation. */
+        for (size_t i = 0; i < w->nheld && st == NS_OK; i++)
+            if (!good || good[i])
+                st = add_line(w, &items[w->held[i]], w->held[i], err);
+        free(good);
+        if (st == NS_OK && w->lines > from)
+            st = isolate_by(w, items, from, w->lines, good ? SEGMENT : 1, a, err);
     }
 out:
     ns__pgw_chunk_reset(w);

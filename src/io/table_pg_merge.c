@@ -142,8 +142,7 @@ static ns_status merge(pg_writer *w, ns_item *items, size_t lo, size_t hi, ns_ar
         return st;
     }
     PQclear(res);
-    if ((st = ns__pgw_exec(w, err, "savepoint", "ROLLBACK TO SAVEPOINT ns_merge", 0, NULL)) !=
-        NS_OK)
+    if ((st = ns__pgw_rollback_to(w, "ns_merge", err)) != NS_OK)
         return st;
     if (hi - lo == 1) {
         ns__pgw_reject(&items[w->item[lo]], e.code, e.column[0] ? e.column : NULL, e.message, a);

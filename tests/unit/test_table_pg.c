@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "io/io.h"
+#include "io/table_pg.h"
 
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -196,6 +197,192 @@ static void fence(const ns_writer_vt *vt, const char *target)
     ns__writer_free(b);
 }
 
+/*
+ * The client's reading of CHECK constraints (table_pg_check.c) against the
+ * server: for every constraint it claims to understand and every value,
+ * "surely passes" must be a row the server takes and "may fail" one it
+ * refuses (it is exact on these forms; NaN and infinities are left in
+ * doubt); the forms it must not claim to understand are refused.
+ */
+static void test_checks_oracle(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *type, *check;
+        bool understood;
+    } cases[] = {
+        {"integer", "x >= 0", true},
+        {"integer", "x BETWEEN 1 AND 10", true},
+        {"integer", "x IN (1, 2, 3)", true},
+        {"integer", "x <> ALL (ARRAY[1, 2])", true},
+        {"integer", "x < -5 OR x > 5", true},
+        {"integer", "NOT (x = 3)", true},
+        {"integer", "x IS NOT NULL AND x <> 0", true},
+        {"integer", "0 < x", true},
+        {"bigint", "x > -9223372036854775807", true},
+        {"text", "x IN ('a', 'b')", true},
+        {"text", "x <> 'it''s'", true},
+        {"text", "length(x) <= 3", true},
+        {"text", "x = 'é' OR x IS NULL", true},
+        {"varchar(10)", "x IN ('p', 'q')", true},
+        {"varchar(10)", "char_length(x) > 0", true},
+        {"char(3)", "x <> 'zz'", true},
+        {"char(3)", "x IN ('ab', 'cd')", true},
+        {"numeric(8,3)", "x > -1.5 AND x < 100", true},
+        {"numeric(8,3)", "x = 1.50", true},
+        {"numeric(8,3)", "x <> 0", true},
+        {"double precision", "x >= 0.5", true},
+        {"double precision", "x <> 0.1", true},
+        {"double precision", "x < 1e3", true},
+        {"date", "x > '2020-01-01'", false},
+        {"text", "x ~ '^a'", false},
+        {"integer", "x + 1 > 0", false},
+        {"text", "lower(x) = 'a'", false},
+        {"text", "x < 'm'", false},
+        {"boolean", "x", false},
+        {"integer", "x IN (1, NULL)", false},
+    };
+    static const char *const values[] = {NULL,
+                                         "-100",
+                                         "-6",
+                                         "-5",
+                                         "-1.5",
+                                         "-1.49",
+                                         "-1.500",
+                                         "-0",
+                                         "0",
+                                         "0.000",
+                                         "0.1",
+                                         "0.5",
+                                         "0.49999999999999994",
+                                         "1",
+                                         "1.5",
+                                         "1.50",
+                                         "1.500",
+                                         "+2",
+                                         " 7 ",
+                                         "3",
+                                         "5",
+                                         "6",
+                                         "10",
+                                         "11",
+                                         "99.999",
+                                         "100",
+                                         "100.000",
+                                         "999.9999",
+                                         "1000",
+                                         "NaN",
+                                         "Infinity",
+                                         "",
+                                         "a",
+                                         "b",
+                                         "c",
+                                         "it's",
+                                         "abc",
+                                         "abcd",
+                                         "é",
+                                         "é€xy",
+                                         "ab",
+                                         "ab ",
+                                         "cd",
+                                         "zz",
+                                         "zz ",
+                                         "p",
+                                         "q",
+                                         "r",
+                                         "-9223372036854775807",
+                                         "-9223372036854775808"};
+    PGconn *c = PQconnectdb(url);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    size_t claims = 0;
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        char ddl[512], def[512];
+        snprintf(ddl, sizeof(ddl),
+                 "DROP TABLE IF EXISTS ck; CREATE TABLE ck (x %s CHECK (%s));"
+                 " SELECT format_type(a.atttypid, a.atttypmod), pg_get_constraintdef(c.oid)"
+                 " FROM pg_attribute a, pg_constraint c WHERE a.attrelid = 'ck'::regclass"
+                 " AND a.attname = 'x' AND c.conrelid = 'ck'::regclass AND c.contype = 'c'",
+                 cases[k].type, cases[k].check);
+        PGresult *r = PQexec(c, ddl);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+            fail_msg("%s: %s", cases[k].check, PQerrorMessage(c));
+        char xname[] = "x";
+        pcol col = {.name = xname};
+        ns__coltype_parse_pg(PQgetvalue(r, 0, 0), &col.ct);
+        snprintf(def, sizeof(def), "%s", PQgetvalue(r, 0, 1));
+        PQclear(r);
+        ns_pg_check *ck = ns__pg_check_parse("ck_x_check", def, &col, 1);
+        if (!cases[k].understood) {
+            if (ck)
+                fail_msg("%s: read as understood, it must not be", def);
+            continue;
+        }
+        if (!ck)
+            fail_msg("%s (%s): not understood", def, col.ct.decl);
+        claims++;
+        for (size_t v = 0; v < sizeof(values) / sizeof(values[0]); v++) {
+            const char *p[] = {values[v]};
+            ns_bound b;
+            const char *code;
+            char msg[64];
+            /* A value the client's type check refuses never reaches the CHECK. */
+            if (values[v] && !ns__coltype_check(&col.ct, values[v], strlen(values[v]), &b, &code,
+                                                msg, sizeof(msg)))
+                continue;
+            PQclear(PQexec(c, "BEGIN"));
+            r = PQexecParams(c, "INSERT INTO ck VALUES ($1)", 1, NULL, p, NULL, NULL, 0);
+            const char *sqlstate = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+            bool taken = PQresultStatus(r) == PGRES_COMMAND_OK,
+                 refused = sqlstate && strcmp(sqlstate, "23514") == 0;
+            PQclear(r);
+            PQclear(PQexec(c, "ROLLBACK"));
+            if (!taken && !refused)
+                continue; /* a type error the client's check lets through */
+            ns_value fv = {values[v], values[v] ? strlen(values[v]) : 0};
+            ns_item it = {.fields = &fv, .nfields = 1};
+            bool may_fail = ns__pg_check_may_fail(ck, &col, &it);
+            bool doubt =
+                values[v] && (strcmp(values[v], "NaN") == 0 || strcmp(values[v], "Infinity") == 0);
+            if (refused && !may_fail)
+                fail_msg("%s: '%s' is refused by the server, read as surely passing", def,
+                         values[v] ? values[v] : "NULL");
+            if (taken && may_fail && !doubt)
+                fail_msg("%s: '%s' is taken by the server, read as may fail", def,
+                         values[v] ? values[v] : "NULL");
+        }
+        ns__pg_check_free(ck);
+    }
+    assert_true(claims > 20);
+    /* Text no server prints, read without harm: unterminated, too deep,
+     * trailing words, an unknown column. */
+    char deep[4096] = "CHECK (";
+    for (int i = 0; i < 1000; i++)
+        strcat(deep, "(");
+    char xname[] = "x";
+    pcol xcol = {.name = xname};
+    ns__coltype_parse_pg("integer", &xcol.ct);
+    static const char *const hostile[] = {"CHECK ((x = 'unterminated))",
+                                          "CHECK ((x >= ))",
+                                          "CHECK ((x >= 0)) AND",
+                                          "CHECK",
+                                          "",
+                                          "CHECK ((y >= 0))",
+                                          "CHECK ((x = ANY (ARRAY[1, )))",
+                                          "CHECK ((\"x >= 0))",
+                                          "CHECK ((x >= 0)) NOT VALID",
+                                          "CHECK ((x = ANY (ARRAY[])))"};
+    for (size_t h = 0; h < sizeof(hostile) / sizeof(hostile[0]); h++) {
+        ns_pg_check *ck = ns__pg_check_parse("h", hostile[h], &xcol, 1);
+        bool ok = strcmp(hostile[h], "CHECK ((x >= 0)) NOT VALID") == 0;
+        if ((ck != NULL) != ok)
+            fail_msg("%s: %s", hostile[h], ck ? "read as understood" : "not understood");
+        ns__pg_check_free(ck);
+    }
+    assert_null(ns__pg_check_parse("deep", deep, &xcol, 1));
+    PQclear(PQexec(c, "DROP TABLE ck"));
+    PQfinish(c);
+}
+
 static void test_fence(void **state)
 {
     (void)state;
@@ -222,8 +409,8 @@ int main(void)
     }
     fclose(f);
     url[strcspn(url, "\n")] = '\0';
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_write_without_feed),
-                                       cmocka_unit_test(test_connection_lost_mid_copy),
-                                       cmocka_unit_test(test_fence)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_write_without_feed), cmocka_unit_test(test_connection_lost_mid_copy),
+        cmocka_unit_test(test_fence), cmocka_unit_test(test_checks_oracle)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

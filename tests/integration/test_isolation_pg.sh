@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Bad-row isolation into PostgreSQL (docs/internals.md, "PostgreSQL target"):
+# every class of server-side refusal — CHECK constraints the client reads,
+# a foreign key without a parent, keys of rows already in the table, keys
+# of earlier rows of the load — at a high rate over many chunks, so the
+# writer holds rows back, probes, and starts a chunk over once a probe turns
+# on. The result must be what a row-by-row model of the server says: the
+# same rows loaded, the same lines rejected with the same codes; and where a
+# held row and a later row collide, the earlier record wins only if the
+# server takes it. Also: the same file loaded again into the full table (a
+# re-run) rejects every row once, as 23505.
+source "$(dirname "$0")/lib.sh"
+export TARGET_URL
+TARGET_URL=$(pg_db ns_isolation)
+psql "$TARGET_URL" -q <<'SQL'
+CREATE TABLE parents (id integer PRIMARY KEY);
+INSERT INTO parents SELECT g FROM generate_series(1, 500) g;
+CREATE TABLE acc (
+    id     integer PRIMARY KEY,
+    email  text NOT NULL UNIQUE,
+    status text NOT NULL CHECK (status IN ('active', 'dormant')),
+    points integer CHECK (points >= 0 AND points < 100000),
+    ratio  numeric(6,2) CHECK (ratio <> 0),
+    ref    integer REFERENCES parents
+);
+-- rows already in the table before the load
+INSERT INTO acc SELECT g, 'pre' || g || '@e.com', 'active', 1, 1, 1 FROM generate_series(900001, 900300) g;
+SQL
+# The model: rows in order, each bad in one way or good; a bad row is
+# rejected with its class's SQLSTATE, a good one inserted (so it can collide
+# with later ones). want.txt: "line code" of every reject.
+python3 - <<'PY'
+import random
+random.seed(7)
+ids, emails = set(range(900001, 900301)), {f"pre{i}@e.com" for i in range(900001, 900301)}
+parents = set(range(1, 501))
+lines, want, good = ["id,email,status,points,ratio,ref"], [], []
+held_check = {}  # id -> line of a CHECK-violating row, for the collision cases
+for n in range(1, 6001):
+    line = n + 1
+    r = {"id": str(n), "email": f"u{n}@e.com", "status": "active", "points": str(random.randint(0, 500)),
+         "ratio": "1.50", "ref": str(random.randint(1, 500))}
+    k = random.random()
+    if k < 0.03:
+        r["status"] = random.choice(["deleted", "Active", "active "])
+    elif k < 0.06:
+        r["points"] = random.choice(["-1", "100000", "-0001"])
+    elif k < 0.08:
+        r["ratio"] = random.choice(["0", "0.00", "-0.0"])
+    elif k < 0.12:
+        r["ref"] = str(random.randint(501, 10**6))
+    elif k < 0.15:
+        r["id"] = str(random.randint(900001, 900300))       # a row already in the table
+    elif k < 0.17:
+        r["email"] = f"pre{random.randint(900001, 900300)}@e.com"
+    elif k < 0.20 and good:
+        r["id"] = random.choice(good)                          # an earlier row of the load
+    elif k < 0.22 and held_check:
+        # a valid row colliding with an earlier row that a CHECK refuses:
+        # the earlier one is not in the table, so this one loads
+        r["id"] = random.choice(list(held_check))
+        del held_check[r["id"]]
+    # the model of the server
+    ok_check = r["status"] in ("active", "dormant") and 0 <= int(r["points"]) < 100000 and float(r["ratio"]) != 0
+    if not ok_check:
+        want.append(f"{line} 23514")
+        held_check.setdefault(r["id"], line)
+    elif int(r["ref"]) not in parents:
+        want.append(f"{line} 23503")
+    elif int(r["id"]) in ids or r["email"] in emails:
+        want.append(f"{line} 23505")
+    else:
+        ids.add(int(r["id"]))
+        emails.add(r["email"])
+        good.append(r["id"])
+    lines.append(",".join(r[c] for c in ("id", "email", "status", "points", "ratio", "ref")))
+open("in.csv", "w").write("\n".join(lines) + "\n")
+open("want.txt", "w").write("\n".join(want) + "\n")
+open("want_count.txt", "w").write(f"{len(ids)}\n")
+# A re-run into the full table: a row rejected before is rejected again the
+# same way; every row loaded before is now a duplicate.
+codes = dict(w.split() for w in want)
+again = [f"{n + 1} {codes.get(str(n + 1), '23505')}" for n in range(1, len(lines))]
+open("want_again.txt", "w").write("\n".join(again) + "\n")
+PY
+load_job job.yaml isolation acc "skip: {limit: 100000}" 'rejects: "rejects/${execution.id}-${params.how}.csv"'
+sed -i 's/chunk: 100$/chunk: 500/' job.yaml
+grep -q 'chunk: 500' job.yaml || fail "the job's chunk size was not set"
+got_rejects() { # the rejects file as "line code", in line order
+    python3 - "$1" <<'PY'
+import csv, sys
+for r in csv.DictReader(open(sys.argv[1], newline="", encoding="utf-8")):
+    print(r["line"], r["code"])
+PY
+}
+expect_exit 0 "$NS" run job.yaml file=in.csv how=first
+got_rejects rejects/1-first.csv > got.txt
+diff -u want.txt got.txt > diff.txt || { head -20 diff.txt >&2; fail "the rejects differ from the model's"; }
+assert_eq "$(psql "$TARGET_URL" -qAtc "SELECT count(*) FROM acc")" "$(cat want_count.txt)" "rows in the table"
+# Every reject carries the server's own message.
+python3 - rejects/1-first.csv <<'PY' || exit 1
+import csv, sys
+want = {"23514": "violates check constraint", "23503": "violates foreign key constraint",
+        "23505": "duplicate key value violates unique constraint"}
+for r in csv.DictReader(open(sys.argv[1], newline="", encoding="utf-8")):
+    assert want[r["code"]] in r["message"], r
+PY
+
+# A re-run of the whole file into the full table: every row is refused, once.
+psql "$TARGET_URL" -qc "DELETE FROM nightshift_checkpoint"
+expect_exit 0 "$NS" run job.yaml file=in.csv how=again
+rows=$(($(wc -l < in.csv) - 1))
+got_rejects rejects/2-again.csv > got_again.txt
+diff -u want_again.txt got_again.txt > diff.txt || { head -20 diff.txt >&2; fail "the re-run's rejects differ from the model's"; }
+assert_eq "$(psql "$TARGET_URL" -qAtc "SELECT count(*) FROM acc")" "$(cat want_count.txt)" "rows after the re-run"
+# Rows refused in bulk (their key found in the table) carry the message the
+# server gives one such row: the primary key's, with the key.
+python3 - rejects/2-again.csv rejects/1-first.csv in.csv <<'PY' || exit 1
+import csv, sys
+first = {r["line"] for r in csv.DictReader(open(sys.argv[2], newline="", encoding="utf-8"))}
+ids = {str(n + 1): l.split(",")[0] for n, l in enumerate(open(sys.argv[3], encoding="utf-8")) if n}
+checked = 0
+for r in csv.DictReader(open(sys.argv[1], newline="", encoding="utf-8")):
+    if r["line"] in first:
+        continue
+    want = f'duplicate key value violates unique constraint "acc_pkey" (Key (id)=({ids[r["line"]]}) already exists.)'
+    assert r["message"] == want and r["column"] == "id", (r, want)
+    checked += 1
+assert checked > 4000, checked
+PY
+echo "isolation: $(wc -l < want.txt) rejects as the model says; a re-run of $rows rows refused once each"
