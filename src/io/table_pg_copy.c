@@ -540,17 +540,28 @@ static ns_status run_probes(pg_writer *w, ns_item *items, bool *hold, const char
 {
     ns_status st = NS_OK;
     bool found = false;
+    size_t *map = malloc((w->npending ? w->npending : 1) * sizeof(*map));
+    if (!map)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     for (size_t k = 0; k < w->nprobes && st == NS_OK; k++) {
         pg_probe *pr = &w->probes[k];
         if (!pr->on || pr->broken)
+            continue;
+        /* A key probe skips the rows an earlier key probe found: the
+         * server names the first index a row collides with. */
+        size_t n = 0;
+        for (size_t r = 0; r < w->npending; r++)
+            if (pr->fk || !dupmsg[r])
+                map[n++] = r;
+        if (!n)
             continue;
         ns_buf *arr = calloc(pr->nfields, sizeof(*arr));
         const char **vals = calloc(pr->nfields, sizeof(*vals));
         bool oom = !arr || !vals;
         for (size_t f = 0; !oom && f < pr->nfields; f++) {
             ns__buf_putc(&arr[f], '{');
-            for (size_t r = 0; r < w->npending; r++)
-                array_elem(&arr[f], &items[w->pending[r]].fields[pr->fields[f]]);
+            for (size_t r = 0; r < n; r++)
+                array_elem(&arr[f], &items[w->pending[map[r]]].fields[pr->fields[f]]);
             ns__buf_putc(&arr[f], '}');
             oom = arr[f].failed;
             vals[f] = ns__buf_cstr(&arr[f]);
@@ -564,18 +575,19 @@ static ns_status run_probes(pg_writer *w, ns_item *items, bool *hold, const char
             if (PQresultStatus(res) == PGRES_TUPLES_OK) {
                 for (int r = 0; r < PQntuples(res) && st == NS_OK; r++) {
                     size_t at = (size_t)strtoull(PQgetvalue(res, r, 0), NULL, 10);
-                    if (at < 1 || at > w->npending)
+                    if (at < 1 || at > n)
                         continue;
-                    hold[at - 1] = found = true;
+                    size_t row = map[at - 1];
+                    hold[row] = found = true;
                     /* The first key index the row collides with is the one
                      * the server names; a key collision is raised before a
                      * foreign key is checked (at the end of the statement). */
-                    if (!pr->fk && !dupmsg[at - 1] &&
-                        (st = dup_message(w, &w->keys[pr->key], PQgetvalue(res, r, 1),
-                                          &dupmsg[at - 1], &dupcol[at - 1], a, err)) != NS_OK)
-                        break;
+                    if (!pr->fk && !dupmsg[row])
+                        st = dup_message(w, &w->keys[pr->key], PQgetvalue(res, r, 1), &dupmsg[row],
+                                         &dupcol[row], a, err);
                 }
-                st = ns__pgw_exec(w, err, "savepoint", "RELEASE SAVEPOINT ns_probe", 0, NULL);
+                if (st == NS_OK)
+                    st = ns__pgw_exec(w, err, "savepoint", "RELEASE SAVEPOINT ns_probe", 0, NULL);
             } else {
                 copy_error ce;
                 ns__pgw_read_error(res, &ce);
@@ -591,6 +603,7 @@ static ns_status run_probes(pg_writer *w, ns_item *items, bool *hold, const char
         free(arr);
         free(vals);
     }
+    free(map);
     /* Probes that keep finding nothing go off until the next surprise. */
     if (st == NS_OK && !found && ++w->quiet >= 2)
         for (size_t k = 0; k < w->nprobes; k++)
@@ -819,7 +832,13 @@ ns_status ns__pgw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a, 
                 if ((st = isolate(w, items, 0, bad, a, err)) == NS_OK)
                     st = isolate(w, items, bad + 1, w->lines, a, err);
             } else {
-                st = isolate(w, items, 0, w->lines, a, err);
+                /* No line: a foreign key, checked at the end of the
+                 * statement. When a probe can find such rows, it turns on
+                 * now and the chunk starts over, instead of bisecting to the
+                 * first one. */
+                surprise(w, e.code);
+                if (!w->replan)
+                    st = isolate(w, items, 0, w->lines, a, err);
             }
             if (st == NS_OK && w->replan) {
                 /* Start over: every line not rejected yet waits for the probes. */
