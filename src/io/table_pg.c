@@ -79,6 +79,30 @@ ns_status ns__pgw_rollback_to(pg_writer *w, const char *name, ns_error *err)
     return st;
 }
 
+/* The server's 23505 message for index k up to the key's values:
+ * 'duplicate key value violates unique constraint "i" (Key (a, "B")=('
+ * (names quoted as the server quotes them: unless plain lower case). */
+static char *dup_prefix(const pg_writer *w, const ukey *k)
+{
+    ns_buf b = {0};
+    ns__buf_printf(&b, "duplicate key value violates unique constraint \"%s\" (Key (", k->index);
+    for (size_t c = 0; c < k->ncols; c++) {
+        const char *n = w->cols[k->cols[c]].name;
+        bool plain = (*n >= 'a' && *n <= 'z') || *n == '_';
+        for (const char *p = n; *p; p++)
+            plain &= (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_';
+        ns__buf_printf(&b, c ? ", " : "");
+        if (plain)
+            ns__buf_printf(&b, "%s", n);
+        else
+            ns__buf_ident(&b, n);
+    }
+    ns__buf_printf(&b, ")=(");
+    char *p = b.failed ? NULL : ns__strdup(ns__buf_cstr(&b));
+    ns__buf_free(&b);
+    return p;
+}
+
 /* "INSERT INTO t (c1, c2, ...)": the input's columns. */
 static void insert_into(const pg_writer *w, ns_buf *b)
 {
@@ -461,7 +485,8 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
         key_indexed |= in_key == k.ncols && k.ncols == w->nkey;
         ukey *ks = covered && !merge ? realloc(w->keys, (w->nkeys + 1) * sizeof(*ks)) : NULL;
         if (ks && (k.mem = calloc(1, BLOOM_BITS / 8 + 64)) != NULL &&
-            (k.index = ns__strdup(PQgetvalue(res, r, 1))) != NULL) {
+            (k.index = ns__strdup(PQgetvalue(res, r, 1))) != NULL &&
+            (k.dup_prefix = dup_prefix(w, &k)) != NULL) {
             k.bits = (uint64_t *)(((uintptr_t)k.mem + 63) & ~(uintptr_t)63);
             w->keys = ks;
             w->keys[w->nkeys++] = k;
@@ -470,6 +495,7 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
                 w->keys = ks;
             free(k.cols);
             free(k.mem);
+            free(k.index);
         }
     }
     if (!merge && st == NS_OK)
@@ -698,10 +724,9 @@ static void pw_close(ns_writer *base)
         free(w->keys[k].cols);
         free(w->keys[k].mem);
         free(w->keys[k].index);
+        free(w->keys[k].dup_prefix);
     }
     free(w->dups);
-    free(w->dup_msg);
-    free(w->dup_col);
     free(w->bulk_sql);
     free(w->keys);
     for (size_t k = 0; k < w->nchecks; k++)

@@ -30,7 +30,16 @@ typedef struct ukey {
     uint64_t *bits; /* 64-byte aligned, inside mem */
     void *mem;      /* calloc'd: a large calloc maps zero pages lazily */
     char *index;    /* the index's name, as the server's 23505 message says it */
+    /* 'duplicate key value violates unique constraint "i" (Key (a, b)=(': the
+     * server's 23505 message for this index up to the key's values */
+    char *dup_prefix;
 } ukey;
+
+/* A row a key probe found in the table, and the server's message for it. */
+typedef struct pg_dup {
+    size_t item;
+    const char *msg, *col;
+} pg_dup;
 
 /* table_pg_check.c: a CHECK constraint as the client can read it. */
 typedef struct ns_pg_check ns_pg_check;
@@ -69,8 +78,7 @@ typedef struct pg_writer {
     size_t npending, pendcap;
     /* Items whose key a probe found in the table, with the server's 23505
      * message for each: decided in bulk after the chunk's COPY. */
-    size_t *dups;
-    const char **dup_msg, **dup_col;
+    struct pg_dup *dups;
     size_t ndups, dupcap;
     char *bulk_sql;       /* INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING */
     ns_pg_check **checks; /* insert: CHECKs the client reads, to hold rows that may fail */

@@ -101,18 +101,22 @@ static ns_status copy_end(pg_writer *w, copy_error *e, ns_error *err)
     return st;
 }
 
+/* Starts the writer's COPY ... FROM STDIN. */
+static ns_status copy_in(pg_writer *w, ns_error *err)
+{
+    PGresult *res = PQexec(w->c, w->copy_sql);
+    ns_status st = PQresultStatus(res) == PGRES_COPY_IN ? NS_OK : ns__pgw_fail(w, res, err, "COPY");
+    PQclear(res);
+    return st;
+}
+
 /* Sends COPY lines [lo, hi). NS_OK, or NS_EDB with *e filled. */
 static ns_status copy_range(pg_writer *w, size_t lo, size_t hi, copy_error *e, ns_error *err)
 {
     memset(e, 0, sizeof(*e));
-    PGresult *res = PQexec(w->c, w->copy_sql);
-    if (PQresultStatus(res) != PGRES_COPY_IN) {
-        ns__pgw_read_error(res, e);
-        ns_status st = ns__pgw_fail(w, res, err, "COPY");
-        PQclear(res);
+    ns_status st = copy_in(w, err);
+    if (st != NS_OK)
         return st;
-    }
-    PQclear(res);
     const char *from = w->data.data + w->off[lo];
     size_t len = w->off[hi] - w->off[lo];
     if (len && PQputCopyData(w->c, from, (int)len) != 1)
@@ -495,15 +499,9 @@ static ns_status start_copy(pg_writer *w, ns_error *err)
 {
     ns_status st;
     if ((st = ns__pgw_begin(w, err)) != NS_OK ||
-        (st = ns__pgw_exec(w, err, "savepoint", "SAVEPOINT ns_rows", 0, NULL)) != NS_OK)
+        (st = ns__pgw_exec(w, err, "savepoint", "SAVEPOINT ns_rows", 0, NULL)) != NS_OK ||
+        (st = copy_in(w, err)) != NS_OK)
         return st;
-    PGresult *res = PQexec(w->c, w->copy_sql);
-    if (PQresultStatus(res) != PGRES_COPY_IN) {
-        st = ns__pgw_fail(w, res, err, "COPY");
-        PQclear(res);
-        return st;
-    }
-    PQclear(res);
     w->copying = true;
     return NS_OK;
 }
@@ -530,6 +528,34 @@ static void array_elem(ns_buf *b, const ns_value *v)
 }
 
 /*
+ * Text arrays, one per field in `fields` (all fields when NULL), over the
+ * items at `rows[0..n)`, as statement parameters in vals. False when out
+ * of memory; arr is freed by the caller (free_arrays) either way.
+ */
+static bool arrays(const ns_item *items, const size_t *rows, size_t n, const size_t *fields,
+                   size_t nf, ns_buf *arr, const char **vals)
+{
+    for (size_t f = 0; f < nf; f++) {
+        ns__buf_putc(&arr[f], '{');
+        for (size_t r = 0; r < n; r++)
+            array_elem(&arr[f], &items[rows[r]].fields[fields ? fields[f] : f]);
+        ns__buf_putc(&arr[f], '}');
+        if (arr[f].failed)
+            return false;
+        vals[f] = ns__buf_cstr(&arr[f]);
+    }
+    return true;
+}
+
+static void free_arrays(ns_buf *arr, size_t nf, const char **vals)
+{
+    for (size_t f = 0; arr && f < nf; f++)
+        ns__buf_free(&arr[f]);
+    free(arr);
+    free(vals);
+}
+
+/*
  * Asks each probe that is on about the pending rows, in one statement each
  * (inside a savepoint: a probe that fails, say on a value its cast refuses,
  * is dropped for the rest of the load and decides nothing). Marks in
@@ -540,9 +566,15 @@ static ns_status run_probes(pg_writer *w, ns_item *items, bool *hold, const char
 {
     ns_status st = NS_OK;
     bool found = false;
+    /* map: the pending rows a probe asks about, as item indexes (rows)
+     * and as positions in pending (at) */
+    size_t *rows = malloc((w->npending ? w->npending : 1) * sizeof(*rows));
     size_t *map = malloc((w->npending ? w->npending : 1) * sizeof(*map));
-    if (!map)
+    if (!rows || !map) {
+        free(rows);
+        free(map);
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    }
     for (size_t k = 0; k < w->nprobes && st == NS_OK; k++) {
         pg_probe *pr = &w->probes[k];
         if (!pr->on || pr->broken)
@@ -551,22 +583,15 @@ static ns_status run_probes(pg_writer *w, ns_item *items, bool *hold, const char
          * server names the first index a row collides with. */
         size_t n = 0;
         for (size_t r = 0; r < w->npending; r++)
-            if (pr->fk || !dupmsg[r])
+            if (pr->fk || !dupmsg[r]) {
+                rows[n] = w->pending[r];
                 map[n++] = r;
+            }
         if (!n)
             continue;
         ns_buf *arr = calloc(pr->nfields, sizeof(*arr));
         const char **vals = calloc(pr->nfields, sizeof(*vals));
-        bool oom = !arr || !vals;
-        for (size_t f = 0; !oom && f < pr->nfields; f++) {
-            ns__buf_putc(&arr[f], '{');
-            for (size_t r = 0; r < n; r++)
-                array_elem(&arr[f], &items[w->pending[map[r]]].fields[pr->fields[f]]);
-            ns__buf_putc(&arr[f], '}');
-            oom = arr[f].failed;
-            vals[f] = ns__buf_cstr(&arr[f]);
-        }
-        if (oom) {
+        if (!arr || !vals || !arrays(items, rows, n, pr->fields, pr->nfields, arr, vals)) {
             st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
         } else if ((st = ns__pgw_exec(w, err, "savepoint", "SAVEPOINT ns_probe", 0, NULL)) ==
                    NS_OK) {
@@ -598,11 +623,9 @@ static ns_status run_probes(pg_writer *w, ns_item *items, bool *hold, const char
             }
             PQclear(res);
         }
-        for (size_t f = 0; arr && f < pr->nfields; f++)
-            ns__buf_free(&arr[f]);
-        free(arr);
-        free(vals);
+        free_arrays(arr, pr->nfields, vals);
     }
+    free(rows);
     free(map);
     /* Probes that keep finding nothing go off until the next surprise. */
     if (st == NS_OK && !found && ++w->quiet >= 2)
@@ -633,24 +656,15 @@ static ns_status send_pending(pg_writer *w, ns_item *items, ns_arena *a, ns_erro
         if (msg[r]) {
             if (w->ndups == w->dupcap) {
                 size_t cap = w->dupcap ? w->dupcap * 2 : 64;
-                size_t *d = realloc(w->dups, cap * sizeof(*d));
-                const char **m = d ? realloc(w->dup_msg, cap * sizeof(*m)) : NULL;
-                const char **c = m ? realloc(w->dup_col, cap * sizeof(*c)) : NULL;
-                if (d)
-                    w->dups = d;
-                if (m)
-                    w->dup_msg = m;
-                if (c)
-                    w->dup_col = c;
-                if (!c) {
+                pg_dup *d = realloc(w->dups, cap * sizeof(*d));
+                if (!d) {
                     st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
                     break;
                 }
+                w->dups = d;
                 w->dupcap = cap;
             }
-            w->dups[w->ndups] = index;
-            w->dup_msg[w->ndups] = msg[r];
-            w->dup_col[w->ndups++] = col[r];
+            w->dups[w->ndups++] = (pg_dup){index, msg[r], col[r]};
         } else if (hold[r]) {
             st = push(&w->held, &w->nheld, &w->heldcap, index, err);
         } else if ((w->copying || (st = start_copy(w, err)) == NS_OK) &&
@@ -665,31 +679,23 @@ static ns_status send_pending(pg_writer *w, ns_item *items, ns_arena *a, ns_erro
     return st;
 }
 
-/* The server's 23505 message for a key of index `u` shown as `shown`:
- * duplicate key value violates unique constraint "i" (Key (a, b)=(1, x)
- * already exists.), with the column when the key has one. */
+/* The server's 23505 message for a key of index `u` shown as `shown`
+ * (u->dup_prefix, made at open, holds all but the key), with the column
+ * when the key has one. */
 static ns_status dup_message(pg_writer *w, const ukey *u, const char *shown, const char **msg,
                              const char **col, ns_arena *a, ns_error *err)
 {
-    ns_buf b = {0};
-    ns__buf_printf(&b, "duplicate key value violates unique constraint \"%s\" (Key (", u->index);
-    for (size_t c = 0; c < u->ncols; c++) {
-        const char *n = w->cols[u->cols[c]].name;
-        bool plain = (*n >= 'a' && *n <= 'z') || *n == '_';
-        for (const char *p = n; *p; p++)
-            plain &= (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_';
-        if (c)
-            ns__buf_printf(&b, ", ");
-        if (plain)
-            ns__buf_printf(&b, "%s", n);
-        else
-            ns__buf_ident(&b, n);
-    }
-    ns__buf_printf(&b, ")=(%s) already exists.)", shown);
-    *msg = b.failed ? NULL : ns__arena_strndup(a, b.data, b.len);
+    size_t np = strlen(u->dup_prefix), ns = strlen(shown);
+    static const char tail[] = ") already exists.)";
+    char *m = ns__arena_alloc(a, np + ns + sizeof(tail));
+    if (!m)
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    memcpy(m, u->dup_prefix, np);
+    memcpy(m + np, shown, ns);
+    memcpy(m + np + ns, tail, sizeof(tail));
+    *msg = m;
     *col = u->ncols == 1 ? w->cols[u->cols[0]].name : NULL;
-    ns__buf_free(&b);
-    return *msg ? NS_OK : ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    return NS_OK;
 }
 
 /*
@@ -705,16 +711,11 @@ static ns_status decide_dups(pg_writer *w, ns_item *items, ns_arena *a, ns_error
     ns_status st = NS_OK;
     ns_buf *arr = calloc(w->ncols, sizeof(*arr));
     const char **vals = calloc(w->ncols, sizeof(*vals));
-    bool oom = !arr || !vals, all_refused = false;
-    for (size_t f = 0; !oom && f < w->ncols; f++) {
-        ns__buf_putc(&arr[f], '{');
-        for (size_t r = 0; r < w->ndups; r++)
-            array_elem(&arr[f], &items[w->dups[r]].fields[f]);
-        ns__buf_putc(&arr[f], '}');
-        oom = arr[f].failed;
-        vals[f] = ns__buf_cstr(&arr[f]);
-    }
-    if (oom)
+    size_t *rows = malloc((w->ndups ? w->ndups : 1) * sizeof(*rows));
+    bool all_refused = false;
+    for (size_t r = 0; rows && r < w->ndups; r++)
+        rows[r] = w->dups[r].item;
+    if (!arr || !vals || !rows || !arrays(items, rows, w->ndups, NULL, w->ncols, arr, vals))
         st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
     else if ((st = ns__pgw_exec(w, err, "savepoint", "SAVEPOINT ns_bulk", 0, NULL)) == NS_OK) {
         PGresult *res = PQexecParams(w->c, w->bulk_sql, (int)w->ncols, NULL, vals, NULL, NULL, 0);
@@ -732,15 +733,13 @@ static ns_status decide_dups(pg_writer *w, ns_item *items, ns_arena *a, ns_error
                      ? ns__pgw_exec(w, err, "savepoint", "RELEASE SAVEPOINT ns_bulk", 0, NULL)
                      : ns__pgw_rollback_to(w, "ns_bulk", err);
     }
-    for (size_t f = 0; arr && f < w->ncols; f++)
-        ns__buf_free(&arr[f]);
-    free(arr);
-    free(vals);
+    free_arrays(arr, w->ncols, vals);
+    free(rows);
     for (size_t r = 0; r < w->ndups && st == NS_OK; r++)
         if (all_refused)
-            ns__pgw_reject(&items[w->dups[r]], "23505", w->dup_col[r], w->dup_msg[r], a);
+            ns__pgw_reject(&items[w->dups[r].item], "23505", w->dups[r].col, w->dups[r].msg, a);
         else
-            st = push(&w->held, &w->nheld, &w->heldcap, w->dups[r], err);
+            st = push(&w->held, &w->nheld, &w->heldcap, w->dups[r].item, err);
     w->ndups = 0;
     return st;
 }
