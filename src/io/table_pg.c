@@ -212,6 +212,8 @@ static ns_status read_holds(pg_writer *w, const char *const *p, ns_error *err)
             w->checks[w->nchecks++] = c;
     }
     PQclear(res);
+    if (w->nchecks && !(w->bounds = calloc(w->ncols, sizeof(*w->bounds))))
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
 
     /* Single-column foreign keys whose column is an input field. */
     if (!(res = catalog(w, "read foreign keys",
@@ -732,6 +734,7 @@ static void pw_close(ns_writer *base)
     for (size_t k = 0; k < w->nchecks; k++)
         ns__pg_check_free(w->checks[k]);
     free(w->checks);
+    free(w->bounds);
     for (size_t k = 0; k < w->nprobes; k++) {
         free(w->probes[k].sql);
         free(w->probes[k].fields);

@@ -47,8 +47,10 @@ typedef struct ns_pg_check ns_pg_check;
  * NULL when it is not understood (then the server alone checks it). */
 ns_pg_check *ns__pg_check_parse(const char *name, const char *def, const pcol *cols, size_t ncols);
 void ns__pg_check_free(ns_pg_check *c);
-/* Whether the item may violate the constraint (false: it surely passes). */
-bool ns__pg_check_may_fail(const ns_pg_check *c, const pcol *cols, const ns_item *it);
+/* Whether the item may violate the constraint (false: it surely passes);
+ * bounds[j]: field j as the type check read it (check_item). */
+bool ns__pg_check_may_fail(const ns_pg_check *c, const pcol *cols, const ns_bound *bounds,
+                           const ns_item *it);
 
 /*
  * A question asked of the table before a chunk is sent, once errors show it
@@ -82,6 +84,7 @@ typedef struct pg_writer {
     size_t ndups, dupcap;
     char *bulk_sql;       /* INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING */
     ns_pg_check **checks; /* insert: CHECKs the client reads, to hold rows that may fail */
+    ns_bound *bounds;     /* with checks: the current item's fields as the type check read them */
     size_t nchecks;
     ukey *keys;
     size_t nkeys;

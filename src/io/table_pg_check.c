@@ -22,6 +22,7 @@
 #include "io/table_pg.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -49,6 +50,12 @@ typedef struct cknode {
     size_t field; /* N_COLUMN, N_LENGTH */
     char **lits;  /* N_CONST (1), N_ARRAY, N_CMP: the constants, unquoted */
     size_t nlits;
+    /* N_CMP, made once when parsed, not per row: each constant's length
+     * (trailing spaces cut for char(n)), its double (NaN when none), and
+     * whether the column is char(n) */
+    size_t *lens;
+    double *dbl;
+    bool bpchar;
     bool text; /* N_CONST, N_ARRAY: quoted string literals */
     struct cknode *a, *b;
 } cknode;
@@ -108,6 +115,8 @@ static void free_node(cknode *n)
     for (size_t i = 0; i < n->nlits; i++)
         free(n->lits[i]);
     free(n->lits);
+    free(n->lens);
+    free(n->dbl);
     free(n);
 }
 
@@ -382,6 +391,26 @@ static cknode *parse_pred(parser *ps)
     b->lits = NULL;
     b->nlits = 0;
     free_node(b);
+    const char *decl = c->ct.decl;
+    n->bpchar = strncmp(decl, "character(", 10) == 0 || strcmp(decl, "character") == 0 ||
+                strcmp(decl, "bpchar") == 0;
+    n->lens = calloc(n->nlits ? n->nlits : 1, sizeof(*n->lens));
+    n->dbl = calloc(n->nlits ? n->nlits : 1, sizeof(*n->dbl));
+    if (!n->lens || !n->dbl) {
+        free_node(n);
+        ps->bad = true;
+        return NULL;
+    }
+    for (size_t i = 0; i < n->nlits; i++) {
+        char *end;
+        size_t len = strlen(n->lits[i]);
+        while (n->bpchar && len && n->lits[i][len - 1] == ' ')
+            len--;
+        n->lens[i] = len;
+        n->dbl[i] = strtod(n->lits[i], &end);
+        if (*end || end == n->lits[i])
+            n->dbl[i] = NAN;
+    }
     return n;
 bad:
     free_node(a);
@@ -578,60 +607,47 @@ static size_t chars(const char *p, size_t n)
     return k;
 }
 
-/* The comparison of one value with one constant: R_TRUE, R_FALSE, or R_ANY
- * when it cannot tell. */
-static int compare(const cknode *n, const pcol *c, const ns_value *v, const char *lit)
+/* The comparison of one value (b: as the type check read it) with
+ * constant i: R_TRUE, R_FALSE, or R_ANY when it cannot tell. */
+static int compare(const cknode *n, const pcol *c, const ns_value *v, const ns_bound *b, size_t i)
 {
-    ns_bound b;
-    const char *code;
-    char msg[8];
-    if (!ns__coltype_check(&c->ct, v->ptr, v->len, &b, &code, msg, sizeof(msg)))
-        return R_ANY; /* the type check rejects it anyway */
-    const char *p = b.kind == NS_B_TEXT ? b.p : v->ptr;
-    size_t len = b.kind == NS_B_TEXT ? b.len : v->len;
-    bool bpchar = strncmp(c->ct.decl, "character(", 10) == 0 ||
-                  strcmp(c->ct.decl, "character") == 0 || strcmp(c->ct.decl, "bpchar") == 0;
-    if (bpchar) /* char(n) ignores trailing spaces */
-        while (len && p[len - 1] == ' ')
-            len--;
+    const char *p = b->kind == NS_B_TEXT ? b->p : v->ptr, *lit = n->lits[i];
+    size_t len = b->kind == NS_B_TEXT ? b->len : v->len;
+    while (n->bpchar && len && p[len - 1] == ' ') /* char(n) ignores trailing spaces */
+        len--;
     if (n->a->kind == N_LENGTH) {
         char num[32];
-        snprintf(num, sizeof(num), "%zu", chars(p, len));
-        int r = decimal_cmp(num, strlen(num), lit, strlen(lit));
+        int k = snprintf(num, sizeof(num), "%zu", chars(p, len));
+        int r = decimal_cmp(num, (size_t)k, lit, n->lens[i]);
         return r == 2 ? R_ANY : op_holds(n->op, r) ? R_TRUE : R_FALSE;
     }
     if (c->ct.kind == NS_CT_TEXT) {
-        size_t ln = strlen(lit);
-        if (bpchar)
-            while (ln && lit[ln - 1] == ' ')
-                ln--;
-        bool eq = ln == len && memcmp(lit, p, len) == 0;
+        bool eq = n->lens[i] == len && memcmp(lit, p, len) == 0;
         return (n->op == OP_EQ) == eq ? R_TRUE : R_FALSE;
     }
     if (c->ct.kind == NS_CT_REAL) {
         /* PostgreSQL reads a double with strtod too: both sides are the
          * same doubles. NaN and infinities are left to the server. */
-        char *end;
-        double x = b.d, y = strtod(lit, &end);
-        if (b.kind != NS_B_REAL || *end || x != x || y != y || x - x != 0 || y - y != 0)
+        double x = b->d, y = n->dbl[i];
+        if (b->kind != NS_B_REAL || !isfinite(x) || !isfinite(y))
             return R_ANY;
         return op_holds(n->op, x < y ? -1 : x > y ? 1 : 0) ? R_TRUE : R_FALSE;
     }
-    int r = decimal_cmp(p, len, lit, strlen(lit));
+    int r = decimal_cmp(p, len, lit, n->lens[i]);
     return r == 2 ? R_ANY : op_holds(n->op, r) ? R_TRUE : R_FALSE;
 }
 
-static int eval(const cknode *n, const pcol *cols, const ns_item *it)
+static int eval(const cknode *n, const pcol *cols, const ns_bound *bounds, const ns_item *it)
 {
     int a, b, r = 0;
     switch (n->kind) {
     case N_NOT:
-        a = eval(n->a, cols, it);
+        a = eval(n->a, cols, bounds, it);
         return (a & R_TRUE ? R_FALSE : 0) | (a & R_FALSE ? R_TRUE : 0) | (a & R_NULL);
     case N_AND:
     case N_OR:
-        a = eval(n->a, cols, it);
-        b = eval(n->b, cols, it);
+        a = eval(n->a, cols, bounds, it);
+        b = eval(n->b, cols, bounds, it);
         for (int x = 1; x <= 4; x <<= 1)
             for (int y = 1; y <= 4; y <<= 1) {
                 if (!(a & x) || !(b & y))
@@ -650,17 +666,19 @@ static int eval(const cknode *n, const pcol *cols, const ns_item *it)
         const ns_value *v = &it->fields[n->a->field];
         if (!v->ptr)
             return R_NULL;
+        const pcol *c = &cols[n->a->field];
+        const ns_bound *bd = &bounds[n->a->field];
         if (!n->any)
-            return n->nlits == 1 ? compare(n, &cols[n->a->field], v, n->lits[0]) : R_ANY;
+            return n->nlits == 1 ? compare(n, c, v, bd, 0) : R_ANY;
         /* = ANY is true when one is surely equal, false when all surely
          * differ; <> ALL is false when one is surely equal, true when all
          * surely differ; in doubt, either. */
         bool one = false, all = true;
         int sure = n->op == OP_EQ ? R_TRUE : R_FALSE; /* "this one is equal" */
         for (size_t i = 0; i < n->nlits; i++) {
-            int c = compare(n, &cols[n->a->field], v, n->lits[i]);
-            one |= c == sure;
-            all &= c == (R_TRUE | R_FALSE | R_NULL) - R_NULL - sure;
+            int one_r = compare(n, c, v, bd, i);
+            one |= one_r == sure;
+            all &= one_r == (R_TRUE | R_FALSE | R_NULL) - R_NULL - sure;
         }
         if (one)
             return n->op == OP_EQ ? R_TRUE : R_FALSE;
@@ -673,7 +691,8 @@ static int eval(const cknode *n, const pcol *cols, const ns_item *it)
     }
 }
 
-bool ns__pg_check_may_fail(const ns_pg_check *c, const pcol *cols, const ns_item *it)
+bool ns__pg_check_may_fail(const ns_pg_check *c, const pcol *cols, const ns_bound *bounds,
+                           const ns_item *it)
 {
-    return (eval(c->root, cols, it) & R_FALSE) != 0;
+    return (eval(c->root, cols, bounds, it) & R_FALSE) != 0;
 }

@@ -322,7 +322,7 @@ static bool check_item(pg_writer *w, ns_item *it, ns_arena *a)
     for (size_t j = 0; j < w->ncols; j++) {
         const ns_value *v = &it->fields[j];
         const pcol *c = &w->cols[j];
-        ns_bound b;
+        ns_bound scratch, *b = w->bounds ? &w->bounds[j] : &scratch;
         const char *code;
         if (!v->ptr) {
             if (c->notnull) {
@@ -338,7 +338,7 @@ static bool check_item(pg_writer *w, ns_item *it, ns_arena *a)
                 "hold NUL)",
                 a);
             return false;
-        } else if (!ns__coltype_check(&c->ct, v->ptr, v->len, &b, &code, msg, sizeof(msg))) {
+        } else if (!ns__coltype_check(&c->ct, v->ptr, v->len, b, &code, msg, sizeof(msg))) {
             ns__pgw_reject(it, code, c->name, msg, a);
             return false;
         }
@@ -770,7 +770,7 @@ ns_status ns__pgw_feed(ns_writer *base, ns_item *items, size_t index, ns_arena *
      * the whole COPY. (The filter records every row's keys, held or not.) */
     bool hold = w->nkeys && seen_before(w, &items[index]);
     for (size_t k = 0; !hold && k < w->nchecks; k++)
-        hold = ns__pg_check_may_fail(w->checks[k], w->cols, &items[index]);
+        hold = ns__pg_check_may_fail(w->checks[k], w->cols, w->bounds, &items[index]);
     if (hold)
         return push(&w->held, &w->nheld, &w->heldcap, index, err);
     /* The load has met foreign keys without a parent or keys already in
