@@ -58,30 +58,30 @@ attempt() { # attempt WHAT N
 }
 next_n() { [ "$1" -lt "$DENSE" ] && echo $(($1 + 1)) || echo $(($1 + STRIDE)); }
 
+# sweep WHAT PREPARE: attempt WHAT with allocation N failing, after PREPARE
+# (a command that sets the files up), for N = 1, 2, ... (next_n) until a
+# run no longer reaches N.
+sweep() {
+    local n=1 tried=0 r
+    while :; do
+        $2
+        r=$(attempt "$1" $n)
+        tried=$((tried + 1))
+        [ "$r" == reached ] || break
+        n=$(next_n $n)
+    done
+    echo "$1: $tried runs, each with one allocation failing (of about $n), all clean"
+}
+
 # A load.
-n=1 tried=0
-while :; do
-    fresh
-    r=$(attempt load $n)
-    tried=$((tried + 1))
-    [ "$r" == reached ] || break
-    n=$(next_n $n)
-done
-echo "load: $tried runs, each with one allocation failing (of about $n), all clean"
+sweep load fresh
 
 # A restart: a load killed before its third commit, restarted.
 fresh
 expect_exit 98 env NIGHTSHIFT_TEST_EXIT_BEFORE_COMMIT=3 "$NS" run job.yaml file=in.csv
 mkdir saved && cp -r target.db* repo.db* rejects saved/
-n=1 tried=0
-while :; do
-    rm -rf target.db* repo.db* rejects && cp -r saved/* .
-    r=$(attempt restart $n)
-    tried=$((tried + 1))
-    [ "$r" == reached ] || break
-    n=$(next_n $n)
-done
-echo "restart: $tried runs, each with one allocation failing (of about $n), all clean"
+restore() { rm -rf target.db* repo.db* rejects && cp -r saved/* .; }
+sweep restart restore
 if [ -s misworded.txt ]; then
     echo "$(wc -l < misworded.txt) runs failed cleanly but did not say 'out of memory':"
     sort -u -t: -k2 misworded.txt | head -20
