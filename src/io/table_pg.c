@@ -217,11 +217,20 @@ static ns_status read_holds(pg_writer *w, const char *const *p, ns_error *err)
 
     /* Single-column foreign keys whose column is an input field. */
     if (!(res = catalog(w, "read foreign keys",
-                        "SELECT a.attname, c.confrelid::regclass::text, quote_ident(ra.attname)"
+                        "SELECT a.attname, c.confrelid::regclass::text, quote_ident(ra.attname),"
+                        /* how the keys compare: as integers, as bytes, else no filter */
+                        " CASE WHEN a.atttypid IN (20, 21, 23) AND ra.atttypid IN (20, 21, 23)"
+                        "  THEN 1 WHEN a.atttypid IN (25, 1043) AND ra.atttypid IN (25, 1043)"
+                        "  AND a.attcollation = ra.attcollation"
+                        "  AND a.attcollation IN (0, 100, 950) THEN 2 ELSE 0 END,"
+                        /* the parent's rows: estimated, or a bound from its size */
+                        " CASE WHEN r.reltuples >= 0 THEN r.reltuples"
+                        "  ELSE pg_relation_size(c.confrelid) / 32 END"
                         " FROM pg_constraint c"
                         " JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]"
                         " JOIN pg_attribute ra ON ra.attrelid = c.confrelid"
                         "  AND ra.attnum = c.confkey[1]"
+                        " JOIN pg_class r ON r.oid = c.confrelid"
                         " WHERE c.conrelid = to_regclass($1) AND c.contype = 'f'"
                         " AND cardinality(c.conkey) = 1 ORDER BY c.oid",
                         p, err)))
@@ -238,7 +247,22 @@ static ns_status read_holds(pg_writer *w, const char *const *p, ns_error *err)
                  PQgetvalue(res, r, 1));
         snprintf(left, sizeof(left), "p.%s", PQgetvalue(res, r, 2));
         const char *l[] = {left};
-        st = add_probe(w, true, 0, &j, 1, head, l, ")", err);
+        if ((st = add_probe(w, true, 0, &j, 1, head, l, ")", err)) != NS_OK)
+            break;
+        pg_probe *pr = &w->probes[w->nprobes - 1];
+        const char *kind = PQgetvalue(res, r, 3);
+        pr->pkind = kind[0] == '1' ? PK_INT : kind[0] == '2' ? PK_TEXT : PK_NONE;
+        pr->parent_rows = strtod(PQgetvalue(res, r, 4), NULL);
+        ns_buf q = {0};
+        ns__buf_printf(&q, "COPY (SELECT %s FROM %s WHERE %s IS NOT NULL) TO STDOUT",
+                       PQgetvalue(res, r, 2), PQgetvalue(res, r, 1), PQgetvalue(res, r, 2));
+        if (q.failed || !(pr->parents_sql = ns__strdup(ns__buf_cstr(&q))))
+            st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        ns__buf_free(&q);
+        /* the filter reads the key fields as the type check does */
+        if (st == NS_OK && pr->pkind != PK_NONE && !w->bounds &&
+            !(w->bounds = calloc(w->ncols, sizeof(*w->bounds))))
+            st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
     }
     PQclear(res);
     /* Each unique key the filter covers: is it in the table already? */
@@ -738,6 +762,8 @@ static void pw_close(ns_writer *base)
     for (size_t k = 0; k < w->nprobes; k++) {
         free(w->probes[k].sql);
         free(w->probes[k].fields);
+        free(w->probes[k].parents_sql);
+        free(w->probes[k].pbits);
     }
     free(w->probes);
     free(w->pending);

@@ -67,6 +67,14 @@ typedef struct pg_probe {
     size_t key;  /* !fk: which of the writer's keys */
     bool on;     /* asked: the load has met this kind of error */
     bool broken; /* it failed once: never asked again */
+    /* fk: the parent's keys, read into a Bloom filter once probing has
+     * cost about what reading them does (table_pg_copy.c, parents) */
+    enum { PK_NONE, PK_INT, PK_TEXT } pkind; /* how keys compare; NONE: no filter */
+    double parent_rows;                      /* the parent's estimated rows */
+    char *parents_sql;                       /* COPY (SELECT key FROM parent) TO STDOUT */
+    size_t probed;                           /* rows asked about so far */
+    uint64_t *pbits;                         /* the filter, once read: pblocks 512-bit blocks */
+    size_t pblocks;
 } pg_probe;
 
 typedef struct pg_writer {

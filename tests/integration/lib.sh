@@ -74,6 +74,14 @@ a, b, p = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 print('id,v')
 for i in range(a, b + 1): print(f'{i},{p}{i}')" "$1" "$2" "${3:-v}"
 }
+# got_rejects FILE: a rejects file as "line code" lines, in its order.
+got_rejects() {
+    python3 - "$1" <<'PY'
+import csv, sys
+for r in csv.DictReader(open(sys.argv[1], newline="", encoding="utf-8")):
+    print(r["line"], r["code"])
+PY
+}
 # pg_db NAME: a fresh database on the test server (ctest fixture "pg"; tests
 # using it are named *_pg*); prints its URL. Fails when there is no server.
 pg_db() {

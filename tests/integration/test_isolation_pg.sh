@@ -86,13 +86,6 @@ PY
 load_job job.yaml isolation acc "skip: {limit: 100000}" 'rejects: "rejects/${execution.id}-${params.how}.csv"'
 sed -i 's/chunk: 100$/chunk: 500/' job.yaml
 grep -q 'chunk: 500' job.yaml || fail "the job's chunk size was not set"
-got_rejects() { # the rejects file as "line code", in line order
-    python3 - "$1" <<'PY'
-import csv, sys
-for r in csv.DictReader(open(sys.argv[1], newline="", encoding="utf-8")):
-    print(r["line"], r["code"])
-PY
-}
 expect_exit 0 "$NS" run job.yaml file=in.csv how=first
 got_rejects rejects/1-first.csv > got.txt
 diff -u want.txt got.txt > diff.txt || { head -20 diff.txt >&2; fail "the rejects differ from the model's"; }
