@@ -126,6 +126,42 @@ static PGresult *catalog(pg_writer *w, const char *what, const char *sql, const 
     return NULL;
 }
 
+/* "unnest($1::text[], ..., $n::text[]) [WITH ORDINALITY] AS u(v1, ..., vn[, i])":
+ * the rows of n text arrays, the statement's parameters. */
+static void unnest_as(ns_buf *q, size_t n, bool ordinality)
+{
+    ns__buf_printf(q, "unnest(");
+    for (size_t k = 0; k < n; k++)
+        ns__buf_printf(q, "%s$%zu::text[]", k ? ", " : "", k + 1);
+    ns__buf_printf(q, ")%s AS u(", ordinality ? " WITH ORDINALITY" : "");
+    for (size_t k = 0; k < n; k++)
+        ns__buf_printf(q, "%sv%zu", k ? ", " : "", k + 1);
+    ns__buf_printf(q, "%s)", ordinality ? ", i" : "");
+}
+
+/* Adds a probe whose SQL is in q (freed here). */
+static ns_status push_probe(pg_writer *w, ns_buf *q, enum pg_probe_kind kind, size_t key,
+                            const char *conname, const size_t *fields, size_t nf, ns_error *err)
+{
+    pg_probe *pr = realloc(w->probes, (w->nprobes + 1) * sizeof(*pr));
+    size_t *f = malloc(nf * sizeof(*f));
+    char *sql = q->failed ? NULL : ns__strdup(ns__buf_cstr(q));
+    char *con = conname ? ns__strdup(conname) : NULL;
+    ns__buf_free(q);
+    if (pr)
+        w->probes = pr;
+    if (!pr || !f || !sql || (conname && !con)) {
+        free(f);
+        free(sql);
+        free(con);
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    }
+    memcpy(f, fields, nf * sizeof(*f));
+    w->probes[w->nprobes++] = (pg_probe){
+        .sql = sql, .fields = f, .nfields = nf, .kind = kind, .key = key, .conname = con};
+    return NS_OK;
+}
+
 /* A probe over `nf` fields: its SQL starts with `head`, then one
  * "u.vK::type" comparison per field joined by " AND ", then `tail`. */
 static ns_status add_probe(pg_writer *w, bool fk, size_t key, const size_t *fields, size_t nf,
@@ -138,32 +174,34 @@ static ns_status add_probe(pg_writer *w, bool fk, size_t key, const size_t *fiel
     ns__buf_printf(&q, "SELECT i%s", fk ? "" : ", concat_ws(', '");
     for (size_t k = 0; !fk && k < nf; k++)
         ns__buf_printf(&q, ", (u.v%zu::%s)::text", k + 1, w->cols[fields[k]].ct.decl);
-    ns__buf_printf(&q, "%s FROM unnest(", fk ? "" : ")");
-    for (size_t k = 0; k < nf; k++)
-        ns__buf_printf(&q, "%s$%zu::text[]", k ? ", " : "", k + 1);
-    ns__buf_printf(&q, ") WITH ORDINALITY AS u(");
-    for (size_t k = 0; k < nf; k++)
-        ns__buf_printf(&q, "v%zu, ", k + 1);
-    ns__buf_printf(&q, "i) WHERE %s", head);
+    ns__buf_printf(&q, "%s FROM ", fk ? "" : ")");
+    unnest_as(&q, nf, true);
+    ns__buf_printf(&q, " WHERE %s", head);
     for (size_t k = 0; k < nf; k++)
         ns__buf_printf(&q, "%s%s = u.v%zu::%s", k ? " AND " : "", cmp_left[k], k + 1,
                        w->cols[fields[k]].ct.decl);
     ns__buf_printf(&q, "%s", tail);
-    pg_probe *pr = realloc(w->probes, (w->nprobes + 1) * sizeof(*pr));
-    size_t *f = malloc(nf * sizeof(*f));
-    char *sql = q.failed ? NULL : ns__strdup(ns__buf_cstr(&q));
-    ns__buf_free(&q);
-    if (pr)
-        w->probes = pr;
-    if (!pr || !f || !sql) {
-        free(f);
-        free(sql);
-        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    return push_probe(w, &q, fk ? PR_FK : PR_KEY, key, NULL, fields, nf, err);
+}
+
+/*
+ * A CHECK the client does not read, over input fields only: the server
+ * evaluates it on the chunk's values, cast to the columns' types under the
+ * columns' names, and names the rows for which it is false.
+ */
+static ns_status add_check_probe(pg_writer *w, const char *name, const char *expr,
+                                 const size_t *fields, size_t nf, ns_error *err)
+{
+    ns_buf q = {0};
+    ns__buf_printf(&q, "SELECT t.i FROM (SELECT u.i");
+    for (size_t k = 0; k < nf; k++) {
+        ns__buf_printf(&q, ", u.v%zu::%s AS ", k + 1, w->cols[fields[k]].ct.decl);
+        ns__buf_ident(&q, w->cols[fields[k]].name);
     }
-    memcpy(f, fields, nf * sizeof(*f));
-    w->probes[w->nprobes++] =
-        (pg_probe){.sql = sql, .fields = f, .nfields = nf, .fk = fk, .key = key};
-    return NS_OK;
+    ns__buf_printf(&q, " FROM ");
+    unnest_as(&q, nf, true);
+    ns__buf_printf(&q, ") t WHERE (%s) IS FALSE", expr);
+    return push_probe(w, &q, PR_CHECK, 0, name, fields, nf, err);
 }
 
 /*
@@ -195,8 +233,13 @@ static ns_status read_holds(pg_writer *w, const char *const *p, ns_error *err)
     PQclear(res);
     if (!safe)
         return NS_OK;
+    /* Each CHECK with the columns it reads, one per line. */
     if (!(res = catalog(w, "read check constraints",
-                        "SELECT c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c"
+                        "SELECT c.conname, pg_get_constraintdef(c.oid),"
+                        " pg_get_expr(c.conbin, c.conrelid), (SELECT string_agg(a.attname, E'\\n'"
+                        "  ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = c.conrelid"
+                        "  AND a.attnum = ANY (c.conkey)), to_char(current_date, 'YYYY-MM-DD')"
+                        " FROM pg_constraint c"
                         " WHERE c.conrelid = to_regclass($1) AND c.contype = 'c' ORDER BY c.oid",
                         p, err)))
         return NS_EDB;
@@ -205,13 +248,33 @@ static ns_status read_holds(pg_writer *w, const char *const *p, ns_error *err)
         PQclear(res);
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     }
-    for (int r = 0; r < n; r++) {
-        ns_pg_check *c =
-            ns__pg_check_parse(PQgetvalue(res, r, 0), PQgetvalue(res, r, 1), w->cols, w->ncols);
-        if (c)
+    ns_status st = NS_OK;
+    for (int r = 0; r < n && st == NS_OK; r++) {
+        ns_pg_check *c = ns__pg_check_parse(PQgetvalue(res, r, 0), PQgetvalue(res, r, 1), w->cols,
+                                            w->ncols, PQgetvalue(res, r, 4));
+        if (c) {
             w->checks[w->nchecks++] = c;
+            continue;
+        }
+        /* Not read: a probe, when every column it reads is an input field. */
+        size_t fields[64], nf = 0;
+        bool inputs = true;
+        for (const char *col = PQgetvalue(res, r, 3); *col && inputs;) {
+            size_t len = strcspn(col, "\n"), j = 0;
+            while (j < w->ncols &&
+                   (strlen(w->cols[j].name) != len || strncmp(w->cols[j].name, col, len) != 0))
+                j++;
+            inputs = j < w->ncols && nf < sizeof(fields) / sizeof(fields[0]);
+            if (inputs)
+                fields[nf++] = j;
+            col += len + (col[len] == '\n');
+        }
+        if (inputs && nf)
+            st = add_check_probe(w, PQgetvalue(res, r, 0), PQgetvalue(res, r, 2), fields, nf, err);
     }
     PQclear(res);
+    if (st != NS_OK)
+        return st;
     if (w->nchecks && !(w->bounds = calloc(w->ncols, sizeof(*w->bounds))))
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
 
@@ -235,7 +298,6 @@ static ns_status read_holds(pg_writer *w, const char *const *p, ns_error *err)
                         " AND cardinality(c.conkey) = 1 ORDER BY c.oid",
                         p, err)))
         return NS_EDB;
-    ns_status st = NS_OK;
     for (int r = 0; r < PQntuples(res) && st == NS_OK; r++) {
         size_t j = 0;
         while (j < w->ncols && strcmp(w->cols[j].name, PQgetvalue(res, r, 0)) != 0)
@@ -297,13 +359,9 @@ static ns_status read_holds(pg_writer *w, const char *const *p, ns_error *err)
         ns__buf_printf(&q, " SELECT ");
         for (size_t i = 0; i < w->ncols; i++)
             ns__buf_printf(&q, "%su.v%zu::%s", i ? ", " : "", i + 1, w->cols[i].ct.decl);
-        ns__buf_printf(&q, " FROM unnest(");
-        for (size_t i = 0; i < w->ncols; i++)
-            ns__buf_printf(&q, "%s$%zu::text[]", i ? ", " : "", i + 1);
-        ns__buf_printf(&q, ") AS u(");
-        for (size_t i = 0; i < w->ncols; i++)
-            ns__buf_printf(&q, "%sv%zu", i ? ", " : "", i + 1);
-        ns__buf_printf(&q, ") ON CONFLICT DO NOTHING RETURNING 1");
+        ns__buf_printf(&q, " FROM ");
+        unnest_as(&q, w->ncols, false);
+        ns__buf_printf(&q, " ON CONFLICT DO NOTHING RETURNING 1");
         if (q.failed || !(w->bulk_sql = ns__strdup(ns__buf_cstr(&q))))
             st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
         ns__buf_free(&q);
@@ -763,6 +821,7 @@ static void pw_close(ns_writer *base)
         free(w->probes[k].sql);
         free(w->probes[k].fields);
         free(w->probes[k].parents_sql);
+        free(w->probes[k].conname);
         free(w->probes[k].pbits);
     }
     free(w->probes);

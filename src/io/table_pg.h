@@ -44,8 +44,10 @@ typedef struct pg_dup {
 /* table_pg_check.c: a CHECK constraint as the client can read it. */
 typedef struct ns_pg_check ns_pg_check;
 /* The constraint `def` (pg_get_constraintdef) over the input columns, or
- * NULL when it is not understood (then the server alone checks it). */
-ns_pg_check *ns__pg_check_parse(const char *name, const char *def, const pcol *cols, size_t ncols);
+ * NULL when it is not understood (then the server alone checks it);
+ * today: CURRENT_DATE as YYYY-MM-DD, NULL when not known. */
+ns_pg_check *ns__pg_check_parse(const char *name, const char *def, const pcol *cols, size_t ncols,
+                                const char *today);
 void ns__pg_check_free(ns_pg_check *c);
 /* Whether the item may violate the constraint (false: it surely passes);
  * bounds[j]: field j as the type check read it (check_item). */
@@ -63,10 +65,13 @@ typedef struct pg_probe {
     char *sql;
     size_t *fields;
     size_t nfields;
-    bool fk;     /* a foreign key (else a unique key already in the table) */
-    size_t key;  /* !fk: which of the writer's keys */
-    bool on;     /* asked: the load has met this kind of error */
-    bool broken; /* it failed once: never asked again */
+    /* a unique key already in the table, a foreign key without its parent,
+     * a CHECK the client does not read (the server evaluates it) */
+    enum pg_probe_kind { PR_KEY, PR_FK, PR_CHECK } kind;
+    size_t key;    /* PR_KEY: which of the writer's keys */
+    char *conname; /* PR_CHECK: the constraint, as the server's errors name it */
+    bool on;       /* asked: the load has met this kind of error */
+    bool broken;   /* it failed once: never asked again */
     /* fk: the parent's keys, read into a Bloom filter once probing has
      * cost about what reading them does (table_pg_copy.c, parents) */
     enum { PK_NONE, PK_INT, PK_TEXT } pkind; /* how keys compare; NONE: no filter */
@@ -134,6 +139,7 @@ typedef struct copy_error {
     long line;
     bool row_level;
     char column[128];
+    char constraint[64]; /* the constraint the server names, if any */
     char message[600];
 } copy_error;
 

@@ -11,9 +11,13 @@
  * = ANY / <> ALL of an ARRAY of constants, IS [NOT] NULL, AND, OR, NOT.
  * Numbers compare exactly (integers and decimals as decimal text, floats as
  * the double both sides parse to); text compares by bytes, and only for
- * = and <> (an order depends on the collation); anything else, such as a
- * date, a function or an operator it does not know, makes the whole
- * constraint not understood, and the server alone checks it.
+ * = and <> (an order depends on the collation); a date column compares
+ * with date constants ('2030-01-01'::date) and CURRENT_DATE (the server's,
+ * read at open: a load that runs past midnight may hold a row that then
+ * loads, or fail a COPY that is then isolated, never more) as YYYY-MM-DD
+ * text, the only form the client's type check lets through; anything else,
+ * such as a timestamp, a function or an operator it does not know, makes
+ * the whole constraint not understood, and the server alone checks it.
  *
  * Evaluation is three-valued with doubt: the set of results a row may have
  * ({true, false, null}); a row is held when false is in it. So a wrong
@@ -57,6 +61,7 @@ typedef struct cknode {
     double *dbl;
     bool bpchar;
     bool text; /* N_CONST, N_ARRAY: quoted string literals */
+    bool date; /* N_CONST, N_ARRAY: dates, as YYYY-MM-DD */
     struct cknode *a, *b;
 } cknode;
 
@@ -69,6 +74,7 @@ struct ns_pg_check {
 
 typedef struct parser {
     const char *p;
+    const char *today; /* CURRENT_DATE as YYYY-MM-DD, or NULL */
     const pcol *cols;
     size_t ncols;
     int depth;
@@ -135,7 +141,7 @@ static bool add_lit(cknode *n, const char *s, size_t len)
 
 /* A type name after "::": words, "(n[,m])", "[]". Returns whether it is a
  * type the value keeps its meaning under (text-like or numeric). */
-static void type_name(parser *ps, bool *textlike, bool *numeric)
+static void type_name(parser *ps, bool *textlike, bool *numeric, bool *date)
 {
     skip(ps);
     const char *t = ps->p;
@@ -161,13 +167,13 @@ static void type_name(parser *ps, bool *textlike, bool *numeric)
         ps->p += 2;
         array = true;
     }
-    (void)array;
 #define IS(s) (n == strlen(s) && strncmp(t, s, n) == 0)
     *textlike = IS("text") || IS("character varying") || IS("bpchar") || IS("character");
     *numeric = IS("integer") || IS("bigint") || IS("smallint") || IS("numeric") ||
                IS("double precision") || IS("real");
+    *date = IS("date") && !array;
 #undef IS
-    if (!*textlike && !*numeric)
+    if (!*textlike && !*numeric && !*date)
         ps->bad = true;
 }
 
@@ -220,7 +226,12 @@ static cknode *parse_term(parser *ps)
                 free_node(e);
                 goto bad;
             }
+            if (n->nlits && e->date != n->date) {
+                free_node(e);
+                goto bad;
+            }
             n->text = e->text;
+            n->date = e->date;
             bool ok = add_lit(n, e->lits[0], strlen(e->lits[0]));
             free_node(e);
             if (!ok)
@@ -260,8 +271,13 @@ static cknode *parse_term(parser *ps)
                     goto bad;
         }
         name[k] = '\0';
+        bool quoted = ps->p[-1] == '"';
         skip(ps);
-        if (*ps->p == '(') { /* a function: length(x), char_length(x) */
+        if (!quoted && strcmp(name, "CURRENT_DATE") == 0) {
+            if (!ps->today || !(n = node(ps, N_CONST)) || !add_lit(n, ps->today, strlen(ps->today)))
+                goto bad;
+            n->date = true;
+        } else if (*ps->p == '(') { /* a function: length(x), char_length(x) */
             if (strcmp(name, "length") != 0 && strcmp(name, "char_length") != 0)
                 goto bad;
             ps->p++;
@@ -287,19 +303,28 @@ static cknode *parse_term(parser *ps)
     }
     /* Casts keep the value only between text types, or between numbers. */
     while (n && !ps->bad && eat(ps, "::")) {
-        bool textlike, numeric;
-        type_name(ps, &textlike, &numeric);
+        bool textlike, numeric, date;
+        type_name(ps, &textlike, &numeric, &date);
         if (n->kind == N_COLUMN) {
             ns_ckind k = ps->cols[n->field].ct.kind;
             bool col_num = k == NS_CT_INT || k == NS_CT_NUMERIC || k == NS_CT_REAL;
-            if ((textlike && k != NS_CT_TEXT) || (numeric && !col_num))
+            if ((textlike && k != NS_CT_TEXT) || (numeric && !col_num) || (date && k != NS_CT_DATE))
                 ps->bad = true;
         } else if (n->kind == N_CONST || n->kind == N_ARRAY) {
-            /* '-5'::integer is the number -5; 5::text is not understood */
-            if (numeric)
+            /* '-5'::integer is the number -5; 5::text is not understood;
+             * '2030-01-01'::date is a date when printed as ISO */
+            if (n->date) {
+                ps->bad |= !date;
+            } else if (date) {
+                for (size_t i = 0; i < n->nlits; i++)
+                    ps->bad |= !n->text || !ns__valid_date(n->lits[i], strlen(n->lits[i]));
                 n->text = false;
-            else if (!n->text)
+                n->date = true;
+            } else if (numeric) {
+                n->text = false;
+            } else if (!n->text) {
                 ps->bad = true;
+            }
         } else if (n->kind == N_LENGTH && !numeric) {
             ps->bad = true;
         }
@@ -374,9 +399,12 @@ static cknode *parse_pred(parser *ps)
         goto bad;
     }
     const pcol *c = &ps->cols[a->field];
-    bool num = a->kind == N_LENGTH || c->ct.kind != NS_CT_TEXT;
-    /* Text compares by bytes for = and <> only; numbers need a number. */
-    if (num == b->text || (!num && op != OP_EQ && op != OP_NE) ||
+    bool date = a->kind == N_COLUMN && c->ct.kind == NS_CT_DATE;
+    bool num = !date && (a->kind == N_LENGTH || c->ct.kind != NS_CT_TEXT);
+    /* Dates compare with dates; text by bytes for = and <> only; numbers
+     * need a number. */
+    if (date != b->date || (!date && num == b->text) ||
+        (!num && !date && op != OP_EQ && op != OP_NE) ||
         (num && c->ct.kind != NS_CT_INT && c->ct.kind != NS_CT_NUMERIC &&
          c->ct.kind != NS_CT_REAL && a->kind != N_LENGTH)) {
         free_node(b);
@@ -482,9 +510,10 @@ static bool is_condition(const cknode *n)
     }
 }
 
-ns_pg_check *ns__pg_check_parse(const char *name, const char *def, const pcol *cols, size_t ncols)
+ns_pg_check *ns__pg_check_parse(const char *name, const char *def, const pcol *cols, size_t ncols,
+                                const char *today)
 {
-    parser ps = {.p = def, .cols = cols, .ncols = ncols};
+    parser ps = {.p = def, .today = today, .cols = cols, .ncols = ncols};
     if (!eat(&ps, "CHECK"))
         return NULL;
     cknode *root = parse_or(&ps);
@@ -620,6 +649,11 @@ static int compare(const cknode *n, const pcol *c, const ns_value *v, const ns_b
         int k = snprintf(num, sizeof(num), "%zu", chars(p, len));
         int r = decimal_cmp(num, (size_t)k, lit, n->lens[i]);
         return r == 2 ? R_ANY : op_holds(n->op, r) ? R_TRUE : R_FALSE;
+    }
+    if (c->ct.kind == NS_CT_DATE) { /* YYYY-MM-DD both: text order is time order */
+        if (v->len != 10 || n->lens[i] != 10)
+            return R_ANY;
+        return op_holds(n->op, memcmp(v->ptr, lit, 10)) ? R_TRUE : R_FALSE;
     }
     if (c->ct.kind == NS_CT_TEXT) {
         bool eq = n->lens[i] == len && memcmp(lit, p, len) == 0;

@@ -50,11 +50,13 @@ void ns__pgw_read_error(PGresult *res, copy_error *e)
     const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
     const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
     const char *column = PQresultErrorField(res, PG_DIAG_COLUMN_NAME);
+    const char *constraint = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
     const char *ctx = PQresultErrorField(res, PG_DIAG_CONTEXT);
     const char *line = ctx ? strstr(ctx, "COPY ") : NULL;
 
     memset(e, 0, sizeof(*e));
     snprintf(e->code, sizeof(e->code), "%s", code ? code : "XX000");
+    snprintf(e->constraint, sizeof(e->constraint), "%s", constraint ? constraint : "");
     /* "COPY items, line 3, column qty: "12x"" */
     if (line && (line = strstr(line, ", line ")))
         e->line = strtol(line + 7, NULL, 10);
@@ -138,7 +140,7 @@ static ns_status copy_range(pg_writer *w, size_t lo, size_t hi, copy_error *e, n
 
 static ns_status isolate_by(pg_writer *w, ns_item *items, size_t lo, size_t hi, size_t seg,
                             ns_arena *a, ns_error *err);
-static void surprise(pg_writer *w, const char *code);
+static void surprise(pg_writer *w, const copy_error *e);
 
 static ns_status isolate(pg_writer *w, ns_item *items, size_t lo, size_t hi, ns_arena *a,
                          ns_error *err)
@@ -175,7 +177,7 @@ static ns_status isolate_by(pg_writer *w, ns_item *items, size_t lo, size_t hi, 
             size_t bad = lo + (size_t)e.line - 1;
             ns__pgw_reject(&items[w->item[bad]], e.code, e.column[0] ? e.column : NULL, e.message,
                            a);
-            surprise(w, e.code);
+            surprise(w, &e);
             if (bad > lo && (st = isolate(w, items, lo, bad, a, err)) != NS_OK)
                 return st;
             lo = bad + 1;
@@ -185,7 +187,7 @@ static ns_status isolate_by(pg_writer *w, ns_item *items, size_t lo, size_t hi, 
         if (end - lo == 1) {
             ns__pgw_reject(&items[w->item[lo]], e.code, e.column[0] ? e.column : NULL, e.message,
                            a);
-            surprise(w, e.code);
+            surprise(w, &e);
             lo = end;
             continue;
         }
@@ -488,17 +490,24 @@ static bool probing(const pg_writer *w)
 }
 
 /* A reject the client did not see coming turns on the probes that would
- * have: a foreign key without a parent, a key already in the table. */
-static void surprise(pg_writer *w, const char *code)
+ * have: a foreign key without a parent, a key already in the table, the
+ * CHECK the server names. */
+static void surprise(pg_writer *w, const copy_error *e)
 {
-    bool fk = strcmp(code, "23503") == 0;
-    if (!fk && strcmp(code, "23505") != 0)
+    int kind = strcmp(e->code, "23503") == 0   ? PR_FK
+               : strcmp(e->code, "23505") == 0 ? PR_KEY
+               : strcmp(e->code, "23514") == 0 ? PR_CHECK
+                                               : -1;
+    if (kind < 0)
         return;
-    for (size_t k = 0; k < w->nprobes; k++)
-        if (w->probes[k].fk == fk && !w->probes[k].broken && !w->probes[k].on) {
-            w->probes[k].on = true;
+    for (size_t k = 0; k < w->nprobes; k++) {
+        pg_probe *pr = &w->probes[k];
+        if ((int)pr->kind == kind && !pr->broken && !pr->on &&
+            (kind != PR_CHECK || strcmp(pr->conname, e->constraint) == 0)) {
+            pr->on = true;
             w->replan |= w->can_replan;
         }
+    }
     w->quiet = 0;
 }
 
@@ -706,26 +715,31 @@ static ns_status run_probes(pg_writer *w, ns_item *items, bool *hold, const char
      * and as positions in pending (at) */
     size_t *rows = malloc((w->npending ? w->npending : 1) * sizeof(*rows));
     size_t *map = malloc((w->npending ? w->npending : 1) * sizeof(*map));
-    if (!rows || !map) {
+    bool *by_check = calloc(w->npending ? w->npending : 1, sizeof(*by_check));
+    if (!rows || !map || !by_check) {
         free(rows);
         free(map);
+        free(by_check);
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     }
+    /* CHECK probes come first (read_holds adds them first): the server
+     * checks a row's CHECKs before its keys, so a row a CHECK probe holds
+     * is not for a key probe. A key probe also skips the rows an earlier
+     * key probe found: the server names the first index a row collides
+     * with. */
     for (size_t k = 0; k < w->nprobes && st == NS_OK; k++) {
         pg_probe *pr = &w->probes[k];
         if (!pr->on || pr->broken)
             continue;
-        /* A key probe skips the rows an earlier key probe found: the
-         * server names the first index a row collides with. */
         size_t n = 0;
         for (size_t r = 0; r < w->npending; r++)
-            if (pr->fk || !dupmsg[r]) {
+            if (pr->kind != PR_KEY || (!dupmsg[r] && !by_check[r])) {
                 rows[n] = w->pending[r];
                 map[n++] = r;
             }
         if (!n)
             continue;
-        if (pr->fk && !pr->pbits && pr->pkind != PK_NONE &&
+        if (pr->kind == PR_FK && !pr->pbits && pr->pkind != PK_NONE &&
             (double)(pr->probed + n) * PROBE_VS_READ >= pr->parent_rows) {
             if ((st = read_parents(w, pr, err)) != NS_OK)
                 break;
@@ -753,15 +767,20 @@ static ns_status run_probes(pg_writer *w, ns_item *items, bool *hold, const char
                         continue;
                     size_t row = map[at - 1];
                     hold[row] = found = true;
+                    by_check[row] |= pr->kind == PR_CHECK;
                     /* The first key index the row collides with is the one
                      * the server names; a key collision is raised before a
                      * foreign key is checked (at the end of the statement). */
-                    if (!pr->fk && !dupmsg[row])
+                    if (pr->kind == PR_KEY && !dupmsg[row])
                         st = dup_message(w, &w->keys[pr->key], PQgetvalue(res, r, 1), &dupmsg[row],
                                          &dupcol[row], a, err);
                 }
+                /* A CHECK may call a function that writes: what the
+                 * probe did is undone. */
                 if (st == NS_OK)
-                    st = ns__pgw_exec(w, err, "savepoint", "RELEASE SAVEPOINT ns_probe", 0, NULL);
+                    st = pr->kind == PR_CHECK ? ns__pgw_rollback_to(w, "ns_probe", err)
+                                              : ns__pgw_exec(w, err, "savepoint",
+                                                             "RELEASE SAVEPOINT ns_probe", 0, NULL);
             } else if (PQstatus(w->c) != CONNECTION_OK) {
                 st = ns__pgw_fail(w, res, err, "probe");
             } else if ((st = ns__pgw_rollback_to(w, "ns_probe", err)) == NS_OK) {
@@ -775,6 +794,7 @@ static ns_status run_probes(pg_writer *w, ns_item *items, bool *hold, const char
     }
     free(rows);
     free(map);
+    free(by_check);
     /* Probes that keep finding nothing go off until the next surprise. */
     if (st == NS_OK && !found && ++w->quiet >= 2)
         for (size_t k = 0; k < w->nprobes; k++)
@@ -980,7 +1000,7 @@ ns_status ns__pgw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a, 
                 size_t bad = (size_t)e.line - 1;
                 ns__pgw_reject(&items[w->item[bad]], e.code, e.column[0] ? e.column : NULL,
                                e.message, a);
-                surprise(w, e.code);
+                surprise(w, &e);
                 if ((st = isolate(w, items, 0, bad, a, err)) == NS_OK)
                     st = isolate(w, items, bad + 1, w->lines, a, err);
             } else {
@@ -988,7 +1008,7 @@ ns_status ns__pgw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a, 
                  * statement. When a probe can find such rows, it turns on
                  * now and the chunk starts over, instead of bisecting to the
                  * first one. */
-                surprise(w, e.code);
+                surprise(w, &e);
                 if (!w->replan)
                     st = isolate(w, items, 0, w->lines, a, err);
             }

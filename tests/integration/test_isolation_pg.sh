@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Bad-row isolation into PostgreSQL (docs/internals.md, "PostgreSQL target"):
-# every class of server-side refusal — CHECK constraints the client reads,
+# every class of server-side refusal — CHECK constraints the client reads and one it does not (probed),
 # a foreign key without a parent, keys of rows already in the table, keys
 # of earlier rows of the load — at a high rate over many chunks, so the
 # writer holds rows back, probes, and starts a chunk over once a probe turns
@@ -17,7 +17,7 @@ CREATE TABLE parents (id integer PRIMARY KEY);
 INSERT INTO parents SELECT g FROM generate_series(1, 500) g;
 CREATE TABLE acc (
     id     integer PRIMARY KEY,
-    email  text NOT NULL UNIQUE,
+    email  text NOT NULL UNIQUE CHECK (lower(email) = email), -- not read: probed
     status text NOT NULL CHECK (status IN ('active', 'dormant')),
     points integer CHECK (points >= 0 AND points < 100000),
     ratio  numeric(6,2) CHECK (ratio <> 0),
@@ -60,8 +60,11 @@ for n in range(1, 6001):
         # the earlier one is not in the table, so this one loads
         r["id"] = random.choice(list(held_check))
         del held_check[r["id"]]
+    elif k < 0.24:
+        r["email"] = f"U{n}@e.com"                           # a CHECK the client does not read
     # the model of the server
-    ok_check = r["status"] in ("active", "dormant") and 0 <= int(r["points"]) < 100000 and float(r["ratio"]) != 0
+    ok_check = r["status"] in ("active", "dormant") and 0 <= int(r["points"]) < 100000 and float(r["ratio"]) != 0 \
+        and r["email"] == r["email"].lower()
     if not ok_check:
         want.append(f"{line} 23514")
         held_check.setdefault(r["id"], line)
@@ -86,7 +89,13 @@ PY
 load_job job.yaml isolation acc "skip: {limit: 100000}" 'rejects: "rejects/${execution.id}-${params.how}.csv"'
 sed -i 's/chunk: 100$/chunk: 500/' job.yaml
 grep -q 'chunk: 500' job.yaml || fail "the job's chunk size was not set"
-expect_exit 0 "$NS" run job.yaml file=in.csv how=first
+psql "$TARGET_URL" -qc "ALTER DATABASE ns_isolation SET log_statement = 'all'"
+TARGET_URL="$TARGET_URL&application_name=nsiso$$" expect_exit 0 "$NS" run job.yaml file=in.csv how=first
+psql "$TARGET_URL" -qc "ALTER DATABASE ns_isolation RESET log_statement"
+sleep 0.2 # the log is written asynchronously
+# The CHECK the client does not read was asked of the server, as a probe.
+[ "$(grep -E "\] nsiso$$ LOG:  (statement|execute)" "$(pg_log)" | grep -c "lower(email) = email)) IS FALSE")" -gt 0 ] ||
+    fail "the unread CHECK was not probed"
 got_rejects rejects/1-first.csv > got.txt
 diff -u want.txt got.txt > diff.txt || { head -20 diff.txt >&2; fail "the rejects differ from the model's"; }
 assert_eq "$(psql "$TARGET_URL" -qAtc "SELECT count(*) FROM acc")" "$(cat want_count.txt)" "rows in the table"
@@ -122,13 +131,13 @@ for r in csv.DictReader(open(sys.argv[1], newline="", encoding="utf-8")):
 assert checked > 4000, checked
 PY
 # Keys the probes and the bulk decision send as array elements: quotes,
-# backslashes, braces, commas, spaces, the word NULL. A row whose key is one
+# backslashes, braces, commas, spaces, the word null (an array NULL in any case). A row whose key is one
 # of those, next to a key in the table, must load; the exact key is refused.
 # The first row (a key in the table) turns the key probe on for the chunk.
 python3 - <<'PY'
 import csv
 tricky = ['pre900001@e.com"', 'pre900001@e.com\\', '"pre900001@e.com"', '{pre900001@e.com}',
-          'pre900001@e.com,x', ' pre900001@e.com', 'NULL', '{}', '\\"', 'a"b\\c{d}e,f']
+          'pre900001@e.com,x', ' pre900001@e.com', 'null', '{}', '\\"', 'a"b\\c{d}e,f']
 with open("tricky.csv", "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["id", "email", "status", "points", "ratio", "ref"])
@@ -146,7 +155,7 @@ psql "$TARGET_URL" -qAtc "SELECT email FROM acc WHERE id BETWEEN 800000 AND 8000
 python3 - got_tricky.txt <<'PY' || exit 1
 import sys
 want = ['pre900001@e.com"', 'pre900001@e.com\\', '"pre900001@e.com"', '{pre900001@e.com}',
-        'pre900001@e.com,x', ' pre900001@e.com', 'NULL', '{}', '\\"', 'a"b\\c{d}e,f']
+        'pre900001@e.com,x', ' pre900001@e.com', 'null', '{}', '\\"', 'a"b\\c{d}e,f']
 got = open(sys.argv[1], encoding="utf-8").read().split("\n")[:len(want)]
 assert got == want, got
 PY
@@ -159,5 +168,45 @@ expect_exit 0 "$NS" run job.yaml file=spaces.csv how=spaces
 assert_eq "$(got_rejects rejects/4-spaces.csv | paste -sd, -)" "2 23505,5 23505" "the spaced keys' rejects"
 assert_eq "$(psql "$TARGET_URL" -qAtc "SELECT count(*) FROM acc WHERE id IN (800050, 800051)")" 2 \
     "rows whose keys differ by spaces loaded"
+
+# CHECKs the client does not read and the probe cannot always evaluate: one
+# that divides by the value (the server's own error, 22012, for 0), one
+# calling a function that writes a row each call. Exactly what the server
+# says is rejected, and the function's writes are those of the rows loaded:
+# what the probes and the failed attempts did is undone.
+psql "$TARGET_URL" -q <<'SQL'
+CREATE TABLE calls (note text);
+CREATE FUNCTION noted(n text) RETURNS boolean LANGUAGE plpgsql AS
+    $$BEGIN INSERT INTO calls VALUES (n); RETURN n <> 'bad'; END$$;
+CREATE TABLE odd (id integer PRIMARY KEY, v integer CHECK (100 / v > 1), note text CHECK (noted(note)));
+SQL
+python3 - <<'PY'
+import random
+random.seed(3)
+want = []
+with open("odd.csv", "w") as f:
+    f.write("id,v,note\n")
+    for n in range(1, 1201):
+        v, note, k = random.randint(1, 49), f"n{n}", random.random()
+        if k < 0.04:
+            v = 0          # 22012 division by zero
+        elif k < 0.08:
+            v = 200        # 100 / 200 = 0: 23514
+        elif k < 0.12:
+            note = "bad"   # 23514 from the function
+        if v == 0:
+            want.append(f"{n + 1} 22012")
+        elif 100 // v <= 1 or note == "bad":
+            want.append(f"{n + 1} 23514")
+        f.write(f"{n},{v},{note}\n")
+open("want_odd.txt", "w").write("\n".join(want) + "\n")
+PY
+load_job odd.yaml odd odd "skip: {limit: 100000}" 'rejects: "rejects/${execution.id}-odd.csv"'
+expect_exit 0 "$NS" run odd.yaml file=odd.csv
+got_rejects rejects/5-odd.csv > got_odd.txt
+diff -u want_odd.txt got_odd.txt > diff.txt || { head -20 diff.txt >&2; fail "the odd CHECKs' rejects differ from the model's"; }
+loaded=$(psql "$TARGET_URL" -qAtc "SELECT count(*) FROM odd")
+assert_eq "$loaded" "$((1200 - $(grep -c . want_odd.txt)))" "rows the odd CHECKs let in"
+assert_eq "$(psql "$TARGET_URL" -qAtc "SELECT count(*) FROM calls")" "$loaded" "the CHECK function's writes (one per row loaded)"
 
 echo "isolation: $(wc -l < want.txt) rejects as the model says; a re-run of $rows rows refused once each"

@@ -234,7 +234,16 @@ static void test_checks_oracle(void **state)
         {"double precision", "x >= 0.5", true},
         {"double precision", "x <> 0.1", true},
         {"double precision", "x < 1e3", true},
-        {"date", "x > '2020-01-01'", false},
+        {"date", "x > '2020-01-01'", true},
+        {"date", "x BETWEEN '2000-01-01' AND '2030-12-31'", true},
+        {"date", "x IN ('2020-02-29', '2021-01-01')", true},
+        {"date", "x <= CURRENT_DATE", true},
+        {"date", "x > CURRENT_DATE OR x IS NULL", true},
+        {"date", "x <> '2021-01-01'::date", true},
+        {"date", "x > '2020-01-01'::date + 1", false},
+        {"date", "x::text > '2020'", false},
+        {"date", "x > now()", false},
+        {"timestamp", "x > '2020-01-01'", false},
         {"text", "x ~ '^a'", false},
         {"integer", "x + 1 > 0", false},
         {"text", "lower(x) = 'a'", false},
@@ -291,9 +300,28 @@ static void test_checks_oracle(void **state)
                                          "q",
                                          "r",
                                          "-9223372036854775807",
-                                         "-9223372036854775808"};
+                                         "-9223372036854775808",
+                                         "1999-12-31",
+                                         "2000-01-01",
+                                         "2019-12-31",
+                                         "2020-01-01",
+                                         "2020-01-02",
+                                         "2020-02-29",
+                                         "2021-01-01",
+                                         "2030-12-31",
+                                         "2031-01-01",
+                                         "0001-01-01",
+                                         "9999-12-31",
+                                         "today",
+                                         "yesterday",
+                                         "tomorrow"};
     PGconn *c = PQconnectdb(url);
     assert_int_equal(PQstatus(c), CONNECTION_OK);
+    /* CURRENT_DATE, and the days either side of it, as the server says */
+    PGresult *days = PQexec(c, "SELECT to_char(d, 'YYYY-MM-DD') FROM (VALUES (current_date),"
+                               " (current_date - 1), (current_date + 1)) v(d)");
+    assert_int_equal(PQntuples(days), 3);
+    const char *today = PQgetvalue(days, 0, 0);
     size_t claims = 0;
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
         char ddl[512], def[512];
@@ -311,7 +339,7 @@ static void test_checks_oracle(void **state)
         ns__coltype_parse_pg(PQgetvalue(r, 0, 0), &col.ct);
         snprintf(def, sizeof(def), "%s", PQgetvalue(r, 0, 1));
         PQclear(r);
-        ns_pg_check *ck = ns__pg_check_parse("ck_x_check", def, &col, 1);
+        ns_pg_check *ck = ns__pg_check_parse("ck_x_check", def, &col, 1, today);
         if (!cases[k].understood) {
             if (ck)
                 fail_msg("%s: read as understood, it must not be", def);
@@ -321,13 +349,20 @@ static void test_checks_oracle(void **state)
             fail_msg("%s (%s): not understood", def, col.ct.decl);
         claims++;
         for (size_t v = 0; v < sizeof(values) / sizeof(values[0]); v++) {
-            const char *p[] = {values[v]};
+            const char *value = values[v];
+            if (value && strcmp(value, "today") == 0)
+                value = today;
+            else if (value && strcmp(value, "yesterday") == 0)
+                value = PQgetvalue(days, 1, 0);
+            else if (value && strcmp(value, "tomorrow") == 0)
+                value = PQgetvalue(days, 2, 0);
+            const char *p[] = {value};
             ns_bound b = {0};
             const char *code;
             char msg[64];
             /* A value the client's type check refuses never reaches the CHECK. */
-            if (values[v] && !ns__coltype_check(&col.ct, values[v], strlen(values[v]), &b, &code,
-                                                msg, sizeof(msg)))
+            if (value &&
+                !ns__coltype_check(&col.ct, value, strlen(value), &b, &code, msg, sizeof(msg)))
                 continue;
             PQclear(PQexec(c, "BEGIN"));
             r = PQexecParams(c, "INSERT INTO ck VALUES ($1)", 1, NULL, p, NULL, NULL, 0);
@@ -338,21 +373,21 @@ static void test_checks_oracle(void **state)
             PQclear(PQexec(c, "ROLLBACK"));
             if (!taken && !refused)
                 continue; /* a type error the client's check lets through */
-            ns_value fv = {values[v], values[v] ? strlen(values[v]) : 0};
+            ns_value fv = {value, value ? strlen(value) : 0};
             ns_item it = {.fields = &fv, .nfields = 1};
             bool may_fail = ns__pg_check_may_fail(ck, &col, &b, &it);
-            bool doubt =
-                values[v] && (strcmp(values[v], "NaN") == 0 || strcmp(values[v], "Infinity") == 0);
+            bool doubt = value && (strcmp(value, "NaN") == 0 || strcmp(value, "Infinity") == 0);
             if (refused && !may_fail)
                 fail_msg("%s: '%s' is refused by the server, read as surely passing", def,
-                         values[v] ? values[v] : "NULL");
+                         value ? value : "NULL");
             if (taken && may_fail && !doubt)
                 fail_msg("%s: '%s' is taken by the server, read as may fail", def,
-                         values[v] ? values[v] : "NULL");
+                         value ? value : "NULL");
         }
         ns__pg_check_free(ck);
     }
-    assert_true(claims > 20);
+    assert_true(claims > 25);
+    PQclear(days);
     /* Text no server prints, read without harm: unterminated, too deep,
      * trailing words, an unknown column. */
     char deep[4096] = "CHECK (";
@@ -370,15 +405,38 @@ static void test_checks_oracle(void **state)
                                           "CHECK ((x = ANY (ARRAY[1, )))",
                                           "CHECK ((\"x >= 0))",
                                           "CHECK ((x >= 0)) NOT VALID",
-                                          "CHECK ((x = ANY (ARRAY[])))"};
+                                          "CHECK ((x = ANY (ARRAY[])))",
+                                          "CHECK ((x <= CURRENT_DATE))",
+                                          "CHECK ((x > '2020-01-01'::date))"};
     for (size_t h = 0; h < sizeof(hostile) / sizeof(hostile[0]); h++) {
-        ns_pg_check *ck = ns__pg_check_parse("h", hostile[h], &xcol, 1);
+        ns_pg_check *ck = ns__pg_check_parse("h", hostile[h], &xcol, 1, "2020-01-01");
         bool ok = strcmp(hostile[h], "CHECK ((x >= 0)) NOT VALID") == 0;
         if ((ck != NULL) != ok)
             fail_msg("%s: %s", hostile[h], ck ? "read as understood" : "not understood");
         ns__pg_check_free(ck);
     }
-    assert_null(ns__pg_check_parse("deep", deep, &xcol, 1));
+    /* Dates only as ISO text, CURRENT_DATE only when known, and a column
+     * named CURRENT_DATE is a column. */
+    pcol dcol = {.name = xname};
+    ns__coltype_parse_pg("date", &dcol.ct);
+    assert_null(
+        ns__pg_check_parse("d", "CHECK ((x > '01/02/2020'::date))", &dcol, 1, "2020-01-01"));
+    assert_null(
+        ns__pg_check_parse("d", "CHECK ((x > '2020-02-30'::date))", &dcol, 1, "2020-01-01"));
+    assert_null(ns__pg_check_parse("d", "CHECK ((x > CURRENT_DATE))", &dcol, 1, NULL));
+    assert_null(ns__pg_check_parse("d", "CHECK ((\"CURRENT_DATE\" > '2020-01-01'::date))", &dcol, 1,
+                                   "2020-01-01"));
+    ns_pg_check *today_ck =
+        ns__pg_check_parse("d", "CHECK ((x <= CURRENT_DATE))", &dcol, 1, "2020-06-15");
+    assert_non_null(today_ck);
+    ns_value dv = {"2020-06-16", 10};
+    ns_item di = {.fields = &dv, .nfields = 1};
+    ns_bound db = {0};
+    assert_true(ns__pg_check_may_fail(today_ck, &dcol, &db, &di));
+    dv.ptr = "2020-06-15";
+    assert_false(ns__pg_check_may_fail(today_ck, &dcol, &db, &di));
+    ns__pg_check_free(today_ck);
+    assert_null(ns__pg_check_parse("deep", deep, &xcol, 1, NULL));
     PQclear(PQexec(c, "DROP TABLE ck"));
     PQfinish(c);
 }
