@@ -5,7 +5,8 @@ From the clean 10-column users file (gen.py): OUTDIR/clean.csv, the same rows
 with three more columns (status, points, ref) for the accounts table of
 schema.sql; then, at 0.1% and at 1% bad rows, one file per class of bad
 row the contract names (invalid UTF-8, field count, type, NOT NULL, CHECK,
-UNIQUE, primary key, foreign key) and one with every class
+UNIQUE, primary key, foreign key; CHECKs of four kinds: an IN list, a range,
+a date against CURRENT_DATE, a function of the value) and one with every class
 in equal shares: CLASS-RATE.csv. The bad rows are at random lines (seeded),
 not at any period, and every class is generated the same way whatever the
 writer does with it. Each file's bad line numbers go to FILE.bad; for the
@@ -63,6 +64,8 @@ CLASSES = {
     "notnull": set_field(EMAIL, ""),                     # NOT NULL (unquoted empty is NULL)
     "check-status": set_field(STATUS, "deleted"),        # CHECK status IN (...)
     "check-points": set_field(POINTS, "-5"),             # CHECK points >= 0
+    "check-date": set_field(SIGNUP, "2031-05-17"),       # CHECK signup <= CURRENT_DATE
+    "check-lower": lambda r, i, bad: r[:EMAIL] + [r[EMAIL].upper()] + r[EMAIL + 1:],  # CHECK lower(email) = email
     "unique": dup_of(EMAIL),                             # UNIQUE, an earlier row's email
     "pk": dup_of(ID),                                    # primary key, an earlier row's id
     # a foreign key: a parent that does not exist, a different one each time

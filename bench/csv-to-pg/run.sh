@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # bench/csv-to-pg: 1M rows x 12 columns into a PostgreSQL table with a primary
-# key, a unique index, NOT NULL columns, two CHECK constraints and a foreign
+# key, a unique index, NOT NULL columns, four CHECK constraints and a foreign
 # key (schema.sql: accounts), on a server the script starts (default
 # durability: fsync on). The yardstick is `psql \copy` of the clean file,
 # measured in the same run. nightshift loads the clean file, then, at 0.1%
 # and 1% bad rows, a file for each class of bad row (classes.py: invalid
 # UTF-8, a field too few, an integer, a date, NULL in a NOT NULL column,
-# each CHECK, a UNIQUE and a primary-key collision with an earlier row, a
-# foreign key) and one with all ten mixed; then the clean file into a table
+# each CHECK (an IN list, a range, a date against CURRENT_DATE, lower()),
+# a UNIQUE and a primary-key collision with an earlier row, a foreign key)
+# and one with all twelve mixed; then the clean file into a table
 # already holding 5% of its rows, and holding all of them (a re-run). Every
 # load is checked: the rows loaded and the rows rejected, exactly.
 # Prints one ratio per file against clean \copy, the worst per rate, and
@@ -19,10 +20,11 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../lib.sh" "$@"
 users=$(users_csv)
-files="$data/classes-$rows"
+# the files of this classes.py (another's are not these)
+files="$data/classes-$rows-$(md5sum < "$here/classes.py" | cut -c1-8)"
 [ -f "$files/existing-5.csv.bad" ] || python3 "$here/classes.py" "$users" "$files"
 clean="$files/clean.csv"
-classes="utf8 fields int date notnull check-status check-points unique pk fk mixed"
+classes="utf8 fields int date notnull check-status check-points check-date check-lower unique pk fk mixed"
 all="clean"
 for rate in 0.1 1; do for c in $classes; do all+=" $c-$rate"; done; done
 all+=" existing-5 existing-100"

@@ -1,5 +1,5 @@
 -- The csv-to-pg benchmark's target: a primary key, a unique index, NOT NULL
--- columns, two CHECK constraints and a foreign key to a 1M-row table (bench/csv-to-pg/classes.py
+-- columns, four CHECK constraints and a foreign key to a 1M-row table (bench/csv-to-pg/classes.py
 -- makes a file of bad rows for each). Also the users table of the export
 -- benchmarks (bench/lib.sh, pg_users).
 DROP TABLE IF EXISTS users;
@@ -25,5 +25,7 @@ CREATE TABLE accounts (
     LIKE users INCLUDING ALL,
     status     text NOT NULL CHECK (status IN ('active', 'dormant')),
     points     integer CHECK (points >= 0),
-    ref        bigint REFERENCES parents
+    ref        bigint REFERENCES parents,
+    CONSTRAINT signup_past CHECK (signup <= CURRENT_DATE),
+    CONSTRAINT email_lower CHECK (lower(email) = email)
 );
