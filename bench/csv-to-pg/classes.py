@@ -11,7 +11,9 @@ in equal shares: CLASS-RATE.csv. The bad rows are at random lines (seeded),
 not at any period, and every class is generated the same way whatever the
 writer does with it. Each file's bad line numbers go to FILE.bad; for the
 existing-row load, OUTDIR/existing-5.csv holds the 5% of the rows that are
-put in the table before the load (the load itself reads clean.csv).
+put in the table before the load (the load itself reads clean.csv). Last,
+for a table with a trigger that refuses rows (trigger.sql): the trigger's
+class alone and all thirteen mixed, trigger-RATE.csv and trigger-mixed-RATE.csv.
 """
 import os
 import random
@@ -101,3 +103,18 @@ for rate, tag in ((0.001, "0.1"), (0.01, "1")):
 # already there (a re-run of a completed load) preloads clean.csv itself.
 pre = sorted(rnd.sample(range(n), n // 20))
 write(os.path.join(outdir, "existing-5.csv"), [rows[i] for i in pre], [i + 2 for i in pre])
+# A table with a trigger that refuses rows (trigger.sql), where the writer
+# holds nothing back: the trigger's class alone, and with every class.
+TRIGGER = set_field(NAME, "refused by trigger")
+for rate, tag in ((0.001, "0.1"), (0.01, "1")):
+    count = int(n * rate)
+    every = list(CLASSES) + ["trigger"]
+    for name in ("trigger", "trigger-mixed"):
+        at = sorted(rnd.sample(range(100, n), count))
+        bad = set(at)
+        kinds = [every[k % len(every)] for k in range(count)] if name != "trigger" else ["trigger"] * count
+        rnd.shuffle(kinds)
+        out = list(rows)
+        for i, kind in zip(at, kinds):
+            out[i] = (TRIGGER if kind == "trigger" else CLASSES[kind])(rows[i], i, bad)
+        write(os.path.join(outdir, f"{name}-{tag}.csv"), out, [i + 2 for i in at])

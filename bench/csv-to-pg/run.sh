@@ -9,8 +9,11 @@
 # each CHECK (an IN list, a range, a date against CURRENT_DATE, lower()),
 # a UNIQUE and a primary-key collision with an earlier row, a foreign key)
 # and one with all twelve mixed; then the clean file into a table
-# already holding 5% of its rows, and holding all of them (a re-run). Every
-# load is checked: the rows loaded and the rows rejected, exactly.
+# already holding 5% of its rows, and holding all of them (a re-run); last,
+# into the table with a trigger that refuses rows (trigger.sql), the
+# trigger's class alone and all thirteen mixed, against \copy into that
+# table. Every load is checked: the rows loaded and the rows rejected,
+# exactly.
 # Prints one ratio per file against clean \copy, the worst per rate, and
 # nightshift's peak RSS on the clean file.
 #
@@ -22,20 +25,21 @@ source "$here/../lib.sh" "$@"
 users=$(users_csv)
 # the files of this classes.py (another's are not these)
 files="$data/classes-$rows-$(md5sum < "$here/classes.py" | cut -c1-8)"
-[ -f "$files/existing-5.csv.bad" ] || python3 "$here/classes.py" "$users" "$files"
+[ -f "$files/trigger-mixed-1.csv.bad" ] || python3 "$here/classes.py" "$users" "$files"
 clean="$files/clean.csv"
 classes="utf8 fields int date notnull check-status check-points check-date check-lower unique pk fk mixed"
 all="clean"
 for rate in 0.1 1; do for c in $classes; do all+=" $c-$rate"; done; done
-all+=" existing-5 existing-100"
+all+=" existing-5 existing-100 trigger-0.1 trigger-mixed-0.1 trigger-1 trigger-mixed-1"
 sel=${FILES:-$all}
 [[ " $sel " == *" clean "* ]] || sel="clean $sel"
 pg_start
 echo "input: $rows rows ($(du -h "$clean" | cut -f1)); $runs runs each; $(nproc) cores"
 
-reset() { # a fresh table, repository and checkpoint for every load (not timed)
+reset() { # a fresh table, repository and checkpoint for every load (not timed); with
+    # the trigger for a file named trigger-*
     psql "$url" -q -c "SET client_min_messages = warning" -c "DROP TABLE IF EXISTS nightshift_checkpoint" \
-        -f "$here/schema.sql" -c "CHECKPOINT"
+        -f "$here/schema.sql" $([[ ${1:-} == trigger* ]] && echo "-f $here/trigger.sql") -c "CHECKPOINT"
     # A fresh repository's execution 1 writes rejects-1.csv again: the old one
     # goes (nightshift never overwrites another execution's file).
     rm -f "$data"/repo.db* "$data"/rejects-*.csv
@@ -65,14 +69,23 @@ check() { # check NAME: the table and the rejects file hold exactly what they sh
 }
 
 declare -A times
-cp_t=() rss=()
+cp_t=() tg_t=() rss=()
 rm -f "$data/ratios"
+# A file named trigger-* goes into the table with the trigger: its yardstick
+# is \copy of the clean file into that table, measured in the same runs.
+triggers=false
+[[ " $sel " == *" trigger"* ]] && triggers=true
 for i in $(seq "$runs"); do
     reset
     t=$(secs run_copy); cp_t+=("$t")
     line="run $i: \\copy $(printf %.2f "$t")s"
+    if $triggers; then
+        reset trigger
+        t=$(secs run_copy); tg_t+=("$t")
+        line+=" (with the trigger $(printf %.2f "$t")s)"
+    fi
     for f in $sel; do
-        reset
+        reset "$f"
         preload "$f"
         t=$(secs run_ns "$f")
         check "$f"
@@ -84,11 +97,17 @@ for i in $(seq "$runs"); do
 done
 m_cp=$(printf '%s\n' "${cp_t[@]}" | median)
 printf 'median: \\copy of the clean file %.2fs\n' "$m_cp"
+if $triggers; then
+    m_tg=$(printf '%s\n' "${tg_t[@]}" | median)
+    printf 'median: \\copy of the clean file into the table with the trigger %.2fs\n' "$m_tg"
+fi
 printf '%-18s %8s %8s %8s\n' file "bad rows" median "/ \\copy"
 for f in $sel; do
     m=$(printf '%s\n' ${times[$f]} | median)
-    printf '%-18s %8s %7.2fs %8.2f\n' "$f" "$(bad_of "$f")" "$m" "$(echo "$m / $m_cp" | bc -l)"
-    echo "$f $(echo "$m / $m_cp" | bc -l)" >> "$data/ratios"
+    ref=$m_cp
+    [[ $f == trigger* ]] && ref=$m_tg
+    printf '%-18s %8s %7.2fs %8.2f\n' "$f" "$(bad_of "$f")" "$m" "$(echo "$m / $ref" | bc -l)"
+    echo "$f $(echo "$m / $ref" | bc -l)" >> "$data/ratios"
 done
 for rate in 0.1 1; do
     grep -E -- "-$rate " "$data/ratios" | sort -k2 -g | tail -1 |

@@ -594,7 +594,8 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
         goto out;
 
     ns_buf sql = {0};
-    ns__buf_printf(&sql, "COPY %s (%s", merge ? STAGE : w->qtable, merge ? "nightshift_seq" : "");
+    ns__buf_printf(&sql, "%s%sCOPY %s (%s", COPY_RELEASE, COPY_OPEN, merge ? STAGE : w->qtable,
+                   merge ? "nightshift_seq" : "");
     for (size_t i = 0; i < w->ncols; i++) {
         if (i || merge)
             ns__buf_printf(&sql, ", ");

@@ -109,7 +109,7 @@ typedef struct pg_writer {
     ns_write_mode mode;
     pcol *cols; /* one per input field, in input order */
     size_t ncols;
-    char *copy_sql;
+    char *copy_sql;     /* COPY_RELEASE COPY_OPEN "COPY ..." */
     char *insert_sql;   /* insert: one row, $1..$n, prepared as held_name */
     bool held_prepared; /* held_name is prepared on this connection */
     char held_name[40]; /* unique to this writer: a connection may be shared */
@@ -128,9 +128,17 @@ typedef struct pg_writer {
     bool fed;     /* feed() has seen this chunk */
     bool copying; /* a COPY of this chunk is streaming */
     size_t sent;  /* bytes of data already sent */
+    /* server-side errors met in this load's COPYs, and the rows the server
+     * read in them: the isolation's segment size follows their rate */
+    size_t copy_errors, copy_rows;
 } pg_writer;
 
 #define STAGE "pg_temp.nightshift_stage"
+
+/* copy_sql starts with these: a COPY can be sent with the savepoint that
+ * holds it, and with the release of the one before, in one round trip. */
+#define COPY_RELEASE "RELEASE SAVEPOINT ns_rows; "
+#define COPY_OPEN    "SAVEPOINT ns_rows; "
 
 /* What a failed COPY says: its SQLSTATE, the COPY line at fault (0 when
  * none) and whether the error is about one row at all. */

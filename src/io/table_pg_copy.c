@@ -7,6 +7,7 @@
 #include "io/table_pg.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,20 +105,28 @@ static ns_status copy_end(pg_writer *w, copy_error *e, ns_error *err)
     return st;
 }
 
-/* Starts the writer's COPY ... FROM STDIN. */
-static ns_status copy_in(pg_writer *w, ns_error *err)
+/* Starts the writer's COPY ... FROM STDIN: alone (NONE), in a new
+ * savepoint ns_rows (OPEN), or also releasing the one before (RELEASE). */
+enum copy_sp { SP_NONE, SP_OPEN, SP_RELEASE };
+
+static ns_status copy_in(pg_writer *w, enum copy_sp sp, ns_error *err)
 {
-    PGresult *res = PQexec(w->c, w->copy_sql);
+    size_t skip = sp == SP_RELEASE ? 0
+                  : sp == SP_OPEN  ? strlen(COPY_RELEASE)
+                                   : strlen(COPY_RELEASE) + strlen(COPY_OPEN);
+    PGresult *res = PQexec(w->c, w->copy_sql + skip);
     ns_status st = PQresultStatus(res) == PGRES_COPY_IN ? NS_OK : ns__pgw_fail(w, res, err, "COPY");
     PQclear(res);
     return st;
 }
 
-/* Sends COPY lines [lo, hi). NS_OK, or NS_EDB with *e filled. */
-static ns_status copy_range(pg_writer *w, size_t lo, size_t hi, copy_error *e, ns_error *err)
+/* Sends COPY lines [lo, hi) in savepoint ns_rows (sp: OPEN or RELEASE).
+ * NS_OK, or NS_EDB with *e filled. */
+static ns_status copy_range(pg_writer *w, size_t lo, size_t hi, enum copy_sp sp, copy_error *e,
+                            ns_error *err)
 {
     memset(e, 0, sizeof(*e));
-    ns_status st = copy_in(w, err);
+    ns_status st = copy_in(w, sp, err);
     if (st != NS_OK)
         return st;
     const char *from = w->data.data + w->off[lo];
@@ -132,11 +141,38 @@ static ns_status copy_range(pg_writer *w, size_t lo, size_t hi, copy_error *e, n
  * Each attempt runs in a savepoint, so a failed one leaves the chunk's
  * transaction as it was.
  */
-/* Rows per COPY when isolating: a failed COPY is sent again up to its bad
- * row, so a segment bounds what one server-side error costs; after an
- * error, the rest of the chunk goes in smaller segments still. */
-#define SEGMENT             10000
-#define SEGMENT_AFTER_ERROR 1000
+/*
+ * Rows per COPY when isolating. A failed COPY is sent again up to its bad
+ * row, so with one error in a segment of s rows about s/2 rows' work is
+ * lost; and each segment costs its round trips (SAVEPOINT, COPY, its end,
+ * RELEASE), about SEGMENT_COST rows' worth. At an error rate r the cost per
+ * row, SEGMENT_COST / s + r * s / 2, is least at s = sqrt(2 * SEGMENT_COST
+ * / r): r is this load's so far (the errors the server found in COPYs over
+ * the rows it read in them, from a prior of one in 10,000), so segments are
+ * large while errors are rare and shrink where they are frequent. Rows
+ * before a row the server named passed every check made row by row, and go
+ * in one large segment.
+ */
+#define SEGMENT      10000
+#define SEGMENT_MIN  16
+#define SEGMENT_COST 32
+
+static size_t segment(const pg_writer *w)
+{
+    double rate = ((double)w->copy_errors + 1) / ((double)w->copy_rows + 10000);
+    double s = sqrt(2.0 * SEGMENT_COST / rate);
+    return s < SEGMENT_MIN ? SEGMENT_MIN : s > SEGMENT ? SEGMENT : (size_t)s;
+}
+
+/* Counts a COPY of `rows` lines in the error rate: failed (e) or not. */
+static void count_copy(pg_writer *w, size_t rows, const copy_error *e)
+{
+    if (e && e->row_level) {
+        w->copy_errors++;
+        rows = e->line >= 1 && (size_t)e->line <= rows ? (size_t)e->line : rows;
+    }
+    w->copy_rows += rows;
+}
 
 static ns_status isolate_by(pg_writer *w, ns_item *items, size_t lo, size_t hi, size_t seg,
                             ns_arena *a, ns_error *err);
@@ -145,7 +181,7 @@ static void surprise(pg_writer *w, const copy_error *e);
 static ns_status isolate(pg_writer *w, ns_item *items, size_t lo, size_t hi, ns_arena *a,
                          ns_error *err)
 {
-    return isolate_by(w, items, lo, hi, SEGMENT, a, err);
+    return isolate_by(w, items, lo, hi, segment(w), a, err);
 }
 
 static ns_status isolate_by(pg_writer *w, ns_item *items, size_t lo, size_t hi, size_t seg,
@@ -153,16 +189,16 @@ static ns_status isolate_by(pg_writer *w, ns_item *items, size_t lo, size_t hi, 
 {
     ns_status st;
     copy_error e = {0};
+    /* A segment the server took leaves its savepoint open: the next one's
+     * round trip releases it. */
+    bool open = false;
 
     while (lo < hi && !w->replan) {
         size_t end = hi - lo > seg ? lo + seg : hi;
-        if ((st = ns__pgw_exec(w, err, "savepoint", "SAVEPOINT ns_rows", 0, NULL)) != NS_OK)
-            return st;
-        st = copy_range(w, lo, end, &e, err);
+        st = copy_range(w, lo, end, open ? SP_RELEASE : SP_OPEN, &e, err);
+        open = st == NS_OK;
+        count_copy(w, end - lo, st == NS_OK ? NULL : &e);
         if (st == NS_OK) {
-            if ((st = ns__pgw_exec(w, err, "savepoint", "RELEASE SAVEPOINT ns_rows", 0, NULL)) !=
-                NS_OK)
-                return st;
             lo = end;
             continue;
         }
@@ -170,7 +206,7 @@ static ns_status isolate_by(pg_writer *w, ns_item *items, size_t lo, size_t hi, 
             return st;
         if (ns__pgw_rollback_to(w, "ns_rows", err) != NS_OK)
             return NS_EDB;
-        seg = SEGMENT_AFTER_ERROR;
+        seg = segment(w);
         if (e.line >= 1 && (size_t)e.line <= end - lo) {
             /* The server named the row: keep those before it, reject it,
              * go on after it. */
@@ -178,7 +214,7 @@ static ns_status isolate_by(pg_writer *w, ns_item *items, size_t lo, size_t hi, 
             ns__pgw_reject(&items[w->item[bad]], e.code, e.column[0] ? e.column : NULL, e.message,
                            a);
             surprise(w, &e);
-            if (bad > lo && (st = isolate(w, items, lo, bad, a, err)) != NS_OK)
+            if (bad > lo && (st = isolate_by(w, items, lo, bad, SEGMENT, a, err)) != NS_OK)
                 return st;
             lo = bad + 1;
             continue;
@@ -197,7 +233,7 @@ static ns_status isolate_by(pg_writer *w, ns_item *items, size_t lo, size_t hi, 
             return st;
         lo = end;
     }
-    return NS_OK;
+    return open ? ns__pgw_exec(w, err, "savepoint", "RELEASE SAVEPOINT ns_rows", 0, NULL) : NS_OK;
 }
 
 /*
@@ -514,9 +550,7 @@ static void surprise(pg_writer *w, const copy_error *e)
 static ns_status start_copy(pg_writer *w, ns_error *err)
 {
     ns_status st;
-    if ((st = ns__pgw_begin(w, err)) != NS_OK ||
-        (st = ns__pgw_exec(w, err, "savepoint", "SAVEPOINT ns_rows", 0, NULL)) != NS_OK ||
-        (st = copy_in(w, err)) != NS_OK)
+    if ((st = ns__pgw_begin(w, err)) != NS_OK || (st = copy_in(w, SP_OPEN, err)) != NS_OK)
         return st;
     w->copying = true;
     return NS_OK;
@@ -982,6 +1016,7 @@ ns_status ns__pgw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a, 
         goto out;
     for (int pass = 0; w->copying; pass++) {
         st = stream_end(w, &e, err);
+        count_copy(w, w->lines, st == NS_OK ? NULL : &e);
         if (st == NS_OK) {
             st = ns__pgw_exec(w, err, "savepoint", "RELEASE SAVEPOINT ns_rows", 0, NULL);
         } else if (e.row_level) {
@@ -1001,7 +1036,7 @@ ns_status ns__pgw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a, 
                 ns__pgw_reject(&items[w->item[bad]], e.code, e.column[0] ? e.column : NULL,
                                e.message, a);
                 surprise(w, &e);
-                if ((st = isolate(w, items, 0, bad, a, err)) == NS_OK)
+                if ((st = isolate_by(w, items, 0, bad, SEGMENT, a, err)) == NS_OK)
                     st = isolate(w, items, bad + 1, w->lines, a, err);
             } else {
                 /* No line: a foreign key, checked at the end of the
