@@ -126,6 +126,15 @@ static PGresult *catalog(pg_writer *w, const char *what, const char *sql, const 
     return NULL;
 }
 
+/* The input field of the column named name[0..len), or ncols when none. */
+static size_t field_named(const pg_writer *w, const char *name, size_t len)
+{
+    size_t j = 0;
+    while (j < w->ncols && (strlen(w->cols[j].name) != len || memcmp(w->cols[j].name, name, len)))
+        j++;
+    return j;
+}
+
 /* "unnest($1::text[], ..., $n::text[]) [WITH ORDINALITY] AS u(v1, ..., vn[, i])":
  * the rows of n text arrays, the statement's parameters. */
 static void unnest_as(ns_buf *q, size_t n, bool ordinality)
@@ -260,10 +269,7 @@ static ns_status read_holds(pg_writer *w, const char *const *p, ns_error *err)
         size_t fields[64], nf = 0;
         bool inputs = true;
         for (const char *col = PQgetvalue(res, r, 3); *col && inputs;) {
-            size_t len = strcspn(col, "\n"), j = 0;
-            while (j < w->ncols &&
-                   (strlen(w->cols[j].name) != len || strncmp(w->cols[j].name, col, len) != 0))
-                j++;
+            size_t len = strcspn(col, "\n"), j = field_named(w, col, len);
             inputs = j < w->ncols && nf < sizeof(fields) / sizeof(fields[0]);
             if (inputs)
                 fields[nf++] = j;
@@ -299,9 +305,8 @@ static ns_status read_holds(pg_writer *w, const char *const *p, ns_error *err)
                         p, err)))
         return NS_EDB;
     for (int r = 0; r < PQntuples(res) && st == NS_OK; r++) {
-        size_t j = 0;
-        while (j < w->ncols && strcmp(w->cols[j].name, PQgetvalue(res, r, 0)) != 0)
-            j++;
+        const char *name = PQgetvalue(res, r, 0);
+        size_t j = field_named(w, name, strlen(name));
         if (j == w->ncols)
             continue;
         char head[512], left[160];
@@ -552,9 +557,7 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
         for (char *save = NULL, *n = names ? strtok_r(names, "\x1f", &save) : NULL; n;
              n = strtok_r(NULL, "\x1f", &save)) {
             ns__buf_printf(&uniques, "%s%s", k.ncols ? ", " : "", n);
-            size_t j = 0;
-            while (j < w->ncols && strcmp(w->cols[j].name, n) != 0)
-                j++;
+            size_t j = field_named(w, n, strlen(n));
             for (size_t q = 0; q < w->nkey; q++)
                 in_key += w->key[q] == j;
             size_t *c = realloc(k.cols, (k.ncols + 1) * sizeof(*c));

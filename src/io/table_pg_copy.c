@@ -105,15 +105,13 @@ static ns_status copy_end(pg_writer *w, copy_error *e, ns_error *err)
     return st;
 }
 
-/* Starts the writer's COPY ... FROM STDIN: alone (NONE), in a new
- * savepoint ns_rows (OPEN), or also releasing the one before (RELEASE). */
-enum copy_sp { SP_NONE, SP_OPEN, SP_RELEASE };
+/* Starts the writer's COPY ... FROM STDIN in a new savepoint ns_rows
+ * (OPEN), also releasing the one before (RELEASE). */
+enum copy_sp { SP_OPEN, SP_RELEASE };
 
 static ns_status copy_in(pg_writer *w, enum copy_sp sp, ns_error *err)
 {
-    size_t skip = sp == SP_RELEASE ? 0
-                  : sp == SP_OPEN  ? strlen(COPY_RELEASE)
-                                   : strlen(COPY_RELEASE) + strlen(COPY_OPEN);
+    size_t skip = sp == SP_RELEASE ? 0 : strlen(COPY_RELEASE);
     PGresult *res = PQexec(w->c, w->copy_sql + skip);
     ns_status st = PQresultStatus(res) == PGRES_COPY_IN ? NS_OK : ns__pgw_fail(w, res, err, "COPY");
     PQclear(res);
@@ -620,10 +618,14 @@ static void free_arrays(ns_buf *arr, size_t nf, const char **vals)
  * (1M parents: a 50,000-row probe 0.31-0.42 s, all keys read 0.49 s), so
  * the keys are read once the rows probed would reach a tenth of them. */
 #define PROBE_VS_READ 10
+/* Under 12 bits per key the filter lets too many rows through to be worth
+ * having. */
+#define PARENT_KEYS_MAX ((double)PARENT_BLOCKS_MAX * 512 / 12)
+#define PARENT_SEED     0x452821e638d01377ULL
 
 static uint64_t parent_hash_int(int64_t i)
 {
-    return mix(mix(0x452821e638d01377ULL, (uint64_t)i), 8);
+    return mix(mix(PARENT_SEED, (uint64_t)i), 8);
 }
 
 static bool parent_bits(const pg_probe *pr, uint64_t h, bool set)
@@ -652,7 +654,7 @@ static bool parent_may_exist(const pg_writer *w, const pg_probe *pr, const ns_it
     if (!v->ptr)
         return true;
     if (pr->pkind == PK_TEXT)
-        return parent_bits(pr, hash_bytes(0x452821e638d01377ULL, v->ptr, v->len), false);
+        return parent_bits(pr, hash_bytes(PARENT_SEED, v->ptr, v->len), false);
     ns_bound scratch;
     const char *code;
     char msg[128];
@@ -673,7 +675,7 @@ static void parent_add(pg_probe *pr, const char *p, size_t n)
         n--;
     if (pr->pkind == PK_TEXT) {
         if (!memchr(p, '\\', n))
-            parent_bits(pr, hash_bytes(0x452821e638d01377ULL, p, n), true);
+            parent_bits(pr, hash_bytes(PARENT_SEED, p, n), true);
         return;
     }
     char num[32];
@@ -689,9 +691,10 @@ static void parent_add(pg_probe *pr, const char *p, size_t n)
 }
 
 /*
- * Reads the parent's keys (in a savepoint: without the right to read the
- * parent, or with more keys than the filter can hold well, there is no
- * filter and the probe goes on as before).
+ * Reads the parent's keys, in a savepoint. Without the right to read the
+ * parent, without the memory, or with more keys than the filter can hold
+ * well (by the estimate, which is not read then, or by the count read),
+ * there is no filter and the probe goes on as before.
  */
 static ns_status read_parents(pg_writer *w, pg_probe *pr, ns_error *err)
 {
@@ -699,21 +702,26 @@ static ns_status read_parents(pg_writer *w, pg_probe *pr, ns_error *err)
     while (want < PARENT_BLOCKS_MAX && (double)want * 512 < pr->parent_rows * 32)
         want *= 2;
     pr->pblocks = want;
-    if (!(pr->pbits = calloc(want, 64)))
-        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    if (pr->parent_rows > PARENT_KEYS_MAX || !(pr->pbits = calloc(want, 64))) {
+        pr->pkind = PK_NONE;
+        return NS_OK;
+    }
     ns_status st = ns__pgw_exec(w, err, "savepoint", "SAVEPOINT ns_parents", 0, NULL);
     if (st != NS_OK)
         return st;
     PGresult *res = PQexec(w->c, pr->parents_sql);
     bool ok = PQresultStatus(res) == PGRES_COPY_OUT;
     PQclear(res);
-    double keys = 0;
+    double keys = 0, most = (double)want * 512 / 12;
     if (ok) {
         char *line;
         int n;
         while ((n = PQgetCopyData(w->c, &line, 0)) > 0) {
-            parent_add(pr, line, (size_t)n);
-            keys++;
+            /* The table grew past its estimate: no filter. Not cancelled
+             * (a cancel may reach the statement after this one). */
+            ok &= ++keys <= most;
+            if (ok)
+                parent_add(pr, line, (size_t)n);
             PQfreemem(line);
         }
         if (n == -2)
@@ -723,9 +731,7 @@ static ns_status read_parents(pg_writer *w, pg_probe *pr, ns_error *err)
         ok &= PQresultStatus(res) == PGRES_COMMAND_OK;
         PQclear(res);
     }
-    /* Under 12 bits per key the filter lets too many through to be worth
-     * it (the table grew past its estimate). */
-    if (!ok || keys * 12 > (double)pr->pblocks * 512) {
+    if (!ok) {
         free(pr->pbits);
         pr->pbits = NULL;
         pr->pkind = PK_NONE;
