@@ -247,7 +247,17 @@ static ns_status read_holds(pg_writer *w, const char *const *p, ns_error *err)
                         "SELECT c.conname, pg_get_constraintdef(c.oid),"
                         " pg_get_expr(c.conbin, c.conrelid), (SELECT string_agg(a.attname, E'\\n'"
                         "  ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = c.conrelid"
-                        "  AND a.attnum = ANY (c.conkey)), to_char(current_date, 'YYYY-MM-DD')"
+                        "  AND a.attnum = ANY (c.conkey)), to_char(current_date, 'YYYY-MM-DD'),"
+                        /* lower()/upper() of ASCII text are plain: the columns'
+                         * collation is the default, C or POSIX, and the
+                         * database's a libc one that does not case i the
+                         * Turkic way */
+                        " (SELECT bool_and(a.attcollation IN (0, 100, 950, 951))"
+                        "  FROM pg_attribute a WHERE a.attrelid = c.conrelid"
+                        "  AND a.attnum = ANY (c.conkey)) AND (SELECT d.datlocprovider = 'c' AND"
+                        "  (d.datctype IN ('C', 'POSIX') OR d.datctype LIKE 'C.%'"
+                        "   OR d.datctype LIKE 'en\\_%') FROM pg_database d"
+                        "  WHERE d.datname = current_database())"
                         " FROM pg_constraint c"
                         " WHERE c.conrelid = to_regclass($1) AND c.contype = 'c' ORDER BY c.oid",
                         p, err)))
@@ -259,8 +269,9 @@ static ns_status read_holds(pg_writer *w, const char *const *p, ns_error *err)
     }
     ns_status st = NS_OK;
     for (int r = 0; r < n && st == NS_OK; r++) {
-        ns_pg_check *c = ns__pg_check_parse(PQgetvalue(res, r, 0), PQgetvalue(res, r, 1), w->cols,
-                                            w->ncols, PQgetvalue(res, r, 4));
+        ns_pg_check *c =
+            ns__pg_check_parse(PQgetvalue(res, r, 0), PQgetvalue(res, r, 1), w->cols, w->ncols,
+                               PQgetvalue(res, r, 4), strcmp(PQgetvalue(res, r, 5), "t") == 0);
         if (c) {
             w->checks[w->nchecks++] = c;
             continue;

@@ -45,9 +45,10 @@ typedef struct pg_dup {
 typedef struct ns_pg_check ns_pg_check;
 /* The constraint `def` (pg_get_constraintdef) over the input columns, or
  * NULL when it is not understood (then the server alone checks it);
- * today: CURRENT_DATE as YYYY-MM-DD, NULL when not known. */
+ * today: CURRENT_DATE as YYYY-MM-DD, NULL when not known; casing: lower()
+ * and upper() map ASCII letters the plain way for the columns it reads. */
 ns_pg_check *ns__pg_check_parse(const char *name, const char *def, const pcol *cols, size_t ncols,
-                                const char *today);
+                                const char *today, bool casing);
 void ns__pg_check_free(ns_pg_check *c);
 /* Whether the item may violate the constraint (false: it surely passes);
  * bounds[j]: field j as the type check read it (check_item). */

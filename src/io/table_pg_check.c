@@ -8,7 +8,12 @@
  * "CHECK ((points >= 0))", "CHECK ((status = ANY (ARRAY['a'::text,
  * 'b'::text])))". Understood: a column of the input (or length() /
  * char_length() of one) compared with a constant (=, <>, <, <=, >, >=),
- * = ANY / <> ALL of an ARRAY of constants, IS [NOT] NULL, AND, OR, NOT.
+ * = ANY / <> ALL of an ARRAY of constants, IS [NOT] NULL, AND, OR, NOT;
+ * two text values compared by = or <> (a text column, lower() or upper()
+ * of one: "lower(email) = email"), where lower() and upper() are read only
+ * when the columns' collation and the database's ctype map ASCII letters
+ * the plain way (libc, C, POSIX, C.*, en_*: not Turkish i, say), and only
+ * for ASCII values: a value with another byte is in doubt (held).
  * Numbers compare exactly (integers and decimals as decimal text, floats as
  * the double both sides parse to); text compares by bytes, and only for
  * = and <> (an order depends on the collation); a date column compares
@@ -42,6 +47,9 @@ typedef enum {
     N_ISNULL, /* a IS NULL (neg: IS NOT NULL) */
     N_COLUMN, /* value: field */
     N_LENGTH, /* value: length(field) */
+    N_LOWER,  /* value: lower(field), a text column (ASCII values only, see `casing`) */
+    N_UPPER,  /* value: upper(field) */
+    N_CMP2,   /* text value = or <> text value: a op b */
     N_CONST,  /* value: a literal */
     N_ARRAY   /* value: ARRAY[literals] */
 } nkind;
@@ -75,6 +83,7 @@ struct ns_pg_check {
 typedef struct parser {
     const char *p;
     const char *today; /* CURRENT_DATE as YYYY-MM-DD, or NULL */
+    bool casing;       /* lower()/upper() of ASCII text are the plain ASCII mapping here */
     const pcol *cols;
     size_t ncols;
     int depth;
@@ -179,6 +188,17 @@ static void type_name(parser *ps, bool *textlike, bool *numeric, bool *date)
 
 static cknode *parse_or(parser *ps);
 
+/* A text column that is not char(n) (whose comparisons ignore trailing
+ * spaces): what lower(), upper() and a comparison of two values take. */
+static bool text_column(const parser *ps, const cknode *n)
+{
+    const pcol *c = &ps->cols[n->field];
+    const char *decl = c->ct.decl;
+    return n->kind == N_COLUMN && c->ct.kind == NS_CT_TEXT &&
+           strncmp(decl, "character(", 10) != 0 && strcmp(decl, "character") != 0 &&
+           strcmp(decl, "bpchar") != 0;
+}
+
 /* A string literal: '...' with '' for a quote. */
 static bool string_lit(parser *ps, cknode *n)
 {
@@ -277,16 +297,19 @@ static cknode *parse_term(parser *ps)
             if (!ps->today || !(n = node(ps, N_CONST)) || !add_lit(n, ps->today, strlen(ps->today)))
                 goto bad;
             n->date = true;
-        } else if (*ps->p == '(') { /* a function: length(x), char_length(x) */
-            if (strcmp(name, "length") != 0 && strcmp(name, "char_length") != 0)
+        } else if (*ps->p == '(') { /* length(x), char_length(x), lower(x), upper(x) */
+            bool len = strcmp(name, "length") == 0 || strcmp(name, "char_length") == 0;
+            bool lower = strcmp(name, "lower") == 0, upper = strcmp(name, "upper") == 0;
+            if (quoted || (!len && !((lower || upper) && ps->casing)))
                 goto bad;
             ps->p++;
             cknode *arg = parse_term(ps);
-            if (!arg || arg->kind != N_COLUMN || !eat(ps, ")")) {
+            if (!arg || arg->kind != N_COLUMN || !eat(ps, ")") ||
+                ((lower || upper) && !text_column(ps, arg))) {
                 free_node(arg);
                 goto bad;
             }
-            arg->kind = N_LENGTH;
+            arg->kind = len ? N_LENGTH : lower ? N_LOWER : N_UPPER;
             n = arg;
         } else {
             size_t j = 0;
@@ -359,6 +382,13 @@ static bool is_value(const cknode *n)
     return n && (n->kind == N_COLUMN || n->kind == N_LENGTH);
 }
 
+/* A text value two of which may be compared: a text column, lower() or
+ * upper() of one. */
+static bool is_text_value(const parser *ps, const cknode *n)
+{
+    return n && (n->kind == N_LOWER || n->kind == N_UPPER || text_column(ps, n));
+}
+
 /* A value compared, or tested for NULL; or a parenthesized condition. */
 static cknode *parse_pred(parser *ps)
 {
@@ -383,6 +413,22 @@ static cknode *parse_pred(parser *ps)
     cknode *b = parse_term(ps);
     if (!b || ps->bad) {
         free_node(b);
+        goto bad;
+    }
+    /* Two text values, = or <> (by bytes: no order, which is the
+     * collation's): lower(email) = email. */
+    if (!any && !all && is_text_value(ps, a) && is_text_value(ps, b)) {
+        if ((op != OP_EQ && op != OP_NE) || !(n = node(ps, N_CMP2))) {
+            free_node(b);
+            goto bad;
+        }
+        n->op = op;
+        n->a = a;
+        n->b = b;
+        return n;
+    }
+    if (a->kind == N_LOWER || a->kind == N_UPPER || b->kind == N_LOWER || b->kind == N_UPPER) {
+        free_node(b); /* lower(x) with a constant: not read (yet) */
         goto bad;
     }
     if (!is_value(a) && is_value(b) && !any && !all) { /* 0 < x: x > 0 */
@@ -503,6 +549,7 @@ static bool is_condition(const cknode *n)
     case N_NOT:
         return is_condition(n->a);
     case N_CMP:
+    case N_CMP2:
     case N_ISNULL:
         return true;
     default:
@@ -511,9 +558,9 @@ static bool is_condition(const cknode *n)
 }
 
 ns_pg_check *ns__pg_check_parse(const char *name, const char *def, const pcol *cols, size_t ncols,
-                                const char *today)
+                                const char *today, bool casing)
 {
-    parser ps = {.p = def, .today = today, .cols = cols, .ncols = ncols};
+    parser ps = {.p = def, .today = today, .cols = cols, .ncols = ncols, .casing = casing};
     if (!eat(&ps, "CHECK"))
         return NULL;
     cknode *root = parse_or(&ps);
@@ -671,6 +718,50 @@ static int compare(const cknode *n, const pcol *c, const ns_value *v, const ns_b
     return r == 2 ? R_ANY : op_holds(n->op, r) ? R_TRUE : R_FALSE;
 }
 
+/* A text value's bytes: the field as the type check read it, and how
+ * lower() / upper() map them (0: as it is). False when it is NULL. */
+static bool text_of(const cknode *n, const ns_bound *bounds, const ns_item *it, const char **p,
+                    size_t *len, int *map)
+{
+    const ns_value *v = &it->fields[n->field];
+    const ns_bound *b = &bounds[n->field];
+    if (!v->ptr)
+        return false;
+    *p = b->kind == NS_B_TEXT ? b->p : v->ptr;
+    *len = b->kind == NS_B_TEXT ? b->len : v->len;
+    *map = n->kind == N_LOWER ? 1 : n->kind == N_UPPER ? 2 : 0;
+    return true;
+}
+
+/* Two text values compared by bytes, lower()/upper() applied to ASCII:
+ * R_TRUE, R_FALSE; R_ANY for a non-ASCII byte under a case mapping (the
+ * locale's rules, the server's to apply). */
+static int compare_texts(const cknode *n, const ns_bound *bounds, const ns_item *it)
+{
+    const char *p, *q;
+    size_t pl, ql;
+    int pm, qm;
+    if (!text_of(n->a, bounds, it, &p, &pl, &pm) || !text_of(n->b, bounds, it, &q, &ql, &qm))
+        return R_NULL;
+    bool eq = pl == ql, doubt = false;
+    for (size_t i = 0; i < pl || i < ql; i++) {
+        unsigned char x = i < pl ? (unsigned char)p[i] : 0, y = i < ql ? (unsigned char)q[i] : 0;
+        doubt |= (x >= 0x80 && pm) || (y >= 0x80 && qm);
+        if (pm == 1 && x >= 'A' && x <= 'Z')
+            x = (unsigned char)(x - 'A' + 'a');
+        else if (pm == 2 && x >= 'a' && x <= 'z')
+            x = (unsigned char)(x - 'a' + 'A');
+        if (qm == 1 && y >= 'A' && y <= 'Z')
+            y = (unsigned char)(y - 'A' + 'a');
+        else if (qm == 2 && y >= 'a' && y <= 'z')
+            y = (unsigned char)(y - 'a' + 'A');
+        eq &= x == y;
+    }
+    if (doubt)
+        return R_TRUE | R_FALSE;
+    return (n->op == OP_EQ) == eq ? R_TRUE : R_FALSE;
+}
+
 static int eval(const cknode *n, const pcol *cols, const ns_bound *bounds, const ns_item *it)
 {
     int a, b, r = 0;
@@ -696,6 +787,8 @@ static int eval(const cknode *n, const pcol *cols, const ns_bound *bounds, const
         bool null = !it->fields[n->a->field].ptr;
         return null != n->neg ? R_TRUE : R_FALSE;
     }
+    case N_CMP2:
+        return compare_texts(n, bounds, it);
     case N_CMP: {
         const ns_value *v = &it->fields[n->a->field];
         if (!v->ptr)

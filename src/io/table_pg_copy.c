@@ -614,10 +614,12 @@ static void free_arrays(ns_buf *arr, size_t nf, const char **vals)
  * them set in one 512-bit block (about 3e-5 false positives), at most 8 MiB.
  */
 #define PARENT_BLOCKS_MAX ((8u << 20) / 64)
-/* Probing a row of a chunk costs about what reading 10 parent keys does
- * (1M parents: a 50,000-row probe 0.31-0.42 s, all keys read 0.49 s), so
- * the keys are read once the rows probed would reach a tenth of them. */
-#define PROBE_VS_READ 10
+/* Probing a row of a chunk costs about what reading 15 to 23 parent keys
+ * does (1M parents: a 50,000-row probe 0.31-0.42 s and all keys read 0.49 s
+ * on one machine; 100,000 rows probed 0.18-0.29 s, the keys read 0.09-0.11 s
+ * on another), so the keys are read once the rows probed would reach a
+ * fifteenth of them: a rent-or-buy rule, never more than twice the best. */
+#define PROBE_VS_READ 15
 /* Under 12 bits per key the filter lets too many rows through to be worth
  * having. */
 #define PARENT_KEYS_MAX ((double)PARENT_BLOCKS_MAX * 512 / 12)
@@ -1033,7 +1035,7 @@ ns_status ns__pgw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a, 
              * COPY per row. */
             if ((st = ns__pgw_rollback_to(w, "ns_rows", err)) != NS_OK)
                 goto out;
-            w->can_replan = pass == 0 && w->nprobes && w->insert_sql;
+            w->can_replan = (size_t)pass <= w->nprobes && w->nprobes && w->insert_sql;
             if (w->can_replan &&
                 (st = ns__pgw_exec(w, err, "savepoint", "SAVEPOINT ns_chunk", 0, NULL)) != NS_OK)
                 goto out;
