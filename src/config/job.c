@@ -149,6 +149,35 @@ static ns_status get_posint(loader *l, const yaml_node_t *n, const char *key, in
     return NS_OK;
 }
 
+/* A duration from min_ms to max_ms milliseconds, in seconds. */
+static ns_status get_duration(loader *l, const yaml_node_t *n, const char *key, int64_t min_ms,
+                              int64_t max_ms, double *out)
+{
+    const char *s = scalar(n);
+    double v;
+    if (!s || !ns__parse_duration(s, &v))
+        return fail(l, n, key, "must be a duration such as 500ms, 10s, 2m or 1h");
+    if (v * 1000 < (double)min_ms || v * 1000 > (double)max_ms) {
+        char lo[32], hi[32];
+        return fail(l, n, key, "must be from %s to %s", ns__duration_str(min_ms, lo),
+                    ns__duration_str(max_ms, hi));
+    }
+    *out = v;
+    return NS_OK;
+}
+
+static ns_status get_number(loader *l, const yaml_node_t *n, const char *key, double min,
+                            double max, double *out)
+{
+    const char *s = scalar(n);
+    char *end = NULL;
+    double v = s ? strtod(s, &end) : 0;
+    if (!s || !*s || *end || !(v >= min && v <= max) || strpbrk(s, "xXnN"))
+        return fail(l, n, key, "must be a number from %g to %g", min, max);
+    *out = v;
+    return NS_OK;
+}
+
 static ns_status get_char(loader *l, const yaml_node_t *n, const char *key, char *out)
 {
     const char *s = scalar(n);
@@ -580,6 +609,10 @@ static ns_status read_value(loader *l, const ns_key *k, void *cfg, const yaml_no
         return get_posint(l, x, key, k->min, k->max, at);
     case NS_KEY_CHAR:
         return get_char(l, x, key, at);
+    case NS_KEY_DURATION:
+        return get_duration(l, x, key, k->min, k->max, at);
+    case NS_KEY_NUMBER:
+        return get_number(l, x, key, (double)k->min, (double)k->max, at);
     case NS_KEY_NAMES: {
         ns_names *v = at;
         return get_names(l, x, key, &v->v, &v->n);
@@ -656,6 +689,12 @@ static ns_status default_value(loader *l, const ns_key *k, void *cfg)
         return NS_OK;
     case NS_KEY_CHAR:
         *(char *)at = strcmp(k->def, "\\t") == 0 ? '\t' : k->def[0];
+        return NS_OK;
+    case NS_KEY_DURATION:
+        ns__parse_duration(k->def, at);
+        return NS_OK;
+    case NS_KEY_NUMBER:
+        *(double *)at = strtod(k->def, NULL);
         return NS_OK;
     case NS_KEY_ENUM:
         for (int i = 0; k->choices[i]; i++)
@@ -778,6 +817,8 @@ static void free_keys(const ns_key *keys, void *cfg)
         case NS_KEY_INT:
         case NS_KEY_CHAR:
         case NS_KEY_ENUM:
+        case NS_KEY_DURATION:
+        case NS_KEY_NUMBER:
             break;
         default:
             free(*(char **)at);
@@ -1011,12 +1052,98 @@ static ns_status check_flow(loader *l)
     return st;
 }
 
+/* retry: {limit, backoff: {initial, max, multiplier}, jitter, on} */
+typedef struct backoff_cfg {
+    double initial, max, multiplier;
+} backoff_cfg;
+typedef struct retry_cfg {
+    int64_t limit;
+    backoff_cfg *backoff;
+    bool jitter;
+    ns_names on;
+} retry_cfg;
+
+static const ns_key backoff_keys[] = {{.name = "initial",
+                                       .type = NS_KEY_DURATION,
+                                       .offset = offsetof(backoff_cfg, initial),
+                                       .def = "1s",
+                                       .max = 3600000},
+                                      {.name = "max",
+                                       .type = NS_KEY_DURATION,
+                                       .offset = offsetof(backoff_cfg, max),
+                                       .def = "30s",
+                                       .max = 86400000},
+                                      {.name = "multiplier",
+                                       .type = NS_KEY_NUMBER,
+                                       .offset = offsetof(backoff_cfg, multiplier),
+                                       .def = "2",
+                                       .min = 1,
+                                       .max = 100},
+                                      {0}};
+static const ns_key retry_keys[] = {
+    {.name = "limit",
+     .type = NS_KEY_INT,
+     .offset = offsetof(retry_cfg, limit),
+     .def = "3",
+     .max = 1000000},
+    {.name = "backoff",
+     .type = NS_KEY_SECTION,
+     .offset = offsetof(retry_cfg, backoff),
+     .sub = backoff_keys,
+     .sub_size = sizeof(backoff_cfg)},
+    {.name = "jitter", .type = NS_KEY_BOOL, .offset = offsetof(retry_cfg, jitter), .def = "true"},
+    {.name = "on", .type = NS_KEY_NAMES, .offset = offsetof(retry_cfg, on)},
+    {0}};
+
+static void free_keys(const ns_key *keys, void *cfg);
+
+static ns_status load_retry(loader *l, ns_step_def *s, const yaml_node_t *n, const char *where)
+{
+    retry_cfg c = {0};
+    char key[160];
+    ns_status st = load_keys(l, retry_keys, &c, n, where);
+    if (st != NS_OK)
+        goto out;
+    s->retry.limit = c.limit;
+    s->retry.jitter = c.jitter;
+    if (c.backoff) {
+        s->retry.initial = c.backoff->initial;
+        s->retry.max = c.backoff->max;
+        s->retry.multiplier = c.backoff->multiplier;
+        if (s->retry.initial > s->retry.max) {
+            snprintf(key, sizeof(key), "%s.backoff", where);
+            st = fail(l, map_get(l, n, "backoff"), key,
+                      "initial (%gs) must not be longer than max (%gs)", s->retry.initial,
+                      s->retry.max);
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < c.on.n; i++)
+        if (!ns__retry_on_valid(c.on.v[i])) {
+            yaml_node_t *list = map_get(l, n, "on");
+            snprintf(key, sizeof(key), "%s.on[%zu]", where, i);
+            st = fail(l, node_at(l, list->data.sequence.items.start[i]), key,
+                      "'%s' is not a failure nightshift can retry on: name a SQLSTATE (40001) or "
+                      "a class of them (08*), SQLITE_BUSY, SQLITE_LOCKED, an HTTP status (503), "
+                      "timeout, reset, or transient (all of the default ones)",
+                      c.on.v[i]);
+            goto out;
+        }
+    s->retry.on = c.on.v;
+    s->retry.non = c.on.n;
+    c.on.v = NULL;
+    c.on.n = 0;
+out:
+    free_keys(retry_keys, &c);
+    return st;
+}
+
 static ns_status load_step(loader *l, size_t i, const yaml_node_t *n)
 {
-    static const char *const chunk_keys[] = {"name",   "chunk", "reader", "processor",
-                                             "writer", "skip",  "rejects"};
+    static const char *const chunk_keys[] = {"name",   "chunk", "reader",  "processor",
+                                             "writer", "skip",  "rejects", "retry"};
     static const char *const chunk_only[] = {"chunk", "reader",  "processor", "writer",
-                                             "skip",  "rejects", NULL};
+                                             "skip",  "rejects", "retry",     NULL};
     static const char *const skip_keys[] = {"limit", NULL};
     ns_step_def *s = &l->job->steps[i];
     char where[64], key[128];
@@ -1122,6 +1249,10 @@ static ns_status load_step(loader *l, size_t i, const yaml_node_t *n)
         if (lim && (st = get_posint(l, lim, key, 0, INT64_MAX, &s->skip_limit)) != NS_OK)
             return st;
     }
+    snprintf(key, sizeof(key), "%s.retry", where);
+    s->retry = ns__retry_default;
+    if ((x = map_get(l, n, "retry")) && (st = load_retry(l, s, x, key)) != NS_OK)
+        return st;
     snprintf(key, sizeof(key), "%s.rejects", where);
     if ((x = map_get(l, n, "rejects"))) {
         if ((st = get_template(l, x, key, true, &s->rejects)) != NS_OK)
@@ -1323,6 +1454,7 @@ void ns_job_free(ns_job *job)
         ns_step_def *s = &job->steps[i];
         free(s->name);
         free(s->rejects);
+        free_names(s->retry.on, s->retry.non);
         free_plugin_cfg(s->type, s->type_cfg);
         free_plugin_cfg(s->reader, s->reader_cfg);
         free_plugin_cfg(s->processor, s->proc_cfg);

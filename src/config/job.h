@@ -59,6 +59,7 @@ typedef struct ns_step_def {
     /* chunk steps */
     int64_t chunk;
     int64_t skip_limit;
+    ns_retry retry;                               /* retry: (ns__retry_default when not given) */
     char *rejects;                                /* template */
     const ns_plugin *reader, *processor, *writer; /* processor NULL when none */
     void *reader_cfg, *proc_cfg, *writer_cfg;

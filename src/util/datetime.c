@@ -2,6 +2,9 @@
  * parsing and the column type checks of the table writers. */
 #include "util.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 static bool digits(const char *s, size_t n, int *out)
 {
     int v = 0;
@@ -71,4 +74,69 @@ bool ns__valid_timestamp(const char *s, size_t n)
         }
     }
     return i == n || valid_zone(s + i, n - i);
+}
+
+bool ns__parse_duration(const char *s, double *out)
+{
+    /* A number of seconds ("1.5"), or numbers each with a unit: "500ms",
+     * "10s", "2m", "1h", "1m30s". No sign, no spaces. */
+    static const struct {
+        const char *unit;
+        double secs;
+    } units[] = {{"ms", 0.001}, {"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}};
+    double total = 0;
+    bool any = false, bare = false;
+    const char *p = s;
+    if (!s || !*s)
+        return false;
+    while (*p) {
+        /* digits, optionally a point and digits (no exponent, no hex) */
+        const char *q = p;
+        while (*q >= '0' && *q <= '9')
+            q++;
+        if (q == p || bare)
+            return false;
+        if (*q == '.') {
+            const char *f = ++q;
+            while (*q >= '0' && *q <= '9')
+                q++;
+            if (q == f)
+                return false;
+        }
+        if (q - p > 15)
+            return false;
+        double v = strtod(p, NULL);
+        p = q;
+        if (!*p) {
+            bare = true; /* a plain number is seconds, and only alone */
+            if (any)
+                return false;
+            total = v;
+            break;
+        }
+        size_t k = 0, nunits = sizeof(units) / sizeof(units[0]);
+        while (k < nunits && strncmp(p, units[k].unit, strlen(units[k].unit)) != 0)
+            k++;
+        if (k == nunits)
+            return false;
+        p += strlen(units[k].unit);
+        total += v * units[k].secs;
+        any = true;
+    }
+    *out = total;
+    return true;
+}
+
+const char *ns__duration_str(int64_t ms, char *buf)
+{
+    /* the largest unit that divides it: 90000 -> "90s", 120000 -> "2m" */
+    if (ms % 3600000 == 0 && ms > 0)
+        snprintf(buf, 32, "%lldh", (long long)(ms / 3600000));
+    else if (ms % 60000 == 0 && ms > 0)
+        snprintf(buf, 32, "%lldm", (long long)(ms / 60000));
+    else if (ms % 1000 == 0)
+        snprintf(buf, 32, "%llds", (long long)(ms / 1000));
+    else
+        snprintf(buf, 32, "%lldms", (long long)ms);
+    return buf;
 }

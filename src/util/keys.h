@@ -43,6 +43,9 @@ typedef enum ns_key_type {
     NS_KEY_FILE,       /* ns_text: the key names a file beside the job; its text */
     NS_KEY_SQL_FILE,   /* char *: the key names a file beside the job; its SQL script */
     NS_KEY_SECTION,    /* void *: a nested mapping read by `sub` into `sub_size` bytes */
+    NS_KEY_DURATION,   /* double: seconds, written "10s", "500ms", "2m" or a number; min and
+                          max in milliseconds */
+    NS_KEY_NUMBER,     /* double: a decimal number from min to max */
 } ns_key_type;
 
 /* The key must be given. Keys that share an offset are alternatives (say

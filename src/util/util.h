@@ -178,6 +178,42 @@ int64_t ns__process_start(int64_t pid);
 bool ns__valid_date(const char *s, size_t n);
 /* YYYY-MM-DD[ T]HH:MM[:SS[.frac]][Z|+HH[:MM]|-HH[:MM]]. */
 bool ns__valid_timestamp(const char *s, size_t n);
+/* A duration as job files write it: seconds ("1.5") or numbers with units
+ * ms, s, m, h, d ("500ms", "10s", "1m30s"); *out in seconds. */
+bool ns__parse_duration(const char *s, double *out);
+/* A duration of ms milliseconds as a job file would write it ("500ms",
+ * "10s", "2m"); returns buf (>= 32 bytes). */
+const char *ns__duration_str(int64_t ms, char *buf);
+
+/* ----------------------------------------------- retries (retry.c) */
+
+/* A step's retry policy (docs/jobs.md, "retry"): how often a failed chunk
+ * is tried again, how long between tries, and on which failures. */
+typedef struct ns_retry {
+    int64_t limit;       /* tries after the first; 0: none */
+    double initial, max; /* the first wait, the longest one (seconds) */
+    double multiplier;   /* each wait is the one before times this */
+    bool jitter;         /* waits drawn in [d/2, d] */
+    char **on;           /* the failures retried, as written; NULL: transient */
+    size_t non;
+} ns_retry;
+/* limit 3, 1 s doubling up to 30 s, with jitter, on the transient failures. */
+extern const ns_retry ns__retry_default;
+/* Whether `on` is something retry.on may name: a name of the status table
+ * (40001, 08*, SQLITE_BUSY, 503, timeout, ...), "transient", any SQLSTATE
+ * or class of them ("23*"), any HTTP status. */
+bool ns__retry_on_valid(const char *on);
+/* Whether the policy retries the failure `e` (by its e->sub); when it does,
+ * `what` names the failure ("connection lost, 08006"). */
+bool ns__retry_wanted(const ns_retry *r, const ns_error *e, char *what, size_t n);
+/* The wait before try number `attempt` (1: the first retry), in seconds. */
+double ns__retry_delay(const ns_retry *r, int64_t attempt, uint64_t *seed);
+
+/* The SQLSTATE of a libpq failure (res may be NULL): the server's, else
+ * 08006 when the connection is gone, else NULL. (pgstate.c) */
+struct pg_conn;
+struct pg_result;
+const char *ns__pg_state(struct pg_conn *c, const struct pg_result *res);
 
 /* ------------------------------------------------- SQL text (sql.c) */
 

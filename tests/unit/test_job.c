@@ -42,6 +42,154 @@ static const void *cfg_key(const ns_plugin *p, const void *cfg, const char *name
     return NULL;
 }
 
+static void test_durations(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        double secs; /* < 0: refused */
+    } cases[] = {{"10s", 10},   {"500ms", 0.5}, {"2m", 120},   {"1h", 3600},
+                 {"1m30s", 90}, {"1.5", 1.5},   {"0", 0},      {"0.25s", 0.25},
+                 {"", -1},      {"s", -1},      {"10", 10},    {"1e3", -1},
+                 {"0x10", -1},  {"-1s", -1},    {"10 s", -1},  {"10sec", -1},
+                 {"1.s", -1},   {".5s", -1},    {"1s2", -1},   {"inf", -1},
+                 {"nan", -1},   {"10s10s", 20}, {"1d", 86400}, {"99999999999999999s", -1}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        double v = -1;
+        bool ok = ns__parse_duration(cases[i].text, &v);
+        if (ok != (cases[i].secs >= 0) || (ok && v != cases[i].secs))
+            fail_msg("duration '%s': %s %g", cases[i].text, ok ? "read as" : "refused", v);
+    }
+    char buf[32];
+    assert_string_equal(ns__duration_str(500, buf), "500ms");
+    assert_string_equal(ns__duration_str(30000, buf), "30s");
+    assert_string_equal(ns__duration_str(120000, buf), "2m");
+    assert_string_equal(ns__duration_str(86400000, buf), "24h");
+}
+
+/* The status table decides what is retried; the waits grow and stay in
+ * their bounds. */
+static void test_retry_policy(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *sub;
+        ns_status code;
+        bool transient;
+    } cases[] = {{"40001", NS_EDB, true},
+                 {"40P01", NS_EDB, true},
+                 {"08006", NS_EDB, true},
+                 {"08001", NS_EDB, true},
+                 {"57P01", NS_EDB, true},
+                 {"57P03", NS_EDB, true},
+                 {"database is locked", NS_EDB, true},
+                 {"HTTP_503", NS_EIO, true},
+                 {"NS_TIMEOUT", NS_EIO, true},
+                 {"23505", NS_EDB, false},
+                 {"42P01", NS_EDB, false},
+                 {"", NS_EDB, false},
+                 {"0800", NS_EDB, false},
+                 {"080067", NS_EDB, false},
+                 {"08006", NS_ECONFLICT, false},
+                 {"08006", NS_ENOMEM, false},
+                 {"HTTP_400", NS_EIO, false},
+                 {"constraint failed", NS_EDB, false}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ns_error e = {.code = cases[i].code};
+        char what[64] = "";
+        snprintf(e.sub, sizeof(e.sub), "%s", cases[i].sub);
+        if (ns__retry_wanted(&ns__retry_default, &e, what, sizeof(what)) != cases[i].transient)
+            fail_msg("'%s' (%s): retried is not %d", cases[i].sub, ns_status_name(cases[i].code),
+                     cases[i].transient);
+        if (cases[i].transient)
+            assert_true(what[0] != '\0');
+    }
+    /* on: replaces the list; transient brings the default ones back */
+    char a1[] = "23*", a2[] = "400", b1[] = "transient", b2[] = "23505";
+    char *only[] = {a1, a2};
+    ns_retry r = ns__retry_default;
+    r.on = only;
+    r.non = 2;
+    ns_error e = {.code = NS_EDB};
+    snprintf(e.sub, sizeof(e.sub), "23505");
+    assert_true(ns__retry_wanted(&r, &e, NULL, 0));
+    snprintf(e.sub, sizeof(e.sub), "HTTP_400");
+    assert_true(ns__retry_wanted(&r, &e, NULL, 0));
+    snprintf(e.sub, sizeof(e.sub), "08006");
+    assert_false(ns__retry_wanted(&r, &e, NULL, 0));
+    char *plus[] = {b1, b2};
+    r.on = plus;
+    assert_true(ns__retry_wanted(&r, &e, NULL, 0));
+    assert_true(ns__retry_on_valid("SQLITE_BUSY") && ns__retry_on_valid("504") &&
+                ns__retry_on_valid("timeout") && ns__retry_on_valid("2300A"));
+    assert_false(ns__retry_on_valid("600") || ns__retry_on_valid("23") ||
+                 ns__retry_on_valid("sqlite_busy") || ns__retry_on_valid("23505x") ||
+                 ns__retry_on_valid("*"));
+    /* waits: 1, 2, 4, ... up to max; jitter keeps them in [d/2, d] */
+    ns_retry w = {.limit = 10, .initial = 1, .max = 5, .multiplier = 2, .jitter = false};
+    uint64_t seed = 42;
+    double want[] = {1, 2, 4, 5, 5, 5};
+    for (int i = 0; i < 6; i++)
+        assert_true(ns__retry_delay(&w, i + 1, &seed) == want[i]);
+    w.jitter = true;
+    for (int i = 0; i < 1000; i++) {
+        double d = ns__retry_delay(&w, 3, &seed);
+        assert_true(d >= 2 && d <= 4);
+    }
+    w.multiplier = 100;
+    w.max = 86400;
+    w.jitter = false;
+    assert_true(ns__retry_delay(&w, 1000000, &seed) == 86400);
+}
+
+static void test_retry_key(void **state)
+{
+    (void)state;
+    const char *head = "job: j\n"
+                       "connections: {t: 'sqlite:x.db'}\n"
+                       "steps:\n"
+                       "  - name: s\n"
+                       "    reader: {csv: {path: in.csv}}\n"
+                       "    writer: {table: {connection: t, name: x}}\n";
+    char text[1024];
+    ns_job *job = NULL;
+    ns_error err = {0};
+    /* not given: the default policy */
+    assert_int_equal(ns_job_load_buffer("job.yaml", head, strlen(head), &job, &err), NS_OK);
+    assert_int_equal(job->steps[0].retry.limit, 3);
+    assert_true(job->steps[0].retry.initial == 1 && job->steps[0].retry.max == 30);
+    assert_null(job->steps[0].retry.on);
+    ns_job_free(job);
+    snprintf(text, sizeof(text),
+             "%s    retry: {limit: 7, backoff: {initial: 250ms, multiplier: 1.5}, jitter: false, "
+             "on: [40001, '08*']}\n",
+             head);
+    assert_int_equal(ns_job_load_buffer("job.yaml", text, strlen(text), &job, &err), NS_OK);
+    const ns_retry *r = &job->steps[0].retry;
+    assert_int_equal(r->limit, 7);
+    assert_true(r->initial == 0.25 && r->max == 30 && r->multiplier == 1.5 && !r->jitter);
+    assert_int_equal(r->non, 2);
+    assert_string_equal(r->on[1], "08*");
+    ns_job_free(job);
+    static const char *const bad[][2] = {
+        {"retry: 3", "job.yaml:7: steps[0].retry: must be a mapping"},
+        {"retry: {limit: x}", "job.yaml:7: steps[0].retry.limit: must be an integer"},
+        {"retry: {backoff: {max: 2d}}", "steps[0].retry.backoff.max: must be from 0s to 24h"},
+        {"retry: {on: []}", "steps[0].retry.on: must be a non-empty list"},
+        {"retry: {on: [503, 503]}", "steps[0].retry.on[1]: '503' is listed twice"},
+        {"retry: {on: [deadlock]}", "steps[0].retry.on[0]: 'deadlock' is not a failure"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(text, sizeof(text), "%s    %s\n", head, bad[i][0]);
+        memset(&err, 0, sizeof(err));
+        job = NULL;
+        assert_int_equal(ns_job_load_buffer("job.yaml", text, strlen(text), &job, &err),
+                         NS_ECONFIG);
+        if (!strstr(err.message, bad[i][1]))
+            fail_msg("%s: said '%s', want '%s'", bad[i][0], err.message, bad[i][1]);
+    }
+}
+
 static void test_valid(void **state)
 {
     (void)state;
@@ -222,6 +370,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid),
+        cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_retry_policy),
+        cmocka_unit_test(test_retry_key),
         cmocka_unit_test(test_errors_name_line_and_key),
         cmocka_unit_test(test_empty_and_non_mapping),
         cmocka_unit_test(test_param_values),
