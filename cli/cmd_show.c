@@ -78,6 +78,11 @@ static void print_human(json_t *e)
         if (more || *sval(s, "exit_message"))
             printf("  %-*s %s%s%s\n", (int)wname, "", more ? code : "",
                    more && *sval(s, "exit_message") ? ": " : "", sval(s, "exit_message"));
+        int64_t retries = ival(s, "retry_count");
+        if (retries > 0)
+            printf("  %-*s %s %s after a transient failure (retry: in the job file)\n", (int)wname,
+                   "", fmt_count(retries, c, sizeof(c)),
+                   retries == 1 ? "chunk tried again" : "chunks tried again");
     }
 }
 

@@ -181,6 +181,7 @@ NS_EXTERN void ns_free(void *p);
 /* Counters of a step execution, as in Spring Batch. */
 typedef struct ns_counts {
     int64_t read, write, filter, read_skip, process_skip, write_skip, commit, rollback;
+    int64_t retry; /* chunks tried again after a transient failure (retry:) */
 } ns_counts;
 
 /* What a listener is told; valid for the duration of the callback. */

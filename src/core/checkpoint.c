@@ -5,7 +5,7 @@
  *
  *   {"position": <the reader's>, "rejects": {"path": P, "offset": N},
  *    "chunks": N, "step_execution_id": N, "counts": {read, write, filter,
- *    read_skip, process_skip, write_skip, commit, rollback},
+ *    read_skip, process_skip, write_skip, commit, rollback, retry},
  *    "processor": <its state>, "writer": <an at-least-once writer's state>,
  *    "done": true (a single-transaction step),
  *    "repository": ID, "execution_id": N}
@@ -23,13 +23,13 @@
 ns_status ns__ckpt_encode(const ns_ckpt *c, char **out, ns_error *err)
 {
     const ns_counts *n = &c->counts;
-    json_t *o =
-        json_pack("{s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}", "chunks",
-                  (json_int_t)c->chunks, "step_execution_id", (json_int_t)c->step_execution_id,
-                  "counts", "read", (json_int_t)n->read, "write", (json_int_t)n->write, "filter",
-                  (json_int_t)n->filter, "read_skip", (json_int_t)n->read_skip, "process_skip",
-                  (json_int_t)n->process_skip, "write_skip", (json_int_t)n->write_skip, "commit",
-                  (json_int_t)n->commit, "rollback", (json_int_t)n->rollback);
+    json_t *o = json_pack(
+        "{s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}", "chunks",
+        (json_int_t)c->chunks, "step_execution_id", (json_int_t)c->step_execution_id, "counts",
+        "read", (json_int_t)n->read, "write", (json_int_t)n->write, "filter", (json_int_t)n->filter,
+        "read_skip", (json_int_t)n->read_skip, "process_skip", (json_int_t)n->process_skip,
+        "write_skip", (json_int_t)n->write_skip, "commit", (json_int_t)n->commit, "rollback",
+        (json_int_t)n->rollback, "retry", (json_int_t)n->retry);
     bool bad = !o;
     if (!bad && c->position)
         bad = json_object_set(o, "position", c->position) != 0;
@@ -93,7 +93,8 @@ ns_status ns__ckpt_decode(const char *text, ns_ckpt *c, ns_error *err)
                             json_integer_value(json_object_get(n, "process_skip")),
                             json_integer_value(json_object_get(n, "write_skip")),
                             json_integer_value(json_object_get(n, "commit")),
-                            json_integer_value(json_object_get(n, "rollback"))};
+                            json_integer_value(json_object_get(n, "rollback")),
+                            json_integer_value(json_object_get(n, "retry"))};
     c->position = json_object_get(o, "position");
     c->rejects_path = json_string_value(json_object_get(r, "path"));
     c->rejects_offset = json_integer_value(json_object_get(r, "offset"));

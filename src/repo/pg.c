@@ -121,6 +121,8 @@ static const char *const migrations[] = {
     "  SET last = greatest(nightshift.ns_run_id.last, excluded.last);",
     /* 3: `show` says which execution restarted this one. */
     "CREATE INDEX ns_job_execution_restart ON nightshift.ns_job_execution (restart_of);",
+    /* 4: chunks tried again after a transient failure (retry:). */
+    "ALTER TABLE nightshift.ns_step_execution ADD COLUMN retry_count bigint NOT NULL DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -144,7 +146,7 @@ static void redact(const char *url, char *out, size_t n)
 
 static ns_status fail(PGconn *c, PGresult *res, ns_error *err, const char *what)
 {
-    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *state = ns__pg_state(c, res);
     const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(c);
     size_t len = strlen(msg);
     while (len && (msg[len - 1] == '\n' || msg[len - 1] == ' '))
@@ -775,7 +777,7 @@ static ns_status save_step(PGconn *c, ns_step_exec *se, const char *status, cons
                            const char *message, bool check_version, ns_error *err)
 {
     const ns_counts *k = &se->counts;
-    char v[10][24];
+    char v[11][24];
     const char *p[] = {num(v[0], k->read),
                        num(v[1], k->write),
                        num(v[2], k->filter),
@@ -789,12 +791,14 @@ static ns_status save_step(PGconn *c, ns_step_exec *se, const char *status, cons
                        se->context,
                        status,
                        exit_code,
-                       message};
+                       message,
+                       num(v[10], k->retry)};
     PGresult *res =
         q(c, err, "update step execution",
           "WITH s AS (UPDATE nightshift.ns_step_execution SET read_count = $1, write_count = $2,"
           " filter_count = $3, read_skip_count = $4, process_skip_count = $5,"
-          " write_skip_count = $6, commit_count = $7, rollback_count = $8, last_updated = now(),"
+          " write_skip_count = $6, commit_count = $7, rollback_count = $8, retry_count = $15,"
+          " last_updated = now(),"
           " status = coalesce($12, status), exit_code = coalesce($13, exit_code),"
           " exit_message = coalesce($14, exit_message),"
           " ended_at = CASE WHEN $12::text IS NULL THEN ended_at ELSE now() END,"
@@ -804,7 +808,7 @@ static ns_status save_step(PGconn *c, ns_step_exec *se, const char *status, cons
           " SELECT id, $11 FROM s WHERE $11::text IS NOT NULL"
           " ON CONFLICT (step_execution_id) DO UPDATE SET context = excluded.context)"
           " SELECT count(*) FROM s",
-          14, p);
+          15, p);
     if (!res)
         return NS_EDB;
     bool ok = get_i64(res, 0, 0) == 1;
@@ -928,7 +932,7 @@ static void row(PGresult *res, int i, const char **cols, int n)
     "SELECT s.step_name, s.partition_name, s.status, s.exit_code, s.exit_message,"                 \
     " s.read_count, s.write_count, s.filter_count, s.read_skip_count, s.process_skip_count,"       \
     " s.write_skip_count, s.commit_count, s.rollback_count, "                                      \
-    ISO("s.started_at") ", " ISO("s.ended_at") ", s.id, x.context"                                 \
+    ISO("s.started_at") ", " ISO("s.ended_at") ", s.id, x.context, s.retry_count"                  \
     " FROM nightshift.ns_step_execution s"                                                         \
     " LEFT JOIN nightshift.ns_execution_context x ON x.step_execution_id = s.id"                   \
     " WHERE s.execution_id = $1 ORDER BY s.id"

@@ -367,7 +367,8 @@ json_t *ns__json_step(const char *const *c)
                                                      "started_at",
                                                      "ended_at",
                                                      "id",
-                                                     "context"};
+                                                     "context",
+                                                     "retry_count"};
     json_t *o = json_object();
     json_object_set_new(o, "id", jint(c[15]));
     for (int i = 0; i < 15; i++) {
@@ -376,6 +377,7 @@ json_t *ns__json_step(const char *const *c)
     }
     json_t *ctx = c[16] ? json_loads(c[16], 0, NULL) : NULL;
     json_object_set_new(o, "context", ctx ? ctx : json_null());
+    json_object_set_new(o, "retry_count", jint(c[17]));
     return o;
 }
 

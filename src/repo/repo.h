@@ -157,8 +157,8 @@ extern const ns_repo_vt ns__repo_pg;
                             restarted_by (the execution whose restart_of is this one) */
 #define NS_PARAM_NCOLS 4 /* name, type, value, identifying */
 #define NS_STEP_NCOLS                                                                              \
-    17 /* name, partition, status, exit_code, exit_message, the eight                              \
-          counters, started_at, ended_at, id, context */
+    18 /* name, partition, status, exit_code, exit_message, the eight                              \
+          counters, started_at, ended_at, id, context, retry_count */
 /* The most columns of any of the rows above (arrays of them use it). */
 #define NS_MAX_NCOLS 24
 json_t *ns__json_exec(const ns_repo *r, const char *const *cols);

@@ -105,6 +105,8 @@ static const char *const migrations[] = {
     "  ON CONFLICT (job_name) DO UPDATE SET last = max(last, excluded.last);",
     /* 3: `show` says which execution restarted this one. */
     "CREATE INDEX ns_job_execution_restart ON ns_job_execution (restart_of);",
+    /* 4: chunks tried again after a transient failure (retry:). */
+    "ALTER TABLE ns_step_execution ADD COLUMN retry_count INTEGER NOT NULL DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -771,14 +773,14 @@ static ns_status save_step(sqlite3 *db, ns_step_exec *se, const char *status, co
                            "UPDATE ns_step_execution SET read_count = ?, write_count = ?,"
                            " filter_count = ?, read_skip_count = ?, process_skip_count = ?,"
                            " write_skip_count = ?, commit_count = ?, rollback_count = ?,"
-                           " last_updated = ?, status = coalesce(?, status),"
+                           " retry_count = ?, last_updated = ?, status = coalesce(?, status),"
                            " exit_code = coalesce(?, exit_code),"
                            " exit_message = coalesce(?, exit_message),"
                            " ended_at = CASE WHEN ? IS NULL THEN ended_at ELSE ? END,"
                            " version = version + 1 WHERE id = ? AND version = ?",
-                           "iiiiiiiissssssii", c->read, c->write, c->filter, c->read_skip,
-                           c->process_skip, c->write_skip, c->commit, c->rollback, now, status,
-                           exit_code, message, status, now, se->id, se->version),
+                           "iiiiiiiiissssssii", c->read, c->write, c->filter, c->read_skip,
+                           c->process_skip, c->write_skip, c->commit, c->rollback, c->retry, now,
+                           status, exit_code, message, status, now, se->id, se->version),
                       err, "update step execution");
     if (s != NS_OK)
         return s;
@@ -992,7 +994,7 @@ static ns_status sq_show_json(ns_repo *r, int64_t id, char **out, ns_error *err)
               "SELECT s.step_name, s.partition_name, s.status, s.exit_code, s.exit_message,"
               " s.read_count, s.write_count, s.filter_count, s.read_skip_count,"
               " s.process_skip_count, s.write_skip_count, s.commit_count, s.rollback_count,"
-              " s.started_at, s.ended_at, s.id, c.context FROM ns_step_execution s"
+              " s.started_at, s.ended_at, s.id, c.context, s.retry_count FROM ns_step_execution s"
               " LEFT JOIN ns_execution_context c ON c.step_execution_id = s.id"
               " WHERE s.execution_id = ? ORDER BY s.id",
               "i", id);
