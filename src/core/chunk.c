@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Whether the step's writer is at-least-once: its checkpoint is kept in
@@ -63,11 +64,21 @@ static ns_status make_context(step_run *s, json_t *writer_state, ns_error *err)
     return NS_OK;
 }
 
+/* The step's row in the target's checkpoint table (see ns_ckpt_key). */
+static ns_ckpt_key ckpt_key(const step_run *s, bool reclaim)
+{
+    return (ns_ckpt_key){.job_name = s->rc->job->name,
+                         .job_key = s->rc->launch.job_key,
+                         .step = s->def->name,
+                         .partition = "",
+                         .execution_id = s->rc->launch.execution_id,
+                         .step_execution_id = s->se.id,
+                         .reclaim = reclaim};
+}
+
 static ns_status commit_chunk(step_run *s, ns_error *err)
 {
-    ns_ckpt_key key = {
-        s->rc->job->name, s->rc->launch.job_key, s->def->name, "", s->rc->launch.execution_id,
-        s->se.id};
+    ns_ckpt_key key = ckpt_key(s, false);
     ns_status st;
 
     if ((st = ns__rejects_sync(s, err)) != NS_OK)
@@ -92,8 +103,15 @@ static ns_status commit_chunk(step_run *s, ns_error *err)
     }
     bool committed;
     st = ns__run_commit(s, s->store, &key, s->chunks, &committed, err);
-    if (committed)
+    if (committed) {
         s->rejects_committed = s->rejects_offset;
+        s->repo_behind = st != NS_OK;
+        free(s->ctx_committed);
+        if (!(s->ctx_committed = ns__strdup(s->context)) && st == NS_OK)
+            st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        if (st == NS_OK)
+            s->attempt = 0;
+    }
     if (st != NS_OK) {
         if (!committed) {
             s->counts.commit--;
@@ -111,9 +129,7 @@ static ns_status commit_chunk(step_run *s, ns_error *err)
  * the checkpoint for this execution (the fence, see ns_writer_vt.checkpoint). */
 static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
 {
-    ns_ckpt_key key = {
-        s->rc->job->name, s->rc->launch.job_key, s->def->name, "", s->rc->launch.execution_id,
-        s->se.id};
+    ns_ckpt_key key = ckpt_key(s, false);
     char *ctx = NULL;
     ns_ckpt c = {0}, rc = {0};
     bool foreign;
@@ -140,6 +156,12 @@ static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
     }
     if ((st = ns__ckpt_decode(ctx, &c, err)) != NS_OK)
         goto out;
+    /* What a retry goes back to until this execution commits a chunk: the
+     * target's row holds this very text. */
+    if (!(s->ctx_committed = ns__strdup(ctx))) {
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        goto out;
+    }
     s->proc_state = json_incref(c.processor);
     s->chunks = c.chunks;
     s->resumed = true;
@@ -251,25 +273,13 @@ static int64_t skips(const ns_counts *c)
     return c->read_skip + c->process_skip + c->write_skip;
 }
 
-static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
+/* Opens the step's plugins, each with its own configuration: the reader,
+ * the processor if any, the writer (and the store of an at-least-once
+ * writer's checkpoint); each checked for the version it was built for. */
+static ns_status open_plugins(step_run *s, ns_error *err)
 {
     const ns_step_def *d = s->def;
     ns_status st;
-
-    if ((st = ns__run_subst(s, d->rejects, "rejects", &s->rejects_path, &s->rejects_shown, err)) !=
-            NS_OK ||
-        (st = ns__run_resolve(s->rc, &s->rejects_path, 0, err)) != NS_OK ||
-        (st = ns__run_resolve(s->rc, &s->rejects_shown, 0, err)) != NS_OK)
-        goto out;
-    /* The checkpoint keeps an absolute path, so a restart from any directory
-     * finds the file to cut back. */
-    if (!(s->rejects_saved = ns__run_absolute(s->rejects_path, s->rejects_shown))) {
-        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
-        goto out;
-    }
-    /* The step's plugins, each with its own configuration: the reader, the
-     * processor if any, the writer; each checked for the version it was
-     * built for. */
     ns_io_env env = ns__run_env(s);
     const ns_reader_vt *rvt = d->reader->impl;
     if (rvt->version != NS_READER_VERSION) {
@@ -322,10 +332,47 @@ static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
                      "writer %s: neither transactional nor able to resume its output",
                      d->writer->name);
         goto out;
-    } else if ((st = ns__run_open_store(s, err)) != NS_OK) {
+    } else {
+        st = ns__run_open_store(s, err);
+    }
+out:
+    return st;
+}
+
+/* Frees what open_plugins() opened, undoing what was not committed. */
+static void close_plugins(step_run *s)
+{
+    if (s->writer)
+        s->writer->vt->rollback(s->writer);
+    if (s->store && s->store != s->writer) {
+        s->store->vt->rollback(s->store);
+        ns__writer_free(s->store);
+    }
+    ns__writer_free(s->writer);
+    ns__proc_free(s->proc);
+    ns__reader_free(s->reader);
+    s->store = s->writer = NULL;
+    s->proc = NULL;
+    s->reader = NULL;
+}
+
+static ns_status open_io(step_run *s, const ns_step_state *state, ns_error *err)
+{
+    const ns_step_def *d = s->def;
+    ns_status st;
+
+    if ((st = ns__run_subst(s, d->rejects, "rejects", &s->rejects_path, &s->rejects_shown, err)) !=
+            NS_OK ||
+        (st = ns__run_resolve(s->rc, &s->rejects_path, 0, err)) != NS_OK ||
+        (st = ns__run_resolve(s->rc, &s->rejects_shown, 0, err)) != NS_OK)
+        goto out;
+    /* The checkpoint keeps an absolute path, so a restart from any directory
+     * finds the file to cut back. */
+    if (!(s->rejects_saved = ns__run_absolute(s->rejects_path, s->rejects_shown))) {
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
         goto out;
     }
-    if ((st = resume(s, state, err)) != NS_OK)
+    if ((st = open_plugins(s, err)) != NS_OK || (st = resume(s, state, err)) != NS_OK)
         goto out;
     /* A fresh start writes a new rejects file: one that is there already is
      * another execution's (said before anything is read). */
@@ -342,11 +389,181 @@ out:
     return st;
 }
 
+/* ------------------------------------------------------------ retries */
+
+/* Cuts the rejects file back to what the last commit kept: the chunk is
+ * read, and its records rejected, again. A file this run created and no
+ * commit kept goes (it is made again, with its header, by the next reject). */
+static ns_status rejects_back(step_run *s, ns_error *err)
+{
+    if (!s->rejects)
+        return NS_OK;
+    if (fflush(s->rejects) != 0)
+        return ns__err(err, NS_EIO, NULL, "rejects file %s: %s", s->rejects_shown, strerror(errno));
+    if (s->rejects_committed == 0) {
+        fclose(s->rejects);
+        s->rejects = NULL;
+        unlink(s->rejects_path);
+    } else if (ftruncate(fileno(s->rejects), (off_t)s->rejects_committed) != 0 ||
+               fseek(s->rejects, 0, SEEK_END) != 0) {
+        return ns__err(err, NS_EIO, NULL, "rejects file %s: cannot cut back: %s", s->rejects_shown,
+                       strerror(errno));
+    }
+    s->rejects_offset = s->rejects_committed;
+    return NS_OK;
+}
+
+static bool same_ctx(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/*
+ * Opens the step's plugins again, on new connections, and puts them where
+ * the target's checkpoint says the step stands: the claim taken again (a
+ * run that took the instance over meanwhile fences this one off), the
+ * reader at the committed position, the processor with the committed
+ * state. *landed: the commit that failed had gone through (only its answer
+ * was lost); the step goes on after it.
+ */
+static ns_status reopen(step_run *s, ns_counts *committed, bool *landed, ns_error *err)
+{
+    ns_ckpt_key key = ckpt_key(s, true);
+    char *target = NULL;
+    ns_ckpt c = {0};
+    ns_status st;
+
+    *landed = false;
+    if ((st = open_plugins(s, err)) != NS_OK ||
+        (st = s->store->vt->checkpoint(s->store, &key, &target, err)) != NS_OK)
+        goto out;
+    if (!same_ctx(target, s->ctx_committed)) {
+        if (!target || !s->context || strcmp(target, s->context) != 0) {
+            st = ns__err(err, NS_EDB, NULL,
+                         "the target's checkpoint of this step changed while the connection "
+                         "was down, and not by this run; the step stops rather than guess where "
+                         "it stands (run again to resume from the target's checkpoint)");
+            goto out;
+        }
+        /* The commit went through: what it recorded is what is committed,
+         * and the repository hears of it now. */
+        if ((st = ns__ckpt_decode(target, &c, err)) != NS_OK)
+            goto out;
+        *landed = true;
+        *committed = c.counts;
+        s->counts = c.counts;
+        s->chunks = c.chunks;
+        s->rejects_committed = s->rejects_offset = c.rejects_offset;
+        s->se.context = s->context;
+        if (!s->shared && (st = ns__run_commit_hook(s, err)) != NS_OK) {
+            s->repo_behind = true;
+            goto out;
+        }
+        free(s->ctx_committed);
+        s->ctx_committed = target;
+        target = NULL;
+        ns__ckpt_free(&c);
+        ns__run_notice(s->rc,
+                       "step %s: chunk %lld had committed before the connection was lost; going "
+                       "on after it",
+                       s->def->name, (long long)s->chunks);
+    }
+    /* Where the committed state stands; none: the step's beginning. */
+    if (s->ctx_committed && (st = ns__ckpt_decode(s->ctx_committed, &c, err)) != NS_OK)
+        goto out;
+    if (c.position && (st = s->reader->vt->seek(s->reader, c.position, err)) != NS_OK)
+        goto out;
+    if (at_least_once(s) && (st = s->writer->vt->resume(s->writer, c.writer, err)) != NS_OK)
+        goto out;
+    if (s->proc)
+        st = s->proc->vt->start(s->proc, s->ctx_committed ? c.processor : NULL, err);
+out:
+    ns__ckpt_free(&c);
+    free(target);
+    return st;
+}
+
+/* Waits `secs`, or less when a stop is requested: then true. */
+static bool wait_or_stop(step_run *s, double secs)
+{
+    double until = ns__mono() + secs;
+    while (!(s->stop || ns__run_stop_requested(s->rc))) {
+        double left = until - ns__mono();
+        if (left <= 0)
+            return false;
+        struct timespec ts = {0, (long)((left < 0.1 ? left : 0.1) * 1e9)};
+        nanosleep(&ts, NULL);
+    }
+    return true;
+}
+
+typedef enum retry_outcome { RETRY_NO, RETRY_AGAIN, RETRY_STOPPED } retry_outcome;
+
+/*
+ * After a chunk failed with *err: whether the step's retry policy tries it
+ * again (docs/operations.md, "Retries"). The chunk's transaction is undone,
+ * the plugins are opened again on new connections after the backoff, and
+ * the step goes on from its last committed checkpoint within this
+ * execution (RETRY_AGAIN); the counters say what the target holds, plus
+ * the retries. RETRY_NO: *err stands (naming the tries made); RETRY_STOPPED:
+ * a stop request came during the wait.
+ */
+static retry_outcome retry_chunk(step_run *s, ns_error *err, ns_counts *committed)
+{
+    const ns_retry *r = &s->def->retry;
+    char what[160];
+    int64_t tries = 0;
+    bool undone = memcmp(&s->counts, committed, sizeof(*committed)) != 0;
+    retry_outcome out = RETRY_NO;
+
+    if (s->repo_behind || !ns__retry_wanted(r, err, what, sizeof(what)))
+        return RETRY_NO;
+    while (out == RETRY_NO) {
+        if (s->attempt >= r->limit) {
+            size_t len = strlen(err->message);
+            if (s->attempt > 0)
+                snprintf(err->message + len, sizeof(err->message) - len,
+                         " (%s; gave up after %lld %s, retry.limit)", what, (long long)s->attempt,
+                         s->attempt == 1 ? "retry" : "retries");
+            break;
+        }
+        s->attempt++;
+        tries++;
+        double wait = ns__retry_delay(r, s->attempt, &s->seed);
+        ns__run_notice(s->rc, "step %s: chunk %lld failed (%s), retry %lld of %lld in %.1f s: %s",
+                       s->def->name, (long long)s->chunks + 1, what, (long long)s->attempt,
+                       (long long)r->limit, wait, err->message);
+        close_plugins(s);
+        if (wait_or_stop(s, wait)) {
+            out = RETRY_STOPPED;
+            break;
+        }
+        ns_error again = {0};
+        bool landed;
+        if (reopen(s, committed, &landed, &again) == NS_OK && rejects_back(s, &again) == NS_OK) {
+            undone &= !landed;
+            out = RETRY_AGAIN;
+            break;
+        }
+        *err = again;
+        if (s->repo_behind || !ns__retry_wanted(r, err, what, sizeof(what)))
+            break;
+    }
+    if (undone)
+        committed->rollback++;
+    committed->retry += tries;
+    s->counts = *committed;
+    return out;
+}
+
 /* Runs one chunk step; returns its final status in *status. */
 static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *msg,
                           size_t msglen)
 {
-    step_run s = {.rc = rc, .def = def, .t0 = ns__mono()};
+    step_run s = {.rc = rc,
+                  .def = def,
+                  .t0 = ns__mono(),
+                  .seed = (uint64_t)getpid() << 32 ^ (uint64_t)(ns__now() * 1e6)};
     ns_step_state state = {0};
     ns_error e = {0}, *err = &e;
     ns_arena arena;
@@ -389,19 +606,19 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
         while (s.counts.read - before.read < def->chunk) {
             ns_record r;
             if ((st = s.reader->vt->next(s.reader, &r, &eof, err)) != NS_OK)
-                goto out;
+                goto failed;
             if (eof)
                 break;
             s.counts.read++;
             ns_item *it = r.error_code ? &bad[nbad++] : &items[n++];
             if (to_item(&r, it, &arena, r.error_code || !s.proc) != NS_OK) {
                 st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
-                goto out;
+                goto failed;
             }
             if (!r.error_code && s.proc) {
                 ns_proc_result pr;
                 if ((st = s.proc->vt->process(s.proc, it, &arena, &pr, err)) != NS_OK)
-                    goto out;
+                    goto failed;
                 if (pr == NS_PROC_FILTER) {
                     n--;
                     s.counts.filter++;
@@ -418,7 +635,7 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
             }
             if (!r.error_code && s.writer->vt->feed &&
                 (st = s.writer->vt->feed(s.writer, items, n - 1, &arena, err)) != NS_OK)
-                goto out;
+                goto failed;
             if (r.error_code) {
                 s.counts.read_skip++;
                 it->code = r.error_code;
@@ -431,9 +648,9 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
         /* The processor's close() before the last chunk commits: if it fails,
          * that chunk is read again on restart. */
         if (eof && s.proc && (st = s.proc->vt->finish(s.proc, err)) != NS_OK)
-            goto out;
+            goto failed;
         if (n > 0 && (st = s.writer->vt->write(s.writer, items, n, &arena, err)) != NS_OK)
-            goto out;
+            goto failed;
         /* Rejects in file order: merge the reader's with the writer's. The
          * one that takes the count past the limit is the one to name. */
         int64_t nth = skips(&before);
@@ -452,7 +669,7 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
             }
             if ((st = ns__rejects_write(&s, it->line, it->column, it->code, it->message, it->raw,
                                         it->raw_len, err)) != NS_OK)
-                goto out;
+                goto failed;
             if (++nth == def->skip_limit + 1)
                 snprintf(crossed, sizeof(crossed), "%s", s.last_reject);
         }
@@ -465,13 +682,13 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
                          "the chunk in which it happened was rolled back",
                          ns__count(def->skip_limit, lim), crossed[0] ? crossed : s.last_reject,
                          ns__count(skips(&s.counts), so_far), s.rejects_shown);
-            goto out;
+            goto failed;
         }
         /* Replace mode is one transaction for the whole step: it commits at
          * the end only. */
         if ((single ? eof : (n > 0 || s.counts.read != before.read || eof)) &&
             (st = commit_chunk(&s, err)) != NS_OK)
-            goto out;
+            goto failed;
         if (!single || eof)
             committed = s.counts;
         ns__run_report(&s, NS_EV_CHUNK, NS_BATCH_STARTED, NULL);
@@ -481,6 +698,28 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
             snprintf(msg, msglen, "stopped on request after chunk %lld; %s records read",
                      (long long)s.chunks, ns__count(committed.read, nread));
             break;
+        }
+        continue;
+    failed:
+        /* A transient failure: the chunk is undone and tried again on new
+         * connections, from the last committed checkpoint. */
+        switch (retry_chunk(&s, err, &committed)) {
+        case RETRY_AGAIN:
+            st = NS_OK;
+            eof = false;
+            names = s.reader->vt->columns(s.reader, &nnames);
+            continue;
+        case RETRY_STOPPED: {
+            char nread[32];
+            st = NS_OK;
+            *status = NS_BATCH_STOPPED;
+            snprintf(msg, msglen,
+                     "stopped on request while waiting to retry chunk %lld (%s); %s records read",
+                     (long long)s.chunks + 1, e.message, ns__count(committed.read, nread));
+            goto out;
+        }
+        case RETRY_NO:
+            goto out;
         }
     }
     /* The last chunk committed: an at-least-once writer publishes its
@@ -546,6 +785,7 @@ out:
     free(s.rejects_shown);
     free(s.rejects_saved);
     free(s.context);
+    free(s.ctx_committed);
     free(state.context);
     return st;
 }

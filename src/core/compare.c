@@ -352,8 +352,8 @@ static void compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *s
     snprintf(code, codelen, "FAILED");
     if ((st = ns__step_start(&s, &state, &started, err)) != NS_OK)
         goto out;
-    ns_ckpt_key key = {rc->job->name, rc->launch.job_key, def->name, "", rc->launch.execution_id,
-                       s.se.id};
+    ns_ckpt_key key = {
+        rc->job->name, rc->launch.job_key, def->name, "", rc->launch.execution_id, s.se.id, false};
     if (cfg->output->path) {
         if ((st = ns__run_subst(&s, cfg->output->path, "compare.output", &o.path, &shown, err)) !=
                 NS_OK ||

@@ -61,6 +61,14 @@ typedef struct step_run {
     int64_t rejects_committed; /* its length when the last chunk committed */
     int64_t chunks; /* chunks committed for this step of the instance, across executions */
     char *context;  /* JSON of the last checkpoint */
+    /* The context the target holds as far as this run knows: its last
+     * commit's, or the one it resumed from (NULL: none). A retry compares
+     * the target's row with it to tell whether a commit whose answer was
+     * lost went through. */
+    char *ctx_committed;
+    int64_t attempt;  /* retries of the chunk under way */
+    bool repo_behind; /* the target committed, recording it in the repository failed */
+    uint64_t seed;    /* the retry jitter's */
     bool stop;
     double t0;
     char last_reject[512]; /* "line N: CODE: message" of the latest reject */

@@ -63,10 +63,15 @@ ns_status ns__rejects_write(step_run *s, int64_t line, const char *column, const
                            errno == ELOOP ? "it is a symbolic link; nightshift does not write "
                                             "through one (remove it, or choose another path)"
                                           : strerror(errno));
-        if (ftell(s->rejects) == 0) {
+        long at = ftell(s->rejects);
+        if (at == 0) {
             ns__tag_writer(fileno(s->rejects), s->rc->repo->id, s->rc->launch.execution_id);
             fputs("line,column,code,message,record\n", s->rejects);
         }
+        /* What the file held when this run opened it is committed (a
+         * retry cuts back to no less). */
+        if (at > s->rejects_committed)
+            s->rejects_committed = s->rejects_offset = at;
     }
     snprintf(s->last_reject, sizeof(s->last_reject), "line %lld%s%s: %s: %.300s", (long long)line,
              column ? ", column " : "", column ? column : "", code, message);

@@ -144,8 +144,8 @@ static void db_step(run_ctx *rc, const ns_step_def *def, db_kind kind, ns_batch_
     }
 
     /* sql, rebuild: done already, says the target's checkpoint? */
-    ns_ckpt_key key = {rc->job->name, rc->launch.job_key, def->name, "", rc->launch.execution_id,
-                       s.se.id};
+    ns_ckpt_key key = {
+        rc->job->name, rc->launch.job_key, def->name, "", rc->launch.execution_id, s.se.id, false};
     bool foreign;
     if ((st = ns__run_claim(&s, s.writer, &key, &ctx, &foreign, err)) != NS_OK)
         goto out;

@@ -105,6 +105,10 @@ typedef struct ns_item {
 typedef struct ns_ckpt_key {
     const char *job_name, *job_key, *step, *partition;
     int64_t execution_id, step_execution_id;
+    /* checkpoint(): the claim is taken again, on a new connection, by the
+     * execution that holds it (a retry): if another execution holds the row
+     * now, nothing changes and the call fails with NS_ECONFLICT. */
+    bool reclaim;
 } ns_ckpt_key;
 
 /* How a table writer writes a chunk. */

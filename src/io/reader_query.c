@@ -99,8 +99,8 @@ static ns_status pg_fail(query_reader *r, PGresult *res, ns_error *err, const ch
     size_t len = strlen(m);
     while (len && (m[len - 1] == '\n' || m[len - 1] == ' '))
         len--;
-    return ns__err(err, NS_EDB, res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL,
-                   "%s: %s: %.*s", r->shown, what, (int)len, m);
+    return ns__err(err, NS_EDB, ns__pg_state(r->c, res), "%s: %s: %.*s", r->shown, what, (int)len,
+                   m);
 }
 
 /* The page queries: the first, and the one continuing after a key. */

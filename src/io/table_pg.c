@@ -49,7 +49,7 @@
 
 ns_status ns__pgw_fail(pg_writer *w, PGresult *res, ns_error *err, const char *what)
 {
-    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *state = ns__pg_state(w->c, res);
     const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(w->c);
     size_t len = strlen(msg);
     while (len && (msg[len - 1] == '\n' || msg[len - 1] == ' '))
@@ -409,7 +409,7 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
         size_t len = strlen(m);
         while (len && m[len - 1] == '\n')
             len--;
-        return ns__err(err, NS_EDB, NULL, "%s: cannot connect: %.*s", w->where, (int)len, m);
+        return ns__err(err, NS_EDB, "08001", "%s: cannot connect: %.*s", w->where, (int)len, m);
     }
     /* The repository's own database: one connection, one transaction for
      * the chunk's rows and its record (docs/internals.md, "Exactly-once restart"). */
@@ -667,9 +667,35 @@ static ns_status pw_checkpoint(ns_writer *base, const ns_ckpt_key *k, char **con
     pg_writer *w = (pg_writer *)base;
     ckpt_params cp;
     const char *const *p = ckpt_params_of(&cp, k, NULL);
+    PGresult *res;
+    if (k->reclaim) {
+        /* Still ours, or someone took the instance over while this run
+         * could not reach the server (the commit is fenced as well). */
+        res = PQexecParams(w->c,
+                           "SELECT execution_id, context FROM nightshift_checkpoint"
+                           " WHERE job_name = $1 AND job_key = $2 AND step_name = $3"
+                           " AND partition_name = $4",
+                           4, NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            ns_status st = ns__pgw_fail(w, res, err, "claim checkpoint");
+            PQclear(res);
+            return st;
+        }
+        if (PQntuples(res) == 1) {
+            int64_t owner = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+            const char *ctx = PQgetvalue(res, 0, 1);
+            *context = owner == k->execution_id && ctx[0] ? ns__strdup(ctx) : NULL;
+            bool oom = owner == k->execution_id && ctx[0] && !*context;
+            PQclear(res);
+            if (owner != k->execution_id)
+                return ns__fenced(err, k, owner);
+            return oom ? ns__err(err, NS_ENOMEM, NULL, "out of memory") : NS_OK;
+        }
+        PQclear(res); /* no row: claimed below, as on a first start */
+    }
     /* Atomic under concurrency: a chunk of the previous owner in flight
      * holds the row; the claim waits for it and returns its context. */
-    PGresult *res = PQexecParams(
+    res = PQexecParams(
         w->c,
         "INSERT INTO nightshift_checkpoint (job_name, job_key, step_name, partition_name,"
         " execution_id, step_execution_id, context) VALUES ($1, $2, $3, $4, $5, $6, '')"

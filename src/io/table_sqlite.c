@@ -361,7 +361,8 @@ checkpoint:
             " WHERE nightshift_checkpoint.execution_id = excluded.execution_id",
             -1, &w->ckpt_put, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(w->db,
-                           "SELECT execution_id FROM nightshift_checkpoint WHERE job_name = ?"
+                           "SELECT execution_id, context FROM nightshift_checkpoint"
+                           " WHERE job_name = ?"
                            " AND job_key = ? AND step_name = ? AND partition_name = ?",
                            -1, &w->ckpt_owner, NULL) != SQLITE_OK)
         st = db_fail(w, err, "prepare checkpoint");
@@ -383,6 +384,24 @@ static ns_status sw_checkpoint(ns_writer *base, const ns_ckpt_key *key, char **c
 {
     sqlite_writer *w = (sqlite_writer *)base;
     const char *ctx;
+    *context = NULL;
+    if (key->reclaim) {
+        /* Still ours (see ns_ckpt_key.reclaim)? No row: claimed below. */
+        bind_key(w->ckpt_owner, key);
+        int rc = sqlite3_step(w->ckpt_owner);
+        int64_t owner = rc == SQLITE_ROW ? sqlite3_column_int64(w->ckpt_owner, 0) : -1;
+        ctx = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(w->ckpt_owner, 1) : NULL;
+        if (rc == SQLITE_ROW && owner == key->execution_id && ctx && ctx[0] &&
+            !(*context = ns__strdup(ctx)))
+            rc = SQLITE_NOMEM;
+        sqlite3_reset(w->ckpt_owner);
+        if (rc == SQLITE_NOMEM)
+            return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            return db_fail(w, err, "claim checkpoint");
+        if (rc == SQLITE_ROW)
+            return owner == key->execution_id ? NS_OK : ns__fenced(err, key, owner);
+    }
     bind_key(w->ckpt_get, key);
     sqlite3_bind_int64(w->ckpt_get, 5, key->execution_id);
     sqlite3_bind_int64(w->ckpt_get, 6, key->step_execution_id);

@@ -77,7 +77,7 @@ static void test_write_without_feed(void **state)
     ns__arena_init(&a, 4096);
     if (w->vt->write(w, items, N, &a, &err) != NS_OK)
         fail_msg("write: %s", err.message);
-    ns_ckpt_key key = {"job", "key", "step", "", 1, 1};
+    ns_ckpt_key key = {"job", "key", "step", "", 1, 1, false};
     if (w->vt->commit(w, &key, "{}", NULL, NULL, &err) != NS_OK)
         fail_msg("commit: %s", err.message);
 
@@ -164,7 +164,8 @@ static void fence(const ns_writer_vt *vt, const char *target)
     assert_int_equal(ns__writer_new(vt, &b, &err), NS_OK);
     if (a->vt->open(a, &cfg, &err) != NS_OK || b->vt->open(b, &cfg, &err) != NS_OK)
         fail_msg("open %s: %s", target, err.message);
-    ns_ckpt_key ka = {"job", "key", "step", "", 1, 10}, kb = {"job", "key", "step", "", 2, 20};
+    ns_ckpt_key ka = {"job", "key", "step", "", 1, 10, false},
+                kb = {"job", "key", "step", "", 2, 20, false};
 
     /* A claims (nothing committed yet), commits; B takes over, sees A's. */
     assert_int_equal(a->vt->checkpoint(a, &ka, &ctx, &err), NS_OK);
@@ -185,9 +186,24 @@ static void fence(const ns_writer_vt *vt, const char *target)
     assert_int_equal(b->vt->checkpoint(b, &kb, &ctx, &err), NS_OK);
     assert_string_equal(ctx, "{\"chunks\":2,\"by\":\"b\"}");
     free(ctx);
+    /* A retry's claim (reclaim): the holder gets its context back, changing
+     * nothing; the one taken over is refused and takes nothing. */
+    kb.reclaim = ka.reclaim = true;
+    ctx = NULL;
+    assert_int_equal(b->vt->checkpoint(b, &kb, &ctx, &err), NS_OK);
+    assert_string_equal(ctx, "{\"chunks\":2,\"by\":\"b\"}");
+    free(ctx);
+    ctx = NULL;
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(a->vt->checkpoint(a, &ka, &ctx, &err), NS_ECONFLICT);
+    assert_null(ctx);
+    if (b->vt->commit(b, &kb, "{\"chunks\":3}", NULL, NULL, &err) != NS_OK)
+        fail_msg("%s: commit after a refused reclaim: %s", vt->name, err.message);
+    kb.reclaim = ka.reclaim = false;
 
     /* Claimed before anything was committed: the fence holds too. */
-    ns_ckpt_key fa = {"job", "key", "fresh", "", 1, 11}, fb = {"job", "key", "fresh", "", 2, 21};
+    ns_ckpt_key fa = {"job", "key", "fresh", "", 1, 11, false},
+                fb = {"job", "key", "fresh", "", 2, 21, false};
     assert_int_equal(a->vt->checkpoint(a, &fa, &ctx, &err), NS_OK);
     assert_int_equal(b->vt->checkpoint(b, &fb, &ctx, &err), NS_OK);
     assert_null(ctx);
