@@ -66,6 +66,15 @@ if codes != {"23514"}:
     sys.exit(f"FAIL: {what}: reject codes {codes}, want only 23514")
 PY
 }
+# under_way: waits (10 s at most) until the load has committed its first chunks
+under_way() {
+    local n
+    for _ in $(seq 100); do
+        n=$(psql "$TARGET_URL" -qAtc "SELECT count(*) FROM k" 2>/dev/null || echo 0)
+        [ "$n" -gt 20000 ] && return 0
+        sleep 0.1
+    done
+}
 last_id() { "$NS" list --json --limit 1 | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['id'])"; }
 # kill_backends: terminates nightshift's connections to the target; prints how many
 kill_backends() {
@@ -116,11 +125,7 @@ for mode in fast immediate; do
     "$NS" run restart.yaml file=in.csv how="$mode" >out 2>err &
     pid=$!
     # once the first chunks are in
-    for _ in $(seq 100); do
-        n=$(psql "$TARGET_URL" -qAtc "SELECT count(*) FROM k" 2>/dev/null || echo 0)
-        [ "$n" -gt 20000 ] && break
-        sleep 0.1
-    done
+    under_way
     kill -0 "$pid" 2>/dev/null || fail "restart $mode: the load ended before the restart"
     pgctl -m "$mode" -w restart
     rc=0
@@ -139,11 +144,7 @@ job gone "{limit: 2, backoff: {initial: 100ms, max: 200ms}}"
 reset_table
 "$NS" run gone.yaml file=in.csv >out 2>err &
 pid=$!
-for _ in $(seq 100); do
-    n=$(psql "$TARGET_URL" -qAtc "SELECT count(*) FROM k" 2>/dev/null || echo 0)
-    [ "$n" -gt 20000 ] && break
-    sleep 0.1
-done
+under_way
 pgctl -m fast -w stop
 rc=0
 wait "$pid" || rc=$?
@@ -165,11 +166,7 @@ job none "{limit: 0}"
 reset_table
 "$NS" run none.yaml file=in.csv >out 2>err &
 pid=$!
-for _ in $(seq 100); do
-    n=$(psql "$TARGET_URL" -qAtc "SELECT count(*) FROM k" 2>/dev/null || echo 0)
-    [ "$n" -gt 20000 ] && break
-    sleep 0.1
-done
+under_way
 until [ "$(kill_backends)" -gt 0 ] || ! kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
 rc=0
 wait "$pid" || rc=$?
@@ -184,11 +181,7 @@ job stopping "{limit: 5, backoff: {initial: 30s, max: 30s}, jitter: false}"
 reset_table
 "$NS" run stopping.yaml file=in.csv >out 2>err &
 pid=$!
-for _ in $(seq 100); do
-    n=$(psql "$TARGET_URL" -qAtc "SELECT count(*) FROM k" 2>/dev/null || echo 0)
-    [ "$n" -gt 20000 ] && break
-    sleep 0.1
-done
+under_way
 until [ "$(kill_backends)" -gt 0 ] || ! kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
 for _ in $(seq 100); do grep -q "retry 1 of 5 in 30.0 s" err && break; sleep 0.1; done
 grep -q "retry 1 of 5 in 30.0 s" err || { cat err >&2; fail "stop: no retry wait"; }
