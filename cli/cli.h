@@ -10,6 +10,7 @@
 typedef struct cli_opts {
     const char *repository;
     bool json, next;
+    bool dry_run; /* recover --dry-run */
     bool plugins; /* validate --plugins */
     const char *job, *status;
     int limit;
@@ -46,6 +47,7 @@ int cmd_run(int argc, char **argv);
 int cmd_restart(int argc, char **argv);
 int cmd_stop(int argc, char **argv);
 int cmd_abandon(int argc, char **argv);
+int cmd_recover(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_show(int argc, char **argv);
 int cmd_validate(int argc, char **argv);

@@ -44,6 +44,17 @@ static const struct command {
      "(start another with --next or other parameters). Others: exit 4.\n"
      "\n"
      "  --repository URL          the job repository\n"},
+    {"recover", cmd_recover, "recover [--dry-run] [--job NAME]",
+     "mark FAILED the runs whose process is gone",
+     "Marks FAILED every execution the repository says is running whose process is\n"
+     "gone: its pid dead on this host, or, for a run on another host, its heartbeat\n"
+     "older than the lease ($NIGHTSHIFT_LEASE, default 60 s). Says why for each. A\n"
+     "later run of its instance restarts it (run does the same check for the one\n"
+     "instance it launches; recover does it for all, say after a host crashed).\n"
+     "\n"
+     "  --dry-run                 say what would be marked, change nothing\n"
+     "  --job NAME                of one job\n"
+     "  --repository URL          the job repository\n"},
     {"list", cmd_list, "list [--job NAME] [--status STATUS] [--limit N] [--json]",
      "the newest executions",
      "Lists the newest executions, newest first. Reads only: never creates a repository.\n"
@@ -121,6 +132,8 @@ bool cli_parse(int argc, char **argv, cli_opts *o)
             o->plugins = true;
         } else if (strcmp(a, "--next") == 0) {
             o->next = true;
+        } else if (strcmp(a, "--dry-run") == 0) {
+            o->dry_run = true;
         } else if (strcmp(a, "--adopt-checkpoint") == 0 || strcmp(a, "--ignore-checkpoint") == 0 ||
                    strcmp(a, "--restart-from-beginning") == 0) {
             ns_checkpoint_use use = a[2] == 'a' ? NS_CHECKPOINT_ADOPT : NS_CHECKPOINT_IGNORE;

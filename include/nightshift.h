@@ -166,6 +166,20 @@ NS_EXTERN ns_status ns_repo_request_stop(ns_repo *repo, int64_t execution_id, ns
 NS_EXTERN ns_status ns_repo_abandon(ns_repo *repo, int64_t execution_id, ns_error *err);
 
 /*
+ * Marks FAILED every execution marked running whose process is gone: its
+ * pid dead on this host, or, run from another host, its heartbeat older
+ * than the lease (ns_repo_set_lease). `job` (NULL: all) picks one job.
+ * fn is told of each, with why it is taken for dead and the outcome:
+ * NS_OK when marked (or, with dry_run, when it would be), NS_ECONFLICT when
+ * it renewed its heartbeat or ended meanwhile (left as it is). *found: how
+ * many were taken for dead.
+ */
+typedef void (*ns_recover_fn)(void *arg, int64_t execution_id, const char *job, const char *why,
+                              ns_status outcome);
+NS_EXTERN ns_status ns_repo_recover(ns_repo *repo, const char *job, int dry_run, ns_recover_fn fn,
+                                    void *arg, int *found, ns_error *err);
+
+/*
  * JSON of one execution (with its steps) or of a list of executions (without).
  * `*out` is allocated; free it with ns_free(). `status` and `job` may be NULL;
  * `limit` <= 0 means 20.

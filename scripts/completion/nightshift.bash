@@ -5,7 +5,7 @@ _nightshift() {
     COMPREPLY=()
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD-1]}
-    local commands="run restart stop abandon list show validate help"
+    local commands="run restart stop abandon recover list show validate help"
     cmd=""
     for ((i = 1; i < COMP_CWORD; i++)); do
         case ${COMP_WORDS[i]} in
@@ -32,6 +32,7 @@ _nightshift() {
     run) opts="$opts --next --adopt-checkpoint --ignore-checkpoint --restart-from-beginning" ;;
     restart) opts="$opts --adopt-checkpoint --ignore-checkpoint --restart-from-beginning" ;;
     list) opts="$opts --job --status --limit --json" ;;
+    recover) opts="$opts --dry-run --job" ;;
     show) opts="$opts --json" ;;
     validate) opts="$opts --plugins" ;;
     help) COMPREPLY=($(compgen -W "$commands" -- "$cur")); return ;;

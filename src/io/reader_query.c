@@ -231,9 +231,7 @@ static ns_status q_open(ns_reader *base, const void *cfg, const ns_io_env *env, 
             }
         }
     } else {
-        const char *const keys[] = {"dbname", "fallback_application_name", NULL};
-        const char *const vals[] = {args->path, "nightshift", NULL};
-        r->c = PQconnectdbParams(keys, vals, 1);
+        r->c = ns__pg_connect(args->path, "nightshift");
         if (!r->c || PQstatus(r->c) != CONNECTION_OK) {
             st = pg_fail(r, NULL, err, "cannot connect");
             goto out;

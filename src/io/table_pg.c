@@ -394,8 +394,6 @@ static void quiet(void *arg, const char *message)
 static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *err)
 {
     pg_writer *w = (pg_writer *)base;
-    const char *const keys[] = {"dbname", "fallback_application_name", NULL};
-    const char *const vals[] = {cfg->url, "nightshift", NULL};
     PGresult *res = NULL;
     ns_status st = NS_OK;
 
@@ -403,7 +401,7 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
     w->mode = cfg->mode;
     if (!w->where)
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-    w->c = PQconnectdbParams(keys, vals, 1);
+    w->c = ns__pg_connect(cfg->url, "nightshift");
     if (!w->c || PQstatus(w->c) != CONNECTION_OK) {
         const char *m = w->c ? PQerrorMessage(w->c) : "out of memory";
         size_t len = strlen(m);

@@ -253,8 +253,6 @@ static void quiet(void *arg, const char *message)
 
 static ns_status pg_open(ns_repo *r, const char *url, ns_error *err)
 {
-    const char *const keys[] = {"dbname", "fallback_application_name", NULL};
-    const char *const vals[] = {url, "nightshift", NULL};
     char shown[512];
     pgr *p = calloc(1, sizeof(*p));
     ns_status s;
@@ -266,7 +264,7 @@ static ns_status pg_open(ns_repo *r, const char *url, ns_error *err)
         free(p);
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     }
-    p->c = PQconnectdbParams(keys, vals, 1);
+    p->c = ns__pg_connect(url, "nightshift");
     if (!p->c || PQstatus(p->c) != CONNECTION_OK) {
         const char *m = p->c ? PQerrorMessage(p->c) : "out of memory";
         size_t len = strlen(m);
@@ -350,8 +348,6 @@ static void *beat_main(void *arg)
     beat *b = arg;
     PGconn *c = NULL;
     char id[24];
-    const char *const keys[] = {"dbname", "fallback_application_name", NULL};
-    const char *const vals[] = {b->url, "nightshift heartbeat", NULL};
     const char *v[] = {num(id, b->execution_id)};
     struct timespec at;
 
@@ -371,7 +367,7 @@ static void *beat_main(void *arg)
             c = NULL;
         }
         if (!c) {
-            c = PQconnectdbParams(keys, vals, 1);
+            c = ns__pg_connect(b->url, "nightshift heartbeat");
             if (c)
                 PQsetNoticeProcessor(c, quiet, NULL);
         }
@@ -462,6 +458,18 @@ void *ns__repo_pg_shared(ns_repo *r, void *conn)
     return same ? p->c : NULL;
 }
 
+/* The running steps of a dead execution (id) marked FAILED with it. */
+static ns_status fail_steps(PGconn *c, const char *id, ns_error *err)
+{
+    const char *p[] = {id};
+    return run(c, err, "mark dead steps",
+               "UPDATE nightshift.ns_step_execution SET status = 'FAILED', exit_code = 'FAILED',"
+               " exit_message = 'the process died', ended_at = now(), last_updated = now(),"
+               " version = version + 1"
+               " WHERE execution_id = $1 AND status IN ('STARTING', 'STARTED', 'STOPPING')",
+               1, p);
+}
+
 static ns_status mark_dead(PGconn *c, const ns_last_exec *le, char *notice, size_t n, ns_error *err)
 {
     char msg[512], id[24];
@@ -476,14 +484,40 @@ static ns_status mark_dead(PGconn *c, const ns_last_exec *le, char *notice, size
                       " last_updated = now(), version = version + 1 WHERE id = $2",
                       2, p);
     if (s == NS_OK)
-        s = run(c, err, "mark dead steps",
-                "UPDATE nightshift.ns_step_execution SET status = 'FAILED', exit_code = 'FAILED',"
-                " exit_message = 'the process died', ended_at = now(), last_updated = now(),"
-                " version = version + 1"
-                " WHERE execution_id = $1 AND status IN ('STARTING', 'STARTED', 'STOPPING')",
-                1, p + 1);
+        s = fail_steps(c, p[1], err);
     if (snprintf(notice, n, "execution %lld: %s", (long long)le->id, msg) < 0)
         notice[0] = '\0';
+    return s;
+}
+
+static ns_status pg_mark_dead(ns_repo *r, int64_t id, const char *heartbeat, const char *message,
+                              ns_error *err)
+{
+    PGconn *c = CONN(r);
+    char b[24];
+    const char *p[] = {message, num(b, id), heartbeat};
+    ns_status s = run(c, err, "mark dead execution", "BEGIN", 0, NULL);
+    if (s != NS_OK)
+        return s;
+    PGresult *res = q(c, err, "mark dead execution",
+                      "UPDATE nightshift.ns_job_execution SET status = 'FAILED',"
+                      " exit_code = 'FAILED', exit_message = $1, ended_at = now(),"
+                      " last_updated = now(), version = version + 1 WHERE id = $2"
+                      " AND status IN ('STARTING', 'STARTED', 'STOPPING')"
+                      " AND " ISO("heartbeat") " = $3 RETURNING id",
+                      3, p);
+    if (!res)
+        s = NS_EDB;
+    else if (PQntuples(res) != 1)
+        s = ns__err(err, NS_ECONFLICT, NULL,
+                    "execution %lld renewed its heartbeat or ended meanwhile: left as it is",
+                    (long long)id);
+    PQclear(res);
+    if (s == NS_OK)
+        s = fail_steps(c, p[1], err);
+    if (s == NS_OK)
+        return run(c, err, "mark dead execution", "COMMIT", 0, NULL);
+    rollback(c);
     return s;
 }
 
@@ -1030,6 +1064,7 @@ const ns_repo_vt ns__repo_pg = {
     .step_reconcile = pg_step_reconcile,
     .request_stop = pg_request_stop,
     .abandon = pg_abandon,
+    .mark_dead = pg_mark_dead,
     .show_json = pg_show_json,
     .list_json = pg_list_json,
 };

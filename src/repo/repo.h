@@ -128,6 +128,11 @@ typedef struct ns_repo_vt {
                                 const char *context, ns_error *err);
     ns_status (*request_stop)(ns_repo *r, int64_t id, ns_error *err);
     ns_status (*abandon)(ns_repo *r, int64_t id, ns_error *err);
+    /* Marks a running execution (and its running steps) FAILED with
+     * `message`, only while its heartbeat is still `heartbeat` (as list_json
+     * printed it): NS_ECONFLICT when it beat or ended since. */
+    ns_status (*mark_dead)(ns_repo *r, int64_t id, const char *heartbeat, const char *message,
+                           ns_error *err);
     ns_status (*show_json)(ns_repo *r, int64_t id, char **out, ns_error *err);
     ns_status (*list_json)(ns_repo *r, const char *job, const char *status, int limit, char **out,
                            ns_error *err);

@@ -457,6 +457,19 @@ static ns_status last_exec(sqlite3 *db, int64_t instance, ns_last_exec *le, bool
 }
 
 /* Marks a dead execution and its running steps FAILED. */
+/* The running steps of a dead execution marked FAILED with it. */
+static ns_status fail_steps(sqlite3 *db, int64_t id, const char *now, ns_error *err)
+{
+    return run(db,
+               prep(db, err,
+                    "UPDATE ns_step_execution SET status = 'FAILED', exit_code = 'FAILED',"
+                    " exit_message = 'the process died', ended_at = ?, last_updated = ?,"
+                    " version = version + 1"
+                    " WHERE execution_id = ? AND status IN ('STARTING', 'STARTED', 'STOPPING')",
+                    "ssi", now, now, id),
+               err, "mark dead steps");
+}
+
 static ns_status mark_dead(sqlite3 *db, const ns_last_exec *le, const char *now, char *notice,
                            size_t n, ns_error *err)
 {
@@ -475,16 +488,38 @@ static ns_status mark_dead(sqlite3 *db, const ns_last_exec *le, const char *now,
                  "sssi", msg, now, now, le->id),
             err, "mark dead execution");
     if (s == NS_OK)
-        s = run(db,
-                prep(db, err,
-                     "UPDATE ns_step_execution SET status = 'FAILED', exit_code = 'FAILED',"
-                     " exit_message = 'the process died', ended_at = ?, last_updated = ?,"
-                     " version = version + 1"
-                     " WHERE execution_id = ? AND status IN ('STARTING', 'STARTED', 'STOPPING')",
-                     "ssi", now, now, le->id),
-                err, "mark dead steps");
+        s = fail_steps(db, le->id, now, err);
     if (snprintf(notice, n, "execution %lld: %s", (long long)le->id, msg) < 0)
         notice[0] = '\0';
+    return s;
+}
+
+static ns_status sq_mark_dead(ns_repo *r, int64_t id, const char *heartbeat, const char *message,
+                              ns_error *err)
+{
+    sqlite3 *db = DB(r);
+    char now[40];
+    ns_status s;
+    ns__now_iso(now, sizeof(now));
+    if ((s = exec_sql(db, "BEGIN IMMEDIATE", err)) != NS_OK)
+        return s;
+    s = run(db,
+            prep(db, err,
+                 "UPDATE ns_job_execution SET status = 'FAILED', exit_code = 'FAILED',"
+                 " exit_message = ?, ended_at = ?, last_updated = ?, version = version + 1"
+                 " WHERE id = ? AND status IN ('STARTING', 'STARTED', 'STOPPING')"
+                 " AND heartbeat = ?",
+                 "sssis", message, now, now, id, heartbeat),
+            err, "mark dead execution");
+    if (s == NS_OK && sqlite3_changes(db) != 1)
+        s = ns__err(err, NS_ECONFLICT, NULL,
+                    "execution %lld renewed its heartbeat or ended meanwhile: left as it is",
+                    (long long)id);
+    if (s == NS_OK)
+        s = fail_steps(db, id, now, err);
+    if (s == NS_OK)
+        return exec_sql(db, "COMMIT", err);
+    exec_sql(db, "ROLLBACK", NULL);
     return s;
 }
 
@@ -1060,6 +1095,7 @@ const ns_repo_vt ns__repo_sqlite = {
     .step_reconcile = sq_step_reconcile,
     .request_stop = sq_request_stop,
     .abandon = sq_abandon,
+    .mark_dead = sq_mark_dead,
     .show_json = sq_show_json,
     .list_json = sq_list_json,
 };

@@ -210,10 +210,16 @@ bool ns__retry_wanted(const ns_retry *r, const ns_error *e, char *what, size_t n
 double ns__retry_delay(const ns_retry *r, int64_t attempt, uint64_t *seed);
 
 /* The SQLSTATE of a libpq failure (res may be NULL): the server's, else
- * 08006 when the connection is gone, else NULL. (pgstate.c) */
+ * 08006 (a failure the server did not send is the connection's). */
 struct pg_conn;
 struct pg_result;
 const char *ns__pg_state(struct pg_conn *c, const struct pg_result *res);
+/* Connects to a PostgreSQL URL with nightshift's defaults, which the URL may
+ * override: connect_timeout 10 s, TCP keepalives after 30 s idle, every
+ * 10 s, 3 unanswered (docs/operations.md, "Timeouts"). NULL only when out
+ * of memory; check PQstatus. */
+#define NS_PG_CONNECT_TIMEOUT "10"
+struct pg_conn *ns__pg_connect(const char *url, const char *app);
 
 /* ------------------------------------------------- SQL text (sql.c) */
 

@@ -212,3 +212,27 @@ bad "{tries: 3}" "steps[0].retry"
 job good "{limit: 2, on: [transient, 23505, '23*', 503, SQLITE_BUSY, timeout]}"
 expect_exit 0 "$NS" validate good.yaml
 echo "ok: retry: keys checked"
+
+# --- a frozen postmaster (SIGSTOP: it takes connections into its backlog and
+# never answers): a connection gives up after its connect timeout, 10 s by
+# default or what the URL says, instead of hanging `list` for ever.
+postmaster=$(head -1 "$pgdir/data/postmaster.pid")
+kill -STOP "$postmaster"
+t0=$(date +%s.%N)
+expect_exit 1 "$NS" list --repository "$TARGET_URL&connect_timeout=2"
+t1=$(date +%s.%N)
+expect_err "timeout expired"
+expect_exit 1 "$NS" list --repository "$TARGET_URL"
+t2=$(date +%s.%N)
+expect_err "timeout expired"
+kill -CONT "$postmaster"
+python3 -c "
+import sys
+a, b, c = map(float, sys.argv[1:])
+assert b - a < 6, f'connect_timeout=2 took {b - a:.1f} s'
+assert 8 < c - b < 20, f'the default connect timeout took {c - b:.1f} s, not about 10'" "$t0" "$t1" "$t2" ||
+    fail "connect timeouts"
+# thawed, the same command connects (and finds no repository in that database)
+expect_exit 1 "$NS" list --repository "$TARGET_URL"
+expect_err "no nightshift repository"
+echo "ok: a frozen postmaster: list gives up after the connect timeout"
