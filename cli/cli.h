@@ -10,8 +10,11 @@
 typedef struct cli_opts {
     const char *repository;
     bool json, next;
-    bool dry_run; /* recover --dry-run */
-    bool plugins; /* validate --plugins */
+    bool dry_run;        /* recover, purge --dry-run */
+    bool with_files;     /* purge --with-files */
+    const char *before;  /* purge --before */
+    long long keep_last; /* purge --keep-last */
+    bool plugins;        /* validate --plugins */
     const char *job, *status;
     int limit;
     const char **args; /* positional arguments */
@@ -48,6 +51,7 @@ int cmd_restart(int argc, char **argv);
 int cmd_stop(int argc, char **argv);
 int cmd_abandon(int argc, char **argv);
 int cmd_recover(int argc, char **argv);
+int cmd_purge(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_show(int argc, char **argv);
 int cmd_validate(int argc, char **argv);

@@ -55,6 +55,22 @@ static const struct command {
      "  --dry-run                 say what would be marked, change nothing\n"
      "  --job NAME                of one job\n"
      "  --repository URL          the job repository\n"},
+    {"purge", cmd_purge,
+     "purge (--before DATE | --keep-last N) [--job NAME] [--dry-run] [--with-files]",
+     "delete old executions from the repository",
+     "Deletes old executions with their steps, parameters and contexts: those created\n"
+     "before DATE, or all but the N newest of each job. Never a running execution, nor\n"
+     "any of an instance that is not finished (its last execution FAILED or STOPPED:\n"
+     "a restart needs them). An instance whose executions are all purged still refuses\n"
+     "to run again when it had completed. Prints what it deleted.\n"
+     "\n"
+     "  --before DATE             created before DATE (YYYY-MM-DD, or a UTC time\n"
+     "                            YYYY-MM-DDTHH:MM:SS)\n"
+     "  --keep-last N             keep the N newest executions of each job\n"
+     "  --job NAME                of one job\n"
+     "  --dry-run                 say what would be deleted, change nothing\n"
+     "  --with-files              also remove their rejects files (those tagged as theirs)\n"
+     "  --repository URL          the job repository\n"},
     {"list", cmd_list, "list [--job NAME] [--status STATUS] [--limit N] [--json]",
      "the newest executions",
      "Lists the newest executions, newest first. Reads only: never creates a repository.\n"
@@ -134,6 +150,19 @@ bool cli_parse(int argc, char **argv, cli_opts *o)
             o->next = true;
         } else if (strcmp(a, "--dry-run") == 0) {
             o->dry_run = true;
+        } else if (strcmp(a, "--with-files") == 0) {
+            o->with_files = true;
+        } else if (strcmp(a, "--before") == 0) {
+            want = &o->before;
+        } else if (strcmp(a, "--keep-last") == 0) {
+            char *end = NULL;
+            long long v = i + 1 < argc ? strtoll(argv[i + 1], &end, 10) : 0;
+            if (i + 1 >= argc || v <= 0 || *end || end == argv[i + 1]) {
+                fprintf(stderr, "nightshift: --keep-last takes a positive number\n");
+                return false;
+            }
+            o->keep_last = v;
+            i++;
         } else if (strcmp(a, "--adopt-checkpoint") == 0 || strcmp(a, "--ignore-checkpoint") == 0 ||
                    strcmp(a, "--restart-from-beginning") == 0) {
             ns_checkpoint_use use = a[2] == 'a' ? NS_CHECKPOINT_ADOPT : NS_CHECKPOINT_IGNORE;

@@ -176,6 +176,25 @@ NS_EXTERN ns_status ns_repo_abandon(ns_repo *repo, int64_t execution_id, ns_erro
  */
 typedef void (*ns_recover_fn)(void *arg, int64_t execution_id, const char *job, const char *why,
                               ns_status outcome);
+
+/* What a purge deleted (or, dry, would delete). */
+typedef struct ns_purge_counts {
+    int64_t executions, steps, params, contexts;
+    int64_t instances; /* left without executions: marked, so they still refuse a re-run */
+    int64_t files;     /* rejects files removed (with_files) */
+} ns_purge_counts;
+/*
+ * Deletes old executions with their steps, parameters and contexts: those
+ * created before `before` (an ISO date or UTC time; NULL: any), or all but
+ * the `keep_last` newest of each job (0: not asked), of `job` (NULL: all).
+ * Never a running execution, nor any of an instance whose last execution
+ * is not COMPLETED or ABANDONED (a restart needs them). An instance left
+ * without executions keeps refusing to run again. with_files: the rejects
+ * files those executions wrote go too (only files tagged as theirs).
+ */
+NS_EXTERN ns_status ns_repo_purge(ns_repo *repo, const char *job, const char *before,
+                                  int64_t keep_last, int dry_run, int with_files,
+                                  ns_purge_counts *out, ns_error *err);
 NS_EXTERN ns_status ns_repo_recover(ns_repo *repo, const char *job, int dry_run, ns_recover_fn fn,
                                     void *arg, int *found, ns_error *err);
 

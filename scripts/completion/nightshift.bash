@@ -5,11 +5,11 @@ _nightshift() {
     COMPREPLY=()
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD-1]}
-    local commands="run restart stop abandon recover list show validate help"
+    local commands="run restart stop abandon recover purge list show validate help"
     cmd=""
     for ((i = 1; i < COMP_CWORD; i++)); do
         case ${COMP_WORDS[i]} in
-        --repository | --job | --status | --limit) ((i++)) ;;
+        --repository | --job | --status | --limit | --before | --keep-last) ((i++)) ;;
         -*) ;;
         *) cmd=${COMP_WORDS[i]}; break ;;
         esac
@@ -21,7 +21,7 @@ _nightshift() {
     --status)
         COMPREPLY=($(compgen -W "STARTING STARTED STOPPING STOPPED FAILED COMPLETED ABANDONED UNKNOWN" -- "${cur^^}"))
         return ;;
-    --job | --limit) return ;;
+    --job | --limit | --before | --keep-last) return ;;
     esac
     if [ -z "$cmd" ]; then
         COMPREPLY=($(compgen -W "$commands --help --version -V" -- "$cur"))
@@ -33,6 +33,7 @@ _nightshift() {
     restart) opts="$opts --adopt-checkpoint --ignore-checkpoint --restart-from-beginning" ;;
     list) opts="$opts --job --status --limit --json" ;;
     recover) opts="$opts --dry-run --job" ;;
+    purge) opts="$opts --before --keep-last --job --dry-run --with-files" ;;
     show) opts="$opts --json" ;;
     validate) opts="$opts --plugins" ;;
     help) COMPREPLY=($(compgen -W "$commands" -- "$cur")); return ;;

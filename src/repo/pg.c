@@ -123,6 +123,10 @@ static const char *const migrations[] = {
     "CREATE INDEX ns_job_execution_restart ON nightshift.ns_job_execution (restart_of);",
     /* 4: chunks tried again after a transient failure (retry:). */
     "ALTER TABLE nightshift.ns_step_execution ADD COLUMN retry_count bigint NOT NULL DEFAULT 0;",
+    /* 5: an instance whose executions were purged keeps its last status
+     * (it still refuses a re-run); purge's candidates by time. */
+    ("ALTER TABLE nightshift.ns_job_instance ADD COLUMN purged text;"
+     "CREATE INDEX ns_job_execution_created ON nightshift.ns_job_execution (created_at);"),
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -521,6 +525,132 @@ static ns_status pg_mark_dead(ns_repo *r, int64_t id, const char *heartbeat, con
     return s;
 }
 
+static int64_t pg_count(PGconn *c, const char *sql, ns_error *err, ns_status *s)
+{
+    PGresult *res = *s == NS_OK ? q(c, err, "purge", sql, 0, NULL) : NULL;
+    int64_t n = res && PQntuples(res) == 1 ? get_i64(res, 0, 0) : 0;
+    if (*s == NS_OK && !res)
+        *s = NS_EDB;
+    PQclear(res);
+    return n;
+}
+
+static ns_status pg_purge(ns_repo *r, const char *job, const char *before, int64_t keep_last,
+                          bool dry_run, void (*context)(void *arg, int64_t id, const char *ctx),
+                          void *arg, ns_purge_counts *out, ns_error *err)
+{
+    PGconn *c = CONN(r);
+    char keep[24];
+    ns_status s;
+    memset(out, 0, sizeof(*out));
+    snprintf(keep, sizeof(keep), "%lld", (long long)keep_last);
+    const char *p[] = {job, before, keep_last > 0 ? keep : NULL};
+    if ((s = run(c, err, "purge",
+                 "CREATE TEMP TABLE IF NOT EXISTS ns_purge (id bigint PRIMARY KEY)", 0, NULL)) !=
+            NS_OK ||
+        (s = run(c, err, "purge", "TRUNCATE pg_temp.ns_purge", 0, NULL)) != NS_OK ||
+        (s = run(c, err, "purge", "BEGIN", 0, NULL)) != NS_OK)
+        return s;
+    s = run(c, err, "purge: choose",
+            "INSERT INTO pg_temp.ns_purge (id) SELECT id FROM ("
+            " SELECT e.id, e.status, e.created_at,"
+            "  row_number() OVER (PARTITION BY i.job_name ORDER BY e.id DESC) AS rn,"
+            "  first_value(e.status) OVER (PARTITION BY e.instance_id ORDER BY e.id DESC) AS last"
+            " FROM nightshift.ns_job_execution e"
+            " JOIN nightshift.ns_job_instance i ON i.id = e.instance_id"
+            " WHERE $1::text IS NULL OR i.job_name = $1) x"
+            " WHERE last IN ('COMPLETED', 'ABANDONED')"
+            " AND status IN ('COMPLETED', 'FAILED', 'STOPPED', 'ABANDONED')"
+            " AND ($2::timestamptz IS NULL OR created_at < $2::timestamptz)"
+            " AND ($3::bigint IS NULL OR rn > $3::bigint)"
+            /* the newest execution stays, as on SQLite (where it keeps ids
+             * from being given twice) */
+            " AND id < (SELECT max(id) FROM nightshift.ns_job_execution)",
+            3, p);
+    /* a temporary table has no statistics until asked: without them, the
+     * statements below were planned as nested scans (10 minutes and more
+     * on a million executions) */
+    if (s == NS_OK)
+        s = run(c, err, "purge", "ANALYZE pg_temp.ns_purge", 0, NULL);
+    out->executions = pg_count(c, "SELECT count(*) FROM pg_temp.ns_purge", err, &s);
+    out->steps = pg_count(c,
+                          "SELECT count(*) FROM nightshift.ns_step_execution WHERE execution_id IN"
+                          " (SELECT id FROM pg_temp.ns_purge)",
+                          err, &s);
+    out->params = pg_count(c,
+                           "SELECT count(*) FROM nightshift.ns_job_param WHERE execution_id IN"
+                           " (SELECT id FROM pg_temp.ns_purge)",
+                           err, &s);
+    out->contexts =
+        pg_count(c,
+                 "SELECT count(*) FROM nightshift.ns_execution_context WHERE step_execution_id IN"
+                 " (SELECT id FROM nightshift.ns_step_execution WHERE execution_id IN"
+                 " (SELECT id FROM pg_temp.ns_purge))",
+                 err, &s);
+    if (s == NS_OK && !dry_run) {
+        PGresult *res = q(c, err, "purge: instances",
+                          "UPDATE nightshift.ns_job_instance i SET purged = (SELECT e.status"
+                          " FROM nightshift.ns_job_execution e WHERE e.instance_id = i.id"
+                          " ORDER BY e.id DESC LIMIT 1)"
+                          " WHERE i.id IN (SELECT e.instance_id FROM nightshift.ns_job_execution e"
+                          " WHERE e.id IN (SELECT id FROM pg_temp.ns_purge))"
+                          " AND NOT EXISTS (SELECT 1 FROM nightshift.ns_job_execution e"
+                          " WHERE e.instance_id = i.id AND NOT EXISTS"
+                          " (SELECT 1 FROM pg_temp.ns_purge p WHERE p.id = e.id))",
+                          0, NULL);
+        s = res ? NS_OK : NS_EDB;
+        out->instances = res ? strtoll(PQcmdTuples(res), NULL, 10) : 0;
+        PQclear(res);
+    }
+    if (s == NS_OK && context) {
+        PGresult *res = q(c, err, "purge: contexts",
+                          "SELECT s.execution_id, x.context FROM nightshift.ns_execution_context x"
+                          " JOIN nightshift.ns_step_execution s ON s.id = x.step_execution_id"
+                          " WHERE s.execution_id IN (SELECT id FROM pg_temp.ns_purge)",
+                          0, NULL);
+        s = res ? NS_OK : NS_EDB;
+        for (int i = 0; res && i < PQntuples(res); i++)
+            context(arg, get_i64(res, i, 0), PQgetvalue(res, i, 1));
+        PQclear(res);
+    }
+    if (s != NS_OK || dry_run) {
+        rollback(c);
+        return s;
+    }
+    /* In batches of 10,000 executions, one transaction each (the first
+     * one's holds the choice and the instances' marks), so no lock is held
+     * for the whole purge; each table by its index on the execution. */
+    static const char *const batch =
+        "CREATE TEMP TABLE IF NOT EXISTS ns_purge_batch (id bigint PRIMARY KEY);"
+        "TRUNCATE pg_temp.ns_purge_batch;"
+        "INSERT INTO pg_temp.ns_purge_batch SELECT id FROM pg_temp.ns_purge ORDER BY id LIMIT "
+        "10000;"
+        "ANALYZE pg_temp.ns_purge_batch;"
+        "DELETE FROM nightshift.ns_execution_context WHERE step_execution_id IN (SELECT id FROM"
+        " nightshift.ns_step_execution WHERE execution_id IN (SELECT id FROM "
+        "pg_temp.ns_purge_batch));"
+        "DELETE FROM nightshift.ns_step_execution WHERE execution_id IN"
+        " (SELECT id FROM pg_temp.ns_purge_batch);"
+        "DELETE FROM nightshift.ns_job_param WHERE execution_id IN"
+        " (SELECT id FROM pg_temp.ns_purge_batch);"
+        "DELETE FROM nightshift.ns_job_execution WHERE id IN (SELECT id FROM "
+        "pg_temp.ns_purge_batch);"
+        "DELETE FROM pg_temp.ns_purge WHERE id IN (SELECT id FROM pg_temp.ns_purge_batch);";
+    int64_t left = out->executions;
+    while (s == NS_OK && left > 0) {
+        if ((s = script(c, err, "purge", batch)) == NS_OK &&
+            (s = run(c, err, "purge", "COMMIT", 0, NULL)) == NS_OK)
+            left -= 10000;
+        if (s == NS_OK && left > 0)
+            s = run(c, err, "purge", "BEGIN", 0, NULL);
+    }
+    if (s != NS_OK)
+        rollback(c);
+    else if (out->executions == 0)
+        s = run(c, err, "purge", "COMMIT", 0, NULL);
+    return s;
+}
+
 static ns_status pg_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *res, ns_error *err)
 {
     PGconn *c = CONN(r);
@@ -592,7 +722,19 @@ static ns_status pg_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
         goto out;
     }
     have = PQntuples(pr) == 1;
-    if (have) {
+    if (!have) {
+        /* No execution left: one purged (its history deleted) still counts. */
+        PQclear(pr);
+        if (!(pr = q(c, err, "read instance",
+                     "SELECT purged FROM nightshift.ns_job_instance WHERE id = $1", 1, ip))) {
+            s = NS_EDB;
+            goto out;
+        }
+        if (PQntuples(pr) == 1 && !PQgetisnull(pr, 0, 0)) {
+            le.status = ns_batch_status_parse(PQgetvalue(pr, 0, 0));
+            have = true;
+        }
+    } else {
         le.id = get_i64(pr, 0, 0);
         le.status = ns_batch_status_parse(PQgetvalue(pr, 0, 1));
         snprintf(le.host, sizeof(le.host), "%s", PQgetvalue(pr, 0, 2));
@@ -1065,6 +1207,7 @@ const ns_repo_vt ns__repo_pg = {
     .request_stop = pg_request_stop,
     .abandon = pg_abandon,
     .mark_dead = pg_mark_dead,
+    .purge = pg_purge,
     .show_json = pg_show_json,
     .list_json = pg_list_json,
 };

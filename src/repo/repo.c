@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static ns_status repo_open(const char *url, bool readonly, ns_repo **out, ns_error *err)
 {
@@ -169,6 +170,95 @@ ns_status ns_repo_recover(ns_repo *r, const char *job, int dry_run, ns_recover_f
     return said(r, st, err);
 }
 
+/* The rejects files of the executions a purge deletes: paths with the
+ * execution that wrote each, from the contexts. */
+typedef struct purge_files {
+    char **path;
+    int64_t *id;
+    size_t n, cap;
+    bool oom;
+} purge_files;
+
+static void purge_context(void *arg, int64_t id, const char *ctx)
+{
+    purge_files *f = arg;
+    json_t *o = json_loads(ctx ? ctx : "", 0, NULL);
+    const char *p = json_string_value(json_object_get(json_object_get(o, "rejects"), "path"));
+    /* a path with ${env.X} in it is not known here: left alone */
+    if (p && !strstr(p, "${")) {
+        for (size_t i = 0; i < f->n; i++)
+            if (f->id[i] == id && strcmp(f->path[i], p) == 0)
+                p = NULL;
+        if (p && f->n == f->cap) {
+            size_t cap = f->cap ? f->cap * 2 : 64;
+            char **np = realloc(f->path, cap * sizeof(*np));
+            if (np)
+                f->path = np;
+            int64_t *ni = np ? realloc(f->id, cap * sizeof(*ni)) : NULL;
+            if (ni)
+                f->id = ni;
+            if (np && ni)
+                f->cap = cap;
+            else
+                f->oom = true;
+        }
+        if (p && f->n < f->cap && (f->path[f->n] = ns__strdup(p)))
+            f->id[f->n++] = id;
+        else if (p)
+            f->oom = true;
+    }
+    json_decref(o);
+}
+
+/* "YYYY-MM-DD" or "YYYY-MM-DDTHH:MM[:SS]" (UTC) as the repositories' ISO
+ * form; false when it is neither. */
+static bool purge_time(const char *in, char *out, size_t n)
+{
+    size_t len = strlen(in);
+    if (len == 10 && ns__valid_date(in, len)) {
+        snprintf(out, n, "%sT00:00:00.000Z", in);
+        return true;
+    }
+    if ((len == 16 || len == 19 || (len == 20 && in[19] == 'Z')) && ns__valid_timestamp(in, len) &&
+        in[10] == 'T') {
+        snprintf(out, n, "%.10sT%.5s:%.2s.000Z", in, in + 11, len >= 19 ? in + 17 : "00");
+        return true;
+    }
+    return false;
+}
+
+ns_status ns_repo_purge(ns_repo *r, const char *job, const char *before, int64_t keep_last,
+                        int dry_run, int with_files, ns_purge_counts *out, ns_error *err)
+{
+    char when[40];
+    purge_files f = {0};
+    memset(out, 0, sizeof(*out));
+    if (!before && keep_last <= 0)
+        return ns__err(err, NS_EINVAL, NULL, "purge needs --before DATE or --keep-last N");
+    if (before && !purge_time(before, when, sizeof(when)))
+        return ns__err(err, NS_EINVAL, NULL,
+                       "--before %s: not a date (YYYY-MM-DD) or a UTC time (YYYY-MM-DDTHH:MM:SS)",
+                       before);
+    ns_status st = r->vt->purge(r, job, before ? when : NULL, keep_last, dry_run,
+                                with_files ? purge_context : NULL, &f, out, err);
+    if (st == NS_OK && f.oom)
+        st = ns__err(err, NS_ENOMEM, NULL,
+                     "out of memory listing the rejects files (the executions are purged; the "
+                     "files are kept)");
+    for (size_t i = 0; i < f.n; i++) {
+        char repo[33];
+        int64_t wrote;
+        /* Only a file that says it is that execution's, of this repository. */
+        if (st == NS_OK && ns__file_writer(f.path[i], repo, &wrote) && wrote == f.id[i] &&
+            strcmp(repo, r->id) == 0 && (dry_run || unlink(f.path[i]) == 0))
+            out->files++;
+        free(f.path[i]);
+    }
+    free(f.path);
+    free(f.id);
+    return said(r, st, err);
+}
+
 ns_status ns_repo_show_json(ns_repo *r, int64_t id, char **out, ns_error *err)
 {
     return said(r, r->vt->show_json(r, id, out, err), err);
@@ -282,10 +372,15 @@ ns_launch_action ns__launch_decide(const ns_last_exec *last, bool have_last, boo
         return NS_LAUNCH_REFUSE;
     }
     case NS_BATCH_COMPLETED:
-        snprintf(msg, msglen,
-                 "already completed by execution %lld; pass --next or other identifying "
-                 "parameters to start a new instance",
-                 (long long)last->id);
+        if (last->id == 0) /* its executions were purged (the instance says how it ended) */
+            snprintf(msg, msglen,
+                     "already completed (its executions were purged); pass --next or other "
+                     "identifying parameters to start a new instance");
+        else
+            snprintf(msg, msglen,
+                     "already completed by execution %lld; pass --next or other identifying "
+                     "parameters to start a new instance",
+                     (long long)last->id);
         return NS_LAUNCH_REFUSE;
     case NS_BATCH_ABANDONED:
         snprintf(msg, msglen,

@@ -133,6 +133,11 @@ typedef struct ns_repo_vt {
      * printed it): NS_ECONFLICT when it beat or ended since. */
     ns_status (*mark_dead)(ns_repo *r, int64_t id, const char *heartbeat, const char *message,
                            ns_error *err);
+    /* ns_repo_purge; context(), when set, is told each purged step's
+     * context before it goes. */
+    ns_status (*purge)(ns_repo *r, const char *job, const char *before, int64_t keep_last,
+                       bool dry_run, void (*context)(void *arg, int64_t id, const char *ctx),
+                       void *arg, ns_purge_counts *out, ns_error *err);
     ns_status (*show_json)(ns_repo *r, int64_t id, char **out, ns_error *err);
     ns_status (*list_json)(ns_repo *r, const char *job, const char *status, int limit, char **out,
                            ns_error *err);

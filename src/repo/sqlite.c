@@ -107,6 +107,10 @@ static const char *const migrations[] = {
     "CREATE INDEX ns_job_execution_restart ON ns_job_execution (restart_of);",
     /* 4: chunks tried again after a transient failure (retry:). */
     "ALTER TABLE ns_step_execution ADD COLUMN retry_count INTEGER NOT NULL DEFAULT 0;",
+    /* 5: an instance whose executions were purged keeps its last status
+     * (it still refuses a re-run); purge's candidates by time. */
+    ("ALTER TABLE ns_job_instance ADD COLUMN purged TEXT;"
+     "CREATE INDEX ns_job_execution_created ON ns_job_execution (created_at);"),
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -523,6 +527,121 @@ static ns_status sq_mark_dead(ns_repo *r, int64_t id, const char *heartbeat, con
     return s;
 }
 
+/* The executions a purge deletes, into temp.ns_purge (see ns_repo_purge).
+ * The newest execution stays: SQLite gives a new row the largest id plus
+ * one, and an id must never be given twice (rejects files and checkpoints
+ * name executions by it). */
+#define PURGE_CANDIDATES                                                                           \
+    "INSERT INTO temp.ns_purge (id) SELECT id FROM ("                                              \
+    " SELECT e.id, e.status, e.created_at,"                                                        \
+    "  row_number() OVER (PARTITION BY i.job_name ORDER BY e.id DESC) AS rn,"                      \
+    "  first_value(e.status) OVER (PARTITION BY e.instance_id ORDER BY e.id DESC) AS last"         \
+    " FROM ns_job_execution e JOIN ns_job_instance i ON i.id = e.instance_id"                      \
+    " WHERE ?1 IS NULL OR i.job_name = ?1) x"                                                      \
+    " WHERE last IN ('COMPLETED', 'ABANDONED')"                                                    \
+    " AND status IN ('COMPLETED', 'FAILED', 'STOPPED', 'ABANDONED')"                               \
+    " AND (?2 IS NULL OR created_at < ?2) AND (?3 IS NULL OR rn > CAST(?3 AS INTEGER))"            \
+    " AND id < (SELECT max(id) FROM ns_job_execution)"
+
+static int64_t count_of(sqlite3 *db, const char *sql, ns_error *err, ns_status *s)
+{
+    sqlite3_stmt *st = *s == NS_OK ? prep(db, err, sql, NULL) : NULL;
+    bool row = false;
+    int64_t n = 0;
+    if (*s == NS_OK && !st)
+        *s = failed(err);
+    if (st && (*s = next_row(db, st, &row, err, "purge")) == NS_OK && row)
+        n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return n;
+}
+
+static ns_status sq_purge(ns_repo *r, const char *job, const char *before, int64_t keep_last,
+                          bool dry_run, void (*context)(void *arg, int64_t id, const char *ctx),
+                          void *arg, ns_purge_counts *out, ns_error *err)
+{
+    sqlite3 *db = DB(r);
+    char keep[24];
+    ns_status s;
+    memset(out, 0, sizeof(*out));
+    snprintf(keep, sizeof(keep), "%lld", (long long)keep_last);
+    if ((s = exec_sql(db,
+                      "CREATE TEMP TABLE IF NOT EXISTS ns_purge (id INTEGER PRIMARY KEY);"
+                      " DELETE FROM temp.ns_purge",
+                      err)) != NS_OK ||
+        (s = exec_sql(db, "BEGIN IMMEDIATE", err)) != NS_OK)
+        return s;
+    s = run(db, prep(db, err, PURGE_CANDIDATES, "sss", job, before, keep_last > 0 ? keep : NULL),
+            err, "purge: choose");
+    out->executions = count_of(db, "SELECT count(*) FROM temp.ns_purge", err, &s);
+    out->steps = count_of(db,
+                          "SELECT count(*) FROM ns_step_execution WHERE execution_id IN"
+                          " (SELECT id FROM temp.ns_purge)",
+                          err, &s);
+    out->params = count_of(db,
+                           "SELECT count(*) FROM ns_job_param WHERE execution_id IN"
+                           " (SELECT id FROM temp.ns_purge)",
+                           err, &s);
+    out->contexts = count_of(db,
+                             "SELECT count(*) FROM ns_execution_context WHERE step_execution_id IN"
+                             " (SELECT id FROM ns_step_execution WHERE execution_id IN"
+                             " (SELECT id FROM temp.ns_purge))",
+                             err, &s);
+    /* Instances left with nothing keep their last status. */
+    if (s == NS_OK && !dry_run)
+        s = exec_sql(db,
+                     "UPDATE ns_job_instance SET purged = (SELECT e.status FROM ns_job_execution e"
+                     " WHERE e.instance_id = ns_job_instance.id ORDER BY e.id DESC LIMIT 1)"
+                     " WHERE id IN (SELECT e.instance_id FROM ns_job_execution e"
+                     " WHERE e.id IN (SELECT id FROM temp.ns_purge))"
+                     " AND NOT EXISTS (SELECT 1 FROM ns_job_execution e WHERE e.instance_id ="
+                     " ns_job_instance.id AND e.id NOT IN (SELECT id FROM temp.ns_purge))",
+                     err);
+    if (s == NS_OK && !dry_run)
+        out->instances = sqlite3_changes(db);
+    if (s == NS_OK && context) {
+        sqlite3_stmt *st = prep(db, err,
+                                "SELECT s.execution_id, c.context FROM ns_execution_context c"
+                                " JOIN ns_step_execution s ON s.id = c.step_execution_id"
+                                " WHERE s.execution_id IN (SELECT id FROM temp.ns_purge)",
+                                NULL);
+        bool row = true, oom = false;
+        s = st ? NS_OK : failed(err);
+        while (s == NS_OK && (s = next_row(db, st, &row, err, "purge: contexts")) == NS_OK && row)
+            context(arg, sqlite3_column_int64(st, 0), col_text(st, 1, &oom));
+        sqlite3_finalize(st);
+    }
+    if (s != NS_OK || dry_run) {
+        exec_sql(db, "ROLLBACK", NULL);
+        return s;
+    }
+    /* In batches of 10,000 executions, one transaction each (the first
+     * one's holds the choice and the instances' marks), so the file is not
+     * locked for the whole purge. */
+    static const char *const batch =
+        "CREATE TEMP TABLE IF NOT EXISTS ns_purge_batch (id INTEGER PRIMARY KEY);"
+        "DELETE FROM temp.ns_purge_batch;"
+        "INSERT INTO temp.ns_purge_batch SELECT id FROM temp.ns_purge ORDER BY id LIMIT 10000;"
+        "DELETE FROM ns_execution_context WHERE step_execution_id IN (SELECT id FROM"
+        " ns_step_execution WHERE execution_id IN (SELECT id FROM temp.ns_purge_batch));"
+        "DELETE FROM ns_step_execution WHERE execution_id IN (SELECT id FROM temp.ns_purge_batch);"
+        "DELETE FROM ns_job_param WHERE execution_id IN (SELECT id FROM temp.ns_purge_batch);"
+        "DELETE FROM ns_job_execution WHERE id IN (SELECT id FROM temp.ns_purge_batch);"
+        "DELETE FROM temp.ns_purge WHERE id IN (SELECT id FROM temp.ns_purge_batch);";
+    int64_t left = out->executions;
+    while (s == NS_OK && left > 0) {
+        if ((s = exec_sql(db, batch, err)) == NS_OK && (s = exec_sql(db, "COMMIT", err)) == NS_OK)
+            left -= 10000;
+        if (s == NS_OK && left > 0)
+            s = exec_sql(db, "BEGIN IMMEDIATE", err);
+    }
+    if (s != NS_OK)
+        exec_sql(db, "ROLLBACK", NULL);
+    else if (out->executions == 0)
+        s = exec_sql(db, "COMMIT", err);
+    return s;
+}
+
 static ns_status sq_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *res, ns_error *err)
 {
     sqlite3 *db = DB(r);
@@ -586,6 +705,23 @@ static ns_status sq_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
     sqlite3_finalize(st);
     if ((s = last_exec(db, instance, &le, &have, err)) != NS_OK)
         goto out;
+    /* No execution left: one purged (its history deleted) still counts. */
+    if (!have) {
+        sqlite3_stmt *pst =
+            prep(db, err, "SELECT purged FROM ns_job_instance WHERE id = ?", "i", instance);
+        bool row = false, oom = false;
+        if (!pst || (s = next_row(db, pst, &row, err, "read instance")) != NS_OK) {
+            sqlite3_finalize(pst);
+            s = pst ? s : failed(err);
+            goto out;
+        }
+        const char *purged = row ? col_text(pst, 0, &oom) : NULL;
+        if (purged && *purged) {
+            le = (ns_last_exec){.status = ns_batch_status_parse(purged)};
+            have = true;
+        }
+        sqlite3_finalize(pst);
+    }
     ns_launch_action a =
         ns__launch_decide(&le, have, req->restartable, req->lease, why, sizeof(why));
     if (a == NS_LAUNCH_RECOVER) {
@@ -1096,6 +1232,7 @@ const ns_repo_vt ns__repo_sqlite = {
     .request_stop = sq_request_stop,
     .abandon = sq_abandon,
     .mark_dead = sq_mark_dead,
+    .purge = sq_purge,
     .show_json = sq_show_json,
     .list_json = sq_list_json,
 };

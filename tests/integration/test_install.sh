@@ -24,7 +24,7 @@ grep -q "\"nightshift $version\"" "$T/x/share/man/man1/nightshift.1" ||
 MANPATH="$T/x/share/man" man -P cat nightshift 2>/dev/null | grep "EXIT STATUS" > /dev/null ||
     fail "man nightshift does not find the installed page"
 # Every command of the program is in the manual page, and the other way round.
-for c in run restart stop abandon recover list show validate; do
+for c in run restart stop abandon recover purge list show validate; do
     grep -q "^\.B nightshift $c" "$T/x/share/man/man1/nightshift.1" || fail "the manual page lacks $c"
 done
 
