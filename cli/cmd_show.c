@@ -78,6 +78,24 @@ static void print_human(json_t *e)
         if (more || *sval(s, "exit_message"))
             printf("  %-*s %s%s%s\n", (int)wname, "", more ? code : "",
                    more && *sval(s, "exit_message") ? ": " : "", sval(s, "exit_message"));
+        json_t *secs = json_object_get(s, "seconds");
+        if (json_is_object(secs)) {
+            double el =
+                fmt_seconds(json_object_get(s, "started_at"), json_object_get(s, "ended_at"));
+            char rate[64] = "";
+            if (el > 0) {
+                char n[32];
+                snprintf(rate, sizeof(rate), "; %s items/s",
+                         fmt_count((long long)((double)ival(s, "read_count") / el), n, sizeof(n)));
+            }
+            printf("  %-*s time: read %.2fs, process %.2fs, write %.2fs, commit %.2fs, retry wait "
+                   "%.2fs%s\n",
+                   (int)wname, "", json_number_value(json_object_get(secs, "read")),
+                   json_number_value(json_object_get(secs, "process")),
+                   json_number_value(json_object_get(secs, "write")),
+                   json_number_value(json_object_get(secs, "commit")),
+                   json_number_value(json_object_get(secs, "retry_wait")), rate);
+        }
         int64_t retries = ival(s, "retry_count");
         if (retries > 0)
             printf("  %-*s %s %s after a transient failure (retry: in the job file)\n", (int)wname,

@@ -80,6 +80,14 @@ static int parse(const char *s, double *out)
     return 1;
 }
 
+double fmt_seconds(json_t *from, json_t *to)
+{
+    double a, b;
+    if (!parse(json_string_value(from), &a) || !parse(json_string_value(to), &b))
+        return -1;
+    return b - a;
+}
+
 void fmt_duration(json_t *from, json_t *to, char *buf, size_t n)
 {
     double a, b;

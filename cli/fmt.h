@@ -10,6 +10,8 @@
 void fmt_time(json_t *iso, char *buf, size_t n);
 /* Duration between two ISO times ("1.23s", "4m05s"); "-" when unknown. */
 void fmt_duration(json_t *from, json_t *to, char *buf, size_t n);
+/* The seconds between two ISO times; -1 when either is not one. */
+double fmt_seconds(json_t *from, json_t *to);
 /* {"file": "x.csv", "note": "a b", "run.id": 3} -> "file=x.csv note=\"a b\" run.id=3" */
 void fmt_params(json_t *params, char *buf, size_t n);
 /* 1234567 -> "1,234,567": the one number style of everything printed. */

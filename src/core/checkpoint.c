@@ -41,6 +41,8 @@ ns_status ns__ckpt_encode(const ns_ckpt *c, char **out, ns_error *err)
         bad = json_object_set(o, "processor", c->processor) != 0;
     if (!bad && c->writer)
         bad = json_object_set(o, "writer", c->writer) != 0;
+    if (!bad && c->seconds)
+        bad = json_object_set(o, "seconds", c->seconds) != 0;
     if (!bad && c->done)
         bad = json_object_set_new(o, "done", json_true()) != 0;
     if (!bad)
@@ -100,6 +102,7 @@ ns_status ns__ckpt_decode(const char *text, ns_ckpt *c, ns_error *err)
     c->rejects_offset = json_integer_value(json_object_get(r, "offset"));
     c->processor = json_object_get(o, "processor");
     c->writer = json_object_get(o, "writer");
+    c->seconds = json_object_get(o, "seconds");
     return NS_OK;
 }
 

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,8 +33,14 @@ static ns_status make_context(step_run *s, json_t *writer_state, ns_error *err)
     ns_status st;
     if (s->proc && (st = s->proc->vt->save(s->proc, &saved, err)) != NS_OK)
         return st;
+    /* milliseconds: enough for people, and stable text */
+    json_t *secs = json_pack(
+        "{s:f, s:f, s:f, s:f, s:f}", "read", round(s->secs[0] * 1000) / 1000, "process",
+        round(s->secs[1] * 1000) / 1000, "write", round(s->secs[2] * 1000) / 1000, "commit",
+        round(s->secs[3] * 1000) / 1000, "retry_wait", round(s->secs[4] * 1000) / 1000);
     ns_ckpt c = {.execution_id = s->rc->launch.execution_id,
                  .step_execution_id = s->se.id,
+                 .seconds = secs,
                  .chunks = s->chunks,
                  .counts = s->counts,
                  .position = s->reader->vt->position(s->reader),
@@ -47,6 +54,7 @@ static ns_status make_context(step_run *s, json_t *writer_state, ns_error *err)
                     : ns__err(err, NS_ENOMEM, NULL, "out of memory");
     json_decref(c.position);
     json_decref(saved);
+    json_decref(secs);
     if (st != NS_OK)
         return st;
     size_t len = strlen(text);
@@ -486,14 +494,17 @@ out:
 /* Waits `secs`, or less when a stop is requested: then true. */
 static bool wait_or_stop(step_run *s, double secs)
 {
-    double until = ns__mono() + secs;
+    double from = ns__mono(), until = from + secs;
     while (!(s->stop || ns__run_stop_requested(s->rc))) {
         double left = until - ns__mono();
-        if (left <= 0)
+        if (left <= 0) {
+            s->secs[4] += ns__mono() - from;
             return false;
+        }
         struct timespec ts = {0, (long)((left < 0.1 ? left : 0.1) * 1e9)};
         nanosleep(&ts, NULL);
     }
+    s->secs[4] += ns__mono() - from;
     return true;
 }
 
@@ -603,6 +614,7 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
         /* A chunk is `chunk` records read, whatever becomes of them: items,
          * unreadable records and filtered ones all count, so the arrays and
          * the arena stay bounded. */
+        double t_read = ns__mono(), t_proc = s.secs[1];
         while (s.counts.read - before.read < def->chunk) {
             ns_record r;
             if ((st = s.reader->vt->next(s.reader, &r, &eof, err)) != NS_OK)
@@ -617,7 +629,10 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
             }
             if (!r.error_code && s.proc) {
                 ns_proc_result pr;
-                if ((st = s.proc->vt->process(s.proc, it, &arena, &pr, err)) != NS_OK)
+                double t0 = ns__mono();
+                st = s.proc->vt->process(s.proc, it, &arena, &pr, err);
+                s.secs[1] += ns__mono() - t0;
+                if (st != NS_OK)
                     goto failed;
                 if (pr == NS_PROC_FILTER) {
                     n--;
@@ -645,12 +660,15 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
                     break;
             }
         }
+        s.secs[0] += ns__mono() - t_read - (s.secs[1] - t_proc);
         /* The processor's close() before the last chunk commits: if it fails,
          * that chunk is read again on restart. */
         if (eof && s.proc && (st = s.proc->vt->finish(s.proc, err)) != NS_OK)
             goto failed;
+        double t_write = ns__mono();
         if (n > 0 && (st = s.writer->vt->write(s.writer, items, n, &arena, err)) != NS_OK)
             goto failed;
+        s.secs[2] += ns__mono() - t_write;
         /* Rejects in file order: merge the reader's with the writer's. The
          * one that takes the count past the limit is the one to name. */
         int64_t nth = skips(&before);
@@ -686,9 +704,11 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
         }
         /* Replace mode is one transaction for the whole step: it commits at
          * the end only. */
+        double t_commit = ns__mono();
         if ((single ? eof : (n > 0 || s.counts.read != before.read || eof)) &&
             (st = commit_chunk(&s, err)) != NS_OK)
             goto failed;
+        s.secs[3] += ns__mono() - t_commit;
         if (!single || eof)
             committed = s.counts;
         ns__run_report(&s, NS_EV_CHUNK, NS_BATCH_STARTED, NULL);

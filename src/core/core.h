@@ -69,6 +69,10 @@ typedef struct step_run {
     int64_t attempt;  /* retries of the chunk under way */
     bool repo_behind; /* the target committed, recording it in the repository failed */
     uint64_t seed;    /* the retry jitter's */
+    /* Where the time went, seconds: reading (with streaming to a writer
+     * that takes items as they are read), the processor, writing, committing,
+     * waiting to retry (docs/operations.md, "Where the time went"). */
+    double secs[5];
     bool stop;
     double t0;
     char last_reject[512]; /* "line N: CODE: message" of the latest reject */
@@ -161,6 +165,7 @@ typedef struct ns_ckpt {
     int64_t rejects_offset;
     json_t *processor; /* the processor's state (borrowed) */
     json_t *writer;    /* an at-least-once writer's state: where its output stands (borrowed) */
+    json_t *seconds;   /* where this step execution's time went (borrowed; encode: if set) */
     json_t *root;      /* decoded: owns what the pointers above point into */
 } ns_ckpt;
 

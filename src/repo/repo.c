@@ -538,6 +538,9 @@ json_t *ns__json_step(const char *const *c)
         json_object_set_new(o, names[i], num ? jint(c[i]) : jstr(c[i]));
     }
     json_t *ctx = c[16] ? json_loads(c[16], 0, NULL) : NULL;
+    /* where the time went, as of the step's last commit */
+    json_t *secs = json_object_get(ctx, "seconds");
+    json_object_set_new(o, "seconds", json_is_object(secs) ? json_incref(secs) : json_null());
     json_object_set_new(o, "context", ctx ? ctx : json_null());
     json_object_set_new(o, "retry_count", jint(c[17]));
     return o;

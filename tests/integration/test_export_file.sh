@@ -259,7 +259,12 @@ for i in $(seq 1 60); do
     fi
     if [ $rc == 0 ]; then done=1; break; fi
     [ $rc == 137 ] || [ $rc == 98 ] || { cat "kill-$i.log" >&2; fail "run $i exited $rc"; }
-    [ ! -e killed/out.jsonl ] || fail "run $i: the output was published unfinished"
+    # Published only whole: a kill that lands between the publishing and
+    # the run's recording its end leaves the whole output (seen once in 60
+    # kills), which the next run takes as it is.
+    if [ -e killed/out.jsonl ] && ! cmp -s killed/out.jsonl ref/ref.jsonl; then
+        fail "run $i: the output was published unfinished"
+    fi
     [ $((kills + faults)) -ge 24 ] && break
 done
 [ $kills -ge 10 ] && [ $faults -ge 5 ] || fail "only $kills kills and $faults faults landed; enlarge EXPORT_ROWS"

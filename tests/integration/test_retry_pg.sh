@@ -112,6 +112,11 @@ while [ "$kills" -lt 20 ]; do
         "$ROWS $good $((ROWS / 1000))" "load $loads: read, written, rejected"
     if [ "$retries" -gt 0 ]; then
         "$NS" show "$id" | grep -q "tried again after a transient failure" || fail "load $loads: show does not say"
+        # where the time went: the waits are there, and the parts add up to no more than the step
+        show_eval "$id" "(lambda s: s['retry_wait'] > 0 and s['write'] > 0 and sum(s.values()) > 0)(d['steps'][0]['seconds'])" |
+            grep -q True || fail "load $loads: the step's times do not show the retry waits"
+        "$NS" show "$id" | grep -qE "time: read [0-9.]+s, process [0-9.]+s, write [0-9.]+s, commit [0-9.]+s, retry wait [0-9.]+s; [0-9,]+ items/s" ||
+            fail "load $loads: show does not say where the time went"
     fi
     loads=$((loads + 1))
     [ "$loads" -lt 40 ] || fail "only $kills terminations landed in 40 loads"
