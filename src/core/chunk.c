@@ -491,11 +491,29 @@ out:
     return st;
 }
 
-/* Waits `secs`, or less when a stop is requested: then true. */
+/* Whether `nightshift stop` asked for this execution (STOPPING in the
+ * repository). Not knowing (the repository unreachable) is "no". */
+static bool stop_asked(step_run *s)
+{
+    ns_exec_info info = {0};
+    bool asked =
+        s->rc->repo->vt->exec_info(s->rc->repo, s->rc->launch.execution_id, &info, NULL) == NS_OK &&
+        info.status == NS_BATCH_STOPPING;
+    ns__exec_info_free(&info);
+    return asked;
+}
+
+/* Waits `secs`, or less when a stop is requested (a signal, or `nightshift
+ * stop`, asked of the repository about once a second): then true. */
 static bool wait_or_stop(step_run *s, double secs)
 {
-    double from = ns__mono(), until = from + secs;
+    double from = ns__mono(), until = from + secs, asked = from;
     while (!(s->stop || ns__run_stop_requested(s->rc))) {
+        if (ns__mono() - asked >= 1) {
+            asked = ns__mono();
+            if ((s->stop = stop_asked(s)))
+                break;
+        }
         double left = until - ns__mono();
         if (left <= 0) {
             s->secs[4] += ns__mono() - from;

@@ -199,7 +199,23 @@ wait "$pid" || rc=$?
 grep -q "while waiting to retry" err || { cat err >&2; fail "stop: the message does not say so"; }
 expect_exit 0 "$NS" run stopping.yaml file=in.csv
 check_load "$(last_id)" "stopped during the wait, then run again"
-echo "ok: a stop during the wait"
+# the same with `nightshift stop ID` from another process
+reset_table
+"$NS" run stopping.yaml file=in.csv how=cmd >out 2>err &
+pid=$!
+under_way
+until [ "$(kill_backends)" -gt 0 ] || ! kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+for _ in $(seq 100); do grep -q "retry 1 of 5 in 30.0 s" err && break; sleep 0.1; done
+grep -q "retry 1 of 5 in 30.0 s" err || { cat err >&2; fail "stop command: no retry wait"; }
+t0=$(date +%s)
+expect_exit 0 "$NS" stop "$(last_id)"
+rc=0
+wait "$pid" || rc=$?
+[ "$rc" == 3 ] || { cat err >&2; fail "nightshift stop during the wait: exit $rc, expected 3"; }
+[ $(($(date +%s) - t0)) -lt 10 ] || fail "nightshift stop during the wait took $(($(date +%s) - t0)) s"
+expect_exit 0 "$NS" run stopping.yaml file=in.csv how=cmd
+check_load "$(last_id)" "stopped by nightshift stop during the wait, then run again"
+echo "ok: a stop during the wait (SIGTERM, and nightshift stop)"
 
 # --- the job file: what retry: accepts
 bad() { # bad RETRY MESSAGE
