@@ -50,6 +50,19 @@ grep -q "would delete 5 executions, 5 steps, .* parameters, 5 contexts, 1 reject
 assert_eq "$(count)" 11 "executions after --dry-run"
 [ -f rejects/5.csv ] || fail "--dry-run removed a file"
 
+# A context that names a file no purged execution wrote (a target's
+# checkpoint, reconciled into the repository, is other users' to write):
+# --with-files keeps it, since its tag does not say it is that execution's.
+echo keep > victim.csv
+if [[ $NIGHTSHIFT_REPOSITORY == postgresql:* ]]; then
+    db_sql "$NIGHTSHIFT_REPOSITORY" "UPDATE nightshift.ns_execution_context SET context =
+        jsonb_set(context::jsonb, '{rejects}', jsonb_build_object('path', '$T/victim.csv', 'offset', 0))::text
+        WHERE step_execution_id IN (SELECT id FROM nightshift.ns_step_execution WHERE execution_id = 4)"
+else
+    db_sql "$NIGHTSHIFT_REPOSITORY" "UPDATE ns_execution_context SET context =
+        json_set(context, '\$.rejects', json_object('path', '$T/victim.csv', 'offset', 0))
+        WHERE step_execution_id IN (SELECT id FROM ns_step_execution WHERE execution_id = 4)"
+fi
 # --keep-last 3 of pj: 9, 8, 7 kept; of 6..1, 6 is an unfinished instance's
 expect_exit 0 "$NS" purge --keep-last 3 --job pj --with-files
 grep -q "^deleted 5 executions, 5 steps, .* parameters, 5 contexts, 1 rejects files$" "$T/out" ||
@@ -60,6 +73,7 @@ for id in 1 2 3 4 5; do
 done
 for id in 6 7 8 9 10 11; do "$NS" show "$id" > /dev/null || fail "execution $id was purged"; done
 [ -f rejects/5.csv ] && fail "--with-files kept execution 5's rejects file"
+assert_eq "$(cat victim.csv)" keep "a file the purged execution did not write"
 # a purged completed instance still refuses to run again
 expect_exit 4 "$NS" run j.yaml file=in.csv how=d1
 expect_err "already completed"

@@ -181,40 +181,29 @@ expect_exit 0 "$NS" run none.yaml file=in.csv
 check_load "$(last_id)" "limit 0, then a second run"
 echo "ok: limit 0 retries nothing"
 
-# --- a stop (SIGTERM) during the wait ends the run STOPPED, the next run completes
+# --- a stop during the wait (SIGTERM, or `nightshift stop ID` from another
+# process) ends the run STOPPED, the next run completes
 job stopping "{limit: 5, backoff: {initial: 30s, max: 30s}, jitter: false}"
-reset_table
-"$NS" run stopping.yaml file=in.csv >out 2>err &
-pid=$!
-under_way
-until [ "$(kill_backends)" -gt 0 ] || ! kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
-for _ in $(seq 100); do grep -q "retry 1 of 5 in 30.0 s" err && break; sleep 0.1; done
-grep -q "retry 1 of 5 in 30.0 s" err || { cat err >&2; fail "stop: no retry wait"; }
-t0=$(date +%s)
-kill -TERM "$pid"
-rc=0
-wait "$pid" || rc=$?
-[ "$rc" == 3 ] || { cat err >&2; fail "stop during the wait: exit $rc, expected 3"; }
-[ $(($(date +%s) - t0)) -lt 10 ] || fail "stop during the wait took $(($(date +%s) - t0)) s"
-grep -q "while waiting to retry" err || { cat err >&2; fail "stop: the message does not say so"; }
-expect_exit 0 "$NS" run stopping.yaml file=in.csv
-check_load "$(last_id)" "stopped during the wait, then run again"
-# the same with `nightshift stop ID` from another process
-reset_table
-"$NS" run stopping.yaml file=in.csv how=cmd >out 2>err &
-pid=$!
-under_way
-until [ "$(kill_backends)" -gt 0 ] || ! kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
-for _ in $(seq 100); do grep -q "retry 1 of 5 in 30.0 s" err && break; sleep 0.1; done
-grep -q "retry 1 of 5 in 30.0 s" err || { cat err >&2; fail "stop command: no retry wait"; }
-t0=$(date +%s)
-expect_exit 0 "$NS" stop "$(last_id)"
-rc=0
-wait "$pid" || rc=$?
-[ "$rc" == 3 ] || { cat err >&2; fail "nightshift stop during the wait: exit $rc, expected 3"; }
-[ $(($(date +%s) - t0)) -lt 10 ] || fail "nightshift stop during the wait took $(($(date +%s) - t0)) s"
-expect_exit 0 "$NS" run stopping.yaml file=in.csv how=cmd
-check_load "$(last_id)" "stopped by nightshift stop during the wait, then run again"
+stop_during_wait() { # stop_during_wait HOW: sigterm or command
+    reset_table
+    "$NS" run stopping.yaml file=in.csv how="$1" >out 2>err &
+    pid=$!
+    under_way
+    until [ "$(kill_backends)" -gt 0 ] || ! kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    for _ in $(seq 100); do grep -q "retry 1 of 5 in 30.0 s" err && break; sleep 0.1; done
+    grep -q "retry 1 of 5 in 30.0 s" err || { cat err >&2; fail "stop ($1): no retry wait"; }
+    t0=$(date +%s)
+    if [ "$1" == sigterm ]; then kill -TERM "$pid"; else expect_exit 0 "$NS" stop "$(last_id)"; fi
+    rc=0
+    wait "$pid" || rc=$?
+    [ "$rc" == 3 ] || { cat err >&2; fail "stop ($1) during the wait: exit $rc, expected 3"; }
+    [ $(($(date +%s) - t0)) -lt 10 ] || fail "stop ($1) during the wait took $(($(date +%s) - t0)) s"
+    grep -q "while waiting to retry" err || { cat err >&2; fail "stop ($1): the message does not say so"; }
+    expect_exit 0 "$NS" run stopping.yaml file=in.csv how="$1"
+    check_load "$(last_id)" "stopped ($1) during the wait, then run again"
+}
+stop_during_wait sigterm
+stop_during_wait command
 echo "ok: a stop during the wait (SIGTERM, and nightshift stop)"
 
 # --- the job file: what retry: accepts
