@@ -99,8 +99,7 @@ static void print_human(json_t *e)
         int64_t retries = ival(s, "retry_count");
         if (retries > 0)
             printf("  %-*s %s %s after a transient failure (retry: in the job file)\n", (int)wname,
-                   "", fmt_count(retries, c, sizeof(c)),
-                   retries == 1 ? "chunk tried again" : "chunks tried again");
+                   "", fmt_count(retries, c, sizeof(c)), retries == 1 ? "retry" : "retries");
     }
 }
 

@@ -12,6 +12,8 @@ pkgs=(
     libpq-dev postgresql                 # PostgreSQL client; a server for the tests
     liblua5.4-dev                        # Lua processors
     libxxhash-dev                        # input fingerprints for restarts (XXH3)
+    libcurl4-openssl-dev                 # the http writer
+    libmicrohttpd-dev                    # ns-receiver: the HTTP receiver of tests and examples
     libcmocka-dev                        # unit tests
     procps python3                       # integration tests: ps, data generators
     groff-base man-db                    # tests: the manual page renders; man finds it

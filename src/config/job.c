@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <yaml.h>
 
 typedef struct loader {
@@ -219,7 +220,7 @@ static ns_status get_names(loader *l, const yaml_node_t *n, const char *key, cha
 
 /* Checks the ${...} references of a template against what the job declares. */
 static ns_status check_template(loader *l, const yaml_node_t *n, const char *key, const char *t,
-                                bool allow_step)
+                                bool allow_step, bool allow_item)
 {
     for (const char *p = t; (p = strstr(p, "${")) != NULL;) {
         if (p > t && p[-1] == '$') { /* $${ is a literal ${ */
@@ -236,6 +237,17 @@ static ns_status check_template(loader *l, const yaml_node_t *n, const char *key
             snprintf(name, sizeof(name), "%.*s", (int)(len - 7), ref + 7);
             if (!ns__job_param(l->job, name))
                 return fail(l, n, key, "${params.%s}: no such parameter in params", name);
+        } else if (allow_item && len > 5 && strncmp(ref, "item.", 5) == 0) {
+            /* ${item.FIELD}, ${item.FIELD|json}, ${item.FIELD|url}: the
+             * plugin checks FIELD against the items' fields when it opens */
+            const char *bar = memchr(ref, '|', len);
+            size_t flen = bar ? (size_t)(bar - ref) - 5 : len - 5;
+            if (flen == 0)
+                return fail(l, n, key, "${%.*s}: names no field", (int)len, ref);
+            if (bar && !((ref + len - bar == 5 && strncmp(bar, "|json", 5) == 0) ||
+                         (ref + len - bar == 4 && strncmp(bar, "|url", 4) == 0)))
+                return fail(l, n, key, "${%.*s}: unknown filter '%.*s' (use |json or |url)",
+                            (int)len, ref, (int)(ref + len - bar - 1), bar + 1);
         } else if (len > 4 && strncmp(ref, "env.", 4) == 0) {
             /* ${env.NAME} or ${env.NAME:-default} */
             for (size_t i = 4; i < len && !(ref[i] == ':' && i + 1 < len && ref[i + 1] == '-'); i++)
@@ -247,8 +259,9 @@ static ns_status check_template(loader *l, const yaml_node_t *n, const char *key
                      (allow_step && len == 9 && strncmp(ref, "step.name", 9) == 0))) {
             return fail(l, n, key,
                         "${%.*s}: unknown reference (use params.NAME, env.NAME, job.name, "
-                        "execution.id%s)",
-                        (int)len, ref, allow_step ? " or step.name" : "");
+                        "execution.id%s%s)",
+                        (int)len, ref, allow_step ? ", step.name" : "",
+                        allow_item ? " or item.FIELD" : "");
         }
         p = e + 1;
     }
@@ -261,7 +274,40 @@ static ns_status get_template(loader *l, const yaml_node_t *n, const char *key, 
     ns_status st = get_string(l, n, key, out);
     if (st == NS_OK && !**out)
         return fail(l, n, key, "must not be empty");
-    return st ? st : check_template(l, n, key, *out, allow_step);
+    return st ? st : check_template(l, n, key, *out, allow_step, false);
+}
+
+/* A mapping of names to item templates (NS_KEY_MAP: an HTTP request's
+ * headers); a value may be empty, a name may not repeat. */
+static ns_status get_map(loader *l, const yaml_node_t *n, const char *key, ns_map *m)
+{
+    if (!n || n->type != YAML_MAPPING_NODE)
+        return fail(l, n, key, "must be a mapping of names to values");
+    size_t cnt = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+    if (!(m->names = calloc(cnt ? cnt : 1, sizeof(char *))) ||
+        !(m->values = calloc(cnt ? cnt : 1, sizeof(char *))))
+        return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+    for (size_t i = 0; i < cnt; i++) {
+        yaml_node_pair_t *p = &n->data.mapping.pairs.start[i];
+        yaml_node_t *kn = node_at(l, p->key), *v = node_at(l, p->value);
+        const char *name = scalar(kn);
+        char k[440];
+        snprintf(k, sizeof(k), "%s.%s", key, name ? name : "?");
+        if (!name || !*name)
+            return fail(l, kn, k, "must be a name");
+        for (size_t j = 0; j < m->n; j++)
+            if (strcasecmp(m->names[j], name) == 0)
+                return fail(l, kn, k, "'%s' is given twice", name);
+        if (!(m->names[m->n] = ns__strdup(name)))
+            return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+        m->n++;
+        ns_status st = get_string(l, v, k, &m->values[m->n - 1]);
+        if (st == NS_OK)
+            st = check_template(l, v, k, m->values[m->n - 1], true, true);
+        if (st != NS_OK)
+            return st;
+    }
+    return NS_OK;
 }
 
 static const char *const ptype_names[] = {"string", "int", "float", "bool", "date", "timestamp"};
@@ -592,6 +638,14 @@ static ns_status read_value(loader *l, const ns_key *k, void *cfg, const yaml_no
         return NS_OK;
     case NS_KEY_TEMPLATE:
         return get_template(l, x, key, true, str);
+    case NS_KEY_ITEM:
+        if ((st = get_string(l, x, key, str)) != NS_OK)
+            return st;
+        if (!**str)
+            return fail(l, x, key, "must not be empty");
+        return check_template(l, x, key, *str, true, true);
+    case NS_KEY_MAP:
+        return get_map(l, x, key, at);
     case NS_KEY_CONNECTION:
         if ((st = get_string(l, x, key, str)) != NS_OK)
             return st;
@@ -704,6 +758,7 @@ static ns_status default_value(loader *l, const ns_key *k, void *cfg)
     case NS_KEY_STRING:
     case NS_KEY_IDENT:
     case NS_KEY_TEMPLATE:
+    case NS_KEY_ITEM:
         if (!(*(char **)at = ns__strdup(k->def)))
             return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
         return NS_OK;
@@ -805,6 +860,16 @@ static void free_keys(const ns_key *keys, void *cfg)
             ns_text *t = at;
             free(t->text);
             free(t->origin);
+            break;
+        }
+        case NS_KEY_MAP: {
+            ns_map *m = at;
+            for (size_t j = 0; j < m->n; j++) {
+                free(m->names[j]);
+                free(m->values[j]);
+            }
+            free(m->names);
+            free(m->values);
             break;
         }
         case NS_KEY_SECTION: {
@@ -911,9 +976,17 @@ static void walk_templates(const ns_key *keys, const void *cfg, const char *wher
     for (size_t i = 0; cfg && keys && keys[i].name && !w->stop; i++) {
         const void *at = (const char *)cfg + keys[i].offset;
         snprintf(key, sizeof(key), "%s.%s", where, keys[i].name);
-        if (keys[i].type == NS_KEY_TEMPLATE && *(char *const *)at)
+        if ((keys[i].type == NS_KEY_TEMPLATE || keys[i].type == NS_KEY_ITEM) &&
+            *(char *const *)at) {
             w->stop = !w->fn(w->arg, w->step, key, *(char *const *)at, keys[i].flags);
-        else if (keys[i].type == NS_KEY_SECTION)
+        } else if (keys[i].type == NS_KEY_MAP) {
+            const ns_map *m = at;
+            for (size_t j = 0; j < m->n && !w->stop; j++) {
+                char mk[400];
+                snprintf(mk, sizeof(mk), "%s.%s", key, m->names[j]);
+                w->stop = !w->fn(w->arg, w->step, mk, m->values[j], 0);
+            }
+        } else if (keys[i].type == NS_KEY_SECTION)
             walk_templates(keys[i].sub, *(void *const *)at, key, w);
     }
 }

@@ -4,7 +4,7 @@
  * mirrors into the repository, and that a restart reads back.
  *
  *   {"position": <the reader's>, "rejects": {"path": P, "offset": N},
- *    "chunks": N, "step_execution_id": N, "counts": {read, write, filter,
+ *    "chunks": N, "records": N, "step_execution_id": N, "counts": {read, write, filter,
  *    read_skip, process_skip, write_skip, commit, rollback, retry},
  *    "processor": <its state>, "writer": <an at-least-once writer's state>,
  *    "done": true (a single-transaction step),
@@ -45,6 +45,8 @@ ns_status ns__ckpt_encode(const ns_ckpt *c, char **out, ns_error *err)
         bad = json_object_set(o, "seconds", c->seconds) != 0;
     if (!bad && c->done)
         bad = json_object_set_new(o, "done", json_true()) != 0;
+    if (!bad && !c->done)
+        bad = json_object_set_new(o, "records", json_integer((json_int_t)c->records)) != 0;
     if (!bad)
         bad = json_object_set_new(o, "repository", json_string(c->repository)) != 0 ||
               json_object_set_new(o, "execution_id", json_integer((json_int_t)c->execution_id));
@@ -88,6 +90,10 @@ ns_status ns__ckpt_decode(const char *text, ns_ckpt *c, ns_error *err)
     c->done = json_is_true(json_object_get(o, "done"));
     c->chunks = json_integer_value(json_object_get(o, "chunks"));
     c->has_chunks = json_is_integer(json_object_get(o, "chunks"));
+    /* Older checkpoints do not count the records of earlier executions. */
+    c->records = json_is_integer(json_object_get(o, "records"))
+                     ? json_integer_value(json_object_get(o, "records"))
+                     : json_integer_value(json_object_get(n, "read"));
     c->counts = (ns_counts){json_integer_value(json_object_get(n, "read")),
                             json_integer_value(json_object_get(n, "write")),
                             json_integer_value(json_object_get(n, "filter")),

@@ -42,6 +42,7 @@ static ns_status make_context(step_run *s, json_t *writer_state, ns_error *err)
                  .step_execution_id = s->se.id,
                  .seconds = secs,
                  .chunks = s->chunks,
+                 .records = s->records_base + s->counts.read,
                  .counts = s->counts,
                  .position = s->reader->vt->position(s->reader),
                  .rejects_path = s->rejects_saved,
@@ -172,6 +173,7 @@ static ns_status resume(step_run *s, const ns_step_state *state, ns_error *err)
     }
     s->proc_state = json_incref(c.processor);
     s->chunks = c.chunks;
+    s->records_base = c.records;
     s->resumed = true;
     if (!foreign)
         ns__rejects_drop_predecessor(s, c.rejects_path);
@@ -503,6 +505,28 @@ static bool stop_asked(step_run *s)
     return asked;
 }
 
+bool ns__step_stopping(step_run *s)
+{
+    if (s->stop || ns__run_stop_requested(s->rc))
+        return true;
+    double now = ns__mono();
+    if (now - s->stop_checked >= 1) {
+        s->stop_checked = now;
+        s->stop = stop_asked(s);
+    }
+    return s->stop;
+}
+
+void ns__step_retried(step_run *s, const char *what, int64_t attempt, double wait,
+                      const char *detail)
+{
+    s->counts.retry++;
+    if (detail)
+        ns__run_notice(s->rc, "step %s: chunk %lld: %s, retry %lld of %lld in %.1f s: %s",
+                       s->def->name, (long long)s->chunks + 1, what, (long long)attempt,
+                       (long long)s->def->retry.limit, wait, detail);
+}
+
 /* Waits `secs`, or less when a stop is requested (a signal, or `nightshift
  * stop`, asked of the repository about once a second): then true. */
 static bool wait_or_stop(step_run *s, double secs)
@@ -545,6 +569,7 @@ static retry_outcome retry_chunk(step_run *s, ns_error *err, ns_counts *committe
     bool undone = memcmp(&s->counts, committed, sizeof(*committed)) != 0;
     retry_outcome out = RETRY_NO;
 
+    committed->retry = s->counts.retry; /* a writer's retries within the chunk (HTTP) */
     if (s->repo_behind || !ns__retry_wanted(r, err, what, sizeof(what)))
         return RETRY_NO;
     while (out == RETRY_NO) {
@@ -645,6 +670,7 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
                 st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
                 goto failed;
             }
+            it->seq = s.records_base + s.counts.read;
             if (!r.error_code && s.proc) {
                 ns_proc_result pr;
                 double t0 = ns__mono();
@@ -739,6 +765,16 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
         }
         continue;
     failed:
+        /* A writer cut its chunk short on a stop request (an HTTP request
+         * waiting to be tried again): the chunk is sent again on restart. */
+        if (strcmp(e.sub, "NS_STOPPED") == 0) {
+            char nread[32];
+            st = NS_OK;
+            *status = NS_BATCH_STOPPED;
+            snprintf(msg, msglen, "stopped on request during chunk %lld (%s); %s records read",
+                     (long long)s.chunks + 1, e.message, ns__count(committed.read, nread));
+            goto out;
+        }
         /* A transient failure: the chunk is undone and tried again on new
          * connections, from the last committed checkpoint. */
         switch (retry_chunk(&s, err, &committed)) {
@@ -789,6 +825,7 @@ out:
         s.writer->vt->rollback(s.writer);
         if (s.store && s.store != s.writer)
             s.store->vt->rollback(s.store);
+        committed.retry = s.counts.retry;
         if (memcmp(&s.counts, &committed, sizeof(committed)) != 0) {
             s.counts = committed;
             s.counts.rollback++;

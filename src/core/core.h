@@ -60,7 +60,11 @@ typedef struct step_run {
     int64_t rejects_offset;
     int64_t rejects_committed; /* its length when the last chunk committed */
     int64_t chunks; /* chunks committed for this step of the instance, across executions */
-    char *context;  /* JSON of the last checkpoint */
+    /* Records read by earlier executions of the step, as of the checkpoint
+     * this one resumed from: an item's number (ns_item.seq) is this plus the
+     * records read so far, the same across restarts. */
+    int64_t records_base;
+    char *context; /* JSON of the last checkpoint */
     /* The context the target holds as far as this run knows: its last
      * commit's, or the one it resumed from (NULL: none). A retry compares
      * the target's row with it to tell whether a commit whose answer was
@@ -74,12 +78,20 @@ typedef struct step_run {
      * waiting to retry (docs/operations.md, "Where the time went"). */
     double secs[5];
     bool stop;
+    double stop_checked; /* when the repository was last asked (ns__step_stopping) */
     double t0;
     char last_reject[512]; /* "line N: CODE: message" of the latest reject */
     bool done;             /* the target says this step already completed */
     bool resumed;          /* continuing from a checkpoint */
     int64_t bytes_start;   /* the reader's input position when this execution began */
 } step_run;
+
+/* Whether a stop was asked of the step's run: a signal, or `nightshift stop`
+ * (the repository is asked at most once a second). */
+bool ns__step_stopping(step_run *s);
+/* A writer's retry within a chunk: counted (retry_count) and logged. */
+void ns__step_retried(step_run *s, const char *what, int64_t attempt, double wait,
+                      const char *detail);
 
 /*
  * Claims the step's checkpoint row in writer w (the fence, see
@@ -159,6 +171,7 @@ typedef struct ns_ckpt {
     bool done;        /* a single-transaction step (sql, rebuild, ...) committed */
     bool has_chunks;  /* (decoded: chunks was there) */
     int64_t chunks;   /* chunks committed for the step of the instance */
+    int64_t records;  /* records read by the step of the instance, across executions */
     ns_counts counts; /* the step execution's counters at that commit */
     json_t *position; /* the reader's position (borrowed) */
     const char *rejects_path;

@@ -14,6 +14,7 @@ static const ns_plugin *const plugins[] = {
     /* writers */
     &ns__plugin_table,
     &ns__plugin_file,
+    &ns__plugin_http,
     /* processors */
     &ns__plugin_lua,
     /* step types; chunk (reader: and writer:) has no section of its own */

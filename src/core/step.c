@@ -109,8 +109,8 @@ bool ns__run_stop_requested(const run_ctx *rc)
  * stored (*shown): the same text with every ${env.X} left unexpanded, since an
  * environment value is never written to the repository, logs or output.
  */
-ns_status ns__run_subst_as(step_run *s, int64_t execution_id, const char *tmpl, const char *what,
-                           char **real, char **shown, ns_error *err)
+static ns_status subst_as(step_run *s, int64_t execution_id, const char *tmpl, const char *what,
+                          bool path, char **real, char **shown, ns_error *err)
 {
     ns_subst_ctx c = {.job = s->rc->job,
                       .param_names = (const char *const *)s->rc->params->names,
@@ -120,7 +120,7 @@ ns_status ns__run_subst_as(step_run *s, int64_t execution_id, const char *tmpl, 
                       .step = s->def->name,
                       .keep_env = true,
                       .secrets = &s->rc->secrets,
-                      .path = strcmp(what, "connection") != 0};
+                      .path = path};
     ns_status st = ns__subst(tmpl, &c, what, shown, err);
     c.keep_env = false;
     if (st == NS_OK && (st = ns__subst(*shown, &c, what, real, err)) != NS_OK) {
@@ -128,6 +128,12 @@ ns_status ns__run_subst_as(step_run *s, int64_t execution_id, const char *tmpl, 
         *shown = NULL;
     }
     return st;
+}
+
+ns_status ns__run_subst_as(step_run *s, int64_t execution_id, const char *tmpl, const char *what,
+                           char **real, char **shown, ns_error *err)
+{
+    return subst_as(s, execution_id, tmpl, what, strcmp(what, "connection") != 0, real, shown, err);
 }
 
 /* The same, for this execution. */
@@ -316,7 +322,9 @@ static ns_status env_subst(void *ctx, const char *tmpl, const char *what, bool p
                            char **shown, ns_error *err)
 {
     step_run *s = ctx;
-    ns_status st = ns__run_subst(s, tmpl, what, real, shown, err);
+    /* An HTTP request's parts are not paths: a parameter may hold a '/'. */
+    bool text = strncmp(what, "writer.http", 11) == 0;
+    ns_status st = subst_as(s, s->rc->launch.execution_id, tmpl, what, !text, real, shown, err);
     if (st == NS_OK && path &&
         ((st = ns__run_resolve(s->rc, real, 0, err)) != NS_OK ||
          (st = ns__run_resolve(s->rc, shown, 0, err)) != NS_OK)) {
@@ -404,6 +412,23 @@ static bool env_ours_execution(void *ctx, int64_t id)
     return instance_of(s->rc, id, &ours, NULL) == NS_OK && ours;
 }
 
+static bool env_stopping(void *ctx)
+{
+    return ns__step_stopping(ctx);
+}
+
+static void env_retried(void *ctx, const char *what, int64_t attempt, double wait,
+                        const char *detail)
+{
+    ns__step_retried(ctx, what, attempt, wait, detail);
+}
+
+static void env_notice(void *ctx, const char *text)
+{
+    step_run *s = ctx;
+    ns__run_notice(s->rc, "step %s: %s", s->def->name, text);
+}
+
 ns_io_env ns__run_env(step_run *s)
 {
     const params *p = s->rc->params;
@@ -416,6 +441,13 @@ ns_io_env ns__run_env(step_run *s)
                        .ours = env_ours,
                        .ours_execution = env_ours_execution,
                        .execution_id = s->rc->launch.execution_id,
+                       .job_name = s->rc->job->name,
+                       .job_key = s->rc->launch.job_key,
+                       .step = s->def->name,
+                       .retry = &s->def->retry,
+                       .retried = env_retried,
+                       .stopping = env_stopping,
+                       .notice = env_notice,
                        .param_names = (const char *const *)p->names,
                        .param_values = (const char *const *)p->values,
                        .nparams = p->n,

@@ -61,6 +61,18 @@ typedef struct ns_io_env {
     /* Whether execution `id` belongs to this job instance. */
     bool (*ours_execution)(void *ctx, int64_t id);
     int64_t execution_id;
+    const char *job_name, *job_key, *step; /* the step of a job instance */
+    /* The step's retry policy, for a writer that retries what failed within
+     * a chunk (each request of an HTTP chunk on its own): retried() counts
+     * a retry and logs it with its cause; stopping() says a stop was asked
+     * (a signal, or `nightshift stop`: asked of the repository about once a
+     * second), so a wait can end early. */
+    const ns_retry *retry;
+    void (*retried)(void *ctx, const char *what, int64_t attempt, double wait, const char *detail);
+    bool (*stopping)(void *ctx);
+    /* A line for the run's log (retried() with detail NULL counts without
+     * logging: a writer that retries many requests sums them up here). */
+    void (*notice)(void *ctx, const char *text);
     const char *const *param_names, *const *param_values;
     size_t nparams;
     int64_t chunk; /* records per chunk */
@@ -92,6 +104,7 @@ struct ns_reader {
 /* An item in a chunk, with the writer's verdict on it. */
 typedef struct ns_item {
     int64_t line;
+    int64_t seq; /* the record's number in the step's input (1: the first), the same on a restart */
     const char *raw;
     size_t raw_len;
     const ns_value *fields;
@@ -266,6 +279,7 @@ extern const ns_plugin ns__plugin_csv;
 extern const ns_plugin ns__plugin_query;
 extern const ns_plugin ns__plugin_table;
 extern const ns_plugin ns__plugin_file;
+extern const ns_plugin ns__plugin_http;
 
 /*
  * How a table writer may share the repository's connection, and so its

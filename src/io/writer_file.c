@@ -152,31 +152,6 @@ static void csv_field(ns_buf *b, const char *p, size_t n, bool null)
     ns__buf_putc(b, '"');
 }
 
-static void json_text(ns_buf *b, const char *p, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    ns__buf_putc(b, '"');
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (c == '"' || c == '\\') {
-            ns__buf_putc(b, '\\');
-            ns__buf_putc(b, (char)c);
-        } else if (c == '\n') {
-            ns__buf_append(b, "\\n", 2);
-        } else if (c == '\t') {
-            ns__buf_append(b, "\\t", 2);
-        } else if (c == '\r') {
-            ns__buf_append(b, "\\r", 2);
-        } else if (c < 0x20) {
-            char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            ns__buf_append(b, u, 6);
-        } else {
-            ns__buf_putc(b, (char)c);
-        }
-    }
-    ns__buf_putc(b, '"');
-}
-
 /* Room for the worst case first (every byte escaped as \u00XX), so that
  * the appends below cannot fail half-way through a line. */
 static ns_status reserve_line(fw *w, const ns_item *it)
@@ -212,10 +187,10 @@ static void put_row(fw *w, const ns_item *it)
             if (i)
                 ns__buf_putc(b, ',');
             const char *name = i < w->ncols ? w->cols[i] : "";
-            json_text(b, name, strlen(name));
+            ns__buf_json_string(b, name, strlen(name));
             ns__buf_putc(b, ':');
             if (it->fields[i].ptr)
-                json_text(b, it->fields[i].ptr, it->fields[i].len);
+                ns__buf_json_string(b, it->fields[i].ptr, it->fields[i].len);
             else
                 ns__buf_append(b, "null", 4);
         }

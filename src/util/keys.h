@@ -18,6 +18,12 @@ typedef struct ns_names {
     size_t n;
 } ns_names;
 
+/* A mapping of names to item templates (NS_KEY_MAP), in file order. */
+typedef struct ns_map {
+    char **names, **values;
+    size_t n;
+} ns_map;
+
 /* A text given inline or read from a file beside the job (a script):
  * `origin` is how Lua and messages name it ("=job.yaml, steps[0].x" inline,
  * "@file.lua" from a file). */
@@ -46,6 +52,9 @@ typedef enum ns_key_type {
     NS_KEY_DURATION,   /* double: seconds, written "10s", "500ms", "2m" or a number; min and
                           max in milliseconds */
     NS_KEY_NUMBER,     /* double: a decimal number from min to max */
+    NS_KEY_ITEM,       /* char *: a TEMPLATE that may also hold ${item.FIELD}, ${item.FIELD|json}
+                          and ${item.FIELD|url}, filled in for each item by the plugin */
+    NS_KEY_MAP,        /* ns_map: a mapping of names to NS_KEY_ITEM templates (headers) */
 } ns_key_type;
 
 /* The key must be given. Keys that share an offset are alternatives (say

@@ -118,6 +118,31 @@ ns_status ns__buf_putc(ns_buf *b, char c)
     return NS_OK;
 }
 
+void ns__buf_json_string(ns_buf *b, const char *p, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    ns__buf_putc(b, '"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c == '"' || c == '\\') {
+            ns__buf_putc(b, '\\');
+            ns__buf_putc(b, (char)c);
+        } else if (c == '\n') {
+            ns__buf_append(b, "\\n", 2);
+        } else if (c == '\t') {
+            ns__buf_append(b, "\\t", 2);
+        } else if (c == '\r') {
+            ns__buf_append(b, "\\r", 2);
+        } else if (c < 0x20) {
+            char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            ns__buf_append(b, u, 6);
+        } else {
+            ns__buf_putc(b, (char)c);
+        }
+    }
+    ns__buf_putc(b, '"');
+}
+
 ns_status ns__buf_printf(ns_buf *b, const char *fmt, ...)
 {
     va_list ap;

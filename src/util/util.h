@@ -108,6 +108,9 @@ typedef struct ns_buf {
 ns_status ns__buf_reserve(ns_buf *b, size_t extra);
 ns_status ns__buf_append(ns_buf *b, const void *p, size_t n);
 ns_status ns__buf_putc(ns_buf *b, char c);
+/* Appends [p, p + n) as a JSON string, quoted and escaped (the bytes are
+ * taken as they are: check UTF-8 first). */
+void ns__buf_json_string(ns_buf *b, const char *p, size_t n);
 ns_status ns__buf_printf(ns_buf *b, const char *fmt, ...) NS_PRINTF(2, 3);
 /* Appends an SQL identifier, double-quoted ("a""b" for a"b). */
 void ns__buf_ident(ns_buf *b, const char *name);
