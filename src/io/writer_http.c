@@ -916,8 +916,8 @@ static ns_status hw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a
         size_t o = 0;
         for (size_t q = 0; q < w->nquiet; q++)
             total += w->quiet[q].n;
-        o += (size_t)snprintf(line, sizeof(line), "%lld more requests of the chunk tried again (",
-                              (long long)total);
+        o += (size_t)snprintf(line, sizeof(line), "%lld more %s of the chunk tried again (",
+                              (long long)total, total == 1 ? "request" : "requests");
         for (size_t q = 0; q < w->nquiet && o < sizeof(line); q++)
             o += (size_t)snprintf(line + o, sizeof(line) - o, "%s%s: %lld", q ? ", " : "",
                                   w->quiet[q].what, (long long)w->quiet[q].n);

@@ -96,6 +96,17 @@ import csv; print(sum(1 for r in csv.DictReader(open('users.csv')) if r['last_lo
 assert_eq "$(q "SELECT count(*) FROM users WHERE status = 'dormant'")" "$want" "dormant-users: switched"
 assert_eq "$(q "SELECT count(*) FROM users WHERE status = 'dormant' AND last_login >= '2025-11-21'")" 0 \
     "dormant-users: switched wrongly"
+# ... and the third party heard of each of them once (ns-receiver's record:
+# a repeat is answered 409), with no secret anywhere but its header
+python3 - out/received.jsonl "$want" <<'PY' || fail "dormant-users: the third party's record"
+import json, sys
+rs = [json.loads(l) for l in open(sys.argv[1])]
+ok = [r for r in rs if r["status"] == 200]
+assert len(ok) == int(sys.argv[2]) == len({r["key"] for r in ok}), (len(ok), sys.argv[2])
+assert {r["path"] for r in ok} == {f"/users/{json.loads(r['body'])['id']}/dormant" for r in ok}
+assert all(r["headers"]["Authorization"].startswith("Bearer ") for r in rs)
+PY
+has dormant-users "the next night switches no one new"
 echo "dormant-users: ok ($want users)"
 
 # 5. coupon-shadow: exactly the differences gen.py knows of.

@@ -107,7 +107,7 @@ for key, rs in keys.items():
         # nothing after the answer it took
         assert rs[-1] is ok[-1] or rs[-1]["fault"] == "slow", (seq, [r["status"] for r in rs])
 err = open(sys.argv[3]).read()
-retried = len(re.findall(r"retry \d+ of 8", err)) + sum(int(n) for n in re.findall(r"(\d+) more requests of the chunk tried again", err))
+retried = len(re.findall(r"retry \d+ of 8", err)) + sum(int(n) for n in re.findall(r"(\d+) more requests? of the chunk tried again", err))
 faults = sum(1 for r in recs if r["fault"] in ("429", "503", "502", "504", "slow"))
 assert retried >= faults, (retried, faults)
 print(delivered, len(rej), retried)

@@ -111,7 +111,7 @@ while [ "$kills" -lt 20 ]; do
     assert_eq "$(show_eval "$id" "'%d %d %d' % tuple(d['steps'][0][k] for k in ('read_count', 'write_count', 'write_skip_count'))")" \
         "$ROWS $good $((ROWS / 1000))" "load $loads: read, written, rejected"
     if [ "$retries" -gt 0 ]; then
-        "$NS" show "$id" | grep -q "tried again after a transient failure" || fail "load $loads: show does not say"
+        "$NS" show "$id" | grep -qE "[0-9]+ retr(y|ies) after a transient failure" || fail "load $loads: show does not say"
         # where the time went: the waits are there, and the parts add up to no more than the step
         show_eval "$id" "(lambda s: s['retry_wait'] > 0 and s['write'] > 0 and sum(s.values()) > 0)(d['steps'][0]['seconds'])" |
             grep -q True || fail "load $loads: the step's times do not show the retry waits"

@@ -73,11 +73,36 @@ PY
             ;;
         esac
         ;;
+    http_*) # ns-receiver on loopback, one for the test; --dedupe answers
+        # 409 to a key it has answered 2xx: the receiver's side of an
+        # at-least-once writer (a chunk sent again on restart, or by a run
+        # fenced off, has the same keys), so "every row once" is what the
+        # receiver accepted
+        export TARGET_URL="sqlite:$T/unused.db"
+        if [ ! -s recv.port ]; then
+            "${NS_RECEIVER:?set NS_RECEIVER}" --dedupe --port-file recv.port --record recv.jsonl 2> recv.log &
+            for _ in $(seq 100); do [ -s recv.port ] && break; sleep 0.05; done
+            [ -s recv.port ] || fail "ns-receiver did not start"
+        fi
+        case $2 in
+        setup) : > recv.jsonl ;;
+        writer)
+            echo "http: {url: \"http://127.0.0.1:$(cat recv.port)/k/\${item.id}\", body: '{\"id\": \${item.id|json}, \"v\": \${item.v|json}}', concurrency: 4, success: [200, 409]}"
+            ;;
+        readback)
+            python3 - recv.jsonl <<'PY'
+import json, sys
+ids = [json.loads(json.loads(l)["body"])["id"] for l in open(sys.argv[1]) if json.loads(l)["status"] == 200]
+print("\n".join(sorted(ids, key=int)))
+PY
+            ;;
+        esac
+        ;;
     *) fail "no fixture $1" ;;
     esac
 }
 # The fixtures of each registered writer.
-declare -A FIXTURES=([table]="table_sqlite table_pg" [file]="file_csv file_jsonl")
+declare -A FIXTURES=([table]="table_sqlite table_pg" [file]="file_csv file_jsonl" [http]="http_receiver")
 
 writers=$("$NS" validate --plugins | awk '$1 == "writer" {print $2}')
 [ -n "$writers" ] || fail "validate --plugins lists no writer"
@@ -85,6 +110,7 @@ for w in $writers; do
     [ -n "${FIXTURES[$w]:-}" ] || fail "writer '$w' is registered but has no contract fixture here: add one"
 done
 PG_TARGET=$(pg_db ns_contract_target)
+fixture http_receiver setup # starts the receiver here, not in a $(...)
 
 contract_job() { # the job file for fixture $1, as contract.yaml
     {
