@@ -463,8 +463,35 @@ static ns_status load_conns(loader *l, const yaml_node_t *map)
         if (!(c->name = ns__strdup(name)))
             return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
         c->line = (int)v->start_mark.line + 1;
-        if ((st = get_template(l, v, key, false, &c->url)) != NS_OK)
+        c->statement_timeout = NS_STATEMENT_TIMEOUT;
+        /* A URL, or {url: URL, statement_timeout: DURATION} */
+        if (v->type == YAML_MAPPING_NODE) {
+            static const char *const ok[] = {"url", "statement_timeout", NULL};
+            for (yaml_node_pair_t *q = v->data.mapping.pairs.start; q < v->data.mapping.pairs.top;
+                 q++) {
+                const char *k = scalar(node_at(l, q->key));
+                bool known = false;
+                for (size_t j = 0; ok[j] && k; j++)
+                    known |= strcmp(k, ok[j]) == 0;
+                if (!known)
+                    return fail(l, node_at(l, q->key), key,
+                                "unknown key '%s' (expected url or statement_timeout)",
+                                k ? k : "?");
+            }
+            yaml_node_t *t = map_get(l, v, "statement_timeout");
+            char k2[300];
+            snprintf(k2, sizeof(k2), "%s.statement_timeout", key);
+            if (t && (st = get_duration(l, t, k2, 0, 7 * 24 * 3600 * 1000LL,
+                                        &c->statement_timeout)) != NS_OK)
+                return st;
+            snprintf(k2, sizeof(k2), "%s.url", key);
+            if (!(v = map_get(l, v, "url")))
+                return fail(l, node_at(l, p->value), key, "needs url:");
+            if ((st = get_template(l, v, k2, false, &c->url)) != NS_OK)
+                return st;
+        } else if ((st = get_template(l, v, key, false, &c->url)) != NS_OK) {
             return st;
+        }
         if (!strchr(c->url, '$') && strncmp(c->url, "sqlite:", 7) != 0 &&
             strncmp(c->url, "postgresql:", 11) != 0 && strncmp(c->url, "postgres:", 9) != 0)
             return fail(l, v, key, "unsupported URL '%s' (use sqlite:PATH or postgresql://...)",

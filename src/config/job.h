@@ -32,7 +32,12 @@ typedef struct ns_conn_def {
     char *name;
     char *url; /* template */
     int line;
+    /* The longest a statement may take before the client cancels it (and
+     * drops the connection when the server does not answer); 0: none. */
+    double statement_timeout;
 } ns_conn_def;
+/* The default statement_timeout of a connection, seconds. */
+#define NS_STATEMENT_TIMEOUT 3600.0
 
 /* on: {EXIT_CODE: target} - target is a step name, "end", "fail" or "stop". */
 typedef struct ns_transition {

@@ -38,6 +38,9 @@ typedef struct run_ctx {
      * messages, the outcome) passes ns__redact with it. */
     ns_secrets secrets;
     ns_checkpoint_use checkpoint; /* what a step may do with its target's checkpoint */
+    /* Watches the statement the run is in: its limit, and a stop request
+     * reaching it (util/watchdog.c). */
+    ns_watchdog *watchdog;
 } run_ctx;
 
 typedef struct step_run {

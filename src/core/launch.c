@@ -130,9 +130,13 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
     ns_job_event je = {
         rc.launch.execution_id, job->name, rc.launch.restart_of, NS_BATCH_STARTED, NULL, NULL, 0};
     ns__run_job_event(&rc, false, &je);
-    /* Heartbeats at a third of the lease, also in the middle of a chunk. */
+    if ((st = ns__watchdog_start(rc.stop, &rc.watchdog, err)) != NS_OK)
+        goto done;
+    /* Heartbeats at a third of the lease, also in the middle of a chunk
+     * (not past a statement's limit: a heartbeat says the run moves). */
     if (repo->vt->keepalive_start &&
-        (st = repo->vt->keepalive_start(repo, rc.launch.execution_id, lease / 3, err)) != NS_OK)
+        (st = repo->vt->keepalive_start(repo, rc.launch.execution_id, lease / 3, rc.watchdog,
+                                        err)) != NS_OK)
         goto done;
 
     ns_batch_status status, end = NS_BATCH_COMPLETED;
@@ -146,6 +150,8 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
         snprintf(code, sizeof(code), "%s", ns_batch_status_name(end));
     if (repo->vt->keepalive_stop)
         repo->vt->keepalive_stop(repo);
+    ns__watchdog_free(rc.watchdog);
+    rc.watchdog = NULL;
     ns_error e2 = {0};
     ns__run_redact(&rc, msg, sizeof(msg));
     if (repo->vt->exec_status(repo, rc.launch.execution_id, status, code, msg, true, &e2) !=
@@ -172,6 +178,9 @@ done:
     ns__run_redact(&rc, out->message, sizeof(out->message));
     if (err)
         ns__run_redact(&rc, err->message, sizeof(err->message));
+    if (rc.watchdog && repo->vt->keepalive_stop)
+        repo->vt->keepalive_stop(repo);
+    ns__watchdog_free(rc.watchdog);
     ns__secrets_free(&rc.secrets);
     ns__params_free(&p);
     free(rc.listeners);

@@ -423,6 +423,14 @@ static void env_retried(void *ctx, const char *what, int64_t attempt, double wai
     ns__step_retried(ctx, what, attempt, wait, detail);
 }
 
+/* A connection's statement_timeout (the default when it has none). */
+static double env_stmt_limit(void *ctx, const char *name)
+{
+    step_run *s = ctx;
+    const ns_conn_def *conn = ns__job_conn(s->rc->job, name);
+    return conn ? conn->statement_timeout : NS_STATEMENT_TIMEOUT;
+}
+
 static void env_notice(void *ctx, const char *text)
 {
     step_run *s = ctx;
@@ -447,6 +455,8 @@ ns_io_env ns__run_env(step_run *s)
                        .retry = &s->def->retry,
                        .retried = env_retried,
                        .stopping = env_stopping,
+                       .watchdog = s->rc->watchdog,
+                       .stmt_limit = env_stmt_limit,
                        .notice = env_notice,
                        .param_names = (const char *const *)p->names,
                        .param_values = (const char *const *)p->values,
@@ -495,7 +505,8 @@ ns_status ns__run_open_store(step_run *s, ns_error *err)
 {
     ns_io_env env = ns__run_env(s);
     ns_share share = ns__run_share(s->rc);
-    ns_writer_args args = {.env = &env, .lease = s->rc->lease, .share = &share};
+    ns_writer_args args = {
+        .env = &env, .lease = s->rc->lease, .share = &share, .stmt_limit = NS_STATEMENT_TIMEOUT};
     ns_status st = ns__table_open_url(s->rc->repo->url, "the repository's database", NULL,
                                       NS_MODE_INSERT, NULL, 0, &args, &s->store, err);
     if (st == NS_OK)
@@ -577,8 +588,11 @@ void ns__step_end(step_run *s, ns_status st, const ns_error *e, bool started,
                   ns_batch_status *status, char *code, size_t codelen, char *msg, size_t msglen)
 {
     if (st != NS_OK) {
-        *status = NS_BATCH_FAILED;
-        snprintf(code, codelen, "FAILED");
+        /* A statement cut short on a stop request (the watchdog): STOPPED,
+         * its transaction undone; the next run does the step again. */
+        bool stopped = strcmp(e->sub, "NS_STOPPED") == 0;
+        *status = stopped ? NS_BATCH_STOPPED : NS_BATCH_FAILED;
+        snprintf(code, codelen, "%s", stopped ? "STOPPED" : "FAILED");
         snprintf(msg, msglen, "%s", e->message);
         s->counts.write = 0;
         if (s->writer)

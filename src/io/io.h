@@ -68,6 +68,11 @@ typedef struct ns_io_env {
      * (a signal, or `nightshift stop`: asked of the repository about once a
      * second), so a wait can end early. */
     const ns_retry *retry;
+    /* Watches the statement the run is in (util/watchdog.c): a reader or
+     * writer arms it around a call that may block on its server, with the
+     * limit of its connection (stmt_limit: seconds, 0 for none). */
+    ns_watchdog *watchdog;
+    double (*stmt_limit)(void *ctx, const char *connection);
     void (*retried)(void *ctx, const char *what, int64_t attempt, double wait, const char *detail);
     bool (*stopping)(void *ctx);
     /* A line for the run's log (retried() with detail NULL counts without
@@ -147,7 +152,9 @@ typedef struct ns_writer_cfg {
      * in the middle of a chunk cannot hold its locks against the run that
      * takes its instance over. */
     double lease;
-    const char *table; /* NULL: the connection only (exec, query, checkpoint, commit) */
+    const char *table;     /* NULL: the connection only (exec, query, checkpoint, commit) */
+    ns_watchdog *watchdog; /* NULL: none */
+    double stmt_limit;     /* seconds a statement may take (0: no limit) */
     ns_write_mode mode;
     const char *const *key;
     size_t nkey;
@@ -301,6 +308,7 @@ typedef struct ns_writer_args {
     const char *const *columns; /* the fields of the items it will be given */
     size_t ncolumns;
     double lease;          /* the run's lease (see ns_writer_cfg.lease) */
+    double stmt_limit;     /* for ns__table_open_url: the connection's statement_timeout */
     const ns_share *share; /* NULL: never share the repository's connection */
 } ns_writer_args;
 

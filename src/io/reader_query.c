@@ -34,8 +34,11 @@ typedef struct query_reader {
     sqlite3 *db;
     sqlite3_stmt *first, *next; /* SQLite */
     PGconn *c;                  /* PostgreSQL: statements prepared as ns_first/ns_next */
-    bool pending;               /* the next page's query is already sent */
-    bool fetching;              /* ... and a thread is receiving its result */
+    ns_watchdog *wd;            /* PostgreSQL: the run's, around each page's fetch */
+    double limit;               /* the connection's statement_timeout */
+    ns_pg_cancel *cancel;
+    bool pending;  /* the next page's query is already sent */
+    bool fetching; /* ... and a thread is receiving its result */
     pthread_t fetcher;
     PGresult *ahead; /* what the fetcher received */
     PGresult *res;   /* PostgreSQL: the current page (cells point into it) */
@@ -237,6 +240,12 @@ static ns_status q_open(ns_reader *base, const void *cfg, const ns_io_env *env, 
             goto out;
         }
         PQsetClientEncoding(r->c, "UTF8");
+        r->wd = env->watchdog;
+        r->limit = env->stmt_limit ? env->stmt_limit(env->ctx, d->connection) : 0;
+        if (!(r->cancel = ns__pg_cancel_new(r->c))) {
+            st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+            goto out;
+        }
         PGresult *res = PQprepare(r->c, "ns_first", first, 0, NULL);
         if (PQresultStatus(res) == PGRES_COMMAND_OK) {
             PQclear(res);
@@ -444,7 +453,22 @@ static ns_status q_next(ns_reader *base, ns_record *out, bool *eof, ns_error *er
             *eof = true;
             return NS_OK;
         }
-        if ((st = fetch(r, err)) != NS_OK)
+        ns__watchdog_arm(r->wd, r->limit, ns__pg_interrupt, r->cancel);
+        st = fetch(r, err);
+        int why = ns__watchdog_disarm(r->wd);
+        if (st != NS_OK && why) {
+            char lim[32];
+            snprintf(err->sub, sizeof(err->sub), "%s",
+                     why == NS_WD_STOP ? "NS_STOPPED" : "NS_TIMEOUT");
+            if (why == NS_WD_STOP)
+                ns__err_prefix(err, "the query was cut short on a stop request");
+            else
+                ns__err_prefix(
+                    err,
+                    "%s: a page of the query ran past its statement_timeout (%s) and was cut short",
+                    r->shown, ns__duration_str((int64_t)(r->limit * 1000), lim));
+        }
+        if (st != NS_OK)
             return st;
         if (r->rows == 0) {
             r->done = true;
@@ -527,6 +551,7 @@ static void q_close(ns_reader *base)
     sqlite3_finalize(r->next);
     sqlite3_close_v2(r->db);
     PQfinish(r->c);
+    ns__pg_cancel_free(r->cancel);
     for (size_t i = 0; r->names && i < r->ncols; i++)
         free(r->names[i]);
     free(r->names);

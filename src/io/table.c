@@ -78,6 +78,8 @@ ns_status ns__table_open_url(const char *url, const char *shown, const char *tab
                          .own = !sh,
                          .lease = args->lease,
                          .table = table,
+                         .watchdog = args->env ? args->env->watchdog : NULL,
+                         .stmt_limit = args->stmt_limit,
                          .mode = mode,
                          .key = key,
                          .nkey = nkey,
@@ -100,8 +102,10 @@ ns_status ns__table_open(const char *conn, const char *table, ns_write_mode mode
     const ns_io_env *env = args->env;
     char *url = NULL, *where = NULL;
     ns_status st = env->connection(env->ctx, conn, &url, &where, err);
+    ns_writer_args a = *args;
+    a.stmt_limit = env->stmt_limit ? env->stmt_limit(env->ctx, conn) : 0;
     if (st == NS_OK)
-        st = ns__table_open_url(url, where, table, mode, key, nkey, args, out, err);
+        st = ns__table_open_url(url, where, table, mode, key, nkey, &a, out, err);
     free(url);
     free(where);
     return st;

@@ -391,6 +391,28 @@ static void quiet(void *arg, const char *message)
     (void)message;
 }
 
+void ns__pgw_guard(pg_writer *w)
+{
+    ns__watchdog_arm(w->wd, w->limit, ns__pg_interrupt, w->cancel);
+}
+
+ns_status ns__pgw_unguard(pg_writer *w, ns_status st, ns_error *err)
+{
+    int why = ns__watchdog_disarm(w->wd);
+    if (!why || st == NS_OK || !err)
+        return st;
+    if (why == NS_WD_STOP) {
+        snprintf(err->sub, sizeof(err->sub), "NS_STOPPED");
+        ns__err_prefix(err, "the statement was cut short on a stop request");
+    } else {
+        char lim[32];
+        snprintf(err->sub, sizeof(err->sub), "NS_TIMEOUT");
+        ns__err_prefix(err, "%s: a statement ran past its statement_timeout (%s) and was cut short",
+                       w->where, ns__duration_str((int64_t)(w->limit * 1000), lim));
+    }
+    return st;
+}
+
 static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *err)
 {
     pg_writer *w = (pg_writer *)base;
@@ -418,6 +440,10 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
         base->shared = true;
     }
     PQsetNoticeProcessor(w->c, quiet, NULL);
+    w->wd = cfg->watchdog;
+    w->limit = cfg->stmt_limit;
+    if (!(w->cancel = ns__pg_cancel_new(w->c)))
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     if (PQsetClientEncoding(w->c, "UTF8") != 0)
         return ns__pgw_fail(w, NULL, err, "set client encoding");
     if (cfg->lease > 0 && cfg->table && cfg->mode != NS_MODE_REPLACE) {
@@ -829,6 +855,7 @@ static void pw_close(ns_writer *base)
     }
     if (!base->shared)
         PQfinish(w->c);
+    ns__pg_cancel_free(w->cancel);
     for (size_t i = 0; i < w->ncols; i++)
         free(w->cols[i].name);
     free(w->cols);
@@ -873,15 +900,38 @@ static bool pw_single(ns_writer *base)
     return ((pg_writer *)base)->mode == NS_MODE_REPLACE;
 }
 
+/* The writer's calls that may block on the server, under the watchdog. */
+static ns_status g_checkpoint(ns_writer *base, const ns_ckpt_key *k, char **context, ns_error *err)
+{
+    pg_writer *w = (pg_writer *)base;
+    ns__pgw_guard(w);
+    return ns__pgw_unguard(w, pw_checkpoint(base, k, context, err), err);
+}
+
+static ns_status g_write(ns_writer *base, ns_item *items, size_t n, ns_arena *arena, ns_error *err)
+{
+    pg_writer *w = (pg_writer *)base;
+    ns__pgw_guard(w);
+    return ns__pgw_unguard(w, ns__pgw_write(base, items, n, arena, err), err);
+}
+
+static ns_status g_commit(ns_writer *base, const ns_ckpt_key *k, const char *context,
+                          ns_commit_hook hook, void *arg, ns_error *err)
+{
+    pg_writer *w = (pg_writer *)base;
+    ns__pgw_guard(w);
+    return ns__pgw_unguard(w, pw_commit(base, k, context, hook, arg, err), err);
+}
+
 const ns_writer_vt ns__writer_table_pg = {
     .name = "table:postgresql",
     .version = NS_WRITER_VERSION,
     .caps = NS_WRITER_TRANSACTIONAL,
     .instance_size = sizeof(pg_writer),
     .open = pw_open,
-    .checkpoint = pw_checkpoint,
-    .write = ns__pgw_write,
-    .commit = pw_commit,
+    .checkpoint = g_checkpoint,
+    .write = g_write,
+    .commit = g_commit,
     .rollback = pw_rollback,
     .close = pw_close,
     .single_transaction = pw_single,

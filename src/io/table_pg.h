@@ -105,8 +105,11 @@ typedef struct pg_writer {
     size_t *held; /* items of the chunk held out of the streamed COPY */
     size_t nheld, heldcap;
     PGconn *c;
-    char *where;  /* "connection 'target' (postgresql://...)" for messages */
-    char *qtable; /* the table as a quoted, qualified name */
+    ns_watchdog *wd;      /* the run's (NULL: none) */
+    double limit;         /* statement_timeout, seconds (0: none) */
+    ns_pg_cancel *cancel; /* what the watchdog interrupts c with */
+    char *where;          /* "connection 'target' (postgresql://...)" for messages */
+    char *qtable;         /* the table as a quoted, qualified name */
     ns_write_mode mode;
     pcol *cols; /* one per input field, in input order */
     size_t ncols;
@@ -154,6 +157,11 @@ typedef struct copy_error {
 
 /* table_pg.c */
 ns_status ns__pgw_fail(pg_writer *w, PGresult *res, ns_error *err, const char *what);
+/* Around a call that may block on the server: the watchdog cuts it short
+ * past the connection's statement_timeout or at a stop request; unguard
+ * then says so in *err (sub NS_TIMEOUT, transient; or NS_STOPPED). */
+void ns__pgw_guard(pg_writer *w);
+ns_status ns__pgw_unguard(pg_writer *w, ns_status st, ns_error *err);
 /* Undoes savepoint `name` and ends it, in one round trip. A savepoint rolled
  * back stays established: one left open per failed attempt nests a
  * subtransaction each, until the server's lock table runs out ("out of

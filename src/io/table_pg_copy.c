@@ -435,8 +435,12 @@ static ns_status stream(pg_writer *w, bool all, ns_error *err)
     size_t len = w->data.len - w->sent;
     if (!len || (!all && len < FLUSH))
         return NS_OK;
-    if (PQputCopyData(w->c, w->data.data + w->sent, (int)len) != 1)
-        return ns__pgw_fail(w, NULL, err, "COPY");
+    ns__pgw_guard(w);
+    ns_status st = PQputCopyData(w->c, w->data.data + w->sent, (int)len) == 1
+                       ? NS_OK
+                       : ns__pgw_fail(w, NULL, err, "COPY");
+    if ((st = ns__pgw_unguard(w, st, err)) != NS_OK)
+        return st;
     w->sent = w->data.len;
     return NS_OK;
 }

@@ -129,7 +129,17 @@ typedef struct pg_cursor {
     bool done;
 } pg_cursor;
 
+static ns_status pgc_next_row(ns_cursor *base, const char *const **values, bool *eof,
+                              ns_error *err);
+
 static ns_status pgc_next(ns_cursor *base, const char *const **values, bool *eof, ns_error *err)
+{
+    pg_writer *w = ((pg_cursor *)base)->w;
+    ns__pgw_guard(w);
+    return ns__pgw_unguard(w, pgc_next_row(base, values, eof, err), err);
+}
+
+static ns_status pgc_next_row(ns_cursor *base, const char *const **values, bool *eof, ns_error *err)
 {
     pg_cursor *c = (pg_cursor *)base;
     PQclear(c->row);
@@ -249,4 +259,29 @@ out:
     return NS_OK;
 }
 
-const ns_sql_vt ns__pgw_sql = {ns__pgw_exec_stmt, ns__pgw_query, ns__pgw_cursor};
+/* The same, each under the watchdog (a statement's limit, a stop request). */
+static ns_status g_exec(ns_writer *base, const char *stmt, size_t len, size_t no,
+                        const ns_sql_args *args, int64_t *changed, ns_error *err)
+{
+    pg_writer *w = (pg_writer *)base;
+    ns__pgw_guard(w);
+    return ns__pgw_unguard(w, ns__pgw_exec_stmt(base, stmt, len, no, args, changed, err), err);
+}
+
+static ns_status g_query(ns_writer *base, const char *sql, const ns_sql_args *args, ns_row_fn row,
+                         void *arg, ns_error *err)
+{
+    pg_writer *w = (pg_writer *)base;
+    ns__pgw_guard(w);
+    return ns__pgw_unguard(w, ns__pgw_query(base, sql, args, row, arg, err), err);
+}
+
+static ns_status g_cursor(ns_writer *base, const char *sql, const ns_sql_args *args,
+                          const char *const *key, size_t nkey, ns_cursor **out, ns_error *err)
+{
+    pg_writer *w = (pg_writer *)base;
+    ns__pgw_guard(w);
+    return ns__pgw_unguard(w, ns__pgw_cursor(base, sql, args, key, nkey, out, err), err);
+}
+
+const ns_sql_vt ns__pgw_sql = {g_exec, g_query, g_cursor};

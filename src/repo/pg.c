@@ -28,6 +28,7 @@ typedef struct beat {
     char *url;
     int64_t execution_id;
     double interval;
+    ns_watchdog *watchdog; /* the run's: no beat past a statement's limit */
 } beat;
 
 typedef struct pgr {
@@ -375,11 +376,20 @@ static void *beat_main(void *arg)
             if (c)
                 PQsetNoticeProcessor(c, quiet, NULL);
         }
-        if (c && PQstatus(c) == CONNECTION_OK)
-            PQclear(PQexecParams(c,
-                                 "UPDATE nightshift.ns_job_execution SET heartbeat = now()"
-                                 " WHERE id = $1 AND status IN ('STARTING', 'STARTED', 'STOPPING')",
-                                 1, NULL, v, NULL, NULL, 0));
+        /* A run stuck in one statement past its limit is not renewed: the
+         * heartbeat says the run makes progress, not only that it lives. */
+        if (c && PQstatus(c) == CONNECTION_OK && !ns__watchdog_overdue(b->watchdog)) {
+            PGresult *res = PQexecParams(
+                c,
+                "UPDATE nightshift.ns_job_execution SET heartbeat = now()"
+                " WHERE id = $1 AND status IN ('STARTING', 'STARTED', 'STOPPING') RETURNING status",
+                1, NULL, v, NULL, NULL, 0);
+            /* `nightshift stop` reaches a run blocked in a statement */
+            if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+                strcmp(PQgetvalue(res, 0, 0), "STOPPING") == 0)
+                ns__watchdog_stop_now(b->watchdog);
+            PQclear(res);
+        }
         pthread_mutex_lock(&b->mu);
     }
     pthread_mutex_unlock(&b->mu);
@@ -388,7 +398,7 @@ static void *beat_main(void *arg)
 }
 
 static ns_status pg_keepalive_start(ns_repo *r, int64_t execution_id, double interval,
-                                    ns_error *err)
+                                    ns_watchdog *watchdog, ns_error *err)
 {
     pgr *p = r->impl;
     beat *b = &p->beat;
@@ -397,6 +407,7 @@ static ns_status pg_keepalive_start(ns_repo *r, int64_t execution_id, double int
     if (b->running)
         return NS_OK;
     b->url = p->url;
+    b->watchdog = watchdog;
     b->execution_id = execution_id;
     b->interval = interval > 0.01 ? interval : 0.01;
     b->stop = false;

@@ -121,7 +121,11 @@ typedef struct ns_repo_vt {
     /* Optional: renew the execution's heartbeat every `interval` seconds
      * from a thread with its own connection until keepalive_stop, so a long
      * chunk is not taken for a dead run by a launch on another host. */
-    ns_status (*keepalive_start)(ns_repo *r, int64_t execution_id, double interval, ns_error *err);
+    /* Renews the heartbeat every `interval` seconds from a thread, except
+     * while the run's statement is past its limit (watchdog); a STOPPING
+     * status it sees reaches a statement the run is blocked in. */
+    ns_status (*keepalive_start)(ns_repo *r, int64_t execution_id, double interval,
+                                 ns_watchdog *watchdog, ns_error *err);
     void (*keepalive_stop)(ns_repo *r);
     /* Brings an earlier step execution up to the target's checkpoint. */
     ns_status (*step_reconcile)(ns_repo *r, int64_t step_exec_id, const ns_counts *c,

@@ -20,6 +20,7 @@ static const fault_kind kinds[] = {
     {"40001", "40001", "serialization failure", true},
     {"40P01", "40P01", "deadlock", true},
     {"08*", "08*", "connection lost", true},
+    {"57014", "57014", "statement cancelled", true},
     {"57P01", "57P01", "server shut down by an administrator", true},
     {"57P02", "57P02", "server crashed", true},
     {"57P03", "57P03", "server not accepting connections yet", true},

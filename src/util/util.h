@@ -188,6 +188,28 @@ bool ns__parse_duration(const char *s, double *out);
  * "10s", "2m"); returns buf (>= 32 bytes). */
 const char *ns__duration_str(int64_t ms, char *buf);
 
+/* --------------------------------------------- watchdog (watchdog.c) */
+
+/* Cuts short a call blocked on a server: level 1 cancels the statement (may
+ * block: called without the watchdog's lock), level 2 drops the connection
+ * (must not block: called with it held, so the connection is still open). */
+typedef void (*ns_interrupt_fn)(void *arg, int level);
+typedef struct ns_watchdog ns_watchdog;
+enum { NS_WD_LIMIT = 1, NS_WD_STOP = 2 };
+/* A thread that watches the calls armed below; `stop` is the run's stop token. */
+ns_status ns__watchdog_start(volatile sig_atomic_t *stop, ns_watchdog **out, ns_error *err);
+void ns__watchdog_free(ns_watchdog *w);
+/* Before a call that may block on a server for up to `limit` seconds (0: no
+ * limit, only a stop request interrupts it). w may be NULL (no watchdog). */
+void ns__watchdog_arm(ns_watchdog *w, double limit, ns_interrupt_fn fn, void *arg);
+/* After it: 0, or why it was interrupted (NS_WD_LIMIT, NS_WD_STOP). Arms
+ * nest: only the outermost sets the limit, and its disarm says why. */
+int ns__watchdog_disarm(ns_watchdog *w);
+/* Whether the armed call is past its limit (a heartbeat then stops renewing). */
+bool ns__watchdog_overdue(ns_watchdog *w);
+/* A stop asked from elsewhere (`nightshift stop`, seen by the heartbeat). */
+void ns__watchdog_stop_now(ns_watchdog *w);
+
 /* ----------------------------------------------- retries (retry.c) */
 
 /* A step's retry policy (docs/jobs.md, "retry"): how often a failed chunk
@@ -223,6 +245,14 @@ const char *ns__pg_state(struct pg_conn *c, const struct pg_result *res);
  * of memory; check PQstatus. */
 #define NS_PG_CONNECT_TIMEOUT "10"
 struct pg_conn *ns__pg_connect(const char *url, const char *app);
+/* What the watchdog needs to cut short a call blocked on connection c: its
+ * cancel key and socket (NULL when out of memory). ns__pg_interrupt is its
+ * ns_interrupt_fn: level 1 sends a cancel request (from a thread of its
+ * own), level 2 shuts the socket down. */
+typedef struct ns_pg_cancel ns_pg_cancel;
+ns_pg_cancel *ns__pg_cancel_new(struct pg_conn *c);
+void ns__pg_cancel_free(ns_pg_cancel *k);
+void ns__pg_interrupt(void *arg, int level);
 
 /* ------------------------------------------------- SQL text (sql.c) */
 

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# A frozen backend (docs/operations.md, "Timeouts"): the target's backend is
+# stopped with SIGSTOP in the middle of a load, so it answers neither the
+# COPY nor a cancel request, and the connection stays open. The client
+# enforces the connection's statement_timeout: it cancels, then drops the
+# connection, and the chunk is retried on a new one, so the load completes
+# by itself with every row once. SIGTERM reaches a run blocked the same way:
+# STOPPED (exit 3) within seconds, and the next run resumes. The limit is a
+# key of the connection, checked when the job file loads.
+source "$(dirname "$0")/lib.sh"
+ROWS=200000
+TARGET_URL=$(pg_db ns_timeout)
+export TARGET_URL
+frozen=
+trap '[ -n "$frozen" ] && kill -CONT $frozen 2>/dev/null; cleanup' EXIT
+csv_rows 1 "$ROWS" > in.csv
+# no unique key: a frozen transaction's rows would hold a retried chunk's
+# keys until it ends (see docs/operations.md)
+reset_table() { db_sql "$TARGET_URL" "DROP TABLE IF EXISTS k, nightshift_checkpoint; CREATE TABLE k (id int, v text)" > /dev/null; }
+job() { # job NAME LIMIT RETRY
+    load_job "$1.yaml" "$1" k "retry: $3"
+    sed -i "s|  target: \"\${env.TARGET_URL}\"|  target: {url: \"\${env.TARGET_URL}\", statement_timeout: $2}|; s/chunk: 100$/chunk: 2000/" "$1.yaml"
+}
+# freeze: SIGSTOP the backend of the load's connection once rows are in
+freeze() {
+    local n=0
+    for _ in $(seq 400); do
+        n=$(db_sql "$TARGET_URL" "SELECT count(*) FROM k")
+        [ "$n" -gt 0 ] && break
+        sleep 0.05
+    done
+    [ "$n" -gt 0 ] || fail "the load did not start"
+    frozen=$(db_sql "$TARGET_URL" "SELECT pid FROM pg_stat_activity WHERE application_name = 'nightshift'
+        AND datname = current_database() AND state <> 'idle' ORDER BY backend_start LIMIT 1")
+    [ -n "$frozen" ] || fail "no busy backend of the load to freeze"
+    kill -STOP "$frozen"
+}
+thaw() { kill -CONT "$frozen" 2>/dev/null || true; frozen=; }
+
+# --------------------------- past the limit: cancelled, dropped, retried
+reset_table
+job limit 2s "{limit: 3, backoff: {initial: 100ms}}"
+t0=$(date +%s)
+"$NS" run limit.yaml file=in.csv > limit.out 2> limit.err &
+pid=$!
+freeze
+rc=0
+timeout 120 tail --pid=$pid -f /dev/null || true
+wait $pid || rc=$?
+t=$(($(date +%s) - t0))
+thaw
+[ "$rc" == 0 ] || { cat limit.err >&2; fail "the load did not complete by itself past a frozen backend (exit $rc)"; }
+grep -q "ran past its statement_timeout (2s) and was cut short" limit.err ||
+    { cat limit.err >&2; fail "the retry does not say the statement passed its limit"; }
+assert_eq "$(db_sql "$TARGET_URL" "SELECT count(*), count(DISTINCT id) FROM k")" "$ROWS|$ROWS" "rows after a frozen backend"
+id=$("$NS" list --json --limit 1 | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['id'])")
+[ "$(show_eval "$id" "d['steps'][0]['retry_count']")" -ge 1 ] || fail "the retry is not counted"
+echo "ok: a frozen backend past statement_timeout: cancelled, dropped, retried; the load completed in ${t}s"
+
+# --------------------------------------- SIGTERM reaches a blocked run
+reset_table
+job stop 1h "{limit: 3}"
+"$NS" run stop.yaml file=in.csv > stop.out 2> stop.err &
+pid=$!
+freeze
+sleep 1
+t0=$(date +%s)
+kill -TERM $pid
+rc=0
+timeout 60 tail --pid=$pid -f /dev/null || true
+wait $pid || rc=$?
+t=$(($(date +%s) - t0))
+thaw
+[ "$rc" == 3 ] || { cat stop.err >&2; fail "SIGTERM during a blocked statement: exit $rc, expected 3"; }
+[ "$t" -le 15 ] || fail "SIGTERM took ${t}s to stop a blocked run"
+grep -q "cut short on a stop request" stop.err || { cat stop.err >&2; fail "the stop is not said"; }
+id=$("$NS" list --json --limit 1 | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['id'])")
+assert_eq "$(show_field "$id" "['status']")" STOPPED "status after SIGTERM in a blocked statement"
+expect_exit 0 "$NS" run stop.yaml file=in.csv
+expect_err "restarts execution $id"
+assert_eq "$(db_sql "$TARGET_URL" "SELECT count(*), count(DISTINCT id) FROM k")" "$ROWS|$ROWS" "rows after the stop and the restart"
+echo "ok: SIGTERM stops a run blocked in a statement in ${t}s (exit 3); the next run resumes"
+
+# --------------------------------------------------- the key itself
+job bad 2s "{limit: 1}"
+sed -i 's/statement_timeout: 2s/statement_timeout: soon/' bad.yaml
+expect_exit 2 "$NS" validate bad.yaml
+expect_err "connections.target.statement_timeout: must be a duration"
+sed -i 's/statement_timeout: soon/statement_timout: 2s/' bad.yaml
+expect_exit 2 "$NS" validate bad.yaml
+expect_err "unknown key 'statement_timout'"
+echo "ok: statement_timeout is checked when the job file loads"
