@@ -34,6 +34,7 @@ typedef struct beat {
 typedef struct pgr {
     PGconn *c;
     char started[32]; /* this backend's start, in microseconds; "" until asked */
+    int started_pid;  /* the backend `started` is of */
     char *url;
     beat beat;
 } pgr;
@@ -159,12 +160,49 @@ static ns_status fail(PGconn *c, PGresult *res, ns_error *err, const char *what)
     return ns__err(err, NS_EDB, state, "repository: %s: %.*s", what, (int)len, msg);
 }
 
-/* Runs a statement with text parameters; NULL (and err) unless it succeeded. */
+/*
+ * The repository's connection lost (a terminated backend, a server
+ * restarted): opened again (PQreset, the same PGconn, so a writer sharing it
+ * finds it again), waiting 0.25 s, 0.5 s, ... up to 8 s between tries (about
+ * 16 s in all). Only where no transaction of the caller's is lost by it:
+ * the connection was already known to be gone, or it was idle before the
+ * statement that failed (a BEGIN, or a statement of its own).
+ */
+static bool revive(PGconn *c, bool idle_before, PGresult *res)
+{
+    bool bad_before = !idle_before && PQstatus(c) == CONNECTION_BAD;
+    if (!c || !(idle_before || bad_before))
+        return false;
+    const char *state = ns__pg_state(c, res);
+    if (!bad_before && strncmp(state, "08", 2) != 0 && strcmp(state, "57P01") != 0 &&
+        strcmp(state, "57P02") != 0 && strcmp(state, "57P03") != 0)
+        return false;
+    for (double wait = 0.25; wait <= 8; wait *= 2) {
+        struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
+        nanosleep(&ts, NULL);
+        PQreset(c);
+        if (PQstatus(c) == CONNECTION_OK)
+            return true;
+    }
+    return false;
+}
+
+/* Runs a statement with text parameters; NULL (and err) unless it
+ * succeeded. Sent again once on a revived connection when the connection
+ * was lost while it was idle. */
 static PGresult *q(PGconn *c, ns_error *err, const char *what, const char *sql, int n,
                    const char *const *v)
 {
+    bool was_idle = PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) == PQTRANS_IDLE;
+    if (PQstatus(c) == CONNECTION_BAD)
+        revive(c, false, NULL);
     PGresult *res = PQexecParams(c, sql, n, NULL, v, NULL, NULL, 0);
     ExecStatusType s = PQresultStatus(res);
+    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && was_idle && revive(c, true, res)) {
+        PQclear(res);
+        res = PQexecParams(c, sql, n, NULL, v, NULL, NULL, 0);
+        s = PQresultStatus(res);
+    }
     if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
         fail(c, res, err, what);
         PQclear(res);
@@ -184,6 +222,8 @@ static ns_status run(PGconn *c, ns_error *err, const char *what, const char *sql
 /* Runs a script of several statements (simple protocol, no parameters). */
 static ns_status script(PGconn *c, ns_error *err, const char *what, const char *sql)
 {
+    if (PQstatus(c) == CONNECTION_BAD)
+        revive(c, false, NULL);
     PGresult *res = PQexec(c, sql);
     ns_status s = PQresultStatus(res) == PGRES_COMMAND_OK ? NS_OK : fail(c, res, err, what);
     PQclear(res);
@@ -449,7 +489,12 @@ void *ns__repo_pg_shared(ns_repo *r, void *conn)
     /* A backend is known by its pid and start time: no other server can
      * have one with both (a mere pid, host or port could match by chance). */
     const char *started = "(extract(epoch FROM backend_start) * 1000000)::bigint::text";
+    if (PQstatus(p->c) == CONNECTION_BAD)
+        revive(p->c, false, NULL);
+    if (p->started_pid != PQbackendPID(p->c))
+        p->started[0] = '\0'; /* a new backend since (the connection was opened again) */
     if (!p->started[0]) {
+        p->started_pid = PQbackendPID(p->c);
         char *sql =
             ns__asprintf("SELECT %s FROM pg_stat_activity WHERE pid = pg_backend_pid()", started);
         PGresult *res = sql ? PQexec(p->c, sql) : NULL;

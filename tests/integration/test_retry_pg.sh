@@ -142,6 +142,29 @@ for mode in fast immediate; do
     echo "ok: pg_ctl restart -m $mode mid-load"
 done
 
+# --- the repository's server restarted mid-load: the repository in the
+# target's own database (one connection, shared), then in another database
+# of the same server (its own connection); the run completes by itself and
+# its record says so
+psql "$admin" -qAtc "CREATE DATABASE rt_repo" >/dev/null
+for where in shared apart; do
+    if [ "$where" == shared ]; then repo=$TARGET_URL; else repo=${admin/\/postgres\?/\/rt_repo?}; fi
+    reset_table
+    NIGHTSHIFT_REPOSITORY=$repo "$NS" run restart.yaml file=in.csv how="repo-$where" >out 2>err &
+    pid=$!
+    under_way
+    kill -0 "$pid" 2>/dev/null || fail "repository $where: the load ended before the restart"
+    pgctl -m fast -w restart
+    rc=0
+    wait "$pid" || rc=$?
+    [ "$rc" == 0 ] || { cat err >&2; fail "repository $where restarted: exit $rc"; }
+    id=$(NIGHTSHIFT_REPOSITORY=$repo last_id)
+    assert_eq "$(NIGHTSHIFT_REPOSITORY=$repo show_field "$id" "['status']")" COMPLETED "repository $where restarted: status"
+    NIGHTSHIFT_REPOSITORY=$repo check_load "$id" "repository $where restarted"
+    echo "ok: the repository's server restarted mid-load ($where): the run completed"
+done
+psql "$TARGET_URL" -qc "SET client_min_messages = warning" -c "DROP SCHEMA nightshift CASCADE"
+
 # --- the server gone longer than the policy waits: the step fails, saying
 # how often it tried; with the server back, the next run resumes and
 # completes, every row once.
