@@ -248,7 +248,11 @@ static ns_status sw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
         if (sqlite3_open_v2(cfg->url + 7, &w->db, flags, NULL) != SQLITE_OK)
             return ns__err(err, NS_EDB, NULL, "%s: cannot open the database: %s", w->where,
                            w->db ? sqlite3_errmsg(w->db) : "out of memory");
-        sqlite3_busy_timeout(w->db, 30000);
+        /* A lock held by another connection is waited for up to 30 s, or
+         * the connection's statement_timeout when shorter; then SQLITE_BUSY,
+         * which the step's retry policy retries. */
+        double wait = cfg->stmt_limit > 0 && cfg->stmt_limit < 30 ? cfg->stmt_limit : 30;
+        sqlite3_busy_timeout(w->db, (int)(wait * 1000));
         /* A larger page cache keeps index maintenance of big loads in memory. */
         if ((st = exec(w, "PRAGMA cache_size = -65536", err)) != NS_OK)
             return st;
