@@ -1243,7 +1243,7 @@ static ns_status load_step(loader *l, size_t i, const yaml_node_t *n)
     static const char *const chunk_keys[] = {"name",   "chunk", "reader",  "processor",
                                              "writer", "skip",  "rejects", "retry"};
     static const char *const chunk_only[] = {"chunk", "reader",  "processor", "writer",
-                                             "skip",  "rejects", "retry",     NULL};
+                                             "skip",  "rejects", NULL};
     static const char *const skip_keys[] = {"limit", NULL};
     ns_step_def *s = &l->job->steps[i];
     char where[64], key[128];
@@ -1312,6 +1312,15 @@ static ns_status load_step(loader *l, size_t i, const yaml_node_t *n)
                 snprintf(key, sizeof(key), "%s.%s", where, chunk_only[k]);
                 return fail(l, x, key, "only for reader/writer steps");
             }
+        /* sql, assert, rebuild: retried as a whole (one transaction) */
+        snprintf(key, sizeof(key), "%s.retry", where);
+        s->retry = ns__retry_default;
+        if ((x = map_get(l, n, "retry"))) {
+            if (strcmp(type->name, "compare") == 0)
+                return fail(l, x, key, "not for compare steps (a compare is not retried yet)");
+            if ((st = load_retry(l, s, x, key)) != NS_OK)
+                return st;
+        }
         s->type = type;
         snprintf(key, sizeof(key), "%s.%s", where, type->name);
         return load_plugin(l, type, map_get(l, n, type->name), key, &s->type_cfg);

@@ -529,6 +529,13 @@ void ns__step_retried(step_run *s, const char *what, int64_t attempt, double wai
 
 /* Waits `secs`, or less when a stop is requested (a signal, or `nightshift
  * stop`, asked of the repository about once a second): then true. */
+static bool wait_or_stop(step_run *s, double secs);
+
+bool ns__step_wait(step_run *s, double secs)
+{
+    return wait_or_stop(s, secs);
+}
+
 static bool wait_or_stop(step_run *s, double secs)
 {
     double from = ns__mono(), until = from + secs, asked = from;
@@ -780,6 +787,7 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
         switch (retry_chunk(&s, err, &committed)) {
         case RETRY_AGAIN:
             st = NS_OK;
+            ns_error_clear(&e); /* the next failure is told as itself */
             eof = false;
             names = s.reader->vt->columns(s.reader, &nnames);
             continue;

@@ -92,6 +92,9 @@ typedef struct step_run {
 /* Whether a stop was asked of the step's run: a signal, or `nightshift stop`
  * (the repository is asked at most once a second). */
 bool ns__step_stopping(step_run *s);
+/* Waits `secs` before a retry (counted as retry wait), or less when a stop
+ * is asked: then true. */
+bool ns__step_wait(step_run *s, double secs);
 /* A writer's retry within a chunk: counted (retry_count) and logged. */
 void ns__step_retried(step_run *s, const char *what, int64_t attempt, double wait,
                       const char *detail);

@@ -99,11 +99,53 @@ static bool collect_names(void *arg, size_t ncols, const char *const *names,
  * target is the repository's database, the step's record), so a restart
  * after a crash never applies them twice. An assertion only reads.
  */
+/*
+ * After a failed try of a sql, assert or rebuild step: whether the step's
+ * retry policy tries it again (the transaction was undone: the writer is
+ * closed, and after the wait the step starts over on a new connection,
+ * finding its own commit if the one in doubt went through). On a stop
+ * during the wait, *e says so (NS_STOPPED) and false is returned.
+ */
+static bool retry_db(step_run *s, ns_error *e, int64_t *attempt)
+{
+    const ns_retry *r = &s->def->retry;
+    char what[160];
+    if (!ns__retry_wanted(r, e, what, sizeof(what)))
+        return false;
+    if (*attempt >= r->limit) {
+        size_t len = strlen(e->message);
+        if (*attempt > 0)
+            snprintf(e->message + len, sizeof(e->message) - len,
+                     " (%s; gave up after %lld %s, retry.limit)", what, (long long)*attempt,
+                     *attempt == 1 ? "retry" : "retries");
+        return false;
+    }
+    (*attempt)++;
+    double wait = ns__retry_delay(r, *attempt, &s->seed);
+    ns__run_notice(s->rc, "step %s failed (%s), retry %lld of %lld in %.1f s: %s", s->def->name,
+                   what, (long long)*attempt, (long long)r->limit, wait, e->message);
+    s->counts.retry++;
+    ns__writer_free(s->writer);
+    s->writer = NULL;
+    if (ns__step_wait(s, wait)) {
+        snprintf(e->sub, sizeof(e->sub), "NS_STOPPED");
+        ns__err_prefix(e, "stopped on request while waiting to retry");
+        return false;
+    }
+    ns_error_clear(e);
+    return true;
+}
+
 static void db_step(run_ctx *rc, const ns_step_def *def, db_kind kind, ns_batch_status *status,
                     char *code, size_t codelen, char *msg, size_t msglen)
 {
     const db_cfg *cfg = def->type_cfg;
-    step_run s = {.rc = rc, .def = def, .t0 = ns__mono()};
+    step_run s = {.rc = rc,
+                  .def = def,
+                  .t0 = ns__mono(),
+                  .seed = (uint64_t)getpid() << 32 ^ (uint64_t)(ns__now() * 1e6)};
+    int64_t attempt = 0;
+    bool tried = false;
     ns_step_state state = {0};
     ns_error e = {0}, *err = &e;
     ns_status st;
@@ -118,6 +160,8 @@ static void db_step(run_ctx *rc, const ns_step_def *def, db_kind kind, ns_batch_
     snprintf(code, codelen, "FAILED");
     if ((st = ns__step_start(&s, &state, &started, err)) != NS_OK)
         goto out;
+again:
+    tried = true;
     if ((st = ns__run_open_writer(&s, cfg->connection, false, err)) != NS_OK)
         goto out;
     if (!s.writer->vt->sql) {
@@ -189,6 +233,16 @@ static void db_step(run_ctx *rc, const ns_step_def *def, db_kind kind, ns_batch_
     if (kind == DB_REBUILD)
         snprintf(msg, msglen, "%s rebuilt with %lld rows", cfg->table, (long long)changed);
 out:
+    if (st != NS_OK && tried && retry_db(&s, &e, &attempt)) {
+        ar.n = 0;
+        ar.sample.len = 0;
+        cn.list.len = 0;
+        sql.len = 0;
+        free(ctx);
+        ctx = NULL;
+        s.counts.read = 0;
+        goto again;
+    }
     ns__step_end(&s, st, &e, started, status, code, codelen, msg, msglen);
     ns__writer_free(s.writer);
     ns__buf_free(&ar.sample);

@@ -844,10 +844,19 @@ static void pw_rollback(ns_writer *base)
     w->replaced = false;
 }
 
+/* A rollback on a frozen server would wait for ever: under the watchdog. */
+static void g_rollback(ns_writer *base)
+{
+    pg_writer *w = (pg_writer *)base;
+    ns__pgw_guard(w);
+    pw_rollback(base);
+    ns__watchdog_disarm(w->wd);
+}
+
 static void pw_close(ns_writer *base)
 {
     pg_writer *w = (pg_writer *)base;
-    pw_rollback(base);
+    g_rollback(base);
     if (w->held_prepared && base->shared && w->c) { /* the connection lives on */
         char sql[64];
         snprintf(sql, sizeof(sql), "DEALLOCATE \"%s\"", w->held_name);
@@ -915,6 +924,14 @@ static ns_status g_write(ns_writer *base, ns_item *items, size_t n, ns_arena *ar
     return ns__pgw_unguard(w, ns__pgw_write(base, items, n, arena, err), err);
 }
 
+static ns_status g_feed(ns_writer *base, ns_item *items, size_t index, ns_arena *arena,
+                        ns_error *err)
+{
+    pg_writer *w = (pg_writer *)base;
+    ns__pgw_guard(w);
+    return ns__pgw_unguard(w, ns__pgw_feed(base, items, index, arena, err), err);
+}
+
 static ns_status g_commit(ns_writer *base, const ns_ckpt_key *k, const char *context,
                           ns_commit_hook hook, void *arg, ns_error *err)
 {
@@ -932,9 +949,9 @@ const ns_writer_vt ns__writer_table_pg = {
     .checkpoint = g_checkpoint,
     .write = g_write,
     .commit = g_commit,
-    .rollback = pw_rollback,
+    .rollback = g_rollback,
     .close = pw_close,
     .single_transaction = pw_single,
-    .feed = ns__pgw_feed,
+    .feed = g_feed,
     .sql = &ns__pgw_sql,
 };
