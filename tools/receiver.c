@@ -11,7 +11,7 @@
  * --port 0 (the default) takes a free port and writes it to --port-file.
  * --record appends one JSON line per request: {"t": seconds since the
  * epoch, "method", "path", "key": Idempotency-Key, "headers": {...},
- * "body", "status": what it answered (0: the connection was dropped),
+ * "args": the query's, "body", "status": what it answered (0: the connection was dropped),
  * "fault": what was injected, or null}.
  * --faults "429=0.05,503=0.05,500=0.02,400=0.02,slow=0.01,reset=0.01": the
  * chance of each misbehaviour for each request (a status answered with a
@@ -146,6 +146,9 @@ static void log_request(struct MHD_Connection *c, const char *method, const char
     fputs(",\"headers\":{", record);
     hdrs h = {record, 0, NULL};
     MHD_get_connection_values(c, MHD_HEADER_KIND, each_header, &h);
+    fputs("},\"args\":{", record);
+    hdrs a = {record, 0, NULL};
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, each_header, &a);
     fputs("},\"body\":", record);
     json_str(record, r->body ? r->body : "", r->len);
     fprintf(record, ",\"status\":%d,\"fault\":", status);

@@ -131,6 +131,28 @@ for l in open(sys.argv[1]):
 PY
 echo "ok: faults: $delivered delivered, $rejected rejected with their status, $retried retries"
 
+# a key in the url itself (?key=${env.X}): it reaches the request's query
+# only, never a retry notice, a failure, the repository or the rejects
+export API_KEY="key-$RANDOM-hush-$RANDOM"
+users 200
+receiver urlkey --seed 11 --retry-after 0 --faults "503=0.2,400=0.05"
+http_job urlkey.yaml "concurrency: 4" "skip: {limit: 200}" "retry: {limit: 1, backoff: {initial: 10ms}}"
+sed -i 's|/dormant"|/dormant?key=${env.API_KEY}"|' urlkey.yaml
+rc=0
+"$NS" run urlkey.yaml port="$port" tag=urlkey > urlkey.out 2> urlkey.err || rc=$?
+stop_receiver urlkey
+grep -q 'dormant?key=${env.API_KEY}' urlkey.err || { cat urlkey.err >&2; fail "the url is not shown as its template"; }
+"$NS" show "$("$NS" list --json --limit 1 | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['id'])")" > urlkey.show
+for f in urlkey.err urlkey.out urlkey.show repo.db rejects/*; do
+    if grep -qF "$API_KEY" "$f"; then fail "the url's key is in $f"; fi
+done
+python3 - urlkey.jsonl "$API_KEY" <<'PY' || exit 1
+import json, sys
+rs = [json.loads(l) for l in open(sys.argv[1])]
+assert rs and all(r["args"].get("key") == sys.argv[2] for r in rs), "the key did not reach the request"
+PY
+echo "ok: a key in the url reaches the request only (exit $rc, with retries and rejects logged)"
+
 # ------------------------------------------------------------------ rate
 users 300
 receiver rate
