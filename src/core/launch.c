@@ -46,10 +46,32 @@ static int exit_for(ns_batch_status s)
     }
 }
 
+/* `nightshift stop` for a run blocked in a statement: the watchdog asks the
+ * repository, on a read-only handle of its own (opened on the first ask,
+ * in the watchdog's thread), whether the execution is STOPPING. */
+typedef struct stop_probe {
+    const char *url;
+    int64_t execution_id;
+    ns_repo *repo;
+} stop_probe;
+
+static bool stop_asked_elsewhere(void *arg)
+{
+    stop_probe *p = arg;
+    ns_exec_info info = {0};
+    if (!p->repo && ns_repo_open_readonly(p->url, &p->repo, NULL) != NS_OK)
+        return false;
+    bool asked = p->repo->vt->exec_info(p->repo, p->execution_id, &info, NULL) == NS_OK &&
+                 info.status == NS_BATCH_STOPPING;
+    ns__exec_info_free(&info);
+    return asked;
+}
+
 ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, ns_outcome *out,
                      ns_error *err)
 {
     params p = {0};
+    stop_probe probe = {0};
     run_ctx rc = {.workdir = launch ? launch->workdir : NULL,
                   .repo = repo,
                   .job = job,
@@ -132,6 +154,9 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
     ns__run_job_event(&rc, false, &je);
     if ((st = ns__watchdog_start(rc.stop, &rc.watchdog, err)) != NS_OK)
         goto done;
+    probe.url = repo->url;
+    probe.execution_id = rc.launch.execution_id;
+    ns__watchdog_set_poll(rc.watchdog, stop_asked_elsewhere, &probe);
     /* Heartbeats at a third of the lease, also in the middle of a chunk
      * (not past a statement's limit: a heartbeat says the run moves). */
     if (repo->vt->keepalive_start &&
@@ -152,6 +177,8 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
         repo->vt->keepalive_stop(repo);
     ns__watchdog_free(rc.watchdog);
     rc.watchdog = NULL;
+    ns_repo_close(probe.repo);
+    probe.repo = NULL;
     ns_error e2 = {0};
     ns__run_redact(&rc, msg, sizeof(msg));
     if (repo->vt->exec_status(repo, rc.launch.execution_id, status, code, msg, true, &e2) !=
@@ -181,6 +208,7 @@ done:
     if (rc.watchdog && repo->vt->keepalive_stop)
         repo->vt->keepalive_stop(repo);
     ns__watchdog_free(rc.watchdog);
+    ns_repo_close(probe.repo);
     ns__secrets_free(&rc.secrets);
     ns__params_free(&p);
     free(rc.listeners);

@@ -207,6 +207,10 @@ void ns__watchdog_arm(ns_watchdog *w, double limit, ns_interrupt_fn fn, void *ar
 int ns__watchdog_disarm(ns_watchdog *w);
 /* Whether the armed call is past its limit (a heartbeat then stops renewing). */
 bool ns__watchdog_overdue(ns_watchdog *w);
+/* poll(arg) is asked, from the watchdog's thread, about once a second while
+ * a call has been armed for a second or more: true when a stop was asked
+ * elsewhere (`nightshift stop`); it must use connections of its own. */
+void ns__watchdog_set_poll(ns_watchdog *w, bool (*poll)(void *arg), void *arg);
 /* A stop asked from elsewhere (`nightshift stop`, seen by the heartbeat). */
 void ns__watchdog_stop_now(ns_watchdog *w);
 

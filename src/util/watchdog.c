@@ -35,11 +35,17 @@ struct ns_watchdog {
     /* the armed call (calls armed inside it count in depth only) */
     bool armed;
     int depth;
+    double armed_at;
     double deadline, fired_at;
     int level; /* interrupts made: 0, 1 (cancelled), 2 (dropped) */
     int why;   /* NS_WD_LIMIT or NS_WD_STOP */
     ns_interrupt_fn fn;
     void *arg;
+    /* asked about once a second while a call is armed for longer than
+     * that: whether a stop was asked elsewhere (`nightshift stop`) */
+    bool (*poll)(void *arg);
+    void *poll_arg;
+    double polled;
 };
 
 static void *watch(void *p)
@@ -58,6 +64,18 @@ static void *watch(void *p)
         if (!w->armed || w->quit)
             continue;
         double now = ns__mono();
+        if (w->poll && w->level == 0 && now - w->polled >= 1 && now - w->armed_at >= 1) {
+            bool (*poll)(void *) = w->poll;
+            void *parg = w->poll_arg;
+            w->polled = now;
+            pthread_mutex_unlock(&w->mu);
+            bool asked = poll(parg);
+            pthread_mutex_lock(&w->mu);
+            if (asked)
+                w->stop_now = true;
+            if (!w->armed)
+                continue;
+        }
         bool stop = w->stop_now || (w->stop && *w->stop);
         if (w->level == 0 && (now >= w->deadline || stop)) {
             w->level = 1;
@@ -116,7 +134,8 @@ void ns__watchdog_arm(ns_watchdog *w, double limit, ns_interrupt_fn fn, void *ar
     pthread_mutex_lock(&w->mu);
     if (w->depth++ == 0) {
         w->armed = true;
-        w->deadline = ns__mono() + (limit > 0 ? limit : 1e12);
+        w->armed_at = ns__mono();
+        w->deadline = w->armed_at + (limit > 0 ? limit : 1e12);
         w->level = 0;
         w->why = 0;
         w->fn = fn;
@@ -148,6 +167,14 @@ bool ns__watchdog_overdue(ns_watchdog *w)
     bool late = w->armed && ns__mono() >= w->deadline;
     pthread_mutex_unlock(&w->mu);
     return late;
+}
+
+void ns__watchdog_set_poll(ns_watchdog *w, bool (*poll)(void *arg), void *arg)
+{
+    pthread_mutex_lock(&w->mu);
+    w->poll = poll;
+    w->poll_arg = arg;
+    pthread_mutex_unlock(&w->mu);
 }
 
 void ns__watchdog_stop_now(ns_watchdog *w)

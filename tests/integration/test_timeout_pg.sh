@@ -98,6 +98,28 @@ expect_err "restarts execution $id"
 assert_eq "$(db_sql "$TARGET_URL" "SELECT count(*), count(DISTINCT id) FROM k")" "$ROWS|$ROWS" "rows after the stop and the restart"
 echo "ok: SIGTERM stops a run blocked in a statement in ${t}s (exit 3); the next run resumes"
 
+# ---------------------------------- nightshift stop reaches a blocked run
+reset_table
+job stopcmd 1h "{limit: 3}"
+"$NS" run stopcmd.yaml file=in.csv > stopcmd.out 2> stopcmd.err &
+pid=$!
+freeze
+sleep 1
+id=$("$NS" list --json --limit 1 | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['id'])")
+t0=$(date +%s)
+expect_exit 0 "$NS" stop "$id"
+rc=0
+timeout 60 tail --pid=$pid -f /dev/null || true
+wait $pid || rc=$?
+t=$(($(date +%s) - t0))
+thaw
+[ "$rc" == 3 ] || { cat stopcmd.err >&2; fail "nightshift stop during a blocked statement: exit $rc, expected 3"; }
+[ "$t" -le 15 ] || fail "nightshift stop took ${t}s to stop a blocked run"
+assert_eq "$(show_field "$id" "['status']")" STOPPED "status after nightshift stop in a blocked statement"
+expect_exit 0 "$NS" run stopcmd.yaml file=in.csv
+assert_eq "$(db_sql "$TARGET_URL" "SELECT count(*), count(DISTINCT id) FROM k")" "$ROWS|$ROWS" "rows after nightshift stop and the restart"
+echo "ok: nightshift stop reaches a run blocked in a statement in ${t}s (an SQLite repository)"
+
 # --------------------------------------------------- the key itself
 job bad 2s "{limit: 1}"
 sed -i 's/statement_timeout: 2s/statement_timeout: soon/' bad.yaml
