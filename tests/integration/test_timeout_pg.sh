@@ -120,6 +120,33 @@ expect_exit 0 "$NS" run stopcmd.yaml file=in.csv
 assert_eq "$(db_sql "$TARGET_URL" "SELECT count(*), count(DISTINCT id) FROM k")" "$ROWS|$ROWS" "rows after nightshift stop and the restart"
 echo "ok: nightshift stop reaches a run blocked in a statement in ${t}s (an SQLite repository)"
 
+# ------------------ the heartbeat proves progress, not only life
+# A PostgreSQL repository (lease 3 s: a beat a second). While the frozen
+# statement is within its limit (4 s) the run's heartbeat is renewed; past
+# it (until the connection is dropped, 5 s later) it is not.
+REPO=$(pg_db ns_timeout_repo)
+reset_table
+job beat 4s "{limit: 3, backoff: {initial: 100ms}}"
+NIGHTSHIFT_REPOSITORY=$REPO NIGHTSHIFT_LEASE=3 "$NS" run beat.yaml file=in.csv > beat.out 2> beat.err &
+pid=$!
+freeze
+f0=$(date +%s.%N)
+at() { python3 -c "import time, sys; time.sleep(max(0, float(sys.argv[1]) + float(sys.argv[2]) - time.time()))" "$f0" "$1"; }
+beat() { db_sql "$REPO" "SELECT heartbeat FROM nightshift.ns_job_execution ORDER BY id DESC LIMIT 1"; }
+at 0.5; h1=$(beat)
+at 3.2; h2=$(beat)
+at 5.2; h3=$(beat)
+at 8.0; h4=$(beat)
+grep -q "ran past its statement_timeout" beat.err && fail "the statement was cut short before 8 s (limit 4 s + 5 s)"
+thaw
+rc=0
+timeout 120 tail --pid=$pid -f /dev/null || true
+wait $pid || rc=$?
+[ "$rc" == 0 ] || { cat beat.err >&2; fail "the load with a PostgreSQL repository: exit $rc"; }
+[ "$h1" != "$h2" ] || fail "the heartbeat was not renewed while the statement was within its limit ($h1)"
+assert_eq "$h4" "$h3" "the heartbeat while the statement was past its limit"
+echo "ok: the heartbeat is renewed while a statement is within its limit, not past it"
+
 # --------------------------------------------------- the key itself
 job bad 2s "{limit: 1}"
 sed -i 's/statement_timeout: 2s/statement_timeout: soon/' bad.yaml
