@@ -325,6 +325,9 @@ static ns_status env_subst(void *ctx, const char *tmpl, const char *what, bool p
     /* An HTTP request's parts are not paths: a parameter may hold a '/'. */
     bool text = strncmp(what, "writer.http", 11) == 0;
     ns_status st = subst_as(s, s->rc->launch.execution_id, tmpl, what, !text, real, shown, err);
+    /* a password in an HTTP url (https://user:PW@host) is a secret too */
+    if (st == NS_OK && text)
+        ns__run_secret_url(s->rc, *real);
     if (st == NS_OK && path &&
         ((st = ns__run_resolve(s->rc, real, 0, err)) != NS_OK ||
          (st = ns__run_resolve(s->rc, shown, 0, err)) != NS_OK)) {

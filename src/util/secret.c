@@ -124,9 +124,10 @@ void ns__secrets_add_url(ns_secrets *s, const char *url)
     if (!s || !url)
         return;
     const char *scheme = strstr(url, "://");
-    if (scheme && (strncmp(url, "postgres", 8) == 0)) {
-        /* postgresql://user:password@host...: the userinfo ends at the last
-         * '@' before the path or query. */
+    if (scheme && scheme > url &&
+        strspn(url, "abcdefghijklmnopqrstuvwxyz+.-") == (size_t)(scheme - url)) {
+        /* postgresql://user:password@host..., https://user:password@host...:
+         * the userinfo ends at the last '@' before the path or query. */
         const char *auth = scheme + 3;
         size_t alen = strcspn(auth, "/?#");
         const char *at = NULL;

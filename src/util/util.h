@@ -63,8 +63,8 @@ typedef struct ns_secrets {
 /* Registers a value (and its percent-decoded form); shorter than 4 bytes is
  * ignored (no secret, and it would eat ordinary words). */
 void ns__secrets_add(ns_secrets *s, const char *v, size_t n);
-/* Registers the password of a connection URL (postgresql://u:PW@..., a
- * ?password=PW query, or keyword form password=PW / password='P W'). */
+/* Registers the password of a URL (postgresql://u:PW@..., https://u:PW@...,
+ * a ?password=PW query, or keyword form password=PW / password='P W'). */
 void ns__secrets_add_url(ns_secrets *s, const char *url);
 void ns__secrets_merge(ns_secrets *dst, const ns_secrets *src);
 bool ns__secrets_ok(const ns_secrets *s);

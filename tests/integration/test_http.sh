@@ -138,6 +138,9 @@ users 200
 receiver urlkey --seed 11 --retry-after 0 --faults "503=0.2,400=0.05"
 http_job urlkey.yaml "concurrency: 4" "skip: {limit: 200}" "retry: {limit: 1, backoff: {initial: 10ms}}"
 sed -i 's|/dormant"|/dormant?key=${env.API_KEY}"|' urlkey.yaml
+# and a password written in the url itself (userinfo), shown as *** only
+URL_PW="pw-$RANDOM-userinfo-$RANDOM"
+sed -i "s|http://127.0.0.1:|http://ns:$URL_PW@127.0.0.1:|" urlkey.yaml
 rc=0
 "$NS" run urlkey.yaml port="$port" tag=urlkey > urlkey.out 2> urlkey.err || rc=$?
 stop_receiver urlkey
@@ -145,7 +148,9 @@ grep -q 'dormant?key=${env.API_KEY}' urlkey.err || { cat urlkey.err >&2; fail "t
 "$NS" show "$("$NS" list --json --limit 1 | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['id'])")" > urlkey.show
 for f in urlkey.err urlkey.out urlkey.show repo.db rejects/*; do
     if grep -qF "$API_KEY" "$f"; then fail "the url's key is in $f"; fi
+    if grep -qF "$URL_PW" "$f"; then fail "the url's password is in $f"; fi
 done
+grep -qF "http://ns:***@127.0.0.1" urlkey.err || { cat urlkey.err >&2; fail "the url's password is not shown as ***"; }
 python3 - urlkey.jsonl "$API_KEY" <<'PY' || exit 1
 import json, sys
 rs = [json.loads(l) for l in open(sys.argv[1])]
