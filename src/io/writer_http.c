@@ -708,14 +708,13 @@ static verdict finish_unit(hw *w, unit *u, CURLcode rc, ns_item *items, const si
     if (rc == CURLE_WRITE_ERROR && u->too_big)
         rc = CURLE_OK;
     stop_transfer(w, u);
-    where(w, u, items, order, at, sizeof(at));
-
     ns_error e = {0};
     char failure[CURL_ERROR_SIZE + 64];
     if (rc == CURLE_OK && status_ok(w->ok, status)) {
         w->sent++;
         return V_DONE;
     }
+    where(w, u, items, order, at, sizeof(at)); /* for what follows: not per delivered request */
     if (rc == CURLE_OK) {
         snprintf(e.sub, sizeof(e.sub), "HTTP_%03ld", status);
         snprintf(failure, sizeof(failure), "HTTP %ld%s%s", status, reason(status)[0] ? " " : "",
@@ -808,6 +807,7 @@ static ns_status hw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a
     unit *units = calloc(nunits ? nunits : 1, sizeof(*units));
     ns_status st = NS_OK;
     size_t done = 0, active = 0, next = 0;
+    size_t waiting = 0; /* requests waiting to be tried again */
     if (!order || !units) {
         free(order);
         free(units);
@@ -824,10 +824,7 @@ static ns_status hw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a
         /* A stop asked while a request waits to be tried again ends the
          * chunk now (it is sent again on restart); otherwise the chunk is
          * finished and the run stops after it. */
-        bool waiting = false;
-        for (size_t i = 0; i < nunits && !waiting; i++)
-            waiting = units[i].state == U_QUEUED && units[i].attempt > 0;
-        if (waiting && w->env.stopping(w->env.ctx)) {
+        if (waiting > 0 && w->env.stopping(w->env.ctx)) {
             st = ns__err(err, NS_EIO, "NS_STOPPED",
                          "writer.http: stopped on request while a request waited to be tried "
                          "again");
@@ -850,6 +847,8 @@ static ns_status hw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a
             }
             if ((st = start(w, u, err)) != NS_OK)
                 break;
+            if (u->attempt > 0)
+                waiting--;
             active++;
             if (w->per_second > 0)
                 /* just under the rate, so that the receiver, which sees a
@@ -882,6 +881,7 @@ static ns_status hw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a
                 done++;
                 break;
             case V_RETRY:
+                waiting++;
                 break;
             case V_FAIL:
                 st = err->code ? err->code : NS_EIO;
