@@ -851,10 +851,10 @@ static ns_status hw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a
                 waiting--;
             active++;
             if (w->per_second > 0)
-                /* just under the rate, so that the receiver, which sees a
+                /* 5% under the rate, so that the receiver, which sees a
                  * request a little before or after it left, never counts
                  * more than the rate in a second */
-                w->next_slot = (now > w->next_slot ? now : w->next_slot) + 1.01 / w->per_second;
+                w->next_slot = (now > w->next_slot ? now : w->next_slot) + 1.05 / w->per_second;
         }
         while (next < nunits && units[next].state == U_DONE)
             next++;
