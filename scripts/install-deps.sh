@@ -16,6 +16,7 @@ pkgs=(
     libmicrohttpd-dev                    # ns-receiver: the HTTP receiver of tests and examples
     libcmocka-dev                        # unit tests
     procps python3                       # integration tests: ps, data generators
+    python3-croniter tzdata              # tests: an oracle for cron fire times; zones (zdump)
     groff-base man-db                    # tests: the manual page renders; man finds it
 )
 
