@@ -15,6 +15,8 @@ typedef struct cli_opts {
     const char *before;  /* purge --before */
     long long keep_last; /* purge --keep-last */
     bool plugins;        /* validate --plugins */
+    long count;          /* schedule --count */
+    const char *from;    /* schedule --from */
     const char *job, *status;
     int limit;
     const char **args; /* positional arguments */
@@ -55,5 +57,9 @@ int cmd_purge(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_show(int argc, char **argv);
 int cmd_validate(int argc, char **argv);
+int cmd_schedule(int argc, char **argv);
+/* The job files of a folder (*.yaml, *.yml), sorted, NULL-terminated (each and
+ * the array malloc'd); NULL when it cannot be read. */
+char **cli_job_files(const char *dir, size_t *n);
 
 #endif

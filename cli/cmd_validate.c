@@ -38,8 +38,12 @@ int cmd_validate(int argc, char **argv)
             rc = NS_EXIT_USAGE;
             continue;
         }
-        printf("%s: ok (job %s, %zu step%s)\n", o.args[i], ns_job_name(job), ns_job_step_count(job),
+        ns_schedule_info si;
+        printf("%s: ok (job %s, %zu step%s", o.args[i], ns_job_name(job), ns_job_step_count(job),
                ns_job_step_count(job) == 1 ? "" : "s");
+        if (ns_job_schedule(job, &si))
+            printf("; scheduled \"%s\" in %s", si.cron, si.timezone);
+        printf(")\n");
         ns_job_free(job);
     }
 done:

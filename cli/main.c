@@ -88,6 +88,17 @@ static const struct command {
      "\n"
      "  --json                    as one JSON object\n"
      "  --repository URL          the job repository\n"},
+    {"schedule", cmd_schedule, "schedule JOB.yaml|DIR ... [--count N] [--from TIME] [--json]",
+     "the next fire times of job schedules",
+     "For each job file (a folder: its *.yaml and *.yml files that have a schedule:),\n"
+     "prints the schedule with its defaults and its next N fire times, in the\n"
+     "schedule's zone and in UTC; a time that falls in a DST gap or a repeated hour\n"
+     "says what the dst: policy does with it. Nothing runs; no repository is opened.\n"
+     "\n"
+     "  --count N                 how many fire times (default 5)\n"
+     "  --from TIME               after TIME instead of now: YYYY-MM-DD (UTC midnight),\n"
+     "                            YYYY-MM-DDTHH:MM:SSZ or YYYY-MM-DDTHH:MM:SS+HH:MM\n"
+     "  --json                    as a JSON array: ISO 8601 instants with their offsets\n"},
     {"validate", cmd_validate, "validate JOB.yaml ... | validate --plugins",
      "check job files without running them",
      "Loads each job file and checks every key; an error names the file, line and key\n"
@@ -172,6 +183,17 @@ bool cli_parse(int argc, char **argv, cli_opts *o)
                 return false;
             }
             o->checkpoint = use;
+        } else if (strcmp(a, "--count") == 0) {
+            char *end = NULL;
+            long v = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : 0;
+            if (i + 1 >= argc || v <= 0 || v > 10000 || *end || end == argv[i + 1]) {
+                fprintf(stderr, "nightshift: --count takes a number from 1 to 10000\n");
+                return false;
+            }
+            o->count = v;
+            i++;
+        } else if (strcmp(a, "--from") == 0) {
+            want = &o->from;
         } else if (strcmp(a, "--repository") == 0) {
             want = &o->repository;
         } else if (strncmp(a, "--repository=", 13) == 0) {

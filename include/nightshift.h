@@ -130,6 +130,42 @@ NS_EXTERN const char *ns_plugin_key(size_t i, size_t j);
 NS_EXTERN const char *ns_job_name(const ns_job *job);
 NS_EXTERN size_t ns_job_step_count(const ns_job *job);
 
+/* ----------------------------------------------------------- schedules */
+
+/* A job's schedule: as its job file says, defaults filled in. */
+typedef struct ns_schedule_info {
+    const char *cron, *timezone;
+    const char *misfire, *overlap, *gap, *repeat; /* "run_once", "forbid", "next", "first" ... */
+    int64_t catch_up_max;
+    double deadline, jitter; /* seconds */
+    size_t nparams;
+    const char *const *param_names, *const *param_values;
+} ns_schedule_info;
+
+/* Fills *out and returns 1; 0 when the job has no schedule. */
+NS_EXTERN int ns_job_schedule(const ns_job *job, ns_schedule_info *out);
+
+/* A fire time. `wall` is the local time the expression names, as seconds
+ * on the zone's calendar (format it as if it were UTC); `at` the instant
+ * it fires. */
+#define NS_FIRE_IN_GAP    1u /* the local time does not exist that day: moved by dst.gap */
+#define NS_FIRE_IN_REPEAT 2u /* the local time occurs twice that day: chosen by dst.repeat */
+typedef struct ns_fire_time {
+    int64_t at;     /* seconds since 1970-01-01 UTC */
+    int64_t wall;   /* the named local time */
+    int32_t offset; /* of the zone at `at`, seconds east of UTC */
+    char abbr[16];  /* "KST", "EDT", "+1030" */
+    unsigned flags; /* NS_FIRE_* */
+} ns_fire_time;
+
+typedef struct ns_schedule ns_schedule;
+/* The schedule of a job with its zone loaded (from the system's tzdata). */
+NS_EXTERN ns_status ns_schedule_open(const ns_job *job, ns_schedule **out, ns_error *err);
+/* The first fire time strictly after `after` (returns 1); 0 when none. A
+ * pure function of the schedule and `after`. */
+NS_EXTERN int ns_schedule_next(const ns_schedule *s, int64_t after, ns_fire_time *out);
+NS_EXTERN void ns_schedule_close(ns_schedule *s);
+
 /* ---------------------------------------------------------- repository */
 
 typedef struct ns_repo ns_repo;

@@ -5,11 +5,11 @@ _nightshift() {
     COMPREPLY=()
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD-1]}
-    local commands="run restart stop abandon recover purge list show validate help"
+    local commands="run restart stop abandon recover purge list show validate schedule help"
     cmd=""
     for ((i = 1; i < COMP_CWORD; i++)); do
         case ${COMP_WORDS[i]} in
-        --repository | --job | --status | --limit | --before | --keep-last) ((i++)) ;;
+        --repository | --job | --status | --limit | --before | --keep-last | --count | --from) ((i++)) ;;
         -*) ;;
         *) cmd=${COMP_WORDS[i]}; break ;;
         esac
@@ -21,7 +21,7 @@ _nightshift() {
     --status)
         COMPREPLY=($(compgen -W "STARTING STARTED STOPPING STOPPED FAILED COMPLETED ABANDONED UNKNOWN" -- "${cur^^}"))
         return ;;
-    --job | --limit | --before | --keep-last) return ;;
+    --job | --limit | --before | --keep-last | --count | --from) return ;;
     esac
     if [ -z "$cmd" ]; then
         COMPREPLY=($(compgen -W "$commands --help --version -V" -- "$cur"))
@@ -36,11 +36,12 @@ _nightshift() {
     purge) opts="$opts --before --keep-last --job --dry-run --with-files" ;;
     show) opts="$opts --json" ;;
     validate) opts="$opts --plugins" ;;
+    schedule) opts="--help --count --from --json" ;;
     help) COMPREPLY=($(compgen -W "$commands" -- "$cur")); return ;;
     esac
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))
-    elif [ "$cmd" = run ] || [ "$cmd" = validate ]; then
+    elif [ "$cmd" = run ] || [ "$cmd" = validate ] || [ "$cmd" = schedule ]; then
         COMPREPLY=($(compgen -f -X '!*.@(yaml|yml)' -- "$cur") $(compgen -d -- "$cur"))
     fi
 }

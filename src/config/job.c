@@ -1372,10 +1372,320 @@ static ns_status load_step(loader *l, size_t i, const yaml_node_t *n)
     return NS_OK;
 }
 
+/* ------------------------------------------------ schedule: and notify: */
+
+static ns_status get_choice(loader *l, const yaml_node_t *n, const char *key,
+                            const char *const *choices, int *out)
+{
+    const char *v = scalar(n);
+    char list[200] = "";
+    for (int i = 0; choices[i]; i++) {
+        if (v && strcmp(v, choices[i]) == 0)
+            return (*out = i), NS_OK;
+        snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? ", " : "",
+                 choices[i]);
+    }
+    return fail(l, n, key, "must be one of: %s", list);
+}
+
+static ns_status sched_params(loader *l, ns_schedule_def *sd, const yaml_node_t *n)
+{
+    if (n->type != YAML_MAPPING_NODE)
+        return fail(l, n, "schedule.params", "must be a mapping of parameter names to values");
+    size_t cnt = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+    if (!(sd->param_names = calloc(cnt ? cnt : 1, sizeof(char *))) ||
+        !(sd->param_values = calloc(cnt ? cnt : 1, sizeof(char *))))
+        return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+    for (size_t i = 0; i < cnt; i++) {
+        yaml_node_pair_t *p = &n->data.mapping.pairs.start[i];
+        yaml_node_t *kn = node_at(l, p->key), *v = node_at(l, p->value);
+        const char *name = scalar(kn);
+        char key[300];
+        snprintf(key, sizeof(key), "schedule.params.%s", name ? name : "?");
+        const ns_param_def *pd = name ? ns__job_param(l->job, name) : NULL;
+        if (!pd)
+            return fail(l, kn, key, "no such parameter in params");
+        for (size_t j = 0; j < sd->nparams; j++)
+            if (strcmp(sd->param_names[j], name) == 0)
+                return fail(l, kn, key, "given twice");
+        if (!(sd->param_names[sd->nparams] = ns__strdup(name)))
+            return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+        sd->nparams++;
+        ns_status st = get_string(l, v, key, &sd->param_values[sd->nparams - 1]);
+        if (st != NS_OK)
+            return st;
+        const char *val = sd->param_values[sd->nparams - 1];
+        char why[160];
+        if (strchr(val, '$'))
+            return fail(l, v, key, "takes a value, not a ${...} reference");
+        if (strcmp(val, "scheduled") == 0 && (pd->type == NS_P_DATE || pd->type == NS_P_TIMESTAMP))
+            continue;
+        if (pd->type == NS_P_DATE && !ns__param_value(pd->type, val, NULL, why, sizeof(why)))
+            return fail(l, v, key, "'%s' is not a date (YYYY-MM-DD, today, yesterday or scheduled)",
+                        val);
+        if (pd->type == NS_P_TIMESTAMP && !ns__param_value(pd->type, val, NULL, why, sizeof(why)))
+            return fail(l, v, key, "'%s' is not a timestamp (YYYY-MM-DDTHH:MM:SS or scheduled)",
+                        val);
+        if (!ns__param_value(pd->type, val, NULL, why, sizeof(why)))
+            return fail(l, v, key, "%s", why);
+    }
+    return NS_OK;
+}
+
+static ns_status load_schedule(loader *l, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"cron", "timezone", "params", "misfire", "overlap",
+                                       "dst",  "deadline", "jitter", NULL};
+    static const char *const misfires[] = {"skip", "run_once", "catch_up", NULL};
+    static const char *const overlaps[] = {"forbid", "queue_one", "allow", NULL};
+    static const char *const gaps[] = {"next", "shift", "skip", NULL};
+    static const char *const repeats[] = {"first", "last", "both", NULL};
+    ns_status st;
+    yaml_node_t *x;
+    int v;
+
+    if (n->type == YAML_SCALAR_NODE)
+        return fail(l, n, "schedule", "must be a mapping: schedule: {cron: \"0 3 * * *\", ...}");
+    if (n->type != YAML_MAPPING_NODE)
+        return fail(l, n, "schedule", "must be a mapping with cron:");
+    if ((st = check_keys(l, n, "schedule", keys)) != NS_OK)
+        return st;
+    ns_schedule_def *sd = l->job->schedule = calloc(1, sizeof(*sd));
+    if (!sd)
+        return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+    sd->line = (int)n->start_mark.line + 1;
+    sd->misfire = NS_MISFIRE_RUN_ONCE;
+    sd->catch_up_max = NS_CATCH_UP_MAX;
+    sd->deadline = NS_DEADLINE_DEFAULT;
+    if (!(x = map_get(l, n, "cron")))
+        return fail(l, n, "schedule.cron", "is required (\"0 3 * * *\": at 03:00 every day)");
+    if ((st = get_string(l, x, "schedule.cron", &sd->cron)) != NS_OK)
+        return st;
+    char why[256];
+    if (!ns_cron_parse(sd->cron, &sd->expr, why, sizeof(why)))
+        return fail(l, x, "schedule.cron", "\"%s\": %s", sd->cron, why);
+    if ((x = map_get(l, n, "timezone"))) {
+        if ((st = get_string(l, x, "schedule.timezone", &sd->timezone)) != NS_OK)
+            return st;
+        ns_tz *tz;
+        ns_error e = {0};
+        if (ns_tz_load(sd->timezone, &tz, &e) != NS_OK)
+            return fail(l, x, "schedule.timezone", "%s", e.message);
+        ns_tz_free(tz);
+    } else if (!(sd->timezone = ns__strdup("UTC")))
+        return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+    if ((x = map_get(l, n, "params")) && (st = sched_params(l, sd, x)) != NS_OK)
+        return st;
+    if ((x = map_get(l, n, "misfire"))) {
+        yaml_node_t *pol = x;
+        if (x->type == YAML_MAPPING_NODE) { /* {policy: catch_up, max: N} */
+            static const char *const mk[] = {"policy", "max", NULL};
+            if ((st = check_keys(l, x, "schedule.misfire", mk)) != NS_OK)
+                return st;
+            if (!(pol = map_get(l, x, "policy")))
+                return fail(l, x, "schedule.misfire.policy",
+                            "is required (skip, run_once or catch_up)");
+        }
+        if ((st = get_choice(l, pol, "schedule.misfire", misfires, &v)) != NS_OK)
+            return st;
+        sd->misfire = (ns_misfire)v;
+        yaml_node_t *m = x->type == YAML_MAPPING_NODE ? map_get(l, x, "max") : NULL;
+        if (m && sd->misfire != NS_MISFIRE_CATCH_UP)
+            return fail(l, m, "schedule.misfire.max", "is for policy: catch_up only");
+        if (m &&
+            (st = get_posint(l, m, "schedule.misfire.max", 1, 1000, &sd->catch_up_max)) != NS_OK)
+            return st;
+    }
+    if ((x = map_get(l, n, "overlap"))) {
+        if ((st = get_choice(l, x, "schedule.overlap", overlaps, &v)) != NS_OK)
+            return st;
+        sd->overlap = (ns_overlap)v;
+    }
+    if ((x = map_get(l, n, "dst"))) {
+        static const char *const dk[] = {"gap", "repeat", NULL};
+        yaml_node_t *y;
+        if (x->type != YAML_MAPPING_NODE)
+            return fail(l, x, "schedule.dst", "must be a mapping: {gap: next, repeat: first}");
+        if ((st = check_keys(l, x, "schedule.dst", dk)) != NS_OK)
+            return st;
+        if ((y = map_get(l, x, "gap"))) {
+            if ((st = get_choice(l, y, "schedule.dst.gap", gaps, &v)) != NS_OK)
+                return st;
+            sd->gap = (ns_dst_gap)v;
+        }
+        if ((y = map_get(l, x, "repeat"))) {
+            if ((st = get_choice(l, y, "schedule.dst.repeat", repeats, &v)) != NS_OK)
+                return st;
+            sd->repeat = (ns_dst_repeat)v;
+        }
+    }
+    if ((x = map_get(l, n, "deadline")) &&
+        (st = get_duration(l, x, "schedule.deadline", 1000, 366LL * 86400 * 1000, &sd->deadline)) !=
+            NS_OK)
+        return st;
+    if ((x = map_get(l, n, "jitter")) &&
+        (st = get_duration(l, x, "schedule.jitter", 0, 3600 * 1000, &sd->jitter)) != NS_OK)
+        return st;
+    if (sd->jitter >= sd->deadline)
+        return fail(l, x ? x : n, "schedule.jitter", "must be shorter than the deadline (%gs)",
+                    sd->deadline);
+    return NS_OK;
+}
+
+static const char *const event_names[] = {
+#define NS_XX(name, text) text,
+    NS_NOTIFY_EVENTS(NS_XX)
+#undef NS_XX
+        NULL};
+
+const char *ns__event_name(ns_event e)
+{
+    return e < NS_EVENT_COUNT ? event_names[e] : "?";
+}
+
+/* A template of a notification: ${env.X}, ${job.name}; no parameters (a
+ * notification is about the job, whatever run it is). */
+static ns_status notify_template(loader *l, const yaml_node_t *n, const char *key, char **out)
+{
+    ns_status st = get_template(l, n, key, false, out);
+    if (st == NS_OK && (strstr(*out, "${params.") || strstr(*out, "${execution.")))
+        return fail(l, n, key, "may use ${env.NAME} and ${job.name} only");
+    return st;
+}
+
+static ns_status load_notify_one(loader *l, ns_notify_def *nd, const yaml_node_t *n,
+                                 const char *where)
+{
+    static const char *const keys[] = {"slack", "webhook", "command", "on",
+                                       "every", "timeout", NULL};
+    char key[300];
+    ns_status st;
+    yaml_node_t *x;
+
+    if (n->type != YAML_MAPPING_NODE)
+        return fail(l, n, where,
+                    "must be a mapping: {slack: {webhook: ...}}, {webhook: {url: ...}} "
+                    "or {command: [...]}");
+    if ((st = check_keys(l, n, where, keys)) != NS_OK)
+        return st;
+    nd->line = (int)n->start_mark.line + 1;
+    nd->events = NS_NOTIFY_DEFAULT_EVENTS;
+    nd->every = 1;
+    nd->timeout = 10;
+    int kinds = !!map_get(l, n, "slack") + !!map_get(l, n, "webhook") + !!map_get(l, n, "command");
+    if (kinds != 1)
+        return fail(l, n, where, "needs exactly one of slack:, webhook: or command:");
+    if ((x = map_get(l, n, "slack"))) {
+        static const char *const sk[] = {"webhook", NULL};
+        nd->kind = NS_NOTIFY_SLACK;
+        snprintf(key, sizeof(key), "%s.slack", where);
+        if (x->type != YAML_MAPPING_NODE)
+            return fail(l, x, key, "must be a mapping: {webhook: \"${env.SLACK_WEBHOOK}\"}");
+        if ((st = check_keys(l, x, key, sk)) != NS_OK)
+            return st;
+        snprintf(key, sizeof(key), "%s.slack.webhook", where);
+        yaml_node_t *u = map_get(l, x, "webhook");
+        if (!u)
+            return fail(l, x, key, "is required (the incoming webhook's URL)");
+        if ((st = notify_template(l, u, key, &nd->url)) != NS_OK)
+            return st;
+    } else if ((x = map_get(l, n, "webhook"))) {
+        static const char *const wk[] = {"url", "headers", NULL};
+        nd->kind = NS_NOTIFY_WEBHOOK;
+        snprintf(key, sizeof(key), "%s.webhook", where);
+        if (x->type != YAML_MAPPING_NODE)
+            return fail(l, x, key, "must be a mapping: {url: ..., headers: {...}}");
+        if ((st = check_keys(l, x, key, wk)) != NS_OK)
+            return st;
+        snprintf(key, sizeof(key), "%s.webhook.url", where);
+        yaml_node_t *u = map_get(l, x, "url");
+        if (!u)
+            return fail(l, x, key, "is required");
+        if ((st = notify_template(l, u, key, &nd->url)) != NS_OK)
+            return st;
+        yaml_node_t *h = map_get(l, x, "headers");
+        snprintf(key, sizeof(key), "%s.webhook.headers", where);
+        if (h && (st = get_map(l, h, key, &nd->headers)) != NS_OK)
+            return st;
+        for (size_t i = 0; i < nd->headers.n; i++)
+            if (strstr(nd->headers.values[i], "${item.") ||
+                strstr(nd->headers.values[i], "${params."))
+                return fail(l, h, key, "may use ${env.NAME} and ${job.name} only");
+    } else {
+        x = map_get(l, n, "command");
+        nd->kind = NS_NOTIFY_COMMAND;
+        snprintf(key, sizeof(key), "%s.command", where);
+        if (x->type != YAML_SEQUENCE_NODE ||
+            x->data.sequence.items.top == x->data.sequence.items.start)
+            return fail(l, x, key,
+                        "must be a list: [\"/path/to/program\", \"arg\", ...] (no shell)");
+        size_t cnt = (size_t)(x->data.sequence.items.top - x->data.sequence.items.start);
+        if (!(nd->argv = calloc(cnt + 1, sizeof(char *))))
+            return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+        for (size_t i = 0; i < cnt; i++) {
+            char k2[320];
+            snprintf(k2, sizeof(k2), "%s[%zu]", key, i);
+            if ((st = notify_template(l, node_at(l, x->data.sequence.items.start[i]), k2,
+                                      &nd->argv[i])) != NS_OK)
+                return st;
+            nd->argc = i + 1;
+        }
+    }
+    if ((x = map_get(l, n, "on"))) {
+        snprintf(key, sizeof(key), "%s.on", where);
+        if (x->type != YAML_SEQUENCE_NODE ||
+            x->data.sequence.items.top == x->data.sequence.items.start)
+            return fail(l, x, key, "must be a non-empty list of events");
+        nd->events = 0;
+        for (yaml_node_item_t *it = x->data.sequence.items.start; it < x->data.sequence.items.top;
+             it++) {
+            int e;
+            if ((st = get_choice(l, node_at(l, *it), key, event_names, &e)) != NS_OK)
+                return st;
+            nd->events |= 1u << e;
+        }
+    }
+    if ((x = map_get(l, n, "every"))) {
+        snprintf(key, sizeof(key), "%s.every", where);
+        if (!(nd->events & 1u << NS_EVENT_STILL_FAILING))
+            return fail(l, x, key, "is for still_failing: add it to on:");
+        if ((st = get_posint(l, x, key, 1, 1000000, &nd->every)) != NS_OK)
+            return st;
+    }
+    if ((x = map_get(l, n, "timeout"))) {
+        snprintf(key, sizeof(key), "%s.timeout", where);
+        if ((st = get_duration(l, x, key, 100, 300 * 1000, &nd->timeout)) != NS_OK)
+            return st;
+    }
+    return NS_OK;
+}
+
+static ns_status load_notify(loader *l, const yaml_node_t *n)
+{
+    if (n->type != YAML_SEQUENCE_NODE || n->data.sequence.items.top == n->data.sequence.items.start)
+        return fail(l, n, "notify", "must be a non-empty list: - slack: {webhook: ...}");
+    size_t cnt = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    if (cnt > 32)
+        return fail(l, n, "notify", "at most 32 notifications");
+    if (!(l->job->notify = calloc(cnt, sizeof(*l->job->notify))))
+        return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+    for (size_t i = 0; i < cnt; i++) {
+        char where[32];
+        snprintf(where, sizeof(where), "notify[%zu]", i);
+        l->job->nnotify = i + 1;
+        ns_status st = load_notify_one(l, &l->job->notify[i],
+                                       node_at(l, n->data.sequence.items.start[i]), where);
+        if (st != NS_OK)
+            return st;
+    }
+    return NS_OK;
+}
+
 static ns_status load_root(loader *l, yaml_node_t *root)
 {
-    static const char *const keys[] = {"job",         "description", "restartable", "params",
-                                       "connections", "steps",       NULL};
+    static const char *const keys[] = {"job",      "description", "restartable",
+                                       "params",   "connections", "steps",
+                                       "schedule", "notify",      NULL};
     ns_job *job = l->job;
     ns_status st;
     yaml_node_t *x;
@@ -1413,6 +1723,10 @@ static ns_status load_root(loader *l, yaml_node_t *root)
         if ((st = load_step(l, i, node_at(l, x->data.sequence.items.start[i]))) != NS_OK)
             return st;
     }
+    if ((x = map_get(l, root, "schedule")) && (st = load_schedule(l, x)) != NS_OK)
+        return st;
+    if ((x = map_get(l, root, "notify")) && (st = load_notify(l, x)) != NS_OK)
+        return st;
     return check_flow(l);
 }
 
@@ -1574,6 +1888,22 @@ void ns_job_free(ns_job *job)
         }
         free(s->on);
     }
+    if (job->schedule) {
+        ns_schedule_def *sd = job->schedule;
+        free(sd->cron);
+        free(sd->timezone);
+        free_names(sd->param_names, sd->nparams);
+        free_names(sd->param_values, sd->nparams);
+        free(sd);
+    }
+    for (size_t i = 0; i < job->nnotify; i++) {
+        ns_notify_def *nd = &job->notify[i];
+        free(nd->url);
+        free_names(nd->headers.names, nd->headers.n);
+        free_names(nd->headers.values, nd->headers.n);
+        free_names(nd->argv, nd->argc);
+    }
+    free(job->notify);
     free(job->params);
     free(job->conns);
     free(job->steps);

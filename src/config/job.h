@@ -8,6 +8,7 @@
 #ifndef NS_JOB_H
 #define NS_JOB_H
 
+#include "sched/cron.h"
 #include "util/keys.h"
 #include "util/util.h"
 
@@ -70,6 +71,69 @@ typedef struct ns_step_def {
     void *reader_cfg, *proc_cfg, *writer_cfg;
 } ns_step_def;
 
+/* schedule: - when the scheduler runs the job (docs/scheduling.md). */
+typedef enum ns_misfire { NS_MISFIRE_SKIP, NS_MISFIRE_RUN_ONCE, NS_MISFIRE_CATCH_UP } ns_misfire;
+typedef enum ns_overlap { NS_OVERLAP_FORBID, NS_OVERLAP_QUEUE_ONE, NS_OVERLAP_ALLOW } ns_overlap;
+
+typedef struct ns_schedule_def {
+    char *cron; /* as written */
+    ns_cron expr;
+    char *timezone; /* IANA name, "UTC" when not given */
+    /* params: NAME -> value text; a date's `today`/`yesterday` and a date's
+     * or timestamp's `scheduled` are resolved at the scheduled time in the
+     * schedule's zone. */
+    char **param_names, **param_values;
+    size_t nparams;
+    ns_misfire misfire;
+    int64_t catch_up_max;
+    ns_overlap overlap;
+    ns_dst_gap gap;
+    ns_dst_repeat repeat;
+    double deadline; /* seconds after the scheduled time a tick may still start */
+    double jitter;   /* seconds of random delay at most */
+    int line;
+} ns_schedule_def;
+#define NS_DEADLINE_DEFAULT 3600.0
+#define NS_CATCH_UP_MAX     10
+
+/* notify: - who hears about a run (docs/scheduling.md). */
+#define NS_NOTIFY_EVENTS(XX)                                                                       \
+    XX(STARTED, "started")                                                                         \
+    XX(COMPLETED, "completed")                                                                     \
+    XX(COMPLETED_WITH_SKIPS, "completed_with_skips")                                               \
+    XX(FAILED, "failed")                                                                           \
+    XX(STILL_FAILING, "still_failing")                                                             \
+    XX(RECOVERED, "recovered")                                                                     \
+    XX(MISSED, "missed")
+typedef enum ns_event {
+#define NS_XX(name, text) NS_EVENT_##name,
+    NS_NOTIFY_EVENTS(NS_XX)
+#undef NS_XX
+        NS_EVENT_COUNT
+} ns_event;
+const char *ns__event_name(ns_event e);
+
+typedef enum ns_notify_kind {
+    NS_NOTIFY_SLACK,
+    NS_NOTIFY_WEBHOOK,
+    NS_NOTIFY_COMMAND
+} ns_notify_kind;
+
+typedef struct ns_notify_def {
+    ns_notify_kind kind;
+    char *url;      /* slack: webhook; webhook: url (templates: ${env.X}, ${job.name}) */
+    ns_map headers; /* webhook */
+    char **argv;    /* command: the program and its arguments (no shell) */
+    size_t argc;
+    unsigned events; /* bit (1 << ns_event) */
+    int64_t every;   /* still_failing: every Nth failure in a row after the first */
+    double timeout;  /* one delivery attempt */
+    int line;
+} ns_notify_def;
+#define NS_NOTIFY_DEFAULT_EVENTS                                                                   \
+    (1u << NS_EVENT_FAILED | 1u << NS_EVENT_RECOVERED | 1u << NS_EVENT_MISSED |                    \
+     1u << NS_EVENT_COMPLETED_WITH_SKIPS)
+
 struct ns_job {
     char *path; /* absolute path of the file, "" for a buffer */
     char *name;
@@ -81,6 +145,9 @@ struct ns_job {
     size_t nconns;
     ns_step_def *steps;
     size_t nsteps;
+    ns_schedule_def *schedule; /* NULL when the job has none */
+    ns_notify_def *notify;
+    size_t nnotify;
 };
 
 /*

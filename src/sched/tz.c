@@ -10,8 +10,10 @@
  */
 #include "sched/tz.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <string.h>
+#include <strings.h>
 
 /* ----------------------------------------------------------- calendar */
 
@@ -550,6 +552,35 @@ static bool zone_name_ok(const char *s)
     return true;
 }
 
+/* The zone name that differs from `name` in case only ("asia/seoul"), in
+ * out; false when none. */
+static bool other_case(const char *dir, const char *name, char *out, size_t len)
+{
+    char path[4096];
+    size_t used = 0;
+    snprintf(path, sizeof(path), "%s", dir);
+    out[0] = '\0';
+    for (const char *p = name; *p;) {
+        size_t n = strcspn(p, "/");
+        DIR *d = opendir(path);
+        struct dirent *e = NULL;
+        while (d && (e = readdir(d)))
+            if (strlen(e->d_name) == n && strncasecmp(e->d_name, p, n) == 0)
+                break;
+        if (!e || used + n + 2 > len) {
+            if (d)
+                closedir(d);
+            return false;
+        }
+        snprintf(out + used, len - used, "%s%s", used ? "/" : "", e->d_name);
+        used = strlen(out);
+        snprintf(path + strlen(path), sizeof(path) - strlen(path), "/%s", e->d_name);
+        closedir(d);
+        p += n + (p[n] == '/');
+    }
+    return strcmp(out, name) != 0;
+}
+
 ns_status ns_tz_load(const char *name, ns_tz **out, ns_error *err)
 {
     const char *dir = getenv("TZDIR");
@@ -575,8 +606,14 @@ ns_status ns_tz_load(const char *name, ns_tz **out, ns_error *err)
             *out = tz;
             return NS_OK;
         }
+        int eno = errno;
+        char alt[256];
+        if (eno == ENOENT && other_case(dir, name, alt, sizeof(alt)))
+            return ns__err(err, NS_ECONFIG, NULL,
+                           "time zone \"%s\": no such zone (%s); did you mean %s?", name, path,
+                           alt);
         return ns__err(err, NS_ECONFIG, NULL, "time zone \"%s\": %s (%s)", name,
-                       errno == ENOENT ? "no such zone" : strerror(errno), path);
+                       eno == ENOENT ? "no such zone" : strerror(eno), path);
     }
     unsigned char *buf = malloc(1u << 20);
     size_t len = buf ? fread(buf, 1, 1u << 20, f) : 0;
