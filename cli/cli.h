@@ -17,6 +17,7 @@ typedef struct cli_opts {
     bool plugins;        /* validate --plugins */
     long count;          /* schedule --count */
     const char *from;    /* schedule --from */
+    long long tick;      /* run --tick */
     const char *job, *status;
     int limit;
     const char **args; /* positional arguments */
@@ -58,8 +59,6 @@ int cmd_list(int argc, char **argv);
 int cmd_show(int argc, char **argv);
 int cmd_validate(int argc, char **argv);
 int cmd_schedule(int argc, char **argv);
-/* The job files of a folder (*.yaml, *.yml), sorted, NULL-terminated (each and
- * the array malloc'd); NULL when it cannot be read. */
-char **cli_job_files(const char *dir, size_t *n);
+int cmd_scheduler(int argc, char **argv);
 
 #endif

@@ -40,7 +40,8 @@ int cmd_run(int argc, char **argv)
                    .listener = cli_listener(),
                    .stop = cli_stop_token(),
                    .lease_seconds = lease,
-                   .checkpoint = o.checkpoint};
+                   .checkpoint = o.checkpoint,
+                   .tick_at = o.tick};
     ns_status st = ns_job_run(repo, job, &l, &out, &err);
     rc = cli_outcome(st, &out, &err);
 done:

@@ -2,7 +2,6 @@
  * each job's schedule and its next fire times, in its zone and in UTC. */
 #include "cli.h"
 
-#include <dirent.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,8 +58,8 @@ static void wall_str(int64_t wall, char sep, char *buf, size_t n)
     time_t t = (time_t)wall;
     struct tm tm;
     gmtime_r(&t, &tm);
-    snprintf(buf, n, "%04d-%02d-%02d%c%02d:%02d:%02d", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, sep, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    snprintf(buf, n, "%04d-%02d-%02d%c%02d:%02d:%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+             sep, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
 static void offset_str(int32_t off, char *buf, size_t n)
@@ -88,8 +87,9 @@ static void note_str(const ns_fire_time *f, const ns_schedule_info *si, char *bu
     buf[0] = '\0';
     if (f->flags & NS_FIRE_IN_GAP)
         snprintf(buf, n, "%s does not exist (DST gap): %s", w + 11,
-                 strcmp(si->gap, "next") == 0 ? "fires when the gap ends (dst.gap: next)"
-                                              : "fires as if the clock had not moved (dst.gap: shift)");
+                 strcmp(si->gap, "next") == 0
+                     ? "fires when the gap ends (dst.gap: next)"
+                     : "fires as if the clock had not moved (dst.gap: shift)");
     else if (f->flags & NS_FIRE_IN_REPEAT)
         snprintf(buf, n, "%s occurs twice (DST repeat): %s", w + 11,
                  strcmp(si->repeat, "first") == 0  ? "the first (dst.repeat: first)"
@@ -97,8 +97,7 @@ static void note_str(const ns_fire_time *f, const ns_schedule_info *si, char *bu
                                                    : "fires at both (dst.repeat: both)");
 }
 
-static int show_one(const char *path, bool named, long count, int64_t from, bool json,
-                    json_t *all)
+static int show_one(const char *path, bool named, long count, int64_t from, bool json, json_t *all)
 {
     ns_job *job = NULL;
     ns_schedule *s = NULL;
@@ -112,8 +111,8 @@ static int show_one(const char *path, bool named, long count, int64_t from, bool
         if (named && !json)
             printf("%s (%s): no schedule\n\n", ns_job_name(job), path);
         else if (named)
-            json_array_append_new(all, json_pack("{s:s, s:s, s:n}", "job", ns_job_name(job),
-                                                 "file", path, "schedule"));
+            json_array_append_new(all, json_pack("{s:s, s:s, s:n}", "job", ns_job_name(job), "file",
+                                                 path, "schedule"));
         ns_job_free(job);
         return 0;
     }
@@ -171,10 +170,10 @@ static int show_one(const char *path, bool named, long count, int64_t from, bool
             char at[64], named_wall[40];
             snprintf(at, sizeof(at), "%s%s", loc, off);
             wall_str(f.wall, 'T', named_wall, sizeof(named_wall));
-            json_t *e = json_pack("{s:s, s:s, s:s, s:s, s:b, s:b}", "at", at, "utc", utc,
-                                  "zone", f.abbr, "local_time", named_wall, "in_gap",
-                                  (f.flags & NS_FIRE_IN_GAP) != 0, "in_repeat",
-                                  (f.flags & NS_FIRE_IN_REPEAT) != 0);
+            json_t *e =
+                json_pack("{s:s, s:s, s:s, s:s, s:b, s:b}", "at", at, "utc", utc, "zone", f.abbr,
+                          "local_time", named_wall, "in_gap", (f.flags & NS_FIRE_IN_GAP) != 0,
+                          "in_repeat", (f.flags & NS_FIRE_IN_REPEAT) != 0);
             json_string_set(json_object_get(e, "utc"), (strcat(utc, "Z"), utc));
             json_array_append_new(fires, e);
         } else
@@ -187,46 +186,6 @@ static int show_one(const char *path, bool named, long count, int64_t from, bool
     ns_schedule_close(s);
     ns_job_free(job);
     return 0;
-}
-
-static int by_name(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* The job files of a folder (*.yaml, *.yml), sorted; NULL-terminated. */
-char **cli_job_files(const char *dir, size_t *n)
-{
-    DIR *d = opendir(dir);
-    char **v = NULL;
-    size_t cap = 0;
-    *n = 0;
-    if (!d)
-        return NULL;
-    for (struct dirent *e; (e = readdir(d));) {
-        size_t len = strlen(e->d_name);
-        if (e->d_name[0] == '.' ||
-            !((len > 5 && strcmp(e->d_name + len - 5, ".yaml") == 0) ||
-              (len > 4 && strcmp(e->d_name + len - 4, ".yml") == 0)))
-            continue;
-        if (*n + 2 > cap) {
-            char **nv = realloc(v, (cap = cap ? cap * 2 : 16) * sizeof(*v));
-            if (!nv)
-                break;
-            v = nv;
-        }
-        size_t plen = strlen(dir) + len + 2;
-        if (!(v[*n] = malloc(plen)))
-            break;
-        snprintf(v[*n], plen, "%s/%s", dir, e->d_name);
-        ++*n;
-    }
-    closedir(d);
-    if (!v && !(v = calloc(1, sizeof(*v))))
-        return NULL;
-    qsort(v, *n, sizeof(*v), by_name);
-    v[*n] = NULL;
-    return v;
 }
 
 int cmd_schedule(int argc, char **argv)
@@ -255,7 +214,7 @@ int cmd_schedule(int argc, char **argv)
         struct stat st;
         if (stat(o.args[i], &st) == 0 && S_ISDIR(st.st_mode)) {
             size_t n;
-            char **files = cli_job_files(o.args[i], &n);
+            char **files = ns_job_files(o.args[i], &n);
             if (!files) {
                 fprintf(stderr, "nightshift: %s: cannot read the folder\n", o.args[i]);
                 rc = NS_EXIT_USAGE;

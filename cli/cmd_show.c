@@ -38,6 +38,11 @@ static void print_human(json_t *e)
     printf("  exit        %s%s%s\n", sval(e, "exit_code"), *sval(e, "exit_message") ? ": " : "",
            sval(e, "exit_message"));
     printf("  params      %s\n", *params ? params : "(none)");
+    if (json_is_string(json_object_get(e, "scheduled_at"))) {
+        char sched[64];
+        fmt_time(json_object_get(e, "scheduled_at"), sched, sizeof(sched));
+        printf("  scheduled   %s (a scheduler's tick)\n", sched);
+    }
     printf("  started     %s\n  ended       %s (%s)\n", a, b, d);
     printf("  process     pid %lld on %s\n", ival(e, "pid"), sval(e, "host"));
     printf("  job file    %s\n", sval(e, "job_file"));

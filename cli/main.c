@@ -27,6 +27,8 @@ static const struct command {
      "                            not write (another or a recreated repository)\n"
      "  --ignore-checkpoint       start unfinished steps from their first record\n"
      "  --restart-from-beginning  the same (for an input file that changed)\n"
+     "  --tick T                  (the scheduler's) the run of the job's tick at T, seconds\n"
+     "                            since the epoch: only while the tick waits to start\n"
      "  --repository URL          the job repository\n"},
     {"restart", cmd_restart, "restart EXECUTION_ID", "restart a FAILED or STOPPED execution",
      "Reloads the job file and parameters recorded for the execution and runs it again,\n"
@@ -99,6 +101,16 @@ static const struct command {
      "  --from TIME               after TIME instead of now: YYYY-MM-DD (UTC midnight),\n"
      "                            YYYY-MM-DDTHH:MM:SSZ or YYYY-MM-DDTHH:MM:SS+HH:MM\n"
      "  --json                    as a JSON array: ISO 8601 instants with their offsets\n"},
+    {"scheduler", cmd_scheduler, "scheduler JOB.yaml|DIR ...", "run scheduled jobs (a daemon)",
+     "Runs in the foreground (for systemd: contrib/nightshift-scheduler.service) and\n"
+     "starts each job that has a schedule: at its ticks, each run a child process\n"
+     "`nightshift run`. Each tick is recorded in the repository before its run, so\n"
+     "schedulers sharing a PostgreSQL repository start it once. Logs a line per event\n"
+     "to stderr. SIGTERM or SIGINT: the runs stop at a chunk boundary, and it exits\n"
+     "once they have; SIGHUP: the job files are read again (one that is invalid is\n"
+     "reported, and the others keep their schedules).\n"
+     "\n"
+     "  --repository URL          the job repository (also the runs')\n"},
     {"validate", cmd_validate, "validate JOB.yaml ... | validate --plugins",
      "check job files without running them",
      "Loads each job file and checks every key; an error names the file, line and key\n"
@@ -191,6 +203,15 @@ bool cli_parse(int argc, char **argv, cli_opts *o)
                 return false;
             }
             o->count = v;
+            i++;
+        } else if (strcmp(a, "--tick") == 0) {
+            char *end = NULL;
+            long long v = i + 1 < argc ? strtoll(argv[i + 1], &end, 10) : 0;
+            if (i + 1 >= argc || v <= 0 || *end || end == argv[i + 1]) {
+                fprintf(stderr, "nightshift: --tick takes a time in seconds since the epoch\n");
+                return false;
+            }
+            o->tick = v;
             i++;
         } else if (strcmp(a, "--from") == 0) {
             want = &o->from;

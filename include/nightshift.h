@@ -166,6 +166,11 @@ NS_EXTERN ns_status ns_schedule_open(const ns_job *job, ns_schedule **out, ns_er
 NS_EXTERN int ns_schedule_next(const ns_schedule *s, int64_t after, ns_fire_time *out);
 NS_EXTERN void ns_schedule_close(ns_schedule *s);
 
+/* The job files of a folder (*.yaml, *.yml, not hidden), sorted: a
+ * NULL-terminated array of n paths, each and the array to free(); NULL
+ * (errno set) when the folder cannot be read. */
+NS_EXTERN char **ns_job_files(const char *dir, size_t *n);
+
 /* ---------------------------------------------------------- repository */
 
 typedef struct ns_repo ns_repo;
@@ -338,6 +343,13 @@ typedef struct ns_launch {
     volatile sig_atomic_t *stop;
     const char *workdir; /* relative paths are resolved here; NULL: the current directory */
     ns_checkpoint_use checkpoint;
+    /* A scheduler's tick (its scheduled instant, seconds since the epoch;
+     * 0: none): the run starts only while the repository holds the tick as
+     * PENDING, and marks it STARTED in the same transaction. Its instance:
+     * the one the last tick with these parameters ran, restarted when it
+     * FAILED or STOPPED; when that one COMPLETED (or was abandoned), a new
+     * one, as with `next`. */
+    int64_t tick_at;
 } ns_launch;
 
 typedef struct ns_outcome {
@@ -358,6 +370,26 @@ typedef struct ns_outcome {
  */
 NS_EXTERN ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch,
                                ns_outcome *out, ns_error *err);
+
+/*
+ * The scheduler (docs/scheduling.md): runs the scheduled jobs of the job
+ * files and folders named, each tick as a child process
+ * `exe run FILE NAME=VALUE ... --tick AT --repository URL`, until *stop
+ * turns nonzero; then it asks the running children to stop at a chunk
+ * boundary (SIGTERM) and waits for them. *reload nonzero (it is reset):
+ * the files are read again. Each event is one line given to log().
+ */
+typedef struct ns_scheduler_opts {
+    const char *const *paths; /* job files and folders of them */
+    size_t npaths;
+    const char *repository; /* the repository's URL, for the children */
+    const char *exe;        /* the nightshift command */
+    volatile sig_atomic_t *stop, *reload;
+    void (*log)(void *arg, const char *line);
+    void *log_arg;
+    double lease_seconds; /* 0: 60 */
+} ns_scheduler_opts;
+NS_EXTERN ns_status ns_scheduler_run(ns_repo *repo, const ns_scheduler_opts *opts, ns_error *err);
 
 /*
  * Restarts a FAILED or STOPPED execution: reloads its job file and its

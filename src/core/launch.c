@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The lease's longest: PostgreSQL takes idle_in_transaction_session_timeout
@@ -65,6 +66,42 @@ static bool stop_asked_elsewhere(void *arg)
                  info.status == NS_BATCH_STOPPING;
     ns__exec_info_free(&info);
     return asked;
+}
+
+/* Sets up the launch of a scheduler's tick: its time, the key of its
+ * parameters, and the run.id of the instance the last tick with them ran
+ * (*with_run: the parameters with it, malloc'd), so that a failed one is
+ * restarted rather than a new one begun. */
+static ns_status tick_launch(ns_repo *repo, const ns_job *job, int64_t at, const params *p,
+                             bool has_run_id, ns_launch_req *req, char iso[32], char key[33],
+                             char prev_run[32], ns_param_val **with_run, ns_error *err)
+{
+    ns_status st;
+    bool found = false;
+    if (has_run_id)
+        return ns__err(err, NS_EPARAM, NULL, "a tick's run cannot be given run.id");
+    if (!repo->vt->tick_prev_run)
+        return ns__err(err, NS_EUNSUPPORTED, NULL, "repository: no ticks in this backend");
+    time_t t = (time_t)at;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(iso, 32, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
+    if ((st = ns__instance_key(p->v, p->n, key)) != NS_OK)
+        return ns__err(err, st, NULL, "out of memory");
+    if ((st = repo->vt->tick_prev_run(repo, job->name, key, prev_run, &found, err)) != NS_OK)
+        return st;
+    req->tick_at = at;
+    req->scheduled_at = iso;
+    req->params_key = key;
+    if (!found || !prev_run[0])
+        return NS_OK;
+    if (!(*with_run = calloc(p->n + 1, sizeof(**with_run))))
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    memcpy(*with_run, p->v, p->n * sizeof(**with_run));
+    (*with_run)[p->n] = (ns_param_val){"run.id", "int", prev_run, true};
+    req->params = *with_run;
+    req->nparams = p->n + 1;
+    return NS_OK;
 }
 
 ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, ns_outcome *out,
@@ -126,7 +163,29 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
                          .restartable = job->restartable,
                          .lease = lease};
     rc.lease = lease;
-    if ((st = repo->vt->launch(repo, &req, &rc.launch, err)) != NS_OK) {
+    char tick_iso[32], params_key[33], prev_run[32] = "";
+    ns_param_val *with_run = NULL;
+    if (launch && launch->tick_at) {
+        if ((st = tick_launch(repo, job, launch->tick_at, &p, has_run_id, &req, tick_iso,
+                              params_key, prev_run, &with_run, err)) != NS_OK)
+            goto done;
+    }
+    st = repo->vt->launch(repo, &req, &rc.launch, err);
+    /* A tick whose instance completed (or was abandoned) starts the next. */
+    if (st == NS_EREFUSED && req.tick_at &&
+        (rc.launch.refused == NS_BATCH_COMPLETED || rc.launch.refused == NS_BATCH_ABANDONED)) {
+        ns_error_clear(err);
+        req.params = p.v;
+        req.nparams = p.n;
+        req.next = true;
+        prev_run[0] = '\0';
+        st = repo->vt->launch(repo, &req, &rc.launch, err);
+    }
+    free(with_run);
+    if (st == NS_OK && prev_run[0] &&
+        (st = ns__params_add(&p, "run.id", "int", prev_run, true, err)) != NS_OK)
+        goto done;
+    if (st != NS_OK) {
         if (rc.launch.notice[0])
             ns__run_notice(&rc, "%s", rc.launch.notice);
         out->exit_code = st == NS_EREFUSED ? NS_EXIT_REFUSED : NS_EXIT_FAILED;

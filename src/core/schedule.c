@@ -4,6 +4,8 @@
  */
 #include "config/job.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <string.h>
 
 struct ns_schedule {
@@ -75,4 +77,50 @@ void ns_schedule_close(ns_schedule *s)
         return;
     ns_tz_free(s->tz);
     free(s);
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+char **ns_job_files(const char *dir, size_t *n)
+{
+    DIR *d = opendir(dir);
+    char **v = NULL;
+    size_t cap = 0;
+    *n = 0;
+    if (!d)
+        return NULL;
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t len = strlen(e->d_name);
+        if (e->d_name[0] == '.' || !((len > 5 && strcmp(e->d_name + len - 5, ".yaml") == 0) ||
+                                     (len > 4 && strcmp(e->d_name + len - 4, ".yml") == 0)))
+            continue;
+        if (*n + 2 > cap) {
+            char **nv = realloc(v, (cap = cap ? cap * 2 : 16) * sizeof(*v));
+            if (!nv)
+                goto oom;
+            v = nv;
+        }
+        size_t plen = strlen(dir) + len + 2;
+        if (!(v[*n] = malloc(plen)))
+            goto oom;
+        snprintf(v[*n], plen, "%s/%s", dir, e->d_name);
+        ++*n;
+    }
+    closedir(d);
+    if (!v && !(v = calloc(1, sizeof(*v))))
+        return NULL;
+    qsort(v, *n, sizeof(*v), by_name);
+    v[*n] = NULL;
+    return v;
+oom:
+    closedir(d);
+    for (size_t i = 0; i < *n; i++)
+        free(v[i]);
+    free(v);
+    *n = 0;
+    errno = ENOMEM;
+    return NULL;
 }

@@ -129,6 +129,20 @@ static const char *const migrations[] = {
      * (it still refuses a re-run); purge's candidates by time. */
     ("ALTER TABLE nightshift.ns_job_instance ADD COLUMN purged text;"
      "CREATE INDEX ns_job_execution_created ON nightshift.ns_job_execution (created_at);"),
+    /* 6: the scheduler's ticks (see sqlite.c) */
+    ("CREATE TABLE nightshift.ns_tick ("
+     "  job_name text NOT NULL,"
+     "  at bigint NOT NULL,"
+     "  local_time text NOT NULL,"
+     "  state text NOT NULL,"
+     "  reason text NOT NULL DEFAULT '',"
+     "  execution_id bigint,"
+     "  params_key text NOT NULL DEFAULT '',"
+     "  claimed_by text NOT NULL,"
+     "  claimed_at double precision NOT NULL,"
+     "  PRIMARY KEY (job_name, at));"
+     "CREATE INDEX ns_tick_pending ON nightshift.ns_tick (state, job_name);"
+     "ALTER TABLE nightshift.ns_job_execution ADD COLUMN scheduled_at text;"),
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -815,6 +829,7 @@ static ns_status pg_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
         else
             rollback(c);
         free(all);
+        res->refused = le.status;
         return ns__err(err, NS_EREFUSED, NULL, "job %s: %s", req->job_name, why);
     }
     res->restart_of = a == NS_LAUNCH_RESTART ? le.id : 0;
@@ -825,12 +840,13 @@ static ns_status pg_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
                         ns__hostname(),
                         num(pidbuf, (int64_t)getpid()),
                         num(startbuf, ns__process_start(getpid())),
-                        res->restart_of ? num(b2, res->restart_of) : NULL};
+                        res->restart_of ? num(b2, res->restart_of) : NULL,
+                        req->tick_at ? req->scheduled_at : NULL};
     if (!(pr = q(c, err, "create execution",
                  "INSERT INTO nightshift.ns_job_execution (instance_id, status, job_file, workdir,"
-                 " host, pid, process_start, restart_of)"
-                 " VALUES ($1, 'STARTING', $2, $3, $4, $5, $6, $7) RETURNING id",
-                 7, ep))) {
+                 " host, pid, process_start, restart_of, scheduled_at)"
+                 " VALUES ($1, 'STARTING', $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                 8, ep))) {
         s = NS_EDB;
         goto out;
     }
@@ -846,6 +862,30 @@ static ns_status pg_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
                      " identifying) VALUES ($1, $2, $3, $4, $5)",
                      5, pp)) != NS_OK)
             goto out;
+    }
+    /* A tick starts this execution once: only while it is PENDING. */
+    if (req->tick_at) {
+        char at[24];
+        const char *tp[] = {b3, req->params_key ? req->params_key : "", req->job_name,
+                            num(at, req->tick_at)};
+        if (!(pr = q(c, err, "start the tick",
+                     "UPDATE nightshift.ns_tick SET state = 'STARTED', execution_id = $1,"
+                     " params_key = $2 WHERE job_name = $3 AND at = $4 AND state = 'PENDING'",
+                     4, tp))) {
+            s = NS_EDB;
+            goto out;
+        }
+        bool started = strcmp(PQcmdTuples(pr), "1") == 0;
+        PQclear(pr);
+        pr = NULL;
+        if (!started) {
+            rollback(c);
+            free(all);
+            return ns__err(err, NS_EREFUSED, NULL,
+                           "job %s: the tick of %s is not waiting to start (started or given "
+                           "up by a scheduler)",
+                           req->job_name, req->scheduled_at ? req->scheduled_at : "?");
+        }
     }
     s = run(c, err, "launch", "COMMIT", 0, NULL);
 out:
@@ -1159,7 +1199,8 @@ static void row(PGresult *res, int i, const char **cols, int n)
     ISO("e.created_at") ", " ISO("e.started_at") ", " ISO("e.ended_at") ", "                       \
     "e.host, e.pid, e.restart_of, e.job_file, " ISO("e.last_updated") ", e.workdir, "             \
     ISO("e.heartbeat") ", e.process_start, "                                                       \
-    "(SELECT min(r.id) FROM nightshift.ns_job_execution r WHERE r.restart_of = e.id)"
+    "(SELECT min(r.id) FROM nightshift.ns_job_execution r WHERE r.restart_of = e.id), "           \
+    "e.scheduled_at"
 #define STEP_QUERY                                                                                 \
     "SELECT s.step_name, s.partition_name, s.status, s.exit_code, s.exit_message,"                 \
     " s.read_count, s.write_count, s.filter_count, s.read_skip_count, s.process_skip_count,"       \
@@ -1245,6 +1286,141 @@ static ns_status pg_list_json(ns_repo *r, const char *job, const char *status, i
     return ns__json_dump(a, out, err);
 }
 
+/* ------------------------------------------------------------- ticks */
+
+#define TICK_COLUMNS                                                                               \
+    "job_name, at, local_time, state, reason, coalesce(execution_id, 0), params_key, claimed_by,"  \
+    " claimed_at"
+
+static void tick_row(PGresult *res, int i, ns_tick *t)
+{
+    memset(t, 0, sizeof(*t));
+    snprintf(t->job, sizeof(t->job), "%s", PQgetvalue(res, i, 0));
+    t->at = get_i64(res, i, 1);
+    snprintf(t->local_time, sizeof(t->local_time), "%s", PQgetvalue(res, i, 2));
+    snprintf(t->state, sizeof(t->state), "%s", PQgetvalue(res, i, 3));
+    snprintf(t->reason, sizeof(t->reason), "%s", PQgetvalue(res, i, 4));
+    t->execution_id = get_i64(res, i, 5);
+    snprintf(t->params_key, sizeof(t->params_key), "%s", PQgetvalue(res, i, 6));
+    snprintf(t->claimed_by, sizeof(t->claimed_by), "%s", PQgetvalue(res, i, 7));
+    t->claimed_at = strtod(PQgetvalue(res, i, 8), NULL);
+}
+
+/* A statement's count of rows it changed is 1. */
+static ns_status changed_one(PGconn *c, ns_error *err, const char *what, const char *sql, int n,
+                             const char *const *v, bool *one)
+{
+    PGresult *res = q(c, err, what, sql, n, v);
+    *one = res && strcmp(PQcmdTuples(res), "1") == 0;
+    PQclear(res);
+    return res ? NS_OK : NS_EDB;
+}
+
+static ns_status pg_tick_claim(ns_repo *r, const ns_tick *t, bool *inserted, ns_error *err)
+{
+    char at[24];
+    const char *p[] = {t->job, num(at, t->at), t->local_time, t->state, t->reason, t->claimed_by};
+    return changed_one(CONN(r), err, "claim a tick",
+                       "INSERT INTO nightshift.ns_tick (job_name, at, local_time, state, reason,"
+                       " claimed_by, claimed_at)"
+                       " VALUES ($1, $2, $3, $4, $5, $6, extract(epoch FROM now()))"
+                       " ON CONFLICT (job_name, at) DO NOTHING",
+                       6, p, inserted);
+}
+
+static ns_status pg_tick_set(ns_repo *r, const char *job, int64_t at, const char *from,
+                             const char *owner, const char *to, const char *reason,
+                             const char *claimer, bool *changed, ns_error *err)
+{
+    char a[24];
+    const char *p[] = {to, reason, claimer, job, num(a, at), from, owner};
+    return changed_one(CONN(r), err, "update a tick",
+                       "UPDATE nightshift.ns_tick SET state = $1, reason = coalesce($2, reason),"
+                       " claimed_by = coalesce($3, claimed_by), claimed_at = CASE WHEN $3::text"
+                       " IS NULL THEN claimed_at ELSE extract(epoch FROM now()) END"
+                       " WHERE job_name = $4 AND at = $5 AND state = $6"
+                       " AND ($7::text IS NULL OR claimed_by = $7)",
+                       7, p, changed);
+}
+
+static ns_status pg_tick_get(ns_repo *r, const char *job, int64_t at, ns_tick *out, bool *found,
+                             ns_error *err)
+{
+    char a[24];
+    const char *p[] = {job, num(a, at)};
+    PGresult *res = q(CONN(r), err, "read a tick",
+                      "SELECT " TICK_COLUMNS " FROM nightshift.ns_tick WHERE job_name = $1"
+                      " AND at = $2",
+                      2, p);
+    *found = res && PQntuples(res) == 1;
+    if (*found)
+        tick_row(res, 0, out);
+    PQclear(res);
+    return res ? NS_OK : NS_EDB;
+}
+
+static ns_status pg_tick_last(ns_repo *r, const char *job, int64_t *at, bool *found, ns_error *err)
+{
+    const char *p[] = {job};
+    PGresult *res = q(CONN(r), err, "read the last tick",
+                      "SELECT max(at) FROM nightshift.ns_tick WHERE job_name = $1", 1, p);
+    *found = res && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0);
+    *at = *found ? get_i64(res, 0, 0) : 0;
+    PQclear(res);
+    return res ? NS_OK : NS_EDB;
+}
+
+static ns_status pg_tick_pending(ns_repo *r, const char *job, ns_tick **out, size_t *n,
+                                 ns_error *err)
+{
+    const char *p[] = {job};
+    *out = NULL;
+    *n = 0;
+    PGresult *res = q(CONN(r), err, "read ticks",
+                      "SELECT " TICK_COLUMNS " FROM nightshift.ns_tick WHERE state = 'PENDING'"
+                      " AND job_name = $1 ORDER BY at",
+                      1, p);
+    if (!res)
+        return NS_EDB;
+    int k = PQntuples(res);
+    if (k && !(*out = calloc((size_t)k, sizeof(**out)))) {
+        PQclear(res);
+        return ns__err(err, NS_ENOMEM, NULL, "out of memory reading ticks");
+    }
+    for (int i = 0; i < k; i++)
+        tick_row(res, i, &(*out)[i]);
+    *n = (size_t)k;
+    PQclear(res);
+    return NS_OK;
+}
+
+static ns_status pg_tick_touch(ns_repo *r, const char *claimer, ns_error *err)
+{
+    const char *p[] = {claimer};
+    return run(CONN(r), err, "renew ticks",
+               "UPDATE nightshift.ns_tick SET claimed_at = extract(epoch FROM now())"
+               " WHERE state = 'PENDING' AND claimed_by = $1",
+               1, p);
+}
+
+static ns_status pg_tick_prev_run(ns_repo *r, const char *job, const char *params_key,
+                                  char run_id[32], bool *found, ns_error *err)
+{
+    const char *p[] = {job, params_key};
+    PGresult *res = q(CONN(r), err, "read the previous tick",
+                      "SELECT coalesce((SELECT value FROM nightshift.ns_job_param p"
+                      " WHERE p.execution_id = t.execution_id AND p.name = 'run.id'), '')"
+                      " FROM nightshift.ns_tick t WHERE t.job_name = $1 AND t.params_key = $2"
+                      " AND t.state = 'STARTED' ORDER BY t.at DESC LIMIT 1",
+                      2, p);
+    *found = res && PQntuples(res) == 1;
+    run_id[0] = '\0';
+    if (*found)
+        snprintf(run_id, 32, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return res ? NS_OK : NS_EDB;
+}
+
 const ns_repo_vt ns__repo_pg = {
     .name = "postgresql",
     .version = 1,
@@ -1266,4 +1442,11 @@ const ns_repo_vt ns__repo_pg = {
     .purge = pg_purge,
     .show_json = pg_show_json,
     .list_json = pg_list_json,
+    .tick_claim = pg_tick_claim,
+    .tick_set = pg_tick_set,
+    .tick_get = pg_tick_get,
+    .tick_last = pg_tick_last,
+    .tick_pending = pg_tick_pending,
+    .tick_touch = pg_tick_touch,
+    .tick_prev_run = pg_tick_prev_run,
 };

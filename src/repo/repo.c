@@ -103,6 +103,37 @@ ns_status ns_repo_abandon(ns_repo *r, int64_t id, ns_error *err)
     return said(r, r->vt->abandon(r, id, err), err);
 }
 
+ns_status ns__repo_running(ns_repo *r, const char *job, int *n, int64_t *id, ns_error *err)
+{
+    static const char *const running[] = {"STARTING", "STARTED", "STOPPING"};
+    *n = 0;
+    *id = 0;
+    for (size_t k = 0; k < sizeof(running) / sizeof(running[0]); k++) {
+        char *text = NULL;
+        ns_status st = r->vt->list_json(r, job, running[k], 1000, &text, err);
+        if (st != NS_OK)
+            return st;
+        json_t *all = json_loads(text, 0, NULL);
+        free(text);
+        if (!json_is_array(all)) {
+            json_decref(all);
+            return ns__err(err, NS_ENOMEM, NULL, "out of memory reading the running executions");
+        }
+        size_t i;
+        json_t *e;
+        json_array_foreach(all, i, e)
+        {
+            const char *live = json_string_value(json_object_get(e, "liveness"));
+            if (live && strcmp(live, "alive") == 0) {
+                ++*n;
+                *id = json_integer_value(json_object_get(e, "id"));
+            }
+        }
+        json_decref(all);
+    }
+    return NS_OK;
+}
+
 ns_status ns_repo_recover(ns_repo *r, const char *job, int dry_run, ns_recover_fn fn, void *arg,
                           int *found, ns_error *err)
 {
@@ -494,6 +525,7 @@ json_t *ns__json_exec(const ns_repo *r, const char *const *c)
         json_object_set_new(o, names[i], num ? jint(c[i]) : jstr(c[i]));
     }
     json_object_set_new(o, "restarted_by", jint(c[17]));
+    json_object_set_new(o, "scheduled_at", jstr(c[18]));
     /* A run marked running whose process is gone (kill -9, a crash) until
      * the next launch of its instance marks it FAILED: say so. */
     const char *live = liveness(r->lease > 0 ? r->lease : 60, c[3], c[9], c[10], c[16], c[15]);

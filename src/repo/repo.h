@@ -31,6 +31,12 @@ typedef struct ns_launch_req {
     bool next;        /* add run.id = 1 + the largest run.id given to this job */
     bool restartable; /* the job's restartable: flag */
     double lease;     /* seconds */
+    /* A scheduler's tick: the execution is created only if the tick
+     * (job, tick_at) is PENDING, and the tick becomes STARTED with it, in
+     * one transaction; 0 when the launch is not a tick's. */
+    int64_t tick_at;
+    const char *scheduled_at; /* the tick's time, ISO (shown by list and show) */
+    const char *params_key;   /* the key of the tick's parameters without run.id */
 } ns_launch_req;
 
 /* What a launch got. */
@@ -38,9 +44,24 @@ typedef struct ns_launch_res {
     int64_t execution_id, instance_id;
     int64_t restart_of; /* the execution this one restarts, 0 when none */
     char job_key[33];
-    int64_t run_id;   /* with next: the run.id given; else 0 */
-    char notice[512]; /* set when a dead execution was marked FAILED */
+    int64_t run_id;          /* with next: the run.id given; else 0 */
+    char notice[512];        /* set when a dead execution was marked FAILED */
+    ns_batch_status refused; /* on NS_EREFUSED: the status of the instance's last execution */
 } ns_launch_res;
+
+/* A scheduler's tick: one row per (job, scheduled instant), inserted before
+ * the run it starts (docs/internals.md, "The scheduler"). */
+typedef struct ns_tick {
+    char job[129];
+    int64_t at;          /* the scheduled instant, seconds since the epoch */
+    char local_time[32]; /* the local time it names, "2024-03-10T02:30:00" */
+    char state[16];      /* PENDING, STARTED, SKIPPED, MISSED */
+    char reason[400];
+    int64_t execution_id; /* 0 when none */
+    char params_key[33];
+    char claimed_by[300]; /* "host:pid" of the scheduler that owns it */
+    double claimed_at;    /* epoch seconds, renewed while it is PENDING */
+} ns_tick;
 
 /* The last execution of an instance, as the launch decision sees it. */
 typedef struct ns_last_exec {
@@ -145,6 +166,25 @@ typedef struct ns_repo_vt {
     ns_status (*show_json)(ns_repo *r, int64_t id, char **out, ns_error *err);
     ns_status (*list_json)(ns_repo *r, const char *job, const char *status, int limit, char **out,
                            ns_error *err);
+    /* Ticks. claim: inserts unless the tick exists (*inserted tells). set:
+     * moves a tick from state `from` (and owner `owner`, when not NULL) to
+     * `to` with a reason, owned by `claimer` (when not NULL) as of now;
+     * *changed tells whether it matched. last: the latest tick of a job.
+     * pending: a job's PENDING ticks (malloc'd array). touch: renews every
+     * PENDING tick `claimer` owns. prev_run: the run.id (text, "" when
+     * none) of the execution of the latest STARTED tick of a job whose
+     * parameters had `params_key`; *found false when there is none. */
+    ns_status (*tick_claim)(ns_repo *r, const ns_tick *t, bool *inserted, ns_error *err);
+    ns_status (*tick_set)(ns_repo *r, const char *job, int64_t at, const char *from,
+                          const char *owner, const char *to, const char *reason,
+                          const char *claimer, bool *changed, ns_error *err);
+    ns_status (*tick_get)(ns_repo *r, const char *job, int64_t at, ns_tick *out, bool *found,
+                          ns_error *err);
+    ns_status (*tick_last)(ns_repo *r, const char *job, int64_t *at, bool *found, ns_error *err);
+    ns_status (*tick_pending)(ns_repo *r, const char *job, ns_tick **out, size_t *n, ns_error *err);
+    ns_status (*tick_touch)(ns_repo *r, const char *claimer, ns_error *err);
+    ns_status (*tick_prev_run)(ns_repo *r, const char *job, const char *params_key, char run_id[32],
+                               bool *found, ns_error *err);
 } ns_repo_vt;
 
 struct ns_repo {
@@ -157,6 +197,11 @@ struct ns_repo {
     double lease;       /* seconds after which another host's silent run counts as dead */
 };
 
+/* How many executions of a job are running and alive (their process on
+ * this host, their heartbeat within the lease from another), and the id of
+ * one of them. */
+ns_status ns__repo_running(ns_repo *r, const char *job, int *n, int64_t *id, ns_error *err);
+
 extern const ns_repo_vt ns__repo_sqlite;
 extern const ns_repo_vt ns__repo_pg;
 
@@ -165,10 +210,11 @@ extern const ns_repo_vt ns__repo_pg;
  * as text columns (NULL for SQL NULL) in the order named below.
  */
 #define NS_EXEC_NCOLS                                                                              \
-    18                   /* id, job, instance_id, status, exit_code, exit_message,                 \
+    19                   /* id, job, instance_id, status, exit_code, exit_message,                 \
                             created_at, started_at, ended_at, host, pid, restart_of,               \
                             job_file, last_updated, workdir, heartbeat, process_start,             \
-                            restarted_by (the execution whose restart_of is this one) */
+                            restarted_by (the execution whose restart_of is this one),             \
+                            scheduled_at (a tick's time, NULL when not scheduled) */
 #define NS_PARAM_NCOLS 4 /* name, type, value, identifying */
 #define NS_STEP_NCOLS                                                                              \
     18 /* name, partition, status, exit_code, exit_message, the eight                              \

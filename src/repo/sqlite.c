@@ -111,6 +111,21 @@ static const char *const migrations[] = {
      * (it still refuses a re-run); purge's candidates by time. */
     ("ALTER TABLE ns_job_instance ADD COLUMN purged TEXT;"
      "CREATE INDEX ns_job_execution_created ON ns_job_execution (created_at);"),
+    /* 6: the scheduler's ticks, one per (job, scheduled instant), and the
+     * scheduled time of an execution a tick started. */
+    ("CREATE TABLE ns_tick ("
+     "  job_name TEXT NOT NULL,"
+     "  at INTEGER NOT NULL,"
+     "  local_time TEXT NOT NULL,"
+     "  state TEXT NOT NULL,"
+     "  reason TEXT NOT NULL DEFAULT '',"
+     "  execution_id INTEGER,"
+     "  params_key TEXT NOT NULL DEFAULT '',"
+     "  claimed_by TEXT NOT NULL,"
+     "  claimed_at REAL NOT NULL,"
+     "  PRIMARY KEY (job_name, at)) WITHOUT ROWID;"
+     "CREATE INDEX ns_tick_pending ON ns_tick (state, job_name);"
+     "ALTER TABLE ns_job_execution ADD COLUMN scheduled_at TEXT;"),
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -737,6 +752,7 @@ static ns_status sq_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
         else
             exec_sql(db, "ROLLBACK", NULL);
         free(all);
+        res->refused = le.status;
         return ns__err(err, NS_EREFUSED, NULL, "job %s: %s", req->job_name, why);
     }
     res->restart_of = a == NS_LAUNCH_RESTART ? le.id : 0;
@@ -746,11 +762,12 @@ static ns_status sq_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
                  prep(db, err,
                       "INSERT INTO ns_job_execution (instance_id, status, job_file, workdir,"
                       " created_at, last_updated, host, pid, process_start, heartbeat,"
-                      " restart_of)"
-                      " VALUES (?, 'STARTING', ?, ?, ?, ?, ?, ?, ?, ?, CAST(? AS INTEGER))",
-                      "isssssiiss", instance, req->job_path ? req->job_path : "",
+                      " restart_of, scheduled_at)"
+                      " VALUES (?, 'STARTING', ?, ?, ?, ?, ?, ?, ?, ?, CAST(? AS INTEGER), ?)",
+                      "isssssiisss", instance, req->job_path ? req->job_path : "",
                       req->workdir ? req->workdir : "", now, now, ns__hostname(), (int64_t)getpid(),
-                      ns__process_start(getpid()), now, res->restart_of ? restart_of : NULL),
+                      ns__process_start(getpid()), now, res->restart_of ? restart_of : NULL,
+                      req->tick_at ? req->scheduled_at : NULL),
                  err, "create execution")) != NS_OK)
         goto out;
     res->execution_id = sqlite3_last_insert_rowid(db);
@@ -766,12 +783,173 @@ static ns_status sq_launch(ns_repo *r, const ns_launch_req *req, ns_launch_res *
                      err, "save parameters")) != NS_OK)
             goto out;
     }
+    /* A tick starts this execution once: only while it is PENDING. */
+    if (req->tick_at) {
+        if ((s = run(db,
+                     prep(db, err,
+                          "UPDATE ns_tick SET state = 'STARTED', execution_id = ?, params_key = ?"
+                          " WHERE job_name = ? AND at = ? AND state = 'PENDING'",
+                          "issi", res->execution_id, req->params_key ? req->params_key : "",
+                          req->job_name, req->tick_at),
+                     err, "start the tick")) != NS_OK)
+            goto out;
+        if (sqlite3_changes(db) != 1) {
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+            free(all);
+            return ns__err(err, NS_EREFUSED, NULL,
+                           "job %s: the tick of %s is not waiting to start (started or given "
+                           "up by a scheduler)",
+                           req->job_name, req->scheduled_at ? req->scheduled_at : "?");
+        }
+    }
     s = exec_sql(db, "COMMIT", err);
 out:
     free(all);
     if (s != NS_OK)
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
     return s;
+}
+
+/* ------------------------------------------------------------- ticks */
+
+static void tick_row(sqlite3_stmt *st, ns_tick *t, bool *oom)
+{
+    memset(t, 0, sizeof(*t));
+    snprintf(t->job, sizeof(t->job), "%s", col_text(st, 0, oom));
+    t->at = sqlite3_column_int64(st, 1);
+    snprintf(t->local_time, sizeof(t->local_time), "%s", col_text(st, 2, oom));
+    snprintf(t->state, sizeof(t->state), "%s", col_text(st, 3, oom));
+    snprintf(t->reason, sizeof(t->reason), "%s", col_text(st, 4, oom));
+    t->execution_id = sqlite3_column_int64(st, 5);
+    snprintf(t->params_key, sizeof(t->params_key), "%s", col_text(st, 6, oom));
+    snprintf(t->claimed_by, sizeof(t->claimed_by), "%s", col_text(st, 7, oom));
+    t->claimed_at = sqlite3_column_double(st, 8);
+}
+#define TICK_COLUMNS                                                                               \
+    "job_name, at, local_time, state, reason, execution_id, params_key, claimed_by, claimed_at"
+
+static ns_status sq_tick_claim(ns_repo *r, const ns_tick *t, bool *inserted, ns_error *err)
+{
+    sqlite3 *db = DB(r);
+    ns_status s = run(db,
+                      prep(db, err,
+                           "INSERT INTO ns_tick (job_name, at, local_time, state, reason,"
+                           " claimed_by, claimed_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                           " ON CONFLICT (job_name, at) DO NOTHING",
+                           "sissssd", t->job, t->at, t->local_time, t->state, t->reason,
+                           t->claimed_by, ns__now()),
+                      err, "claim a tick");
+    *inserted = s == NS_OK && sqlite3_changes(db) == 1;
+    return s;
+}
+
+static ns_status sq_tick_set(ns_repo *r, const char *job, int64_t at, const char *from,
+                             const char *owner, const char *to, const char *reason,
+                             const char *claimer, bool *changed, ns_error *err)
+{
+    sqlite3 *db = DB(r);
+    ns_status s = run(db,
+                      prep(db, err,
+                           "UPDATE ns_tick SET state = ?1, reason = coalesce(?2, reason),"
+                           " claimed_by = coalesce(?3, claimed_by),"
+                           " claimed_at = CASE WHEN ?3 IS NULL THEN claimed_at ELSE ?4 END"
+                           " WHERE job_name = ?5 AND at = ?6 AND state = ?7"
+                           " AND (?8 IS NULL OR claimed_by = ?8)",
+                           "sssdsiss", to, reason, claimer, ns__now(), job, at, from, owner),
+                      err, "update a tick");
+    *changed = s == NS_OK && sqlite3_changes(db) == 1;
+    return s;
+}
+
+static ns_status sq_tick_get(ns_repo *r, const char *job, int64_t at, ns_tick *out, bool *found,
+                             ns_error *err)
+{
+    sqlite3 *db = DB(r);
+    bool oom = false;
+    sqlite3_stmt *st =
+        prep(db, err, "SELECT " TICK_COLUMNS " FROM ns_tick WHERE job_name = ? AND at = ?", "si",
+             job, at);
+    ns_status s = st ? next_row(db, st, found, err, "read a tick") : failed(err);
+    if (s == NS_OK && *found)
+        tick_row(st, out, &oom);
+    sqlite3_finalize(st);
+    return s == NS_OK && oom ? ns__err(err, NS_ENOMEM, NULL, "out of memory reading a tick") : s;
+}
+
+static ns_status sq_tick_last(ns_repo *r, const char *job, int64_t *at, bool *found, ns_error *err)
+{
+    sqlite3 *db = DB(r);
+    bool row = false;
+    sqlite3_stmt *st = prep(db, err, "SELECT max(at) FROM ns_tick WHERE job_name = ?", "s", job);
+    ns_status s = st ? next_row(db, st, &row, err, "read the last tick") : failed(err);
+    *found = s == NS_OK && row && sqlite3_column_type(st, 0) != SQLITE_NULL;
+    *at = *found ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    return s;
+}
+
+static ns_status sq_tick_pending(ns_repo *r, const char *job, ns_tick **out, size_t *n,
+                                 ns_error *err)
+{
+    sqlite3 *db = DB(r);
+    bool have = false, oom = false;
+    size_t cap = 0;
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *st = prep(db, err,
+                            "SELECT " TICK_COLUMNS " FROM ns_tick WHERE state = 'PENDING'"
+                            " AND job_name = ? ORDER BY at",
+                            "s", job);
+    ns_status s = st ? NS_OK : failed(err);
+    while (s == NS_OK && (s = next_row(db, st, &have, err, "read ticks")) == NS_OK && have) {
+        if (*n == cap) {
+            ns_tick *v = realloc(*out, (cap = cap ? cap * 2 : 4) * sizeof(**out));
+            if (!v) {
+                s = ns__err(err, NS_ENOMEM, NULL, "out of memory reading ticks");
+                break;
+            }
+            *out = v;
+        }
+        tick_row(st, &(*out)[(*n)++], &oom);
+    }
+    sqlite3_finalize(st);
+    if (s == NS_OK && oom)
+        s = ns__err(err, NS_ENOMEM, NULL, "out of memory reading ticks");
+    if (s != NS_OK) {
+        free(*out);
+        *out = NULL;
+        *n = 0;
+    }
+    return s;
+}
+
+static ns_status sq_tick_touch(ns_repo *r, const char *claimer, ns_error *err)
+{
+    sqlite3 *db = DB(r);
+    return run(db,
+               prep(db, err,
+                    "UPDATE ns_tick SET claimed_at = ? WHERE state = 'PENDING' AND claimed_by = ?",
+                    "ds", ns__now(), claimer),
+               err, "renew ticks");
+}
+
+static ns_status sq_tick_prev_run(ns_repo *r, const char *job, const char *params_key,
+                                  char run_id[32], bool *found, ns_error *err)
+{
+    sqlite3 *db = DB(r);
+    bool oom = false;
+    sqlite3_stmt *st = prep(db, err,
+                            "SELECT (SELECT value FROM ns_job_param p WHERE p.execution_id ="
+                            " t.execution_id AND p.name = 'run.id') FROM ns_tick t"
+                            " WHERE t.job_name = ? AND t.params_key = ? AND t.state = 'STARTED'"
+                            " ORDER BY t.at DESC LIMIT 1",
+                            "ss", job, params_key);
+    ns_status s = st ? next_row(db, st, found, err, "read the previous tick") : failed(err);
+    run_id[0] = '\0';
+    if (s == NS_OK && *found)
+        snprintf(run_id, 32, "%s", col_text(st, 0, &oom));
+    sqlite3_finalize(st);
+    return s == NS_OK && oom ? ns__err(err, NS_ENOMEM, NULL, "out of memory reading a tick") : s;
 }
 
 static ns_status sq_exec_info(ns_repo *r, int64_t id, ns_exec_info *out, ns_error *err)
@@ -1107,7 +1285,7 @@ static bool row(sqlite3_stmt *st, const char **cols, int n)
     "e.id, i.job_name, e.instance_id, e.status, e.exit_code, e.exit_message, e.created_at,"        \
     " e.started_at, e.ended_at, e.host, e.pid, e.restart_of, e.job_file, e.last_updated,"          \
     " e.workdir, e.heartbeat, e.process_start,"                                                    \
-    " (SELECT min(r.id) FROM ns_job_execution r WHERE r.restart_of = e.id)"
+    " (SELECT min(r.id) FROM ns_job_execution r WHERE r.restart_of = e.id), e.scheduled_at"
 
 /* An execution and its parameters; NULL with err set on failure. */
 static json_t *exec_json(const ns_repo *r, sqlite3 *db, sqlite3_stmt *st, ns_error *err)
@@ -1235,4 +1413,11 @@ const ns_repo_vt ns__repo_sqlite = {
     .purge = sq_purge,
     .show_json = sq_show_json,
     .list_json = sq_list_json,
+    .tick_claim = sq_tick_claim,
+    .tick_set = sq_tick_set,
+    .tick_get = sq_tick_get,
+    .tick_last = sq_tick_last,
+    .tick_pending = sq_tick_pending,
+    .tick_touch = sq_tick_touch,
+    .tick_prev_run = sq_tick_prev_run,
 };
