@@ -5,7 +5,7 @@ _nightshift() {
     COMPREPLY=()
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD-1]}
-    local commands="run restart stop abandon recover purge list show validate schedule help"
+    local commands="run restart stop abandon recover purge list show validate schedule scheduler help"
     cmd=""
     for ((i = 1; i < COMP_CWORD; i++)); do
         case ${COMP_WORDS[i]} in
@@ -37,11 +37,12 @@ _nightshift() {
     show) opts="$opts --json" ;;
     validate) opts="$opts --plugins" ;;
     schedule) opts="--help --count --from --json" ;;
+    scheduler) opts="$opts" ;;
     help) COMPREPLY=($(compgen -W "$commands" -- "$cur")); return ;;
     esac
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))
-    elif [ "$cmd" = run ] || [ "$cmd" = validate ] || [ "$cmd" = schedule ]; then
+    elif [ "$cmd" = run ] || [ "$cmd" = validate ] || [ "$cmd" = schedule ] || [ "$cmd" = scheduler ]; then
         COMPREPLY=($(compgen -f -X '!*.@(yaml|yml)' -- "$cur") $(compgen -d -- "$cur"))
     fi
 }

@@ -25,7 +25,8 @@
 /* At most this many MISSED ticks are written for one catch-up (a minutely
  * job down for a week would be 10,080): the rest are counted in the log. */
 #define MISSED_ROWS 1000
-#define TOUCH_EVERY 5.0 /* seconds between renewals of our PENDING ticks */
+#define KEEP        (MISSED_ROWS + 1000) /* + the largest catch_up max */
+#define TOUCH_EVERY 5.0                  /* seconds between renewals of our PENDING ticks */
 
 typedef struct queued {
     int64_t at;
@@ -470,12 +471,13 @@ static void due(sched *s, sjob *j, double now)
     int64_t *v = NULL, count = 0;
     size_t n = 0, cap = 0;
     while (j->have_next && j->next <= (int64_t)now) {
-        if (n == cap) { /* keep the latest MISSED_ROWS + catch-up ones */
-            size_t c = cap ? cap * 2 : 8;
-            if (c > MISSED_ROWS + 1000 + 8) {
-                memmove(v, v + n / 2, (n - n / 2) * sizeof(*v));
-                n -= n / 2;
+        if (n == cap) { /* keep the latest KEEP (MISSED rows and catch-up runs) */
+            if (cap >= 2 * KEEP) {
+                memmove(v, v + KEEP, (n - KEEP) * sizeof(*v));
+                n -= KEEP;
             } else {
+                size_t c = cap ? cap * 2 : 8;
+                c = c > 2 * KEEP ? 2 * KEEP : c;
                 int64_t *nv = realloc(v, c * sizeof(*v));
                 if (!nv)
                     break;

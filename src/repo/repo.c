@@ -375,7 +375,7 @@ static bool process_gone(int64_t pid, int64_t start)
 {
     if (pid <= 0)
         return true;
-    if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+    if ((kill((pid_t)pid, 0) != 0 && errno == ESRCH) || ns__process_zombie(pid))
         return true;
     /* The pid exists; it is ours only if it started when ours did (pids are
      * recycled, quickly where pid_max is 32768). */

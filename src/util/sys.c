@@ -196,6 +196,20 @@ int64_t ns__process_start(int64_t pid)
     return sscanf(p, "%lld", &v) == 1 ? (int64_t)v : -1;
 }
 
+bool ns__process_zombie(int64_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%lld/stat", (long long)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* field 3, the state, follows the name */
+    return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
 FILE *ns__fopen_out(const char *path, bool append)
 {
     int fd = open(path,

@@ -174,6 +174,8 @@ const char *ns__hostname(void);
 /* When process `pid` started (clock ticks since boot, from /proc), so a
  * recycled pid is not mistaken for the process recorded; -1 when unknown. */
 int64_t ns__process_start(int64_t pid);
+/* Whether the process has exited and waits to be reaped (a zombie): dead. */
+bool ns__process_zombie(int64_t pid);
 
 /* ------------------------------------------------- dates and times */
 

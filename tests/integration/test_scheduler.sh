@@ -244,6 +244,46 @@ assert_eq "$(sql repo.db "SELECT count(*) FROM ns_tick WHERE job_name = 'killed'
 assert_eq "$(sql killed.db "SELECT count(*), count(DISTINCT id) FROM t")" "1500000|1500000" "every row once, after the restart"
 assert_eq "$(sql repo.db "SELECT e.restart_of IS NOT NULL FROM ns_tick t JOIN ns_job_execution e ON e.id = t.execution_id WHERE t.job_name = 'killed'")" 1 "the tick's run restarted the stopped one"
 
+# And killed together with its run (kill -9 of both): the next start marks the
+# dead run FAILED (as recover does) and runs the tick again.
+mkchunk both
+: > sched.log
+sched "2024-03-09T00:59:55Z" 1 both.yaml
+until_sql "SELECT count(*) FROM ns_job_execution e JOIN ns_tick t ON t.execution_id = e.id WHERE t.job_name = 'both' AND e.status = 'STARTED'" 1 30
+sleep 0.5
+pkill -9 -P "$SPID"
+kill -9 "$SPID"
+wait "$SPID" 2> /dev/null || true
+assert_eq "$(sql repo.db "SELECT e.status FROM ns_job_execution e JOIN ns_tick t ON t.execution_id = e.id WHERE t.job_name = 'both'")" STARTED "a dead run is still marked running"
+sched "2024-03-09T01:05:00Z" 1 both.yaml
+until_sql "SELECT e.status FROM ns_tick t JOIN ns_job_execution e ON e.id = t.execution_id WHERE t.job_name = 'both'" COMPLETED 60
+stop_sched
+assert_eq "$(sql repo.db "SELECT group_concat(e.status, ' ') FROM ns_job_execution e JOIN ns_job_instance i ON i.id = e.instance_id WHERE i.job_name = 'both' ORDER BY e.id")" \
+    "FAILED COMPLETED" "the dead run marked FAILED, then restarted"
+assert_eq "$(sql both.db "SELECT count(*), count(DISTINCT id) FROM t")" "1500000|1500000" "every row once"
+
+# --- 8. A minutely job down for three days: no flood; the MISSED rows capped at 1000, counted.
+mkjob minutely "* * * * *" UTC "misfire: skip"
+sql repo.db "INSERT INTO ns_tick (job_name, at, local_time, state, claimed_by, claimed_at) VALUES ('minutely', $(ts 2024-03-06T00:00:00Z), '2024-03-06T00:00:00', 'STARTED', 'test', 0)"
+: > sched.log
+sched "2024-03-09T00:00:30Z" 1 minutely.yaml
+until_sql "SELECT count(*) FROM ns_tick WHERE job_name = 'minutely' AND state = 'STARTED'" 2 60
+stop_sched
+grep -q "job minutely: 4319 ticks missed (missed: no scheduler was running (misfire: skip)); 1000 recorded (the others: by another scheduler, or beyond the latest 1000)" sched.log ||
+    { cat sched.log; fail "the flood of missed ticks is not capped and counted"; }
+assert_eq "$(ticks minutely)" "MISSED|1000 STARTED|2 " "1000 MISSED rows, the latest tick ran"
+
+# --- 9. A run that cannot start (its job needs a variable that is not set):
+# the tick is given up as SKIPPED, saying why; the scheduler goes on.
+mkjob needy "*/10 * * * *" UTC
+sed -i "s|sqlite:$T/needy.db|\${env.NEEDY_DB}|" needy.yaml
+: > sched.log
+sched "2024-03-09T00:09:58Z" 60 needy.yaml
+until_sql "SELECT count(*) >= 2 FROM ns_tick WHERE job_name = 'needy' AND state = 'SKIPPED'" 1 30
+stop_sched
+grep -q "NEEDY_DB" sched.log || { cat sched.log; fail "the run's error is not in the log"; }
+assert_eq "$(sql repo.db "SELECT DISTINCT reason FROM ns_tick WHERE job_name = 'needy'")"     "the run exited 2 before it started (see the scheduler's log)" "the reason of a tick given up"
+
 # --- usage
 expect_exit 2 "$NS" scheduler
 expect_err "name job files or folders"
