@@ -677,8 +677,8 @@ static void nap(const sched *s, double seconds)
     double real = seconds / s->speed;
     if (real > 1)
         real = 1;
-    if (real < 0.01)
-        real = 0.01;
+    if (real < 0.02)
+        real = 0.02;
     struct timespec ts = {(time_t)real, (long)((real - (double)(time_t)real) * 1e9)};
     nanosleep(&ts, NULL);
 }
@@ -742,8 +742,8 @@ ns_status ns_scheduler_run(ns_repo *repo, const ns_scheduler_opts *o, ns_error *
             run_queue(&s, j, now);
             if (j->have_next && (double)j->next < wake)
                 wake = (double)j->next;
-            if (j->nq)
-                wake = now;
+            if (j->nq && now + 1 < wake) /* a queued tick: looked at every second */
+                wake = now + 1;
         }
         nap(&s, wake - now_of(&s));
     }
