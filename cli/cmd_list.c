@@ -3,6 +3,7 @@
 #include "fmt.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +42,7 @@ int cmd_list(int argc, char **argv)
         /* Columns as wide as their widest value, so long job names and
          * statuses ("STARTED (process gone)") stay aligned; the parameters
          * come last, as long as they are. */
-        size_t n = json_array_size(a), wid = 2, wjob = 3, wst = 6, i;
+        size_t n = json_array_size(a), wid = 2, wjob = 3, wst = 6, i, undelivered = 0;
         char(*status)[64] = calloc(n, sizeof(*status));
         json_t *e;
         if (!status) {
@@ -53,8 +54,10 @@ int cmd_list(int argc, char **argv)
         {
             char id[32];
             const char *live = json_string_value(json_object_get(e, "liveness"));
-            snprintf(status[i], sizeof(status[i]), "%s%s%s%s",
-                     json_string_value(json_object_get(e, "status")),
+            bool nd = json_array_size(json_object_get(e, "notify_errors")) > 0;
+            undelivered += nd;
+            snprintf(status[i], sizeof(status[i]), "%s%s%s%s%s",
+                     json_string_value(json_object_get(e, "status")), nd ? "!" : "",
                      live && strcmp(live, "alive") ? " (" : "",
                      live && strcmp(live, "alive") ? live : "",
                      live && strcmp(live, "alive") ? ")" : "");
@@ -79,6 +82,9 @@ int cmd_list(int argc, char **argv)
                    json_string_value(json_object_get(e, "job")), (int)wst, status[i], started, dur,
                    params);
         }
+        if (undelivered)
+            printf("! a notification of the run was not delivered (nightshift show ID says "
+                   "which and why)\n");
         free(status);
     }
     json_decref(a);

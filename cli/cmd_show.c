@@ -46,6 +46,10 @@ static void print_human(json_t *e)
     printf("  started     %s\n  ended       %s (%s)\n", a, b, d);
     printf("  process     pid %lld on %s\n", ival(e, "pid"), sval(e, "host"));
     printf("  job file    %s\n", sval(e, "job_file"));
+    size_t ni;
+    json_t *ne;
+    json_array_foreach(json_object_get(e, "notify_errors"), ni, ne)
+        printf("  notify      NOT DELIVERED: %s\n", json_string_value(ne));
     if (json_is_integer(json_object_get(e, "restart_of")))
         printf("  restart of  execution %lld\n", ival(e, "restart_of"));
     if (json_is_integer(json_object_get(e, "restarted_by")))

@@ -6,7 +6,7 @@
  *
  *   ns-receiver [--port N] [--port-file F] [--record F] [--faults SPEC]
  *               [--seed N] [--retry-after S] [--slow S] [--reject-match TEXT]
- *               [--echo] [--dedupe]
+ *               [--echo] [--dedupe] [--first N=FAULT] [--garbage N]
  *
  * --port 0 (the default) takes a free port and writes it to --port-file.
  * --record appends one JSON line per request: {"t": seconds since the
@@ -22,6 +22,8 @@
  * --echo puts the request's headers into the body of every 4xx answer (a
  * server that echoes what it got: the tests check no secret leaks from it).
  * --dedupe answers 409 to a request whose Idempotency-Key was answered 2xx.
+ * --first N=FAULT gives the first N requests FAULT (429, 500, slow, reset, ...),
+ * the later ones the usual answer: a server that recovers.
  * --garbage N makes every answer's body N bytes of every byte value (control
  * bytes, invalid UTF-8): what a hostile or broken server may send.
  */
@@ -56,6 +58,8 @@ static size_t garbage;
 static char **keys_done;
 static size_t nkeys, capkeys;
 static volatile sig_atomic_t quit;
+static long first_n, served;
+static const char *first_fault;
 
 typedef struct req {
     char *body;
@@ -230,6 +234,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     for (size_t i = 0; i < nfaults && !fault_name; i++)
         if (u < (acc += faults[i].p))
             fault_name = faults[i].name;
+    if (first_fault && served++ < first_n)
+        fault_name = first_fault;
     pthread_mutex_unlock(&mu);
     const char *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Idempotency-Key");
     int status = 200;
@@ -309,7 +315,7 @@ static void usage(void)
     fputs("usage: ns-receiver [--port N] [--port-file F] [--record F] [--faults SPEC] [--seed N]\n"
           "                   [--retry-after S] [--slow S] [--reject-match TEXT] [--echo] "
           "[--dedupe]\n"
-          "                   [--garbage N]\n",
+          "                   [--garbage N] [--first N=FAULT]\n",
           stderr);
     exit(2);
 }
@@ -370,7 +376,10 @@ int main(int argc, char **argv)
             garbage = (size_t)atol(v);
         else if (strcmp(a, "--reject-match") == 0)
             reject_match = v;
-        else
+        else if (strcmp(a, "--first") == 0 && strchr(v, '=')) {
+            first_n = atol(v);
+            first_fault = strchr(v, '=') + 1;
+        } else
             usage();
     }
     struct sockaddr_in sa = {.sin_family = AF_INET,

@@ -289,4 +289,16 @@ extern const ns_registry ns__registry;
 void ns__flow_run(run_ctx *rc, char *code, size_t codelen, char *msg, size_t msglen,
                   ns_batch_status *end);
 
+/* ------------------------------------------------ notifications (notify.c) */
+
+/* Tells the job's notify: entries of a run's start (when one asked for
+ * `started`) or end (the events it is: failed, still_failing, recovered,
+ * completed, completed_with_skips). A message that cannot be delivered is
+ * said (say) and recorded on the execution; nothing is returned. */
+void ns__notify_run(ns_repo *repo, const ns_job *job, int64_t execution_id, bool start,
+                    ns_secrets *secrets, void (*say)(void *arg, const char *line), void *arg);
+/* A `missed` event: `what` says which ticks and why. */
+void ns__notify_missed(ns_repo *repo, const ns_job *job, const char *what,
+                       void (*say)(void *arg, const char *line), void *arg);
+
 #endif

@@ -68,6 +68,11 @@ static bool stop_asked_elsewhere(void *arg)
     return asked;
 }
 
+static void notify_notice(void *arg, const char *line)
+{
+    ns__run_notice(arg, "%s", line);
+}
+
 /* Sets up the launch of a scheduler's tick: its time, the key of its
  * parameters, and the run.id of the instance the last tick with them ran
  * (*with_run: the parameters with it, malloc'd), so that a failed one is
@@ -211,6 +216,7 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
     ns_job_event je = {
         rc.launch.execution_id, job->name, rc.launch.restart_of, NS_BATCH_STARTED, NULL, NULL, 0};
     ns__run_job_event(&rc, false, &je);
+    ns__notify_run(repo, job, rc.launch.execution_id, true, &rc.secrets, notify_notice, &rc);
     if ((st = ns__watchdog_start(rc.stop, &rc.watchdog, err)) != NS_OK)
         goto done;
     probe.url = repo->url;
@@ -254,6 +260,8 @@ ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, 
         rc.launch.execution_id, job->name,      rc.launch.restart_of, status, out->code,
         out->message,           ns__mono() - t0};
     ns__run_job_event(&rc, true, &je);
+    /* After the end is recorded: a notification never changes the result. */
+    ns__notify_run(repo, job, rc.launch.execution_id, false, &rc.secrets, notify_notice, &rc);
     st = NS_OK;
 done:
     if (st == NS_EPARAM || st == NS_ECONFIG)

@@ -107,6 +107,11 @@ static void say(const sched *s, const char *fmt, ...)
         s->o->log(s->o->log_arg, line);
 }
 
+static void say_line(void *arg, const char *line)
+{
+    say(arg, "%s", line);
+}
+
 /* "2024-03-10 03:00 EDT" of a tick, for the log. */
 static const char *tick_name(const sjob *j, int64_t at, char *buf, size_t n)
 {
@@ -518,11 +523,19 @@ static void due(sched *s, sjob *j, double now)
     int64_t missed = (int64_t)run_from + (count - (int64_t)n), recorded = 0;
     for (size_t i = run_from > MISSED_ROWS ? run_from - MISSED_ROWS : 0; i < run_from; i++)
         recorded += claim(s, j, v[i], "MISSED", why);
-    if (missed)
+    if (missed && run_from) {
+        char first[64], last[64], what[400];
         say(s, "job %s: %lld tick%s missed (%s); %lld recorded%s", j->job->name, (long long)missed,
             missed == 1 ? "" : "s", why, (long long)recorded,
             missed > recorded ? " (the others: by another scheduler, or beyond the latest 1000)"
                               : "");
+        /* told once, by the scheduler that recorded them */
+        snprintf(what, sizeof(what), "%lld tick%s missed, %s to %s: %s", (long long)missed,
+                 missed == 1 ? "" : "s", tick_name(j, v[0], first, sizeof(first)),
+                 tick_name(j, v[run_from - 1], last, sizeof(last)), why);
+        if (recorded)
+            ns__notify_missed(s->repo, j->job, what, say_line, s);
+    }
     if (sd->misfire == NS_MISFIRE_CATCH_UP && n - run_from > 1) {
         for (size_t i = run_from; i < n; i++)
             if (claim(s, j, v[i], "PENDING", "catch-up (misfire: catch_up)"))
@@ -549,6 +562,9 @@ static void run_queue(sched *s, sjob *j, double now)
             set_tick(s, j, q.at, "PENDING", "MISSED", reason);
             say(s, "job %s: tick %s: %s", j->job->name, tick_name(j, q.at, name, sizeof(name)),
                 reason);
+            char what[800];
+            snprintf(what, sizeof(what), "the tick of %s: %s", name, reason);
+            ns__notify_missed(s->repo, j->job, what, say_line, s);
         } else if (now < q.start_after || ((q.catch_up || sd->overlap != NS_OVERLAP_ALLOW) &&
                                            busy(s, j, q.at, why, sizeof(why))))
             return;

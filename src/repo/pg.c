@@ -143,6 +143,10 @@ static const char *const migrations[] = {
      "  PRIMARY KEY (job_name, at));"
      "CREATE INDEX ns_tick_pending ON nightshift.ns_tick (state, job_name);"
      "ALTER TABLE nightshift.ns_job_execution ADD COLUMN scheduled_at text;"),
+    /* 7: notifications (see sqlite.c) */
+    ("ALTER TABLE nightshift.ns_job_execution ADD COLUMN notify_errors text;"
+     "CREATE TABLE nightshift.ns_notify_slot (target text PRIMARY KEY,"
+     "  next_at double precision NOT NULL);"),
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -1200,7 +1204,7 @@ static void row(PGresult *res, int i, const char **cols, int n)
     "e.host, e.pid, e.restart_of, e.job_file, " ISO("e.last_updated") ", e.workdir, "             \
     ISO("e.heartbeat") ", e.process_start, "                                                       \
     "(SELECT min(r.id) FROM nightshift.ns_job_execution r WHERE r.restart_of = e.id), "           \
-    "e.scheduled_at"
+    "e.scheduled_at, e.notify_errors"
 #define STEP_QUERY                                                                                 \
     "SELECT s.step_name, s.partition_name, s.status, s.exit_code, s.exit_message,"                 \
     " s.read_count, s.write_count, s.filter_count, s.read_skip_count, s.process_skip_count,"       \
@@ -1421,6 +1425,36 @@ static ns_status pg_tick_prev_run(ns_repo *r, const char *job, const char *param
     return res ? NS_OK : NS_EDB;
 }
 
+/* ----------------------------------------------------- notifications */
+
+static ns_status pg_notify_failed(ns_repo *r, int64_t id, const char *line, ns_error *err)
+{
+    char b[24];
+    const char *p[] = {line, num(b, id)};
+    return run(CONN(r), err, "record a notification failure",
+               "UPDATE nightshift.ns_job_execution SET notify_errors ="
+               " coalesce(notify_errors || E'\\n', '') || $1 WHERE id = $2",
+               2, p);
+}
+
+static ns_status pg_notify_slot(ns_repo *r, const char *target, double now, double gap, double *at,
+                                ns_error *err)
+{
+    char n[40], g[40];
+    snprintf(n, sizeof(n), "%.3f", now);
+    snprintf(g, sizeof(g), "%.3f", gap);
+    const char *p[] = {target, n, g};
+    PGresult *res = q(CONN(r), err, "reserve a notification slot",
+                      "INSERT INTO nightshift.ns_notify_slot (target, next_at)"
+                      " VALUES ($1, $2::float8 + $3::float8) ON CONFLICT (target) DO UPDATE"
+                      " SET next_at = greatest(nightshift.ns_notify_slot.next_at, $2::float8)"
+                      " + $3::float8 RETURNING next_at - $3::float8",
+                      3, p);
+    *at = res && PQntuples(res) == 1 ? strtod(PQgetvalue(res, 0, 0), NULL) : now;
+    PQclear(res);
+    return res ? NS_OK : NS_EDB;
+}
+
 const ns_repo_vt ns__repo_pg = {
     .name = "postgresql",
     .version = 1,
@@ -1449,4 +1483,6 @@ const ns_repo_vt ns__repo_pg = {
     .tick_pending = pg_tick_pending,
     .tick_touch = pg_tick_touch,
     .tick_prev_run = pg_tick_prev_run,
+    .notify_failed = pg_notify_failed,
+    .notify_slot = pg_notify_slot,
 };

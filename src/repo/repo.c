@@ -526,6 +526,14 @@ json_t *ns__json_exec(const ns_repo *r, const char *const *c)
     }
     json_object_set_new(o, "restarted_by", jint(c[17]));
     json_object_set_new(o, "scheduled_at", jstr(c[18]));
+    /* notifications that could not be delivered: one line each */
+    json_t *ne = json_array();
+    for (const char *p = c[19]; p && *p;) {
+        size_t n = strcspn(p, "\n");
+        json_array_append_new(ne, json_stringn(p, n));
+        p += n + (p[n] == '\n');
+    }
+    json_object_set_new(o, "notify_errors", ne);
     /* A run marked running whose process is gone (kill -9, a crash) until
      * the next launch of its instance marks it FAILED: say so. */
     const char *live = liveness(r->lease > 0 ? r->lease : 60, c[3], c[9], c[10], c[16], c[15]);

@@ -185,6 +185,13 @@ typedef struct ns_repo_vt {
     ns_status (*tick_touch)(ns_repo *r, const char *claimer, ns_error *err);
     ns_status (*tick_prev_run)(ns_repo *r, const char *job, const char *params_key, char run_id[32],
                                bool *found, ns_error *err);
+    /* Notifications: a line saying one could not be delivered, kept on the
+     * execution; and the moment a message to `target` (a hash) may go,
+     * spacing the messages to one target `gap` seconds apart across every
+     * process using the repository. */
+    ns_status (*notify_failed)(ns_repo *r, int64_t execution_id, const char *line, ns_error *err);
+    ns_status (*notify_slot)(ns_repo *r, const char *target, double now, double gap, double *at,
+                             ns_error *err);
 } ns_repo_vt;
 
 struct ns_repo {
@@ -210,11 +217,12 @@ extern const ns_repo_vt ns__repo_pg;
  * as text columns (NULL for SQL NULL) in the order named below.
  */
 #define NS_EXEC_NCOLS                                                                              \
-    19                   /* id, job, instance_id, status, exit_code, exit_message,                 \
+    20                   /* id, job, instance_id, status, exit_code, exit_message,                 \
                             created_at, started_at, ended_at, host, pid, restart_of,               \
                             job_file, last_updated, workdir, heartbeat, process_start,             \
                             restarted_by (the execution whose restart_of is this one),             \
-                            scheduled_at (a tick's time, NULL when not scheduled) */
+                            scheduled_at (a tick's time, NULL when not scheduled),                 \
+                            notify_errors (lines, NULL when none) */
 #define NS_PARAM_NCOLS 4 /* name, type, value, identifying */
 #define NS_STEP_NCOLS                                                                              \
     18 /* name, partition, status, exit_code, exit_message, the eight                              \

@@ -126,6 +126,10 @@ static const char *const migrations[] = {
      "  PRIMARY KEY (job_name, at)) WITHOUT ROWID;"
      "CREATE INDEX ns_tick_pending ON ns_tick (state, job_name);"
      "ALTER TABLE ns_job_execution ADD COLUMN scheduled_at TEXT;"),
+    /* 7: notifications that could not be delivered (lines), and the next
+     * moment each notification target may be sent to (one a second). */
+    ("ALTER TABLE ns_job_execution ADD COLUMN notify_errors TEXT;"
+     "CREATE TABLE ns_notify_slot (target TEXT PRIMARY KEY, next_at REAL NOT NULL) WITHOUT ROWID;"),
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -1285,7 +1289,8 @@ static bool row(sqlite3_stmt *st, const char **cols, int n)
     "e.id, i.job_name, e.instance_id, e.status, e.exit_code, e.exit_message, e.created_at,"        \
     " e.started_at, e.ended_at, e.host, e.pid, e.restart_of, e.job_file, e.last_updated,"          \
     " e.workdir, e.heartbeat, e.process_start,"                                                    \
-    " (SELECT min(r.id) FROM ns_job_execution r WHERE r.restart_of = e.id), e.scheduled_at"
+    " (SELECT min(r.id) FROM ns_job_execution r WHERE r.restart_of = e.id), e.scheduled_at,"       \
+    " e.notify_errors"
 
 /* An execution and its parameters; NULL with err set on failure. */
 static json_t *exec_json(const ns_repo *r, sqlite3 *db, sqlite3_stmt *st, ns_error *err)
@@ -1394,6 +1399,37 @@ static ns_status sq_list_json(ns_repo *r, const char *job, const char *status, i
     return ns__json_dump(a, out, err);
 }
 
+/* ----------------------------------------------------- notifications */
+
+static ns_status sq_notify_failed(ns_repo *r, int64_t id, const char *line, ns_error *err)
+{
+    sqlite3 *db = DB(r);
+    return run(
+        db,
+        prep(db, err,
+             "UPDATE ns_job_execution SET notify_errors = coalesce(notify_errors || char(10),"
+             " '') || ? WHERE id = ?",
+             "si", line, id),
+        err, "record a notification failure");
+}
+
+static ns_status sq_notify_slot(ns_repo *r, const char *target, double now, double gap, double *at,
+                                ns_error *err)
+{
+    sqlite3 *db = DB(r);
+    sqlite3_stmt *st = prep(db, err,
+                            "INSERT INTO ns_notify_slot (target, next_at) VALUES (?1, ?2 + ?3)"
+                            " ON CONFLICT (target) DO UPDATE SET next_at = max(next_at, ?2) + ?3"
+                            " RETURNING next_at - ?3",
+                            "sdd", target, now, gap);
+    if (!st)
+        return failed(err);
+    int rc = sqlite3_step(st);
+    *at = rc == SQLITE_ROW ? sqlite3_column_double(st, 0) : now;
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? NS_OK : db_err(db, err, "reserve a notification slot");
+}
+
 const ns_repo_vt ns__repo_sqlite = {
     .name = "sqlite",
     .version = 1,
@@ -1420,4 +1456,6 @@ const ns_repo_vt ns__repo_sqlite = {
     .tick_pending = sq_tick_pending,
     .tick_touch = sq_tick_touch,
     .tick_prev_run = sq_tick_prev_run,
+    .notify_failed = sq_notify_failed,
+    .notify_slot = sq_notify_slot,
 };

@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# Notifications against a local receiver (ns-receiver on loopback): events
+# are state changes (failed once per outage, still_failing every N,
+# recovered, completed_with_skips), each delivered once, in order; Slack
+# messages within Slack's limits; 429 with Retry-After, 500 and slow
+# answers retried, then recorded on the execution and shown; one message a
+# second per target; a command gets the event on stdin; no secret in any
+# request body, log or the repository; a missed tick from the scheduler.
+source "$(dirname "$0")/lib.sh"
+: "${NS_RECEIVER:?set NS_RECEIVER to the ns-receiver binary}"
+receiver() { # NAME ARGS...: a receiver recording into $T/NAME.jsonl; its port in $PORT
+    local name=$1
+    shift
+    rm -f "$T/$name.port"
+    "$NS_RECEIVER" --port-file "$T/$name.port" --record "$T/$name.jsonl" "$@" > /dev/null 2>&1 &
+    for _ in $(seq 100); do [ -s "$T/$name.port" ] && break; sleep 0.05; done
+    PORT=$(cat "$T/$name.port") || fail "the receiver did not start"
+}
+export SLACK_SECRET=sl4ck-s3cret-path TOKEN=t0ken-v4lue-xyz
+receiver ok
+OK=$PORT
+cat > notify.sh <<'EOF'
+#!/bin/sh
+cat >> "$1"
+echo >> "$1"
+EOF
+chmod +x notify.sh
+# A job that fails while $T/fail exists, rejects a record while $T/reject does.
+cat > job.yaml <<EOF
+job: notified
+params:
+  run: {type: int, default: 0}
+connections:
+  db: "sqlite:$T/t.db"
+steps:
+  - name: load
+    reader: {csv: {path: "$T/in.csv"}}
+    writer: {table: {connection: db, name: t}}
+    skip: {limit: 10}
+    rejects: "$T/rejects-\${execution.id}.csv"
+  - name: check
+    assert: {connection: db, sql: "SELECT 'failing on purpose' FROM t WHERE id = 999"}
+notify:
+  - slack: {webhook: "http://127.0.0.1:$OK/services/T0/B0/\${env.SLACK_SECRET}"}
+    on: [failed, recovered, completed_with_skips, still_failing]
+    every: 2
+  - webhook:
+      url: "http://127.0.0.1:$OK/hook"
+      headers: {Authorization: "Bearer \${env.TOKEN}"}
+    on: [failed, recovered, completed, started]
+  - command: ["$T/notify.sh", "$T/command.jsonl"]
+    on: [failed, recovered]
+EOF
+sql t.db "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL)"
+good() { printf 'id,name\n1,a\n2,b\n' > in.csv; sql t.db "DELETE FROM t"; }
+bad() { printf 'id,name\n1,a\n999,b\n' > in.csv; sql t.db "DELETE FROM t"; }
+run() { "$NS" run job.yaml "run=$1" >> "$T/run.out" 2>> "$T/run.err" || true; }
+bad; run 1            # failed
+bad; run 2            # still failing (2nd in a row): not to slack (every 2: the 3rd)
+bad; run 3            # still failing, 3rd: to slack
+good; run 4           # recovered
+good; run 5           # completed (webhook only)
+printf 'id,name\n1,a\n2,\n' > in.csv; sql t.db "DELETE FROM t"; run 6   # completed_with_skips
+python3 - "$T/ok.jsonl" "$T/command.jsonl" <<'PY' || fail "events"
+import json, sys
+reqs = [json.loads(l) for l in open(sys.argv[1])]
+slack = [json.loads(r["body"]) for r in reqs if r["path"].startswith("/services/")]
+hook = [json.loads(r["body"]) for r in reqs if r["path"] == "/hook"]
+cmd = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
+assert [r["status"] for r in reqs] == [200] * len(reqs)
+# Slack: failed, still_failing (the 3rd failure), recovered, completed_with_skips
+heads = [m["blocks"][0]["text"]["text"] for m in slack]
+assert [h.split(": ")[-1] for h in heads] == ["failed", "still_failing", "recovered", "completed_with_skips"], heads
+hook_events = [(m["event"], m["params"]["run"]) for m in hook]
+assert hook_events == [("started", 1), ("failed", 1), ("started", 2), ("started", 3), ("started", 4),
+                       ("completed", 4), ("recovered", 4), ("started", 5), ("completed", 5), ("started", 6),
+                       ("completed", 6)], hook_events
+assert [(m["event"], m["params"]["run"]) for m in cmd] == [("failed", 1), ("recovered", 4)], cmd
+f = [m for m in hook if m["event"] == "failed"][0]
+assert f["status"] == "FAILED" and "failing on purpose" in f["exit_message"], f
+assert f["show"] == "nightshift show %d" % f["execution_id"] and f["host"]
+assert [s["name"] for s in f["steps"]] == ["load", "check"], f["steps"]
+sk = [m for m in slack if "completed_with_skips" in m["blocks"][0]["text"]["text"]][0]
+txt = json.dumps(sk)
+assert "First rejects" in txt and "line 3" in txt and "23502" in txt, txt
+still = slack[1]
+assert "Failures in a row* 3" in json.dumps(still), still
+for m in slack:  # Slack's limits
+    assert m["text"] and len(m["blocks"]) <= 50
+    assert len(m["blocks"][0]["text"]["text"]) <= 150
+    for b in m["blocks"]:
+        if b["type"] == "section":
+            assert len(b["text"]["text"]) <= 3000
+    assert len(json.dumps(m["blocks"])) <= 13000
+auth = {r["headers"].get("Authorization") for r in reqs if r["path"] == "/hook"}
+assert auth == {"Bearer t0ken-v4lue-xyz"}, auth
+PY
+# No secret anywhere but in the requests' path and header.
+for f in run.out run.err repo.db command.jsonl; do
+    if grep -aq -e sl4ck-s3cret -e t0ken-v4lue "$f"; then fail "a secret is in $f"; fi
+done
+python3 - "$T/ok.jsonl" <<'PY' || fail "a secret in a request body"
+import json, sys
+for l in open(sys.argv[1]):
+    r = json.loads(l)
+    assert "sl4ck" not in r["body"] and "t0ken" not in r["body"], r["body"][:200]
+PY
+
+# --- delivery: 429 with Retry-After, then delivered; the receiver saw the wait.
+receiver r429 --first 2=429 --retry-after 2
+sed "s|127.0.0.1:$OK/hook|127.0.0.1:$PORT/hook|; /slack:/,/every:/d; /command:/,/on: \[failed, recovered\]/d" job.yaml > j429.yaml
+bad; "$NS" run j429.yaml run=10 > /dev/null 2>&1 || true
+python3 - "$T/r429.jsonl" <<'PY' || fail "429 and Retry-After"
+import json, sys
+reqs = [json.loads(l) for l in open(sys.argv[1])]
+st = [r["status"] for r in reqs]
+assert st == [429, 429, 200, 200], st   # started (429, 429, 200), failed (200)
+assert reqs[1]["t"] - reqs[0]["t"] >= 1.9 and reqs[2]["t"] - reqs[1]["t"] >= 1.9, [r["t"] for r in reqs]
+PY
+# --- 500 every time: retried, then recorded on the execution and shown; the run's result unchanged.
+receiver r500 --faults 500=1 --echo
+sed "s|127.0.0.1:$OK/hook|127.0.0.1:$PORT/hook|; /slack:/,/every:/d; /command:/,/on: \[failed, recovered\]/d; s/on: \[failed, recovered, completed, started\]/on: [completed]/" job.yaml > j500.yaml
+good
+expect_exit 0 "$NS" run j500.yaml run=11
+expect_err "notify[0] (webhook): completed not delivered: HTTP 500"
+expect_err "(after 4 attempts)"
+id=$(sql repo.db "SELECT max(id) FROM ns_job_execution")
+"$NS" show "$id" > show.out
+grep -q "notify      NOT DELIVERED: notify\[0\] (webhook): completed not delivered: HTTP 500" show.out || { cat show.out; fail "show lacks the undelivered notification"; }
+[ "$(show_eval "$id" 'len(d["notify_errors"])')" = 1 ] || fail "show --json notify_errors"
+[ "$(show_eval "$id" 'd["status"]')" = COMPLETED ] || fail "a notification changed the result"
+"$NS" list > list.out
+grep -q "COMPLETED!" list.out || { cat list.out; fail "list does not flag the undelivered notification"; }
+assert_eq "$(grep -c . r500.jsonl)" 4 "4 attempts"
+grep -q t0ken-v4lue repo.db && fail "the echoed header reached the repository"
+grep -q t0ken-v4lue "$T/err" && fail "the echoed header reached stderr"
+# --- slow past the timeout: retried, recorded.
+receiver slow --faults slow=1 --slow 3
+sed "s|127.0.0.1:$OK/hook|127.0.0.1:$PORT/hook|; /slack:/,/every:/d; /command:/,/on: \[failed, recovered\]/d; s/on: \[failed, recovered, completed, started\]/on: [completed]\n    timeout: 500ms/" job.yaml > jslow.yaml
+good
+t0=$(date +%s)
+expect_exit 0 "$NS" run jslow.yaml run=12
+expect_err "notify[0] (webhook): completed not delivered: Timeout was reached (after 4 attempts)"
+[ $(($(date +%s) - t0)) -lt 30 ] || fail "a slow receiver held the run too long"
+# --- a variable not set: said and recorded, the run is not refused.
+good
+env -u TOKEN "$NS" run jslow.yaml run=13 > /dev/null 2> err13 || fail "an unset notify variable failed the run"
+grep -q "notify\[0\] (webhook): completed not delivered: notify\[0\]: environment variable TOKEN is not set" err13 || { cat err13; fail "unset variable"; }
+# --- one message a second per target, across processes.
+receiver rate
+cat > rate.yaml <<EOF
+job: rated
+params:
+  n: {type: int, default: 0}
+connections:
+  db: "sqlite:$T/rate.db"
+steps:
+  - name: s
+    sql: {connection: db, script: "SELECT 1"}
+notify:
+  - webhook: {url: "http://127.0.0.1:$PORT/same"}
+    on: [started, completed]
+EOF
+rpids=()
+for n in 1 2 3; do "$NS" run rate.yaml n=$n > /dev/null 2>&1 & rpids+=($!); done
+wait "${rpids[@]}"
+python3 - "$T/rate.jsonl" <<'PY' || fail "more than one message a second to one target"
+import json, sys
+t = sorted(json.loads(l)["t"] for l in open(sys.argv[1]))
+assert len(t) == 6, t
+gaps = [b - a for a, b in zip(t, t[1:])]
+assert min(gaps) >= 0.95, gaps
+PY
+# --- a long error: cut to Slack's limits with a note.
+receiver big
+python3 - <<PY > big.yaml
+print("""job: big
+params:
+  p: {type: string, default: "%s"}
+connections:
+  db: "sqlite:$T/big.db"
+steps:
+""" % ("x" * 5000))
+for i in range(120):
+    print(f"  - name: step{i}\n    sql: {{connection: db, script: \"SELECT 1\"}}")
+print("""  - name: boom
+    sql: {connection: db, script: "SELECT * FROM %s"}
+notify:
+  - slack: {webhook: "http://127.0.0.1:$PORT/services/x"}""" % ("no_such_table_" + "y" * 900))
+PY
+"$NS" run big.yaml > /dev/null 2>&1 || true
+python3 - "$T/big.jsonl" <<'PY' || fail "Slack's limits"
+import json, sys
+m = json.loads(json.loads(open(sys.argv[1]).readline())["body"])
+assert len(m["blocks"]) <= 50
+for b in m["blocks"]:
+    if b["type"] == "section":
+        assert len(b["text"]["text"]) <= 3000, len(b["text"]["text"])
+assert len(json.dumps(m["blocks"])) <= 13000
+assert "more steps (nightshift show" in json.dumps(m), "no note on the steps cut"
+PY
+# --- a missed tick, from the scheduler.
+receiver missed
+cat > missed.yaml <<EOF
+job: missed
+connections:
+  db: "sqlite:$T/m.db"
+steps:
+  - name: s
+    sql: {connection: db, script: "SELECT 1"}
+schedule: {cron: "0 * * * *", misfire: skip}
+notify:
+  - webhook: {url: "http://127.0.0.1:$PORT/missed"}
+    on: [missed]
+EOF
+sql repo.db "INSERT INTO ns_tick (job_name, at, local_time, state, claimed_by, claimed_at) VALUES ('missed', $(date -u -d 2024-03-09T00:00:00Z +%s), '2024-03-09T00:00:00', 'STARTED', 'test', 0)"
+NIGHTSHIFT_TEST_CLOCK="$(date -u -d 2024-03-09T05:30:00Z +%s) 1 $(date +%s.%N)" "$NS" scheduler missed.yaml > sched.log 2>&1 &
+SP=$!
+for _ in $(seq 100); do [ -s missed.jsonl ] && break; sleep 0.1; done
+kill -TERM $SP; wait $SP || true
+python3 - "$T/missed.jsonl" <<'PY' || { cat sched.log; fail "the missed event"; }
+import json, sys
+reqs = [json.loads(json.loads(l)["body"]) for l in open(sys.argv[1])]
+assert len(reqs) == 1 and reqs[0]["event"] == "missed", reqs
+assert reqs[0]["exit_message"].startswith("4 ticks missed, 2024-03-09 01:00:00 UTC to 2024-03-09 04:00:00 UTC"), reqs[0]
+PY
+echo "notify: ok"
