@@ -28,6 +28,9 @@ example users-upload demo.sh
 has users-upload "rows in users: 3839"
 has users-upload "published: 2026-11-01|3839"
 has users-upload "exit status 4"
+# its Slack notification, received by ns-receiver: the run rejected rows
+has users-upload "nightshift: job users-upload completed_with_skips"
+assert_eq "$(grep -c . out/slack.jsonl)" 1 "users-upload: one Slack message"
 assert_eq "$(($(wc -l < out/rejects/users-upload-1.csv) - 1))" 161 "users-upload: rejects"
 printf 'id,email,name,age,signup_date,last_login,points,premium,balance,country\n9001,late@example.com,Late,30,2026-12-05,2026-12-06 10:00:00,1,false,0,KR\n9002,odd@example.com,Odd,30,2026-10-05,2026-09-01 10:00:00,1,false,0,KR\n' > bad-month.csv
 expect_exit 1 "$NS" run job.yaml file=bad-month.csv month=2026-12-01
