@@ -68,8 +68,14 @@ int cmd_list(int argc, char **argv)
             wjob = job && strlen(job) > wjob ? strlen(job) : wjob;
             wst = strlen(status[i]) > wst ? strlen(status[i]) : wst;
         }
-        printf("%-*s  %-*s  %-*s  %-23s  %9s  %s\n", (int)wid, "ID", (int)wjob, "JOB", (int)wst,
-               "STATUS", "STARTED", "DURATION", "PARAMS");
+        /* A SCHEDULED column when a listed run was a scheduler's tick. */
+        bool scheduled = false;
+        json_array_foreach(a, i, e) scheduled |= json_is_string(json_object_get(e, "scheduled_at"));
+        printf("%-*s  %-*s  %-*s  %-23s  %9s  ", (int)wid, "ID", (int)wjob, "JOB", (int)wst,
+               "STATUS", "STARTED", "DURATION");
+        if (scheduled)
+            printf("%-23s  ", "SCHEDULED");
+        printf("PARAMS\n");
         json_array_foreach(a, i, e)
         {
             char started[64], dur[32], params[2048];
@@ -77,10 +83,16 @@ int cmd_list(int argc, char **argv)
             fmt_duration(json_object_get(e, "started_at"), json_object_get(e, "ended_at"), dur,
                          sizeof(dur));
             fmt_params(json_object_get(e, "params"), params, sizeof(params));
-            printf("%-*lld  %-*s  %-*s  %-23s  %9s  %s\n", (int)wid,
+            printf("%-*lld  %-*s  %-*s  %-23s  %9s  ", (int)wid,
                    (long long)json_integer_value(json_object_get(e, "id")), (int)wjob,
-                   json_string_value(json_object_get(e, "job")), (int)wst, status[i], started, dur,
-                   params);
+                   json_string_value(json_object_get(e, "job")), (int)wst, status[i], started, dur);
+            if (scheduled) {
+                char sched[64] = "-";
+                if (json_is_string(json_object_get(e, "scheduled_at")))
+                    fmt_time(json_object_get(e, "scheduled_at"), sched, sizeof(sched));
+                printf("%-23s  ", sched);
+            }
+            printf("%s\n", params);
         }
         if (undelivered)
             printf("! a notification of the run was not delivered (nightshift show ID says "

@@ -146,6 +146,28 @@ expect_err "notify[0] (webhook): completed not delivered: Timeout was reached (a
 good
 env -u TOKEN "$NS" run jslow.yaml run=13 > /dev/null 2> err13 || fail "an unset notify variable failed the run"
 grep -q "notify\[0\] (webhook): completed not delivered: notify\[0\]: environment variable TOKEN is not set" err13 || { cat err13; fail "unset variable"; }
+# --- a command that hangs is killed at its timeout; one that fails is said.
+cat > hang.yaml <<EOF
+job: hang
+connections:
+  db: "sqlite:$T/h.db"
+steps:
+  - name: s
+    sql: {connection: db, script: "SELECT 1"}
+notify:
+  - command: ["sleep", "30"]
+    on: [completed]
+    timeout: 300ms
+  - command: ["sh", "-c", "cat > /dev/null; exit 3"]
+    on: [completed]
+EOF
+t0=$(date +%s)
+expect_exit 0 "$NS" run hang.yaml
+[ $(($(date +%s) - t0)) -lt 20 ] || fail "a hanging command held the run"
+expect_err "notify[0] (command): completed not delivered: sleep did not finish within 0.3 s (killed) (after 4 attempts)"
+expect_err "notify[1] (command): completed not delivered: sh exited 3 (after 4 attempts)"
+pgrep -f "sleep 30" > /dev/null && fail "the hanging command was left running"
+
 # --- one message a second per target, across processes.
 receiver rate
 cat > rate.yaml <<EOF

@@ -76,6 +76,8 @@ first=$(sql repo.db "SELECT min(execution_id) FROM ns_tick WHERE state = 'STARTE
 "$NS" show "$first" > show.out
 grep -q "scheduled   2024-03-09 18:00:00" show.out || { cat show.out; fail "show names the scheduled time"; }
 [ "$(show_eval "$first" 'd["scheduled_at"]')" = "2024-03-09T18:00:00.000Z" ] || fail "show --json scheduled_at"
+"$NS" list --job daily > list.out
+grep -q "SCHEDULED" list.out && grep -q "2024-03-09 18:00:00 UTC" list.out || { cat list.out; fail "list shows the scheduled time"; }
 grep -q 'job daily: "0 3 \* \* \*" in Asia/Seoul' sched.log || fail "the log names the schedule"
 grep -q "job daily: tick 2024-03-10 03:00:00 KST: run started" sched.log || { cat sched.log; fail "log: run started"; }
 grep -q "run ended, exit 0 (completed)" sched.log || fail "log: run ended"
@@ -169,6 +171,33 @@ rows = db.execute("SELECT e.started_at, coalesce(e.ended_at, 'z') FROM ns_tick t
 assert any(s2 < e1 for (s1, e1), (s2, e2) in zip(rows, rows[1:])), rows
 PY
 assert_eq "$(sql repo.db "SELECT count(*) FROM ns_tick WHERE job_name = 'allow' AND state = 'SKIPPED'")" 0 "allow skips nothing"
+
+# A queued tick past its deadline is MISSED (and said); jitter delays starts.
+mkjob late "*/10 * * * *" UTC "overlap: queue_one
+  deadline: 3m" $slow
+: > sched.log
+sched "2024-03-09T00:00:30Z" 600 late.yaml
+until_sql "SELECT count(*) >= 1 FROM ns_tick WHERE job_name = 'late' AND state = 'MISSED'" 1 40
+stop_sched
+assert_eq "$(sql repo.db "SELECT DISTINCT reason FROM ns_tick WHERE job_name = 'late' AND state = 'MISSED'")" \
+    "missed: not started by its deadline (180s)" "a queued tick past its deadline"
+mkjob jit "0 * * * *" UTC "jitter: 30m"
+: > sched.log
+sched "2024-03-09T00:59:00Z" 600 jit.yaml
+until_sql "SELECT count(*) >= 3 FROM ns_tick WHERE job_name = 'jit' AND state = 'STARTED'" 1 40
+stop_sched
+python3 - "$T/sched.log" <<'PY' || fail "jitter"
+import re, sys
+from datetime import datetime
+d = []
+for l in open(sys.argv[1]):
+    m = re.match(r"(\S+) scheduler: job jit: tick (\S+ \S+) UTC: run started", l)
+    if m:
+        t = datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp()
+        tick = datetime.fromisoformat(m.group(2) + "+00:00").timestamp()
+        d.append(t - tick)
+assert len(d) >= 3 and all(0 <= x <= 1800 + 60 for x in d) and max(d) > 60, d
+PY
 
 # --- 5. SIGHUP with one broken file: reported, the other job keeps its ticks.
 mkdir hup
