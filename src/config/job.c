@@ -1553,6 +1553,13 @@ static ns_status notify_template(loader *l, const yaml_node_t *n, const char *ke
     return st;
 }
 
+/* An http(s) URL, or one a ${...} begins (known only at run time). */
+static bool notify_url_ok(const char *u)
+{
+    return strncmp(u, "${", 2) == 0 || strncasecmp(u, "http://", 7) == 0 ||
+           strncasecmp(u, "https://", 8) == 0;
+}
+
 static ns_status load_notify_one(loader *l, ns_notify_def *nd, const yaml_node_t *n,
                                  const char *where)
 {
@@ -1589,6 +1596,8 @@ static ns_status load_notify_one(loader *l, ns_notify_def *nd, const yaml_node_t
             return fail(l, x, key, "is required (the incoming webhook's URL)");
         if ((st = notify_template(l, u, key, &nd->url)) != NS_OK)
             return st;
+        if (!notify_url_ok(nd->url))
+            return fail(l, u, key, "must be an http:// or https:// URL");
     } else if ((x = map_get(l, n, "webhook"))) {
         static const char *const wk[] = {"url", "headers", NULL};
         nd->kind = NS_NOTIFY_WEBHOOK;
@@ -1603,6 +1612,8 @@ static ns_status load_notify_one(loader *l, ns_notify_def *nd, const yaml_node_t
             return fail(l, x, key, "is required");
         if ((st = notify_template(l, u, key, &nd->url)) != NS_OK)
             return st;
+        if (!notify_url_ok(nd->url))
+            return fail(l, u, key, "must be an http:// or https:// URL");
         yaml_node_t *h = map_get(l, x, "headers");
         snprintf(key, sizeof(key), "%s.webhook.headers", where);
         if (h && (st = get_map(l, h, key, &nd->headers)) != NS_OK)
