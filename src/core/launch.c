@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 /* The lease's longest: PostgreSQL takes idle_in_transaction_session_timeout
@@ -87,10 +86,7 @@ static ns_status tick_launch(ns_repo *repo, const ns_job *job, int64_t at, const
         return ns__err(err, NS_EPARAM, NULL, "a tick's run cannot be given run.id");
     if (!repo->vt->tick_prev_run)
         return ns__err(err, NS_EUNSUPPORTED, NULL, "repository: no ticks in this backend");
-    time_t t = (time_t)at;
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(iso, 32, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
+    ns__iso_at((double)at, iso, 32);
     if ((st = ns__instance_key(p->v, p->n, key)) != NS_OK)
         return ns__err(err, st, NULL, "out of memory");
     if ((st = repo->vt->tick_prev_run(repo, job->name, key, prev_run, &found, err)) != NS_OK)

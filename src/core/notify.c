@@ -18,7 +18,6 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #define ATTEMPTS      4    /* tries of one delivery */
@@ -38,14 +37,6 @@ static const char *text_of(ns_buf *b)
 {
     const char *t = ns__buf_cstr(b);
     return b->failed ? NULL : t;
-}
-
-static void nap(double seconds)
-{
-    if (seconds <= 0)
-        return;
-    struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
-    nanosleep(&ts, NULL);
 }
 
 /* ------------------------------------------------------------ events */
@@ -429,7 +420,7 @@ static json_t *slack_json(const char *event, json_t *ev)
 
 typedef struct answer {
     char body[1024];
-    size_t len;
+    size_t len, got; /* kept, and received */
     double retry_after;
 } answer;
 
@@ -437,6 +428,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 {
     answer *a = arg;
     size_t len = size * n, room = sizeof(a->body) - 1 - a->len;
+    a->got += len;
     memcpy(a->body + a->len, p, len < room ? len : room);
     a->len += len < room ? len : room;
     a->body[a->len] = '\0';
@@ -492,11 +484,10 @@ static int post(const char *url, const ns_map *headers, const char *const *value
     }
     if (status >= 200 && status < 300)
         return 0;
-    /* a line of the answer, control bytes blanked */
-    for (size_t i = 0; i < a.len; i++)
-        if ((unsigned char)a.body[i] < 0x20)
-            a.body[i] = ' ';
-    snprintf(why, whylen, "HTTP %ld%s%.200s", status, a.len ? ": " : "", a.body);
+    /* the answer's first bytes, as text that cannot break a line or JSON */
+    char text[220];
+    ns__clean_text(a.body, a.len < 200 ? a.len : 200, a.got, text, sizeof(text));
+    snprintf(why, whylen, "HTTP %ld%s%s", status, a.len ? ": " : "", text);
     if (status == 429 || status >= 500 || status == 408) {
         *wait = a.retry_after > RETRY_AFTER ? RETRY_AFTER : a.retry_after;
         return 1;
@@ -548,8 +539,7 @@ static int command(char *const *argv, const char *body, double timeout, char *wh
             snprintf(why, whylen, "%s did not finish within %g s (killed)", argv[0], timeout);
             return 1;
         }
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
+        ns__sleep(0.01);
     }
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
         return 0;
@@ -612,7 +602,7 @@ static bool deliver(ns_repo *repo, const ns_job *job, size_t index, const char *
             repo->vt->notify_slot(repo, target, ns__now(), 1.0, &at, &err) != NS_OK)
             ns_error_clear(&err); /* no slot: send anyway */
         if (at > ns__now())
-            nap(at - ns__now());
+            ns__sleep(at - ns__now());
         int r = nd->kind == NS_NOTIFY_COMMAND ? command(argv, body, nd->timeout, why, whylen)
                                               : post(url, &nd->headers, (const char *const *)values,
                                                      body, nd->timeout, &wait, why, whylen);
@@ -626,7 +616,7 @@ static bool deliver(ns_repo *repo, const ns_job *job, size_t index, const char *
             snprintf(why + strlen(why), whylen - strlen(why), "%s", tail);
             break;
         }
-        nap(wait > backoff ? wait : backoff);
+        ns__sleep(wait > backoff ? wait : backoff);
         backoff *= 2;
     }
     goto out;
@@ -658,8 +648,7 @@ static void send_event(ns_repo *repo, const ns_job *job, ns_event e, json_t *ev,
         const ns_notify_def *nd = &job->notify[i];
         if (!(nd->events & 1u << e))
             continue;
-        if (e == NS_EVENT_STILL_FAILING && (streak - 2) % nd->every != nd->every - 1 &&
-            nd->every > 1)
+        if (e == NS_EVENT_STILL_FAILING && (streak - 1) % nd->every != 0)
             continue; /* every Nth failure in a row after the first */
         char why[600] = "", line[800];
         if (deliver(repo, job, i, event, ev, sec, why, sizeof(why)))

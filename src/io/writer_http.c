@@ -653,31 +653,7 @@ static const char *reason(long st)
  * is not trusted: control bytes become spaces, invalid UTF-8 '?'). */
 static void excerpt_text(const unit *u, char *out, size_t cap)
 {
-    size_t o = 0, i = 0, n = u->excerpt_len;
-    while (i < n && o + 8 < cap) {
-        unsigned char c = (unsigned char)u->excerpt[i];
-        size_t ok =
-            ns__utf8_valid_prefix((const unsigned char *)u->excerpt + i, n - i < 4 ? n - i : 4);
-        if (c < 0x80) {
-            out[o++] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
-            i++;
-        } else if (ok > 0) {
-            size_t k = 1;
-            while (k < ok && ((unsigned char)u->excerpt[i + k] & 0xc0) == 0x80)
-                k++;
-            memcpy(out + o, u->excerpt + i, k);
-            o += k;
-            i += k;
-        } else if (i + 4 > n && u->got > n) {
-            break; /* a character cut by the excerpt's end */
-        } else {
-            out[o++] = '?';
-            i++;
-        }
-    }
-    if (u->got > i)
-        o += (size_t)snprintf(out + o, cap - o, "...");
-    out[o] = '\0';
+    ns__clean_text(u->excerpt, u->excerpt_len, u->got, out, cap);
 }
 
 /* Where a request went, for messages: the template, and the item's line. */

@@ -10,15 +10,63 @@
 #include <time.h>
 #include <unistd.h>
 
+void ns__iso_at(double t, char *buf, size_t n)
+{
+    struct tm tm;
+    time_t secs = (time_t)t;
+    if ((double)secs > t)
+        secs--; /* before 1970: round down */
+    long ms = (long)((t - (double)secs) * 1000);
+    gmtime_r(&secs, &tm);
+    snprintf(buf, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms > 999 ? 999 : ms);
+}
+
 void ns__now_iso(char *buf, size_t n)
 {
     struct timespec ts;
-    struct tm tm;
-
     clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    snprintf(buf, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+    ns__iso_at((double)ts.tv_sec + (double)(ts.tv_nsec / 1000000) / 1000.0, buf, n);
+}
+
+void ns__sleep(double seconds)
+{
+    if (!(seconds > 0))
+        return;
+    struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+size_t ns__clean_text(const char *p, size_t n, size_t total, char *out, size_t cap)
+{
+    size_t o = 0, i = 0;
+    if (!cap)
+        return 0;
+    while (i < n && o + 8 < cap) {
+        unsigned char c = (unsigned char)p[i];
+        size_t ok = ns__utf8_valid_prefix((const unsigned char *)p + i, n - i < 4 ? n - i : 4);
+        if (c < 0x80) {
+            out[o++] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
+            i++;
+        } else if (ok > 0) {
+            size_t k = 1;
+            while (k < ok && ((unsigned char)p[i + k] & 0xc0) == 0x80)
+                k++;
+            memcpy(out + o, p + i, k);
+            o += k;
+            i += k;
+        } else if (i + 4 > n && total > n) {
+            break; /* a character cut where the text was cut */
+        } else {
+            out[o++] = '?';
+            i++;
+        }
+    }
+    if (total > i && o + 3 < cap)
+        o += (size_t)snprintf(out + o, cap - o, "...");
+    out[o] = '\0';
+    return o;
 }
 
 double ns__now(void)

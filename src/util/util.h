@@ -134,6 +134,14 @@ bool ns__parse_i64(const char *s, size_t n, int64_t *out);
 
 /* Wall-clock UTC as "YYYY-MM-DDTHH:MM:SS.mmmZ" into buf (>= 32 bytes). */
 void ns__now_iso(char *buf, size_t n);
+/* The same for the instant t (seconds since the epoch). */
+void ns__iso_at(double t, char *buf, size_t n);
+/* Sleeps that long (through signals); nothing for 0 or less. */
+void ns__sleep(double seconds);
+/* Text from outside (a server's answer) as one line of UTF-8: control bytes
+ * become spaces, invalid UTF-8 '?'; "..." when the first n of `total`
+ * bytes were all there was room for. Returns the length written. */
+size_t ns__clean_text(const char *p, size_t n, size_t total, char *out, size_t cap);
 /* Wall-clock seconds since the epoch. */
 double ns__now(void);
 /* Monotonic seconds, for durations. */

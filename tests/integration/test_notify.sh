@@ -146,6 +146,27 @@ expect_err "notify[0] (webhook): completed not delivered: Timeout was reached (a
 good
 env -u TOKEN "$NS" run jslow.yaml run=13 > /dev/null 2> err13 || fail "an unset notify variable failed the run"
 grep -q "notify\[0\] (webhook): completed not delivered: notify\[0\]: environment variable TOKEN is not set" err13 || { cat err13; fail "unset variable"; }
+# --- a hostile answer (3 MB of every byte value, with 500): the recorded
+# line is short, valid UTF-8 text; show --json still parses and carries it.
+receiver garb --faults 500=1 --garbage 3000000
+sed "s|127.0.0.1:$OK/hook|127.0.0.1:$PORT/hook|; /slack:/,/every:/d; /command:/,/on: \[failed, recovered\]/d; s/on: \[failed, recovered, completed, started\]/on: [completed]/" job.yaml > jgarb.yaml
+good
+expect_exit 0 "$NS" run jgarb.yaml run=14
+id=$(sql repo.db "SELECT max(id) FROM ns_job_execution")
+"$NS" show "$id" --json | python3 -c "
+import json, sys
+e = json.load(sys.stdin)['notify_errors']
+assert len(e) == 1 and len(e[0]) < 700 and 'HTTP 500' in e[0], e
+assert not any(ord(c) < 32 for c in e[0]), e
+" || fail "a hostile answer broke the recorded notification error"
+# --- a password written in the webhook's URL (userinfo) is a secret too.
+receiver pw --faults 500=1
+sed "s|http://127.0.0.1:$OK/hook|http://ns:pw-literal-9q@127.0.0.1:$PORT/hook|; /slack:/,/every:/d; /command:/,/on: \[failed, recovered\]/d; s/on: \[failed, recovered, completed, started\]/on: [completed]/" job.yaml > jpw.yaml
+good
+expect_exit 0 "$NS" run jpw.yaml run=15
+grep -q "pw-literal-9q" "$T/err" "$T/out" repo.db && fail "the URL's password reached a message or the repository"
+[ "$(grep -c . pw.jsonl)" = 4 ] || fail "the webhook with a password in its URL was not tried 4 times"
+
 # --- a command that hangs is killed at its timeout; one that fails is said.
 cat > hang.yaml <<EOF
 job: hang
