@@ -112,33 +112,41 @@ static void say_line(void *arg, const char *line)
     say(arg, "%s", line);
 }
 
-/* "2024-03-10 03:00 EDT" of a tick, for the log. */
+/* The fire time a tick's instant is (the next one after a second before
+ * it); false when `at` is not one (its schedule changed). */
+static bool fire_of(const sjob *j, int64_t at, ns_fire_time *f)
+{
+    return ns_schedule_next(j->sched, at - 1, f) && f->at == at;
+}
+
+/* Seconds on a calendar, by a strftime format. */
+static void cal(int64_t secs, const char *fmt, char *out, size_t n)
+{
+    time_t t = (time_t)secs;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, n, fmt, &tm);
+}
+
+/* "2024-03-10 03:00:00 EDT" of a tick, for the log. */
 static const char *tick_name(const sjob *j, int64_t at, char *buf, size_t n)
 {
     ns_fire_time f;
-    /* the fire time at `at` is the next one after at - 1 */
-    if (!ns_schedule_next(j->sched, at - 1, &f) || f.at != at) {
+    char w[32];
+    if (!fire_of(j, at, &f)) {
         snprintf(buf, n, "%lld", (long long)at);
         return buf;
     }
-    time_t t = (time_t)(at + f.offset);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    char w[32];
-    strftime(w, sizeof(w), "%Y-%m-%d %H:%M:%S", &tm);
+    cal(at + f.offset, "%Y-%m-%d %H:%M:%S", w, sizeof(w));
     snprintf(buf, n, "%s %s", w, f.abbr);
     return buf;
 }
 
+/* The local time a tick names, "2024-03-10T02:30:00". */
 static void local_iso(const sjob *j, int64_t at, char out[32])
 {
     ns_fire_time f;
-    time_t t = (time_t)at;
-    if (ns_schedule_next(j->sched, at - 1, &f) && f.at == at)
-        t = (time_t)f.wall;
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    cal(fire_of(j, at, &f) ? f.wall : at, "%Y-%m-%dT%H:%M:%S", out, 32);
 }
 
 /* ------------------------------------------------------------- jobs */
@@ -292,28 +300,36 @@ static void set_tick(sched *s, sjob *j, int64_t at, const char *from, const char
 
 /* Whether the job has a run going (ours, or alive in the repository), or
  * a tick waiting that another scheduler owns. */
-static bool busy(sched *s, sjob *j, int64_t except_at, char *why, size_t n)
+typedef enum busyness {
+    FREE,    /* nothing of the job runs or waits */
+    RUNNING, /* a run of it goes on (here or elsewhere) */
+    WAITING  /* a tick of it waits to start at another scheduler */
+} busyness;
+
+/* Whether the job has a run going (ours, or alive in the repository), or
+ * a tick waiting that another scheduler owns; why says which. */
+static busyness busy(sched *s, sjob *j, int64_t except_at, char *why, size_t n)
 {
     int running = 0;
     int64_t id = 0;
     ns_error err = {0};
     if (j->kids) {
         snprintf(why, n, "a run of the job is still going (started by this scheduler)");
-        return true;
+        return RUNNING;
     }
     if (ns__repo_running(s->repo, j->job->name, &running, &id, &err) == NS_OK && running) {
         snprintf(why, n, "execution %lld of the job is still running", (long long)id);
-        return true;
+        return RUNNING;
     }
     ns_tick *p = NULL;
     size_t np = 0;
-    bool b = false;
+    busyness b = FREE;
     if (s->repo->vt->tick_pending(s->repo, j->job->name, &p, &np, &err) == NS_OK)
-        for (size_t i = 0; i < np && !b; i++)
+        for (size_t i = 0; i < np && b == FREE; i++)
             if (p[i].at != except_at && strcmp(p[i].claimed_by, s->me) != 0) {
                 snprintf(why, n, "the tick of %s waits to start (scheduler %s)", p[i].local_time,
                          p[i].claimed_by);
-                b = true;
+                b = WAITING;
             }
     free(p);
     return b;
@@ -337,13 +353,9 @@ static void param_at(const sjob *j, int64_t at, const char *word, ns_ptype type,
                      size_t n)
 {
     ns_fire_time f;
-    int32_t off = 0;
-    if (ns_schedule_next(j->sched, at - 1, &f) && f.at == at)
-        off = f.offset;
-    time_t t = (time_t)(at + off - (strcmp(word, "yesterday") == 0 ? 86400 : 0));
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, n, type == NS_P_TIMESTAMP ? "%Y-%m-%dT%H:%M:%S" : "%Y-%m-%d", &tm);
+    int32_t off = fire_of(j, at, &f) ? f.offset : 0;
+    cal(at + off - (strcmp(word, "yesterday") == 0 ? 86400 : 0),
+        type == NS_P_TIMESTAMP ? "%Y-%m-%dT%H:%M:%S" : "%Y-%m-%d", out, n);
 }
 
 /* Starts the run of a claimed (PENDING) tick as a child process. */
@@ -440,16 +452,19 @@ static void fire(sched *s, sjob *j, int64_t at, bool late)
     const ns_schedule_def *sd = j->job->schedule;
     char why[512], reason[600], name[64];
     tick_name(j, at, name, sizeof(name));
-    bool b = sd->overlap != NS_OVERLAP_ALLOW && (j->nq || busy(s, j, at, why, sizeof(why)));
-    if (b && j->nq)
+    busyness b = FREE;
+    if (sd->overlap != NS_OVERLAP_ALLOW && j->nq) {
+        b = WAITING;
         snprintf(why, sizeof(why), "a tick of the job is already waiting to start");
+    } else if (sd->overlap != NS_OVERLAP_ALLOW)
+        b = busy(s, j, at, why, sizeof(why));
     if (b && sd->overlap == NS_OVERLAP_FORBID) {
         snprintf(reason, sizeof(reason), "overlap: forbid: %s", why);
         if (claim(s, j, at, "SKIPPED", reason))
             say(s, "job %s: tick %s: skipped (%s)", j->job->name, name, reason);
         return;
     }
-    if (b && (j->nq || strstr(why, "waits to start"))) { /* queue_one: one waits, no more */
+    if (b == WAITING) { /* queue_one: one waits, no more */
         snprintf(reason, sizeof(reason), "overlap: queue_one: %s", why);
         if (claim(s, j, at, "SKIPPED", reason))
             say(s, "job %s: tick %s: skipped (%s)", j->job->name, name, reason);
@@ -687,16 +702,11 @@ static void reaped(sched *s, pid_t pid, int status)
     }
 }
 
-/* Sleeps up to `seconds` of the scheduler's clock, waking for a signal. */
+/* Sleeps up to `seconds` of the scheduler's clock (at most a real second). */
 static void nap(const sched *s, double seconds)
 {
     double real = seconds / s->speed;
-    if (real > 1)
-        real = 1;
-    if (real < 0.02)
-        real = 0.02;
-    struct timespec ts = {(time_t)real, (long)((real - (double)(time_t)real) * 1e9)};
-    nanosleep(&ts, NULL);
+    ns__sleep(real > 1 ? 1 : real < 0.02 ? 0.02 : real);
 }
 
 ns_status ns_scheduler_run(ns_repo *repo, const ns_scheduler_opts *o, ns_error *err)
