@@ -103,101 +103,100 @@ ns_status ns_repo_abandon(ns_repo *r, int64_t id, ns_error *err)
     return said(r, r->vt->abandon(r, id, err), err);
 }
 
-ns_status ns__repo_running(ns_repo *r, const char *job, int *n, int64_t *id, ns_error *err)
+/* The executions of a job (all jobs: NULL) marked running, newest first,
+ * as list's JSON: *out is an array, NULL on error. */
+static const char *const running_states[] = {"STARTING", "STARTED", "STOPPING"};
+static ns_status running_json(ns_repo *r, const char *job, json_t **out, ns_error *err)
 {
-    static const char *const running[] = {"STARTING", "STARTED", "STOPPING"};
-    *n = 0;
-    *id = 0;
-    for (size_t k = 0; k < sizeof(running) / sizeof(running[0]); k++) {
+    *out = json_array();
+    for (size_t k = 0; k < sizeof(running_states) / sizeof(running_states[0]); k++) {
         char *text = NULL;
-        ns_status st = r->vt->list_json(r, job, running[k], 1000, &text, err);
-        if (st != NS_OK)
-            return st;
-        json_t *all = json_loads(text, 0, NULL);
+        /* every one of them: a repository holds few running executions */
+        ns_status st = r->vt->list_json(r, job, running_states[k], 1000000, &text, err);
+        json_t *some = st == NS_OK ? json_loads(text, 0, NULL) : NULL;
         free(text);
-        if (!json_is_array(all)) {
-            json_decref(all);
-            return ns__err(err, NS_ENOMEM, NULL, "out of memory reading the running executions");
+        if (st == NS_OK && (!json_is_array(some) || json_array_extend(*out, some) != 0))
+            st = ns__err(err, NS_ENOMEM, NULL, "out of memory reading the running executions");
+        json_decref(some);
+        if (st != NS_OK) {
+            json_decref(*out);
+            *out = NULL;
+            return st;
         }
-        size_t i;
-        json_t *e;
-        json_array_foreach(all, i, e)
-        {
-            const char *live = json_string_value(json_object_get(e, "liveness"));
-            if (live && strcmp(live, "alive") == 0) {
-                ++*n;
-                *id = json_integer_value(json_object_get(e, "id"));
-            }
-        }
-        json_decref(all);
     }
     return NS_OK;
+}
+
+ns_status ns__repo_running(ns_repo *r, const char *job, int *n, int64_t *id, ns_error *err)
+{
+    json_t *all, *e;
+    size_t i;
+    *n = 0;
+    *id = 0;
+    ns_status st = running_json(r, job, &all, err);
+    json_array_foreach(all, i, e)
+    {
+        const char *live = json_string_value(json_object_get(e, "liveness"));
+        if (live && strcmp(live, "alive") == 0) {
+            ++*n;
+            *id = json_integer_value(json_object_get(e, "id"));
+        }
+    }
+    json_decref(all);
+    return st;
 }
 
 ns_status ns_repo_recover(ns_repo *r, const char *job, int dry_run, ns_recover_fn fn, void *arg,
                           int *found, ns_error *err)
 {
-    static const char *const running[] = {"STARTING", "STARTED", "STOPPING"};
     double lease = r->lease > 0 ? r->lease : 60;
-    ns_status st = NS_OK;
+    json_t *all;
     *found = 0;
-    for (size_t k = 0; k < sizeof(running) / sizeof(running[0]) && st == NS_OK; k++) {
-        char *text = NULL;
-        /* every one of them: a repository holds few running executions */
-        if ((st = r->vt->list_json(r, job, running[k], 1000000, &text, err)) != NS_OK)
-            break;
-        json_t *all = json_loads(text, 0, NULL);
-        free(text);
-        if (!json_is_array(all)) {
-            json_decref(all);
-            st = ns__err(err, NS_ENOMEM, NULL, "out of memory reading the running executions");
-            break;
-        }
-        size_t i;
-        json_t *e;
-        json_array_foreach(all, i, e)
-        {
-            const char *live = json_string_value(json_object_get(e, "liveness"));
-            const char *beat = json_string_value(json_object_get(e, "heartbeat"));
-            const char *host = json_string_value(json_object_get(e, "host"));
-            const char *name = json_string_value(json_object_get(e, "job"));
-            int64_t id = json_integer_value(json_object_get(e, "id"));
-            int64_t pid = json_integer_value(json_object_get(e, "pid"));
-            char why[400], said_why[600];
-            double at;
-            if (!live || !beat ||
-                (strcmp(live, "process gone") != 0 && strcmp(live, "heartbeat stale") != 0))
-                continue;
-            if (strcmp(live, "process gone") == 0)
-                snprintf(why, sizeof(why), "process %lld on %s is gone", (long long)pid,
-                         host ? host : "?");
-            else
-                snprintf(why, sizeof(why),
-                         "its heartbeat (from process %lld on %s) is %.0f s old, past the lease "
-                         "of %.0f s",
-                         (long long)pid, host ? host : "?",
-                         ns__parse_iso(beat, &at) ? ns__now() - at : -1.0, lease);
-            (*found)++;
-            ns_status outcome = NS_OK;
-            if (!dry_run) {
-                ns_error e2 = {0};
-                snprintf(said_why, sizeof(said_why),
-                         "%s: it stopped without recording an end (killed or crashed); marked "
-                         "FAILED by nightshift recover",
-                         why);
-                outcome = r->vt->mark_dead(r, id, beat, said_why, &e2);
-                if (outcome != NS_OK && outcome != NS_ECONFLICT) {
-                    if (err)
-                        *err = e2;
-                    st = outcome;
-                    break;
-                }
+    ns_status st = running_json(r, job, &all, err);
+    size_t i;
+    json_t *e;
+    json_array_foreach(all, i, e)
+    {
+        const char *live = json_string_value(json_object_get(e, "liveness"));
+        const char *beat = json_string_value(json_object_get(e, "heartbeat"));
+        const char *host = json_string_value(json_object_get(e, "host"));
+        const char *name = json_string_value(json_object_get(e, "job"));
+        int64_t id = json_integer_value(json_object_get(e, "id"));
+        int64_t pid = json_integer_value(json_object_get(e, "pid"));
+        char why[400], said_why[600];
+        double at;
+        if (!live || !beat ||
+            (strcmp(live, "process gone") != 0 && strcmp(live, "heartbeat stale") != 0))
+            continue;
+        if (strcmp(live, "process gone") == 0)
+            snprintf(why, sizeof(why), "process %lld on %s is gone", (long long)pid,
+                     host ? host : "?");
+        else
+            snprintf(why, sizeof(why),
+                     "its heartbeat (from process %lld on %s) is %.0f s old, past the lease "
+                     "of %.0f s",
+                     (long long)pid, host ? host : "?",
+                     ns__parse_iso(beat, &at) ? ns__now() - at : -1.0, lease);
+        (*found)++;
+        ns_status outcome = NS_OK;
+        if (!dry_run) {
+            ns_error e2 = {0};
+            snprintf(said_why, sizeof(said_why),
+                     "%s: it stopped without recording an end (killed or crashed); marked "
+                     "FAILED by nightshift recover",
+                     why);
+            outcome = r->vt->mark_dead(r, id, beat, said_why, &e2);
+            if (outcome != NS_OK && outcome != NS_ECONFLICT) {
+                if (err)
+                    *err = e2;
+                st = outcome;
+                break;
             }
-            if (fn)
-                fn(arg, id, name ? name : "?", why, outcome);
         }
-        json_decref(all);
+        if (fn)
+            fn(arg, id, name ? name : "?", why, outcome);
     }
+    json_decref(all);
     return said(r, st, err);
 }
 
