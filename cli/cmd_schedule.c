@@ -167,14 +167,14 @@ static int show_one(const char *path, bool named, long count, int64_t from, bool
         offset_str(f.offset, off, sizeof(off));
         note_str(&f, &si, note, sizeof(note));
         if (json) {
-            char at[64], named_wall[40];
+            char at[64], named_wall[40], utc_z[48];
             snprintf(at, sizeof(at), "%s%s", loc, off);
+            snprintf(utc_z, sizeof(utc_z), "%sZ", utc);
             wall_str(f.wall, 'T', named_wall, sizeof(named_wall));
             json_t *e =
-                json_pack("{s:s, s:s, s:s, s:s, s:b, s:b}", "at", at, "utc", utc, "zone", f.abbr,
+                json_pack("{s:s, s:s, s:s, s:s, s:b, s:b}", "at", at, "utc", utc_z, "zone", f.abbr,
                           "local_time", named_wall, "in_gap", (f.flags & NS_FIRE_IN_GAP) != 0,
                           "in_repeat", (f.flags & NS_FIRE_IN_REPEAT) != 0);
-            json_string_set(json_object_get(e, "utc"), (strcat(utc, "Z"), utc));
             json_array_append_new(fires, e);
         } else
             printf("  %s %-5s (%s)   %s UTC%s%s\n", loc, f.abbr, off, utc, note[0] ? "   " : "",

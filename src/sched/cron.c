@@ -175,7 +175,6 @@ bool ns_cron_parse(const char *expr, ns_cron *c, char *why, size_t len)
                     "%d field%s: give 5 (minute hour day-of-month month day-of-week) or 6 "
                     "(with seconds first)",
                     n, n == 1 ? "" : "s");
-    c->seconds = n == 6;
     uint64_t bits[6];
     bool star[6] = {0}, stepped[6] = {0};
     if (n == 5)

@@ -23,7 +23,6 @@ typedef struct ns_cron {
     /* The hour field is '*' or a step: fire times follow elapsed time
      * through a DST change instead of the gap/repeat policies. */
     bool elapsed;
-    bool seconds; /* given with a seconds field */
 } ns_cron;
 
 /* Parses 5 fields (minute hour day-of-month month day-of-week), 6 with a
