@@ -25,8 +25,12 @@ typedef struct cli_opts {
     ns_checkpoint_use checkpoint; /* --adopt-checkpoint, --ignore-checkpoint */
 } cli_opts;
 
-/* Parses the options common to all commands; returns false on bad usage. */
+/* Parses the command's options (its table in main.c: another command's
+ * option is bad usage); returns false on bad usage, said on stderr. */
 bool cli_parse(int argc, char **argv, cli_opts *o);
+/* A whole decimal number (digits only: "5x", " 5", "+5" are not) in
+ * [min, max]; false, said on stderr naming `what`, when it is not. */
+bool cli_number(const char *what, const char *s, long long min, long long max, long long *out);
 /* Prints a command's synopsis to stderr (after bad usage). */
 void cli_usage(const char *command);
 /* Prints an error as "nightshift: message" to stderr. */

@@ -41,7 +41,8 @@ int cmd_recover(int argc, char **argv)
     }
     if (!cli_lease(&lease))
         goto done;
-    if (!(repo = cli_repo(&o))) {
+    /* --dry-run changes nothing: it neither creates nor migrates one */
+    if (!(repo = o.dry_run ? cli_repo_readonly(&o) : cli_repo(&o))) {
         rc = NS_EXIT_FAILED;
         goto done;
     }

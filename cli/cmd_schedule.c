@@ -58,8 +58,9 @@ static void wall_str(int64_t wall, char sep, char *buf, size_t n)
     time_t t = (time_t)wall;
     struct tm tm;
     gmtime_r(&t, &tm);
-    snprintf(buf, n, "%04d-%02d-%02d%c%02d:%02d:%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-             sep, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    if (snprintf(buf, n, "%04d-%02d-%02d%c%02d:%02d:%02d", tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, sep, tm.tm_hour, tm.tm_min, tm.tm_sec) >= (int)n)
+        buf[n - 1] = '\0'; /* a year past 9999: cut, never overrun */
 }
 
 static void offset_str(int32_t off, char *buf, size_t n)

@@ -2,6 +2,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,10 +10,26 @@
 /* Every command: its name, its handler, a one-line summary and its help
  * (`nightshift COMMAND --help`, `nightshift help COMMAND`). The general
  * usage is made from the summaries, so the two never disagree. */
+/* The options of each command (its own table: an option of another
+ * command is bad usage). --help is every command's. */
+#define REPO "--repository"
+#define CKPT "--adopt-checkpoint", "--ignore-checkpoint", "--restart-from-beginning"
+static const char *const run_opts[] = {"--next", CKPT, "--tick", REPO, NULL};
+static const char *const restart_opts[] = {CKPT, REPO, NULL};
+static const char *const repo_opts[] = {REPO, NULL};
+static const char *const recover_opts[] = {"--dry-run", "--job", REPO, NULL};
+static const char *const purge_opts[] = {"--before",     "--keep-last", "--job", "--dry-run",
+                                         "--with-files", REPO,          NULL};
+static const char *const list_opts[] = {"--job", "--status", "--limit", "--json", REPO, NULL};
+static const char *const show_opts[] = {"--json", REPO, NULL};
+static const char *const schedule_opts[] = {"--count", "--from", "--json", NULL};
+static const char *const validate_opts[] = {"--plugins", NULL};
+
 static const struct command {
     const char *name;
     int (*fn)(int, char **);
     const char *synopsis, *summary, *help;
+    const char *const *opts;
 } commands[] = {
     {"run", cmd_run, "run JOB.yaml [NAME=VALUE ...] [--next]",
      "run a job (or restart its failed instance)",
@@ -29,23 +46,27 @@ static const struct command {
      "  --restart-from-beginning  the same (for an input file that changed)\n"
      "  --tick T                  (the scheduler's) the run of the job's tick at T, seconds\n"
      "                            since the epoch: only while the tick waits to start\n"
-     "  --repository URL          the job repository\n"},
+     "  --repository URL          the job repository\n",
+     run_opts},
     {"restart", cmd_restart, "restart EXECUTION_ID", "restart a FAILED or STOPPED execution",
      "Reloads the job file and parameters recorded for the execution and runs it again,\n"
      "from any directory (relative paths are resolved where it was launched).\n"
      "\n"
      "  --adopt-checkpoint, --ignore-checkpoint, --restart-from-beginning   as for run\n"
-     "  --repository URL          the job repository\n"},
+     "  --repository URL          the job repository\n",
+     restart_opts},
     {"stop", cmd_stop, "stop EXECUTION_ID", "stop after the current chunk",
      "Asks a running execution, in any process or machine sharing the repository, to\n"
      "stop after its current chunk (STOPPING, then STOPPED). Not running: exit 4.\n"
      "\n"
-     "  --repository URL          the job repository\n"},
+     "  --repository URL          the job repository\n",
+     repo_opts},
     {"abandon", cmd_abandon, "abandon EXECUTION_ID", "never restart this execution",
      "Marks a STOPPED or FAILED execution ABANDONED: its instance is never restarted\n"
      "(start another with --next or other parameters). Others: exit 4.\n"
      "\n"
-     "  --repository URL          the job repository\n"},
+     "  --repository URL          the job repository\n",
+     repo_opts},
     {"recover", cmd_recover, "recover [--dry-run] [--job NAME]",
      "mark FAILED the runs whose process is gone",
      "Marks FAILED every execution the repository says is running whose process is\n"
@@ -56,7 +77,8 @@ static const struct command {
      "\n"
      "  --dry-run                 say what would be marked, change nothing\n"
      "  --job NAME                of one job\n"
-     "  --repository URL          the job repository\n"},
+     "  --repository URL          the job repository\n",
+     recover_opts},
     {"purge", cmd_purge,
      "purge (--before DATE | --keep-last N) [--job NAME] [--dry-run] [--with-files]",
      "delete old executions from the repository",
@@ -72,7 +94,8 @@ static const struct command {
      "  --job NAME                of one job\n"
      "  --dry-run                 say what would be deleted, change nothing\n"
      "  --with-files              also remove their rejects files (those tagged as theirs)\n"
-     "  --repository URL          the job repository\n"},
+     "  --repository URL          the job repository\n",
+     purge_opts},
     {"list", cmd_list, "list [--job NAME] [--status STATUS] [--limit N] [--json]",
      "the newest executions",
      "Lists the newest executions, newest first. Reads only: never creates a repository.\n"
@@ -82,14 +105,16 @@ static const struct command {
      "                            STOPPED, FAILED, COMPLETED, ABANDONED, UNKNOWN\n"
      "  --limit N                 at most N (default 20)\n"
      "  --json                    as a JSON array\n"
-     "  --repository URL          the job repository\n"},
+     "  --repository URL          the job repository\n",
+     list_opts},
     {"show", cmd_show, "show EXECUTION_ID [--json]", "one execution, its steps and counters",
      "Shows one execution: status, exit code and message, parameters, times, process,\n"
      "which execution it restarted and which restarted it, and each step's eight\n"
      "counters. Reads only: never creates a repository.\n"
      "\n"
      "  --json                    as one JSON object\n"
-     "  --repository URL          the job repository\n"},
+     "  --repository URL          the job repository\n",
+     show_opts},
     {"schedule", cmd_schedule, "schedule JOB.yaml|DIR ... [--count N] [--from TIME] [--json]",
      "the next fire times of job schedules",
      "For each job file (a folder: its *.yaml and *.yml files that have a schedule:),\n"
@@ -100,7 +125,8 @@ static const struct command {
      "  --count N                 how many fire times (default 5)\n"
      "  --from TIME               after TIME instead of now: YYYY-MM-DD (UTC midnight),\n"
      "                            YYYY-MM-DDTHH:MM:SSZ or YYYY-MM-DDTHH:MM:SS+HH:MM\n"
-     "  --json                    as a JSON array: ISO 8601 instants with their offsets\n"},
+     "  --json                    as a JSON array: ISO 8601 instants with their offsets\n",
+     schedule_opts},
     {"scheduler", cmd_scheduler, "scheduler JOB.yaml|DIR ...", "run scheduled jobs (a daemon)",
      "Runs in the foreground (for systemd: contrib/nightshift-scheduler.service) and\n"
      "starts each job that has a schedule: at its ticks, each run a child process\n"
@@ -110,14 +136,16 @@ static const struct command {
      "once they have; SIGHUP: the job files are read again (one that is invalid is\n"
      "reported, and the others keep their schedules).\n"
      "\n"
-     "  --repository URL          the job repository (also the runs')\n"},
+     "  --repository URL          the job repository (also the runs')\n",
+     repo_opts},
     {"validate", cmd_validate, "validate JOB.yaml ... | validate --plugins",
      "check job files without running them",
      "Loads each job file and checks every key; an error names the file, line and key\n"
      "(exit 2). Nothing runs and no repository is opened.\n"
      "\n"
      "  --plugins                 list the readers, writers, processors and step types\n"
-     "                            a job file may name, with their keys\n"},
+     "                            a job file may name, with their keys\n",
+     validate_opts},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -128,7 +156,7 @@ static void print_usage(FILE *f)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
     fputs("  help       this, or a command's help (help COMMAND)\n"
           "\n"
-          "Every command takes --repository URL (else $NIGHTSHIFT_REPOSITORY, else\n"
+          "The commands that use the repository take --repository URL (else\n"
           "sqlite:nightshift.db) and --help. Exit status: 0 completed, 1 failed (also: the\n"
           "repository cannot be opened), 2 bad usage, invalid job file or unknown execution,\n"
           "3 stopped, 4 refused. See docs/cli.md and nightshift(1).\n",
@@ -156,6 +184,102 @@ void cli_usage(const char *name)
                 name);
 }
 
+/* The command being run (its option table), set by main. */
+static const struct command *current;
+
+/* Edit distance of two short words (for "did you mean"); large when long. */
+static size_t distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), row[64];
+    if (la >= 63 || lb >= 63)
+        return 99;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            diag = up;
+            row[j] = best;
+        }
+    }
+    return row[lb];
+}
+
+/* The nearest of `words` to w when near enough to be a typo (two edits),
+ * else the first it begins; else NULL. */
+static const char *nearest(const char *w, const char *const *words, size_t n)
+{
+    const char *best = NULL, *prefix = NULL;
+    size_t bd = 3;
+    for (size_t i = 0; i < n; i++) {
+        size_t d = distance(w, words[i]);
+        if (d < bd) {
+            bd = d;
+            best = words[i];
+        }
+        if (!prefix && strlen(w) >= 3 && strncmp(w, words[i], strlen(w)) == 0)
+            prefix = words[i];
+    }
+    return best ? best : prefix;
+}
+
+static bool takes(const struct command *c, const char *opt)
+{
+    for (size_t i = 0; c && c->opts[i]; i++)
+        if (strcmp(c->opts[i], opt) == 0)
+            return true;
+    return !c; /* no command (tests of the parser): any */
+}
+
+/* An option that no command knows, or another command's: said, false. */
+static bool not_ours(const char *a)
+{
+    const char *name = current ? current->name : "?";
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (takes(&commands[i], a)) {
+            fprintf(stderr, "nightshift: '%s' is not an option of '%s'\n", a, name);
+            return false;
+        }
+    size_t n = 0;
+    while (current && current->opts[n])
+        n++;
+    const char *near = current ? nearest(a, current->opts, n) : NULL;
+    fprintf(stderr, "nightshift: %s: unknown option %s", name, a);
+    if (near)
+        fprintf(stderr, " (did you mean %s?)", near);
+    fputc('\n', stderr);
+    return false;
+}
+
+bool cli_number(const char *what, const char *s, long long min, long long max, long long *out)
+{
+    long long v = 0;
+    bool ok = s && *s;
+    for (const char *p = s; ok && *p; p++) {
+        if (*p < '0' || *p > '9' || v > (LLONG_MAX - (*p - '0')) / 10)
+            ok = false;
+        else
+            v = v * 10 + (*p - '0');
+    }
+    if (!ok || v < min || v > max) {
+        if (max == LLONG_MAX)
+            fprintf(stderr, "nightshift: %s takes a whole number from %lld up, not '%s'\n", what,
+                    min, s ? s : "");
+        else
+            fprintf(stderr, "nightshift: %s takes a whole number from %lld to %lld, not '%s'\n",
+                    what, min, max, s ? s : "");
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
 bool cli_parse(int argc, char **argv, cli_opts *o)
 {
     memset(o, 0, sizeof(*o));
@@ -165,29 +289,48 @@ bool cli_parse(int argc, char **argv, cli_opts *o)
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char **want = NULL;
-        if (strcmp(a, "--json") == 0) {
+        long long num;
+        if (strcmp(a, "--") == 0) {
+            while (++i < argc)
+                o->args[o->nargs++] = argv[i];
+            break;
+        }
+        if (a[0] != '-' || a[1] != '-') {
+            o->args[o->nargs++] = a;
+            continue;
+        }
+        char opt[64];
+        const char *inline_value = strchr(a, '=');
+        snprintf(opt, sizeof(opt), "%.*s", inline_value ? (int)(inline_value - a) : (int)strlen(a),
+                 a);
+        if (!takes(current, opt))
+            return not_ours(opt);
+        if (inline_value && strcmp(opt, "--repository") != 0) {
+            fprintf(stderr, "nightshift: %s: write the value after a space (%s VALUE)\n", a, opt);
+            return false;
+        }
+        /* an option's value: the next argument */
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(opt, "--json") == 0) {
             o->json = true;
-        } else if (strcmp(a, "--plugins") == 0) {
+        } else if (strcmp(opt, "--plugins") == 0) {
             o->plugins = true;
-        } else if (strcmp(a, "--next") == 0) {
+        } else if (strcmp(opt, "--next") == 0) {
             o->next = true;
-        } else if (strcmp(a, "--dry-run") == 0) {
+        } else if (strcmp(opt, "--dry-run") == 0) {
             o->dry_run = true;
-        } else if (strcmp(a, "--with-files") == 0) {
+        } else if (strcmp(opt, "--with-files") == 0) {
             o->with_files = true;
-        } else if (strcmp(a, "--before") == 0) {
+        } else if (strcmp(opt, "--before") == 0) {
             want = &o->before;
-        } else if (strcmp(a, "--keep-last") == 0) {
-            char *end = NULL;
-            long long v = i + 1 < argc ? strtoll(argv[i + 1], &end, 10) : 0;
-            if (i + 1 >= argc || v <= 0 || *end || end == argv[i + 1]) {
-                fprintf(stderr, "nightshift: --keep-last takes a positive number\n");
+        } else if (strcmp(opt, "--keep-last") == 0) {
+            if (!cli_number("--keep-last", val, 1, LLONG_MAX, &num))
                 return false;
-            }
-            o->keep_last = v;
+            o->keep_last = num;
             i++;
-        } else if (strcmp(a, "--adopt-checkpoint") == 0 || strcmp(a, "--ignore-checkpoint") == 0 ||
-                   strcmp(a, "--restart-from-beginning") == 0) {
+        } else if (strcmp(opt, "--adopt-checkpoint") == 0 ||
+                   strcmp(opt, "--ignore-checkpoint") == 0 ||
+                   strcmp(opt, "--restart-from-beginning") == 0) {
             ns_checkpoint_use use = a[2] == 'a' ? NS_CHECKPOINT_ADOPT : NS_CHECKPOINT_IGNORE;
             if (o->checkpoint && o->checkpoint != use) {
                 fprintf(stderr, "nightshift: --adopt-checkpoint and %s cannot be used together\n",
@@ -195,51 +338,37 @@ bool cli_parse(int argc, char **argv, cli_opts *o)
                 return false;
             }
             o->checkpoint = use;
-        } else if (strcmp(a, "--count") == 0) {
-            char *end = NULL;
-            long v = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : 0;
-            if (i + 1 >= argc || v <= 0 || v > 10000 || *end || end == argv[i + 1]) {
-                fprintf(stderr, "nightshift: --count takes a number from 1 to 10000\n");
+        } else if (strcmp(opt, "--count") == 0) {
+            if (!cli_number("--count", val, 1, 10000, &num))
                 return false;
-            }
-            o->count = v;
+            o->count = (long)num;
             i++;
-        } else if (strcmp(a, "--tick") == 0) {
-            char *end = NULL;
-            long long v = i + 1 < argc ? strtoll(argv[i + 1], &end, 10) : 0;
-            if (i + 1 >= argc || v <= 0 || *end || end == argv[i + 1]) {
-                fprintf(stderr, "nightshift: --tick takes a time in seconds since the epoch\n");
+        } else if (strcmp(opt, "--tick") == 0) {
+            if (!cli_number("--tick (seconds since the epoch)", val, 1, LLONG_MAX, &num))
                 return false;
-            }
-            o->tick = v;
+            o->tick = num;
             i++;
-        } else if (strcmp(a, "--from") == 0) {
+        } else if (strcmp(opt, "--from") == 0) {
             want = &o->from;
-        } else if (strcmp(a, "--repository") == 0) {
-            want = &o->repository;
-        } else if (strncmp(a, "--repository=", 13) == 0) {
-            o->repository = a + 13;
-        } else if (strcmp(a, "--job") == 0) {
+        } else if (strcmp(opt, "--repository") == 0) {
+            if (inline_value)
+                o->repository = inline_value + 1;
+            else
+                want = &o->repository;
+        } else if (strcmp(opt, "--job") == 0) {
             want = &o->job;
-        } else if (strcmp(a, "--status") == 0) {
+        } else if (strcmp(opt, "--status") == 0) {
             want = &o->status;
-        } else if (strcmp(a, "--limit") == 0) {
-            if (i + 1 >= argc || atoi(argv[i + 1]) <= 0) {
-                fprintf(stderr, "nightshift: --limit takes a positive number\n");
+        } else if (strcmp(opt, "--limit") == 0) {
+            if (!cli_number("--limit", val, 1, 1000000, &num))
                 return false;
-            }
-            o->limit = atoi(argv[++i]);
-        } else if (strcmp(a, "--") == 0) {
-            while (++i < argc)
-                o->args[o->nargs++] = argv[i];
-        } else if (a[0] == '-' && a[1] == '-') {
-            fprintf(stderr, "nightshift: unknown option %s\n", a);
-            return false;
+            o->limit = (int)num;
+            i++;
         } else {
-            o->args[o->nargs++] = a;
+            return not_ours(opt); /* in a table, not parsed here */
         }
         if (want) {
-            if (i + 1 >= argc) {
+            if (!val) {
                 fprintf(stderr, "nightshift: %s needs a value\n", a);
                 return false;
             }
@@ -311,14 +440,35 @@ ns_repo *cli_repo_readonly(const cli_opts *o)
 
 bool cli_exec_id(const char *s, int64_t *id)
 {
-    char *end;
-    long long v = s ? strtoll(s, &end, 10) : 0;
-    if (!s || *end || v <= 0) {
+    long long v = 0;
+    bool ok = s && *s && *s != '0';
+    for (const char *p = s; ok && *p; p++) {
+        if (*p < '0' || *p > '9' || v > (LLONG_MAX - (*p - '0')) / 10)
+            ok = false;
+        else
+            v = v * 10 + (*p - '0');
+    }
+    if (!ok) {
         fprintf(stderr, "nightshift: '%s' is not an execution id\n", s ? s : "");
         return false;
     }
     *id = v;
     return true;
+}
+
+static int unknown_command(const char *a)
+{
+    const char *names[NCOMMANDS + 1];
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        names[i] = commands[i].name;
+    names[NCOMMANDS] = "help";
+    const char *near = nearest(a, names, NCOMMANDS + 1);
+    if (near)
+        fprintf(stderr, "nightshift: unknown command '%s' (did you mean %s?)\n\n", a, near);
+    else
+        fprintf(stderr, "nightshift: unknown command '%s'\n\n", a);
+    print_usage(stderr);
+    return NS_EXIT_USAGE;
 }
 
 int main(int argc, char **argv)
@@ -329,13 +479,18 @@ int main(int argc, char **argv)
     }
     const char *a = argv[1];
     if (strcmp(a, "help") == 0 || strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-        if (argc > 2) {
-            const struct command *c = find_command(argv[2]);
-            if (!c) {
-                fprintf(stderr, "nightshift: unknown command '%s'\n\n", argv[2]);
-                print_usage(stderr);
-                return NS_EXIT_USAGE;
-            }
+        const char *what = argc > 2 ? argv[2] : NULL;
+        if (what &&
+            (strcmp(what, "--help") == 0 || strcmp(what, "-h") == 0 || strcmp(what, "help") == 0))
+            what = NULL; /* help's own help: the usage */
+        if (argc > 3 || (what && what[0] == '-')) {
+            fprintf(stderr, "nightshift: help takes one command name: help COMMAND\n");
+            return NS_EXIT_USAGE;
+        }
+        if (what) {
+            const struct command *c = find_command(what);
+            if (!c)
+                return unknown_command(what);
             print_help(c, stdout);
             return 0;
         }
@@ -347,11 +502,9 @@ int main(int argc, char **argv)
         return 0;
     }
     const struct command *c = find_command(a);
-    if (!c) {
-        fprintf(stderr, "nightshift: unknown command '%s'\n\n", a);
-        print_usage(stderr);
-        return NS_EXIT_USAGE;
-    }
+    if (!c)
+        return unknown_command(a);
+    current = c;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--") == 0)
             break;

@@ -48,7 +48,9 @@ extern "C" {
     XX(ENOTFOUND, "not found")                                                                     \
     XX(ECONFLICT, "concurrent modification")                                                       \
     XX(ESKIPLIMIT, "skip limit exceeded")                                                          \
-    XX(EUNSUPPORTED, "not supported")
+    XX(EUNSUPPORTED, "not supported")                                                              \
+    XX(ESTOPPED, "stopped on request")                                                             \
+    XX(ETIMEDOUT, "timed out")
 
 typedef enum ns_status {
 #define NS_XX(name, msg) NS_##name,
@@ -372,22 +374,46 @@ NS_EXTERN ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch
                                ns_outcome *out, ns_error *err);
 
 /*
- * The scheduler (docs/scheduling.md): runs the scheduled jobs of the job
- * files and folders named, each tick as a child process
- * `exe run FILE NAME=VALUE ... --tick AT --repository URL`, until *stop
- * turns nonzero; then it asks the running children to stop at a chunk
- * boundary (SIGTERM) and waits for them. *reload nonzero (it is reset):
- * the files are read again. Each event is one line given to log().
+ * The run of one tick the scheduler asks its caller for: the job file run
+ * with these parameters and launch.tick_at = tick, in a repository at the
+ * scheduler's URL (what `nightshift run FILE NAME=VALUE ... --tick AT`
+ * does). The strings are borrowed for the call.
+ */
+typedef struct ns_tick_run {
+    const char *job;           /* the job's name */
+    const char *job_file;      /* its file */
+    int64_t tick;              /* the tick, seconds since the epoch */
+    const char *const *params; /* "NAME=VALUE": the schedule's values at the tick */
+    size_t nparams;
+} ns_tick_run;
+
+/*
+ * The scheduler (docs/scheduling.md): fires the scheduled jobs of the job
+ * files and folders named at their ticks, each tick claimed in the
+ * repository, until *stop turns nonzero; then it asks the running runs to
+ * stop at a chunk boundary and waits for them. *reload nonzero (it is
+ * reset): the files are read again. Each event is one line given to log().
+ *
+ * The runs are the caller's: the library starts no process, handles no
+ * signal and reaps no child. start() begins a run (the command: a child
+ * process) and returns a handle > 0 for it, or 0 when it could not (err
+ * says why); ended() reports a run that has ended since it was last asked
+ * (its handle and exit status, NS_EXIT_* or 128 + N when killed by signal
+ * N), false when none has; stop_run() asks one to stop after its chunk.
+ * All three are called from the thread that called ns_scheduler_run.
  */
 typedef struct ns_scheduler_opts {
     const char *const *paths; /* job files and folders of them */
     size_t npaths;
-    const char *repository; /* the repository's URL, for the children */
-    const char *exe;        /* the nightshift command */
+    int64_t (*start)(void *arg, const ns_tick_run *run, ns_error *err);
+    int (*ended)(void *arg, int64_t *handle, int *exit_status); /* 1: one ended */
+    void (*stop_run)(void *arg, int64_t handle);
+    void *run_arg; /* the three's arg */
     volatile sig_atomic_t *stop, *reload;
     void (*log)(void *arg, const char *line);
     void *log_arg;
     double lease_seconds; /* 0: 60 */
+    uint64_t seed;        /* of the jitter's draws; 0: from the pid and the clock */
 } ns_scheduler_opts;
 NS_EXTERN ns_status ns_scheduler_run(ns_repo *repo, const ns_scheduler_opts *opts, ns_error *err);
 

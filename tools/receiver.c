@@ -19,8 +19,9 @@
  * `reset` drops the connection without an answer). 429 and 503 carry
  * Retry-After: --retry-after seconds (default 1).
  * --reject-match TEXT answers 400 to every request whose body holds TEXT.
- * --echo puts the request's headers into the body of every 4xx answer (a
- * server that echoes what it got: the tests check no secret leaks from it).
+ * --echo puts the request's path and headers into the body of every 4xx
+ * and 5xx answer (a server that echoes what it got: the tests check no
+ * secret leaks from it; Slack's webhook key is in the path).
  * --dedupe answers 409 to a request whose Idempotency-Key was answered 2xx.
  * --first N=FAULT gives the first N requests FAULT (429, 500, slow, reset, ...),
  * the later ones the usual answer: a server that recovers.
@@ -266,12 +267,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
             snprintf(buf, sizeof(buf), "{\"error\":\"already done\"}");
         }
     }
-    if (echo && status >= 400 && status < 500) {
+    if (echo && status >= 400) {
         char *mem = NULL;
         size_t n = 0;
         FILE *f = open_memstream(&mem, &n);
         if (f) {
-            fputs("you sent:\n", f);
+            fprintf(f, "no hook at %s; you sent:\n", url);
             MHD_get_connection_values(c, MHD_HEADER_KIND, collect, f);
             fclose(f);
             snprintf(buf, sizeof(buf), "%s", mem);

@@ -492,10 +492,14 @@ static ns_status load_conns(loader *l, const yaml_node_t *map)
         } else if ((st = get_template(l, v, key, false, &c->url)) != NS_OK) {
             return st;
         }
-        if (!strchr(c->url, '$') && strncmp(c->url, "sqlite:", 7) != 0 &&
-            strncmp(c->url, "postgresql:", 11) != 0 && strncmp(c->url, "postgres:", 9) != 0)
-            return fail(l, v, key, "unsupported URL '%s' (use sqlite:PATH or postgresql://...)",
-                        c->url);
+        if (!strchr(c->url, '$') && ns__db_kind(c->url) == NS_DB_NONE) {
+            char shown[512];
+            ns__db_shown(c->url, shown, sizeof(shown));
+            return fail(l, v, key,
+                        "unsupported URL '%s' (use sqlite:PATH, postgresql://... or host=... "
+                        "dbname=...)",
+                        shown);
+        }
     }
     return NS_OK;
 }
@@ -1634,7 +1638,7 @@ static ns_status load_notify_one(loader *l, ns_notify_def *nd, const yaml_node_t
         if (!(nd->argv = calloc(cnt + 1, sizeof(char *))))
             return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
         for (size_t i = 0; i < cnt; i++) {
-            char k2[320];
+            char k2[sizeof(key) + 24];
             snprintf(k2, sizeof(k2), "%s[%zu]", key, i);
             if ((st = notify_template(l, node_at(l, x->data.sequence.items.start[i]), k2,
                                       &nd->argv[i])) != NS_OK)

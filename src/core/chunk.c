@@ -305,7 +305,7 @@ static ns_status open_plugins(step_run *s, ns_error *err)
     const char *const *cols = s->reader->vt->columns(s->reader, &ncols);
     if (d->processor) {
         const ns_proc_vt *pvt = d->processor->impl;
-        params *pp = s->rc->params;
+        ns__params *pp = s->rc->params;
         ns_proc_args pa = {.columns = cols,
                            .ncolumns = ncols,
                            .param_names = (const char *const *)pp->names,
@@ -606,6 +606,10 @@ static retry_outcome retry_chunk(step_run *s, ns_error *err, ns_counts *committe
             out = RETRY_AGAIN;
             break;
         }
+        /* This execution was connected: a connection that cannot be made
+         * again now (the server still down) is the connection lost. */
+        if (strcmp(again.sub, "NS_CONNECT") == 0)
+            snprintf(again.sub, sizeof(again.sub), "08001");
         *err = again;
         if (s->repo_behind || !ns__retry_wanted(r, err, what, sizeof(what)))
             break;
@@ -774,7 +778,7 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
     failed:
         /* A writer cut its chunk short on a stop request (an HTTP request
          * waiting to be tried again): the chunk is sent again on restart. */
-        if (strcmp(e.sub, "NS_STOPPED") == 0) {
+        if (e.code == NS_ESTOPPED) {
             char nread[32];
             st = NS_OK;
             *status = NS_BATCH_STOPPED;

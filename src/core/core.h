@@ -14,12 +14,12 @@
 #include <stdio.h>
 
 /* The execution's parameters, typed and as name/value arrays. */
-typedef struct params {
+typedef struct ns__params {
     ns_param_val *v;
     char **names, **values; /* parallel arrays, for substitution */
     const char **types;     /* and each one's type, for SQL binding */
     size_t n;
-} params;
+} ns__params;
 
 /* One execution of a job. */
 typedef struct run_ctx {
@@ -30,7 +30,7 @@ typedef struct run_ctx {
     size_t nlisteners;
     volatile sig_atomic_t *stop; /* the caller's stop token, NULL: none */
     ns_launch_res launch;
-    params *params;
+    ns__params *params;
     double lease; /* seconds without a heartbeat before a launch elsewhere takes over */
     /* What must never be written: the repository's password, every ${env.X}
      * value substituted and every connection URL's password. Every text
@@ -198,14 +198,14 @@ void ns__ckpt_where(const ns_ckpt *c, char *buf, size_t n);
 
 /* ---------------------------------------------- parameters (params.c) */
 
-void ns__params_free(params *p);
-ns_status ns__params_add(params *p, const char *name, const char *type, const char *value,
+void ns__params_free(ns__params *p);
+ns_status ns__params_add(ns__params *p, const char *name, const char *type, const char *value,
                          bool identifying, ns_error *err);
 /* Applies NAME=VALUE arguments, defaults and types (docs/jobs.md). */
-ns_status ns__params_resolve(const ns_job *job, const char *const *args, size_t nargs, params *out,
-                             ns_error *err);
+ns_status ns__params_resolve(const ns_job *job, const char *const *args, size_t nargs,
+                             ns__params *out, ns_error *err);
 /* Refuses parameters that would lead a path out of its folder. */
-ns_status ns__params_check_paths(const ns_job *job, const params *p, ns_error *err);
+ns_status ns__params_check_paths(const ns_job *job, const ns__params *p, ns_error *err);
 
 /* ------------------------------------------------- templates (step.c) */
 

@@ -76,7 +76,7 @@ static void notify_notice(void *arg, const char *line)
  * parameters, and the run.id of the instance the last tick with them ran
  * (*with_run: the parameters with it, malloc'd), so that a failed one is
  * restarted rather than a new one begun. */
-static ns_status tick_launch(ns_repo *repo, const ns_job *job, int64_t at, const params *p,
+static ns_status tick_launch(ns_repo *repo, const ns_job *job, int64_t at, const ns__params *p,
                              bool has_run_id, ns_launch_req *req, char iso[32], char key[33],
                              char prev_run[32], ns_param_val **with_run, ns_error *err)
 {
@@ -98,7 +98,8 @@ static ns_status tick_launch(ns_repo *repo, const ns_job *job, int64_t at, const
         return NS_OK;
     if (!(*with_run = calloc(p->n + 1, sizeof(**with_run))))
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-    memcpy(*with_run, p->v, p->n * sizeof(**with_run));
+    if (p->n)
+        memcpy(*with_run, p->v, p->n * sizeof(**with_run));
     (*with_run)[p->n] = (ns_param_val){"run.id", "int", prev_run, true};
     req->params = *with_run;
     req->nparams = p->n + 1;
@@ -108,7 +109,7 @@ static ns_status tick_launch(ns_repo *repo, const ns_job *job, int64_t at, const
 ns_status ns_job_run(ns_repo *repo, const ns_job *job, const ns_launch *launch, ns_outcome *out,
                      ns_error *err)
 {
-    params p = {0};
+    ns__params p = {0};
     stop_probe probe = {0};
     run_ctx rc = {.workdir = launch ? launch->workdir : NULL,
                   .repo = repo,

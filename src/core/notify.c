@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -445,17 +446,23 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
 }
 
 /* One POST; 0 delivered, 1 worth another try (*wait: how long at least),
- * -1 not (why says). */
+ * -1 not (why says, redacted: a receiver may echo the URL, which is the
+ * key of a webhook). */
 static int post(const char *url, const ns_map *headers, const char *const *values, const char *body,
-                double timeout, double *wait, char *why, size_t whylen)
+                double timeout, const ns_secrets *sec, double *wait, char *why, size_t whylen)
 {
     CURL *c = curl_easy_init();
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
     answer a = {.retry_after = 0};
-    for (size_t i = 0; headers && i < headers->n; i++) {
-        char line[4096];
-        snprintf(line, sizeof(line), "%s: %s", headers->names[i], values[i]);
-        h = curl_slist_append(h, line);
+    for (size_t i = 0; h && headers && i < headers->n; i++) {
+        char *line = ns__asprintf("%s: %s", headers->names[i], values[i]);
+        struct curl_slist *more = line ? curl_slist_append(h, line) : NULL;
+        free(line);
+        if (!more) {
+            curl_slist_free_all(h);
+            h = NULL;
+        } else
+            h = more;
     }
     if (!c || !h) {
         curl_easy_cleanup(c);
@@ -484,9 +491,14 @@ static int post(const char *url, const ns_map *headers, const char *const *value
     }
     if (status >= 200 && status < 300)
         return 0;
-    /* the answer's first bytes, as text that cannot break a line or JSON */
+    /* The answer's first bytes, as text that cannot break a line or JSON:
+     * redacted whole before it is cut, so that no cut leaves a secret's
+     * beginning behind. */
     char text[220];
-    ns__clean_text(a.body, a.len < 200 ? a.len : 200, a.got, text, sizeof(text));
+    ns__redact(sec, a.body, sizeof(a.body));
+    a.len = strlen(a.body);
+    ns__clean_text(a.body, a.len < 200 ? a.len : 200, a.got > a.len ? a.got : a.len, text,
+                   sizeof(text));
     snprintf(why, whylen, "HTTP %ld%s%s", status, a.len ? ": " : "", text);
     if (status == 429 || status >= 500 || status == 408) {
         *wait = a.retry_after > RETRY_AFTER ? RETRY_AFTER : a.retry_after;
@@ -495,59 +507,147 @@ static int post(const char *url, const ns_map *headers, const char *const *value
     return -1;
 }
 
-/* Runs the command with the event on its stdin; 0 when it exits 0. */
-static int command(char *const *argv, const char *body, double timeout, char *why, size_t whylen)
+/* The program argv[0] names, found on $PATH as execvp would (before the
+ * fork: the child may only call async-signal-safe functions). */
+static char *find_program(const char *name)
 {
-    int in[2];
-    if (pipe(in) != 0) {
-        snprintf(why, whylen, "pipe: %s", strerror(errno));
-        return 1;
+    if (strchr(name, '/'))
+        return ns__strdup(name);
+    const char *path = getenv("PATH");
+    if (!path || !*path)
+        path = "/usr/local/bin:/usr/bin:/bin";
+    for (const char *p = path; *p;) {
+        size_t n = strcspn(p, ":");
+        char *full = n ? ns__asprintf("%.*s/%s", (int)n, p, name) : ns__asprintf("./%s", name);
+        if (full && access(full, X_OK) == 0)
+            return full;
+        free(full);
+        p += n;
+        if (*p == ':')
+            p++;
     }
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(in[0], 0);
-        close(in[0]);
-        close(in[1]);
-        int null = open("/dev/null", O_WRONLY);
-        if (null >= 0)
-            dup2(null, 1); /* its stdout is not ours to print */
-        execvp(argv[0], argv);
-        fprintf(stderr, "nightshift: notify: cannot run %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    close(in[0]);
-    if (pid < 0) {
-        close(in[1]);
-        snprintf(why, whylen, "fork: %s", strerror(errno));
-        return 1;
-    }
-    void (*old)(int) = signal(SIGPIPE, SIG_IGN);
+    return NULL;
+}
+
+/* Writes the body to the command's stdin within the time left; stops at
+ * EPIPE (the command does not read it: its business). SIGPIPE is blocked
+ * in this thread only, and one it raised is taken back: the process-wide
+ * disposition is the embedding program's. false when out of time. */
+static bool feed(int fd, const char *body, double until)
+{
+    sigset_t pipe_set, old, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    sigpending(&pending);
+    bool was_pending = sigismember(&pending, SIGPIPE) == 1;
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    bool in_time = true, broke = false;
     for (size_t off = 0, len = strlen(body); off < len;) {
-        ssize_t w = write(in[1], body + off, len - off);
-        if (w <= 0)
+        double left = until - ns__mono();
+        if (left <= 0) {
+            in_time = false;
             break;
+        }
+        struct pollfd pf = {.fd = fd, .events = POLLOUT};
+        int r = poll(&pf, 1, (int)(left * 1000) + 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            continue; /* the time left is looked at again */
+        ssize_t w = write(fd, body + off, len - off);
+        if (w < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (w <= 0) {
+            broke = errno == EPIPE;
+            break;
+        }
         off += (size_t)w;
     }
-    close(in[1]);
-    signal(SIGPIPE, old);
-    int status = 0;
+    if (broke && !was_pending) {
+        struct timespec zero = {0, 0};
+        sigtimedwait(&pipe_set, NULL, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return in_time;
+}
+
+/* Runs the command with the event on its stdin; 0 when it exits 0, -1
+ * when it cannot be found (no other try), 1 otherwise. The
+ * command is its own process group: whatever it started is killed with it
+ * at the timeout, and whatever it left behind when it ended, so nothing of
+ * a notifier outlives its delivery. Writing the event counts against the
+ * timeout. */
+static int command(char *const *argv, const char *body, double timeout, char *why, size_t whylen)
+{
+    int in[2] = {-1, -1}, null = -1, rc = 1;
+    char *prog = find_program(argv[0]);
+    pid_t pid = -1;
+    sigset_t all, old;
+    if (!prog) { /* not worth another try */
+        snprintf(why, whylen, "%s: command not found", argv[0]);
+        return -1;
+    }
+    if (pipe2(in, O_CLOEXEC) != 0 || (null = open("/dev/null", O_WRONLY | O_CLOEXEC)) < 0) {
+        snprintf(why, whylen, "cannot run %s: %s", argv[0], strerror(errno));
+        goto out;
+    }
+    /* No signal handler of the embedding program may run in the child
+     * before exec: every signal is blocked across the fork. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid = fork();
+    if (pid == 0) {
+        /* async-signal-safe calls only from here to exec */
+        setpgid(0, 0);
+        dup2(in[0], 0);
+        dup2(null, 1); /* its stdout is not ours to print */
+        signal(SIGPIPE, SIG_DFL);
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        execv(prog, argv);
+        _exit(127);
+    }
+    int fork_errno = errno;
+    if (pid > 0)
+        setpgid(pid, pid); /* also here: whichever runs first */
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(in[0]);
+    in[0] = -1;
+    if (pid < 0) {
+        snprintf(why, whylen, "cannot run %s: fork: %s", argv[0], strerror(fork_errno));
+        goto out;
+    }
     double until = ns__mono() + timeout;
-    while (waitpid(pid, &status, WNOHANG) == 0) {
-        if (ns__mono() > until) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            snprintf(why, whylen, "%s did not finish within %g s (killed)", argv[0], timeout);
-            return 1;
-        }
+    fcntl(in[1], F_SETFL, O_NONBLOCK);
+    bool fed = feed(in[1], body, until);
+    close(in[1]);
+    in[1] = -1;
+    int status = 0;
+    pid_t done = 0;
+    while (fed && (done = waitpid(pid, &status, WNOHANG)) == 0 && ns__mono() < until)
         ns__sleep(0.01);
+    kill(-pid, SIGKILL); /* the group: what it started, or all of it at the timeout */
+    if (done != pid) {
+        waitpid(pid, &status, 0);
+        snprintf(why, whylen, "%s did not finish within %g s (killed)", argv[0], timeout);
+        goto out;
     }
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-        return 0;
-    if (WIFEXITED(status))
+        rc = 0;
+    else if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
+        snprintf(why, whylen, "%s exited 127 (it could not be started, or said so)", argv[0]);
+    else if (WIFEXITED(status))
         snprintf(why, whylen, "%s exited %d", argv[0], WEXITSTATUS(status));
     else
         snprintf(why, whylen, "%s was killed by signal %d", argv[0], WTERMSIG(status));
-    return 1;
+out:
+    if (in[0] >= 0)
+        close(in[0]);
+    if (in[1] >= 0)
+        close(in[1]);
+    if (null >= 0)
+        close(null);
+    free(prog);
+    return rc;
 }
 
 static const char *kind_name(const ns_notify_def *nd)
@@ -574,6 +674,7 @@ static bool deliver(ns_repo *repo, const ns_job *job, size_t index, const char *
     if (url) { /* the whole URL is a secret: a webhook's path is its key */
         ns__secrets_add(sec, url, strlen(url));
         ns__secrets_add_url(sec, url);
+        ns__secrets_add_url_path(sec, url);
     }
     if (nd->headers.n && !(values = calloc(nd->headers.n, sizeof(char *))))
         goto oom;
@@ -605,7 +706,7 @@ static bool deliver(ns_repo *repo, const ns_job *job, size_t index, const char *
             ns__sleep(at - ns__now());
         int r = nd->kind == NS_NOTIFY_COMMAND ? command(argv, body, nd->timeout, why, whylen)
                                               : post(url, &nd->headers, (const char *const *)values,
-                                                     body, nd->timeout, &wait, why, whylen);
+                                                     body, nd->timeout, sec, &wait, why, whylen);
         if (r == 0) {
             ok = true;
             break;
@@ -621,7 +722,8 @@ static bool deliver(ns_repo *repo, const ns_job *job, size_t index, const char *
     }
     goto out;
 subst_failed:
-    snprintf(why, whylen, "%s", err.message);
+    if (snprintf(why, whylen, "%s", err.message) >= (int)whylen)
+        why[whylen - 1] = '\0'; /* cut: as long as the caller's line allows */
     goto out;
 oom:
     snprintf(why, whylen, "out of memory");

@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-void ns__params_free(params *p)
+void ns__params_free(ns__params *p)
 {
     for (size_t i = 0; i < p->n; i++) {
         free(p->names[i]);
@@ -26,7 +26,7 @@ void ns__params_free(params *p)
     memset(p, 0, sizeof(*p));
 }
 
-ns_status ns__params_add(params *p, const char *name, const char *type, const char *value,
+ns_status ns__params_add(ns__params *p, const char *name, const char *type, const char *value,
                          bool identifying, ns_error *err)
 {
     size_t n = p->n + 1;
@@ -57,8 +57,8 @@ ns_status ns__params_add(params *p, const char *name, const char *type, const ch
 }
 
 /* Applies NAME=VALUE arguments, defaults and types (docs/jobs.md). */
-ns_status ns__params_resolve(const ns_job *job, const char *const *args, size_t nargs, params *out,
-                             ns_error *err)
+ns_status ns__params_resolve(const ns_job *job, const char *const *args, size_t nargs,
+                             ns__params *out, ns_error *err)
 {
     const char **given = calloc(job->nparams + 1, sizeof(*given));
     const char *run_id = NULL;
@@ -168,7 +168,7 @@ static bool check_path(void *arg, const ns_step_def *s, const char *key, const c
 }
 
 /* Every key a plugin marks as a path (NS_KEY_PATH), and the rejects file. */
-ns_status ns__params_check_paths(const ns_job *job, const params *p, ns_error *err)
+ns_status ns__params_check_paths(const ns_job *job, const ns__params *p, ns_error *err)
 {
     path_check pc = {.c = {.job = job,
                            .param_names = (const char *const *)p->names,

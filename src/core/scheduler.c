@@ -4,10 +4,12 @@
  * repository (docs/internals.md, "The scheduler").
  *
  * A tick is a row (job, scheduled instant) inserted before its run: the
- * insert that wins is the one scheduler that owns it. The run is a child
- * process (`nightshift run ... --tick AT`) whose launch turns the PENDING
- * tick STARTED in the transaction that creates its execution, so a tick
- * given up (MISSED, SKIPPED) or started elsewhere can never start twice.
+ * insert that wins is the one scheduler that owns it. The run is started
+ * by the caller (opts->start: the command makes it a child process
+ * `nightshift run ... --tick AT`); its launch turns the PENDING tick
+ * STARTED in the transaction that creates its execution, so a tick given
+ * up (MISSED, SKIPPED) or started elsewhere can never start twice. The
+ * library spawns, signals and reaps nothing itself.
  */
 #include "config/job.h"
 #include "core/core.h"
@@ -16,9 +18,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,7 +48,7 @@ typedef struct sjob {
 } sjob;
 
 typedef struct child {
-    pid_t pid;
+    int64_t handle; /* the caller's */
     char job[129];
     int64_t at;
 } child;
@@ -64,7 +64,17 @@ typedef struct sched {
     double lease;
     /* the clock: real time, or (test builds) a fast one */
     double epoch0, real0, speed;
+    uint64_t rng; /* the jitter's draws (no process-wide rand()) */
 } sched;
+
+/* A draw in [0, 1) (xorshift64*). */
+static double draw(sched *s)
+{
+    s->rng ^= s->rng >> 12;
+    s->rng ^= s->rng << 25;
+    s->rng ^= s->rng >> 27;
+    return (double)((s->rng * 2685821657736338717ULL) >> 11) / 9007199254740992.0;
+}
 
 /* ------------------------------------------------------------ clock */
 
@@ -358,25 +368,32 @@ static void param_at(const sjob *j, int64_t at, const char *word, ns_ptype type,
         type == NS_P_TIMESTAMP ? "%Y-%m-%dT%H:%M:%S" : "%Y-%m-%d", out, n);
 }
 
-/* Starts the run of a claimed (PENDING) tick as a child process. */
+/* Starts the run of a claimed (PENDING) tick (by the caller's start()). */
 static void spawn(sched *s, sjob *j, int64_t at)
 {
     const ns_job *job = j->job;
     const ns_schedule_def *sd = job->schedule;
-    size_t cap = 8 + job->nparams;
-    char **argv = calloc(cap, sizeof(char *));
+    const char **params = calloc(job->nparams + 1, sizeof(char *));
     char(*vals)[300] = calloc(job->nparams + 1, sizeof(*vals));
-    char tick[32], name[64];
+    char name[64];
     size_t n = 0;
-    if (!argv || !vals) {
-        free(argv);
+    ns_error err = {0};
+    /* room for it first: a run started is always tracked */
+    if (s->nkids == s->capk) {
+        size_t c = s->capk ? s->capk * 2 : 8;
+        child *v = realloc(s->kids, c * sizeof(*v));
+        if (v) {
+            s->kids = v;
+            s->capk = c;
+        }
+    }
+    if (!params || !vals || s->nkids == s->capk) {
+        free(params);
         free(vals);
         say(s, "job %s: out of memory starting a run", job->name);
+        set_tick(s, j, at, "PENDING", "MISSED", "the scheduler ran out of memory starting it");
         return;
     }
-    argv[n++] = (char *)"nightshift";
-    argv[n++] = (char *)"run";
-    argv[n++] = j->path;
     for (size_t i = 0; i < job->nparams; i++) {
         const ns_param_def *pd = &job->params[i];
         const char *v = NULL;
@@ -396,53 +413,25 @@ static void spawn(sched *s, sjob *j, int64_t at)
             v = when;
         }
         snprintf(vals[i], sizeof(vals[i]), "%s=%s", pd->name, v);
-        argv[n++] = vals[i];
+        params[n++] = vals[i];
     }
-    snprintf(tick, sizeof(tick), "%lld", (long long)at);
-    argv[n++] = (char *)"--tick";
-    argv[n++] = tick;
-    if (s->o->repository) {
-        argv[n++] = (char *)"--repository";
-        argv[n++] = (char *)s->o->repository;
-    }
-    argv[n] = NULL;
-    pid_t ppid = getpid();
-    pid_t pid = fork();
-    if (pid == 0) {
-        /* the run stops (at a chunk boundary) if the scheduler dies */
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != ppid)
-            _exit(3);
-        setenv("CI", "1", 1); /* a line per step, no live progress */
-        signal(SIGTERM, SIG_DFL);
-        signal(SIGHUP, SIG_DFL);
-        execv(s->o->exe, argv);
-        fprintf(stderr, "nightshift scheduler: cannot run %s: %s\n", s->o->exe, strerror(errno));
-        _exit(127);
-    }
-    free(argv);
+    ns_tick_run run = {
+        .job = job->name, .job_file = j->path, .tick = at, .params = params, .nparams = n};
+    int64_t h = s->o->start(s->o->run_arg, &run, &err);
+    free(params);
     free(vals);
-    if (pid < 0) {
-        say(s, "job %s: cannot start a run: %s", job->name, strerror(errno));
-        set_tick(s, j, at, "PENDING", "MISSED", "the scheduler could not start a process");
+    if (h <= 0) {
+        say(s, "job %s: cannot start a run: %s", job->name,
+            err.message[0] ? err.message : "the caller's start() failed");
+        set_tick(s, j, at, "PENDING", "MISSED", "the scheduler could not start a run");
         return;
     }
-    if (s->nkids == s->capk) {
-        size_t c = s->capk ? s->capk * 2 : 8;
-        child *v = realloc(s->kids, c * sizeof(*v));
-        if (v) {
-            s->kids = v;
-            s->capk = c;
-        }
-    }
-    if (s->nkids < s->capk) {
-        s->kids[s->nkids] = (child){.pid = pid, .at = at};
-        snprintf(s->kids[s->nkids].job, sizeof(s->kids[s->nkids].job), "%s", job->name);
-        s->nkids++;
-    }
+    s->kids[s->nkids] = (child){.handle = h, .at = at};
+    snprintf(s->kids[s->nkids].job, sizeof(s->kids[s->nkids].job), "%s", job->name);
+    s->nkids++;
     j->kids++;
-    say(s, "job %s: tick %s: run started (pid %d)", job->name, tick_name(j, at, name, sizeof(name)),
-        (int)pid);
+    say(s, "job %s: tick %s: run started (%lld)", job->name, tick_name(j, at, name, sizeof(name)),
+        (long long)h);
 }
 
 /* A tick that is due now: by the overlap policy, start it, queue it or
@@ -472,7 +461,7 @@ static void fire(sched *s, sjob *j, int64_t at, bool late)
     }
     if (!claim(s, j, at, "PENDING", late ? "started late (misfire)" : ""))
         return; /* another scheduler has it */
-    double jitter = sd->jitter > 0 ? sd->jitter * ((double)rand() / RAND_MAX) : 0;
+    double jitter = sd->jitter > 0 ? sd->jitter * draw(s) : 0;
     if (b || jitter > 0) {
         enqueue(j, at, now_of(s) + jitter, false);
         if (b)
@@ -663,19 +652,18 @@ static void resume(sched *s, sjob *j, double now)
     }
 }
 
-/* A child ended: log it; a tick its run never took (refused, or the job
+/* A run ended: log it; a tick its run never took (refused, or the job
  * file became invalid) is given up. */
-static void reaped(sched *s, pid_t pid, int status)
+static void reaped(sched *s, int64_t handle, int code)
 {
     for (size_t i = 0; i < s->nkids; i++) {
-        if (s->kids[i].pid != pid)
+        if (s->kids[i].handle != handle)
             continue;
         child c = s->kids[i];
         s->kids[i] = s->kids[--s->nkids];
         sjob *j = job_named(s, c.job);
         if (j && j->kids)
             j->kids--;
-        int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
         char name[64] = "";
         if (j)
             tick_name(j, c.at, name, sizeof(name));
@@ -717,7 +705,11 @@ ns_status ns_scheduler_run(ns_repo *repo, const ns_scheduler_opts *o, ns_error *
     snprintf(s.me, sizeof(s.me), "%s:%d", ns__hostname(), (int)getpid());
     if (!repo->vt->tick_claim)
         return ns__err(err, NS_EUNSUPPORTED, NULL, "the repository keeps no ticks");
-    srand((unsigned)(getpid() ^ (pid_t)ns__now()));
+    if (!o->start || !o->ended || !o->stop_run)
+        return ns__err(err, NS_EINVAL, NULL, "the scheduler needs start, ended and stop_run");
+    s.rng = o->seed
+                ? o->seed
+                : ((uint64_t)getpid() << 32) ^ (uint64_t)(ns__now() * 1e6) ^ 0x9E3779B97F4A7C15ULL;
     load_all(&s);
     say(&s, "started (%s), %zu scheduled job%s", s.me, s.njobs, s.njobs == 1 ? "" : "s");
     double now = now_of(&s);
@@ -726,22 +718,21 @@ ns_status ns_scheduler_run(ns_repo *repo, const ns_scheduler_opts *o, ns_error *
     double touched = 0;
     bool stopping = false;
     for (;;) {
-        int status;
-        pid_t pid;
-        while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-            reaped(&s, pid, status);
+        int code;
+        int64_t h;
+        while (o->ended(o->run_arg, &h, &code))
+            reaped(&s, h, code);
         if (o->stop && *o->stop && !stopping) {
             stopping = true;
             say(&s, "stopping: %zu run%s asked to stop at a chunk boundary", s.nkids,
                 s.nkids == 1 ? "" : "s");
             for (size_t i = 0; i < s.nkids; i++)
-                kill(s.kids[i].pid, SIGTERM);
+                o->stop_run(o->run_arg, s.kids[i].handle);
         }
         if (stopping) {
             if (!s.nkids)
                 break;
-            if ((pid = waitpid(-1, &status, 0)) > 0)
-                reaped(&s, pid, status);
+            ns__sleep(0.05);
             continue;
         }
         if (o->reload && *o->reload) {

@@ -104,7 +104,7 @@ static bool collect_names(void *arg, size_t ncols, const char *const *names,
  * retry policy tries it again (the transaction was undone: the writer is
  * closed, and after the wait the step starts over on a new connection,
  * finding its own commit if the one in doubt went through). On a stop
- * during the wait, *e says so (NS_STOPPED) and false is returned.
+ * during the wait, *e says so (NS_ESTOPPED) and false is returned.
  */
 static bool retry_db(step_run *s, ns_error *e, int64_t *attempt)
 {
@@ -128,7 +128,7 @@ static bool retry_db(step_run *s, ns_error *e, int64_t *attempt)
     ns__writer_free(s->writer);
     s->writer = NULL;
     if (ns__step_wait(s, wait)) {
-        snprintf(e->sub, sizeof(e->sub), "NS_STOPPED");
+        ns__err_recode(e, NS_ESTOPPED);
         ns__err_prefix(e, "stopped on request while waiting to retry");
         return false;
     }

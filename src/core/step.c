@@ -353,8 +353,8 @@ static ns_status env_connection(void *ctx, const char *name, char **url, char **
     if ((st = ns__run_subst(s, conn->url, "connection", &u, &us, err)) != NS_OK)
         return st;
     ns__run_secret_url(s->rc, u);
-    if (strncmp(u, "sqlite:", 7) == 0 && ((st = ns__run_resolve(s->rc, &u, 7, err)) != NS_OK ||
-                                          (st = ns__run_resolve(s->rc, &us, 7, err)) != NS_OK))
+    if (ns__db_kind(u) == NS_DB_SQLITE && ((st = ns__run_resolve(s->rc, &u, 7, err)) != NS_OK ||
+                                           (st = ns__run_resolve(s->rc, &us, 7, err)) != NS_OK))
         goto out;
     if (!(*shown = ns__asprintf("connection '%s' (%s)", conn->name, us))) {
         st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
@@ -442,7 +442,7 @@ static void env_notice(void *ctx, const char *text)
 
 ns_io_env ns__run_env(step_run *s)
 {
-    const params *p = s->rc->params;
+    const ns__params *p = s->rc->params;
     return (ns_io_env){.ctx = s,
                        .subst = env_subst,
                        .connection = env_connection,
@@ -550,7 +550,7 @@ ns_status ns__step_commit_done(step_run *s, ns_writer *w, const ns_ckpt_key *key
 /* The job's parameters for :name binding. */
 ns_sql_args ns__step_sql_args(const run_ctx *rc)
 {
-    const params *p = rc->params;
+    const ns__params *p = rc->params;
     return (ns_sql_args){(const char *const *)p->names, (const char *const *)p->values, p->types,
                          p->n};
 }
@@ -593,7 +593,7 @@ void ns__step_end(step_run *s, ns_status st, const ns_error *e, bool started,
     if (st != NS_OK) {
         /* A statement cut short on a stop request (the watchdog): STOPPED,
          * its transaction undone; the next run does the step again. */
-        bool stopped = strcmp(e->sub, "NS_STOPPED") == 0;
+        bool stopped = e->code == NS_ESTOPPED;
         *status = stopped ? NS_BATCH_STOPPED : NS_BATCH_FAILED;
         snprintf(code, codelen, "%s", stopped ? "STOPPED" : "FAILED");
         snprintf(msg, msglen, "%s", e->message);

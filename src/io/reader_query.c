@@ -34,7 +34,8 @@ typedef struct query_reader {
     sqlite3 *db;
     sqlite3_stmt *first, *next; /* SQLite */
     PGconn *c;                  /* PostgreSQL: statements prepared as ns_first/ns_next */
-    ns_watchdog *wd;            /* PostgreSQL: the run's, around each page's fetch */
+    ns_watchdog *wd;            /* the run's, around each page's fetch */
+    ns_sqwait wait;             /* SQLite: its lock waits, cut short by the watchdog */
     double limit;               /* the connection's statement_timeout */
     ns_pg_cancel *cancel;
     bool pending;  /* the next page's query is already sent */
@@ -195,7 +196,15 @@ static ns_status q_open(ns_reader *base, const void *cfg, const ns_io_env *env, 
         return st;
     a.path = url;
     a.shown = r->shown;
-    r->pg = strncmp(args->path, "sqlite:", 7) != 0;
+    ns_db_kind kind = ns__db_kind(args->path);
+    if (kind == NS_DB_NONE) {
+        st = ns__err(err, NS_EUNSUPPORTED, NULL,
+                     "%s: unsupported database (use sqlite:PATH, postgresql://... or host=... "
+                     "dbname=...)",
+                     args->shown);
+        goto out;
+    }
+    r->pg = kind == NS_DB_PG;
     r->page_size = env->chunk < 100 ? 100 : env->chunk > 10000 ? 10000 : (size_t)env->chunk;
     ns__arena_init(&r->page, 1 << 20);
     if ((st = build_sql(r, d, env, &first, &next, err)) != NS_OK)
@@ -214,7 +223,12 @@ static ns_status q_open(ns_reader *base, const void *cfg, const ns_io_env *env, 
             st = sq_fail(r, err, "cannot open the database");
             goto out;
         }
-        sqlite3_busy_timeout(r->db, 30000);
+        /* Another connection's lock is waited for up to 30 s, or the
+         * connection's statement_timeout when shorter; a stop request ends
+         * the wait and the statement (the watchdog). */
+        r->wd = env->watchdog;
+        r->limit = env->stmt_limit ? env->stmt_limit(env->ctx, d->connection) : 0;
+        ns__sqwait_init(&r->wait, r->db, r->limit > 0 && r->limit < 30 ? r->limit : 30);
         if (sqlite3_exec(r->db, "PRAGMA query_only = ON", NULL, NULL, NULL) != SQLITE_OK) {
             st = sq_fail(r, err, "cannot open the database");
             goto out;
@@ -236,7 +250,12 @@ static ns_status q_open(ns_reader *base, const void *cfg, const ns_io_env *env, 
     } else {
         r->c = ns__pg_connect(args->path, "nightshift");
         if (!r->c || PQstatus(r->c) != CONNECTION_OK) {
-            st = pg_fail(r, NULL, err, "cannot connect");
+            const char *m = r->c ? PQerrorMessage(r->c) : "out of memory";
+            size_t len = strlen(m);
+            while (len && (m[len - 1] == '\n' || m[len - 1] == ' '))
+                len--;
+            st = ns__err(err, NS_EDB, r->c ? ns__pg_connect_state(r->c) : NULL,
+                         "%s: cannot connect: %.*s", r->shown, (int)len, m);
             goto out;
         }
         PQsetClientEncoding(r->c, "UTF8");
@@ -453,13 +472,15 @@ static ns_status q_next(ns_reader *base, ns_record *out, bool *eof, ns_error *er
             *eof = true;
             return NS_OK;
         }
-        ns__watchdog_arm(r->wd, r->limit, ns__pg_interrupt, r->cancel);
+        if (r->pg)
+            ns__watchdog_arm(r->wd, r->limit, ns__pg_interrupt, r->cancel);
+        else
+            ns__sqwait_arm(&r->wait, r->wd, r->limit);
         st = fetch(r, err);
         int why = ns__watchdog_disarm(r->wd);
         if (st != NS_OK && why) {
             char lim[32];
-            snprintf(err->sub, sizeof(err->sub), "%s",
-                     why == NS_WD_STOP ? "NS_STOPPED" : "NS_TIMEOUT");
+            ns__err_recode(err, why == NS_WD_STOP ? NS_ESTOPPED : NS_ETIMEDOUT);
             if (why == NS_WD_STOP)
                 ns__err_prefix(err, "the query was cut short on a stop request");
             else

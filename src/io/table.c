@@ -50,9 +50,10 @@ static ns_status table_check(void *cfg, ns_key_ctx *ctx)
 
 static const ns_writer_vt *driver(const char *url)
 {
-    if (strncmp(url, "sqlite:", 7) == 0)
+    ns_db_kind kind = ns__db_kind(url);
+    if (kind == NS_DB_SQLITE)
         return &ns__writer_table_sqlite;
-    if (strncmp(url, "postgresql:", 11) == 0 || strncmp(url, "postgres:", 9) == 0)
+    if (kind == NS_DB_PG)
         return &ns__writer_table_pg;
     return NULL;
 }
@@ -66,7 +67,9 @@ ns_status ns__table_open_url(const char *url, const char *shown, const char *tab
     ns_status st;
     if (!vt)
         return ns__err(err, NS_EUNSUPPORTED, NULL,
-                       "%s: unsupported target (use sqlite:PATH or postgresql://...)", shown);
+                       "%s: unsupported target (use sqlite:PATH, postgresql://... or "
+                       "host=... dbname=...)",
+                       shown);
     const ns_share *sh = args->share;
     ns_writer_cfg cfg = {.url = url,
                          .conn_name = shown,

@@ -402,11 +402,11 @@ ns_status ns__pgw_unguard(pg_writer *w, ns_status st, ns_error *err)
     if (!why || st == NS_OK || !err)
         return st;
     if (why == NS_WD_STOP) {
-        snprintf(err->sub, sizeof(err->sub), "NS_STOPPED");
+        ns__err_recode(err, NS_ESTOPPED);
         ns__err_prefix(err, "the statement was cut short on a stop request");
     } else {
         char lim[32];
-        snprintf(err->sub, sizeof(err->sub), "NS_TIMEOUT");
+        ns__err_recode(err, NS_ETIMEDOUT);
         ns__err_prefix(err, "%s: a statement ran past its statement_timeout (%s) and was cut short",
                        w->where, ns__duration_str((int64_t)(w->limit * 1000), lim));
     }
@@ -429,7 +429,8 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
         size_t len = strlen(m);
         while (len && m[len - 1] == '\n')
             len--;
-        return ns__err(err, NS_EDB, "08001", "%s: cannot connect: %.*s", w->where, (int)len, m);
+        return ns__err(err, NS_EDB, w->c ? ns__pg_connect_state(w->c) : NULL,
+                       "%s: cannot connect: %.*s", w->where, (int)len, m);
     }
     /* The repository's own database: one connection, one transaction for
      * the chunk's rows and its record (docs/internals.md, "Exactly-once restart"). */

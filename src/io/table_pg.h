@@ -159,7 +159,7 @@ typedef struct copy_error {
 ns_status ns__pgw_fail(pg_writer *w, PGresult *res, ns_error *err, const char *what);
 /* Around a call that may block on the server: the watchdog cuts it short
  * past the connection's statement_timeout or at a stop request; unguard
- * then says so in *err (sub NS_TIMEOUT, transient; or NS_STOPPED). */
+ * then says so in *err (NS_ETIMEDOUT, transient; or NS_ESTOPPED). */
 void ns__pgw_guard(pg_writer *w);
 ns_status ns__pgw_unguard(pg_writer *w, ns_status st, ns_error *err);
 /* Undoes savepoint `name` and ends it, in one round trip. A savepoint rolled

@@ -39,7 +39,35 @@ typedef struct sqlite_writer {
     size_t ncols;
     sqlite3_stmt *ins, *ckpt_get, *ckpt_put, *ckpt_owner;
     bool in_txn, replaced;
+    /* A stop request or the statement_timeout reaches a statement, or a
+     * wait for another connection's lock, through the watchdog. */
+    ns_watchdog *wd;
+    double limit; /* statement_timeout, seconds (0: none) */
+    ns_sqwait wait;
 } sqlite_writer;
+
+static void guard(sqlite_writer *w)
+{
+    ns__sqwait_arm(&w->wait, w->wd, w->limit);
+}
+
+/* After a guarded call: a failure the watchdog caused is said as such. */
+static ns_status unguard(sqlite_writer *w, ns_status st, ns_error *err)
+{
+    int why = ns__watchdog_disarm(w->wd);
+    if (!why || st == NS_OK || !err)
+        return st;
+    if (why == NS_WD_STOP) {
+        ns__err_recode(err, NS_ESTOPPED);
+        ns__err_prefix(err, "the statement was cut short on a stop request");
+    } else {
+        char lim[32];
+        ns__err_recode(err, NS_ETIMEDOUT);
+        ns__err_prefix(err, "%s: a statement ran past its statement_timeout (%s) and was cut short",
+                       w->where, ns__duration_str((int64_t)(w->limit * 1000), lim));
+    }
+    return st;
+}
 
 #define CKPT_TABLE                                                                                 \
     "CREATE TABLE IF NOT EXISTS nightshift_checkpoint ("                                           \
@@ -226,11 +254,16 @@ static ns_status sw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
     w->where = ns__strdup(cfg->conn_name);
     w->table = cfg->table ? ns__strdup(cfg->table) : NULL;
     w->mode = cfg->mode;
+    w->wd = cfg->watchdog;
+    w->limit = cfg->stmt_limit;
     if (!w->where || (cfg->table && !w->table))
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     if (cfg->shared) {
+        /* The repository's connection: its 30 s wait, which a stop request
+         * now ends too (given back at close). */
         w->db = cfg->shared;
         base->shared = true;
+        ns__sqwait_init(&w->wait, w->db, 30);
     } else {
         w->own_db = true;
         /* An SQL step may create the database (its script makes the
@@ -250,9 +283,10 @@ static ns_status sw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
                            w->db ? sqlite3_errmsg(w->db) : "out of memory");
         /* A lock held by another connection is waited for up to 30 s, or
          * the connection's statement_timeout when shorter; then SQLITE_BUSY,
-         * which the step's retry policy retries. */
-        double wait = cfg->stmt_limit > 0 && cfg->stmt_limit < 30 ? cfg->stmt_limit : 30;
-        sqlite3_busy_timeout(w->db, (int)(wait * 1000));
+         * which the step's retry policy retries. A stop request ends the
+         * wait at once (busy()). */
+        ns__sqwait_init(&w->wait, w->db,
+                        cfg->stmt_limit > 0 && cfg->stmt_limit < 30 ? cfg->stmt_limit : 30);
         /* A larger page cache keeps index maintenance of big loads in memory. */
         if ((st = exec(w, "PRAGMA cache_size = -65536", err)) != NS_OK)
             return st;
@@ -803,6 +837,8 @@ static void sw_close(ns_writer *base)
     sqlite3_finalize(w->ckpt_owner);
     if (w->own_db)
         sqlite3_close_v2(w->db);
+    else if (w->db)
+        sqlite3_busy_timeout(w->db, 30000); /* the repository's own wait again */
     for (size_t i = 0; i < w->ncols; i++)
         free(w->cols[i].name);
     free(w->cols);
@@ -815,7 +851,48 @@ static bool sw_single(ns_writer *base)
     return ((sqlite_writer *)base)->mode == NS_MODE_REPLACE;
 }
 
-static const ns_sql_vt sqlite_sql = {sw_exec, sw_query, sw_cursor};
+/* The calls that may wait on another connection's lock or run long, under
+ * the watchdog. */
+static ns_status g_checkpoint(ns_writer *base, const ns_ckpt_key *key, char **context,
+                              ns_error *err)
+{
+    sqlite_writer *w = (sqlite_writer *)base;
+    guard(w);
+    return unguard(w, sw_checkpoint(base, key, context, err), err);
+}
+
+static ns_status g_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a, ns_error *err)
+{
+    sqlite_writer *w = (sqlite_writer *)base;
+    guard(w);
+    return unguard(w, sw_write(base, items, n, a, err), err);
+}
+
+static ns_status g_commit(ns_writer *base, const ns_ckpt_key *key, const char *context,
+                          ns_commit_hook hook, void *arg, ns_error *err)
+{
+    sqlite_writer *w = (sqlite_writer *)base;
+    guard(w);
+    return unguard(w, sw_commit(base, key, context, hook, arg, err), err);
+}
+
+static ns_status g_exec(ns_writer *base, const char *stmt, size_t len, size_t no,
+                        const ns_sql_args *args, int64_t *changed, ns_error *err)
+{
+    sqlite_writer *w = (sqlite_writer *)base;
+    guard(w);
+    return unguard(w, sw_exec(base, stmt, len, no, args, changed, err), err);
+}
+
+static ns_status g_query(ns_writer *base, const char *sql, const ns_sql_args *args, ns_row_fn row,
+                         void *arg, ns_error *err)
+{
+    sqlite_writer *w = (sqlite_writer *)base;
+    guard(w);
+    return unguard(w, sw_query(base, sql, args, row, arg, err), err);
+}
+
+static const ns_sql_vt sqlite_sql = {g_exec, g_query, sw_cursor};
 
 const ns_writer_vt ns__writer_table_sqlite = {
     .name = "table:sqlite",
@@ -823,9 +900,9 @@ const ns_writer_vt ns__writer_table_sqlite = {
     .caps = NS_WRITER_TRANSACTIONAL,
     .instance_size = sizeof(sqlite_writer),
     .open = sw_open,
-    .checkpoint = sw_checkpoint,
-    .write = sw_write,
-    .commit = sw_commit,
+    .checkpoint = g_checkpoint,
+    .write = g_write,
+    .commit = g_commit,
     .rollback = sw_rollback,
     .close = sw_close,
     .single_transaction = sw_single,

@@ -700,12 +700,14 @@ static verdict finish_unit(hw *w, unit *u, CURLcode rc, ns_item *items, const si
         bool reset = rc == CURLE_COULDNT_CONNECT || rc == CURLE_RECV_ERROR ||
                      rc == CURLE_SEND_ERROR || rc == CURLE_GOT_NOTHING ||
                      rc == CURLE_PARTIAL_FILE || rc == CURLE_HTTP2 || rc == CURLE_HTTP2_STREAM;
-        if (timeout || reset)
-            snprintf(e.sub, sizeof(e.sub), "%s", timeout ? "NS_TIMEOUT" : "NS_RESET");
+        if (timeout)
+            e.code = NS_ETIMEDOUT;
+        else if (reset)
+            snprintf(e.sub, sizeof(e.sub), "NS_RESET");
         snprintf(failure, sizeof(failure), "%s", u->errbuf[0] ? u->errbuf : curl_easy_strerror(rc));
     }
     char what[160];
-    if (e.sub[0] && ns__retry_wanted(w->env.retry, &e, what, sizeof(what))) {
+    if ((e.sub[0] || e.code != NS_OK) && ns__retry_wanted(w->env.retry, &e, what, sizeof(what))) {
         const ns_retry *r = w->env.retry;
         if (u->attempt >= r->limit) {
             bool same = strcmp(what, failure) == 0;
@@ -801,7 +803,7 @@ static ns_status hw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a
          * chunk now (it is sent again on restart); otherwise the chunk is
          * finished and the run stops after it. */
         if (waiting > 0 && w->env.stopping(w->env.ctx)) {
-            st = ns__err(err, NS_EIO, "NS_STOPPED",
+            st = ns__err(err, NS_ESTOPPED, NULL,
                          "writer.http: stopped on request while a request waited to be tried "
                          "again");
             break;

@@ -150,24 +150,6 @@ static const char *const migrations[] = {
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
-/* The URL without its password, for messages. */
-static void redact(const char *url, char *out, size_t n)
-{
-    const char *at = strchr(url, '@'), *scheme = strstr(url, "://");
-    const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
-    if (at && colon && colon < at)
-        snprintf(out, n, "%.*s:***%s", (int)(colon - url), url, at);
-    else
-        snprintf(out, n, "%s", url);
-    char *pw = strstr(out, "password=");
-    if (pw) {
-        char *end = strchr(pw, '&');
-        char tail[256];
-        snprintf(tail, sizeof(tail), "%s", end ? end : "");
-        snprintf(pw, n - (size_t)(pw - out), "password=***%s", tail);
-    }
-}
-
 static ns_status fail(PGconn *c, PGresult *res, ns_error *err, const char *what)
 {
     const char *state = ns__pg_state(c, res);
@@ -320,7 +302,7 @@ static ns_status pg_open(ns_repo *r, const char *url, ns_error *err)
     pgr *p = calloc(1, sizeof(*p));
     ns_status s;
 
-    redact(url, shown, sizeof(shown));
+    ns__db_shown(url, shown, sizeof(shown));
     if (!p)
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     if (!(p->url = ns__strdup(url))) {

@@ -18,9 +18,10 @@ static ns_status repo_open(const char *url, bool readonly, ns_repo **out, ns_err
 
     if (!url || !*url)
         url = "sqlite:nightshift.db";
-    if (strncmp(url, "sqlite:", 7) == 0)
+    ns_db_kind kind = ns__db_kind(url);
+    if (kind == NS_DB_SQLITE)
         vt = &ns__repo_sqlite;
-    else if (strncmp(url, "postgresql:", 11) == 0 || strncmp(url, "postgres:", 9) == 0)
+    else if (kind == NS_DB_PG)
         vt = &ns__repo_pg;
     if (!(r = calloc(1, sizeof(*r))) || !(r->url = ns__strdup(url))) {
         free(r);
@@ -28,8 +29,12 @@ static ns_status repo_open(const char *url, bool readonly, ns_repo **out, ns_err
     }
     ns__secrets_add_url(&r->secrets, url);
     if (!vt) {
+        char shown[512];
+        ns__db_shown(url, shown, sizeof(shown));
         st = ns__err(err, NS_EINVAL, NULL,
-                     "repository '%s': unsupported URL (use sqlite:PATH or postgresql://...)", url);
+                     "repository '%s': unsupported URL (use sqlite:PATH, postgresql://... or "
+                     "host=... dbname=...)",
+                     shown);
         goto fail;
     }
     r->vt = vt;

@@ -572,8 +572,12 @@ static bool other_case(const char *dir, const char *name, char *out, size_t len)
                 closedir(d);
             return false;
         }
-        snprintf(out + used, len - used, "%s%s", used ? "/" : "", e->d_name);
-        used = strlen(out);
+        int w = snprintf(out + used, len - used, "%s%s", used ? "/" : "", e->d_name);
+        if (w < 0 || (size_t)w >= len - used) {
+            closedir(d);
+            return false;
+        }
+        used += (size_t)w;
         snprintf(path + strlen(path), sizeof(path) - strlen(path), "/%s", e->d_name);
         closedir(d);
         p += n + (p[n] == '/');

@@ -91,3 +91,9 @@ void ns__err_prefix(ns_error *err, const char *fmt, ...)
     if (snprintf(err->message, sizeof(err->message), "%s: %s", prefix, old) < 0)
         err->message[0] = '\0';
 }
+
+void ns__err_recode(ns_error *err, ns_status code)
+{
+    if (err)
+        err->code = code;
+}

@@ -3,6 +3,7 @@
 
 #include <libpq-fe.h>
 #include <pthread.h>
+#include <string.h>
 #include <sys/socket.h>
 
 const char *ns__pg_state(struct pg_conn *c, const struct pg_result *res)
@@ -107,4 +108,37 @@ void ns__pg_interrupt(void *arg, int level)
     if (pthread_create(&t, &at, send_cancel, k) != 0)
         ns__pg_cancel_free(k);
     pthread_attr_destroy(&at);
+}
+
+/* What the server said while refusing a connection, in its English words,
+ * and the SQLSTATE it sent with them. */
+static const struct {
+    const char *words, *state;
+} refusals[] = {
+    {"password authentication failed", "28P01"},
+    {"no pg_hba.conf entry", "28000"},
+    {"is not permitted to log in", "28000"},
+    {"authentication failed", "28000"},
+    {"permission denied for database", "42501"},
+    {"too many connections", "53300"},
+    {"remaining connection slots are reserved", "53300"},
+    {"the database system is starting up", "57P03"},
+    {"the database system is shutting down", "57P03"},
+    {"the database system is in recovery mode", "57P03"},
+};
+
+const char *ns__pg_connect_state(struct pg_conn *c)
+{
+    const char *m = c ? PQerrorMessage(c) : "";
+    /* "database "x" does not exist" and "role "x" does not exist" */
+    const char *db = strstr(m, "database \"");
+    if (db && strstr(db, "\" does not exist"))
+        return "3D000";
+    const char *role = strstr(m, "role \"");
+    if (role && strstr(role, "\" does not exist"))
+        return "28000";
+    for (size_t i = 0; i < sizeof(refusals) / sizeof(refusals[0]); i++)
+        if (strstr(m, refusals[i].words))
+            return refusals[i].state;
+    return "NS_CONNECT";
 }

@@ -3,7 +3,7 @@
  * tries (docs/operations.md, "Retries"). Whether a failure is transient is a
  * column of one table, the only place that decides it: a writer or a
  * repository says what failed (ns_error.sub: a SQLSTATE, an SQLite result,
- * HTTP_503, NS_TIMEOUT), never whether to try again.
+ * HTTP_503; or its code: NS_ETIMEDOUT), never whether to try again.
  */
 #include "util.h"
 
@@ -14,24 +14,28 @@ typedef struct fault_kind {
     const char *sub;  /* what ns_error.sub holds; "08*": a SQLSTATE class */
     const char *what; /* for messages */
     bool transient;   /* retried when retry.on is not given */
+    ns_status code;   /* or, when not NS_OK, the ns_error.code it is */
 } fault_kind;
 
 static const fault_kind kinds[] = {
-    {"40001", "40001", "serialization failure", true},
-    {"40P01", "40P01", "deadlock", true},
-    {"08*", "08*", "connection lost", true},
-    {"57014", "57014", "statement cancelled", true},
-    {"57P01", "57P01", "server shut down by an administrator", true},
-    {"57P02", "57P02", "server crashed", true},
-    {"57P03", "57P03", "server not accepting connections yet", true},
-    {"SQLITE_BUSY", "database is locked", "database locked by another connection", true},
-    {"SQLITE_LOCKED", "database table is locked", "table locked", true},
-    {"429", "HTTP_429", "HTTP 429 Too Many Requests", true},
-    {"502", "HTTP_502", "HTTP 502 Bad Gateway", true},
-    {"503", "HTTP_503", "HTTP 503 Service Unavailable", true},
-    {"504", "HTTP_504", "HTTP 504 Gateway Timeout", true},
-    {"timeout", "NS_TIMEOUT", "timed out", true},
-    {"reset", "NS_RESET", "connection reset", true},
+    {"40001", "40001", "serialization failure", true, NS_OK},
+    {"40P01", "40P01", "deadlock", true, NS_OK},
+    {"08*", "08*", "connection lost", true, NS_OK},
+    /* a connection never made in this execution: not lost, and psql would
+     * not try again either (wrong password, no such database, no host) */
+    {"connect", "NS_CONNECT", "cannot connect", false, NS_OK},
+    {"57014", "57014", "statement cancelled", true, NS_OK},
+    {"57P01", "57P01", "server shut down by an administrator", true, NS_OK},
+    {"57P02", "57P02", "server crashed", true, NS_OK},
+    {"57P03", "57P03", "server not accepting connections yet", true, NS_OK},
+    {"SQLITE_BUSY", "database is locked", "database locked by another connection", true, NS_OK},
+    {"SQLITE_LOCKED", "database table is locked", "table locked", true, NS_OK},
+    {"429", "HTTP_429", "HTTP 429 Too Many Requests", true, NS_OK},
+    {"502", "HTTP_502", "HTTP 502 Bad Gateway", true, NS_OK},
+    {"503", "HTTP_503", "HTTP 503 Service Unavailable", true, NS_OK},
+    {"504", "HTTP_504", "HTTP 504 Gateway Timeout", true, NS_OK},
+    {"timeout", "", "timed out", true, NS_ETIMEDOUT},
+    {"reset", "NS_RESET", "connection reset", true, NS_OK},
 };
 #define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
 
@@ -83,20 +87,25 @@ static bool sub_matches(const char *pattern, const char *sub)
     return strcmp(pattern, sub) == 0;
 }
 
-static const fault_kind *kind_of(const char *sub)
+static const fault_kind *kind_of(const ns_error *e)
 {
     for (size_t i = 0; i < NKINDS; i++)
-        if (sub_matches(kinds[i].sub, sub))
+        if (kinds[i].code != NS_OK && e->code == kinds[i].code)
+            return &kinds[i];
+    for (size_t i = 0; e->sub[0] && i < NKINDS; i++)
+        if (kinds[i].code == NS_OK && sub_matches(kinds[i].sub, e->sub))
             return &kinds[i];
     return NULL;
 }
 
 bool ns__retry_wanted(const ns_retry *r, const ns_error *e, char *what, size_t n)
 {
-    const char *sub = e->sub;
-    const fault_kind *k = sub[0] ? kind_of(sub) : NULL;
+    const fault_kind *k = kind_of(e);
+    /* matched as written in retry.on: the kind's own sub for a coded one */
+    const char *sub = k && k->code != NS_OK ? k->name : e->sub;
     bool want = false;
-    if (!sub[0] || e->code == NS_ECONFLICT || e->code == NS_ENOMEM)
+    if ((!sub[0] && !k) || e->code == NS_ECONFLICT || e->code == NS_ENOMEM ||
+        e->code == NS_ESTOPPED)
         return false;
     if (!r->on)
         want = k && k->transient;
@@ -105,10 +114,14 @@ bool ns__retry_wanted(const ns_retry *r, const ns_error *e, char *what, size_t n
         if (strcmp(r->on[i], "transient") == 0)
             want = k && k->transient;
         else
-            want = entry_sub(r->on[i], pattern, sizeof(pattern)) && sub_matches(pattern, sub);
+            want = k && k->code != NS_OK
+                       ? strcmp(r->on[i], k->name) == 0
+                       : entry_sub(r->on[i], pattern, sizeof(pattern)) && sub_matches(pattern, sub);
     }
     if (want && what) {
-        if (k && strcmp(k->sub, sub) != 0)
+        if (k && k->code != NS_OK && e->sub[0])
+            snprintf(what, n, "%s, %s", k->what, e->sub);
+        else if (k && k->code == NS_OK && strcmp(k->sub, sub) != 0)
             snprintf(what, n, "%s, %s", k->what, sub);
         else if (k)
             snprintf(what, n, "%s", k->what);

@@ -158,6 +158,29 @@ void ns__secrets_add_url(ns_secrets *s, const char *url)
     }
 }
 
+void ns__secrets_add_url_path(ns_secrets *s, const char *url)
+{
+    if (!s || !url)
+        return;
+    const char *scheme = strstr(url, "://");
+    const char *p = scheme ? scheme + 3 : url;
+    p += strcspn(p, "/?#"); /* past the host */
+    size_t plen = strcspn(p, "#");
+    if (!plen)
+        return;
+    ns__secrets_add(s, p, plen); /* path and query, whole */
+    /* Each segment and each query value alone: a receiver may echo them
+     * one by one, or with its own escaping between them ("\/"). */
+    for (const char *q = p; q < p + plen;) {
+        q += strspn(q, "/?&=");
+        size_t n = strcspn(q, "/?&=#");
+        if (q + n > p + plen)
+            n = (size_t)(p + plen - q);
+        ns__secrets_add(s, q, n);
+        q += n;
+    }
+}
+
 void ns__secrets_merge(ns_secrets *dst, const ns_secrets *src)
 {
     for (size_t i = 0; src && i < src->n; i++)

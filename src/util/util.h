@@ -9,6 +9,7 @@
 #include "nightshift.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -42,6 +43,9 @@ ns_status ns__err(ns_error *err, ns_status code, const char *sub, const char *fm
     NS_PRINTF(4, 5);
 ns_status ns__verr(ns_error *err, ns_status code, const char *sub, const char *fmt, va_list ap)
     NS_PRINTF(4, 0);
+/* Re-describes an error already recorded as another code (a statement the
+ * watchdog cut short: NS_ESTOPPED, NS_ETIMEDOUT); its message and sub stay. */
+void ns__err_recode(ns_error *err, ns_status code);
 /* Prefixes an existing message with "prefix: " (used to add step context). */
 void ns__err_prefix(ns_error *err, const char *fmt, ...) NS_PRINTF(2, 3);
 
@@ -66,6 +70,10 @@ void ns__secrets_add(ns_secrets *s, const char *v, size_t n);
 /* Registers the password of a URL (postgresql://u:PW@..., https://u:PW@...,
  * a ?password=PW query, or keyword form password=PW / password='P W'). */
 void ns__secrets_add_url(ns_secrets *s, const char *url);
+/* Registers what follows a URL's host: the path with its query, each path
+ * segment and each query word (a webhook's URL is its key: Slack's
+ * /services/T.../B.../KEY). Segments shorter than 4 bytes are ignored. */
+void ns__secrets_add_url_path(ns_secrets *s, const char *url);
 void ns__secrets_merge(ns_secrets *dst, const ns_secrets *src);
 bool ns__secrets_ok(const ns_secrets *s);
 void ns__secrets_free(ns_secrets *s);
@@ -75,6 +83,16 @@ void ns__redact(const ns_secrets *s, char *buf, size_t cap);
 char *ns__redact_dup(const ns_secrets *s, const char *text);
 /* Whether [text, text + n) holds a registered value. */
 bool ns__has_secret(const ns_secrets *s, const char *text, size_t n);
+
+/* ----------------------------------------- connection strings (dburl.c) */
+
+typedef enum ns_db_kind { NS_DB_NONE, NS_DB_SQLITE, NS_DB_PG } ns_db_kind;
+/* Which database a connection string names: sqlite:PATH; a postgresql:// or
+ * postgres:// URI, or a libpq keyword/value string ("host=h dbname=d"). */
+ns_db_kind ns__db_kind(const char *url);
+/* The connection string for a message: every password in it (URI userinfo,
+ * ?password=, keyword password=, quoted or not) as "***". */
+void ns__db_shown(const char *url, char *out, size_t n);
 
 /* ------------------------------------------------------------ arenas */
 
@@ -224,6 +242,24 @@ void ns__watchdog_set_poll(ns_watchdog *w, bool (*poll)(void *arg), void *arg);
 /* A stop asked from elsewhere (`nightshift stop`, seen by the heartbeat). */
 void ns__watchdog_stop_now(ns_watchdog *w);
 
+/* ------------------------------------------ SQLite waits (sqwait.c) */
+
+/* An SQLite connection's wait for another connection's lock: up to `limit`
+ * seconds, ended at once when the watchdog cuts the call short (a stop
+ * request, a statement_timeout). Lives as long as the connection. */
+struct sqlite3;
+typedef struct ns_sqwait {
+    struct sqlite3 *db;
+    double limit, since;
+    atomic_int cut;
+} ns_sqwait;
+/* Installs the busy handler on db (replacing its busy timeout). */
+void ns__sqwait_init(ns_sqwait *q, struct sqlite3 *db, double limit);
+/* Arms the watchdog for a call on q's connection (disarm as usual). */
+void ns__sqwait_arm(ns_sqwait *q, ns_watchdog *wd, double limit);
+/* The watchdog's ns_interrupt_fn for it. */
+void ns__sqwait_interrupt(void *arg, int level);
+
 /* ----------------------------------------------- retries (retry.c) */
 
 /* A step's retry policy (docs/jobs.md, "retry"): how often a failed chunk
@@ -258,6 +294,14 @@ const char *ns__pg_state(struct pg_conn *c, const struct pg_result *res);
  * 10 s, 3 unanswered (docs/operations.md, "Timeouts"). NULL only when out
  * of memory; check PQstatus. */
 #define NS_PG_CONNECT_TIMEOUT "10"
+/* The SQLSTATE of a connection attempt that failed. libpq keeps none (the
+ * server's ErrorResponse during startup reaches only the message), so the
+ * server's words are recognised (28P01 a wrong password, 28000, 3D000 no
+ * such database, 42501, 53300, 57P03); anything else (a host that does not
+ * resolve, a refused or timed-out connection, another locale's words) is
+ * NS_CONNECT. Neither is "connection lost": a connection never made in
+ * this execution is not retried (retry.c), one lost later is (08*). */
+const char *ns__pg_connect_state(struct pg_conn *c);
 struct pg_conn *ns__pg_connect(const char *url, const char *app);
 /* What the watchdog needs to cut short a call blocked on connection c: its
  * cancel key and socket (NULL when out of memory). ns__pg_interrupt is its

@@ -176,18 +176,93 @@ steps:
   - name: s
     sql: {connection: db, script: "SELECT 1"}
 notify:
-  - command: ["sleep", "30"]
+  - command: ["sh", "-c", "sleep 1000 & echo \$! >> $T/bg.pids; echo \$\$ >> $T/fg.pids; sleep 1000"]
     on: [completed]
     timeout: 300ms
   - command: ["sh", "-c", "cat > /dev/null; exit 3"]
     on: [completed]
+  - command: ["no-such-program-ns21"]
+    on: [completed]
+  - command: ["sh", "-c", "ls -l /proc/\$\$/fd > $T/fds"]
+    on: [completed]
 EOF
 t0=$(date +%s)
 expect_exit 0 "$NS" run hang.yaml
-[ $(($(date +%s) - t0)) -lt 20 ] || fail "a hanging command held the run"
-expect_err "notify[0] (command): completed not delivered: sleep did not finish within 0.3 s (killed) (after 4 attempts)"
+[ $(($(date +%s) - t0)) -lt 40 ] || fail "a hanging command held the run"
+expect_err "notify[0] (command): completed not delivered: sh did not finish within 0.3 s (killed) (after 4 attempts)"
 expect_err "notify[1] (command): completed not delivered: sh exited 3 (after 4 attempts)"
-pgrep -f "sleep 30" > /dev/null && fail "the hanging command was left running"
+expect_err "notify[2] (command): completed not delivered: no-such-program-ns21: command not found (after 1 attempt)"
+# The command and what it started in the background, each attempt's, are
+# gone: the group was killed at the timeout (the pids it wrote, not a
+# pattern that could match another process on the host).
+assert_eq "$(grep -c . bg.pids)" 4 "background children recorded (one per attempt)"
+for p in $(cat bg.pids fg.pids); do
+    if kill -0 "$p" 2>/dev/null && grep -q sleep "/proc/$p/cmdline" 2>/dev/null; then
+        fail "process $p of a notify command outlived its timeout"
+    fi
+done
+# Nothing of ours leaks into the command but its stdin, stdout and stderr:
+# any other descriptor it has is one this shell passed down too (ctest's),
+# or the shell's own copy for its redirection (10 and up).
+ls -l /proc/$$/fd | awk '{print $NF}' > ours
+awk '$9 ~ /^[0-9]+$/ && $9 > 2 && $9 < 10 {print $9, $NF}' fds | while read -r fd what; do
+    grep -qxF -- "$what" ours || fail "a notify command inherited descriptor $fd ($what): $(cat fds)"
+done
+grep -q ' 0 -> pipe:' fds || fail "the event did not come on a pipe: $(cat fds)"
+
+# --- a command that never reads an event larger than the pipe: the write
+# counts against the timeout (it used to block for ever).
+python3 -c "print('x' * 120000)" > big.txt # the event: > 64 KiB, a pipe's capacity
+cat > deaf.yaml <<EOF
+job: deaf
+params:
+  note: {type: string, identifying: false}
+connections:
+  db: "sqlite:$T/h.db"
+steps:
+  - name: s
+    sql: {connection: db, script: "SELECT 1"}
+notify:
+  - command: ["sh", "-c", "echo \$\$ >> $T/deaf.pids; exec sleep 1000"]
+    on: [completed]
+    timeout: 500ms
+EOF
+t0=$(date +%s)
+rc=0
+timeout 60 "$NS" run deaf.yaml "note=$(cat big.txt)" > "$T/out" 2> "$T/err" || rc=$?
+[ "$rc" = 0 ] || { cat "$T/err"; fail "the run with a deaf notify command exited $rc"; }
+[ $(($(date +%s) - t0)) -lt 20 ] || fail "a command that does not read held the run"
+expect_err "notify[0] (command): completed not delivered: sh did not finish within 0.5 s (killed) (after 4 attempts)"
+for p in $(cat deaf.pids); do
+    if kill -0 "$p" 2>/dev/null && grep -q sleep "/proc/$p/cmdline" 2>/dev/null; then
+        fail "the deaf command $p outlived its timeout"
+    fi
+done
+
+# --- a Slack receiver that answers 500 with the path it was sent: the
+# webhook's key is in that path; it reaches no message, show or repository.
+receiver echo500 --faults 500=1 --echo
+cat > slackkey.yaml <<EOF
+job: slackkey
+connections:
+  db: "sqlite:$T/h.db"
+steps:
+  - name: s
+    sql: {connection: db, script: "SELECT 1"}
+notify:
+  - slack: {webhook: "http://127.0.0.1:$PORT/services/T0SLACKTEAM9/B0SLACKBOT8/sLaCkKeY0123456789abcdef"}
+    on: [completed]
+EOF
+expect_exit 0 "$NS" run slackkey.yaml
+expect_err "notify[0] (slack): completed not delivered: HTTP 500: no hook at ***"
+id=$(sql repo.db "SELECT max(id) FROM ns_job_execution")
+"$NS" show "$id" --json > slackkey.json
+"$NS" show "$id" > slackkey.show
+for s in sLaCkKeY0123456789abcdef T0SLACKTEAM9 B0SLACKBOT8; do
+    for f in "$T/err" "$T/out" slackkey.json slackkey.show repo.db; do
+        if grep -aq "$s" "$f"; then fail "the Slack webhook's $s reached $f"; fi
+    done
+done
 
 # --- one message a second per target, across processes.
 receiver rate

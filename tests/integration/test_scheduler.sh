@@ -137,8 +137,11 @@ until_sql "SELECT count(*) >= 6 FROM ns_tick WHERE job_name = 'forbid'" 1 40
 stop_sched
 [ "$(sql repo.db "SELECT count(*) FROM ns_tick WHERE job_name = 'forbid' AND state = 'SKIPPED' AND reason LIKE 'overlap: forbid: %still%'")" -ge 1 ] ||
     { ticks forbid; cat sched.log; fail "forbid: no tick skipped while a run was going"; }
-assert_eq "$(sql forbid.db "SELECT count(*) FROM runs")" "$(sql repo.db "SELECT count(*) FROM ns_tick WHERE job_name = 'forbid' AND state = 'STARTED'")" \
-    "forbid: one run per started tick"
+# (a run still going at the SIGTERM is cut short, its statement undone: STOPPED)
+assert_eq "$(sql forbid.db "SELECT count(*) FROM runs")" "$(sql repo.db "SELECT count(*) FROM ns_tick t JOIN ns_job_execution e ON e.id = t.execution_id WHERE t.job_name = 'forbid' AND t.state = 'STARTED' AND e.status = 'COMPLETED'")" \
+    "forbid: one run per completed tick"
+assert_eq "$(sql repo.db "SELECT count(*) FROM ns_tick t JOIN ns_job_execution e ON e.id = t.execution_id WHERE t.job_name = 'forbid' AND t.state = 'STARTED' AND e.status NOT IN ('COMPLETED', 'STOPPED')")" 0 \
+    "forbid: every started run completed, or stopped with the scheduler"
 
 mkjob queue "*/10 * * * *" UTC "overlap: queue_one" $slow
 sched "2024-03-09T00:00:30Z" 600 queue.yaml

@@ -90,7 +90,30 @@ run_ns run ../jobs/query-secret.yaml file=in.csv
 job refused "postgresql://app:WrongLiteralPw8@127.0.0.1:$dead/db" t
 run_ns run ../jobs/refused.yaml file=in.csv
 job badpass "postgresql://app:WrongLiteralPw8@127.0.0.1:$port/db" t
-run_ns run ../jobs/badpass.yaml file=in.csv
+# A connection never made is not "lost" (issue 21): a wrong password, a
+# database that does not exist, a host that does not resolve, a refused
+# port fail at once, as psql does: one attempt, one FAILED execution, the
+# server's words, no retry.
+never_connected() { # NAME WORDS
+    local t0 t1
+    t0=$(date +%s.%N)
+    run_ns run "../jobs/$1.yaml" file=in.csv
+    t1=$(date +%s.%N)
+    grep -q "$2" "../out/$n.err" || fail "$1: $(cat "../out/$n.err")"
+    grep -q "retry" "../out/$n.err" && fail "$1 was retried: $(cat "../out/$n.err")"
+    grep -q "connection lost" "../out/$n.err" && fail "$1 was called a lost connection: $(cat "../out/$n.err")"
+    python3 -c "import sys; sys.exit(float(sys.argv[2]) - float(sys.argv[1]) > 3)" "$t0" "$t1" ||
+        fail "$1 took $(python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$t0" "$t1") s"
+}
+never_connected badpass "password authentication failed"
+assert_eq "$(sql "$T/repo.db" "SELECT count(*) || ' ' || group_concat(e.status) FROM ns_job_execution e JOIN ns_job_instance i ON i.id = e.instance_id WHERE i.job_name = 'badpass'")" "1 FAILED" \
+    "a wrong password: one FAILED execution"
+job nodb "postgresql://app:CorrectHorse7%21@127.0.0.1:$port/no_such_db" t
+never_connected nodb 'database "no_such_db" does not exist'
+job nohost "postgresql://app:CorrectHorse7%21@no-such-host.invalid:$port/db" t
+never_connected nohost "could not translate host name"
+job refused2 "postgresql://app:CorrectHorse7%21@127.0.0.1:$dead/db" t
+never_connected refused2 "Connection refused"
 # ${env.X} in every part of the URL, malformed or wrong.
 job envurl 'postgresql://${env.NSU}:${env.NSPW}@${env.NSH}:${env.NSP}/db' t
 NSU=app NSPW='TOP%ZZSECRET2' NSH=127.0.0.1 NSP=$port run_ns run ../jobs/envurl.yaml file=in.csv
@@ -98,10 +121,25 @@ NSU=app NSPW='CorrectHorse7%21' NSH=127.0.0.1 NSP=TOPSECRET3 run_ns run ../jobs/
 NSU=app NSPW='CorrectHorse7%21' NSH=TOPSECRETHOST5 NSP=$port run_ns run ../jobs/envurl.yaml file=in.csv
 NSU=TOPSECRETUSER6 NSPW='CorrectHorse7%21' NSH=127.0.0.1 NSP=$port run_ns run ../jobs/envurl.yaml file=in.csv
 NSU=app NSPW='TOPSECRETPW7' NSH=127.0.0.1 NSP=$port run_ns run ../jobs/envurl.yaml file=in.csv
-# A whole URL from the environment, keyword form (not a URL nightshift takes).
+# A whole URL from the environment, keyword form (libpq's host=... dbname=...):
+# taken like a URL (issue 21), and its password redacted when it is wrong.
 job envwhole '${env.NSURL}' t
 NSURL="host=127.0.0.1 port=$port user=app password=KeywordSecret11 dbname=db" \
     run_ns run ../jobs/envwhole.yaml file=in.csv
+grep -q 'password authentication failed' "../out/$n.err" ||
+    fail "a keyword/value connection string was not tried: $(cat "../out/$n.err")"
+# A literal keyword string with the right password loads; a quoted wrong one
+# is refused without quoting it; an unknown form is refused without the
+# password in the message.
+job keyword "host=127.0.0.1 port=$port user=app password='CorrectHorse7!' dbname=db" t "rejects: kw.csv"
+run_ns run ../jobs/keyword.yaml file=in.csv
+grep -q 'COMPLETED' "../out/$n.out" "../out/$n.err" || fail "a keyword/value target: $(cat "../out/$n.err")"
+job keyword-wrong "host=127.0.0.1 port=$port user=app password='KeywordSecret11 x' dbname=db" t
+run_ns run ../jobs/keyword-wrong.yaml file=in.csv
+grep -q 'password authentication failed' "../out/$n.err" || fail "keyword-wrong: $(cat "../out/$n.err")"
+job unknown-form "mysql://app:TOPSECRET4@127.0.0.1:$port/db" t
+run_ns validate ../jobs/unknown-form.yaml
+grep -q "unsupported URL 'mysql://app:\*\*\*@127.0.0.1" "../out/$n.err" || fail "unknown-form: $(cat "../out/$n.err")"
 NSURL="postgresql://app:TOP%ZZSECRET8@127.0.0.1:$port/db" run_ns run ../jobs/envwhole.yaml file=in.csv
 
 # The server gone mid-load: its backends terminated while chunks commit.
@@ -158,6 +196,50 @@ run_ns stop 999 --repository "$repo"
 run_ns list --repository "postgresql://rep:RepoWrong13@127.0.0.1:$port/repo"
 run_ns list --repository "postgresql://rep:TOP%ZZSECRET9@127.0.0.1:$port/repo"
 psql "$admin" -qAtX -c "ALTER USER rep PASSWORD 'RepoSecret12!'" >/dev/null
+
+# The same repository as a keyword/value string: taken, its password never said.
+krepo="host=127.0.0.1 port=$port user=rep password=RepoSecret12! dbname=repo"
+run_ns list --json --repository "$krepo"
+grep -q '"job"' "../out/$n.out" || fail "a keyword/value repository: $(cat "../out/$n.err")"
+run_ns list --repository "host=127.0.0.1 port=$port user=rep password=RepoWrong13 dbname=repo"
+grep -q 'password authentication failed' "../out/$n.err" || fail "a wrong keyword/value repository password: $(cat "../out/$n.err")"
+run_ns list --repository "host=127.0.0.1 port=$port user=rep password='RepoWrong13 quoted' dbname=repo"
+
+# The scheduler with a password in its repository URL (from the
+# environment): no process's command line carries it while its runs go
+# (issue 21: every local user reads /proc/*/cmdline).
+cat > ../jobs/ticking.yaml <<EOF
+job: ticking
+connections:
+  db: "$good"
+steps:
+  - name: s
+    sql: {connection: db, script: "SELECT pg_sleep(0.4)"}
+schedule:
+  cron: "* * * * *"
+  overlap: allow
+EOF
+CLOCK="$(date -u -d 2024-03-09T00:00:30Z +%s) 240 $(date +%s.%N)"
+NIGHTSHIFT_REPOSITORY="$repo" NIGHTSHIFT_TEST_CLOCK=$CLOCK "$NS" scheduler ../jobs/ticking.yaml \
+    > ../out/scheduler.out 2> ../out/scheduler.err &
+spid=$!
+seen=0
+for _ in $(seq 60); do
+    for f in /proc/[0-9]*/cmdline; do
+        line=$( (tr '\0' ' ' < "$f") 2>/dev/null) || continue
+        case $line in
+        *RepoSecret12*) fail "a command line carries the repository's password: $line" ;;
+        *"run ../jobs/ticking.yaml --tick"*) seen=$((seen + 1)) ;;
+        esac
+    done
+    sleep 0.1
+done
+kill -TERM "$spid"
+wait "$spid" || fail "the scheduler exited $? after SIGTERM"
+[ "$seen" -ge 3 ] || fail "the scan saw only $seen scheduled runs: $(tail ../out/scheduler.err)"
+runs=$(psql "${admin/postgresql:\/\/\/postgres/postgresql:///repo}" -qAtX -c \
+    "SELECT count(*) FROM nightshift.ns_job_execution e JOIN nightshift.ns_job_instance i ON i.id = e.instance_id WHERE i.job_name = 'ticking' AND e.status = 'COMPLETED'")
+[ "$runs" -ge 3 ] || fail "the scheduled runs did not complete ($runs): $(tail ../out/scheduler.err; "$NS" list --repository "$repo")"
 
 # A file writer with that repository: its checkpoint is kept in the
 # repository's database (a connection the job file never names). Killed
