@@ -1976,15 +1976,20 @@ static ns_status check_env(const ns_job *job, const char *t, const char *what, n
 {
     for (const char *p = t; t && (p = strstr(p, "${env.")) != NULL; p++) {
         const char *e = strchr(p, '}');
-        char name[128];
         if (!e || (p > t && p[-1] == '$'))
             continue;
-        snprintf(name, sizeof(name), "%.*s", (int)(e - p - 6), p + 6);
-        if (strstr(name, ":-"))
-            continue; /* it has a default */
-        if (!getenv(name))
-            return ns__err(err, NS_EPARAM, NULL, "%s: %s uses ${env.%s}, which is not set",
-                           job->path[0] ? job->path : job->name, what, name);
+        /* the whole name, however long (never cut: a cut name is another) */
+        char *name = ns__strndup(p + 6, (size_t)(e - p - 6));
+        if (!name)
+            return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        bool unset = !strstr(name, ":-") && !getenv(name); /* ":-": it has a default */
+        ns_status st =
+            unset ? ns__err(err, NS_EPARAM, NULL, "%s: %s uses ${env.%s}, which is not set",
+                            job->path[0] ? job->path : job->name, what, name)
+                  : NS_OK;
+        free(name);
+        if (st != NS_OK)
+            return st;
     }
     return NS_OK;
 }
@@ -2016,100 +2021,4 @@ ns_status ns__job_check_env(const ns_job *job, ns_error *err)
     if (w.st == NS_OK)
         ns__job_templates(job, env_template, &w);
     return w.st;
-}
-
-ns_status ns__subst(const char *t, const ns_subst_ctx *ctx, const char *what, char **out,
-                    ns_error *err)
-{
-    ns_buf b = {0};
-    const char *p = t;
-
-    while (*p) {
-        const char *d = strstr(p, "${");
-        if (!d) {
-            ns__buf_append(&b, p, strlen(p));
-            break;
-        }
-        if (d > t && d[-1] == '$') { /* "$${" -> "${" (kept escaped with keep_env) */
-            ns__buf_append(&b, p, (size_t)(d - p - 1));
-            ns__buf_append(&b, ctx->keep_env ? "$${" : "${", ctx->keep_env ? 3 : 2);
-            p = d + 2;
-            continue;
-        }
-        ns__buf_append(&b, p, (size_t)(d - p));
-        const char *e = strchr(d, '}');
-        if (!e) {
-            ns__buf_free(&b);
-            return ns__err(err, NS_ECONFIG, NULL, "%s: '${' without '}'", what);
-        }
-        char ref[160];
-        snprintf(ref, sizeof(ref), "%.*s", (int)(e - d - 2), d + 2);
-        const char *val = NULL;
-        char num[32];
-        if (strncmp(ref, "params.", 7) == 0) {
-            for (size_t i = 0; i < ctx->nparams; i++)
-                if (strcmp(ctx->param_names[i], ref + 7) == 0)
-                    val = ctx->param_values[i];
-            if (!val) {
-                ns__buf_free(&b);
-                return ns__err(err, NS_EPARAM, NULL,
-                               "%s: ${%s} has no value (pass %s=VALUE or give it a default)", what,
-                               ref, ref + 7);
-            }
-            if (ctx->path && d != t &&
-                (strchr(val, '/') || strcmp(val, ".") == 0 || strcmp(val, "..") == 0)) {
-                ns__buf_free(&b);
-                return ns__err(err, NS_EPARAM, NULL,
-                               "%s: parameter %s='%s' would add a folder to the path (a '/' or "
-                               "'..' in a value inside a path); only a parameter that starts the "
-                               "path may name folders",
-                               what, ref + 7, val);
-            }
-        } else if (strncmp(ref, "env.", 4) == 0) {
-            if (ctx->keep_env) {
-                ns__buf_append(&b, d, (size_t)(e - d + 1));
-                p = e + 1;
-                continue;
-            }
-            /* ${env.NAME:-default}: the default when NAME is unset or empty. */
-            char *dflt = strstr(ref + 4, ":-");
-            if (dflt)
-                *dflt = '\0';
-            val = getenv(ref + 4);
-            if (dflt && (!val || !*val))
-                val = dflt + 2;
-            if (!val) {
-                ns__buf_free(&b);
-                return ns__err(err, NS_EPARAM, NULL, "%s: environment variable %s is not set", what,
-                               ref + 4);
-            }
-            /* The value from the environment is a secret; a default written
-             * in the job file is not. */
-            if (ctx->secrets && !(dflt && val == dflt + 2))
-                ns__secrets_add(ctx->secrets, val, strlen(val));
-        } else if (strcmp(ref, "job.name") == 0 && ctx->job) {
-            val = ctx->job->name;
-        } else if (strcmp(ref, "execution.id") == 0 && ctx->execution_id) {
-            snprintf(num, sizeof(num), "%lld", (long long)ctx->execution_id);
-            val = num;
-        } else if (strcmp(ref, "step.name") == 0 && ctx->step) {
-            val = ctx->step;
-        } else {
-            ns__buf_free(&b);
-            return ns__err(err, NS_ECONFIG, NULL, "%s: ${%s} cannot be used here", what, ref);
-        }
-        for (const char *v = val; *v; v++) {
-            if (ctx->keep_env && v[0] == '$' && v[1] == '{')
-                ns__buf_putc(&b, '$'); /* a value is never read as a reference */
-            ns__buf_putc(&b, *v);
-        }
-        p = e + 1;
-    }
-    ns__buf_cstr(&b);
-    if (!b.data || b.failed) {
-        ns__buf_free(&b);
-        return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-    }
-    *out = b.data;
-    return NS_OK;
 }

@@ -493,70 +493,6 @@ out:
     return st;
 }
 
-/* Whether `nightshift stop` asked for this execution (STOPPING in the
- * repository). Not knowing (the repository unreachable) is "no". */
-static bool stop_asked(step_run *s)
-{
-    ns_exec_info info = {0};
-    bool asked =
-        s->rc->repo->vt->exec_info(s->rc->repo, s->rc->launch.execution_id, &info, NULL) == NS_OK &&
-        info.status == NS_BATCH_STOPPING;
-    ns__exec_info_free(&info);
-    return asked;
-}
-
-bool ns__step_stopping(step_run *s)
-{
-    if (s->stop || ns__run_stop_requested(s->rc))
-        return true;
-    double now = ns__mono();
-    if (now - s->stop_checked >= 1) {
-        s->stop_checked = now;
-        s->stop = stop_asked(s);
-    }
-    return s->stop;
-}
-
-void ns__step_retried(step_run *s, const char *what, int64_t attempt, double wait,
-                      const char *detail)
-{
-    s->counts.retry++;
-    if (detail)
-        ns__run_notice(s->rc, "step %s: chunk %lld: %s, retry %lld of %lld in %.1f s: %s",
-                       s->def->name, (long long)s->chunks + 1, what, (long long)attempt,
-                       (long long)s->def->retry.limit, wait, detail);
-}
-
-/* Waits `secs`, or less when a stop is requested (a signal, or `nightshift
- * stop`, asked of the repository about once a second): then true. */
-static bool wait_or_stop(step_run *s, double secs);
-
-bool ns__step_wait(step_run *s, double secs)
-{
-    return wait_or_stop(s, secs);
-}
-
-static bool wait_or_stop(step_run *s, double secs)
-{
-    double from = ns__mono(), until = from + secs, asked = from;
-    while (!(s->stop || ns__run_stop_requested(s->rc))) {
-        if (ns__mono() - asked >= 1) {
-            asked = ns__mono();
-            if ((s->stop = stop_asked(s)))
-                break;
-        }
-        double left = until - ns__mono();
-        if (left <= 0) {
-            s->secs[4] += ns__mono() - from;
-            return false;
-        }
-        struct timespec ts = {0, (long)((left < 0.1 ? left : 0.1) * 1e9)};
-        nanosleep(&ts, NULL);
-    }
-    s->secs[4] += ns__mono() - from;
-    return true;
-}
-
 typedef enum retry_outcome { RETRY_NO, RETRY_AGAIN, RETRY_STOPPED } retry_outcome;
 
 /*
@@ -595,7 +531,7 @@ static retry_outcome retry_chunk(step_run *s, ns_error *err, ns_counts *committe
                        s->def->name, (long long)s->chunks + 1, what, (long long)s->attempt,
                        (long long)r->limit, wait, err->message);
         close_plugins(s);
-        if (wait_or_stop(s, wait)) {
+        if (ns__step_wait(s, wait)) {
             out = RETRY_STOPPED;
             break;
         }
@@ -621,6 +557,166 @@ static retry_outcome retry_chunk(step_run *s, ns_error *err, ns_counts *committe
     return out;
 }
 
+/* One chunk in the making: its items, its unreadable or rejected records,
+ * and the counters before it. */
+typedef struct chunk {
+    ns_item *items, *bad;
+    size_t n, nbad;
+    ns_counts before;
+    const char *const *names; /* the reader's columns */
+} chunk;
+
+/* Reads a chunk: `chunk` records read, whatever becomes of them (items,
+ * unreadable records and filtered ones all count, so the arrays and the
+ * arena stay bounded), each through the processor, each item fed to a
+ * writer that takes them one by one. */
+static ns_status read_chunk(step_run *s, chunk *c, ns_arena *arena, bool *eof, ns_error *err)
+{
+    const ns_step_def *def = s->def;
+    ns_status st = NS_OK;
+    double t_read = ns__mono(), t_proc = s->secs[1];
+    while (s->counts.read - c->before.read < def->chunk) {
+        ns_record r;
+        if ((st = s->reader->vt->next(s->reader, &r, eof, err)) != NS_OK)
+            return st;
+        if (*eof)
+            break;
+        s->counts.read++;
+        ns_item *it = r.error_code ? &c->bad[c->nbad++] : &c->items[c->n++];
+        if (to_item(&r, it, arena, r.error_code || !s->proc) != NS_OK)
+            return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        it->seq = s->records_base + s->counts.read;
+        if (!r.error_code && s->proc) {
+            ns_proc_result pr;
+            double t0 = ns__mono();
+            st = s->proc->vt->process(s->proc, it, arena, &pr, err);
+            s->secs[1] += ns__mono() - t0;
+            if (st != NS_OK)
+                return st;
+            if (pr == NS_PROC_FILTER) {
+                c->n--;
+                s->counts.filter++;
+                continue;
+            }
+            if (pr == NS_PROC_REJECT) {
+                c->bad[c->nbad++] = *it;
+                c->n--;
+                s->counts.process_skip++;
+                if (skips(&s->counts) > def->skip_limit)
+                    break;
+                continue;
+            }
+        }
+        if (!r.error_code && s->writer->vt->feed &&
+            (st = s->writer->vt->feed(s->writer, c->items, c->n - 1, arena, err)) != NS_OK)
+            return st;
+        if (r.error_code) {
+            s->counts.read_skip++;
+            it->code = r.error_code;
+            it->column = r.error_field >= 0 ? c->names[r.error_field] : NULL;
+            it->message = ns__arena_strndup(arena, r.error_message, strlen(r.error_message));
+            if (skips(&s->counts) > def->skip_limit)
+                break;
+        }
+    }
+    s->secs[0] += ns__mono() - t_read - (s->secs[1] - t_proc);
+    /* The processor's close() before the last chunk commits: if it fails,
+     * that chunk is read again on restart. */
+    if (*eof && s->proc)
+        st = s->proc->vt->finish(s->proc, err);
+    return st;
+}
+
+/* Writes a chunk's items, then its rejects in file order (the reader's
+ * merged with the writer's); past the skip limit, the chunk fails naming
+ * the record that took the count over it. */
+static ns_status write_chunk(step_run *s, chunk *c, ns_arena *arena, ns_error *err)
+{
+    const ns_step_def *def = s->def;
+    ns_status st;
+    double t_write = ns__mono();
+    if (c->n > 0 && (st = s->writer->vt->write(s->writer, c->items, c->n, arena, err)) != NS_OK)
+        return st;
+    s->secs[2] += ns__mono() - t_write;
+    int64_t nth = skips(&c->before);
+    char crossed[512] = "";
+    for (size_t i = 0, b = 0; i < c->n || b < c->nbad;) {
+        ns_item *it;
+        if (b < c->nbad && (i >= c->n || c->bad[b].line < c->items[i].line)) {
+            it = &c->bad[b++];
+        } else {
+            it = &c->items[i++];
+            if (!it->code) {
+                s->counts.write++;
+                continue;
+            }
+            s->counts.write_skip++;
+        }
+        if ((st = ns__rejects_write(s, it->line, it->column, it->code, it->message, it->raw,
+                                    it->raw_len, err)) != NS_OK)
+            return st;
+        if (++nth == def->skip_limit + 1)
+            snprintf(crossed, sizeof(crossed), "%s", s->last_reject);
+    }
+    if (skips(&s->counts) <= def->skip_limit)
+        return NS_OK;
+    if (s->rejects)
+        fflush(s->rejects);
+    char lim[32], so_far[32];
+    return ns__err(err, NS_ESKIPLIMIT, NULL,
+                   "skip limit %s exceeded by %s (%s records rejected so far, see %s); "
+                   "the chunk in which it happened was rolled back",
+                   ns__count(def->skip_limit, lim), crossed[0] ? crossed : s->last_reject,
+                   ns__count(skips(&s->counts), so_far), s->rejects_shown);
+}
+
+/* Commits a chunk (replace mode: one transaction for the whole step, at
+ * its end only); *committed then holds the counters as committed. */
+static ns_status commit(step_run *s, chunk *c, bool single, bool eof, ns_counts *committed,
+                        ns_error *err)
+{
+    ns_status st;
+    double t_commit = ns__mono();
+    if ((single ? eof : (c->n > 0 || s->counts.read != c->before.read || eof)) &&
+        (st = commit_chunk(s, err)) != NS_OK)
+        return st;
+    s->secs[3] += ns__mono() - t_commit;
+    if (!single || eof)
+        *committed = s->counts;
+    ns__run_report(s, NS_EV_CHUNK, NS_BATCH_STARTED, NULL);
+    return NS_OK;
+}
+
+typedef enum after_failure { GO_ON, STOP, FAIL } after_failure;
+
+/* A chunk failed (*e): stopped on request (a writer cut it short: it is
+ * sent again on restart), retried (a transient failure: undone and tried
+ * again on new connections from the last committed checkpoint), or the
+ * step fails. msg says a stop. */
+static after_failure on_failure(step_run *s, ns_error *e, ns_counts *committed, char *msg,
+                                size_t msglen)
+{
+    char nread[32];
+    if (e->code == NS_ESTOPPED) {
+        snprintf(msg, msglen, "stopped on request during chunk %lld (%s); %s records read",
+                 (long long)s->chunks + 1, e->message, ns__count(committed->read, nread));
+        return STOP;
+    }
+    switch (retry_chunk(s, e, committed)) {
+    case RETRY_AGAIN:
+        ns_error_clear(e); /* the next failure is told as itself */
+        return GO_ON;
+    case RETRY_STOPPED:
+        snprintf(msg, msglen,
+                 "stopped on request while waiting to retry chunk %lld (%s); %s records read",
+                 (long long)s->chunks + 1, e->message, ns__count(committed->read, nread));
+        return STOP;
+    case RETRY_NO:
+        break;
+    }
+    return FAIL;
+}
+
 /* Runs one chunk step; returns its final status in *status. */
 static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *status, char *msg,
                           size_t msglen)
@@ -632,7 +728,7 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
     ns_step_state state = {0};
     ns_error e = {0}, *err = &e;
     ns_arena arena;
-    ns_item *items = NULL, *bad = NULL; /* a chunk's items; its unreadable records */
+    chunk c = {0};
     ns_status st;
     bool started = false;
     ns_counts committed = {0}; /* the counters as of the last commit */
@@ -651,162 +747,41 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
     ns__run_report(&s, NS_EV_STEP_START, NS_BATCH_STARTED, NULL);
     if ((st = open_io(&s, &state, err)) != NS_OK)
         goto out;
-    if (!(items = malloc((size_t)def->chunk * sizeof(*items))) ||
-        !(bad = malloc((size_t)def->chunk * sizeof(*bad)))) {
+    if (!(c.items = malloc((size_t)def->chunk * sizeof(*c.items))) ||
+        !(c.bad = malloc((size_t)def->chunk * sizeof(*c.bad)))) {
         st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
         goto out;
     }
-    const char *const *names;
     size_t nnames;
-    names = s.reader->vt->columns(s.reader, &nnames);
+    c.names = s.reader->vt->columns(s.reader, &nnames);
     bool single = s.writer->vt->single_transaction(s.writer);
     bool eof = s.done;
     while (!eof) {
-        size_t n = 0, nbad = 0;
-        ns_counts before = s.counts;
+        c.n = c.nbad = 0;
+        c.before = s.counts;
         ns__arena_reset(&arena);
-        /* A chunk is `chunk` records read, whatever becomes of them: items,
-         * unreadable records and filtered ones all count, so the arrays and
-         * the arena stay bounded. */
-        double t_read = ns__mono(), t_proc = s.secs[1];
-        while (s.counts.read - before.read < def->chunk) {
-            ns_record r;
-            if ((st = s.reader->vt->next(s.reader, &r, &eof, err)) != NS_OK)
-                goto failed;
-            if (eof)
+        if ((st = read_chunk(&s, &c, &arena, &eof, err)) == NS_OK &&
+            (st = write_chunk(&s, &c, &arena, err)) == NS_OK &&
+            (st = commit(&s, &c, single, eof, &committed, err)) == NS_OK) {
+            if ((s.stop || ns__run_stop_requested(rc)) && !eof) {
+                *status = NS_BATCH_STOPPED;
+                char nread[32];
+                snprintf(msg, msglen, "stopped on request after chunk %lld; %s records read",
+                         (long long)s.chunks, ns__count(committed.read, nread));
                 break;
-            s.counts.read++;
-            ns_item *it = r.error_code ? &bad[nbad++] : &items[n++];
-            if (to_item(&r, it, &arena, r.error_code || !s.proc) != NS_OK) {
-                st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
-                goto failed;
             }
-            it->seq = s.records_base + s.counts.read;
-            if (!r.error_code && s.proc) {
-                ns_proc_result pr;
-                double t0 = ns__mono();
-                st = s.proc->vt->process(s.proc, it, &arena, &pr, err);
-                s.secs[1] += ns__mono() - t0;
-                if (st != NS_OK)
-                    goto failed;
-                if (pr == NS_PROC_FILTER) {
-                    n--;
-                    s.counts.filter++;
-                    continue;
-                }
-                if (pr == NS_PROC_REJECT) {
-                    bad[nbad++] = *it;
-                    n--;
-                    s.counts.process_skip++;
-                    if (skips(&s.counts) > def->skip_limit)
-                        break;
-                    continue;
-                }
-            }
-            if (!r.error_code && s.writer->vt->feed &&
-                (st = s.writer->vt->feed(s.writer, items, n - 1, &arena, err)) != NS_OK)
-                goto failed;
-            if (r.error_code) {
-                s.counts.read_skip++;
-                it->code = r.error_code;
-                it->column = r.error_field >= 0 ? names[r.error_field] : NULL;
-                it->message = ns__arena_strndup(&arena, r.error_message, strlen(r.error_message));
-                if (skips(&s.counts) > def->skip_limit)
-                    break;
-            }
-        }
-        s.secs[0] += ns__mono() - t_read - (s.secs[1] - t_proc);
-        /* The processor's close() before the last chunk commits: if it fails,
-         * that chunk is read again on restart. */
-        if (eof && s.proc && (st = s.proc->vt->finish(s.proc, err)) != NS_OK)
-            goto failed;
-        double t_write = ns__mono();
-        if (n > 0 && (st = s.writer->vt->write(s.writer, items, n, &arena, err)) != NS_OK)
-            goto failed;
-        s.secs[2] += ns__mono() - t_write;
-        /* Rejects in file order: merge the reader's with the writer's. The
-         * one that takes the count past the limit is the one to name. */
-        int64_t nth = skips(&before);
-        char crossed[512] = "";
-        for (size_t i = 0, b = 0; i < n || b < nbad;) {
-            ns_item *it;
-            if (b < nbad && (i >= n || bad[b].line < items[i].line)) {
-                it = &bad[b++];
-            } else {
-                it = &items[i++];
-                if (!it->code) {
-                    s.counts.write++;
-                    continue;
-                }
-                s.counts.write_skip++;
-            }
-            if ((st = ns__rejects_write(&s, it->line, it->column, it->code, it->message, it->raw,
-                                        it->raw_len, err)) != NS_OK)
-                goto failed;
-            if (++nth == def->skip_limit + 1)
-                snprintf(crossed, sizeof(crossed), "%s", s.last_reject);
-        }
-        if (skips(&s.counts) > def->skip_limit) {
-            if (s.rejects)
-                fflush(s.rejects);
-            char lim[32], so_far[32];
-            st = ns__err(err, NS_ESKIPLIMIT, NULL,
-                         "skip limit %s exceeded by %s (%s records rejected so far, see %s); "
-                         "the chunk in which it happened was rolled back",
-                         ns__count(def->skip_limit, lim), crossed[0] ? crossed : s.last_reject,
-                         ns__count(skips(&s.counts), so_far), s.rejects_shown);
-            goto failed;
-        }
-        /* Replace mode is one transaction for the whole step: it commits at
-         * the end only. */
-        double t_commit = ns__mono();
-        if ((single ? eof : (n > 0 || s.counts.read != before.read || eof)) &&
-            (st = commit_chunk(&s, err)) != NS_OK)
-            goto failed;
-        s.secs[3] += ns__mono() - t_commit;
-        if (!single || eof)
-            committed = s.counts;
-        ns__run_report(&s, NS_EV_CHUNK, NS_BATCH_STARTED, NULL);
-        if ((s.stop || ns__run_stop_requested(rc)) && !eof) {
-            *status = NS_BATCH_STOPPED;
-            char nread[32];
-            snprintf(msg, msglen, "stopped on request after chunk %lld; %s records read",
-                     (long long)s.chunks, ns__count(committed.read, nread));
-            break;
-        }
-        continue;
-    failed:
-        /* A writer cut its chunk short on a stop request (an HTTP request
-         * waiting to be tried again): the chunk is sent again on restart. */
-        if (e.code == NS_ESTOPPED) {
-            char nread[32];
-            st = NS_OK;
-            *status = NS_BATCH_STOPPED;
-            snprintf(msg, msglen, "stopped on request during chunk %lld (%s); %s records read",
-                     (long long)s.chunks + 1, e.message, ns__count(committed.read, nread));
-            goto out;
-        }
-        /* A transient failure: the chunk is undone and tried again on new
-         * connections, from the last committed checkpoint. */
-        switch (retry_chunk(&s, err, &committed)) {
-        case RETRY_AGAIN:
-            st = NS_OK;
-            ns_error_clear(&e); /* the next failure is told as itself */
-            eof = false;
-            names = s.reader->vt->columns(s.reader, &nnames);
             continue;
-        case RETRY_STOPPED: {
-            char nread[32];
-            st = NS_OK;
+        }
+        after_failure next = on_failure(&s, &e, &committed, msg, msglen);
+        if (next == FAIL)
+            goto out;
+        st = NS_OK;
+        if (next == STOP) {
             *status = NS_BATCH_STOPPED;
-            snprintf(msg, msglen,
-                     "stopped on request while waiting to retry chunk %lld (%s); %s records read",
-                     (long long)s.chunks + 1, e.message, ns__count(committed.read, nread));
             goto out;
         }
-        case RETRY_NO:
-            goto out;
-        }
+        eof = false; /* GO_ON: from the last committed chunk, on new connections */
+        c.names = s.reader->vt->columns(s.reader, &nnames);
     }
     /* The last chunk committed: an at-least-once writer publishes its
      * output (a failure leaves it for the restart to publish). */
@@ -828,7 +803,9 @@ static ns_status run_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *
     }
 out:
     if (st != NS_OK) {
-        *status = NS_BATCH_FAILED;
+        /* cut short on a stop request (opening, waiting on a lock): the
+         * run stops; its next run does what is left */
+        *status = e.code == NS_ESTOPPED ? NS_BATCH_STOPPED : NS_BATCH_FAILED;
         snprintf(msg, msglen, "%s", e.message);
     }
     if (*status != NS_BATCH_COMPLETED && s.writer) {
@@ -866,8 +843,8 @@ out:
     json_decref(s.proc_state);
     ns__reader_free(s.reader);
     ns__arena_free(&arena);
-    free(items);
-    free(bad);
+    free(c.items);
+    free(c.bad);
     free(s.rejects_path);
     free(s.rejects_shown);
     free(s.rejects_saved);

@@ -116,6 +116,9 @@ ns_status ns__run_claim(step_run *s, ns_writer *w, const ns_ckpt_key *key, char 
  * the message names its writer) or a symbolic link stands. */
 ns_status ns__run_check_output(step_run *s, const char *path, const char *shown, const char *what,
                                ns_error *err);
+/* Who wrote the output file at path ("execution 4 of this repository"), for
+ * messages. */
+void ns__run_writer_of(run_ctx *rc, const char *path, char *buf, size_t n);
 /* Registers a connection URL's password and redacts text in place. */
 void ns__run_secret_url(run_ctx *rc, const char *url);
 void ns__run_redact(run_ctx *rc, char *buf, size_t cap);

@@ -89,40 +89,6 @@ ns_status ns__rejects_write(step_run *s, int64_t line, const char *column, const
     return NS_OK;
 }
 
-/* Who wrote the file at path, for messages. */
-static void writer_of(run_ctx *rc, const char *path, char *buf, size_t n)
-{
-    char repo[33];
-    int64_t id;
-    if (!ns__file_writer(path, repo, &id))
-        snprintf(buf, n, "another run (the file does not say which)");
-    else if (strcmp(repo, rc->repo->id) == 0)
-        snprintf(buf, n, "execution %lld of this repository", (long long)id);
-    else
-        snprintf(buf, n, "execution %lld of another repository (%.12s)", (long long)id, repo);
-}
-
-ns_status ns__run_check_output(step_run *s, const char *path, const char *shown, const char *what,
-                               ns_error *err)
-{
-    struct stat sb;
-    char who[128];
-    if (lstat(path, &sb) != 0)
-        return NS_OK;
-    if (S_ISLNK(sb.st_mode))
-        return ns__err(err, NS_EIO, NULL,
-                       "%s %s: it is a symbolic link; nightshift does not write through one "
-                       "(remove it, or choose another path)",
-                       what, shown);
-    if (!S_ISREG(sb.st_mode) || sb.st_size == 0)
-        return NS_OK;
-    writer_of(s->rc, path, who, sizeof(who));
-    return ns__err(err, NS_EREFUSED, NULL,
-                   "%s %s already holds what %s wrote; nightshift never overwrites another "
-                   "execution's file: move it away, or name the file with ${execution.id}",
-                   what, shown, who);
-}
-
 /* Flushes the rejects of a chunk to disk before the chunk commits, so that a
  * committed chunk never lacks its rejects. */
 ns_status ns__rejects_sync(step_run *s, ns_error *err)
@@ -196,7 +162,7 @@ void ns__rejects_drop_predecessor(step_run *s, const char *checkpointed)
      * the predecessor is not (another repository, a fixed name) is evidence. */
     if (abs && (!mine || strcmp(abs, mine) != 0) && ns__file_writer(abs, repo, &id) &&
         !(strcmp(repo, s->rc->repo->id) == 0 && id == s->rc->launch.restart_of)) {
-        writer_of(s->rc, abs, who, sizeof(who));
+        ns__run_writer_of(s->rc, abs, who, sizeof(who));
         ns__run_notice(s->rc,
                        "step %s: %s holds what %s wrote, not the execution this one restarts; it "
                        "is left alone",

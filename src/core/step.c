@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 void ns__run_secret_url(run_ctx *rc, const char *url)
@@ -21,9 +22,104 @@ void ns__run_secret_url(run_ctx *rc, const char *url)
     ns__secrets_add_url(&rc->secrets, url);
 }
 
+/* The boundary of every text a run says (messages, notices, the exit
+ * message it records and returns): no secret in it, and one line of valid
+ * UTF-8, so that show, the JSONs and notifications carry what stderr does. */
 void ns__run_redact(run_ctx *rc, char *buf, size_t cap)
 {
     ns__redact(&rc->secrets, buf, cap);
+    ns__clean_line(buf);
+}
+
+/* Whether `nightshift stop` asked for this execution (STOPPING in the
+ * repository). Not knowing (the repository unreachable) is "no". */
+static bool stop_asked(step_run *s)
+{
+    ns_exec_info info = {0};
+    bool asked =
+        s->rc->repo->vt->exec_info(s->rc->repo, s->rc->launch.execution_id, &info, NULL) == NS_OK &&
+        info.status == NS_BATCH_STOPPING;
+    ns__exec_info_free(&info);
+    return asked;
+}
+
+bool ns__step_stopping(step_run *s)
+{
+    if (s->stop || ns__run_stop_requested(s->rc))
+        return true;
+    double now = ns__mono();
+    if (now - s->stop_checked >= 1) {
+        s->stop_checked = now;
+        s->stop = stop_asked(s);
+    }
+    return s->stop;
+}
+
+void ns__step_retried(step_run *s, const char *what, int64_t attempt, double wait,
+                      const char *detail)
+{
+    s->counts.retry++;
+    if (detail)
+        ns__run_notice(s->rc, "step %s: chunk %lld: %s, retry %lld of %lld in %.1f s: %s",
+                       s->def->name, (long long)s->chunks + 1, what, (long long)attempt,
+                       (long long)s->def->retry.limit, wait, detail);
+}
+
+/* Waits `secs`, or less when a stop is requested (a signal, or `nightshift
+ * stop`, asked of the repository about once a second): then true. */
+bool ns__step_wait(step_run *s, double secs)
+{
+    double from = ns__mono(), until = from + secs, asked = from;
+    while (!(s->stop || ns__run_stop_requested(s->rc))) {
+        if (ns__mono() - asked >= 1) {
+            asked = ns__mono();
+            if ((s->stop = stop_asked(s)))
+                break;
+        }
+        double left = until - ns__mono();
+        if (left <= 0) {
+            s->secs[4] += ns__mono() - from;
+            return false;
+        }
+        struct timespec ts = {0, (long)((left < 0.1 ? left : 0.1) * 1e9)};
+        nanosleep(&ts, NULL);
+    }
+    s->secs[4] += ns__mono() - from;
+    return true;
+}
+
+/* Who wrote the file at path, for messages. */
+void ns__run_writer_of(run_ctx *rc, const char *path, char *buf, size_t n)
+{
+    char repo[33];
+    int64_t id;
+    if (!ns__file_writer(path, repo, &id))
+        snprintf(buf, n, "another run (the file does not say which)");
+    else if (strcmp(repo, rc->repo->id) == 0)
+        snprintf(buf, n, "execution %lld of this repository", (long long)id);
+    else
+        snprintf(buf, n, "execution %lld of another repository (%.12s)", (long long)id, repo);
+}
+
+ns_status ns__run_check_output(step_run *s, const char *path, const char *shown, const char *what,
+                               ns_error *err)
+{
+    struct stat sb;
+    char who[128];
+    if (lstat(path, &sb) != 0)
+        return NS_OK;
+    if (S_ISLNK(sb.st_mode))
+        return ns__err(err, NS_EIO, NULL,
+                       "%s %s: it is a symbolic link; nightshift does not write through one "
+                       "(remove it, or choose another path)",
+                       what, shown);
+    if (!S_ISREG(sb.st_mode) || sb.st_size == 0)
+        return NS_OK;
+    ns__run_writer_of(s->rc, path, who, sizeof(who));
+    return ns__err(err, NS_EREFUSED, NULL,
+                   "%s %s already holds what %s wrote; nightshift never overwrites another "
+                   "execution's file: move it away, or name the file with ${execution.id}",
+                   what, shown, who);
 }
 
 ns_status ns__run_step_end(step_run *s, ns_batch_status status, const char *code, char *msg,

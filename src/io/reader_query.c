@@ -385,8 +385,10 @@ static ns_status fetch(query_reader *r, ns_error *err)
             for (size_t i = 0; i < r->ncols; i++) {
                 const unsigned char *t = sqlite3_column_text(st, (int)i);
                 size_t n = t ? (size_t)sqlite3_column_bytes(st, (int)i) : 0;
-                r->cells[r->rows * r->ncols + i] =
-                    t ? ns__arena_strndup(&r->page, (const char *)t, n) : NULL;
+                char *cell = t ? ns__arena_strndup(&r->page, (const char *)t, n) : NULL;
+                if (t && !cell) /* not NULL: a value lost */
+                    return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+                r->cells[r->rows * r->ncols + i] = cell;
                 if (t && !r->nul[r->rows] && memchr(t, '\0', n))
                     r->nul[r->rows] = i + 1;
             }
@@ -401,6 +403,10 @@ static ns_status fetch(query_reader *r, ns_error *err)
                        : type == SQLITE_NULL
                            ? json_null()
                            : json_string((const char *)sqlite3_column_text(st, c)));
+            }
+            if (!k || json_array_size(k) != r->nkey) {
+                json_decref(k);
+                return ns__err(err, NS_ENOMEM, NULL, "out of memory");
             }
             r->keys[r->rows++] = k;
         }
@@ -436,12 +442,14 @@ static ns_status fetch(query_reader *r, ns_error *err)
         r->rows = (size_t)PQntuples(res);
         r->res = res; /* kept until the page is dropped: cells point into it */
         r->cells = ns__arena_alloc(&r->page, (r->rows * r->ncols + 1) * sizeof(char *));
-        for (size_t i = 0; r->cells && i < r->rows; i++)
+        if (!r->cells)
+            return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        for (size_t i = 0; i < r->rows; i++)
             for (size_t j = 0; j < r->ncols; j++)
                 r->cells[i * r->ncols + j] =
                     PQgetisnull(res, (int)i, (int)j) ? NULL : PQgetvalue(res, (int)i, (int)j);
         /* A full page: ask for the next one now, after this page's last key. */
-        if (r->rows == r->page_size && r->cells) {
+        if (r->rows == r->page_size) {
             const char **v = calloc(r->nparams + r->nkey, sizeof(*v));
             if (!v)
                 return ns__err(err, NS_ENOMEM, NULL, "out of memory");

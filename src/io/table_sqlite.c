@@ -688,6 +688,11 @@ static ns_status sw_query(ns_writer *base, const char *sql, const ns_sql_args *a
     int n = sqlite3_column_count(st);
     const char **names = calloc((size_t)n + 1, sizeof(*names));
     const char **vals = calloc((size_t)n + 1, sizeof(*vals));
+    /* A value with NUL bytes in it is shown whole ("\x00"), not cut at the
+     * first: its copy is made in `nul` (at[i]: where), placed once the row
+     * is read. */
+    ns_buf nul = {0};
+    size_t *at = NULL;
     if (!names || !vals) {
         s = ns__err(err, NS_ENOMEM, NULL, "out of memory");
         goto out;
@@ -697,15 +702,42 @@ static ns_status sw_query(ns_writer *base, const char *sql, const ns_sql_args *a
     if (!row(arg, (size_t)n, names, NULL))
         goto out;
     int rc;
+    if (!(at = calloc((size_t)n + 1, sizeof(*at)))) {
+        s = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        goto out;
+    }
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        nul.len = 0;
+        for (int i = 0; i < n; i++) {
+            const char *t = (const char *)sqlite3_column_text(st, i);
+            size_t len = t ? (size_t)sqlite3_column_bytes(st, i) : 0;
+            vals[i] = t;
+            at[i] = SIZE_MAX;
+            if (!t || strlen(t) == len)
+                continue;
+            at[i] = nul.len;
+            for (size_t k = 0; k < len; k++)
+                if (t[k])
+                    ns__buf_putc(&nul, t[k]);
+                else
+                    ns__buf_append(&nul, "\\x00", 4);
+            ns__buf_putc(&nul, '\0');
+        }
+        if (nul.failed) {
+            s = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+            goto out;
+        }
         for (int i = 0; i < n; i++)
-            vals[i] = (const char *)sqlite3_column_text(st, i);
+            if (at[i] != SIZE_MAX)
+                vals[i] = nul.data + at[i];
         if (!row(arg, (size_t)n, names, vals))
             goto out;
     }
     if (rc != SQLITE_DONE)
         s = db_fail(w, err, "query");
 out:
+    ns__buf_free(&nul);
+    free(at);
     free(names);
     free(vals);
     sqlite3_finalize(st);
@@ -837,8 +869,10 @@ static void sw_close(ns_writer *base)
     sqlite3_finalize(w->ckpt_owner);
     if (w->own_db)
         sqlite3_close_v2(w->db);
-    else if (w->db)
+    else if (w->db) {
+        sqlite3_progress_handler(w->db, 0, NULL, NULL);
         sqlite3_busy_timeout(w->db, 30000); /* the repository's own wait again */
+    }
     for (size_t i = 0; i < w->ncols; i++)
         free(w->cols[i].name);
     free(w->cols);
@@ -852,7 +886,16 @@ static bool sw_single(ns_writer *base)
 }
 
 /* The calls that may wait on another connection's lock or run long, under
- * the watchdog. */
+ * the watchdog. Opening too: its first statements wait for a lock. */
+static ns_status g_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *err)
+{
+    sqlite_writer *w = (sqlite_writer *)base;
+    w->wd = cfg->watchdog;
+    w->limit = cfg->stmt_limit;
+    guard(w);
+    return unguard(w, sw_open(base, cfg, err), err);
+}
+
 static ns_status g_checkpoint(ns_writer *base, const ns_ckpt_key *key, char **context,
                               ns_error *err)
 {
@@ -899,7 +942,7 @@ const ns_writer_vt ns__writer_table_sqlite = {
     .version = NS_WRITER_VERSION,
     .caps = NS_WRITER_TRANSACTIONAL,
     .instance_size = sizeof(sqlite_writer),
-    .open = sw_open,
+    .open = g_open,
     .checkpoint = g_checkpoint,
     .write = g_write,
     .commit = g_commit,

@@ -28,12 +28,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-typedef enum file_format { FORMAT_CSV, FORMAT_JSONL } file_format;
+typedef enum file_format { FORMAT_CSV, FORMAT_JSONL, FORMAT_AUTO } file_format;
 
 typedef struct file_cfg {
     char *path; /* template */
-    int format; /* file_format */
+    int format; /* file_format; FORMAT_AUTO: from the path once substituted */
     bool header;
+    bool header_given;
 } file_cfg;
 
 /* In file_format's order. */
@@ -58,14 +59,21 @@ static bool ends_with(const char *s, const char *suffix)
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
-/* The format, when not given, from the path's extension (csv otherwise). */
+static file_format format_of(const char *path)
+{
+    return ends_with(path, ".jsonl") || ends_with(path, ".ndjson") ? FORMAT_JSONL : FORMAT_CSV;
+}
+
+/* The format, when not given, from the path's extension (csv otherwise);
+ * of a path with ${...} in it, from the path the run substitutes
+ * (`path: "${params.out}"` with out=x.jsonl writes JSON Lines). */
 static ns_status file_check(void *cfg, ns_key_ctx *ctx)
 {
     file_cfg *c = cfg;
+    c->header_given = ns__key_given(ctx, "header");
     if (!ns__key_given(ctx, "format"))
-        c->format = ends_with(c->path, ".jsonl") || ends_with(c->path, ".ndjson") ? FORMAT_JSONL
-                                                                                  : FORMAT_CSV;
-    if (c->format == FORMAT_JSONL && ns__key_given(ctx, "header"))
+        c->format = (int)(strstr(c->path, "${") ? FORMAT_AUTO : format_of(c->path));
+    if (c->format == FORMAT_JSONL && c->header_given)
         return ns__key_fail(ctx, "header", "only for format: csv (a JSON line names its fields)");
     return NS_OK;
 }
@@ -559,6 +567,16 @@ static ns_status file_create(const void *pcfg, const ns_writer_args *args, ns_wr
     if ((st = env->subst(env->ctx, c->path, "writer.file.path", true, &w->path, &w->path_shown,
                          err)) != NS_OK)
         goto out;
+    if (c->format == FORMAT_AUTO) {
+        w->format = format_of(w->path);
+        if (w->format == FORMAT_JSONL && c->header_given) {
+            st = ns__err(err, NS_ECONFIG, NULL,
+                         "writer.file.header: only for format: csv (%s is JSON Lines, whose "
+                         "lines name their fields)",
+                         w->path_shown);
+            goto out;
+        }
+    }
     /* Absolute, as the checkpoint keeps it: a restart from another folder
      * continues the same file. */
     char cwd[4096];

@@ -472,9 +472,21 @@ ns_status ns__exec_info_copied(ns_exec_info *info, ns_error *err)
 
 /* ------------------------------------------------------------- JSON */
 
+/* Text as stored: what an older version wrote raw (invalid UTF-8, control
+ * bytes) is cleaned rather than dropped (json_string refuses it). */
 static json_t *jstr(const char *s)
 {
-    return s ? json_string(s) : json_null();
+    if (!s)
+        return json_null();
+    json_t *j = json_string(s);
+    if (j)
+        return j;
+    char *c = ns__strdup(s);
+    if (c)
+        ns__clean_line(c);
+    j = c ? json_string(c) : NULL;
+    free(c);
+    return j ? j : json_null();
 }
 
 static json_t *jint(const char *s)

@@ -69,6 +69,27 @@ size_t ns__clean_text(const char *p, size_t n, size_t total, char *out, size_t c
     return o;
 }
 
+void ns__clean_line(char *buf)
+{
+    size_t n = strlen(buf);
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)buf[i];
+        if (c < 0x80) {
+            if (c < 0x20 || c == 0x7f)
+                buf[i] = ' ';
+            i++;
+            continue;
+        }
+        size_t ok = ns__utf8_valid_prefix((const unsigned char *)buf + i, n - i < 4 ? n - i : 4);
+        size_t k = 1;
+        while (ok && k < ok && ((unsigned char)buf[i + k] & 0xc0) == 0x80)
+            k++;
+        if (!ok)
+            buf[i] = '?';
+        i += ok ? k : 1;
+    }
+}
+
 double ns__now(void)
 {
     struct timespec ts;

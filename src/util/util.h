@@ -160,6 +160,10 @@ void ns__sleep(double seconds);
  * become spaces, invalid UTF-8 '?'; "..." when the first n of `total`
  * bytes were all there was room for. Returns the length written. */
 size_t ns__clean_text(const char *p, size_t n, size_t total, char *out, size_t cap);
+/* The same in place, for a text that must stay one line of valid UTF-8
+ * (an exit message, a notice): control bytes become spaces, each invalid
+ * byte '?', the length unchanged. */
+void ns__clean_line(char *buf);
 /* Wall-clock seconds since the epoch. */
 double ns__now(void);
 /* Monotonic seconds, for durations. */
@@ -230,6 +234,9 @@ void ns__watchdog_free(ns_watchdog *w);
 /* Before a call that may block on a server for up to `limit` seconds (0: no
  * limit, only a stop request interrupts it). w may be NULL (no watchdog). */
 void ns__watchdog_arm(ns_watchdog *w, double limit, ns_interrupt_fn fn, void *arg);
+/* The same for an fn that never blocks: called with the watchdog's lock
+ * held at every level, so that once disarm returns it is not running. */
+void ns__watchdog_arm_quick(ns_watchdog *w, double limit, ns_interrupt_fn fn, void *arg);
 /* After it: 0, or why it was interrupted (NS_WD_LIMIT, NS_WD_STOP). Arms
  * nest: only the outermost sets the limit, and its disarm says why. */
 int ns__watchdog_disarm(ns_watchdog *w);

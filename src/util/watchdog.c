@@ -37,8 +37,9 @@ struct ns_watchdog {
     int depth;
     double armed_at;
     double deadline, fired_at;
-    int level; /* interrupts made: 0, 1 (cancelled), 2 (dropped) */
-    int why;   /* NS_WD_LIMIT or NS_WD_STOP */
+    int level;  /* interrupts made: 0, 1 (cancelled), 2 (dropped) */
+    int why;    /* NS_WD_LIMIT or NS_WD_STOP */
+    bool quick; /* fn never blocks: called with the lock held at level 1 too */
     ns_interrupt_fn fn;
     void *arg;
     /* asked about once a second while a call is armed for longer than
@@ -53,8 +54,8 @@ static void *watch(void *p)
     ns_watchdog *w = p;
     pthread_mutex_lock(&w->mu);
     while (!w->quit) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
+        struct timespec ts; /* monotonic: a clock set back does not hold it */
+        clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_nsec += 100 * 1000 * 1000;
         if (ts.tv_nsec >= 1000000000L) {
             ts.tv_sec++;
@@ -83,6 +84,10 @@ static void *watch(void *p)
             w->fired_at = now;
             ns_interrupt_fn fn = w->fn;
             void *arg = w->arg;
+            if (w->quick) {
+                fn(arg, 1); /* disarm waits for it: arg outlives the call */
+                continue;
+            }
             pthread_mutex_unlock(&w->mu);
             fn(arg, 1);
             pthread_mutex_lock(&w->mu);
@@ -101,8 +106,12 @@ ns_status ns__watchdog_start(volatile sig_atomic_t *stop, ns_watchdog **out, ns_
     if (!w)
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     w->stop = stop;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
+    pthread_cond_init(&w->cv, &ca);
+    pthread_condattr_destroy(&ca);
     if (pthread_create(&w->thread, NULL, watch, w) != 0) {
         pthread_mutex_destroy(&w->mu);
         pthread_cond_destroy(&w->cv);
@@ -127,12 +136,13 @@ void ns__watchdog_free(ns_watchdog *w)
     free(w);
 }
 
-void ns__watchdog_arm(ns_watchdog *w, double limit, ns_interrupt_fn fn, void *arg)
+static void arm(ns_watchdog *w, double limit, ns_interrupt_fn fn, void *arg, bool quick)
 {
     if (!w)
         return;
     pthread_mutex_lock(&w->mu);
     if (w->depth++ == 0) {
+        w->quick = quick;
         w->armed = true;
         w->armed_at = ns__mono();
         w->deadline = w->armed_at + (limit > 0 ? limit : 1e12);
@@ -142,6 +152,16 @@ void ns__watchdog_arm(ns_watchdog *w, double limit, ns_interrupt_fn fn, void *ar
         w->arg = arg;
     }
     pthread_mutex_unlock(&w->mu);
+}
+
+void ns__watchdog_arm(ns_watchdog *w, double limit, ns_interrupt_fn fn, void *arg)
+{
+    arm(w, limit, fn, arg, false);
+}
+
+void ns__watchdog_arm_quick(ns_watchdog *w, double limit, ns_interrupt_fn fn, void *arg)
+{
+    arm(w, limit, fn, arg, true);
 }
 
 int ns__watchdog_disarm(ns_watchdog *w)

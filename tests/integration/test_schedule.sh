@@ -150,7 +150,7 @@ grep -qF "plain (jobs/plain.yaml): no schedule" "$T/out" || fail "a named job wi
 expect_exit 2 "$NS" schedule
 expect_err "name job files or folders"
 expect_exit 2 "$NS" schedule seoul.yaml --count 0
-expect_err "--count takes a number from 1 to 10000"
+expect_err "--count takes a whole number from 1 to 10000"
 expect_exit 2 "$NS" schedule seoul.yaml --from yesterday
 expect_err "--from: 'yesterday' is not a time"
 expect_exit 2 "$NS" schedule seoul.yaml --from 2024-13-01

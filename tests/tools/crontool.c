@@ -45,7 +45,7 @@ int main(void)
     static const char *const reps[] = {"first", "last", "both", NULL};
     char line[4096];
     while (fgets(line, sizeof(line), stdin)) {
-        char *f[8];
+        char *f[8] = {0}; /* the fields a line has; the others NULL */
         int n = 0;
         line[strcspn(line, "\n")] = '\0';
         for (char *p = line, *q; n < 8; p = q + 1) {
