@@ -112,6 +112,8 @@ typedef enum ns_event {
         NS_EVENT_COUNT
 } ns_event;
 const char *ns__event_name(ns_event e);
+/* Every event's name, in ns_event's order, NULL-ended. */
+extern const char *const ns__event_names[];
 
 typedef enum ns_notify_kind {
     NS_NOTIFY_SLACK,
@@ -173,6 +175,8 @@ long ns__job_step(const ns_job *job, const char *name);
 bool ns__exit_code_known(const char *code);
 const ns_conn_def *ns__job_conn(const ns_job *job, const char *name);
 const char *ns__ptype_name(ns_ptype t);
+/* true/yes/on/1 and false/no/off/0, any case (config/ptype.c). */
+bool ns__parse_bool(const char *s, bool *out);
 
 /*
  * Checks a parameter value against its type and writes its canonical text

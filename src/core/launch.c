@@ -18,10 +18,10 @@
  * (set to the lease) in milliseconds, as a 32-bit integer. */
 #define LEASE_MAX 2000000.0
 
-/* The lease: the launch's, else $NIGHTSHIFT_LEASE, else 60 s; a value that
- * is not a number of seconds in (0, LEASE_MAX] is an error, not 60. */
 /* The lease: the launch's (the caller's setting: the library reads no
- * environment variable for it), else 60 s. */
+ * environment variable for it; the command passes $NIGHTSHIFT_LEASE), else
+ * 60 s. A value that is not a number of seconds in (0, LEASE_MAX] is an
+ * error, not 60. */
 static ns_status lease_of(const ns_launch *launch, double *out, ns_error *err)
 {
     if (!launch || launch->lease_seconds == 0)

@@ -66,6 +66,8 @@ typedef enum ns_key_type {
 /* A SECTION may also be given as a plain string, read into its first key
  * (compare's output: a path, or {table: {...}}). */
 #define NS_KEY_OR_STRING 4u
+/* A TEMPLATE outside any step (a connection's URL): no ${step.name}. */
+#define NS_KEY_NO_STEP 8u
 
 typedef struct ns_key {
     const char *name;

@@ -8,6 +8,9 @@
 # With EXPORT_PG=1 (test_export_file_pg.sh) the source and the kill loop's
 # repository are PostgreSQL databases.
 source "$(dirname "$0")/lib.sh"
+SEED=${NS_TEST_SEED:-$(($(date +%s) % 100000))}
+RANDOM=$SEED
+echo "kill moments: seed $SEED (the same again: NS_TEST_SEED=$SEED)"
 ROWS=${EXPORT_ROWS:-300000}
 SRC_URL=sqlite:$T/app.db KILL_REPOSITORY=sqlite:$T/kill-repo.db
 if [ "${EXPORT_PG:-}" == 1 ]; then
@@ -251,7 +254,7 @@ for i in $(seq 1 60); do
             "$NS" run kill.yaml how=k > /dev/null 2> "kill-$i.log" || rc=$?
         [ $rc == 98 ] && faults=$((faults + 1))
     else
-        d=$(python3 -c "import random; print(round(random.uniform(0.02, 0.25), 3))")
+        d=$(python3 -c "import random; random.seed($SEED * 1000 + $i); print(round(random.uniform(0.02, 0.25), 3))")
         "$NS" run kill.yaml how=k > /dev/null 2> "kill-$i.log" & pid=$!
         sleep "$d"
         kill -9 $pid 2>/dev/null && kills=$((kills + 1))

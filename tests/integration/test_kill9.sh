@@ -7,6 +7,8 @@
 # both: the repository's counters equal the target's rows at every kill), and
 # PostgreSQL as repository, target, or both (run by test_kill9_pg.sh).
 source "$(dirname "$0")/lib.sh"
+SEED=${NS_TEST_SEED:-$(($(date +%s) % 100000))}
+echo "kill delays: seed $SEED (the same delays again: NS_TEST_SEED=$SEED)"
 ROWS=700000
 python3 - > in.csv <<PY
 print("id,v")
@@ -102,7 +104,7 @@ variant() { # variant NAME TARGET (file or URL) REPOSITORY_URL [EARLIER_REPOSITO
     local base_written # rows the other jobs' runs recorded
     base_written=$(repo_written)
     for i in $(seq 1 40); do
-        d=$(python3 -c "import random; print(round(random.uniform(0.01, $maxd), 3))")
+        d=$(python3 -c "import random; random.seed($SEED * 1000 + $i); print(round(random.uniform(0.01, $maxd), 3))")
         before=$(target_sql "SELECT count(*) FROM k")
         "$NS" run job.yaml file=in.csv "${flag[@]}" > /dev/null 2> "run-$1-$i.log" & pid=$!
         sleep "$d"

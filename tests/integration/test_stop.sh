@@ -50,10 +50,10 @@ expect_err "is not running"
 sql "$TARGET_DB" "INSERT INTO k VALUES (-1, 'old'), (-2, 'old')"
 "$NS" run replace.yaml file=in.csv how=replace > /dev/null 2> run.err & pid=$!
 for _ in $(seq 200); do # wait until it has read something
-    grep -q '"read_count"' <("$NS" show 5 --json 2>/dev/null) && break
+    [ "$(show_field 5 "['steps'][0]['read_count'] if d['steps'] else 0" 2>/dev/null || echo 0)" -gt 0 ] && break
     sleep 0.05
 done
-sleep 0.3
+[ "$(show_field 5 "['status']")" = STARTED ] || fail "the replace run was not running when it was to be stopped"
 kill -TERM $pid
 rc=0; wait $pid || rc=$?
 assert_eq "$rc" 3 "exit status of a stopped replace"

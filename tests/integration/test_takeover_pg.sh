@@ -49,8 +49,17 @@ variant() { # variant NAME TARGET_URL REPOSITORY_URL [locked]
     # Within the lease, another host is refused; past it, A is presumed dead.
     expect_exit 4 "$NS" run job.yaml file=in.csv
     expect_err "already running as execution"
-    sleep 1.5
-    expect_exit 0 timeout -k 5 60 "$NS" run job.yaml file=in.csv
+    # Past the lease (1 s, from A's last heartbeat): waited for as a
+    # condition, not a guess of how long the machine takes to get there.
+    local rc tries=0
+    while :; do
+        rc=0
+        timeout -k 5 60 "$NS" run job.yaml file=in.csv > "$T/out" 2> "$T/err" || rc=$?
+        [ "$rc" = 4 ] && grep -q "already running as execution" "$T/err" && [ $tries -lt 150 ] || break
+        tries=$((tries + 1))
+        sleep 0.2
+    done
+    [ "$rc" = 0 ] || { cat "$T/err" >&2; fail "$1: run B past A's lease exited $rc"; }
     expect_err "on elsewhere stopped without recording an end"
     expect_err "resuming after chunk $chunks"
     local b

@@ -1,0 +1,354 @@
+/*
+ * schedule.c - a job file's schedule: and notify: sections
+ * (docs/scheduling.md): the schedule's keys by their table, its params and
+ * misfire of shapes of their own, the cron expression and zone checked as
+ * they load; each notification and its events.
+ */
+#include "config/loader.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "sched/cron.h"
+#include "sched/tz.h"
+
+/* ------------------------------------------------ schedule: and notify: */
+
+static ns_status sched_params(loader *l, ns_schedule_def *sd, const yaml_node_t *n)
+{
+    if (n->type != YAML_MAPPING_NODE)
+        return ns__cfg_fail(l, n, "schedule.params", "must be a mapping of parameter names to values");
+    size_t cnt = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+    if (!(sd->param_names = calloc(cnt ? cnt : 1, sizeof(char *))) ||
+        !(sd->param_values = calloc(cnt ? cnt : 1, sizeof(char *))))
+        return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+    for (size_t i = 0; i < cnt; i++) {
+        yaml_node_pair_t *p = &n->data.mapping.pairs.start[i];
+        yaml_node_t *kn = ns__cfg_node(l, p->key), *v = ns__cfg_node(l, p->value);
+        const char *name = ns__cfg_scalar(kn);
+        char key[300];
+        snprintf(key, sizeof(key), "schedule.params.%s", name ? name : "?");
+        const ns_param_def *pd = name ? ns__job_param(l->job, name) : NULL;
+        if (!pd)
+            return ns__cfg_fail(l, kn, key, "no such parameter in params");
+        for (size_t j = 0; j < sd->nparams; j++)
+            if (strcmp(sd->param_names[j], name) == 0)
+                return ns__cfg_fail(l, kn, key, "given twice");
+        if (!(sd->param_names[sd->nparams] = ns__strdup(name)))
+            return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+        sd->nparams++;
+        ns_status st = ns__cfg_string(l, v, key, &sd->param_values[sd->nparams - 1]);
+        if (st != NS_OK)
+            return st;
+        const char *val = sd->param_values[sd->nparams - 1];
+        char why[160];
+        if (strchr(val, '$'))
+            return ns__cfg_fail(l, v, key, "takes a value, not a ${...} reference");
+        if (strcmp(val, "scheduled") == 0 && (pd->type == NS_P_DATE || pd->type == NS_P_TIMESTAMP))
+            continue;
+        if (pd->type == NS_P_DATE && !ns__param_value(pd->type, val, NULL, why, sizeof(why)))
+            return ns__cfg_fail(l, v, key, "'%s' is not a date (YYYY-MM-DD, today, yesterday or scheduled)",
+                        val);
+        if (pd->type == NS_P_TIMESTAMP && !ns__param_value(pd->type, val, NULL, why, sizeof(why)))
+            return ns__cfg_fail(l, v, key, "'%s' is not a timestamp (YYYY-MM-DDTHH:MM:SS or scheduled)",
+                        val);
+        if (!ns__param_value(pd->type, val, NULL, why, sizeof(why)))
+            return ns__cfg_fail(l, v, key, "%s", why);
+    }
+    return NS_OK;
+}
+
+/* schedule: its keys. params: and misfire: have shapes of their own
+ * (read by sched_params and sched_misfire); the rest by the table. */
+static const char *const overlaps[] = {"forbid", "queue_one", "allow", NULL};
+static const char *const gaps[] = {"next", "shift", "skip", NULL};
+static const char *const repeats[] = {"first", "last", "both", NULL};
+
+typedef struct dst_cfg {
+    int gap, repeat;
+} dst_cfg;
+
+static const ns_key dst_keys[] = {
+    {.name = "gap", .type = NS_KEY_ENUM, .offset = offsetof(dst_cfg, gap), .choices = gaps},
+    {.name = "repeat",
+     .type = NS_KEY_ENUM,
+     .offset = offsetof(dst_cfg, repeat),
+     .choices = repeats},
+    {0}};
+
+typedef struct sched_cfg {
+    char *cron, *timezone;
+    int overlap;
+    dst_cfg *dst;
+    double deadline, jitter;
+} sched_cfg;
+
+static const ns_key sched_keys[] = {{.name = "cron",
+                                     .type = NS_KEY_STRING,
+                                     .offset = offsetof(sched_cfg, cron),
+                                     .flags = NS_KEY_REQUIRED,
+                                     .hint = "\"0 3 * * *\" is at 03:00 every day"},
+                                    {.name = "timezone",
+                                     .type = NS_KEY_STRING,
+                                     .offset = offsetof(sched_cfg, timezone),
+                                     .def = "UTC"},
+                                    {.name = "overlap",
+                                     .type = NS_KEY_ENUM,
+                                     .offset = offsetof(sched_cfg, overlap),
+                                     .def = "forbid",
+                                     .choices = overlaps},
+                                    {.name = "dst",
+                                     .type = NS_KEY_SECTION,
+                                     .offset = offsetof(sched_cfg, dst),
+                                     .sub = dst_keys,
+                                     .sub_size = sizeof(dst_cfg)},
+                                    {.name = "deadline",
+                                     .type = NS_KEY_DURATION,
+                                     .offset = offsetof(sched_cfg, deadline),
+                                     .def = "1h",
+                                     .min = 1000,
+                                     .max = 366LL * 86400 * 1000},
+                                    {.name = "jitter",
+                                     .type = NS_KEY_DURATION,
+                                     .offset = offsetof(sched_cfg, jitter),
+                                     .def = "0s",
+                                     .max = 3600 * 1000},
+                                    {0}};
+
+/* misfire: skip | run_once | catch_up, or {policy: catch_up, max: N}. */
+static ns_status sched_misfire(loader *l, ns_schedule_def *sd, const yaml_node_t *x)
+{
+    static const char *const misfires[] = {"skip", "run_once", "catch_up", NULL};
+    const yaml_node_t *pol = x;
+    ns_status st;
+    int v;
+    if (x->type == YAML_MAPPING_NODE) {
+        static const char *const mk[] = {"policy", "max", NULL};
+        if ((st = ns__cfg_check_keys(l, x, "schedule.misfire", mk)) != NS_OK)
+            return st;
+        if (!(pol = ns__cfg_get(l, x, "policy")))
+            return ns__cfg_fail(l, x, "schedule.misfire.policy",
+                        "is required (skip, run_once or catch_up)");
+    }
+    if ((st = ns__cfg_choice(l, pol, "schedule.misfire", misfires, &v)) != NS_OK)
+        return st;
+    sd->misfire = (ns_misfire)v;
+    yaml_node_t *m = x->type == YAML_MAPPING_NODE ? ns__cfg_get(l, x, "max") : NULL;
+    if (m && sd->misfire != NS_MISFIRE_CATCH_UP)
+        return ns__cfg_fail(l, m, "schedule.misfire.max", "is for policy: catch_up only");
+    if (m && (st = ns__cfg_int(l, m, "schedule.misfire.max", 1, 1000, &sd->catch_up_max)) != NS_OK)
+        return st;
+    return NS_OK;
+}
+
+ns_status ns__cfg_schedule(loader *l, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"cron", "timezone", "params", "misfire", "overlap",
+                                       "dst",  "deadline", "jitter", NULL};
+    ns_status st;
+    yaml_node_t *x;
+    sched_cfg c = {0};
+
+    if (n->type == YAML_SCALAR_NODE)
+        return ns__cfg_fail(l, n, "schedule", "must be a mapping: schedule: {cron: \"0 3 * * *\", ...}");
+    if (n->type != YAML_MAPPING_NODE)
+        return ns__cfg_fail(l, n, "schedule", "must be a mapping with cron:");
+    if ((st = ns__cfg_check_keys(l, n, "schedule", keys)) != NS_OK)
+        return st;
+    ns_schedule_def *sd = l->job->schedule = calloc(1, sizeof(*sd));
+    if (!sd)
+        return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+    sd->line = (int)n->start_mark.line + 1;
+    sd->misfire = NS_MISFIRE_RUN_ONCE;
+    sd->catch_up_max = NS_CATCH_UP_MAX;
+    if ((st = ns__cfg_walk_keys(l, sched_keys, &c, n, "schedule", false)) != NS_OK)
+        goto out;
+    sd->cron = c.cron;
+    sd->timezone = c.timezone;
+    c.cron = c.timezone = NULL;
+    sd->overlap = (ns_overlap)c.overlap;
+    sd->gap = c.dst ? (ns_dst_gap)c.dst->gap : NS_GAP_NEXT;
+    sd->repeat = c.dst ? (ns_dst_repeat)c.dst->repeat : NS_REPEAT_FIRST;
+    sd->deadline = c.deadline;
+    sd->jitter = c.jitter;
+    char why[256];
+    if (!ns_cron_parse(sd->cron, &sd->expr, why, sizeof(why))) {
+        st = ns__cfg_fail(l, ns__cfg_get(l, n, "cron"), "schedule.cron", "\"%s\": %s", sd->cron, why);
+        goto out;
+    }
+    ns_tz *tz;
+    ns_error e = {0};
+    if (ns_tz_load(sd->timezone, &tz, &e) != NS_OK) {
+        st = ns__cfg_fail(l, ns__cfg_get(l, n, "timezone"), "schedule.timezone", "%s", e.message);
+        goto out;
+    }
+    ns_tz_free(tz);
+    if ((x = ns__cfg_get(l, n, "params")) && (st = sched_params(l, sd, x)) != NS_OK)
+        goto out;
+    if ((x = ns__cfg_get(l, n, "misfire")) && (st = sched_misfire(l, sd, x)) != NS_OK)
+        goto out;
+    if (sd->jitter >= sd->deadline) {
+        x = ns__cfg_get(l, n, "jitter");
+        st = ns__cfg_fail(l, x ? x : n, "schedule.jitter", "must be shorter than the deadline (%gs)",
+                  sd->deadline);
+    }
+out:
+    ns__cfg_free_keys(sched_keys, &c);
+    return st;
+}
+
+/* A template of a notification: ${env.X}, ${job.name}; no parameters (a
+ * notification is about the job, whatever run it is). */
+static ns_status notify_template(loader *l, const yaml_node_t *n, const char *key, char **out)
+{
+    ns_status st = ns__cfg_template(l, n, key, false, out);
+    if (st == NS_OK && (strstr(*out, "${params.") || strstr(*out, "${execution.")))
+        return ns__cfg_fail(l, n, key, "may use ${env.NAME} and ${job.name} only");
+    return st;
+}
+
+/* An http(s) URL, or one a ${...} begins (known only at run time). */
+static bool notify_url_ok(const char *u)
+{
+    return strncmp(u, "${", 2) == 0 || strncasecmp(u, "http://", 7) == 0 ||
+           strncasecmp(u, "https://", 8) == 0;
+}
+
+static ns_status load_notify_one(loader *l, ns_notify_def *nd, const yaml_node_t *n,
+                                 const char *where)
+{
+    static const char *const keys[] = {"slack", "webhook", "command", "on",
+                                       "every", "timeout", NULL};
+    char key[300];
+    ns_status st;
+    yaml_node_t *x;
+
+    if (n->type != YAML_MAPPING_NODE)
+        return ns__cfg_fail(l, n, where,
+                    "must be a mapping: {slack: {webhook: ...}}, {webhook: {url: ...}} "
+                    "or {command: [...]}");
+    if ((st = ns__cfg_check_keys(l, n, where, keys)) != NS_OK)
+        return st;
+    nd->line = (int)n->start_mark.line + 1;
+    nd->events = NS_NOTIFY_DEFAULT_EVENTS;
+    nd->every = 1;
+    nd->timeout = 10;
+    int kinds = !!ns__cfg_get(l, n, "slack") + !!ns__cfg_get(l, n, "webhook") + !!ns__cfg_get(l, n, "command");
+    if (kinds != 1)
+        return ns__cfg_fail(l, n, where, "needs exactly one of slack:, webhook: or command:");
+    if ((x = ns__cfg_get(l, n, "slack"))) {
+        static const char *const sk[] = {"webhook", NULL};
+        nd->kind = NS_NOTIFY_SLACK;
+        snprintf(key, sizeof(key), "%s.slack", where);
+        if (x->type != YAML_MAPPING_NODE)
+            return ns__cfg_fail(l, x, key, "must be a mapping: {webhook: \"${env.SLACK_WEBHOOK}\"}");
+        if ((st = ns__cfg_check_keys(l, x, key, sk)) != NS_OK)
+            return st;
+        snprintf(key, sizeof(key), "%s.slack.webhook", where);
+        yaml_node_t *u = ns__cfg_get(l, x, "webhook");
+        if (!u)
+            return ns__cfg_fail(l, x, key, "is required (the incoming webhook's URL)");
+        if ((st = notify_template(l, u, key, &nd->url)) != NS_OK)
+            return st;
+        if (!notify_url_ok(nd->url))
+            return ns__cfg_fail(l, u, key, "must be an http:// or https:// URL");
+    } else if ((x = ns__cfg_get(l, n, "webhook"))) {
+        static const char *const wk[] = {"url", "headers", NULL};
+        nd->kind = NS_NOTIFY_WEBHOOK;
+        snprintf(key, sizeof(key), "%s.webhook", where);
+        if (x->type != YAML_MAPPING_NODE)
+            return ns__cfg_fail(l, x, key, "must be a mapping: {url: ..., headers: {...}}");
+        if ((st = ns__cfg_check_keys(l, x, key, wk)) != NS_OK)
+            return st;
+        snprintf(key, sizeof(key), "%s.webhook.url", where);
+        yaml_node_t *u = ns__cfg_get(l, x, "url");
+        if (!u)
+            return ns__cfg_fail(l, x, key, "is required");
+        if ((st = notify_template(l, u, key, &nd->url)) != NS_OK)
+            return st;
+        if (!notify_url_ok(nd->url))
+            return ns__cfg_fail(l, u, key, "must be an http:// or https:// URL");
+        yaml_node_t *h = ns__cfg_get(l, x, "headers");
+        snprintf(key, sizeof(key), "%s.webhook.headers", where);
+        if (h && (st = ns__cfg_map(l, h, key, &nd->headers)) != NS_OK)
+            return st;
+        for (size_t i = 0; i < nd->headers.n; i++)
+            if (strstr(nd->headers.values[i], "${item.") ||
+                strstr(nd->headers.values[i], "${params."))
+                return ns__cfg_fail(l, h, key, "may use ${env.NAME} and ${job.name} only");
+    } else {
+        x = ns__cfg_get(l, n, "command");
+        nd->kind = NS_NOTIFY_COMMAND;
+        snprintf(key, sizeof(key), "%s.command", where);
+        if (x->type != YAML_SEQUENCE_NODE ||
+            x->data.sequence.items.top == x->data.sequence.items.start)
+            return ns__cfg_fail(l, x, key,
+                        "must be a list: [\"/path/to/program\", \"arg\", ...] (no shell)");
+        size_t cnt = (size_t)(x->data.sequence.items.top - x->data.sequence.items.start);
+        if (!(nd->argv = calloc(cnt + 1, sizeof(char *))))
+            return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+        for (size_t i = 0; i < cnt; i++) {
+            char k2[sizeof(key) + 24];
+            snprintf(k2, sizeof(k2), "%s[%zu]", key, i);
+            if ((st = notify_template(l, ns__cfg_node(l, x->data.sequence.items.start[i]), k2,
+                                      &nd->argv[i])) != NS_OK)
+                return st;
+            nd->argc = i + 1;
+        }
+    }
+    if ((x = ns__cfg_get(l, n, "on"))) {
+        snprintf(key, sizeof(key), "%s.on", where);
+        if (x->type != YAML_SEQUENCE_NODE ||
+            x->data.sequence.items.top == x->data.sequence.items.start)
+            return ns__cfg_fail(l, x, key, "must be a non-empty list of events");
+        nd->events = 0;
+        for (yaml_node_item_t *it = x->data.sequence.items.start; it < x->data.sequence.items.top;
+             it++) {
+            int e;
+            if ((st = ns__cfg_choice(l, ns__cfg_node(l, *it), key, ns__event_names, &e)) != NS_OK)
+                return st;
+            nd->events |= 1u << e;
+        }
+    }
+    if ((x = ns__cfg_get(l, n, "every"))) {
+        snprintf(key, sizeof(key), "%s.every", where);
+        if (!(nd->events & 1u << NS_EVENT_STILL_FAILING))
+            return ns__cfg_fail(l, x, key, "is for still_failing: add it to on:");
+        if ((st = ns__cfg_int(l, x, key, 1, 1000000, &nd->every)) != NS_OK)
+            return st;
+    }
+    if ((x = ns__cfg_get(l, n, "timeout"))) {
+        snprintf(key, sizeof(key), "%s.timeout", where);
+        if ((st = ns__cfg_duration(l, x, key, 100, 300 * 1000, &nd->timeout)) != NS_OK)
+            return st;
+    }
+    return NS_OK;
+}
+
+ns_status ns__cfg_notify(loader *l, const yaml_node_t *n)
+{
+    if (n->type != YAML_SEQUENCE_NODE || n->data.sequence.items.top == n->data.sequence.items.start)
+        return ns__cfg_fail(l, n, "notify", "must be a non-empty list: - slack: {webhook: ...}");
+    size_t cnt = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    if (cnt > 32)
+        return ns__cfg_fail(l, n, "notify", "at most 32 notifications");
+    if (!(l->job->notify = calloc(cnt, sizeof(*l->job->notify))))
+        return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+    for (size_t i = 0; i < cnt; i++) {
+        char where[32];
+        snprintf(where, sizeof(where), "notify[%zu]", i);
+        l->job->nnotify = i + 1;
+        ns_status st = load_notify_one(l, &l->job->notify[i],
+                                       ns__cfg_node(l, n->data.sequence.items.start[i]), where);
+        if (st != NS_OK)
+            return st;
+    }
+    return NS_OK;
+}
+
