@@ -62,4 +62,3 @@ const char *ns__event_name(ns_event e)
 {
     return e < NS_EVENT_COUNT ? ns__event_names[e] : "?";
 }
-

@@ -156,7 +156,8 @@ static ns_status read_value(loader *l, const ns_key *k, void *cfg, const yaml_no
             return st;
         path = ns__cfg_beside(l, rel);
         if (!path || !(text = ns__cfg_slurp(path, &len)))
-            st = ns__cfg_fail(l, x, key, "cannot read '%s': %s", path ? path : rel, strerror(errno));
+            st =
+                ns__cfg_fail(l, x, key, "cannot read '%s': %s", path ? path : rel, strerror(errno));
         free(path);
         if (st == NS_OK && k->type == NS_KEY_FILE) {
             ns_text *t = at;
@@ -239,7 +240,7 @@ static ns_status alternatives(loader *l, const ns_key *keys, size_t nk, size_t i
  * in n is an error (else the caller has checked them: a section that mixes
  * a table's keys with others read elsewhere, such as a step's). */
 ns_status ns__cfg_walk_keys(loader *l, const ns_key *keys, void *cfg, const yaml_node_t *n,
-                           const char *where, bool strict)
+                            const char *where, bool strict)
 {
     size_t nk = count_keys(keys);
     const char *allowed[64];
@@ -286,7 +287,8 @@ ns_status ns__cfg_walk_keys(loader *l, const ns_key *keys, void *cfg, const yaml
         if (required && group)
             return alternatives(l, keys, nk, i, n, where);
         if (required)
-            return ns__cfg_fail(l, n, key, "is required%s%s", k->hint ? ": " : "", k->hint ? k->hint : "");
+            return ns__cfg_fail(l, n, key, "is required%s%s", k->hint ? ": " : "",
+                                k->hint ? k->hint : "");
         if ((st = default_value(l, k, cfg)) != NS_OK)
             return st;
     }
@@ -294,7 +296,7 @@ ns_status ns__cfg_walk_keys(loader *l, const ns_key *keys, void *cfg, const yaml
 }
 
 ns_status ns__cfg_load_keys(loader *l, const ns_key *keys, void *cfg, const yaml_node_t *n,
-                           const char *where)
+                            const char *where)
 {
     return ns__cfg_walk_keys(l, keys, cfg, n, where, true);
 }
@@ -362,7 +364,7 @@ void ns__cfg_free_plugin(const ns_plugin *p, void *cfg)
 }
 
 ns_status ns__cfg_choice(loader *l, const yaml_node_t *n, const char *key,
-                            const char *const *choices, int *out)
+                         const char *const *choices, int *out)
 {
     const char *v = ns__cfg_scalar(n);
     char list[256];
@@ -373,4 +375,3 @@ ns_status ns__cfg_choice(loader *l, const yaml_node_t *n, const char *key,
     ns__cfg_join_or(choices, nc, list, sizeof(list)); /* as the key tables say it */
     return ns__cfg_fail(l, n, key, "must be %s", list);
 }
-

@@ -51,7 +51,7 @@ yaml_node_t *ns__cfg_get(loader *l, const yaml_node_t *map, const char *key)
 
 /* Every key of `map` must be in `allowed` (NULL-terminated) and appear once. */
 ns_status ns__cfg_check_keys(loader *l, const yaml_node_t *map, const char *where,
-                            const char *const *allowed)
+                             const char *const *allowed)
 {
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
          p++) {
@@ -108,16 +108,17 @@ ns_status ns__cfg_bool(loader *l, const yaml_node_t *n, const char *key, bool *o
     return NS_OK;
 }
 
-ns_status ns__cfg_int(loader *l, const yaml_node_t *n, const char *key, int64_t min,
-                            int64_t max, int64_t *out)
+ns_status ns__cfg_int(loader *l, const yaml_node_t *n, const char *key, int64_t min, int64_t max,
+                      int64_t *out)
 {
     const char *s = ns__cfg_scalar(n);
     int64_t v;
     if (!s || !ns__parse_i64(s, strlen(s), &v) || v < min || v > max) {
         if (min == 1)
-            return ns__cfg_fail(l, n, key, "must be a positive integer (at most %lld)", (long long)max);
+            return ns__cfg_fail(l, n, key, "must be a positive integer (at most %lld)",
+                                (long long)max);
         return ns__cfg_fail(l, n, key, "must be an integer from %lld to %lld", (long long)min,
-                    (long long)max);
+                            (long long)max);
     }
     *out = v;
     return NS_OK;
@@ -125,7 +126,7 @@ ns_status ns__cfg_int(loader *l, const yaml_node_t *n, const char *key, int64_t 
 
 /* A duration from min_ms to max_ms milliseconds, in seconds. */
 ns_status ns__cfg_duration(loader *l, const yaml_node_t *n, const char *key, int64_t min_ms,
-                              int64_t max_ms, double *out)
+                           int64_t max_ms, double *out)
 {
     const char *s = ns__cfg_scalar(n);
     double v;
@@ -134,14 +135,14 @@ ns_status ns__cfg_duration(loader *l, const yaml_node_t *n, const char *key, int
     if (v * 1000 < (double)min_ms || v * 1000 > (double)max_ms) {
         char lo[32], hi[32];
         return ns__cfg_fail(l, n, key, "must be from %s to %s", ns__duration_str(min_ms, lo),
-                    ns__duration_str(max_ms, hi));
+                            ns__duration_str(max_ms, hi));
     }
     *out = v;
     return NS_OK;
 }
 
-ns_status ns__cfg_number(loader *l, const yaml_node_t *n, const char *key, double min,
-                            double max, double *out)
+ns_status ns__cfg_number(loader *l, const yaml_node_t *n, const char *key, double min, double max,
+                         double *out)
 {
     const char *s = ns__cfg_scalar(n);
     char *end = NULL;
@@ -164,7 +165,7 @@ ns_status ns__cfg_char(loader *l, const yaml_node_t *n, const char *key, char *o
 }
 
 ns_status ns__cfg_names(loader *l, const yaml_node_t *n, const char *key, char ***out,
-                           size_t *count)
+                        size_t *count)
 {
     if (!n || n->type != YAML_SEQUENCE_NODE ||
         n->data.sequence.items.top == n->data.sequence.items.start)
@@ -193,7 +194,7 @@ ns_status ns__cfg_names(loader *l, const yaml_node_t *n, const char *key, char *
 
 /* Checks the ${...} references of a template against what the job declares. */
 ns_status ns__cfg_check_template(loader *l, const yaml_node_t *n, const char *key, const char *t,
-                                bool allow_step, bool allow_item)
+                                 bool allow_step, bool allow_item)
 {
     for (const char *p = t; (p = strstr(p, "${")) != NULL;) {
         if (p > t && p[-1] == '$') { /* $${ is a literal ${ */
@@ -220,21 +221,21 @@ ns_status ns__cfg_check_template(loader *l, const yaml_node_t *n, const char *ke
             if (bar && !((ref + len - bar == 5 && strncmp(bar, "|json", 5) == 0) ||
                          (ref + len - bar == 4 && strncmp(bar, "|url", 4) == 0)))
                 return ns__cfg_fail(l, n, key, "${%.*s}: unknown filter '%.*s' (use |json or |url)",
-                            (int)len, ref, (int)(ref + len - bar - 1), bar + 1);
+                                    (int)len, ref, (int)(ref + len - bar - 1), bar + 1);
         } else if (len > 4 && strncmp(ref, "env.", 4) == 0) {
             /* ${env.NAME} or ${env.NAME:-default} */
             for (size_t i = 4; i < len && !(ref[i] == ':' && i + 1 < len && ref[i + 1] == '-'); i++)
                 if (!(isalnum((unsigned char)ref[i]) || ref[i] == '_'))
-                    return ns__cfg_fail(l, n, key, "${%.*s}: not an environment variable name", (int)len,
-                                ref);
+                    return ns__cfg_fail(l, n, key, "${%.*s}: not an environment variable name",
+                                        (int)len, ref);
         } else if (!((len == 8 && strncmp(ref, "job.name", 8) == 0) ||
                      (len == 12 && strncmp(ref, "execution.id", 12) == 0) ||
                      (allow_step && len == 9 && strncmp(ref, "step.name", 9) == 0))) {
             return ns__cfg_fail(l, n, key,
-                        "${%.*s}: unknown reference (use params.NAME, env.NAME, job.name, "
-                        "execution.id%s%s)",
-                        (int)len, ref, allow_step ? ", step.name" : "",
-                        allow_item ? " or item.FIELD" : "");
+                                "${%.*s}: unknown reference (use params.NAME, env.NAME, job.name, "
+                                "execution.id%s%s)",
+                                (int)len, ref, allow_step ? ", step.name" : "",
+                                allow_item ? " or item.FIELD" : "");
         }
         p = e + 1;
     }
@@ -242,7 +243,7 @@ ns_status ns__cfg_check_template(loader *l, const yaml_node_t *n, const char *ke
 }
 
 ns_status ns__cfg_template(loader *l, const yaml_node_t *n, const char *key, bool allow_step,
-                              char **out)
+                           char **out)
 {
     ns_status st = ns__cfg_string(l, n, key, out);
     if (st == NS_OK && !**out)
@@ -298,8 +299,8 @@ static bool check_sql_param(void *arg, size_t at, size_t len)
     snprintf(name, sizeof(name), "%.*s", (int)len, c->sql + at);
     if (ns__job_param(c->l->job, name))
         return true;
-    c->st =
-        ns__cfg_fail(c->l, c->n, c->key, ":%s is not a declared parameter (declare it in params)", name);
+    c->st = ns__cfg_fail(c->l, c->n, c->key,
+                         ":%s is not a declared parameter (declare it in params)", name);
     return false;
 }
 
@@ -348,7 +349,7 @@ char *ns__cfg_beside(loader *l, const char *rel)
 /* Checks the :name parameters of SQL text (all declared) and its statement
  * count (one query, or a script of at least one statement). */
 ns_status ns__cfg_check_sql(loader *l, const yaml_node_t *n, const char *key, const char *sql,
-                           bool one)
+                            bool one)
 {
     size_t nstmt = ns__sql_split(sql, NULL, NULL);
     if (!nstmt)
@@ -359,4 +360,3 @@ ns_status ns__cfg_check_sql(loader *l, const yaml_node_t *n, const char *key, co
     ns__sql_params(sql, check_sql_param, &chk);
     return chk.st;
 }
-

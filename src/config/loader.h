@@ -54,7 +54,8 @@ ns_status ns__cfg_duration(loader *l, const yaml_node_t *n, const char *key, int
 ns_status ns__cfg_number(loader *l, const yaml_node_t *n, const char *key, double min, double max,
                          double *out);
 ns_status ns__cfg_char(loader *l, const yaml_node_t *n, const char *key, char *out);
-ns_status ns__cfg_names(loader *l, const yaml_node_t *n, const char *key, char ***out, size_t *nout);
+ns_status ns__cfg_names(loader *l, const yaml_node_t *n, const char *key, char ***out,
+                        size_t *nout);
 /* A template's ${...} references, each one this place may use. */
 ns_status ns__cfg_check_template(loader *l, const yaml_node_t *n, const char *key, const char *t,
                                  bool allow_step, bool allow_item);

@@ -83,4 +83,3 @@ bool ns__param_value(ns_ptype type, const char *s, char **out, char *why, size_t
         return snprintf(why, whylen, "out of memory"), false;
     return true;
 }
-

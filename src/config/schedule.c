@@ -23,7 +23,8 @@
 static ns_status sched_params(loader *l, ns_schedule_def *sd, const yaml_node_t *n)
 {
     if (n->type != YAML_MAPPING_NODE)
-        return ns__cfg_fail(l, n, "schedule.params", "must be a mapping of parameter names to values");
+        return ns__cfg_fail(l, n, "schedule.params",
+                            "must be a mapping of parameter names to values");
     size_t cnt = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
     if (!(sd->param_names = calloc(cnt ? cnt : 1, sizeof(char *))) ||
         !(sd->param_values = calloc(cnt ? cnt : 1, sizeof(char *))))
@@ -53,11 +54,11 @@ static ns_status sched_params(loader *l, ns_schedule_def *sd, const yaml_node_t 
         if (strcmp(val, "scheduled") == 0 && (pd->type == NS_P_DATE || pd->type == NS_P_TIMESTAMP))
             continue;
         if (pd->type == NS_P_DATE && !ns__param_value(pd->type, val, NULL, why, sizeof(why)))
-            return ns__cfg_fail(l, v, key, "'%s' is not a date (YYYY-MM-DD, today, yesterday or scheduled)",
-                        val);
+            return ns__cfg_fail(
+                l, v, key, "'%s' is not a date (YYYY-MM-DD, today, yesterday or scheduled)", val);
         if (pd->type == NS_P_TIMESTAMP && !ns__param_value(pd->type, val, NULL, why, sizeof(why)))
-            return ns__cfg_fail(l, v, key, "'%s' is not a timestamp (YYYY-MM-DDTHH:MM:SS or scheduled)",
-                        val);
+            return ns__cfg_fail(l, v, key,
+                                "'%s' is not a timestamp (YYYY-MM-DDTHH:MM:SS or scheduled)", val);
         if (!ns__param_value(pd->type, val, NULL, why, sizeof(why)))
             return ns__cfg_fail(l, v, key, "%s", why);
     }
@@ -134,7 +135,7 @@ static ns_status sched_misfire(loader *l, ns_schedule_def *sd, const yaml_node_t
             return st;
         if (!(pol = ns__cfg_get(l, x, "policy")))
             return ns__cfg_fail(l, x, "schedule.misfire.policy",
-                        "is required (skip, run_once or catch_up)");
+                                "is required (skip, run_once or catch_up)");
     }
     if ((st = ns__cfg_choice(l, pol, "schedule.misfire", misfires, &v)) != NS_OK)
         return st;
@@ -156,7 +157,8 @@ ns_status ns__cfg_schedule(loader *l, const yaml_node_t *n)
     sched_cfg c = {0};
 
     if (n->type == YAML_SCALAR_NODE)
-        return ns__cfg_fail(l, n, "schedule", "must be a mapping: schedule: {cron: \"0 3 * * *\", ...}");
+        return ns__cfg_fail(l, n, "schedule",
+                            "must be a mapping: schedule: {cron: \"0 3 * * *\", ...}");
     if (n->type != YAML_MAPPING_NODE)
         return ns__cfg_fail(l, n, "schedule", "must be a mapping with cron:");
     if ((st = ns__cfg_check_keys(l, n, "schedule", keys)) != NS_OK)
@@ -179,7 +181,8 @@ ns_status ns__cfg_schedule(loader *l, const yaml_node_t *n)
     sd->jitter = c.jitter;
     char why[256];
     if (!ns_cron_parse(sd->cron, &sd->expr, why, sizeof(why))) {
-        st = ns__cfg_fail(l, ns__cfg_get(l, n, "cron"), "schedule.cron", "\"%s\": %s", sd->cron, why);
+        st = ns__cfg_fail(l, ns__cfg_get(l, n, "cron"), "schedule.cron", "\"%s\": %s", sd->cron,
+                          why);
         goto out;
     }
     ns_tz *tz;
@@ -195,8 +198,8 @@ ns_status ns__cfg_schedule(loader *l, const yaml_node_t *n)
         goto out;
     if (sd->jitter >= sd->deadline) {
         x = ns__cfg_get(l, n, "jitter");
-        st = ns__cfg_fail(l, x ? x : n, "schedule.jitter", "must be shorter than the deadline (%gs)",
-                  sd->deadline);
+        st = ns__cfg_fail(l, x ? x : n, "schedule.jitter",
+                          "must be shorter than the deadline (%gs)", sd->deadline);
     }
 out:
     ns__cfg_free_keys(sched_keys, &c);
@@ -220,6 +223,122 @@ static bool notify_url_ok(const char *u)
            strncasecmp(u, "https://", 8) == 0;
 }
 
+/* One notification's keys. slack:, webhook: and command: are
+ * alternatives; command: (a list: the program and its arguments) and on:
+ * (a list of events) have shapes of their own, read after the table. */
+typedef struct slack_cfg {
+    char *webhook;
+} slack_cfg;
+
+typedef struct webhook_cfg {
+    char *url;
+    ns_map headers;
+} webhook_cfg;
+
+typedef struct notify_cfg {
+    void *kind; /* slack_cfg or webhook_cfg (command: read below) */
+    int64_t every;
+    double timeout;
+} notify_cfg;
+
+static const ns_key slack_keys[] = {{.name = "webhook",
+                                     .type = NS_KEY_STRING,
+                                     .offset = offsetof(slack_cfg, webhook),
+                                     .flags = NS_KEY_REQUIRED,
+                                     .hint = "the incoming webhook's URL"},
+                                    {0}};
+
+static const ns_key webhook_keys[] = {
+    {.name = "url",
+     .type = NS_KEY_STRING,
+     .offset = offsetof(webhook_cfg, url),
+     .flags = NS_KEY_REQUIRED},
+    {.name = "headers", .type = NS_KEY_MAP, .offset = offsetof(webhook_cfg, headers)},
+    {0}};
+
+static const ns_key notify_keys[] = {{.name = "slack",
+                                      .type = NS_KEY_SECTION,
+                                      .offset = offsetof(notify_cfg, kind),
+                                      .sub = slack_keys,
+                                      .sub_size = sizeof(slack_cfg),
+                                      .flags = NS_KEY_REQUIRED,
+                                      .hint = "{webhook: \"${env.SLACK_WEBHOOK}\"}"},
+                                     {.name = "webhook",
+                                      .type = NS_KEY_SECTION,
+                                      .offset = offsetof(notify_cfg, kind),
+                                      .sub = webhook_keys,
+                                      .sub_size = sizeof(webhook_cfg),
+                                      .flags = NS_KEY_REQUIRED,
+                                      .hint = "{url: ..., headers: {...}}"},
+                                     {.name = "every",
+                                      .type = NS_KEY_INT,
+                                      .offset = offsetof(notify_cfg, every),
+                                      .def = "1",
+                                      .min = 1,
+                                      .max = 1000000},
+                                     {.name = "timeout",
+                                      .type = NS_KEY_DURATION,
+                                      .offset = offsetof(notify_cfg, timeout),
+                                      .def = "10s",
+                                      .min = 100,
+                                      .max = 300 * 1000},
+                                     {0}};
+
+/* A notification's URL: ${env.X} and ${job.name} only, http(s). */
+static ns_status notify_url(loader *l, const yaml_node_t *u, const char *key, char **url)
+{
+    ns_status st = ns__cfg_check_template(l, u, key, *url, false, false);
+    if (st == NS_OK && (strstr(*url, "${params.") || strstr(*url, "${execution.")))
+        st = ns__cfg_fail(l, u, key, "may use ${env.NAME} and ${job.name} only");
+    if (st == NS_OK && !notify_url_ok(*url))
+        st = ns__cfg_fail(l, u, key, "must be an http:// or https:// URL");
+    return st;
+}
+
+/* command: ["/path/to/program", "arg", ...]: templates, no shell. */
+static ns_status notify_command(loader *l, ns_notify_def *nd, const yaml_node_t *x,
+                                const char *where)
+{
+    char key[300];
+    ns_status st;
+    snprintf(key, sizeof(key), "%s.command", where);
+    if (x->type != YAML_SEQUENCE_NODE || x->data.sequence.items.top == x->data.sequence.items.start)
+        return ns__cfg_fail(l, x, key,
+                            "must be a list: [\"/path/to/program\", \"arg\", ...] (no shell)");
+    size_t cnt = (size_t)(x->data.sequence.items.top - x->data.sequence.items.start);
+    if (!(nd->argv = calloc(cnt + 1, sizeof(char *))))
+        return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
+    for (size_t i = 0; i < cnt; i++) {
+        char k2[sizeof(key) + 24];
+        snprintf(k2, sizeof(k2), "%s[%zu]", key, i);
+        if ((st = notify_template(l, ns__cfg_node(l, x->data.sequence.items.start[i]), k2,
+                                  &nd->argv[i])) != NS_OK)
+            return st;
+        nd->argc = i + 1;
+    }
+    return NS_OK;
+}
+
+/* on: [failed, recovered, ...] */
+static ns_status notify_events(loader *l, ns_notify_def *nd, const yaml_node_t *x,
+                               const char *where)
+{
+    char key[300];
+    ns_status st;
+    snprintf(key, sizeof(key), "%s.on", where);
+    if (x->type != YAML_SEQUENCE_NODE || x->data.sequence.items.top == x->data.sequence.items.start)
+        return ns__cfg_fail(l, x, key, "must be a non-empty list of events");
+    nd->events = 0;
+    for (yaml_node_item_t *it = x->data.sequence.items.start; it < x->data.sequence.items.top;
+         it++) {
+        int e;
+        if ((st = ns__cfg_choice(l, ns__cfg_node(l, *it), key, ns__event_names, &e)) != NS_OK)
+            return st;
+        nd->events |= 1u << e;
+    }
+    return NS_OK;
+}
+
 static ns_status load_notify_one(loader *l, ns_notify_def *nd, const yaml_node_t *n,
                                  const char *where)
 {
@@ -227,108 +346,71 @@ static ns_status load_notify_one(loader *l, ns_notify_def *nd, const yaml_node_t
                                        "every", "timeout", NULL};
     char key[300];
     ns_status st;
-    yaml_node_t *x;
+    yaml_node_t *x, *cmd;
+    notify_cfg c = {0};
 
     if (n->type != YAML_MAPPING_NODE)
         return ns__cfg_fail(l, n, where,
-                    "must be a mapping: {slack: {webhook: ...}}, {webhook: {url: ...}} "
-                    "or {command: [...]}");
+                            "must be a mapping: {slack: {webhook: ...}}, {webhook: {url: ...}} "
+                            "or {command: [...]}");
     if ((st = ns__cfg_check_keys(l, n, where, keys)) != NS_OK)
         return st;
     nd->line = (int)n->start_mark.line + 1;
     nd->events = NS_NOTIFY_DEFAULT_EVENTS;
-    nd->every = 1;
-    nd->timeout = 10;
-    int kinds = !!ns__cfg_get(l, n, "slack") + !!ns__cfg_get(l, n, "webhook") + !!ns__cfg_get(l, n, "command");
+    cmd = ns__cfg_get(l, n, "command");
+    int kinds = !!ns__cfg_get(l, n, "slack") + !!ns__cfg_get(l, n, "webhook") + !!cmd;
     if (kinds != 1)
         return ns__cfg_fail(l, n, where, "needs exactly one of slack:, webhook: or command:");
+    /* command: stands in for the two sections the table has */
+    const ns_key *table = cmd ? notify_keys + 2 : notify_keys;
+    if ((st = ns__cfg_walk_keys(l, table, &c, n, where, false)) != NS_OK)
+        goto out;
+    nd->every = c.every;
+    nd->timeout = c.timeout;
     if ((x = ns__cfg_get(l, n, "slack"))) {
-        static const char *const sk[] = {"webhook", NULL};
+        slack_cfg *sc = c.kind;
         nd->kind = NS_NOTIFY_SLACK;
-        snprintf(key, sizeof(key), "%s.slack", where);
-        if (x->type != YAML_MAPPING_NODE)
-            return ns__cfg_fail(l, x, key, "must be a mapping: {webhook: \"${env.SLACK_WEBHOOK}\"}");
-        if ((st = ns__cfg_check_keys(l, x, key, sk)) != NS_OK)
-            return st;
+        nd->url = sc->webhook;
+        sc->webhook = NULL;
         snprintf(key, sizeof(key), "%s.slack.webhook", where);
-        yaml_node_t *u = ns__cfg_get(l, x, "webhook");
-        if (!u)
-            return ns__cfg_fail(l, x, key, "is required (the incoming webhook's URL)");
-        if ((st = notify_template(l, u, key, &nd->url)) != NS_OK)
-            return st;
-        if (!notify_url_ok(nd->url))
-            return ns__cfg_fail(l, u, key, "must be an http:// or https:// URL");
+        st = notify_url(l, ns__cfg_get(l, x, "webhook"), key, &nd->url);
     } else if ((x = ns__cfg_get(l, n, "webhook"))) {
-        static const char *const wk[] = {"url", "headers", NULL};
+        webhook_cfg *wc = c.kind;
         nd->kind = NS_NOTIFY_WEBHOOK;
-        snprintf(key, sizeof(key), "%s.webhook", where);
-        if (x->type != YAML_MAPPING_NODE)
-            return ns__cfg_fail(l, x, key, "must be a mapping: {url: ..., headers: {...}}");
-        if ((st = ns__cfg_check_keys(l, x, key, wk)) != NS_OK)
-            return st;
+        nd->url = wc->url;
+        nd->headers = wc->headers;
+        wc->url = NULL;
+        memset(&wc->headers, 0, sizeof(wc->headers));
         snprintf(key, sizeof(key), "%s.webhook.url", where);
-        yaml_node_t *u = ns__cfg_get(l, x, "url");
-        if (!u)
-            return ns__cfg_fail(l, x, key, "is required");
-        if ((st = notify_template(l, u, key, &nd->url)) != NS_OK)
-            return st;
-        if (!notify_url_ok(nd->url))
-            return ns__cfg_fail(l, u, key, "must be an http:// or https:// URL");
-        yaml_node_t *h = ns__cfg_get(l, x, "headers");
+        st = notify_url(l, ns__cfg_get(l, x, "url"), key, &nd->url);
         snprintf(key, sizeof(key), "%s.webhook.headers", where);
-        if (h && (st = ns__cfg_map(l, h, key, &nd->headers)) != NS_OK)
-            return st;
-        for (size_t i = 0; i < nd->headers.n; i++)
+        for (size_t i = 0; st == NS_OK && i < nd->headers.n; i++)
             if (strstr(nd->headers.values[i], "${item.") ||
                 strstr(nd->headers.values[i], "${params."))
-                return ns__cfg_fail(l, h, key, "may use ${env.NAME} and ${job.name} only");
+                st = ns__cfg_fail(l, ns__cfg_get(l, x, "headers"), key,
+                                  "may use ${env.NAME} and ${job.name} only");
     } else {
-        x = ns__cfg_get(l, n, "command");
         nd->kind = NS_NOTIFY_COMMAND;
-        snprintf(key, sizeof(key), "%s.command", where);
-        if (x->type != YAML_SEQUENCE_NODE ||
-            x->data.sequence.items.top == x->data.sequence.items.start)
-            return ns__cfg_fail(l, x, key,
-                        "must be a list: [\"/path/to/program\", \"arg\", ...] (no shell)");
-        size_t cnt = (size_t)(x->data.sequence.items.top - x->data.sequence.items.start);
-        if (!(nd->argv = calloc(cnt + 1, sizeof(char *))))
-            return ns__err(l->err, NS_ENOMEM, NULL, "out of memory");
-        for (size_t i = 0; i < cnt; i++) {
-            char k2[sizeof(key) + 24];
-            snprintf(k2, sizeof(k2), "%s[%zu]", key, i);
-            if ((st = notify_template(l, ns__cfg_node(l, x->data.sequence.items.start[i]), k2,
-                                      &nd->argv[i])) != NS_OK)
-                return st;
-            nd->argc = i + 1;
-        }
+        st = notify_command(l, nd, cmd, where);
     }
-    if ((x = ns__cfg_get(l, n, "on"))) {
-        snprintf(key, sizeof(key), "%s.on", where);
-        if (x->type != YAML_SEQUENCE_NODE ||
-            x->data.sequence.items.top == x->data.sequence.items.start)
-            return ns__cfg_fail(l, x, key, "must be a non-empty list of events");
-        nd->events = 0;
-        for (yaml_node_item_t *it = x->data.sequence.items.start; it < x->data.sequence.items.top;
-             it++) {
-            int e;
-            if ((st = ns__cfg_choice(l, ns__cfg_node(l, *it), key, ns__event_names, &e)) != NS_OK)
-                return st;
-            nd->events |= 1u << e;
-        }
-    }
-    if ((x = ns__cfg_get(l, n, "every"))) {
+    if (st == NS_OK && (x = ns__cfg_get(l, n, "on")))
+        st = notify_events(l, nd, x, where);
+    if (st == NS_OK && (x = ns__cfg_get(l, n, "every")) &&
+        !(nd->events & 1u << NS_EVENT_STILL_FAILING)) {
         snprintf(key, sizeof(key), "%s.every", where);
-        if (!(nd->events & 1u << NS_EVENT_STILL_FAILING))
-            return ns__cfg_fail(l, x, key, "is for still_failing: add it to on:");
-        if ((st = ns__cfg_int(l, x, key, 1, 1000000, &nd->every)) != NS_OK)
-            return st;
+        st = ns__cfg_fail(l, x, key, "is for still_failing: add it to on:");
     }
-    if ((x = ns__cfg_get(l, n, "timeout"))) {
-        snprintf(key, sizeof(key), "%s.timeout", where);
-        if ((st = ns__cfg_duration(l, x, key, 100, 300 * 1000, &nd->timeout)) != NS_OK)
-            return st;
+out:
+    if (c.kind && ns__cfg_get(l, n, "webhook")) { /* what it holds that slack's has not */
+        webhook_cfg *wc = c.kind;
+        ns__cfg_free_names(wc->headers.names, wc->headers.n);
+        ns__cfg_free_names(wc->headers.values, wc->headers.n);
+        memset(&wc->headers, 0, sizeof(wc->headers));
     }
-    return NS_OK;
+    /* (the alternatives share one value, freed by the first's table: both
+     * begin with their URL) */
+    ns__cfg_free_keys(cmd ? notify_keys + 2 : notify_keys, &c);
+    return st;
 }
 
 ns_status ns__cfg_notify(loader *l, const yaml_node_t *n)
@@ -351,4 +433,3 @@ ns_status ns__cfg_notify(loader *l, const yaml_node_t *n)
     }
     return NS_OK;
 }
-

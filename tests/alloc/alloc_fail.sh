@@ -34,7 +34,7 @@ check() { # check WHAT: every good row once, every bad row rejected once
 # Prints "reached" when allocation N was reached.
 attempt() { # attempt WHAT N
     local rc=0
-    NIGHTSHIFT_TEST_FAIL_ALLOC=$2 "$NS" run job.yaml file=in.csv > run.out 2> run.err || rc=$?
+    NIGHTSHIFT_TEST_FAIL_ALLOC=$2 "$NS" run $RUN > run.out 2> run.err || rc=$?
     if grep -q "Sanitizer\|runtime error" run.err; then
         cat run.err >&2
         fail "$1: allocation $2 failing: the sanitizer reports the above"
@@ -46,14 +46,14 @@ attempt() { # attempt WHAT N
         grep -q "out of memory" run.err || echo "$1 $2: $(grep -v 'as asked' run.err | tail -1)" >> misworded.txt
     fi
     rc=0
-    "$NS" run job.yaml file=in.csv > run2.out 2> run2.err || rc=$?
+    "$NS" run $RUN > run2.out 2> run2.err || rc=$?
     if [ $rc == 4 ] && grep -q "already completed" run2.err; then
         :
     elif [ $rc != 0 ]; then
         cat run.err run2.err >&2
         fail "$1: after allocation $2 failed, the next run exited $rc"
     fi
-    check "$1 (allocation $2 failed)"
+    $CHECK "$1 (allocation $2 failed)"
     grep -q "allocation $2 failed as asked" run.err && echo reached || true
 }
 next_n() { [ "$1" -lt "$DENSE" ] && echo $(($1 + 1)) || echo $(($1 + STRIDE)); }
@@ -73,6 +73,7 @@ sweep() {
     echo "$1: $tried runs, each with one allocation failing (of about $n), all clean"
 }
 
+RUN="job.yaml file=in.csv" CHECK=check
 # A load.
 sweep load fresh
 
@@ -82,6 +83,31 @@ expect_exit 98 env NIGHTSHIFT_TEST_EXIT_BEFORE_COMMIT=3 "$NS" run job.yaml file=
 mkdir saved && cp -r target.db* repo.db* rejects saved/
 restore() { rm -rf target.db* repo.db* rejects && cp -r saved/* .; }
 sweep restart restore
+# A copy through the query reader (SQLite -> SQLite): its pages, keys and
+# cells allocated as it reads (an allocation that failed there was once
+# skipped, and a NULL page read).
+cat > query.yaml <<YAML
+job: alloc-query
+connections:
+  src: "sqlite:$T/src.db"
+  target: "sqlite:$T/target.db"
+steps:
+  - name: copy
+    chunk: 10
+    reader: {query: {connection: src, sql: "SELECT id, v FROM s", key: [id]}}
+    writer: {table: {connection: target, name: k}}
+YAML
+fresh_query() {
+    fresh
+    rm -f src.db
+    sql src.db "CREATE TABLE s (id INTEGER PRIMARY KEY, v TEXT)"
+    for i in $(seq 1 40); do [ $((i % 9)) = 0 ] || echo "INSERT INTO s VALUES ($i, 'v$i');"; done | sqlite3 src.db
+}
+check_query() {
+    assert_eq "$(sql target.db "SELECT count(*), count(DISTINCT id) FROM k")" "36|36" "$1: rows"
+}
+RUN=query.yaml CHECK=check_query
+sweep query fresh_query
 if [ -s misworded.txt ]; then
     echo "$(wc -l < misworded.txt) runs failed cleanly but did not say 'out of memory':"
     sort -u -t: -k2 misworded.txt | head -20

@@ -129,3 +129,35 @@ wait "$locker" 2> /dev/null || true
 expect_exit 0 "$NS" run locked.yaml file=in.csv how=SIGTERM
 assert_eq "$(sql "$T/locked.db" 'SELECT count(*), count(DISTINCT id) FROM k')" "50|50" "rows after the restart"
 echo "hygiene: hostile exit messages, long references, file format by path, stop on a lock"
+
+# --- a query reader's wait on a locked SQLite source follows statement_timeout
+# (it waited 30 s whatever the connection said)
+sqlite3 "$T/qsrc.db" "PRAGMA journal_mode = DELETE; CREATE TABLE s (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO s VALUES (1, 'a')" > /dev/null
+cat > qlocked.yaml <<YAML
+job: query-locked
+connections:
+  src: {url: "sqlite:$T/qsrc.db", statement_timeout: 1s}
+steps:
+  - name: e
+    retry: {limit: 0}
+    reader: {query: {connection: src, sql: "SELECT id, v FROM s", key: [id]}}
+    writer: {file: {path: "q.csv"}}
+YAML
+python3 - "$T/qsrc.db" > qlock.out 2>&1 <<'PY' &
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(60)
+PY
+qlocker=$!
+for _ in $(seq 100); do grep -q locked qlock.out && break; sleep 0.05; done
+grep -q locked qlock.out || fail "could not lock the query's source"
+t0=$(date +%s)
+expect_exit 1 "$NS" run qlocked.yaml
+took=$(($(date +%s) - t0))
+kill "$qlocker" 2> /dev/null || true
+wait "$qlocker" 2> /dev/null || true
+expect_err "database is locked"
+[ "$took" -lt 10 ] || fail "the query waited ${took}s on the lock, past its 1 s statement_timeout"
+echo "hygiene: the query reader's lock wait follows statement_timeout"

@@ -239,6 +239,28 @@ for p in $(cat deaf.pids); do
     fi
 done
 
+# --- a header longer than 4 KiB reaches the receiver whole (it was cut).
+receiver longhdr
+long_value=$(python3 -c "print('v' * 6000)")
+cat > longhdr.yaml <<EOF
+job: longhdr
+connections:
+  db: "sqlite:$T/h.db"
+steps:
+  - name: s
+    sql: {connection: db, script: "SELECT 1"}
+notify:
+  - webhook: {url: "http://127.0.0.1:$PORT/hook", headers: {X-Long: "$long_value"}}
+    on: [completed]
+EOF
+expect_exit 0 "$NS" run longhdr.yaml
+python3 - "$T/longhdr.jsonl" <<'PY' || fail "a long header was cut"
+import json, sys
+reqs = [json.loads(l) for l in open(sys.argv[1])]
+assert len(reqs) == 1, len(reqs)
+assert reqs[0]["headers"].get("X-Long") == "v" * 6000, len(reqs[0]["headers"].get("X-Long", ""))
+PY
+
 # --- a Slack receiver that answers 500 with the path it was sent: the
 # webhook's key is in that path; it reaches no message, show or repository.
 receiver echo500 --faults 500=1 --echo
