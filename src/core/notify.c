@@ -622,12 +622,21 @@ static int command(char *const *argv, const char *body, double timeout, char *wh
     close(in[1]);
     in[1] = -1;
     int status = 0;
-    pid_t done = 0;
-    while (fed && (done = waitpid(pid, &status, WNOHANG)) == 0 && ns__mono() < until)
+    bool ended = false;
+    /* Ended is seen without reaping it (WNOWAIT): a zombie leader keeps
+     * its group's id, so the kill below cannot reach a group that took
+     * the id over. */
+    while (fed && ns__mono() < until) {
+        siginfo_t si = {0};
+        if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid) {
+            ended = true;
+            break;
+        }
         ns__sleep(0.01);
+    }
     kill(-pid, SIGKILL); /* the group: what it started, or all of it at the timeout */
-    if (done != pid) {
-        waitpid(pid, &status, 0);
+    waitpid(pid, &status, 0);
+    if (!ended) {
         snprintf(why, whylen, "%s did not finish within %g s (killed)", argv[0], timeout);
         goto out;
     }
