@@ -484,19 +484,7 @@ static ns_status q_next(ns_reader *base, ns_record *out, bool *eof, ns_error *er
             ns__watchdog_arm(r->wd, r->limit, ns__pg_interrupt, r->cancel);
         else
             ns__sqwait_arm(&r->wait, r->wd, r->limit);
-        st = fetch(r, err);
-        int why = ns__watchdog_disarm(r->wd);
-        if (st != NS_OK && why) {
-            char lim[32];
-            ns__err_recode(err, why == NS_WD_STOP ? NS_ESTOPPED : NS_ETIMEDOUT);
-            if (why == NS_WD_STOP)
-                ns__err_prefix(err, "the query was cut short on a stop request");
-            else
-                ns__err_prefix(
-                    err,
-                    "%s: a page of the query ran past its statement_timeout (%s) and was cut short",
-                    r->shown, ns__duration_str((int64_t)(r->limit * 1000), lim));
-        }
+        st = ns__watchdog_end(r->wd, fetch(r, err), err, r->shown, "a page of the query", r->limit);
         if (st != NS_OK)
             return st;
         if (r->rows == 0) {

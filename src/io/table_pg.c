@@ -398,19 +398,7 @@ void ns__pgw_guard(pg_writer *w)
 
 ns_status ns__pgw_unguard(pg_writer *w, ns_status st, ns_error *err)
 {
-    int why = ns__watchdog_disarm(w->wd);
-    if (!why || st == NS_OK || !err)
-        return st;
-    if (why == NS_WD_STOP) {
-        ns__err_recode(err, NS_ESTOPPED);
-        ns__err_prefix(err, "the statement was cut short on a stop request");
-    } else {
-        char lim[32];
-        ns__err_recode(err, NS_ETIMEDOUT);
-        ns__err_prefix(err, "%s: a statement ran past its statement_timeout (%s) and was cut short",
-                       w->where, ns__duration_str((int64_t)(w->limit * 1000), lim));
-    }
-    return st;
+    return ns__watchdog_end(w->wd, st, err, w->where, "the statement", w->limit);
 }
 
 static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *err)

@@ -54,19 +54,7 @@ static void guard(sqlite_writer *w)
 /* After a guarded call: a failure the watchdog caused is said as such. */
 static ns_status unguard(sqlite_writer *w, ns_status st, ns_error *err)
 {
-    int why = ns__watchdog_disarm(w->wd);
-    if (!why || st == NS_OK || !err)
-        return st;
-    if (why == NS_WD_STOP) {
-        ns__err_recode(err, NS_ESTOPPED);
-        ns__err_prefix(err, "the statement was cut short on a stop request");
-    } else {
-        char lim[32];
-        ns__err_recode(err, NS_ETIMEDOUT);
-        ns__err_prefix(err, "%s: a statement ran past its statement_timeout (%s) and was cut short",
-                       w->where, ns__duration_str((int64_t)(w->limit * 1000), lim));
-    }
-    return st;
+    return ns__watchdog_end(w->wd, st, err, w->where, "the statement", w->limit);
 }
 
 #define CKPT_TABLE                                                                                 \

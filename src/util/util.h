@@ -240,6 +240,12 @@ void ns__watchdog_arm_quick(ns_watchdog *w, double limit, ns_interrupt_fn fn, vo
 /* After it: 0, or why it was interrupted (NS_WD_LIMIT, NS_WD_STOP). Arms
  * nest: only the outermost sets the limit, and its disarm says why. */
 int ns__watchdog_disarm(ns_watchdog *w);
+/* Disarms after a call that returned st: a failure the watchdog caused is
+ * re-described (NS_ESTOPPED "WHAT was cut short on a stop request", or
+ * NS_ETIMEDOUT "WHERE: WHAT ran past its statement_timeout (LIMIT)").
+ * Returns st. */
+ns_status ns__watchdog_end(ns_watchdog *w, ns_status st, ns_error *err, const char *where,
+                           const char *what, double limit);
 /* Whether the armed call is past its limit (a heartbeat then stops renewing). */
 bool ns__watchdog_overdue(ns_watchdog *w);
 /* poll(arg) is asked, from the watchdog's thread, about once a second while

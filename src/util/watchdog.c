@@ -206,3 +206,21 @@ void ns__watchdog_stop_now(ns_watchdog *w)
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
 }
+
+ns_status ns__watchdog_end(ns_watchdog *w, ns_status st, ns_error *err, const char *where,
+                           const char *what, double limit)
+{
+    int why = ns__watchdog_disarm(w);
+    if (!why || st == NS_OK || !err)
+        return st;
+    if (why == NS_WD_STOP) {
+        ns__err_recode(err, NS_ESTOPPED);
+        ns__err_prefix(err, "%s was cut short on a stop request", what);
+    } else {
+        char lim[32];
+        ns__err_recode(err, NS_ETIMEDOUT);
+        ns__err_prefix(err, "%s: %s ran past its statement_timeout (%s) and was cut short", where,
+                       what, ns__duration_str((int64_t)(limit * 1000), lim));
+    }
+    return st;
+}
