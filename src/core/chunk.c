@@ -542,10 +542,7 @@ static retry_outcome retry_chunk(step_run *s, ns_error *err, ns_counts *committe
             out = RETRY_AGAIN;
             break;
         }
-        /* This execution was connected: a connection that cannot be made
-         * again now (the server still down) is the connection lost. */
-        if (strcmp(again.sub, "NS_CONNECT") == 0)
-            snprintf(again.sub, sizeof(again.sub), "08001");
+        ns__retry_reconnecting(&again);
         *err = again;
         if (s->repo_behind || !ns__retry_wanted(r, err, what, sizeof(what)))
             break;

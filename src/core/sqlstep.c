@@ -110,6 +110,8 @@ static bool retry_db(step_run *s, ns_error *e, int64_t *attempt)
 {
     const ns_retry *r = &s->def->retry;
     char what[160];
+    if (*attempt > 0) /* retried before: it had been connected */
+        ns__retry_reconnecting(e);
     if (!ns__retry_wanted(r, e, what, sizeof(what)))
         return false;
     if (*attempt >= r->limit) {

@@ -131,6 +131,12 @@ bool ns__retry_wanted(const ns_retry *r, const ns_error *e, char *what, size_t n
     return want;
 }
 
+void ns__retry_reconnecting(ns_error *e)
+{
+    if (strcmp(e->sub, "NS_CONNECT") == 0)
+        snprintf(e->sub, sizeof(e->sub), "08001");
+}
+
 double ns__retry_delay(const ns_retry *r, int64_t attempt, uint64_t *seed)
 {
     double d = r->initial;

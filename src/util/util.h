@@ -294,6 +294,10 @@ bool ns__retry_on_valid(const char *on);
 /* Whether the policy retries the failure `e` (by its e->sub); when it does,
  * `what` names the failure ("connection lost, 08006"). */
 bool ns__retry_wanted(const ns_retry *r, const ns_error *e, char *what, size_t n);
+/* After a failure that was retried (so the step had been connected), a
+ * connection that cannot be made again is the connection lost: NS_CONNECT
+ * becomes 08001, which the policy retries (the server is still down). */
+void ns__retry_reconnecting(ns_error *e);
 /* The wait before try number `attempt` (1: the first retry), in seconds. */
 double ns__retry_delay(const ns_retry *r, int64_t attempt, uint64_t *seed);
 

@@ -188,6 +188,39 @@ grep -q "resuming after chunk" "$T/err" || { cat "$T/err" >&2; fail "server back
 check_load "$(last_id)" "server gone, then back"
 echo "ok: past the limit the step fails, a later run resumes"
 
+# --- an SQL step whose server goes away for two seconds mid-statement: its
+# reconnections are refused meanwhile, and since it had been connected that
+# is the connection lost, retried until the server is back (a connection
+# never made would fail at once: test_secrets_pg.sh).
+cat > sqldown.yaml <<YAML
+job: sqldown
+connections:
+  target: "\${env.TARGET_URL}"
+steps:
+  - name: s
+    retry: {limit: 20, backoff: {initial: 200ms, max: 500ms}}
+    sql: {connection: target, script: "CREATE TABLE IF NOT EXISTS down (n int); INSERT INTO down SELECT 1 FROM pg_sleep(3)"}
+YAML
+psql "$TARGET_URL" -qc "DROP TABLE IF EXISTS down" 2>/dev/null
+"$NS" run sqldown.yaml > out 2> err &
+pid=$!
+asleep=0
+for _ in $(seq 100); do
+    asleep=$(psql "$TARGET_URL" -qAtc "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'nightshift' AND wait_event = 'PgSleep'")
+    [ "$asleep" -gt 0 ] && break
+    sleep 0.05
+done
+[ "$asleep" -gt 0 ] || { cat err >&2; fail "the SQL step's statement was never seen running"; }
+pgctl -m fast -w stop
+sleep 2
+pgctl -w start
+rc=0
+wait "$pid" || rc=$?
+[ "$rc" == 0 ] || { cat err >&2; fail "an SQL step across a server's absence: exit $rc"; }
+grep -q "connection lost, 08001" err || { cat err >&2; fail "the refused reconnections were not retried as a lost connection"; }
+assert_eq "$(psql "$TARGET_URL" -qAtc "SELECT count(*) FROM down")" 1 "the SQL step's rows after the server came back"
+echo "ok: an SQL step reconnects across its server's absence"
+
 # --- retry: {limit: 0}: the first termination fails the step (as before
 # retries existed), with its cause; a later run resumes.
 job none "{limit: 0}"
