@@ -3,7 +3,9 @@
  * every text passes before it leaves the library.
  *
  * A secret is a value substituted for ${env.X}, or a password found in a
- * connection URL (URI userinfo, `?password=`, keyword `password=`). Drivers
+ * connection URL (URI userinfo, `?password=`, keyword `password=`), each
+ * also in the forms a server may echo it in (base64, JSON-escaped,
+ * percent-encoded and -decoded). Drivers
  * quote such values back in their messages ("invalid integer value
  * \"TOPSECRET\" for connection option \"port\""), so redacting the URL we
  * format ourselves is not enough: every message, notice, stored exit
@@ -63,11 +65,79 @@ static int hexval(int c)
     return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
+/* base64 of n bytes into out (4 per 3; n a multiple of 3). */
+static size_t base64(const unsigned char *p, size_t n, char *out)
+{
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t o = 0;
+    for (size_t i = 0; i + 2 < n; i += 3) {
+        unsigned v = (unsigned)p[i] << 16 | (unsigned)p[i + 1] << 8 | p[i + 2];
+        out[o++] = abc[v >> 18 & 63];
+        out[o++] = abc[v >> 12 & 63];
+        out[o++] = abc[v >> 6 & 63];
+        out[o++] = abc[v & 63];
+    }
+    return o;
+}
+
+/* A value and the forms a server may echo it in: base64 (an Authorization:
+ * Basic header, a token it encodes), JSON-escaped, percent-encoded. */
+static void add_forms(ns_secrets *s, const char *v, size_t n)
+{
+    add_raw(s, v, n);
+    if (n < NS_SECRET_MIN)
+        return;
+    /* In base64 the value's bytes fall into groups of three by where it
+     * starts: from each of the three starting points, the characters that
+     * only the value decides (at least 8 of them, or it is no secret). */
+    for (size_t k = 0; k < 3 && k < n; k++) {
+        size_t len = (n - k) / 3 * 3;
+        if (len < 6)
+            continue;
+        char *enc = malloc(len / 3 * 4 + 1);
+        if (!enc) {
+            s->failed = true;
+            return;
+        }
+        add_raw(s, enc, base64((const unsigned char *)v + k, len, enc));
+        free(enc);
+    }
+    ns_buf json = {0}, pct = {0};
+    bool json_differs = false, pct_differs = false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c == '"' || c == '\\' || c == '/') {
+            ns__buf_putc(&json, '\\');
+            ns__buf_putc(&json, (char)c);
+            json_differs = true;
+        } else if (c < 0x20) {
+            ns__buf_printf(&json, "\\u%04x", c);
+            json_differs = true;
+        } else {
+            ns__buf_putc(&json, (char)c);
+        }
+        if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+            ns__buf_putc(&pct, (char)c);
+        } else {
+            ns__buf_printf(&pct, "%%%02X", c);
+            pct_differs = true;
+        }
+    }
+    if (json.failed || pct.failed)
+        s->failed = true;
+    if (json_differs)
+        add_raw(s, json.data, json.len);
+    if (pct_differs)
+        add_raw(s, pct.data, pct.len);
+    ns__buf_free(&json);
+    ns__buf_free(&pct);
+}
+
 void ns__secrets_add(ns_secrets *s, const char *v, size_t n)
 {
     if (!s || !v)
         return;
-    add_raw(s, v, n);
+    add_forms(s, v, n);
     /* A driver may quote the value percent-decoded ("p%40ss" is "p@ss"). */
     if (!memchr(v, '%', n))
         return;
@@ -87,7 +157,7 @@ void ns__secrets_add(ns_secrets *s, const char *v, size_t n)
             dec[k++] = v[i];
         }
     }
-    add_raw(s, dec, k);
+    add_forms(s, dec, k);
     free(dec);
 }
 
@@ -217,6 +287,8 @@ static size_t match_at(const ns_secrets *s, const char *start, const char *p, co
 {
     size_t best = 0;
     for (size_t i = 0; i < s->n; i++) {
+        if (s->v[i][0] != *p) /* most of them, at once */
+            continue;
         size_t n = strlen(s->v[i]);
         if (n <= best || (size_t)(end - p) < n || memcmp(p, s->v[i], n) != 0)
             continue;

@@ -147,6 +147,49 @@ static void test_retry_policy(void **state)
     assert_true(ns__retry_delay(&w, 1000000, &seed) == 86400);
 }
 
+/* A secret is redacted as typed and as a server may echo it: base64 at any
+ * alignment (inside an Authorization: Basic header), JSON-escaped,
+ * percent-encoded; a URL's password and a webhook's path likewise. */
+static void test_secret_forms(void **state)
+{
+    (void)state;
+    ns_secrets s = {0};
+    const char *pw = "p\"a/ss w0rd!";
+    ns__secrets_add(&s, pw, strlen(pw));
+    ns__secrets_add_url(&s, "https://user:Hunter2Hunter2@h.example/x");
+    ns__secrets_add_url_path(&s, "https://hooks.example/services/T0TEAM1/B0BOT22/KeyKeyKey99");
+    static const char *const texts[] = {
+        "echo: p\"a/ss w0rd! end",
+        "json: {\"pw\":\"p\\\"a\\/ss w0rd!\"}",
+        "query: pw=p%22a%2Fss%20w0rd%21&x=1",
+        /* "Basic " + base64("user:Hunter2Hunter2"), and with other users */
+        "Authorization: Basic dXNlcjpIdW50ZXIySHVudGVyMg==",
+        "Authorization: Basic YTpIdW50ZXIySHVudGVyMg==",
+        "Authorization: Basic YWI6SHVudGVyMkh1bnRlcjI=",
+        "no hook at /services/T0TEAM1/B0BOT22/KeyKeyKey99",
+        "no hook at \\/services\\/T0TEAM1\\/B0BOT22\\/KeyKeyKey99",
+        "base64 of the key: S2V5S2V5S2V5OTk=",
+    };
+    static const char *const leaked[] = {
+        "w0rd",    "dW50ZXIySHVudGVyM", "SHVudGVyMkh1bnRlcj", "IdW50ZXIySHVudGVyM", "KeyKeyKey99",
+        "T0TEAM1", "B0BOT22",           "S2V5S2V5S2V5"};
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        char buf[256];
+        snprintf(buf, sizeof(buf), "%s", texts[i]);
+        ns__redact(&s, buf, sizeof(buf));
+        for (size_t k = 0; k < sizeof(leaked) / sizeof(leaked[0]); k++)
+            if (strstr(buf, leaked[k]))
+                fail_msg("'%s' still holds '%s' after redaction: %s", texts[i], leaked[k], buf);
+        assert_non_null(strstr(buf, "***"));
+    }
+    /* ordinary words stay (a path segment is a secret, as the issue says:
+     * "services" goes too) */
+    char plain[] = "user hooks example 2024-03-09 services";
+    ns__redact(&s, plain, sizeof(plain));
+    assert_string_equal(plain, "user hooks example 2024-03-09 ***");
+    ns__secrets_free(&s);
+}
+
 static void test_retry_key(void **state)
 {
     (void)state;
@@ -377,6 +420,7 @@ int main(void)
         cmocka_unit_test(test_valid),
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_retry_policy),
+        cmocka_unit_test(test_secret_forms),
         cmocka_unit_test(test_retry_key),
         cmocka_unit_test(test_errors_name_line_and_key),
         cmocka_unit_test(test_empty_and_non_mapping),
