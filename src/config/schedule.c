@@ -311,10 +311,17 @@ static ns_status notify_command(loader *l, ns_notify_def *nd, const yaml_node_t 
     for (size_t i = 0; i < cnt; i++) {
         char k2[sizeof(key) + 24];
         snprintf(k2, sizeof(k2), "%s[%zu]", key, i);
-        if ((st = notify_template(l, ns__cfg_node(l, x->data.sequence.items.start[i]), k2,
-                                  &nd->argv[i])) != NS_OK)
+        const yaml_node_t *an = ns__cfg_node(l, x->data.sequence.items.start[i]);
+        if ((st = notify_template(l, an, k2, &nd->argv[i])) != NS_OK)
             return st;
         nd->argc = i + 1;
+        /* a command line is every local user's to read (ps): a secret stays
+         * in the environment, which the command inherits */
+        if (strstr(nd->argv[i], "${env."))
+            return ns__cfg_fail(l, an, k2,
+                                "no ${env.NAME} in a command's arguments: every local user can "
+                                "read them (ps); the command inherits the environment, so let it "
+                                "read $NAME there");
     }
     return NS_OK;
 }

@@ -687,9 +687,20 @@ static bool deliver(ns_repo *repo, const ns_job *job, size_t index, const char *
     }
     if (nd->headers.n && !(values = calloc(nd->headers.n, sizeof(char *))))
         goto oom;
-    for (size_t i = 0; i < nd->headers.n; i++)
+    for (size_t i = 0; i < nd->headers.n; i++) {
         if (ns__subst(nd->headers.values[i], &ctx, what, &values[i], &err) != NS_OK)
             goto subst_failed;
+        /* checked here, whatever filled it in (${env.X}): a line break
+         * would start a header of the value's choosing */
+        for (const char *c = values[i]; *c; c++)
+            if ((unsigned char)*c < 0x20 && *c != '\t') {
+                snprintf(why, whylen,
+                         "header %s: its value holds a line break or control character (not "
+                         "sent)",
+                         nd->headers.names[i]);
+                goto out;
+            }
+    }
     if (nd->argc && !(argv = calloc(nd->argc + 1, sizeof(char *))))
         goto oom;
     for (size_t i = 0; i < nd->argc; i++)

@@ -80,6 +80,7 @@ check_notify '[{slack: {webhook: "x", channel: "#a"}}]' 'notify[0].slack.channel
 check_notify '[{webhook: {url: "${params.day}"}}]' 'notify[0].webhook.url: may use ${env.NAME} and ${job.name} only'
 check_notify '[{webhook: {url: "http://x", headers: {A: "${item.id}"}}}]' 'may use ${env.NAME} and ${job.name} only'
 check_notify '[{command: "/bin/cat"}]' 'notify[0].command: must be a list'
+check_notify '[{command: ["/bin/echo", "token=${env.HOME}"]}]' 'notify[0].command[1]: no ${env.NAME} in a command'"'"'s arguments'
 check_notify '[{command: ["/bin/cat"], on: [exploded]}]' 'notify[0].on: must be started, completed, completed_with_skips, failed, still_failing, recovered or missed'
 check_notify '[{command: ["/bin/cat"], every: 2}]' 'notify[0].every: is for still_failing'
 check_notify '[{command: ["/bin/cat"], timeout: 1h}]' 'notify[0].timeout: must be from'
