@@ -231,43 +231,50 @@ static const char *nearest(const char *w, const char *const *words, size_t n)
 
 static bool takes(const struct command *c, const char *opt)
 {
-    for (size_t i = 0; c && c->opts[i]; i++)
+    for (size_t i = 0; c->opts[i]; i++)
         if (strcmp(c->opts[i], opt) == 0)
             return true;
-    return !c; /* no command (tests of the parser): any */
+    return false;
 }
 
 /* An option that no command knows, or another command's: said, false. */
 static bool not_ours(const char *a)
 {
-    const char *name = current ? current->name : "?";
     for (size_t i = 0; i < NCOMMANDS; i++)
         if (takes(&commands[i], a)) {
-            fprintf(stderr, "nightshift: '%s' is not an option of '%s'\n", a, name);
+            fprintf(stderr, "nightshift: '%s' is not an option of '%s'\n", a, current->name);
             return false;
         }
     size_t n = 0;
-    while (current && current->opts[n])
+    while (current->opts[n])
         n++;
-    const char *near = current ? nearest(a, current->opts, n) : NULL;
-    fprintf(stderr, "nightshift: %s: unknown option %s", name, a);
+    const char *near = nearest(a, current->opts, n);
+    fprintf(stderr, "nightshift: %s: unknown option %s", current->name, a);
     if (near)
         fprintf(stderr, " (did you mean %s?)", near);
     fputc('\n', stderr);
     return false;
 }
 
+/* Digits only, no sign, no space, no overflow. */
+static bool digits(const char *s, long long *out)
+{
+    long long v = 0;
+    if (!s || !*s)
+        return false;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9' || v > (LLONG_MAX - (*p - '0')) / 10)
+            return false;
+        v = v * 10 + (*p - '0');
+    }
+    *out = v;
+    return true;
+}
+
 bool cli_number(const char *what, const char *s, long long min, long long max, long long *out)
 {
     long long v = 0;
-    bool ok = s && *s;
-    for (const char *p = s; ok && *p; p++) {
-        if (*p < '0' || *p > '9' || v > (LLONG_MAX - (*p - '0')) / 10)
-            ok = false;
-        else
-            v = v * 10 + (*p - '0');
-    }
-    if (!ok || v < min || v > max) {
+    if (!digits(s, &v) || v < min || v > max) {
         if (max == LLONG_MAX)
             fprintf(stderr, "nightshift: %s takes a whole number from %lld up, not '%s'\n", what,
                     min, s ? s : "");
@@ -441,14 +448,7 @@ ns_repo *cli_repo_readonly(const cli_opts *o)
 bool cli_exec_id(const char *s, int64_t *id)
 {
     long long v = 0;
-    bool ok = s && *s && *s != '0';
-    for (const char *p = s; ok && *p; p++) {
-        if (*p < '0' || *p > '9' || v > (LLONG_MAX - (*p - '0')) / 10)
-            ok = false;
-        else
-            v = v * 10 + (*p - '0');
-    }
-    if (!ok) {
+    if (!digits(s, &v) || v == 0 || *s == '0') {
         fprintf(stderr, "nightshift: '%s' is not an execution id\n", s ? s : "");
         return false;
     }

@@ -44,6 +44,18 @@ done
 expect_exit 2 "$NS" list --limt 3
 expect_err "unknown option --limt (did you mean --limit?)"
 
+# Every option a command's --help names is one it takes (the help text and
+# the option table are two lists: they must agree).
+for c in run restart stop abandon recover purge list show schedule scheduler validate; do
+    for opt in $("$NS" "$c" --help | grep -o -- '--[a-z][a-z-]*' | sort -u); do
+        [ "$opt" = --help ] && continue
+        "$NS" "$c" "$opt" > /dev/null 2> opt.err || true
+        if grep -q "is not an option of\|unknown option" opt.err; then
+            fail "$c --help names $opt, which $c refuses: $(cat opt.err)"
+        fi
+    done
+done
+
 # --- numbers are whole numbers ---------------------------------------------
 for bad in 5x " 5" +5 -5 0 "" 1e3 0x10 99999999999999999999; do
     expect_exit 2 "$NS" list --limit "$bad"
