@@ -9,6 +9,23 @@
 #   connection's SQLite lock at once, not after the 30 s wait.
 source "$(dirname "$0")/lib.sh"
 
+# hold_lock DB: another process takes DB's EXCLUSIVE lock and holds it (up
+# to a minute); its pid in $locker.
+hold_lock() {
+    rm -f "$T/lock.out"
+    python3 - "$1" > "$T/lock.out" 2>&1 <<'PY' &
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(60)
+PY
+    locker=$!
+    for _ in $(seq 100); do grep -q locked "$T/lock.out" && return 0; sleep 0.05; done
+    fail "could not lock $1"
+}
+let_go() { kill "$locker" 2> /dev/null || true; wait "$locker" 2> /dev/null || true; }
+
 # --- an exit message from a hostile row -------------------------------------
 python3 - "$T/bad.db" <<'PY'
 import sqlite3, sys
@@ -93,16 +110,7 @@ sqlite3 "$T/locked.db" "CREATE TABLE k (id INTEGER PRIMARY KEY, v TEXT)"
 csv_rows 1 50 > in.csv
 export TARGET_URL="sqlite:$T/locked.db"
 load_job locked.yaml locked k
-python3 - "$T/locked.db" > lock.out 2>&1 <<'PY' &
-import sqlite3, sys, time
-c = sqlite3.connect(sys.argv[1], isolation_level=None)
-c.execute("BEGIN EXCLUSIVE")
-print("locked", flush=True)
-time.sleep(60)
-PY
-locker=$!
-for _ in $(seq 100); do grep -q locked lock.out && break; sleep 0.05; done
-grep -q locked lock.out || fail "could not take the lock"
+hold_lock "$T/locked.db"
 for how in SIGTERM stop; do
     "$NS" run locked.yaml file=in.csv "how=$how" > "run-$how.out" 2> "run-$how.err" &
     pid=$!
@@ -123,8 +131,7 @@ for how in SIGTERM stop; do
     [ "$took" -lt 10 ] || fail "$how: the run took ${took}s to stop (the lock's 30 s wait?)"
     assert_eq "$(show_field "$id" "['status']")" STOPPED "$how: the execution"
 done
-kill "$locker" 2> /dev/null || true
-wait "$locker" 2> /dev/null || true
+let_go
 # the lock gone, a stopped run restarts and loads everything once
 expect_exit 0 "$NS" run locked.yaml file=in.csv how=SIGTERM
 assert_eq "$(sql "$T/locked.db" 'SELECT count(*), count(DISTINCT id) FROM k')" "50|50" "rows after the restart"
@@ -143,21 +150,11 @@ steps:
     reader: {query: {connection: src, sql: "SELECT id, v FROM s", key: [id]}}
     writer: {file: {path: "q.csv"}}
 YAML
-python3 - "$T/qsrc.db" > qlock.out 2>&1 <<'PY' &
-import sqlite3, sys, time
-c = sqlite3.connect(sys.argv[1], isolation_level=None)
-c.execute("BEGIN EXCLUSIVE")
-print("locked", flush=True)
-time.sleep(60)
-PY
-qlocker=$!
-for _ in $(seq 100); do grep -q locked qlock.out && break; sleep 0.05; done
-grep -q locked qlock.out || fail "could not lock the query's source"
+hold_lock "$T/qsrc.db"
 t0=$(date +%s)
 expect_exit 1 "$NS" run qlocked.yaml
 took=$(($(date +%s) - t0))
-kill "$qlocker" 2> /dev/null || true
-wait "$qlocker" 2> /dev/null || true
+let_go
 expect_err "database is locked"
 [ "$took" -lt 10 ] || fail "the query waited ${took}s on the lock, past its 1 s statement_timeout"
 echo "hygiene: the query reader's lock wait follows statement_timeout"

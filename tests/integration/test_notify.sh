@@ -160,21 +160,36 @@ assert len(e) == 1 and len(e[0]) < 700 and 'HTTP 500' in e[0], e
 assert not any(ord(c) < 32 for c in e[0]), e
 " || fail "a hostile answer broke the recorded notification error"
 # --- a password written in the webhook's URL (userinfo) is a secret too.
-receiver pw --faults 500=1
-sed "s|http://127.0.0.1:$OK/hook|http://ns:pw-literal-9q@127.0.0.1:$PORT/hook|; /slack:/,/every:/d; /command:/,/on: \[failed, recovered\]/d; s/on: \[failed, recovered, completed, started\]/on: [completed]/" job.yaml > jpw.yaml
+# The receiver echoes what it was sent, its Authorization: Basic header (the
+# password in base64) included.
+receiver pw --faults 500=1 --echo
+sed "s|http://127.0.0.1:$OK/hook|http://ns:pw-literal-9q@127.0.0.1:$PORT/hook|; /slack:/,/every:/d; /command:/,/on: \[failed, recovered\]/d; /headers: {Authorization/d; s/on: \[failed, recovered, completed, started\]/on: [completed]/" job.yaml > jpw.yaml
 good
 expect_exit 0 "$NS" run jpw.yaml run=15
+grep -q "Authorization: Basic" "$T/err" || fail "the receiver did not echo the Basic header: $(cat "$T/err")"
 grep -q "pw-literal-9q" "$T/err" "$T/out" repo.db && fail "the URL's password reached a message or the repository"
+grep -q "bnM6cHctbGl0ZXJhbC05cQ\|cHctbGl0ZXJhbC05" "$T/err" "$T/out" repo.db && fail "the URL's password reached a message in base64"
 [ "$(grep -c . pw.jsonl)" = 4 ] || fail "the webhook with a password in its URL was not tried 4 times"
 
+# notify_job NAME: a job of one trivial SQL step, its notify: entries read
+# from stdin (with "params:" first when the job needs one), into NAME.yaml.
+notify_job() {
+    local extra
+    extra=$(cat)
+    {
+        echo "job: $1"
+        case $extra in params:*) printf '%s\n' "${extra%%notify:*}" ;; esac
+        echo "connections:"
+        echo "  db: \"sqlite:$T/h.db\""
+        echo "steps:"
+        echo "  - name: s"
+        echo "    sql: {connection: db, script: \"SELECT 1\"}"
+        echo "notify:${extra#*notify:}"
+    } > "$1.yaml"
+}
+
 # --- a command that hangs is killed at its timeout; one that fails is said.
-cat > hang.yaml <<EOF
-job: hang
-connections:
-  db: "sqlite:$T/h.db"
-steps:
-  - name: s
-    sql: {connection: db, script: "SELECT 1"}
+notify_job hang <<EOF
 notify:
   - command: ["sh", "-c", "sleep 1000 & echo \$! >> $T/bg.pids; echo \$\$ >> $T/fg.pids; sleep 1000"]
     on: [completed]
@@ -213,15 +228,9 @@ grep -q ' 0 -> pipe:' fds || fail "the event did not come on a pipe: $(cat fds)"
 # --- a command that never reads an event larger than the pipe: the write
 # counts against the timeout (it used to block for ever).
 python3 -c "print('x' * 120000)" > big.txt # the event: > 64 KiB, a pipe's capacity
-cat > deaf.yaml <<EOF
-job: deaf
+notify_job deaf <<EOF
 params:
   note: {type: string, identifying: false}
-connections:
-  db: "sqlite:$T/h.db"
-steps:
-  - name: s
-    sql: {connection: db, script: "SELECT 1"}
 notify:
   - command: ["sh", "-c", "echo \$\$ >> $T/deaf.pids; exec sleep 1000"]
     on: [completed]
@@ -242,13 +251,7 @@ done
 # --- a header longer than 4 KiB reaches the receiver whole (it was cut).
 receiver longhdr
 long_value=$(python3 -c "print('v' * 6000)")
-cat > longhdr.yaml <<EOF
-job: longhdr
-connections:
-  db: "sqlite:$T/h.db"
-steps:
-  - name: s
-    sql: {connection: db, script: "SELECT 1"}
+notify_job longhdr <<EOF
 notify:
   - webhook: {url: "http://127.0.0.1:$PORT/hook", headers: {X-Long: "$long_value"}}
     on: [completed]
@@ -261,16 +264,22 @@ assert len(reqs) == 1, len(reqs)
 assert reqs[0]["headers"].get("X-Long") == "v" * 6000, len(reqs[0]["headers"].get("X-Long", ""))
 PY
 
+# --- a header whose ${env.X} value holds a line break is not sent (it would
+# add a header of the value's choosing).
+receiver crlf
+notify_job crlf <<EOF
+notify:
+  - webhook: {url: "http://127.0.0.1:$PORT/hook", headers: {X-T: "\${env.EVIL}"}}
+    on: [completed]
+EOF
+EVIL=$'abc\r\nX-Injected: 1' expect_exit 0 "$NS" run crlf.yaml
+expect_err "notify[0] (webhook): completed not delivered: header X-T: its value holds a line break"
+if [ -s crlf.jsonl ] && grep -q "X-Injected" crlf.jsonl; then fail "a header was injected"; fi
+
 # --- a Slack receiver that answers 500 with the path it was sent: the
 # webhook's key is in that path; it reaches no message, show or repository.
 receiver echo500 --faults 500=1 --echo
-cat > slackkey.yaml <<EOF
-job: slackkey
-connections:
-  db: "sqlite:$T/h.db"
-steps:
-  - name: s
-    sql: {connection: db, script: "SELECT 1"}
+notify_job slackkey <<EOF
 notify:
   - slack: {webhook: "http://127.0.0.1:$PORT/services/T0SLACKTEAM9/B0SLACKBOT8/sLaCkKeY0123456789abcdef"}
     on: [completed]
