@@ -44,10 +44,11 @@ done
 expect_exit 2 "$NS" list --limt 3
 expect_err "unknown option --limt (did you mean --limit?)"
 
-# Every option a command's --help names is one it takes (the help text and
-# the option table are two lists: they must agree).
+# Every option a command's --help lists (its option lines, at column 3) is one it
+# takes (the help text and the option table are two lists: they must agree;
+# prose may name another command's option, "start another with --next").
 for c in run restart stop abandon recover purge list show schedule scheduler validate; do
-    for opt in $("$NS" "$c" --help | grep -o -- '--[a-z][a-z-]*' | sort -u); do
+    for opt in $("$NS" "$c" --help | grep -E '^  [^ ]' | grep -o -- '--[a-z][a-z-]*' | sort -u); do
         [ "$opt" = --help ] && continue
         "$NS" "$c" "$opt" > /dev/null 2> opt.err || true
         if grep -q "is not an option of\|unknown option" opt.err; then
