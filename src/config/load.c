@@ -169,13 +169,11 @@ static ns_status load_conn(loader *l, size_t i, const char *name, const yaml_nod
         if ((st = ns__cfg_template(l, v, key, false, &c->url)) != NS_OK)
             return st;
     }
-    if (!strchr(c->url, '$') && ns__db_kind(c->url) == NS_DB_NONE) {
-        char shown[512];
+    if (!strchr(c->url, '$') && !ns__db_find(l->reg, c->url)) {
+        char shown[512], forms[256];
         ns__db_shown(c->url, shown, sizeof(shown));
-        return ns__cfg_fail(l, un, key,
-                            "unsupported URL '%s' (use sqlite:PATH, postgresql://... or host=... "
-                            "dbname=...)",
-                            shown);
+        ns__db_forms(l->reg, forms, sizeof(forms));
+        return ns__cfg_fail(l, un, key, "unsupported URL '%s' (use %s)", shown, forms);
     }
     return NS_OK;
 }

@@ -395,7 +395,7 @@ static void compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *s
                        cfg->output->table->name);
         for (size_t k = 0; k < cfg->key.n; k++) {
             ns__buf_printf(&ddl, ", ");
-            ns__buf_ident(&ddl, cfg->key.v[k]);
+            ns__buf_quoted(&ddl, cfg->key.v[k], o.w->driver->quote);
             ns__buf_printf(&ddl, " text");
         }
         ns__buf_printf(&ddl, ", columns text, left_values text, right_values text)");
@@ -413,7 +413,7 @@ static void compare_step(run_ctx *rc, const ns_step_def *def, ns_batch_status *s
         ns__buf_printf(&ddl, "INSERT INTO %s (execution_id, kind", cfg->output->table->name);
         for (size_t k = 0; k < cfg->key.n; k++) {
             ns__buf_printf(&ddl, ", ");
-            ns__buf_ident(&ddl, cfg->key.v[k]);
+            ns__buf_quoted(&ddl, cfg->key.v[k], o.w->driver->quote);
         }
         ns__buf_printf(&ddl, ", columns, left_values, right_values) VALUES (");
         for (size_t i = 0; i < nv; i++) {

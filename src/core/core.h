@@ -286,6 +286,8 @@ extern const ns_plugin ns__plugin_compare; /* compare.c */
 
 /* Every plugin nightshift has (registry.c). */
 extern const ns_registry ns__registry;
+/* The driver of a connection string in ns__registry (NULL: none). */
+const ns_db_driver *ns__db_driver(const char *url);
 
 /* Runs the job's steps along its on: graph (flow.c); the last step's exit
  * code in code, the job's message in msg, its outcome in *end. */

@@ -78,6 +78,7 @@ static ns_status exec_script(ns_writer *w, const char *script, const ns_sql_args
 /* The column names of a query's result. */
 typedef struct col_names {
     ns_buf list; /* "a, b, c" quoted */
+    char quote;  /* as the connection's SQL quotes a name */
 } col_names;
 
 static bool collect_names(void *arg, size_t ncols, const char *const *names,
@@ -88,7 +89,7 @@ static bool collect_names(void *arg, size_t ncols, const char *const *names,
     for (size_t i = 0; i < ncols; i++) {
         if (i)
             ns__buf_printf(&c->list, ", ");
-        ns__buf_ident(&c->list, names[i]);
+        ns__buf_quoted(&c->list, names[i], c->quote);
     }
     return false; /* the names are all it needs */
 }
@@ -211,6 +212,7 @@ again:
          * all there; the table itself (indexes, grants, views on it, keys)
          * stays. Columns by the query's names; the others take defaults. */
         ns_buf q = {0};
+        cn.quote = s.writer->driver ? s.writer->driver->quote : '"';
         ns__buf_printf(&q, "SELECT * FROM (%s) AS ns_q WHERE 1 = 0", cfg->text);
         st = s.writer->vt->sql->query(s.writer, ns__buf_cstr(&q), &args, collect_names, &cn, err);
         ns__buf_free(&q);

@@ -438,7 +438,7 @@ static ns_status env_subst(void *ctx, const char *tmpl, const char *what, bool p
  * password registered as a secret, an sqlite: path resolved against the
  * launch directory; shown as "connection 'x' (URL with ${env.X} kept)". */
 static ns_status env_connection(void *ctx, const char *name, char **url, char **shown,
-                                ns_error *err)
+                                const ns_db_driver **driver, ns_error *err)
 {
     step_run *s = ctx;
     const ns_conn_def *conn = ns__job_conn(s->rc->job, name);
@@ -449,14 +449,23 @@ static ns_status env_connection(void *ctx, const char *name, char **url, char **
     if ((st = ns__run_subst(s, conn->url, "connection", &u, &us, err)) != NS_OK)
         return st;
     ns__run_secret_url(s->rc, u);
-    if (ns__db_kind(u) == NS_DB_SQLITE && ((st = ns__run_resolve(s->rc, &u, 7, err)) != NS_OK ||
-                                           (st = ns__run_resolve(s->rc, &us, 7, err)) != NS_OK))
+    const ns_db_driver *d = ns__db_driver(u);
+    if (!d) {
+        char forms[256];
+        ns__db_forms(&ns__registry, forms, sizeof(forms));
+        st = ns__err(err, NS_EUNSUPPORTED, NULL,
+                     "connection '%s' (%s): unsupported database (use %s)", conn->name, us, forms);
+        goto out;
+    }
+    if (d->path_at && ((st = ns__run_resolve(s->rc, &u, d->path_at, err)) != NS_OK ||
+                       (st = ns__run_resolve(s->rc, &us, d->path_at, err)) != NS_OK))
         goto out;
     if (!(*shown = ns__asprintf("connection '%s' (%s)", conn->name, us))) {
         st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
         goto out;
     }
     *url = u;
+    *driver = d;
     u = NULL;
 out:
     free(u);
@@ -563,19 +572,18 @@ ns_io_env ns__run_env(step_run *s)
                        .chunk = s->def->chunk};
 }
 
-static void *share_sqlite(void *repo, const char *path)
+/* ns_share.conn: asked of the repository when the writer's driver is its. */
+static void *share_conn(void *arg, const ns_db_driver *driver, const char *url, void *conn)
 {
-    return ns__repo_sqlite_shared(repo, path);
-}
-
-static void *share_pg(void *repo, void *conn)
-{
-    return ns__repo_pg_shared(repo, conn);
+    ns_repo *repo = arg;
+    if (!driver || driver->repo != repo->vt || !repo->vt->shared)
+        return NULL;
+    return repo->vt->shared(repo, url, conn);
 }
 
 ns_share ns__run_share(run_ctx *rc)
 {
-    return (ns_share){rc->repo, share_sqlite, share_pg};
+    return (ns_share){rc->repo, share_conn};
 }
 
 /*
@@ -606,8 +614,9 @@ ns_status ns__run_open_store(step_run *s, ns_error *err)
     ns_share share = ns__run_share(s->rc);
     ns_writer_args args = {
         .env = &env, .lease = s->rc->lease, .share = &share, .stmt_limit = NS_STATEMENT_TIMEOUT};
-    ns_status st = ns__table_open_url(s->rc->repo->url, "the repository's database", NULL,
-                                      NS_MODE_INSERT, NULL, 0, &args, &s->store, err);
+    ns_status st = ns__table_open_url(ns__db_driver(s->rc->repo->url), s->rc->repo->url,
+                                      "the repository's database", NULL, NS_MODE_INSERT, NULL, 0,
+                                      &args, &s->store, err);
     if (st == NS_OK)
         s->shared = s->store->shared;
     return st;

@@ -54,3 +54,9 @@ ns_status ns__fenced(ns_error *err, const ns_ckpt_key *key, int64_t owner)
                    "back and this run stops",
                    key->step, who);
 }
+
+void *ns__writer_share(const ns_writer_cfg *cfg, void *conn)
+{
+    const ns_share *sh = cfg->share;
+    return sh && sh->conn ? sh->conn(sh->arg, cfg->driver, cfg->url, conn) : NULL;
+}

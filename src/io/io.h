@@ -43,9 +43,10 @@ typedef struct ns_io_env {
      * `path`: a file path, resolved against the launch directory. */
     ns_status (*subst)(void *ctx, const char *tmpl, const char *what, bool path, char **real,
                        char **shown, ns_error *err);
-    /* A connection's URL (substituted; an sqlite: path resolved) and how
-     * messages name it ("connection 'x' (sqlite:x.db)"). */
-    ns_status (*connection)(void *ctx, const char *name, char **url, char **shown, ns_error *err);
+    /* A connection's URL (substituted; an sqlite: path resolved), how
+     * messages name it ("connection 'x' (sqlite:x.db)") and its driver. */
+    ns_status (*connection)(void *ctx, const char *name, char **url, char **shown,
+                            const ns_db_driver **driver, ns_error *err);
     /* A form `subst` showed (${env.X} kept, as a writer's state stores a
      * path) expanded again into the real value. */
     ns_status (*expand)(void *ctx, const char *shown, char **real, ns_error *err);
@@ -140,13 +141,10 @@ typedef enum ns_write_mode {
 typedef struct ns_writer_cfg {
     const char *url;       /* substituted target URL; may hold secrets: never print it */
     const char *conn_name; /* connection name from the job file, for messages */
-    void *shared;          /* SQLite: the repository's connection when it is the same file */
-    /* PostgreSQL: given the writer's connection (PGconn *), the repository's
-     * connection when both reach the same database as the same user, else
-     * NULL; the writer then works through it and shares its transactions. */
-    void *(*share)(void *arg, void *conn);
-    void *share_arg;
-    bool own; /* never share the repository's connection (a compare's cursors) */
+    const ns_db_driver *driver;
+    /* Asked through ns__writer_share; NULL: never share the repository's
+     * connection (a compare's cursors). */
+    const struct ns_share *share;
     /* The run's lease (seconds; 0: none). A PostgreSQL table writer's chunk
      * transaction that sits idle longer is ended by the server: a run frozen
      * in the middle of a chunk cannot hold its locks against the run that
@@ -273,12 +271,58 @@ typedef struct ns_writer_vt {
 struct ns_writer {
     const ns_writer_vt *vt;
     bool shared; /* set by open: commits go through the repository's connection */
+    /* A table writer's driver (its SQL's dialect: ns_db_driver.quote),
+     * set by ns__table_open_url; NULL for other writers. */
+    const ns_db_driver *driver;
 };
 
 extern const ns_reader_vt ns__reader_csv;
 extern const ns_reader_vt ns__reader_query;
-extern const ns_writer_vt ns__writer_table_sqlite;
-extern const ns_writer_vt ns__writer_table_pg;
+
+/*
+ * The pages of the keyset `query` reader on one database (a driver's
+ * pager): the reader builds the two page queries (the first; the next,
+ * after a key) in the driver's placeholders and keeps the position; the
+ * pager connects, prepares, runs them and hands back each page's cells.
+ */
+typedef struct ns_page {
+    size_t rows;
+    char **cells; /* rows x columns, NULL for SQL NULL; valid until the next fetch */
+    /* Per row, its key with the types the database gave it (a JSON array),
+     * owned by the pager; NULL: every key is its cells' text. A database
+     * that orders integers before text (SQLite) needs the type to page. */
+    json_t **keys;
+    /* Per row, 1 + the first column whose text holds a NUL byte (0: none);
+     * NULL: no database text can hold one. */
+    size_t *nul;
+} ns_page;
+
+typedef struct ns_pager_args {
+    const char *url, *shown;  /* shown: how messages name the connection */
+    const char *first, *next; /* next takes the parameters, then the last key */
+    size_t page_size;         /* rows a full page holds */
+    double limit;             /* the connection's statement_timeout (s; 0: none) */
+} ns_pager_args;
+
+typedef struct ns_pager ns_pager;
+typedef struct ns_pager_vt {
+    size_t instance_size;
+    /* Connects and prepares both queries; *names and *ncols: the result's
+     * columns (owned by the pager). */
+    ns_status (*open)(ns_pager *p, const ns_pager_args *a, const char *const **names, size_t *ncols,
+                      ns_error *err);
+    /* The next page, after `last` (as its row's key was handed out; NULL:
+     * the first page); key[k]: the result column of key column k. */
+    ns_status (*fetch)(ns_pager *p, const char *const *params, size_t nparams, json_t *last,
+                       const size_t *key, size_t nkey, ns_page *page, ns_error *err);
+    /* Arms the watchdog around a fetch (ns__watchdog_arm with the pager's
+     * interrupt). */
+    void (*arm)(ns_pager *p, ns_watchdog *wd, double limit);
+    void (*close)(ns_pager *p);
+} ns_pager_vt;
+struct ns_pager {
+    const ns_pager_vt *vt;
+};
 
 /* The plugins of io/ (their registry is src/core/registry.c). A reader
  * plugin's impl is its ns_reader_vt; a writer plugin's an ns_writer_factory. */
@@ -295,12 +339,17 @@ extern const ns_plugin ns__plugin_http;
  */
 typedef struct ns_share {
     void *arg;
-    /* SQLite: the repository's sqlite3 * when `path` is its file, else NULL. */
-    void *(*sqlite)(void *arg, const char *path);
-    /* PostgreSQL: the repository's PGconn * when `conn` reaches its database
-     * as its user, else NULL. */
-    void *(*pg)(void *arg, void *conn);
+    /* The repository's connection (its driver's handle: an sqlite3 *, a
+     * PGconn *) when `url`, of `driver`, reaches the repository's own
+     * database as its user, else NULL. `conn` is the writer's connection
+     * to it when the answer needs one (PostgreSQL compares the server's
+     * identity), NULL when the URL says enough (an SQLite file). */
+    void *(*conn)(void *arg, const ns_db_driver *driver, const char *url, void *conn);
 } ns_share;
+
+/* The repository's connection for a writer opened with cfg, as ns_share
+ * answers (NULL: none, or cfg->share unset). */
+void *ns__writer_share(const ns_writer_cfg *cfg, void *conn);
 
 /* What a writer is created with, besides its plugin's configuration. */
 typedef struct ns_writer_args {
@@ -317,17 +366,17 @@ typedef struct ns_writer_factory {
                         ns_error *err);
 } ns_writer_factory;
 
-/* A table writer on the job's connection `conn`, SQLite or PostgreSQL by
- * its URL's scheme, opened on `table` (NULL: the connection only, for SQL
- * steps). */
+/* A table writer on the job's connection `conn`, of the driver its URL
+ * names, opened on `table` (NULL: the connection only, for SQL steps). */
 ns_status ns__table_open(const char *conn, const char *table, ns_write_mode mode,
                          const char *const *key, size_t nkey, const ns_writer_args *args,
                          ns_writer **out, ns_error *err);
-/* The same on a URL that is not one of the job's connections (the
- * repository's database); `shown` names it in messages. */
-ns_status ns__table_open_url(const char *url, const char *shown, const char *table,
-                             ns_write_mode mode, const char *const *key, size_t nkey,
-                             const ns_writer_args *args, ns_writer **out, ns_error *err);
+/* The same on a URL of `driver` that is not one of the job's connections
+ * (the repository's database); `shown` names it in messages. */
+ns_status ns__table_open_url(const ns_db_driver *driver, const char *url, const char *shown,
+                             const char *table, ns_write_mode mode, const char *const *key,
+                             size_t nkey, const ns_writer_args *args, ns_writer **out,
+                             ns_error *err);
 
 /* Instances: allocated with the vtable's instance_size, zeroed. */
 ns_status ns__reader_new(const ns_reader_vt *vt, ns_reader **out, ns_error *err);

@@ -1,68 +1,43 @@
 /*
- * reader_query.c - the `query` reader: the rows of an SQL query on SQLite or
- * PostgreSQL, read in pages by keyset ("greater than the last key seen",
- * never OFFSET), so a job may update the very columns its query filters on
- * without rows being skipped or read twice (docs/scenarios.md §4). The last key is
- * the restart position.
+ * reader_query.c - the `query` reader: the rows of an SQL query on any
+ * database with a driver, read in pages by keyset ("greater than the last
+ * key seen", never OFFSET), so a job may update the very columns its query
+ * filters on without rows being skipped or read twice (docs/scenarios.md
+ * §4). The last key is the restart position.
  *
  * Each page is
  *   SELECT * FROM (<sql>) AS ns_q WHERE (k1, k2) > (:last) ORDER BY k1, k2 LIMIT n
- * Job parameters appear in the SQL as :name and are bound, never pasted.
- * Key values keep their type in the position (SQLite orders integers before
- * text, so an integer key bound as text would page wrongly).
- *
- * On PostgreSQL the next page is asked for as soon as a page arrives, and a
- * thread receives it (libpq parsing the rows) while the job writes the
- * current one: receiving a page in the job's own thread left a COPY target
- * idle meanwhile. The thread alone touches the connection until joined.
+ * Job parameters appear in the SQL as :name and are bound, never pasted, in
+ * the driver's placeholders. This file builds the queries, checks the keys
+ * and keeps the position; the driver's pager (ns_pager_vt, src/db/<name>/)
+ * connects, runs them and hands each page back.
  */
 #include "io/io.h"
 
-#include <libpq-fe.h>
-#include <errno.h>
-#include <pthread.h>
-#include <sqlite3.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 typedef struct query_reader {
     ns_reader base;
-    bool pg;
-    sqlite3 *db;
-    sqlite3_stmt *first, *next; /* SQLite */
-    PGconn *c;                  /* PostgreSQL: statements prepared as ns_first/ns_next */
-    ns_watchdog *wd;            /* the run's, around each page's fetch */
-    ns_sqwait wait;             /* SQLite: its lock waits, cut short by the watchdog */
-    double limit;               /* the connection's statement_timeout */
-    ns_pg_cancel *cancel;
-    bool pending;  /* the next page's query is already sent */
-    bool fetching; /* ... and a thread is receiving its result */
-    pthread_t fetcher;
-    PGresult *ahead; /* what the fetcher received */
-    PGresult *res;   /* PostgreSQL: the current page (cells point into it) */
+    const ns_db_driver *driver;
+    ns_pager *pager;
+    ns_watchdog *wd; /* the run's, around each page's fetch */
+    double limit;    /* the connection's statement_timeout */
     char *shown;
     const char **params; /* values of the SQL's :name parameters, in order */
     size_t nparams;
-    char **names;
+    const char *const *names; /* the pager's */
     size_t ncols;
     size_t *key; /* result column of each key column */
     size_t nkey;
     json_t *last; /* key of the last row returned (array), NULL before the first */
     size_t page_size;
-    /* The current page: cells as text, NULL for SQL NULL; on SQLite also each
-     * row's key with its types (json arrays, owned). */
-    char **cells;
-    json_t **keys;
-    /* SQLite: per row, the first column whose text holds a NUL byte (+1;
-     * 0: none). SQLite stores such text; no C string, CSV or PostgreSQL
-     * text can carry it, so the row is rejected rather than cut short. */
-    size_t *nul;
-    size_t rows, row;
-    ns_arena page;
-    bool done; /* the last page was short: no more rows */
+    ns_page page; /* the current one */
+    size_t row;
+    bool fetched; /* a page was fetched */
+    bool done;    /* the last page was short: no more rows */
     int64_t count;
     ns_value *vals;
     ns_buf raw;
@@ -91,22 +66,6 @@ static const ns_key query_keys[] = {
      .hint = "the unique columns the rows are paged by (never OFFSET)"},
     {0}};
 
-static ns_status sq_fail(query_reader *r, ns_error *err, const char *what)
-{
-    return ns__err(err, NS_EDB, sqlite3_errstr(sqlite3_extended_errcode(r->db)), "%s: %s: %s",
-                   r->shown, what, sqlite3_errmsg(r->db));
-}
-
-static ns_status pg_fail(query_reader *r, PGresult *res, ns_error *err, const char *what)
-{
-    const char *m = res ? PQresultErrorMessage(res) : PQerrorMessage(r->c);
-    size_t len = strlen(m);
-    while (len && (m[len - 1] == '\n' || m[len - 1] == ' '))
-        len--;
-    return ns__err(err, NS_EDB, ns__pg_state(r->c, res), "%s: %s: %.*s", r->shown, what, (int)len,
-                   m);
-}
-
 /* The page queries: the first, and the one continuing after a key. */
 static ns_status build_sql(query_reader *r, const query_cfg *d, const ns_io_env *args, char **first,
                            char **next, ns_error *err)
@@ -115,8 +74,9 @@ static ns_status build_sql(query_reader *r, const query_cfg *d, const ns_io_env 
     char missing[128];
 
     /* :name -> $n / ?n, the values bound in that order, then the key's. */
+    ns_placeholder ph = r->driver->placeholder;
     ns_status st =
-        ns__sql_bind(d->sql, strlen(d->sql), r->pg, args->param_names, args->param_values,
+        ns__sql_bind(d->sql, strlen(d->sql), ph, args->param_names, args->param_values,
                      args->nparams, &inner, &r->params, &r->nparams, missing, sizeof(missing));
     if (st == NS_EPARAM)
         return ns__err(err, NS_EPARAM, NULL,
@@ -138,18 +98,18 @@ static ns_status build_sql(query_reader *r, const query_cfg *d, const ns_io_env 
             for (size_t k = 0; k < d->key.n; k++) {
                 if (k)
                     ns__buf_printf(&b, ", ");
-                ns__buf_ident(&b, d->key.v[k]);
+                ns__buf_quoted(&b, d->key.v[k], r->driver->quote);
             }
             ns__buf_printf(&b, ") > (");
             for (size_t k = 0; k < d->key.n; k++)
-                ns__buf_printf(&b, r->pg ? "%s$%zu" : "%s?%zu", k ? ", " : "", r->nparams + k + 1);
+                ns__buf_placeholder(&b, ph, k ? ", " : "", r->nparams + k + 1);
             ns__buf_printf(&b, ")");
         }
         ns__buf_printf(&b, " ORDER BY ");
         for (size_t k = 0; k < d->key.n; k++) {
             if (k)
                 ns__buf_printf(&b, ", ");
-            ns__buf_ident(&b, d->key.v[k]);
+            ns__buf_quoted(&b, d->key.v[k], r->driver->quote);
         }
         ns__buf_printf(&b, " LIMIT %zu", r->page_size);
         char *s = ns__strdup(ns__buf_cstr(&b));
@@ -188,114 +148,33 @@ static ns_status q_open(ns_reader *base, const void *cfg, const ns_io_env *env, 
     query_reader *r = (query_reader *)base;
     char *first = NULL, *next = NULL, *url = NULL;
     ns_status st;
-    struct {
-        const char *path, *shown;
-    } a, *args = &a;
 
-    if ((st = env->connection(env->ctx, d->connection, &url, &r->shown, err)) != NS_OK)
+    if ((st = env->connection(env->ctx, d->connection, &url, &r->shown, &r->driver, err)) != NS_OK)
         return st;
-    a.path = url;
-    a.shown = r->shown;
-    ns_db_kind kind = ns__db_kind(args->path);
-    if (kind == NS_DB_NONE) {
-        st = ns__err(err, NS_EUNSUPPORTED, NULL,
-                     "%s: unsupported database (use sqlite:PATH, postgresql://... or host=... "
-                     "dbname=...)",
-                     args->shown);
+    const ns_pager_vt *vt = r->driver ? r->driver->pager : NULL;
+    if (!vt) {
+        st = ns__err(err, NS_EUNSUPPORTED, NULL, "%s: the query reader cannot read this database",
+                     r->shown);
         goto out;
     }
-    r->pg = kind == NS_DB_PG;
     r->page_size = env->chunk < 100 ? 100 : env->chunk > 10000 ? 10000 : (size_t)env->chunk;
-    ns__arena_init(&r->page, 1 << 20);
+    r->wd = env->watchdog;
+    r->limit = env->stmt_limit ? env->stmt_limit(env->ctx, d->connection) : 0;
     if ((st = build_sql(r, d, env, &first, &next, err)) != NS_OK)
         goto out;
-    if (!r->pg) {
-        /* Read-write, not read-only: after a crash mid-commit the database
-         * may have a hot journal, which only a connection that may write can
-         * roll back. query_only keeps this one from writing anything else. */
-        struct stat sb;
-        if (stat(args->path + 7, &sb) != 0 && errno == ENOENT) {
-            st = ns__err(err, NS_EIO, NULL, "%s: the database file does not exist", args->shown);
-            goto out;
-        }
-        if (sqlite3_open_v2(args->path + 7, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
-                            NULL) != SQLITE_OK) {
-            st = sq_fail(r, err, "cannot open the database");
-            goto out;
-        }
-        /* Another connection's lock is waited for up to 30 s, or the
-         * connection's statement_timeout when shorter; a stop request ends
-         * the wait and the statement (the watchdog). */
-        r->wd = env->watchdog;
-        r->limit = env->stmt_limit ? env->stmt_limit(env->ctx, d->connection) : 0;
-        ns__sqwait_init(&r->wait, r->db, r->limit > 0 && r->limit < 30 ? r->limit : 30);
-        if (sqlite3_exec(r->db, "PRAGMA query_only = ON", NULL, NULL, NULL) != SQLITE_OK) {
-            st = sq_fail(r, err, "cannot open the database");
-            goto out;
-        }
-        if (sqlite3_prepare_v2(r->db, first, -1, &r->first, NULL) != SQLITE_OK ||
-            sqlite3_prepare_v2(r->db, next, -1, &r->next, NULL) != SQLITE_OK) {
-            st = sq_fail(r, err, "reader.query.sql");
-            goto out;
-        }
-        r->ncols = (size_t)sqlite3_column_count(r->first);
-        r->names = calloc(r->ncols ? r->ncols : 1, sizeof(*r->names));
-        for (size_t i = 0; r->names && i < r->ncols; i++) {
-            const char *name = sqlite3_column_name(r->first, (int)i); /* NULL: out of memory */
-            if (!name || !(r->names[i] = ns__strdup(name))) {
-                st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
-                goto out;
-            }
-        }
-    } else {
-        r->c = ns__pg_connect(args->path, "nightshift");
-        if (!r->c || PQstatus(r->c) != CONNECTION_OK) {
-            const char *m = r->c ? PQerrorMessage(r->c) : "out of memory";
-            size_t len = strlen(m);
-            while (len && (m[len - 1] == '\n' || m[len - 1] == ' '))
-                len--;
-            st = ns__err(err, NS_EDB, r->c ? ns__pg_connect_state(r->c) : NULL,
-                         "%s: cannot connect: %.*s", r->shown, (int)len, m);
-            goto out;
-        }
-        PQsetClientEncoding(r->c, "UTF8");
-        r->wd = env->watchdog;
-        r->limit = env->stmt_limit ? env->stmt_limit(env->ctx, d->connection) : 0;
-        if (!(r->cancel = ns__pg_cancel_new(r->c))) {
-            st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
-            goto out;
-        }
-        PGresult *res = PQprepare(r->c, "ns_first", first, 0, NULL);
-        if (PQresultStatus(res) == PGRES_COMMAND_OK) {
-            PQclear(res);
-            res = PQprepare(r->c, "ns_next", next, 0, NULL);
-        }
-        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-            st = pg_fail(r, res, err, "reader.query.sql");
-            PQclear(res);
-            goto out;
-        }
-        PQclear(res);
-        res = PQdescribePrepared(r->c, "ns_first");
-        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-            st = pg_fail(r, res, err, "reader.query.sql");
-            PQclear(res);
-            goto out;
-        }
-        r->ncols = (size_t)PQnfields(res);
-        r->names = calloc(r->ncols ? r->ncols : 1, sizeof(*r->names));
-        for (size_t i = 0; r->names && i < r->ncols; i++)
-            if (!(r->names[i] = ns__strdup(PQfname(res, (int)i)))) {
-                PQclear(res);
-                st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
-                goto out;
-            }
-        PQclear(res);
-    }
-    if (!r->names) {
+    if (!(r->pager = calloc(1, vt->instance_size))) {
         st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
         goto out;
     }
+    r->pager->vt = vt;
+    ns_pager_args a = {.url = url,
+                       .shown = r->shown,
+                       .first = first,
+                       .next = next,
+                       .page_size = r->page_size,
+                       .limit = r->limit};
+    if ((st = vt->open(r->pager, &a, &r->names, &r->ncols, err)) != NS_OK)
+        goto out;
     st = set_columns(r, d, err);
 out:
     free(first);
@@ -324,180 +203,36 @@ static ns_status q_seek(ns_reader *base, json_t *pos, ns_error *err)
     return NS_OK;
 }
 
-static void drop_page(query_reader *r)
-{
-    PQclear(r->res);
-    r->res = NULL;
-    for (size_t i = 0; r->keys && i < r->rows; i++)
-        json_decref(r->keys[i]);
-    r->keys = NULL;
-    r->nul = NULL;
-    r->cells = NULL;
-    r->rows = r->row = 0;
-    ns__arena_reset(&r->page);
-}
-
-/* The result of the query sent last (further results are drained). */
-static PGresult *receive(PGconn *c)
-{
-    PGresult *res = PQgetResult(c), *extra;
-    while ((extra = PQgetResult(c)) != NULL)
-        PQclear(extra);
-    return res;
-}
-
-static void *fetch_ahead(void *arg)
-{
-    query_reader *r = arg;
-    r->ahead = receive(r->c);
-    return NULL;
-}
-
-/* Reads the next page into r->cells. */
-static ns_status fetch(query_reader *r, ns_error *err)
-{
-    size_t nparams = r->nparams + (r->last ? r->nkey : 0);
-
-    drop_page(r);
-    if (!r->pg) {
-        sqlite3_stmt *st = r->last ? r->next : r->first;
-        sqlite3_reset(st);
-        for (size_t i = 0; i < r->nparams; i++)
-            sqlite3_bind_text(st, (int)i + 1, r->params[i], -1, SQLITE_STATIC);
-        for (size_t k = 0; r->last && k < r->nkey; k++) {
-            json_t *v = json_array_get(r->last, k);
-            int at = (int)(r->nparams + k) + 1;
-            if (json_is_integer(v))
-                sqlite3_bind_int64(st, at, json_integer_value(v));
-            else if (json_is_real(v))
-                sqlite3_bind_double(st, at, json_real_value(v));
-            else
-                sqlite3_bind_text(st, at, json_string_value(v), -1, SQLITE_TRANSIENT);
-        }
-        r->cells = ns__arena_alloc(&r->page, (r->page_size * r->ncols + 1) * sizeof(char *));
-        r->keys = ns__arena_alloc(&r->page, r->page_size * sizeof(json_t *));
-        r->nul = ns__arena_alloc(&r->page, r->page_size * sizeof(size_t));
-        if (!r->cells || !r->keys || !r->nul)
-            return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-        int rc;
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-            r->nul[r->rows] = 0;
-            for (size_t i = 0; i < r->ncols; i++) {
-                const unsigned char *t = sqlite3_column_text(st, (int)i);
-                size_t n = t ? (size_t)sqlite3_column_bytes(st, (int)i) : 0;
-                char *cell = t ? ns__arena_strndup(&r->page, (const char *)t, n) : NULL;
-                if (t && !cell) /* not NULL: a value lost */
-                    return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-                r->cells[r->rows * r->ncols + i] = cell;
-                if (t && !r->nul[r->rows] && memchr(t, '\0', n))
-                    r->nul[r->rows] = i + 1;
-            }
-            /* Keep each key's type for the next page's comparison. */
-            json_t *k = json_array();
-            for (size_t j = 0; j < r->nkey; j++) {
-                int c = (int)r->key[j];
-                int type = sqlite3_column_type(st, c);
-                json_array_append_new(
-                    k, type == SQLITE_INTEGER ? json_integer(sqlite3_column_int64(st, c))
-                       : type == SQLITE_FLOAT ? json_real(sqlite3_column_double(st, c))
-                       : type == SQLITE_NULL
-                           ? json_null()
-                           : json_string((const char *)sqlite3_column_text(st, c)));
-            }
-            if (!k || json_array_size(k) != r->nkey) {
-                json_decref(k);
-                return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-            }
-            r->keys[r->rows++] = k;
-        }
-        if (rc != SQLITE_DONE)
-            return sq_fail(r, err, "reader.query.sql");
-    } else {
-        PGresult *res;
-        if (r->fetching) {
-            pthread_join(r->fetcher, NULL);
-            res = r->ahead;
-            r->ahead = NULL;
-            r->fetching = r->pending = false;
-        } else if (r->pending) {
-            res = receive(r->c);
-            r->pending = false;
-        } else {
-            const char **v = calloc(nparams ? nparams : 1, sizeof(*v));
-            if (!v)
-                return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-            for (size_t i = 0; i < r->nparams; i++)
-                v[i] = r->params[i];
-            for (size_t k = 0; r->last && k < r->nkey; k++)
-                v[r->nparams + k] = json_string_value(json_array_get(r->last, k));
-            res = PQexecPrepared(r->c, r->last ? "ns_next" : "ns_first", (int)nparams, v, NULL,
-                                 NULL, 0);
-            free(v);
-        }
-        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-            ns_status s = pg_fail(r, res, err, "reader.query.sql");
-            PQclear(res);
-            return s;
-        }
-        r->rows = (size_t)PQntuples(res);
-        r->res = res; /* kept until the page is dropped: cells point into it */
-        r->cells = ns__arena_alloc(&r->page, (r->rows * r->ncols + 1) * sizeof(char *));
-        if (!r->cells)
-            return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-        for (size_t i = 0; i < r->rows; i++)
-            for (size_t j = 0; j < r->ncols; j++)
-                r->cells[i * r->ncols + j] =
-                    PQgetisnull(res, (int)i, (int)j) ? NULL : PQgetvalue(res, (int)i, (int)j);
-        /* A full page: ask for the next one now, after this page's last key. */
-        if (r->rows == r->page_size) {
-            const char **v = calloc(r->nparams + r->nkey, sizeof(*v));
-            if (!v)
-                return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-            for (size_t i = 0; i < r->nparams; i++)
-                v[i] = r->params[i];
-            for (size_t k = 0; k < r->nkey; k++)
-                v[r->nparams + k] = r->cells[(r->rows - 1) * r->ncols + r->key[k]];
-            r->pending = PQsendQueryPrepared(r->c, "ns_next", (int)(r->nparams + r->nkey), v, NULL,
-                                             NULL, 0) == 1;
-            free(v);
-            if (!r->pending)
-                return pg_fail(r, NULL, err, "reader.query.sql");
-            /* Without a thread, the page is received when needed. */
-            r->fetching = pthread_create(&r->fetcher, NULL, fetch_ahead, r) == 0;
-        }
-    }
-    r->done = r->rows < r->page_size;
-    return NS_OK;
-}
-
 static ns_status q_next(ns_reader *base, ns_record *out, bool *eof, ns_error *err)
 {
     query_reader *r = (query_reader *)base;
     ns_status st;
 
-    if (r->row >= r->rows) {
-        if (r->done && r->cells) {
+    if (r->row >= r->page.rows) {
+        if (r->done && r->fetched) {
             *eof = true;
             return NS_OK;
         }
-        if (r->pg)
-            ns__watchdog_arm(r->wd, r->limit, ns__pg_interrupt, r->cancel);
-        else
-            ns__sqwait_arm(&r->wait, r->wd, r->limit);
-        st = ns__watchdog_end(r->wd, fetch(r, err), err, r->shown, "a page of the query", r->limit);
+        r->pager->vt->arm(r->pager, r->wd, r->limit);
+        st = r->pager->vt->fetch(r->pager, r->params, r->nparams, r->last, r->key, r->nkey,
+                                 &r->page, err);
+        st = ns__watchdog_end(r->wd, st, err, r->shown, "a page of the query", r->limit);
         if (st != NS_OK)
             return st;
-        if (r->rows == 0) {
+        r->row = 0;
+        r->fetched = true;
+        r->done = r->page.rows < r->page_size;
+        if (r->page.rows == 0) {
             r->done = true;
             *eof = true;
             return NS_OK;
         }
     }
-    char **row = &r->cells[r->row * r->ncols];
-    size_t nul = r->nul ? r->nul[r->row] : 0;
+    char **row = &r->page.cells[r->row * r->ncols];
+    size_t nul = r->page.nul ? r->page.nul[r->row] : 0;
     json_t *key;
-    if (r->keys) {
-        key = json_incref(r->keys[r->row]);
+    if (r->page.keys) {
+        key = json_incref(r->page.keys[r->row]);
     } else {
         key = json_array();
         for (size_t k = 0; k < r->nkey; k++)
@@ -560,24 +295,16 @@ static void q_progress(ns_reader *base, int64_t *done, int64_t *total)
 static void q_close(ns_reader *base)
 {
     query_reader *r = (query_reader *)base;
-    if (r->fetching)
-        pthread_join(r->fetcher, NULL);
-    PQclear(r->ahead);
-    drop_page(r);
-    sqlite3_finalize(r->first);
-    sqlite3_finalize(r->next);
-    sqlite3_close_v2(r->db);
-    PQfinish(r->c);
-    ns__pg_cancel_free(r->cancel);
-    for (size_t i = 0; r->names && i < r->ncols; i++)
-        free(r->names[i]);
-    free(r->names);
+    if (r->pager) {
+        if (r->pager->vt)
+            r->pager->vt->close(r->pager);
+        free(r->pager);
+    }
     free(r->key);
     free(r->vals);
     free(r->params);
     free(r->shown);
     json_decref(r->last);
-    ns__arena_free(&r->page);
     ns__buf_free(&r->raw);
 }
 

@@ -1,7 +1,7 @@
 /*
  * table.c - the `table` writer plugin: writer: {table: {connection, name,
- * mode, key}}. The connection's URL scheme picks the driver (table_sqlite.c,
- * table_pg.c); both hold the checkpoint in the chunk's own transaction.
+ * mode, key}}. The connection's driver (src/db/<name>/) brings the writer;
+ * each holds the checkpoint in the chunk's own transaction.
  */
 #include "io/io.h"
 
@@ -48,37 +48,20 @@ static ns_status table_check(void *cfg, ns_key_ctx *ctx)
     return NS_OK;
 }
 
-static const ns_writer_vt *driver(const char *url)
+ns_status ns__table_open_url(const ns_db_driver *driver, const char *url, const char *shown,
+                             const char *table, ns_write_mode mode, const char *const *key,
+                             size_t nkey, const ns_writer_args *args, ns_writer **out,
+                             ns_error *err)
 {
-    ns_db_kind kind = ns__db_kind(url);
-    if (kind == NS_DB_SQLITE)
-        return &ns__writer_table_sqlite;
-    if (kind == NS_DB_PG)
-        return &ns__writer_table_pg;
-    return NULL;
-}
-
-ns_status ns__table_open_url(const char *url, const char *shown, const char *table,
-                             ns_write_mode mode, const char *const *key, size_t nkey,
-                             const ns_writer_args *args, ns_writer **out, ns_error *err)
-{
-    const ns_writer_vt *vt = driver(url);
+    const ns_writer_vt *vt = driver ? driver->table : NULL;
     ns_writer *w = NULL;
     ns_status st;
     if (!vt)
-        return ns__err(err, NS_EUNSUPPORTED, NULL,
-                       "%s: unsupported target (use sqlite:PATH, postgresql://... or "
-                       "host=... dbname=...)",
-                       shown);
-    const ns_share *sh = args->share;
+        return ns__err(err, NS_EUNSUPPORTED, NULL, "%s: no table writer for this database", shown);
     ns_writer_cfg cfg = {.url = url,
                          .conn_name = shown,
-                         .shared = sh && sh->sqlite && vt == &ns__writer_table_sqlite
-                                       ? sh->sqlite(sh->arg, url + 7)
-                                       : NULL,
-                         .share = sh ? sh->pg : NULL,
-                         .share_arg = sh ? sh->arg : NULL,
-                         .own = !sh,
+                         .driver = driver,
+                         .share = args->share,
                          .lease = args->lease,
                          .table = table,
                          .watchdog = args->env ? args->env->watchdog : NULL,
@@ -90,6 +73,7 @@ ns_status ns__table_open_url(const char *url, const char *shown, const char *tab
                          .ncolumns = args->ncolumns};
     if ((st = ns__writer_new(vt, &w, err)) != NS_OK)
         return st;
+    w->driver = driver;
     if ((st = vt->open(w, &cfg, err)) != NS_OK) {
         ns__writer_free(w);
         return st;
@@ -104,11 +88,12 @@ ns_status ns__table_open(const char *conn, const char *table, ns_write_mode mode
 {
     const ns_io_env *env = args->env;
     char *url = NULL, *where = NULL;
-    ns_status st = env->connection(env->ctx, conn, &url, &where, err);
+    const ns_db_driver *driver = NULL;
+    ns_status st = env->connection(env->ctx, conn, &url, &where, &driver, err);
     ns_writer_args a = *args;
     a.stmt_limit = env->stmt_limit ? env->stmt_limit(env->ctx, conn) : 0;
     if (st == NS_OK)
-        st = ns__table_open_url(url, where, table, mode, key, nkey, &a, out, err);
+        st = ns__table_open_url(driver, url, where, table, mode, key, nkey, &a, out, err);
     free(url);
     free(where);
     return st;

@@ -10,33 +10,17 @@
 #include <string.h>
 #include <unistd.h>
 
-static ns_status repo_open(const char *url, bool readonly, ns_repo **out, ns_error *err)
+ns_status ns__repo_open(const ns_repo_vt *vt, const char *url, bool readonly, ns_repo **out,
+                        ns_error *err)
 {
-    const ns_repo_vt *vt = NULL;
     ns_repo *r;
     ns_status st;
 
-    if (!url || !*url)
-        url = "sqlite:nightshift.db";
-    ns_db_kind kind = ns__db_kind(url);
-    if (kind == NS_DB_SQLITE)
-        vt = &ns__repo_sqlite;
-    else if (kind == NS_DB_PG)
-        vt = &ns__repo_pg;
     if (!(r = calloc(1, sizeof(*r))) || !(r->url = ns__strdup(url))) {
         free(r);
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     }
     ns__secrets_add_url(&r->secrets, url);
-    if (!vt) {
-        char shown[512];
-        ns__db_shown(url, shown, sizeof(shown));
-        st = ns__err(err, NS_EINVAL, NULL,
-                     "repository '%s': unsupported URL (use sqlite:PATH, postgresql://... or "
-                     "host=... dbname=...)",
-                     shown);
-        goto fail;
-    }
     r->vt = vt;
     r->readonly = readonly;
     if ((st = vt->open(r, url, err)) != NS_OK)
@@ -50,16 +34,6 @@ fail:
     free(r->url);
     free(r);
     return st;
-}
-
-ns_status ns_repo_open(const char *url, ns_repo **out, ns_error *err)
-{
-    return repo_open(url, false, out, err);
-}
-
-ns_status ns_repo_open_readonly(const char *url, ns_repo **out, ns_error *err)
-{
-    return repo_open(url, true, out, err);
 }
 
 void ns_repo_set_lease(ns_repo *r, double seconds)

@@ -2,7 +2,8 @@
  * repo.h - the job repository interface (docs/internals.md, "Job repository (SQLite)").
  *
  * A repository backend is a vtable; ns_repo is an instance whose first
- * member points to it. The SQLite backend lives in sqlite.c. The decision of
+ * member points to it. Each backend lives with its driver (src/db/<name>/
+ * repo.c). The decision of
  * what a launch does (start, restart, refuse, recover a dead execution) is
  * backend-independent and lives in repo.c; backends supply the atomic
  * transaction around it.
@@ -126,6 +127,11 @@ typedef struct ns_repo_vt {
     int version;
     ns_status (*open)(ns_repo *r, const char *url, ns_error *err);
     void (*close)(ns_repo *r);
+    /* Its connection (an sqlite3 *, a PGconn *) when `url` of its own
+     * driver reaches its database as its user, so a table writer can share
+     * its transactions (ns_share); else NULL. `conn`: the writer's own
+     * connection to `url`, when the answer needs one. */
+    void *(*shared)(ns_repo *r, const char *url, void *conn);
     ns_status (*launch)(ns_repo *r, const ns_launch_req *req, ns_launch_res *res, ns_error *err);
     ns_status (*exec_info)(ns_repo *r, int64_t id, ns_exec_info *out, ns_error *err);
     ns_status (*exec_status)(ns_repo *r, int64_t id, ns_batch_status status, const char *exit_code,
@@ -209,8 +215,11 @@ struct ns_repo {
  * one of them. */
 ns_status ns__repo_running(ns_repo *r, const char *job, int *n, int64_t *id, ns_error *err);
 
-extern const ns_repo_vt ns__repo_sqlite;
-extern const ns_repo_vt ns__repo_pg;
+/* Opens the repository at `url` with its driver's backend (the public
+ * ns_repo_open finds it: src/core/registry.c); the URL's password is kept
+ * out of every message. */
+ns_status ns__repo_open(const ns_repo_vt *vt, const char *url, bool readonly, ns_repo **out,
+                        ns_error *err);
 
 /*
  * JSON of `show`/`list`, the same for every backend. Backends pass each row
@@ -234,12 +243,5 @@ void ns__json_exec_param(json_t *exec, const char *const *cols);
 json_t *ns__json_step(const char *const *cols);
 /* Serialises (and releases) v into a malloc'd string. */
 ns_status ns__json_dump(json_t *v, char **out, ns_error *err);
-
-/* When the repository is an SQLite file and `path` is the same file, its
- * connection (sqlite3 *), so a writer can share its transactions; else NULL. */
-void *ns__repo_sqlite_shared(ns_repo *r, const char *path);
-/* When the repository is PostgreSQL and `conn` (a PGconn *) reaches the same
- * database as the same user, the repository's connection; else NULL. */
-void *ns__repo_pg_shared(ns_repo *r, void *conn);
 
 #endif

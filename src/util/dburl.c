@@ -1,46 +1,40 @@
 /*
- * dburl.c - which database a connection string names, and how to show one.
+ * dburl.c - which database driver a connection string names, and how to
+ * show one.
  *
  * The one place a connection string is classified (the repository, a
- * job's connections, the table writer and the query reader all ask here),
- * so that every form accepted in one place is accepted in all: sqlite:PATH,
- * postgresql:// and postgres:// URIs, and libpq keyword/value strings
- * ("host=db port=5432 dbname=app user=me password=..."), which every psql
- * user knows.
+ * job's connections, the table writer and the query reader all ask here,
+ * through the registry's drivers), so that every form accepted in one
+ * place is accepted in all. Each driver says which strings are its own;
+ * the first that accepts one has it.
  */
-#include "util.h"
+#include "util/keys.h"
 
-#include <ctype.h>
 #include <string.h>
 
-/* "keyword =" at p (libpq's keywords: letters and underscores). */
-static bool keyword_at(const char *p)
+const ns_db_driver *ns__db_find(const ns_registry *r, const char *url)
 {
-    const char *k = p;
-    while (*k && (isalpha((unsigned char)*k) || *k == '_'))
-        k++;
-    if (k == p)
-        return false;
-    while (*k == ' ' || *k == '\t')
-        k++;
-    return *k == '=';
+    if (!url || !r)
+        return NULL;
+    for (size_t i = 0; i < r->ndrivers; i++)
+        if (r->drivers[i]->accepts(url))
+            return r->drivers[i]->version == NS_DRIVER_VERSION ? r->drivers[i] : NULL;
+    return NULL;
 }
 
-ns_db_kind ns__db_kind(const char *url)
+void ns__db_forms(const ns_registry *r, char *out, size_t n)
 {
-    if (!url)
-        return NS_DB_NONE;
-    if (strncmp(url, "sqlite:", 7) == 0)
-        return NS_DB_SQLITE;
-    if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0)
-        return NS_DB_PG;
-    const char *p = url;
-    while (*p == ' ' || *p == '\t' || *p == '\n')
-        p++;
-    /* A URI of another scheme is not a keyword string: "mysql://u@h/db?a=b" */
-    if (strstr(url, "://"))
-        return NS_DB_NONE;
-    return keyword_at(p) ? NS_DB_PG : NS_DB_NONE;
+    size_t at = 0;
+    if (!n)
+        return;
+    out[0] = '\0';
+    for (size_t i = 0; r && i < r->ndrivers && at < n; i++) {
+        const char *sep = i == 0 ? "" : i + 1 == r->ndrivers ? " or " : ", ";
+        int k = snprintf(out + at, n - at, "%s%s", sep, r->drivers[i]->forms);
+        if (k < 0)
+            break;
+        at += (size_t)k;
+    }
 }
 
 void ns__db_shown(const char *url, char *out, size_t n)

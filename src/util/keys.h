@@ -113,10 +113,53 @@ typedef struct ns_plugin {
     const void *impl;
 } ns_plugin;
 
+/*
+ * A database driver: what nightshift needs of one database family, found by
+ * a connection string's form (sqlite:PATH, postgresql://..., mysql://...).
+ * Each is a folder src/db/<name>/ and a line in src/core/registry.c
+ * (CONTRIBUTING.md, "Database drivers"). Its vtables are declared where
+ * their users are (io/io.h, repo/repo.h); here they are only named.
+ */
+struct ns_writer_vt;
+struct ns_pager_vt;
+struct ns_repo_vt;
+
+#define NS_DRIVER_VERSION 1
+typedef struct ns_db_driver {
+    const char *name; /* "sqlite", "postgresql", "mysql" */
+    int version;      /* NS_DRIVER_VERSION: checked when found */
+    /* How its connection strings are written, for messages ("sqlite:PATH"). */
+    const char *forms;
+    /* Whether a connection string is one of this driver's. */
+    bool (*accepts)(const char *url);
+    /* Where a URL's local file path starts (sqlite: 7), resolved against
+     * the launch directory; 0: its URLs name no local file. */
+    size_t path_at;
+    ns_placeholder placeholder;
+    char quote; /* how an identifier is quoted: '"' (standard SQL), '`' (MySQL) */
+    /* The table writer, which is also the SQL connection of the sql,
+     * assert, rebuild and compare steps (ns_writer_vt.sql). */
+    const struct ns_writer_vt *table;
+    /* The query reader's pages (io/io.h). */
+    const struct ns_pager_vt *pager;
+    /* The job repository on it (repo/repo.h); NULL: it cannot hold one. */
+    const struct ns_repo_vt *repo;
+} ns_db_driver;
+
 typedef struct ns_registry {
     const ns_plugin *const *plugins;
     size_t n;
+    const ns_db_driver *const *drivers;
+    size_t ndrivers;
 } ns_registry;
+
+/* The driver whose connection strings `url` is written as; NULL when none
+ * (or of another version). The one place a connection string is classified
+ * (util/dburl.c). */
+const ns_db_driver *ns__db_find(const ns_registry *r, const char *url);
+/* The forms the registry's drivers take, for a message: "sqlite:PATH,
+ * postgresql://... or mysql://...". */
+void ns__db_forms(const ns_registry *r, char *out, size_t n);
 
 /* The plugin of a kind by name, NULL when none (or of another version). */
 const ns_plugin *ns__plugin_find(const ns_registry *r, ns_plugin_kind kind, const char *name);

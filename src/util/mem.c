@@ -160,13 +160,18 @@ ns_status ns__buf_printf(ns_buf *b, const char *fmt, ...)
 
 void ns__buf_ident(ns_buf *b, const char *name)
 {
-    ns__buf_putc(b, '"');
+    ns__buf_quoted(b, name, '"');
+}
+
+void ns__buf_quoted(ns_buf *b, const char *name, char q)
+{
+    ns__buf_putc(b, q);
     for (const char *p = name; *p; p++) {
-        if (*p == '"')
-            ns__buf_putc(b, '"');
+        if (*p == q)
+            ns__buf_putc(b, q);
         ns__buf_putc(b, *p);
     }
-    ns__buf_putc(b, '"');
+    ns__buf_putc(b, q);
 }
 
 void ns__buf_free(ns_buf *b)

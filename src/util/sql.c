@@ -121,7 +121,7 @@ size_t ns__sql_split(const char *sql, bool (*fn)(void *arg, const char *stmt, si
 typedef struct binder {
     const char *sql;
     size_t len, done;
-    bool pg;
+    ns_placeholder ph;
     const char *const *names, *const *values;
     size_t n;
     ns_buf *out;
@@ -131,6 +131,16 @@ typedef struct binder {
     size_t missing_len;
     ns_status st;
 } binder;
+
+void ns__buf_placeholder(ns_buf *b, ns_placeholder ph, const char *sep, size_t n)
+{
+    if (ph == NS_PH_DOLLAR)
+        ns__buf_printf(b, "%s$%zu", sep, n);
+    else if (ph == NS_PH_QNUM)
+        ns__buf_printf(b, "%s?%zu", sep, n);
+    else
+        ns__buf_printf(b, "%s?", sep);
+}
 
 static bool bind_one(void *arg, size_t at, size_t len)
 {
@@ -154,19 +164,19 @@ static bool bind_one(void *arg, size_t at, size_t len)
     b->vals = v;
     v[b->nvals++] = value;
     ns__buf_append(b->out, b->sql + b->done, at - 1 - b->done);
-    ns__buf_printf(b->out, b->pg ? "$%zu" : "?%zu", b->nvals);
+    ns__buf_placeholder(b->out, b->ph, "", b->nvals);
     b->done = at + len;
     return true;
 }
 
-ns_status ns__sql_bind(const char *stmt, size_t len, bool pg, const char *const *names,
+ns_status ns__sql_bind(const char *stmt, size_t len, ns_placeholder ph, const char *const *names,
                        const char *const *values, size_t n, ns_buf *out, const char ***vals,
                        size_t *nvals, char *missing, size_t missing_len)
 {
     char *copy = ns__strndup(stmt, len);
     if (!copy)
         return NS_ENOMEM;
-    binder b = {copy, len, 0, pg, names, values, n, out, NULL, 0, missing, missing_len, NS_OK};
+    binder b = {copy, len, 0, ph, names, values, n, out, NULL, 0, missing, missing_len, NS_OK};
     out->len = 0;
     ns__sql_params(copy, bind_one, &b);
     if (b.st == NS_OK && ns__buf_append(out, copy + b.done, len - b.done) != NS_OK)

@@ -86,10 +86,6 @@ bool ns__has_secret(const ns_secrets *s, const char *text, size_t n);
 
 /* ----------------------------------------- connection strings (dburl.c) */
 
-typedef enum ns_db_kind { NS_DB_NONE, NS_DB_SQLITE, NS_DB_PG } ns_db_kind;
-/* Which database a connection string names: sqlite:PATH; a postgresql:// or
- * postgres:// URI, or a libpq keyword/value string ("host=h dbname=d"). */
-ns_db_kind ns__db_kind(const char *url);
 /* The connection string for a message: every password in it (URI userinfo,
  * ?password=, keyword password=, quoted or not) as "***". */
 void ns__db_shown(const char *url, char *out, size_t n);
@@ -132,6 +128,8 @@ void ns__buf_json_string(ns_buf *b, const char *p, size_t n);
 ns_status ns__buf_printf(ns_buf *b, const char *fmt, ...) NS_PRINTF(2, 3);
 /* Appends an SQL identifier, double-quoted ("a""b" for a"b). */
 void ns__buf_ident(ns_buf *b, const char *name);
+/* The same quoted with q (MySQL's identifiers: '`'), q inside doubled. */
+void ns__buf_quoted(ns_buf *b, const char *name, char q);
 void ns__buf_free(ns_buf *b);
 /* NUL-terminates (not counted in len); returns data or "" when empty. */
 const char *ns__buf_cstr(ns_buf *b);
@@ -257,22 +255,6 @@ void ns__watchdog_stop_now(ns_watchdog *w);
 
 /* ------------------------------------------ SQLite waits (sqwait.c) */
 
-/* An SQLite connection's wait for another connection's lock: up to `limit`
- * seconds, ended at once when the watchdog cuts the call short (a stop
- * request, a statement_timeout). Lives as long as the connection. */
-struct sqlite3;
-typedef struct ns_sqwait {
-    struct sqlite3 *db;
-    double limit, since;
-    atomic_int cut;
-} ns_sqwait;
-/* Installs the busy handler on db (replacing its busy timeout). */
-void ns__sqwait_init(ns_sqwait *q, struct sqlite3 *db, double limit);
-/* Arms the watchdog for a call on q's connection (disarm as usual). */
-void ns__sqwait_arm(ns_sqwait *q, ns_watchdog *wd, double limit);
-/* The watchdog's ns_interrupt_fn for it. */
-void ns__sqwait_interrupt(void *arg, int level);
-
 /* ----------------------------------------------- retries (retry.c) */
 
 /* A step's retry policy (docs/jobs.md, "retry"): how often a failed chunk
@@ -301,35 +283,17 @@ void ns__retry_reconnecting(ns_error *e);
 /* The wait before try number `attempt` (1: the first retry), in seconds. */
 double ns__retry_delay(const ns_retry *r, int64_t attempt, uint64_t *seed);
 
-/* The SQLSTATE of a libpq failure (res may be NULL): the server's, else
- * 08006 (a failure the server did not send is the connection's). */
-struct pg_conn;
-struct pg_result;
-const char *ns__pg_state(struct pg_conn *c, const struct pg_result *res);
-/* Connects to a PostgreSQL URL with nightshift's defaults, which the URL may
- * override: connect_timeout 10 s, TCP keepalives after 30 s idle, every
- * 10 s, 3 unanswered (docs/operations.md, "Timeouts"). NULL only when out
- * of memory; check PQstatus. */
-#define NS_PG_CONNECT_TIMEOUT "10"
-/* The SQLSTATE of a connection attempt that failed. libpq keeps none (the
- * server's ErrorResponse during startup reaches only the message), so the
- * server's words are recognised (28P01 a wrong password, 28000, 3D000 no
- * such database, 42501, 53300, 57P03); anything else (a host that does not
- * resolve, a refused or timed-out connection, another locale's words) is
- * NS_CONNECT. Neither is "connection lost": a connection never made in
- * this execution is not retried (retry.c), one lost later is (08*). */
-const char *ns__pg_connect_state(struct pg_conn *c);
-struct pg_conn *ns__pg_connect(const char *url, const char *app);
-/* What the watchdog needs to cut short a call blocked on connection c: its
- * cancel key and socket (NULL when out of memory). ns__pg_interrupt is its
- * ns_interrupt_fn: level 1 sends a cancel request (from a thread of its
- * own), level 2 shuts the socket down. */
-typedef struct ns_pg_cancel ns_pg_cancel;
-ns_pg_cancel *ns__pg_cancel_new(struct pg_conn *c);
-void ns__pg_cancel_free(ns_pg_cancel *k);
-void ns__pg_interrupt(void *arg, int level);
-
 /* ------------------------------------------------- SQL text (sql.c) */
+
+/* How a driver's SQL writes the n-th bound parameter. */
+typedef enum ns_placeholder {
+    NS_PH_DOLLAR, /* $1 (PostgreSQL) */
+    NS_PH_QNUM,   /* ?1 (SQLite) */
+    NS_PH_QMARK   /* ? (MySQL: one value per occurrence, in order) */
+} ns_placeholder;
+
+/* Appends `sep` and the placeholder of parameter n (1: the first). */
+void ns__buf_placeholder(ns_buf *b, ns_placeholder ph, const char *sep, size_t n);
 
 /*
  * The :name parameters of an SQL text, in order of appearance (strings,
@@ -344,12 +308,13 @@ void ns__sql_params(const char *sql, bool (*fn)(void *arg, size_t at, size_t len
 size_t ns__sql_split(const char *sql, bool (*fn)(void *arg, const char *stmt, size_t len),
                      void *arg);
 /*
- * Rewrites one statement's :name parameters as placeholders ($1 on
- * PostgreSQL, ?1 on SQLite) into *out, and lists their values in order
+ * Rewrites one statement's :name parameters as placeholders of style `ph`
+ * into *out, and lists their values in order of appearance (a name used
+ * twice is two values: `?` placeholders take one each)
  * (*vals, malloc'd; the strings are borrowed from `values`). NS_EPARAM with
  * the name in `missing` when a parameter has no value.
  */
-ns_status ns__sql_bind(const char *stmt, size_t len, bool pg, const char *const *names,
+ns_status ns__sql_bind(const char *stmt, size_t len, ns_placeholder ph, const char *const *names,
                        const char *const *values, size_t n, ns_buf *out, const char ***vals,
                        size_t *nvals, char *missing, size_t missing_len);
 #endif

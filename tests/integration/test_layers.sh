@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The layering of src/ (docs/internals.md, "Modules"): modules include one
-# another along util <- config, io, repo; io <- proc; everything <- core, with
-# no circle, and no reader, writer or processor sees the job loader: by what
+# another along util <- config, io, repo; io <- proc; io, repo <- db (the
+# database drivers, a folder each: none includes another's); everything <-
+# core, with no circle; no reader, writer or processor sees the job loader,
+# and nothing below core sees a driver (the run hands one down): by what
 # the compiler reads (gcc -MM, every header each file pulls in, transitively),
 # not by what the source says it includes.
 source "$(dirname "$0")/lib.sh"
 cd "$NS_SRC"
 command -v gcc > /dev/null || fail "gcc is needed to list what each file includes"
-flags="-Iinclude -Isrc $(pkg-config --cflags libpq sqlite3 yaml-0.1 lua5.4 jansson libxxhash 2> /dev/null || true)"
-for f in src/*/*.c; do
+flags="-Iinclude -Isrc $(pkg-config --cflags libpq libmariadb sqlite3 yaml-0.1 lua5.4 jansson libxxhash 2> /dev/null || true)"
+for f in src/*/*.c src/db/*/*.c; do
     # shellcheck disable=SC2086
     gcc -MM $flags "$f" 2> "$T/mm.err" | tr -d '\\\n' | sed 's/^[^:]*://' | tr -s ' ' '\n' |
         sed "s|^|$f |" || { cat "$T/mm.err" >&2; fail "gcc -MM $f"; }
@@ -23,13 +25,21 @@ for line in open(sys.argv[1]):
     if len(parts) != 2 or not parts[1].startswith("src/"):
         continue
     f, dep = parts
-    a, b = f.split("/")[1], dep.split("/")[1]
+    # src/db/pg/table.c is module db/pg; src/db/db.h is module db
+    def module(path):
+        p = path.split("/")
+        return "/".join(p[1:3]) if p[1] == "db" and len(p) > 3 else p[1]
+    a, b = module(f), module(dep)
     if a != b:
         mods[a].add(b)
     if a in ("io", "proc") and b == "config":
         bad.append(f"{f} pulls in {dep}")
+    if b.startswith("db") and not a.startswith("db") and a != "core":
+        bad.append(f"{f} pulls in {dep} (a driver: only core picks one)")
+    if a.startswith("db/") and b.startswith("db/") and a != b:
+        bad.append(f"{f} pulls in {dep} (another driver's)")
 if bad:
-    sys.exit("FAIL: a plugin sees the job loader:\n  " + "\n  ".join(bad))
+    sys.exit("FAIL: a layer is crossed:\n  " + "\n  ".join(bad))
 # No circle among modules (depth-first search for a back edge).
 state, path = {}, []
 def visit(m):

@@ -8,7 +8,8 @@
 #include <cmocka.h>
 
 #include "io/io.h"
-#include "io/table_pg.h"
+#include "db/pg/pg.h"
+#include "db/sqlite/sqlite.h"
 
 #include <libpq-fe.h>
 #include <stdio.h>

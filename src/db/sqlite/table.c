@@ -1,5 +1,5 @@
 /*
- * table_sqlite.c - the `table` writer on an SQLite target.
+ * table.c - the `table` writer on an SQLite target.
  *
  * Input fields are mapped to the table's columns by name before anything
  * runs. Each value is checked against its column's declared type and NOT
@@ -13,7 +13,7 @@
  * The checkpoint (docs/internals.md, "Exactly-once restart") is a row of nightshift_checkpoint in
  * the target, written in the chunk's own transaction.
  */
-#include "io/io.h"
+#include "db/sqlite/sqlite.h"
 
 #include <errno.h>
 #include <sqlite3.h>
@@ -246,10 +246,11 @@ static ns_status sw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
     w->limit = cfg->stmt_limit;
     if (!w->where || (cfg->table && !w->table))
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-    if (cfg->shared) {
+    sqlite3 *shared = ns__writer_share(cfg, NULL);
+    if (shared) {
         /* The repository's connection: its 30 s wait, which a stop request
          * now ends too (given back at close). */
-        w->db = cfg->shared;
+        w->db = shared;
         base->shared = true;
         ns__sqwait_init(&w->wait, w->db, 30);
     } else {
@@ -607,8 +608,8 @@ static ns_status prepare_bound(sqlite_writer *w, const char *stmt, size_t len, s
     const char **vals = NULL;
     size_t nvals = 0;
     char missing[128];
-    ns_status st = ns__sql_bind(stmt, len, false, args->names, args->values, args->n, &text, &vals,
-                                &nvals, missing, sizeof(missing));
+    ns_status st = ns__sql_bind(stmt, len, NS_PH_QNUM, args->names, args->values, args->n, &text,
+                                &vals, &nvals, missing, sizeof(missing));
     if (st == NS_EPARAM)
         return ns__err(err, NS_EPARAM, NULL, "%s: statement %zu: :%s has no value", w->where, no,
                        missing);

@@ -1,7 +1,7 @@
 /*
- * table_pg_check.c - a conservative client-side reading of a table's CHECK
+ * check.c - a conservative client-side reading of a table's CHECK
  * constraints, so that a row that may violate one is held out of the
- * chunk's COPY and tried on its own (table_pg_copy.c), instead of failing
+ * chunk's COPY and tried on its own (copy.c), instead of failing
  * a COPY of thousands of rows and being isolated by re-sending them.
  *
  * The text is pg_get_constraintdef()'s, which prints one regular form:
@@ -28,7 +28,7 @@
  * ({true, false, null}); a row is held when false is in it. So a wrong
  * guess costs a row tried on its own; the server decides every row.
  */
-#include "io/table_pg.h"
+#include "db/pg/pg.h"
 
 #include <ctype.h>
 #include <math.h>

@@ -1,16 +1,44 @@
 /*
- * table_pg.h - what the files of the PostgreSQL table writer share:
- * table_pg.c (catalog, open, checkpoint, commit), table_pg_copy.c (COPY,
- * isolation of bad rows, the Bloom filter of keys), table_pg_merge.c
- * (staging and merge for upsert and update), table_pg_sql.c (the SQL
- * connection's methods: exec, query, cursor). Private to src/io.
+ * pg.h - what the files of the PostgreSQL backend share: the connection
+ * (conn.c: connect, SQLSTATEs, cancel), the table writer (table.c: catalog,
+ * open, checkpoint, commit; copy.c: COPY, isolation of bad rows, the Bloom
+ * filter of keys; merge.c: staging and merge for upsert and update; check.c:
+ * the checks a row must pass before COPY; sql.c: the SQL connection's
+ * methods: exec, query, cursor), the query reader's pages (driver.c) and the
+ * job repository (repo.c). Private to src/db/pg.
  */
-#ifndef NS_TABLE_PG_H
-#define NS_TABLE_PG_H
+#ifndef NS_DB_PG_H
+#define NS_DB_PG_H
 
 #include "io/io.h"
 
 #include <libpq-fe.h>
+
+/* The SQLSTATE of a libpq failure (res may be NULL): the server's, else
+ * 08006 (a failure the server did not send is the connection's). */
+const char *ns__pg_state(struct pg_conn *c, const struct pg_result *res);
+/* Connects to a PostgreSQL URL with nightshift's defaults, which the URL may
+ * override: connect_timeout 10 s, TCP keepalives after 30 s idle, every
+ * 10 s, 3 unanswered (docs/operations.md, "Timeouts"). NULL only when out
+ * of memory; check PQstatus. */
+#define NS_PG_CONNECT_TIMEOUT "10"
+/* The SQLSTATE of a connection attempt that failed. libpq keeps none (the
+ * server's ErrorResponse during startup reaches only the message), so the
+ * server's words are recognised (28P01 a wrong password, 28000, 3D000 no
+ * such database, 42501, 53300, 57P03); anything else (a host that does not
+ * resolve, a refused or timed-out connection, another locale's words) is
+ * NS_CONNECT. Neither is "connection lost": a connection never made in
+ * this execution is not retried (retry.c), one lost later is (08*). */
+const char *ns__pg_connect_state(struct pg_conn *c);
+struct pg_conn *ns__pg_connect(const char *url, const char *app);
+/* What the watchdog needs to cut short a call blocked on connection c: its
+ * cancel key and socket (NULL when out of memory). ns__pg_interrupt is its
+ * ns_interrupt_fn: level 1 sends a cancel request (from a thread of its
+ * own), level 2 shuts the socket down. */
+typedef struct ns_pg_cancel ns_pg_cancel;
+ns_pg_cancel *ns__pg_cancel_new(struct pg_conn *c);
+void ns__pg_cancel_free(ns_pg_cancel *k);
+void ns__pg_interrupt(void *arg, int level);
 
 typedef struct pcol {
     char *name;
@@ -41,7 +69,7 @@ typedef struct pg_dup {
     const char *msg, *col;
 } pg_dup;
 
-/* table_pg_check.c: a CHECK constraint as the client can read it. */
+/* check.c: a CHECK constraint as the client can read it. */
 typedef struct ns_pg_check ns_pg_check;
 /* The constraint `def` (pg_get_constraintdef) over the input columns, or
  * NULL when it is not understood (then the server alone checks it);
@@ -57,7 +85,7 @@ bool ns__pg_check_may_fail(const ns_pg_check *c, const pcol *cols, const ns_boun
 
 /*
  * A question asked of the table before a chunk is sent, once errors show it
- * is worth asking (table_pg_copy.c): which rows' foreign key has no parent,
+ * is worth asking (copy.c): which rows' foreign key has no parent,
  * which rows' unique key is already in the table. `sql` takes one text
  * array per field in `fields` and returns the 1-based positions of the
  * rows to hold.
@@ -74,7 +102,7 @@ typedef struct pg_probe {
     bool on;       /* asked: the load has met this kind of error */
     bool broken;   /* it failed once: never asked again */
     /* fk: the parent's keys, read into a Bloom filter once probing has
-     * cost about what reading them does (table_pg_copy.c, parents) */
+     * cost about what reading them does (copy.c, parents) */
     enum { PK_NONE, PK_INT, PK_TEXT } pkind; /* how keys compare; NONE: no filter */
     double parent_rows;                      /* the parent's estimated rows */
     char *parents_sql;                       /* COPY (SELECT key FROM parent) TO STDOUT */
@@ -155,7 +183,7 @@ typedef struct copy_error {
     char message[600];
 } copy_error;
 
-/* table_pg.c */
+/* table.c */
 ns_status ns__pgw_fail(pg_writer *w, PGresult *res, ns_error *err, const char *what);
 /* Around a call that may block on the server: the watchdog cuts it short
  * past the connection's statement_timeout or at a stop request; unguard
@@ -171,7 +199,7 @@ ns_status ns__pgw_exec(pg_writer *w, ns_error *err, const char *what, const char
                        const char *const *v);
 ns_status ns__pgw_begin(pg_writer *w, ns_error *err);
 
-/* table_pg_copy.c */
+/* copy.c */
 void ns__pgw_reject(ns_item *it, const char *code, const char *column, const char *msg,
                     ns_arena *a);
 void ns__pgw_read_error(PGresult *res, copy_error *e);
@@ -179,11 +207,15 @@ void ns__pgw_chunk_reset(pg_writer *w);
 ns_status ns__pgw_feed(ns_writer *base, ns_item *items, size_t index, ns_arena *a, ns_error *err);
 ns_status ns__pgw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a, ns_error *err);
 
-/* table_pg_merge.c */
+/* merge.c */
 ns_status ns__pgw_stage(pg_writer *w, ns_error *err);
 ns_status ns__pgw_merge_chunk(pg_writer *w, ns_item *items, ns_arena *a, ns_error *err);
 
-/* table_pg_sql.c: exec, query and cursor */
+/* sql.c: exec, query and cursor */
 extern const ns_sql_vt ns__pgw_sql;
+
+/* table.c, repo.c */
+extern const ns_writer_vt ns__writer_table_pg;
+extern const struct ns_repo_vt ns__repo_pg;
 
 #endif

@@ -1,5 +1,8 @@
-/* pgstate.c - the SQLSTATE of a libpq failure, for ns_error.sub. */
-#include "util.h"
+/*
+ * conn.c - PostgreSQL connections: the SQLSTATE of a libpq failure (for
+ * ns_error.sub), of a failed connection attempt, and cancel for the watchdog.
+ */
+#include "db/pg/pg.h"
 
 #include <libpq-fe.h>
 #include <pthread.h>

@@ -1,5 +1,5 @@
 /*
- * sqwait.c - how an SQLite connection waits for another's lock, and how a
+ * wait.c - how an SQLite connection waits for another's lock, and how a
  * stop request or a statement_timeout reaches it (docs/operations.md,
  * "Timeouts"). SQLite's own busy timeout sleeps through both; this busy
  * handler naps briefly and gives up (SQLITE_BUSY) as soon as the watchdog
@@ -8,7 +8,7 @@
  * statement's own thread, so nothing touches the connection from another
  * (sqlite3_interrupt is unsafe on a connection that may close meanwhile).
  */
-#include "util.h"
+#include "db/sqlite/sqlite.h"
 
 #include <sqlite3.h>
 

@@ -1,5 +1,5 @@
 /*
- * table_pg.c - the `table` writer on a PostgreSQL target.
+ * table.c - the `table` writer on a PostgreSQL target.
  *
  * Bulk path: each chunk is one transaction streaming its rows with
  * COPY ... FROM STDIN (text format). Before sending, every value is checked
@@ -27,9 +27,9 @@
  * the target, written in the chunk's transaction.
  *
  * This file: the catalog lookup and open, the checkpoint and the commit
- * (the rest: table_pg.h).
+ * (the rest: pg.h).
  */
-#include "io/table_pg.h"
+#include "db/pg/pg.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -215,7 +215,7 @@ static ns_status add_check_probe(pg_writer *w, const char *name, const char *exp
 
 /*
  * What lets the writer hold rows back from a chunk's COPY beyond the key
- * filter: the CHECK constraints the client can read (table_pg_check.c),
+ * filter: the CHECK constraints the client can read (check.c),
  * and the probes (a foreign key's missing parents, keys already in the
  * table) it asks once such errors appear. Only where holding a row back
  * cannot change what the server decides about the others: every unique
@@ -422,7 +422,7 @@ static ns_status pw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
     }
     /* The repository's own database: one connection, one transaction for
      * the chunk's rows and its record (docs/internals.md, "Exactly-once restart"). */
-    PGconn *repo = cfg->share ? cfg->share(cfg->share_arg, w->c) : NULL;
+    PGconn *repo = ns__writer_share(cfg, w->c);
     if (repo) {
         PQfinish(w->c);
         w->c = repo;

@@ -1,10 +1,10 @@
 /*
- * table_pg_merge.c - upsert and update on PostgreSQL: the chunk COPYed into
+ * merge.c - upsert and update on PostgreSQL: the chunk COPYed into
  * a staging table of the target's types, merged into the table one run of
  * distinct keys at a time, a refused merge bisected down to its record
- * (table_pg.c says how).
+ * (table.c says how).
  */
-#include "io/table_pg.h"
+#include "db/pg/pg.h"
 
 #include <stdio.h>
 #include <stdlib.h>

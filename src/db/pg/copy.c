@@ -1,10 +1,10 @@
 /*
- * table_pg_copy.c - the PostgreSQL table writer's bulk path: each chunk
+ * copy.c - the PostgreSQL table writer's bulk path: each chunk
  * streamed with COPY (fed while the chunk is read), every value checked
  * against its column first, and what only the server knows isolated row by
- * row inside savepoints (table_pg.c says how).
+ * row inside savepoints (table.c says how).
  */
-#include "io/table_pg.h"
+#include "db/pg/pg.h"
 
 #include <errno.h>
 #include <math.h>

@@ -1,10 +1,10 @@
 /*
- * table_pg_sql.c - the PostgreSQL connection's SQL methods, for the sql,
+ * sql.c - the PostgreSQL connection's SQL methods, for the sql,
  * assert, rebuild and compare steps and the query reader's peers: exec (one
  * statement of a script, :name bound), query (rows streamed to a callback)
  * and cursor (rows in key order, fetched in batches).
  */
-#include "io/table_pg.h"
+#include "db/pg/pg.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,8 +18,8 @@ static PGresult *run_bound(pg_writer *w, const char *stmt, size_t len, size_t no
     const char **vals = NULL;
     size_t nvals = 0;
     char missing[128];
-    ns_status st = ns__sql_bind(stmt, len, true, args->names, args->values, args->n, &text, &vals,
-                                &nvals, missing, sizeof(missing));
+    ns_status st = ns__sql_bind(stmt, len, NS_PH_DOLLAR, args->names, args->values, args->n, &text,
+                                &vals, &nvals, missing, sizeof(missing));
     if (st != NS_OK) {
         if (st == NS_EPARAM)
             ns__err(err, NS_EPARAM, NULL, "%s: statement %zu: :%s has no value", w->where, no,

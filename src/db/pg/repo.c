@@ -9,6 +9,7 @@
  * lookup is by index); a chunk costs two statements. While a job runs, a
  * thread with its own connection renews the heartbeat (keepalive_start).
  */
+#include "db/pg/pg.h"
 #include "repo/repo.h"
 
 #include <libpq-fe.h>
@@ -481,9 +482,11 @@ static void pg_keepalive_stop(ns_repo *r)
     b->running = false;
 }
 
-void *ns__repo_pg_shared(ns_repo *r, void *conn)
+/* The repository's connection when `conn` reaches its database as its user. */
+static void *pg_shared(ns_repo *r, const char *url, void *conn)
 {
-    if (r->vt != &ns__repo_pg || !conn)
+    (void)url;
+    if (!conn)
         return NULL;
     pgr *p = r->impl;
     /* A backend is known by its pid and start time: no other server can
@@ -1441,6 +1444,7 @@ const ns_repo_vt ns__repo_pg = {
     .name = "postgresql",
     .version = 1,
     .open = pg_open,
+    .shared = pg_shared,
     .close = pg_close,
     .launch = pg_launch,
     .exec_info = pg_exec_info,

@@ -6,6 +6,7 @@
  * write lock from the first read, so two simultaneous launches of one
  * instance are serialised and the second sees the first's execution.
  */
+#include "db/sqlite/sqlite.h"
 #include "repo/repo.h"
 
 #include <errno.h>
@@ -443,13 +444,13 @@ static void sq_close(ns_repo *r)
     free(q);
 }
 
-void *ns__repo_sqlite_shared(ns_repo *r, const char *path)
+/* The repository's connection when `url` names its file (the same inode). */
+static void *sq_shared(ns_repo *r, const char *url, void *conn)
 {
     struct stat a, b;
-    if (r->vt != &ns__repo_sqlite)
-        return NULL;
+    (void)conn;
     sq *q = r->impl;
-    if (stat(q->path, &a) != 0 || stat(path, &b) != 0)
+    if (strncmp(url, "sqlite:", 7) != 0 || stat(q->path, &a) != 0 || stat(url + 7, &b) != 0)
         return NULL;
     return a.st_dev == b.st_dev && a.st_ino == b.st_ino ? q->db : NULL;
 }
@@ -1434,6 +1435,7 @@ const ns_repo_vt ns__repo_sqlite = {
     .name = "sqlite",
     .version = 1,
     .open = sq_open,
+    .shared = sq_shared,
     .close = sq_close,
     .launch = sq_launch,
     .exec_info = sq_exec_info,
