@@ -10,6 +10,7 @@ pkgs=(
     libyaml-dev                          # job files
     libjansson-dev                       # JSON: execution context, --json output
     libpq-dev postgresql                 # PostgreSQL client; a server for the tests
+    libmariadb-dev mariadb-server-core mariadb-client-core # MariaDB/MySQL client; a server and the mariadb CLI for the tests
     liblua5.4-dev                        # Lua processors
     libxxhash-dev                        # input fingerprints for restarts (XXH3)
     libcurl4-openssl-dev                 # the http writer

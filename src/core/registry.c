@@ -32,6 +32,7 @@ static const ns_plugin *const plugins[] = {
 static const ns_db_driver *const drivers[] = {
     &ns__driver_sqlite,
     &ns__driver_pg,
+    &ns__driver_mysql,
 };
 
 const ns_registry ns__registry = {plugins, sizeof(plugins) / sizeof(plugins[0]), drivers,

@@ -10,5 +10,6 @@
 
 extern const ns_db_driver ns__driver_sqlite;
 extern const ns_db_driver ns__driver_pg;
+extern const ns_db_driver ns__driver_mysql;
 
 #endif

@@ -8,6 +8,7 @@
 
 #include "nightshift.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -244,6 +245,27 @@ int ns__watchdog_disarm(ns_watchdog *w);
  * Returns st. */
 ns_status ns__watchdog_end(ns_watchdog *w, ns_status st, ns_error *err, const char *where,
                            const char *what, double limit);
+/*
+ * A database connection's cancel, for the watchdog: level 1 sends the
+ * driver's cancel request (send) from a detached thread of its own, since a
+ * frozen server answers neither the statement nor the cancel; level 2 shuts
+ * the connection's socket down (the blocked call fails: connection lost).
+ * Counted: a cancel in flight keeps it alive after the connection's owner
+ * let go of it (ns__cancel_release); drop frees what the driver added.
+ * A driver embeds it first in its own struct.
+ */
+typedef struct ns_cancel ns_cancel;
+struct ns_cancel {
+    void (*send)(ns_cancel *k);
+    void (*drop)(ns_cancel *k);
+    int fd;
+    int refs;
+    pthread_mutex_t mu;
+};
+void ns__cancel_init(ns_cancel *k, int fd, void (*send)(ns_cancel *), void (*drop)(ns_cancel *));
+void ns__cancel_release(ns_cancel *k);
+/* The ns_interrupt_fn of an ns_cancel *. */
+void ns__cancel_interrupt(void *arg, int level);
 /* Whether the armed call is past its limit (a heartbeat then stops renewing). */
 bool ns__watchdog_overdue(ns_watchdog *w);
 /* poll(arg) is asked, from the watchdog's thread, about once a second while

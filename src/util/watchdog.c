@@ -21,6 +21,7 @@
 #include "util.h"
 
 #include <pthread.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -223,4 +224,56 @@ ns_status ns__watchdog_end(ns_watchdog *w, ns_status st, ns_error *err, const ch
                        what, ns__duration_str((int64_t)(limit * 1000), lim));
     }
     return st;
+}
+
+void ns__cancel_init(ns_cancel *k, int fd, void (*send)(ns_cancel *), void (*drop)(ns_cancel *))
+{
+    k->send = send;
+    k->drop = drop;
+    k->fd = fd;
+    k->refs = 1;
+    pthread_mutex_init(&k->mu, NULL);
+}
+
+void ns__cancel_release(ns_cancel *k)
+{
+    if (!k)
+        return;
+    pthread_mutex_lock(&k->mu);
+    bool last = --k->refs == 0;
+    pthread_mutex_unlock(&k->mu);
+    if (!last)
+        return;
+    pthread_mutex_destroy(&k->mu);
+    k->drop(k);
+}
+
+static void *send_cancel(void *arg)
+{
+    ns_cancel *k = arg;
+    k->send(k);
+    ns__cancel_release(k);
+    return NULL;
+}
+
+void ns__cancel_interrupt(void *arg, int level)
+{
+    ns_cancel *k = arg;
+    if (!k)
+        return;
+    if (level >= 2) {
+        /* the blocked call fails at once; the connection is lost (08006) */
+        shutdown(k->fd, SHUT_RDWR);
+        return;
+    }
+    pthread_attr_t at;
+    pthread_t t;
+    pthread_mutex_lock(&k->mu);
+    k->refs++;
+    pthread_mutex_unlock(&k->mu);
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &at, send_cancel, k) != 0)
+        ns__cancel_release(k);
+    pthread_attr_destroy(&at);
 }

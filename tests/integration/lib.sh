@@ -41,6 +41,9 @@ show_eval() {
 db_sql() {
     case $1 in
     postgresql:*) psql "$1" -qAtX -c "$2" ;;
+    mysql:*) # mysql://root@localhost/DB?socket=... (my_db's)
+        local db=${1#*localhost/}
+        mariadb --no-defaults -S "$(my_sock)" -uroot --batch --skip-column-names "${db%%\?*}" -e "$2" | tr '\t' '|' ;;
     *) sql "${1#sqlite:}" "$2" ;;
     esac
 }
@@ -94,3 +97,20 @@ pg_db() {
 }
 # The test server's log (statements of databases set to log them).
 pg_log() { echo "$(cat "$NS_PG_STATE/dir")/server.log"; }
+# my_db NAME: a fresh database on the MariaDB test server (ctest fixture
+# "mysql"; tests using it are named *_mysql*); prints its URL. Fails when
+# there is no server. my_sql DB ARGS...: the mariadb client on it.
+my_sock() {
+    cat "${NS_MY_STATE:?no MariaDB test server}/sock" 2>/dev/null ||
+        fail "no MariaDB test server: the mysql fixture did not start"
+}
+my_sql() {
+    local db=$1
+    shift
+    mariadb --no-defaults -S "$(my_sock)" -uroot --batch --skip-column-names "$db" "$@"
+}
+my_db() {
+    my_sql mysql -e "DROP DATABASE IF EXISTS $1; CREATE DATABASE $1 CHARACTER SET utf8mb4" ||
+        fail "cannot create database $1"
+    echo "mysql://root@localhost/$1?socket=$(my_sock)"
+}

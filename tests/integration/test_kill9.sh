@@ -5,7 +5,8 @@
 # ($KILL9_VARIANTS): the target is its own database (checkpoint row in the
 # target), the target is the repository's database (one transaction for
 # both: the repository's counters equal the target's rows at every kill), and
-# PostgreSQL as repository, target, or both (run by test_kill9_pg.sh).
+# PostgreSQL as repository, target, or both (run by test_kill9_pg.sh), and
+# MariaDB as the target (test_kill9_mysql.sh).
 source "$(dirname "$0")/lib.sh"
 SEED=${NS_TEST_SEED:-$(($(date +%s) % 100000))}
 echo "kill delays: seed $SEED (the same delays again: NS_TEST_SEED=$SEED)"
@@ -72,7 +73,7 @@ PY
 }
 variant() { # variant NAME TARGET (file or URL) REPOSITORY_URL [EARLIER_REPOSITORY_URL]
     export TARGET_DB="$2" NIGHTSHIFT_REPOSITORY="$3" REJECTS="$T/rejects-$1" TARGET_URL="$2"
-    [[ $2 == postgresql:* ]] || TARGET_URL="sqlite:$2"
+    [[ $2 == postgresql:* || $2 == mysql:* ]] || TARGET_URL="sqlite:$2"
     # No primary key: a duplicated row would show, not be refused.
     target_sql "CREATE TABLE k (id INTEGER NOT NULL, v TEXT CHECK (v <> 'bad'))"
     # The target holds other jobs' checkpoints, and another instance's of
@@ -185,5 +186,6 @@ for v in ${KILL9_VARIANTS:-separate shared foreign}; do
     pg-repository) variant pg-repository "$T/target-pg.db" "$(pg_db ns_kill9)" ;;
     pg-target) variant pg-target "$(pg_db ns_kill9_target)" "sqlite:$T/repo-pg.db" ;;
     pg-shared) url=$(pg_db ns_kill9_shared); variant pg-shared "$url" "$url" ;;
+    mysql-target) variant mysql-target "$(my_db ns_kill9_target)" "sqlite:$T/repo-my.db" ;;
     esac
 done

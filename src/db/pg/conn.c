@@ -5,9 +5,7 @@
 #include "db/pg/pg.h"
 
 #include <libpq-fe.h>
-#include <pthread.h>
 #include <string.h>
-#include <sys/socket.h>
 
 const char *ns__pg_state(struct pg_conn *c, const struct pg_result *res)
 {
@@ -40,15 +38,24 @@ PGconn *ns__pg_connect(const char *url, const char *app)
     return PQconnectdbParams(keys, vals, 1);
 }
 
-/* A connection's cancel key and socket, for the watchdog (ns__pg_interrupt).
- * Counted: a cancel in flight keeps it alive after the connection's owner
- * let go of it. */
+/* A connection's cancel key, for the watchdog (ns__pg_interrupt). */
 struct ns_pg_cancel {
+    ns_cancel base;
     PGcancel *cancel;
-    int fd;
-    int refs;
-    pthread_mutex_t mu;
 };
+
+static void send_cancel(ns_cancel *base)
+{
+    char buf[256];
+    (void)PQcancel(((ns_pg_cancel *)base)->cancel, buf, sizeof(buf));
+}
+
+static void drop_cancel(ns_cancel *base)
+{
+    ns_pg_cancel *k = (ns_pg_cancel *)base;
+    PQfreeCancel(k->cancel);
+    free(k);
+}
 
 ns_pg_cancel *ns__pg_cancel_new(struct pg_conn *c)
 {
@@ -59,58 +66,19 @@ ns_pg_cancel *ns__pg_cancel_new(struct pg_conn *c)
         free(k);
         return NULL;
     }
-    k->fd = PQsocket(c);
-    k->refs = 1;
-    pthread_mutex_init(&k->mu, NULL);
+    ns__cancel_init(&k->base, PQsocket(c), send_cancel, drop_cancel);
     return k;
 }
 
 void ns__pg_cancel_free(ns_pg_cancel *k)
 {
-    if (!k)
-        return;
-    pthread_mutex_lock(&k->mu);
-    bool last = --k->refs == 0;
-    pthread_mutex_unlock(&k->mu);
-    if (!last)
-        return;
-    PQfreeCancel(k->cancel);
-    pthread_mutex_destroy(&k->mu);
-    free(k);
-}
-
-/* The cancel request, on a thread of its own: it connects to the server,
- * which a frozen one never answers, and the watchdog must go on to drop
- * the connection. */
-static void *send_cancel(void *arg)
-{
-    ns_pg_cancel *k = arg;
-    char buf[256];
-    (void)PQcancel(k->cancel, buf, sizeof(buf));
-    ns__pg_cancel_free(k);
-    return NULL;
+    if (k)
+        ns__cancel_release(&k->base);
 }
 
 void ns__pg_interrupt(void *arg, int level)
 {
-    ns_pg_cancel *k = arg;
-    if (!k)
-        return;
-    if (level >= 2) {
-        /* the blocked call fails at once; the connection is lost (08006) */
-        shutdown(k->fd, SHUT_RDWR);
-        return;
-    }
-    pthread_attr_t at;
-    pthread_t t;
-    pthread_mutex_lock(&k->mu);
-    k->refs++;
-    pthread_mutex_unlock(&k->mu);
-    pthread_attr_init(&at);
-    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&t, &at, send_cancel, k) != 0)
-        ns__pg_cancel_free(k);
-    pthread_attr_destroy(&at);
+    ns__cancel_interrupt(arg ? &((ns_pg_cancel *)arg)->base : NULL, level);
 }
 
 /* What the server said while refusing a connection, in its English words,

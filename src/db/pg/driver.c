@@ -163,8 +163,8 @@ static ns_status pp_fetch(ns_pager *base, const char *const *params, size_t npar
             v[i] = params[i];
         for (size_t k = 0; k < nkey; k++)
             v[nparams + k] = p->cells[(rows - 1) * p->ncols + key[k]];
-        p->pending = PQsendQueryPrepared(p->c, "ns_next", (int)(nparams + nkey), v, NULL, NULL,
-                                         0) == 1;
+        p->pending =
+            PQsendQueryPrepared(p->c, "ns_next", (int)(nparams + nkey), v, NULL, NULL, 0) == 1;
         free(v);
         if (!p->pending)
             return fail(p, NULL, err, "reader.query.sql");
@@ -226,7 +226,7 @@ const ns_db_driver ns__driver_pg = {.name = "postgresql",
                                     .forms = "postgresql://..., host=... dbname=...",
                                     .accepts = accepts,
                                     .placeholder = NS_PH_DOLLAR,
- .quote = '\"',
+                                    .quote = '\"',
                                     .table = &ns__writer_table_pg,
                                     .pager = &pg_pager_vt,
                                     .repo = &ns__repo_pg};

@@ -126,11 +126,11 @@ static ns_status sp_fetch(ns_pager *base, const char *const *params, size_t npar
         for (size_t j = 0; j < nkey; j++) {
             int c = (int)key[j];
             int type = sqlite3_column_type(st, c);
-            json_array_append_new(k, type == SQLITE_INTEGER ? json_integer(sqlite3_column_int64(st, c))
-                                     : type == SQLITE_FLOAT ? json_real(sqlite3_column_double(st, c))
-                                     : type == SQLITE_NULL
-                                         ? json_null()
-                                         : json_string((const char *)sqlite3_column_text(st, c)));
+            json_array_append_new(
+                k, type == SQLITE_INTEGER ? json_integer(sqlite3_column_int64(st, c))
+                   : type == SQLITE_FLOAT ? json_real(sqlite3_column_double(st, c))
+                   : type == SQLITE_NULL  ? json_null()
+                                          : json_string((const char *)sqlite3_column_text(st, c)));
         }
         if (!k || json_array_size(k) != nkey) {
             json_decref(k);
@@ -178,7 +178,7 @@ const ns_db_driver ns__driver_sqlite = {.name = "sqlite",
                                         .accepts = accepts,
                                         .path_at = 7,
                                         .placeholder = NS_PH_QNUM,
- .quote = '\"',
+                                        .quote = '\"',
                                         .table = &ns__writer_table_sqlite,
                                         .pager = &sq_pager_vt,
                                         .repo = &ns__repo_sqlite};
