@@ -1,5 +1,7 @@
 -- The catalogue and the derived filter table product queries join
--- (SQLite and PostgreSQL alike; created by the job's first step).
+-- (SQLite, PostgreSQL and MariaDB/MySQL alike; created by the job's first
+-- step; on MySQL a BOOLEAN is a TINYINT(1), which the writer fills from the
+-- CSV's true/false).
 CREATE TABLE IF NOT EXISTS goods (
     goods_no          INTEGER PRIMARY KEY,
     shop_no           INTEGER NOT NULL,

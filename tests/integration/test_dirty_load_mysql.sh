@@ -93,3 +93,15 @@ WRITER_MODE=replace load_job rep.yaml rep m
 expect_exit 0 "$NS" run rep.yaml file=rep.csv
 assert_eq "$(my_sql ns_dirty -e "SELECT group_concat(id ORDER BY id) FROM m")" "7,8" "after replace"
 echo "modes: ok"
+
+# BOOLEAN (TINYINT(1)): the words PostgreSQL and SQLite read as truth values
+# are stored as 1/0, numbers as they are; anything else is the server's error.
+my_sql ns_dirty -e "CREATE TABLE b (id int PRIMARY KEY, f boolean NOT NULL, n tinyint)"
+printf 'id,f,n\n1,true,1\n2,FALSE,2\n3,yes,3\n4,off,4\n5,1,5\n6,0,6\n7,maybe,7\n8,t,true\n' > b.csv
+load_job b.yaml b b "skip: {limit: 10}" 'rejects: "b-rejects.csv"'
+expect_exit 0 "$NS" run b.yaml file=b.csv
+assert_eq "$(my_sql ns_dirty -e "SELECT group_concat(concat(id, ':', f) ORDER BY id) FROM b")" \
+    "1:1,2:0,3:1,4:0,5:1,6:0" "truth values"
+assert_eq "$(cut -d, -f1-3 b-rejects.csv | tail -n +2 | tr '\n' ' ')" "8,f,22007 9,n,22007 " \
+    "a word that is no truth value; true into a TINYINT that is not TINYINT(1)"
+echo "booleans: ok"

@@ -138,9 +138,9 @@ grep -q 'COMPLETED' "../out/$n.out" "../out/$n.err" || fail "a keyword/value tar
 job keyword-wrong "host=127.0.0.1 port=$port user=app password='KeywordSecret11 x' dbname=db" t
 run_ns run ../jobs/keyword-wrong.yaml file=in.csv
 grep -q 'password authentication failed' "../out/$n.err" || fail "keyword-wrong: $(cat "../out/$n.err")"
-job unknown-form "mysql://app:TOPSECRET4@127.0.0.1:$port/db" t
+job unknown-form "oracle://app:TOPSECRET4@127.0.0.1:$port/db" t
 run_ns validate ../jobs/unknown-form.yaml
-grep -q "unsupported URL 'mysql://app:\*\*\*@127.0.0.1" "../out/$n.err" || fail "unknown-form: $(cat "../out/$n.err")"
+grep -q "unsupported URL 'oracle://app:\*\*\*@127.0.0.1" "../out/$n.err" || fail "unknown-form: $(cat "../out/$n.err")"
 NSURL="postgresql://app:TOP%ZZSECRET8@127.0.0.1:$port/db" run_ns run ../jobs/envwhole.yaml file=in.csv
 
 # The server gone mid-load: its backends terminated while chunks commit.

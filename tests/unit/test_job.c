@@ -315,7 +315,7 @@ static void test_errors_name_line_and_key(void **state)
            "job.yaml:15: steps[0].writer.table.key: is required with mode: upsert or update");
     expect("limit: 10", "limit: -1", "job.yaml:16: steps[0].skip.limit: must be an integer");
     expect("${execution.id}", "${execution.id", "job.yaml:17: steps[0].rejects: '${' without");
-    expect("\"sqlite:${env.DB}\"", "\"mysql://x\"",
+    expect("\"sqlite:${env.DB}\"", "\"oracle://x\"",
            "job.yaml:8: connections.target: unsupported URL");
     expect("    reader:\n", "    processor: {lua: x}\n    reader:\n",
            "job.yaml:12: steps[0].processor.lua: job.yaml, steps[0].processor.lua:1: syntax "

@@ -287,7 +287,14 @@ static void test_schema_versions(void **state)
     assert_int_equal(ns_repo_open(url, &r, &err), NS_EDB);
     assert_non_null(strstr(err.message, "newer than this nightshift"));
     ns_error_clear(&err);
-    assert_int_equal(ns_repo_open("mysql://x", &r, &err), NS_EINVAL);
+    assert_int_equal(ns_repo_open("oracle://x", &r, &err), NS_EINVAL);
+    assert_non_null(strstr(err.message, "unsupported URL"));
+    ns_error_clear(&err);
+    /* A database with a driver but no repository backend says so. */
+    assert_int_equal(ns_repo_open("mysql://u:pw@h/db", &r, &err), NS_EINVAL);
+    assert_non_null(strstr(err.message, "the mysql driver cannot hold a job repository"));
+    assert_null(strstr(err.message, "pw@"));
+    ns_error_clear(&err);
 }
 
 int main(void)

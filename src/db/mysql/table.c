@@ -40,7 +40,8 @@
 
 typedef struct mcol {
     char *name;
-    bool key; /* one of the upsert / update key columns */
+    bool key;     /* one of the upsert / update key columns */
+    bool boolean; /* TINYINT(1), MySQL's BOOLEAN: true/false words sent as 1/0 */
 } mcol;
 
 typedef struct my_writer {
@@ -59,6 +60,12 @@ typedef struct my_writer {
     ns_my_stmt *ckpt_owner, *ckpt_put;
     bool in_txn, replaced;
     int depth; /* savepoints open */
+    /* Rows per bulk statement: 0, the whole chunk, until a statement fails;
+     * then about a fifth of a piece holds a bad row at the rate the failure
+     * showed, and it grows back while pieces load clean (a failed statement
+     * is sent twice: few rows per piece keep that little when bad rows are
+     * dense). first_bad: the bad rows the first statement of a piece saw. */
+    size_t piece, first_bad;
     /* The chunk's rows as LOAD DATA reads them (the infile handler's). */
     ns_buf data;
     size_t sent;
@@ -182,6 +189,31 @@ static void put_value(ns_buf *b, const ns_value *v)
     ns__buf_append(b, v->ptr + start, v->len - start);
 }
 
+/* A truth value's word as TINYINT(1) stores it ("1", "0"); NULL when the
+ * value is not one of the words PostgreSQL and SQLite read as booleans (a
+ * number goes as it is: the server checks it). */
+static const char *truth(const ns_value *v)
+{
+    static const char *const yes[] = {"true", "t", "yes", "y", "on"};
+    static const char *const no[] = {"false", "f", "no", "n", "off"};
+    if (!v->ptr || v->len == 0 || v->len > 5)
+        return NULL;
+    for (size_t i = 0; i < 5; i++) {
+        if (strlen(yes[i]) == v->len && strncasecmp(v->ptr, yes[i], v->len) == 0)
+            return "1";
+        if (strlen(no[i]) == v->len && strncasecmp(v->ptr, no[i], v->len) == 0)
+            return "0";
+    }
+    return NULL;
+}
+
+/* The value a column is sent: a truth word as 1/0 into TINYINT(1). */
+static ns_value sent(const my_writer *w, size_t j, const ns_value *v)
+{
+    const char *t = w->cols[j].boolean ? truth(v) : NULL;
+    return t ? (ns_value){.ptr = t, .len = 1} : *v;
+}
+
 static void put_rows(my_writer *w, ns_item *items, const size_t *idx, size_t n)
 {
     w->data.len = 0;
@@ -190,7 +222,8 @@ static void put_rows(my_writer *w, ns_item *items, const size_t *idx, size_t n)
         for (size_t j = 0; j < w->ncols; j++) {
             if (j)
                 ns__buf_putc(&w->data, '\t');
-            put_value(&w->data, &it->fields[j]);
+            ns_value v = sent(w, j, &it->fields[j]);
+            put_value(&w->data, &v);
         }
         if (w->mode == NS_MODE_UPSERT || w->mode == NS_MODE_UPDATE)
             ns__buf_printf(&w->data, "\t%zu", idx[r]);
@@ -323,15 +356,15 @@ static ns_status one_row(my_writer *w, ns_item *it, ns_arena *a, ns_error *err)
     }
     /* update: SET the other columns, WHERE the keys (the statement's order) */
     size_t k = 0;
-    for (size_t j = 0; j < w->ncols; j++)
-        if (w->mode != NS_MODE_UPDATE || !w->cols[j].key) {
-            len[k] = it->fields[j].len;
-            p[k++] = it->fields[j].ptr;
-        }
-    for (size_t j = 0; w->mode == NS_MODE_UPDATE && j < w->ncols; j++)
-        if (w->cols[j].key) {
-            len[k] = it->fields[j].len;
-            p[k++] = it->fields[j].ptr;
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t j = 0; j < w->ncols; j++) {
+            /* update: the SET columns first, then the keys; else in order */
+            bool now = w->mode == NS_MODE_UPDATE ? w->cols[j].key == (pass == 1) : pass == 0;
+            if (!now)
+                continue;
+            ns_value v = sent(w, j, &it->fields[j]);
+            len[k] = v.len;
+            p[k++] = v.ptr;
         }
     ns_error e = {0};
     if ((st = savepoint(w, "SAVEPOINT", w->depth + 1, err)) == NS_OK)
@@ -420,6 +453,8 @@ static ns_status bulk(my_writer *w, ns_item *items, const size_t *idx, size_t n,
             goto out;
         }
         st = read_warnings(w, ws, cap, &nw, err);
+        if (depth == 1)
+            w->first_bad = nw ? nw : 1;
         for (size_t i = 0; st == NS_OK && i < nw; i++) {
             if (ws[i].row >= 1 && ws[i].row <= n)
                 named[ws[i].row - 1] = true;
@@ -464,6 +499,8 @@ static ns_status bulk(my_writer *w, ns_item *items, const size_t *idx, size_t n,
                 if (items[idx[r]].code && strcmp(items[idx[r]].code, "NS_NO_ROW") == 0)
                     items[idx[r]].code = items[idx[r]].message = NULL;
     }
+    if (failed && depth == 1 && !w->first_bad)
+        w->first_bad = 1; /* an error: at least one */
     if (failed) {
         bool any = false;
         for (size_t r = 0; r < n; r++)
@@ -552,7 +589,7 @@ out:
 
 typedef struct tcolumn {
     char *name;
-    bool notnull, has_default, generated;
+    bool notnull, has_default, generated, boolean;
 } tcolumn;
 
 static void free_columns(tcolumn *t, size_t n)
@@ -571,10 +608,12 @@ static ns_status read_table(my_writer *w, tcolumn **out, size_t *n, ns_error *er
     const char *p[2] = {dot ? dot + 1 : w->table, schema};
     const char *sql =
         dot ? "SELECT column_name, is_nullable = 'NO', column_default IS NOT NULL OR extra LIKE "
-              "'%auto_increment%', extra LIKE '%GENERATED%' FROM information_schema.columns"
+              "'%auto_increment%', extra LIKE '%GENERATED%', column_type = 'tinyint(1)'"
+              " FROM information_schema.columns"
               " WHERE table_name = ? AND table_schema = ? ORDER BY ordinal_position"
             : "SELECT column_name, is_nullable = 'NO', column_default IS NOT NULL OR extra LIKE "
-              "'%auto_increment%', extra LIKE '%GENERATED%' FROM information_schema.columns"
+              "'%auto_increment%', extra LIKE '%GENERATED%', column_type = 'tinyint(1)'"
+              " FROM information_schema.columns"
               " WHERE table_name = ? AND table_schema = DATABASE() ORDER BY ordinal_position";
     ns_my_stmt *s = NULL;
     tcolumn *t = NULL;
@@ -599,6 +638,7 @@ static ns_status read_table(my_writer *w, tcolumn **out, size_t *n, ns_error *er
         c->notnull = v[1] && strcmp(v[1], "1") == 0;
         c->has_default = v[2] && strcmp(v[2], "1") == 0;
         c->generated = v[3] && strcmp(v[3], "1") == 0;
+        c->boolean = v[4] && strcmp(v[4], "1") == 0;
         if (!c->name)
             st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
     }
@@ -663,6 +703,7 @@ static ns_status map_columns(my_writer *w, const ns_writer_cfg *cfg, ns_error *e
             used[k] = i + 1;
             mcol *c = &w->cols[w->ncols++];
             c->key = is_key(cfg, t[k].name);
+            c->boolean = t[k].boolean;
             if (!(c->name = ns__strdup(t[k].name)))
                 st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
         }
@@ -1057,7 +1098,19 @@ static ns_status mw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a
         if (!bad)
             idx[m++] = i;
     }
-    st = write_set(w, items, idx, m, a, err);
+    size_t piece = w->piece && w->piece < m ? w->piece : m, len;
+    for (size_t from = 0; from < m && st == NS_OK; from += len) {
+        len = m - from < piece ? m - from : piece;
+        w->first_bad = 0;
+        st = write_set(w, items, idx + from, len, a, err);
+        if (w->first_bad) {
+            size_t p = len / (5 * w->first_bad);
+            piece = p < 4 * SMALL ? 4 * SMALL : p;
+        } else if (w->piece) {
+            piece *= 2;
+        }
+        w->piece = piece >= m ? 0 : piece;
+    }
 out:
     free(idx);
     return st;
