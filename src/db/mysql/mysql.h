@@ -83,6 +83,33 @@ const char *ns__my_stmt_state(ns_my_stmt *s);
 void ns__my_reset(ns_my_stmt *s);
 void ns__my_close(ns_my_stmt *s);
 
+/* ---------------------------------------------------------- guess.c */
+
+/* Which rows the server will likely refuse for a key, a CHECK or a foreign
+ * key (a guess: the server decides every row either way). cols: the
+ * table's names of the input fields, types: their column_type. keys: track
+ * unique keys seen in this load (insert and replace). schema NULL: the
+ * connection's database. */
+typedef struct ns_my_guess ns_my_guess;
+ns_status ns__my_guess_open(MYSQL *m, const char *schema, const char *table,
+                            const char *const *cols, const char *const *types, size_t ncols,
+                            bool keys, ns_my_guess **out, ns_error *err, const char *where);
+void ns__my_guess_free(ns_my_guess *g);
+/* Whether a unique key of this row (its fields, in input order) was seen
+ * earlier in this load; records its keys. */
+bool ns__my_guess_seen(ns_my_guess *g, const ns_value *vals);
+/* From now on, ns__my_guess_filter asks the server about the CHECKs (a
+ * row was refused with warning 4025) or the foreign keys (1452). */
+void ns__my_guess_arm(ns_my_guess *g, unsigned code);
+/* How many of its queries are armed (0: none). */
+int ns__my_guess_armed(const ns_my_guess *g);
+/* Sets doubt[r] for the rows idx[r] the table's CHECKs and foreign keys
+ * would refuse (armed only; rows already doubted are not sent); value()
+ * gives the value a field is sent as. */
+ns_status ns__my_guess_filter(ns_my_guess *g, ns_item *items, const size_t *idx, size_t n,
+                              ns_value (*value)(void *arg, size_t j, const ns_value *v), void *arg,
+                              bool *doubt, ns_error *err, const char *where);
+
 /* table.c */
 extern const ns_writer_vt ns__writer_table_mysql;
 

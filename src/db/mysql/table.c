@@ -42,6 +42,12 @@ typedef struct mcol {
     char *name;
     bool key;     /* one of the upsert / update key columns */
     bool boolean; /* TINYINT(1), MySQL's BOOLEAN: true/false words sent as 1/0 */
+    bool notnull;
+    char *type; /* its column_type: "int(11)", "varchar(20)", ... */
+    /* What a value must look like to be sure to load (a guess, held to
+     * PostgreSQL's reading of the type: a value outside it is sent alone,
+     * where the server decides; one inside it goes in bulk). */
+    ns_coltype ct;
 } mcol;
 
 typedef struct my_writer {
@@ -60,12 +66,15 @@ typedef struct my_writer {
     ns_my_stmt *ckpt_owner, *ckpt_put;
     bool in_txn, replaced;
     int depth; /* savepoints open */
-    /* Rows per bulk statement: 0, the whole chunk, until a statement fails;
-     * then about a fifth of a piece holds a bad row at the rate the failure
-     * showed, and it grows back while pieces load clean (a failed statement
-     * is sent twice: few rows per piece keep that little when bad rows are
-     * dense). first_bad: the bad rows the first statement of a piece saw. */
-    size_t piece, first_bad;
+    /* Rows per bulk statement: the whole chunk until a statement fails;
+     * then as many as make about one piece in five hold a bad row at the
+     * rate seen so far in the step (a failed statement's rows are sent
+     * again: small pieces keep that little where bad rows are dense).
+     * first_bad: the bad rows the first statement of a piece saw. */
+    size_t first_bad;
+    double sent_rows, bad_rows;
+    ns_my_guess *guess; /* rows the server will likely refuse (guess.c) */
+    bool requeue;       /* write_set gave its rows back (see there) */
     /* The chunk's rows as LOAD DATA reads them (the infile handler's). */
     ns_buf data;
     size_t sent;
@@ -212,6 +221,11 @@ static ns_value sent(const my_writer *w, size_t j, const ns_value *v)
 {
     const char *t = w->cols[j].boolean ? truth(v) : NULL;
     return t ? (ns_value){.ptr = t, .len = 1} : *v;
+}
+
+static ns_value sent_of(void *arg, size_t j, const ns_value *v)
+{
+    return sent(arg, j, v);
 }
 
 static void put_rows(my_writer *w, ns_item *items, const size_t *idx, size_t n)
@@ -405,10 +419,47 @@ static ns_status one_row(my_writer *w, ns_item *it, ns_arena *a, ns_error *err)
         it->code = "NS_NO_ROW";
         it->message = "no row of the table has this key";
     }
-    return savepoint(w, "RELEASE SAVEPOINT", w->depth + 1, err);
+    /* Not released: the next SAVEPOINT of that name replaces it (a round
+     * trip saved per row). */
+    return NS_OK;
 }
 
 /* ------------------------------------------------------------ the bulk */
+
+/* Whether a row is likely to be refused: NULL in a NOT NULL column, a value
+ * its column's type does not read (as PostgreSQL would read the type; more
+ * fractional digits than a DECIMAL's scale, which MySQL rounds with a note).
+ * Such a row is sent alone, so the bulk around it loads at the first try. */
+static bool doubtful(const my_writer *w, const ns_item *it)
+{
+    for (size_t j = 0; j < w->ncols; j++) {
+        const mcol *c = &w->cols[j];
+        ns_value v = sent(w, j, &it->fields[j]);
+        if (!v.ptr) {
+            if (c->notnull)
+                return true;
+            continue;
+        }
+        if (c->ct.kind == NS_CT_ANY)
+            continue;
+        ns_bound b;
+        const char *code;
+        char msg[8];
+        if (!ns__coltype_check(&c->ct, v.ptr, v.len, &b, &code, msg, sizeof(msg)))
+            return true;
+        if (c->ct.kind == NS_CT_NUMERIC) {
+            const char *dot = memchr(v.ptr, '.', v.len);
+            size_t frac = 0;
+            for (const char *q = dot ? dot + 1 : v.ptr + v.len;
+                 q < v.ptr + v.len && *q >= '0' && *q <= '9'; q++)
+                frac++;
+            if (frac > (size_t)c->ct.scale || memchr(v.ptr, 'e', v.len) ||
+                memchr(v.ptr, 'E', v.len))
+                return true;
+        }
+    }
+    return false;
+}
 
 /*
  * Sends rows idx[0..n) in one statement (two for upsert and update: the
@@ -456,6 +507,7 @@ static ns_status bulk(my_writer *w, ns_item *items, const size_t *idx, size_t n,
         if (depth == 1)
             w->first_bad = nw ? nw : 1;
         for (size_t i = 0; st == NS_OK && i < nw; i++) {
+            ns__my_guess_arm(w->guess, ws[i].code);
             if (ws[i].row >= 1 && ws[i].row <= n)
                 named[ws[i].row - 1] = true;
             else
@@ -508,8 +560,7 @@ static ns_status bulk(my_writer *w, ns_item *items, const size_t *idx, size_t n,
         *unnamed |= !any; /* an error: it names no row */
         st = savepoint(w, "ROLLBACK TO SAVEPOINT", depth, err);
     } else {
-        *clean = true;
-        st = savepoint(w, "RELEASE SAVEPOINT", depth, err);
+        *clean = true; /* the savepoint stays: the next of its name replaces it */
     }
 out:
     w->depth--;
@@ -537,8 +588,15 @@ static ns_status write_set(my_writer *w, ns_item *items, const size_t *idx, size
     bool *named = calloc(n, sizeof(*named));
     if (!named)
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    int armed = ns__my_guess_armed(w->guess);
     if ((st = bulk(w, items, idx, n, &clean, named, &unnamed, a, err)) != NS_OK || clean)
         goto out;
+    if (w->depth == 0 && ns__my_guess_armed(w->guess) > armed) {
+        /* The first failure of its kind: the rows go back to be guessed
+         * at first (undone already), rather than be split here. */
+        w->requeue = true;
+        goto out;
+    }
     if (n == 1) {
         st = one_row(w, &items[idx[0]], a, err);
         goto out;
@@ -562,7 +620,9 @@ static ns_status write_set(my_writer *w, ns_item *items, const size_t *idx, size
             st = one_row(w, &items[idx[r]], a, err);
         goto out;
     }
-    size_t piece = (n + FANOUT - 1) / FANOUT;
+    /* A few hundred rows are split in two: the half that loads is kept. */
+    size_t parts = n <= 256 ? 2 : FANOUT;
+    size_t piece = (n + parts - 1) / parts;
     if (piece < SMALL / 2)
         piece = SMALL / 2;
     for (size_t from = 0; from < n && st == NS_OK; from += piece)
@@ -588,14 +648,57 @@ out:
     ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
 
 typedef struct tcolumn {
-    char *name;
+    char *name, *type;
     bool notnull, has_default, generated, boolean;
+    ns_coltype ct;
 } tcolumn;
+
+/* A MySQL column's type as the bulk's guess reads it (mcol.ct). */
+static void coltype_of(const char *const *v, ns_coltype *ct)
+{
+    static const struct {
+        const char *name;
+        int64_t min, max; /* signed; unsigned: 0 .. 2 * max + 1 */
+    } ints[] = {{"tinyint", INT8_MIN, INT8_MAX},
+                {"smallint", INT16_MIN, INT16_MAX},
+                {"mediumint", -8388608, 8388607},
+                {"int", INT32_MIN, INT32_MAX},
+                {"bigint", INT64_MIN, INT64_MAX}};
+    const char *type = v[0] ? v[0] : "", *full = v[1] ? v[1] : "";
+    memset(ct, 0, sizeof(*ct));
+    snprintf(ct->decl, sizeof(ct->decl), "%s", full);
+    ct->kind = NS_CT_ANY;
+    for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++)
+        if (strcmp(type, ints[i].name) == 0) {
+            bool unsig = strstr(full, "unsigned") != NULL;
+            ct->kind = NS_CT_INT;
+            ct->min = unsig ? 0 : ints[i].min;
+            /* bigint unsigned's top half is left to the server */
+            ct->max = unsig && ints[i].max < INT64_MAX ? 2 * ints[i].max + 1 : ints[i].max;
+            return;
+        }
+    if (strcmp(type, "varchar") == 0 || strcmp(type, "char") == 0) {
+        ct->kind = NS_CT_TEXT;
+        ct->length = v[2] ? strtoll(v[2], NULL, 10) : 0;
+    } else if (strcmp(type, "decimal") == 0) {
+        ct->kind = NS_CT_NUMERIC;
+        ct->precision = v[3] ? atoi(v[3]) : 0;
+        ct->scale = v[4] ? atoi(v[4]) : 0;
+    } else if (strcmp(type, "double") == 0 || strcmp(type, "float") == 0) {
+        ct->kind = NS_CT_REAL;
+    } else if (strcmp(type, "date") == 0) {
+        ct->kind = NS_CT_DATE;
+    } else if (strcmp(type, "datetime") == 0 || strcmp(type, "timestamp") == 0) {
+        ct->kind = NS_CT_TIMESTAMP;
+    }
+}
 
 static void free_columns(tcolumn *t, size_t n)
 {
-    for (size_t i = 0; t && i < n; i++)
+    for (size_t i = 0; t && i < n; i++) {
         free(t[i].name);
+        free(t[i].type);
+    }
     free(t);
 }
 
@@ -608,11 +711,13 @@ static ns_status read_table(my_writer *w, tcolumn **out, size_t *n, ns_error *er
     const char *p[2] = {dot ? dot + 1 : w->table, schema};
     const char *sql =
         dot ? "SELECT column_name, is_nullable = 'NO', column_default IS NOT NULL OR extra LIKE "
-              "'%auto_increment%', extra LIKE '%GENERATED%', column_type = 'tinyint(1)'"
+              "'%auto_increment%', extra LIKE '%GENERATED%', column_type = 'tinyint(1)',"
+              " data_type, column_type, character_maximum_length, numeric_precision, numeric_scale"
               " FROM information_schema.columns"
               " WHERE table_name = ? AND table_schema = ? ORDER BY ordinal_position"
             : "SELECT column_name, is_nullable = 'NO', column_default IS NOT NULL OR extra LIKE "
-              "'%auto_increment%', extra LIKE '%GENERATED%', column_type = 'tinyint(1)'"
+              "'%auto_increment%', extra LIKE '%GENERATED%', column_type = 'tinyint(1)',"
+              " data_type, column_type, character_maximum_length, numeric_precision, numeric_scale"
               " FROM information_schema.columns"
               " WHERE table_name = ? AND table_schema = DATABASE() ORDER BY ordinal_position";
     ns_my_stmt *s = NULL;
@@ -639,6 +744,10 @@ static ns_status read_table(my_writer *w, tcolumn **out, size_t *n, ns_error *er
         c->has_default = v[2] && strcmp(v[2], "1") == 0;
         c->generated = v[3] && strcmp(v[3], "1") == 0;
         c->boolean = v[4] && strcmp(v[4], "1") == 0;
+        coltype_of(v + 5, &c->ct);
+        c->type = ns__strdup(v[6] ? v[6] : "text");
+        if (!c->type)
+            st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
         if (!c->name)
             st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
     }
@@ -704,6 +813,10 @@ static ns_status map_columns(my_writer *w, const ns_writer_cfg *cfg, ns_error *e
             mcol *c = &w->cols[w->ncols++];
             c->key = is_key(cfg, t[k].name);
             c->boolean = t[k].boolean;
+            c->notnull = t[k].notnull;
+            c->ct = t[k].ct;
+            c->type = t[k].type;
+            t[k].type = NULL;
             if (!(c->name = ns__strdup(t[k].name)))
                 st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
         }
@@ -920,6 +1033,30 @@ static ns_status prep(my_writer *w, const char *sql, ns_my_stmt **out, ns_error 
     return ns__my_prepare(w->m, sql, strlen(sql), out, err, w->where, "prepare checkpoint");
 }
 
+static ns_status open_guess(my_writer *w, ns_error *err)
+{
+    const char **names = calloc(w->ncols ? w->ncols : 1, sizeof(*names));
+    const char **types = calloc(w->ncols ? w->ncols : 1, sizeof(*types));
+    const char *dot = strchr(w->table, '.');
+    char *schema = dot ? ns__strndup(w->table, (size_t)(dot - w->table)) : NULL;
+    ns_status st = NS_OK;
+    if (!names || !types || (dot && !schema))
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    for (size_t j = 0; st == NS_OK && j < w->ncols; j++) {
+        names[j] = w->cols[j].name;
+        types[j] = w->cols[j].type;
+    }
+    /* Keys seen earlier in the load refuse a row only where rows are added. */
+    bool keys = w->mode == NS_MODE_INSERT || w->mode == NS_MODE_REPLACE;
+    if (st == NS_OK)
+        st = ns__my_guess_open(w->m, schema, dot ? dot + 1 : w->table, names, types, w->ncols, keys,
+                               &w->guess, err, w->where);
+    free(schema);
+    free(names);
+    free(types);
+    return st;
+}
+
 static ns_status mw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *err)
 {
     my_writer *w = (my_writer *)base;
@@ -942,6 +1079,8 @@ static ns_status mw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
     st = exec(w, CKPT_TABLE, err);
     if (st == NS_OK && cfg->table && (st = map_columns(w, cfg, err)) == NS_OK)
         st = build_sql(w, err);
+    if (st == NS_OK && cfg->table)
+        st = open_guess(w, err);
     if (st == NS_OK)
         st = prep(w, CKPT_OWNER, &w->ckpt_owner, err);
     if (st == NS_OK)
@@ -1071,6 +1210,9 @@ static void mw_rollback(ns_writer *base)
 
 /* -------------------------------------------------------------- write */
 
+static ns_status write_runs(my_writer *w, ns_item *items, const size_t *idx, size_t m, size_t *done,
+                            ns_arena *a, ns_error *err);
+
 static ns_status mw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a, ns_error *err)
 {
     my_writer *w = (my_writer *)base;
@@ -1098,21 +1240,76 @@ static ns_status mw_write(ns_writer *base, ns_item *items, size_t n, ns_arena *a
         if (!bad)
             idx[m++] = i;
     }
-    size_t piece = w->piece && w->piece < m ? w->piece : m, len;
-    for (size_t from = 0; from < m && st == NS_OK; from += len) {
-        len = m - from < piece ? m - from : piece;
-        w->first_bad = 0;
-        st = write_set(w, items, idx + from, len, a, err);
-        if (w->first_bad) {
-            size_t p = len / (5 * w->first_bad);
-            piece = p < 4 * SMALL ? 4 * SMALL : p;
-        } else if (w->piece) {
-            piece *= 2;
-        }
-        w->piece = piece >= m ? 0 : piece;
+    /* Doubtful rows alone, in their place; the runs between them in bulk. */
+    bool *doubt = calloc(m ? m : 1, sizeof(*doubt));
+    if (!doubt) {
+        st = ns__err(err, NS_ENOMEM, NULL, "out of memory");
+        goto out;
     }
+    for (size_t r = 0; r < m; r++) {
+        const ns_item *it = &items[idx[r]];
+        bool seen = w->guess && ns__my_guess_seen(w->guess, it->fields);
+        doubt[r] = doubtful(w, it) || seen;
+    }
+    if (ns__my_guess_armed(w->guess))
+        st = ns__my_guess_filter(w->guess, items, idx, m, sent_of, w, doubt, err, w->where);
+    size_t from = 0, done;
+    for (size_t r = 0; r <= m && st == NS_OK;) {
+        if (r < m && !doubt[r]) {
+            r++;
+            continue;
+        }
+        if ((st = write_runs(w, items, idx + from, r - from, &done, a, err)) != NS_OK)
+            break;
+        if (from + done < r) {
+            /* A failure armed the guess: ask it about the rows not sent. */
+            from += done;
+            st = ns__my_guess_filter(w->guess, items, idx + from, m - from, sent_of, w,
+                                     doubt + from, err, w->where);
+            r = from;
+            continue;
+        }
+        if (r < m)
+            st = one_row(w, &items[idx[r]], a, err);
+        from = ++r;
+    }
+    free(doubt);
 out:
     free(idx);
+    return st;
+}
+
+/* Rows idx[0..m) in bulk statements sized to the bad rows seen so far;
+ * *done: how many were written, fewer than m when a failure armed the
+ * guess (the rest are to be guessed at first). */
+static ns_status write_runs(my_writer *w, ns_item *items, const size_t *idx, size_t m, size_t *done,
+                            ns_arena *a, ns_error *err)
+{
+    ns_status st = NS_OK;
+    int armed = ns__my_guess_armed(w->guess);
+    size_t len, from;
+    for (from = 0; from < m && st == NS_OK; from += len) {
+        size_t piece = m;
+        if (w->bad_rows > 0) {
+            double p = 0.2 * w->sent_rows / w->bad_rows;
+            piece = p < 4 * SMALL ? 4 * SMALL : p > (double)m ? m : (size_t)p;
+        }
+        len = m - from < piece ? m - from : piece;
+        w->first_bad = 0;
+        w->requeue = false;
+        st = write_set(w, items, idx + from, len, a, err);
+        w->sent_rows += (double)len;
+        w->bad_rows += (double)w->first_bad;
+        if (w->requeue) { /* not written: to be guessed at */
+            w->requeue = false;
+            break;
+        }
+        if (ns__my_guess_armed(w->guess) > armed) {
+            from += len;
+            break;
+        }
+    }
+    *done = from < m ? from : m;
     return st;
 }
 
@@ -1256,9 +1453,12 @@ static void mw_close(ns_writer *base)
     if (w->m)
         mysql_close(w->m);
     ns__my_cancel_free(w->cancel);
-    for (size_t i = 0; i < w->ncols; i++)
+    for (size_t i = 0; i < w->ncols; i++) {
         free(w->cols[i].name);
+        free(w->cols[i].type);
+    }
     free(w->cols);
+    ns__my_guess_free(w->guess);
     free(w->load);
     free(w->merge);
     free(w->missing);
