@@ -123,3 +123,24 @@ expect_exit 1 "$NS" run slow.yaml
 expect_err "statement_timeout"
 assert_eq "$(my_sql mysql -e "SELECT count(*) FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP%'")" 0 "the statement still runs"
 echo "statement_timeout: ok"
+
+# --- no file of this machine is ever sent: a LOAD DATA LOCAL of a sql step
+# (the same request a hostile server could make in answer to anything) gets
+# an error, and the table stays empty.
+echo "secret-line" > "$T/local.txt"
+cat > local.yaml <<EOF
+job: local
+connections:
+  app: "\${env.APP}"
+steps:
+  - name: s
+    sql:
+      connection: app
+      script: |
+        CREATE TABLE IF NOT EXISTS f (line varchar(100));
+        LOAD DATA LOCAL INFILE '$T/local.txt' INTO TABLE f
+EOF
+expect_exit 1 "$NS" run local.yaml
+expect_err "nightshift sends no file"
+assert_eq "$(my_sql ns_app -e "SELECT count(*) FROM f" 2> /dev/null || echo 0)" 0 "rows read from a local file"
+echo "no local file: ok"

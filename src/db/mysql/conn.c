@@ -194,6 +194,38 @@ static void keepalive(MYSQL *m)
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 }
 
+/* The infile handler of a connection that sends no file: a server asking
+ * for one (as a hostile server may, in answer to any statement) gets an
+ * error, never a file of this machine. The table writer installs its own,
+ * which sends its chunk and nothing else. */
+static int no_file_init(void **ptr, const char *name, void *arg)
+{
+    (void)name;
+    (void)arg;
+    *ptr = NULL;
+    return 1;
+}
+
+static int no_file_read(void *ptr, char *buf, unsigned int len)
+{
+    (void)ptr;
+    (void)buf;
+    (void)len;
+    return -1;
+}
+
+static void no_file_end(void *ptr)
+{
+    (void)ptr;
+}
+
+static int no_file_error(void *ptr, char *msg, unsigned int len)
+{
+    (void)ptr;
+    snprintf(msg, len, "nightshift sends no file on this connection");
+    return 2000;
+}
+
 ns_status ns__my_connect(const char *url, const char *shown, MYSQL **out, ns_error *err)
 {
     ns_my_url u;
@@ -213,6 +245,7 @@ ns_status ns__my_connect(const char *url, const char *shown, MYSQL **out, ns_err
     mysql_optionsv(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
     mysql_optionsv(m, MYSQL_INIT_COMMAND, "SET SESSION sql_mode = '" NS_MY_SQL_MODE "'");
     mysql_optionsv(m, MYSQL_INIT_COMMAND, "SET SESSION max_error_count = 65535");
+    mysql_set_local_infile_handler(m, no_file_init, no_file_read, no_file_end, no_file_error, NULL);
     /* Only the options above (no my.cnf is read: no option file of the
      * user running nightshift changes what a job does). */
     if (!mysql_real_connect(m, u.socket ? "localhost" : u.host, u.user, u.password, u.db, u.port,

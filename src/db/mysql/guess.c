@@ -83,8 +83,8 @@ typedef struct reading {
     ns_my_guess *g;
     const char *const *cols;
     ns_buf where[2]; /* the filters' conditions */
-    char last[200]; /* index being read */
-    bool skip;      /* it has a column the input lacks */
+    char last[200];  /* index being read */
+    bool skip;       /* it has a column the input lacks */
     bool failed;
 } reading;
 
@@ -368,8 +368,8 @@ static ns_status run_filter(ns_my_guess *g, struct filter *f, ns_item *items, co
     const char *p[1] = {ns__buf_cstr(b)};
     ns_my_stmt *s = NULL;
     ns_error e = {0};
-    ns_status st = ns__my_run(g->m, f->sql, strlen(f->sql), p, 1, &s, &e, where,
-                              "check the chunk's values");
+    ns_status st =
+        ns__my_run(g->m, f->sql, strlen(f->sql), p, 1, &s, &e, where, "check the chunk's values");
     for (bool eof = false; st == NS_OK;) {
         const char *const *v;
         if ((st = ns__my_fetch(s, &v, &eof, &e)) != NS_OK || eof)
@@ -391,8 +391,8 @@ static ns_status run_filter(ns_my_guess *g, struct filter *f, ns_item *items, co
 }
 
 ns_status ns__my_guess_filter(ns_my_guess *g, ns_item *items, const size_t *idx, size_t n,
-                              ns_value (*value)(void *arg, size_t j, const ns_value *v),
-                              void *arg, bool *doubt, ns_error *err, const char *where)
+                              ns_value (*value)(void *arg, size_t j, const ns_value *v), void *arg,
+                              bool *doubt, ns_error *err, const char *where)
 {
     ns_status st = NS_OK;
     for (int k = 0; g && k < 2 && st == NS_OK && n; k++)

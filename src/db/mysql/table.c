@@ -75,6 +75,7 @@ typedef struct my_writer {
     double sent_rows, bad_rows;
     ns_my_guess *guess; /* rows the server will likely refuse (guess.c) */
     bool requeue;       /* write_set gave its rows back (see there) */
+    bool loading;       /* in its LOAD DATA: the infile handler may send the chunk */
     /* The chunk's rows as LOAD DATA reads them (the infile handler's). */
     ns_buf data;
     size_t sent;
@@ -137,7 +138,9 @@ static int infile_init(void **ptr, const char *name, void *arg)
     (void)name;
     *ptr = w;
     w->sent = 0;
-    return 0;
+    /* Only while this writer loads a chunk: a LOAD DATA LOCAL of a sql:
+     * step, or a server asking unbidden, gets an error, not a file. */
+    return w->loading ? 0 : 1;
 }
 
 static int infile_read(void *ptr, char *buf, unsigned int len)
@@ -159,7 +162,7 @@ static void infile_end(void *ptr)
 static int infile_error(void *ptr, char *msg, unsigned int len)
 {
     (void)ptr;
-    snprintf(msg, len, "nightshift sends no file but its chunk");
+    snprintf(msg, len, "nightshift sends no file (a table writer sends its chunk)");
     return 2000;
 }
 
@@ -485,7 +488,10 @@ static ns_status bulk(my_writer *w, ns_item *items, const size_t *idx, size_t n,
     if (w->merge && (st = exec(w, "DELETE FROM ns_stage", err)) != NS_OK)
         goto out;
     bool failed = false;
-    if (mysql_real_query(w->m, w->load, (unsigned long)strlen(w->load)) != 0) {
+    w->loading = true;
+    int rc = mysql_real_query(w->m, w->load, (unsigned long)strlen(w->load));
+    w->loading = false;
+    if (rc != 0) {
         unsigned no = mysql_errno(w->m);
         if (chunk_failure(no)) {
             st = fail(w, err, "load the chunk");
