@@ -71,6 +71,39 @@ assert_eq "$(my_sql ns_dirty -e "SELECT count(*), sum(v LIKE 'bad%') FROM tr")" 
 assert_eq "$(cut -d, -f1,3 tr-rejects.csv | tail -n +2 | tr '\n' ' ')" \
     "$(for i in $(seq 97 97 1000); do printf '%s,45000 ' $((i + 1)); done)" "the trigger's rejects"
 grep -q 'refused by trigger (MySQL error 1644)' tr-rejects.csv || fail "the trigger's words are not in the rejects"
+# The trigger's refusals mixed with a CHECK's and a foreign key's in large
+# chunks: a CHECK's first refusal found while the trigger's are being
+# isolated must not send any row twice (each reject once, every good row in).
+my_sql ns_dirty -e "CREATE TABLE trp (id int PRIMARY KEY); INSERT INTO trp SELECT seq FROM seq_1_to_10;
+    CREATE TABLE trc (id int PRIMARY KEY, v varchar(20), n int CHECK (n >= 0), p int, FOREIGN KEY (p) REFERENCES trp (id))"
+my_sql ns_dirty <<'SQL'
+DELIMITER //
+CREATE TRIGGER trc_refuse BEFORE INSERT ON trc FOR EACH ROW
+BEGIN
+  IF NEW.v LIKE 'bad%' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by trigger'; END IF;
+END//
+DELIMITER ;
+SQL
+python3 -c '
+import random, sys
+random.seed(7)
+want = open("want_trc.txt", "w")
+print("id,v,n,p")
+for i in range(1, 20001):
+    v, n, p, code = f"ok{i}", i % 50, 1 + i % 10, None
+    r = random.random()
+    if r < 0.004: v, code = f"bad{i}", "45000"
+    elif r < 0.008: n, code = -1, "23000"
+    elif r < 0.012: p, code = 99, "23000"
+    print(f"{i},{v},{n},{p}")
+    if code: want.write(f"{i + 1},{code}\n")
+' > trc.csv
+load_job trc.yaml trc trc "skip: {limit: 1000}" 'rejects: "trc-rejects.csv"'
+sed -i 's/chunk: 100/chunk: 5000/' trc.yaml
+expect_exit 0 "$NS" run trc.yaml file=trc.csv
+cut -d, -f1,3 trc-rejects.csv | tail -n +2 > got_trc.txt
+diff -u want_trc.txt got_trc.txt >&2 || fail "the mixed refusals' rejects"
+assert_eq "$(my_sql ns_dirty -e "SELECT count(*) FROM trc")" "$((20000 - $(wc -l < want_trc.txt)))" "rows of the mixed table"
 echo "trigger SIGNAL: ok"
 
 # upsert, update, replace

@@ -75,6 +75,7 @@ typedef struct my_writer {
     double sent_rows, bad_rows;
     ns_my_guess *guess; /* rows the server will likely refuse (guess.c) */
     bool requeue;       /* write_set gave its rows back (see there) */
+    bool top;           /* write_set's call is write_runs' own */
     bool loading;       /* in its LOAD DATA: the infile handler may send the chunk */
     /* The chunk's rows as LOAD DATA reads them (the infile handler's). */
     ns_buf data;
@@ -581,6 +582,8 @@ out:
 static ns_status write_set(my_writer *w, ns_item *items, const size_t *idx, size_t n, ns_arena *a,
                            ns_error *err)
 {
+    bool top = w->top; /* the first call for a set (write_runs'), not a split's */
+    w->top = false;
     ns_status st;
     if (n == 0)
         return NS_OK;
@@ -597,7 +600,7 @@ static ns_status write_set(my_writer *w, ns_item *items, const size_t *idx, size
     int armed = ns__my_guess_armed(w->guess);
     if ((st = bulk(w, items, idx, n, &clean, named, &unnamed, a, err)) != NS_OK || clean)
         goto out;
-    if (w->depth == 0 && ns__my_guess_armed(w->guess) > armed) {
+    if (top && ns__my_guess_armed(w->guess) > armed) {
         /* The first failure of its kind: the rows go back to be guessed
          * at first (undone already), rather than be split here. */
         w->requeue = true;
@@ -1303,6 +1306,7 @@ static ns_status write_runs(my_writer *w, ns_item *items, const size_t *idx, siz
         len = m - from < piece ? m - from : piece;
         w->first_bad = 0;
         w->requeue = false;
+        w->top = true;
         st = write_set(w, items, idx + from, len, a, err);
         w->sent_rows += (double)len;
         w->bad_rows += (double)w->first_bad;
