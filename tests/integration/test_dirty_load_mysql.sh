@@ -138,3 +138,15 @@ assert_eq "$(my_sql ns_dirty -e "SELECT group_concat(concat(id, ':', f) ORDER BY
 assert_eq "$(cut -d, -f1-3 b-rejects.csv | tail -n +2 | tr '\n' ' ')" "8,f,22007 9,n,22007 " \
     "a word that is no truth value; true into a TINYINT that is not TINYINT(1)"
 echo "booleans: ok"
+
+# upsert needs a unique key on exactly its key columns: without one MySQL's
+# ON DUPLICATE KEY UPDATE would insert every record; refused before a row.
+my_sql ns_dirty -e "CREATE TABLE nk (id int, code varchar(5) UNIQUE, v varchar(5))"
+printf 'id,code,v\n1,a,x\n1,b,y\n' > nk.csv
+WRITER_MODE="upsert, key: [id]" load_job nk.yaml nk nk
+expect_exit 1 "$NS" run nk.yaml file=nk.csv
+expect_err "upsert into nk needs a primary key or unique index on exactly its key (id)"
+assert_eq "$(my_sql ns_dirty -e "SELECT count(*) FROM nk")" 0 "rows of a refused upsert"
+WRITER_MODE="upsert, key: [CODE]" load_job nk2.yaml nk2 nk
+expect_exit 0 "$NS" run nk2.yaml file=nk.csv
+echo "upsert key: ok"

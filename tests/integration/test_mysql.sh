@@ -9,6 +9,7 @@ source "$(dirname "$0")/lib.sh"
 export APP
 APP=$(my_db ns_app)
 sock=$(my_sock)
+n=0
 
 # --- URLs
 my_sql mysql -e "CREATE USER IF NOT EXISTS 'nsuser'@'localhost' IDENTIFIED BY 's3cret-pw'; GRANT ALL ON ns_app.* TO 'nsuser'@'localhost'"
@@ -31,10 +32,24 @@ URL="mysql://nsuser:s3cret-pw@localhost/ns_app?socket=$T/nothing.sock" expect_ex
 expect_err "cannot connect"
 URL="mysql://nsuser:s3cret-pw@localhost:99999/ns_app" expect_exit 1 "$NS" run url.yaml try=5
 expect_err "the port is not a number from 1 to 65535"
-# The password in none of it, and a never-made connection failed at once.
-grep -q "s3cret-pw\|wrong-pw" "$T/err" ./* 2> /dev/null && fail "a password was shown"
+# A password written in the job file itself, in the URL's userinfo and as
+# ?password=, on runs that fail at connect and on a parameter: shown as ***
+# in every message, never in stderr, stdout, the repository or a file here
+# (but the job files, which hold it).
+for form in "mysql://nsuser:Wr0ng-Secret-7@localhost/ns_app?socket=$sock" \
+    "mysql://nsuser@localhost/ns_app?socket=$sock&password=Wr0ng-Secret-7" \
+    "mysql://nsuser:Wr0ng-Secret-7@localhost/ns_app?socket=$sock&bogus=1"; do
+    sed "s|\${env.URL}|${form//&/\\&}|" url.yaml > lit.yaml
+    n=$((n + 1))
+    "$NS" run lit.yaml try=$((100 + n)) > "lit-$n.out" 2> "lit-$n.err" && fail "a wrong password connected"
+    grep -q '\*\*\*' "lit-$n.err" || fail "the URL is not shown redacted: $(cat "lit-$n.err")"
+done
 "$NS" list --json > list.json
-grep -q "s3cret-pw\|wrong-pw" list.json && fail "a password is in the repository"
+for id in $("$NS" list --json | python3 -c "import json,sys; print(' '.join(str(e['id']) for e in json.load(sys.stdin)))"); do
+    "$NS" show "$id" --json >> list.json
+done
+grep -rl --exclude="*.yaml" "s3cret-pw\|wrong-pw\|Wr0ng-Secret-7" . "${NIGHTSHIFT_REPOSITORY#sqlite:}" 2> /dev/null &&
+    fail "a password was written out"
 expect_exit 1 "$NS" run --repository "mysql://root@localhost/ns_app?socket=$sock" url.yaml
 expect_err "the mysql driver cannot hold a job repository"
 echo "urls: ok"
@@ -123,6 +138,29 @@ expect_exit 1 "$NS" run slow.yaml
 expect_err "statement_timeout"
 assert_eq "$(my_sql mysql -e "SELECT count(*) FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP%'")" 0 "the statement still runs"
 echo "statement_timeout: ok"
+
+# SIGTERM reaches a statement the run is blocked in (no statement_timeout):
+# KILL QUERY, exit 3 (stopped), within seconds.
+cat > slow2.yaml <<'EOF'
+job: slow2
+connections:
+  app: {url: "${env.APP}", statement_timeout: 0}
+steps:
+  - name: s
+    sql: {connection: app, script: "SELECT SLEEP(60)"}
+EOF
+"$NS" run slow2.yaml > slow2.out 2> slow2.err & pid=$!
+for _ in $(seq 100); do
+    [ "$(my_sql mysql -e "SELECT count(*) FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP(60)%'")" = 1 ] && break
+    sleep 0.1
+done
+start=$(date +%s)
+kill -TERM $pid
+rc=0; wait $pid || rc=$?
+assert_eq "$rc" 3 "exit status of a run stopped by SIGTERM"
+[ $(($(date +%s) - start)) -lt 10 ] || fail "SIGTERM did not reach the statement"
+assert_eq "$(my_sql mysql -e "SELECT count(*) FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP(60)%'")" 0 "the statement still runs"
+echo "SIGTERM: ok"
 
 # --- no file of this machine is ever sent: a LOAD DATA LOCAL of a sql step
 # (the same request a hostile server could make in answer to anything) gets

@@ -263,9 +263,8 @@ ns_status ns__my_connect(const char *url, const char *shown, MYSQL **out, ns_err
     return NS_OK;
 }
 
-const char *ns__my_state(MYSQL *m)
+const char *ns__my_state_of(unsigned no, const char *server)
 {
-    unsigned no = mysql_errno(m);
     switch (no) {
     case CR_SERVER_GONE_ERROR:
     case CR_SERVER_LOST:
@@ -286,7 +285,19 @@ const char *ns__my_state(MYSQL *m)
     }
     if (no >= 2000 && no < 3000) /* the client's own: the connection */
         return "08006";
-    return ns__my_errno_state(no);
+    return server && *server ? server : ns__my_errno_state(no);
+}
+
+bool ns__my_chunk_failure(unsigned no)
+{
+    const char *st = ns__my_state_of(no, "");
+    return strcmp(st, "08006") == 0 || strcmp(st, "40001") == 0 || strcmp(st, "55P03") == 0 ||
+           strcmp(st, "57014") == 0 || no == ER_CON_COUNT_ERROR || no == 1148 || no == 3948;
+}
+
+const char *ns__my_state(MYSQL *m)
+{
+    return ns__my_state_of(mysql_errno(m), mysql_sqlstate(m));
 }
 
 const char *ns__my_errno_state(unsigned no)

@@ -38,6 +38,12 @@ ns_status ns__my_connect(const char *url, const char *shown, MYSQL **out, ns_err
  * connection is gone, 40001 for a deadlock, 57014 for a statement ended by
  * KILL QUERY (the watchdog). */
 const char *ns__my_state(MYSQL *m);
+/* The same for error number `no` and the SQLSTATE the server sent with it. */
+const char *ns__my_state_of(unsigned no, const char *server);
+/* Whether error `no` fails the chunk rather than a row: the connection, a
+ * deadlock or lock wait (InnoDB undid the transaction or the statement for
+ * reasons of its own), the watchdog's KILL QUERY, LOCAL INFILE refused. */
+bool ns__my_chunk_failure(unsigned no);
 /* The SQLSTATE of a server error number, for a warning (SHOW WARNINGS gives
  * none): the one the server sends with that error. */
 const char *ns__my_errno_state(unsigned no);

@@ -23,7 +23,6 @@ struct ns_my_stmt {
     unsigned long *len, *cap;
     my_bool *isnull, *trunc;
     const char **vals;
-    bool bound;
 };
 
 static ns_status oom(ns_error *err)
@@ -34,16 +33,7 @@ static ns_status oom(ns_error *err)
 static ns_status stmt_fail(ns_my_stmt *s, ns_error *err)
 {
     unsigned no = mysql_stmt_errno(s->st);
-    const char *state = mysql_stmt_sqlstate(s->st);
-    /* The connection's own failures (lost, killed) read as the connection's. */
-    if (no >= 2000 && no < 3000)
-        state = "08006";
-    else if (no == 1317) /* ER_QUERY_INTERRUPTED: KILL QUERY, the watchdog */
-        state = "57014";
-    else if (no == 1213) /* ER_LOCK_DEADLOCK */
-        state = "40001";
-    else if (no == 1205) /* ER_LOCK_WAIT_TIMEOUT */
-        state = "55P03";
+    const char *state = ns__my_state_of(no, mysql_stmt_sqlstate(s->st));
     return ns__err(err, no == 2008 ? NS_ENOMEM : NS_EDB, state, "%s: %s: %s (%u)", s->where,
                    s->what, mysql_stmt_error(s->st), no);
 }
@@ -88,7 +78,6 @@ static void bind_results(ns_my_stmt *s)
         b->error = &s->trunc[i];
     }
     mysql_stmt_bind_result(s->st, s->rb);
-    s->bound = true;
 }
 
 ns_status ns__my_prepare(MYSQL *m, const char *sql, size_t len, ns_my_stmt **out, ns_error *err,

@@ -28,6 +28,7 @@
  */
 #include "db/mysql/mysql.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,11 +59,13 @@ typedef struct my_writer {
     ns_write_mode mode;
     mcol *cols; /* one per input field, in input order */
     size_t ncols;
-    char *load;      /* LOAD DATA ... INTO the table, or the staging table */
-    char *merge;     /* upsert / update: the staging table into the table */
-    char *missing;   /* update: the staged rows whose key the table lacks */
-    char *one;       /* one row, with ? for each column (the isolation's) */
-    ns_my_stmt *ins; /* `one`, prepared when first needed */
+    char *load;         /* LOAD DATA ... INTO the table, or the staging table */
+    char *merge;        /* upsert / update: the staging table into the table */
+    char *missing;      /* update: the staged rows whose key the table lacks */
+    char *one;          /* one row, with ? for each column (the isolation's) */
+    ns_my_stmt *ins;    /* `one`, prepared when first needed */
+    const char **row_p; /* its parameters (one row's values and lengths) */
+    size_t *row_len;
     ns_my_stmt *ckpt_owner, *ckpt_put;
     bool in_txn, replaced;
     int depth; /* savepoints open */
@@ -75,7 +78,6 @@ typedef struct my_writer {
     double sent_rows, bad_rows;
     ns_my_guess *guess; /* rows the server will likely refuse (guess.c) */
     bool requeue;       /* write_set gave its rows back (see there) */
-    bool top;           /* write_set's call is write_runs' own */
     bool loading;       /* in its LOAD DATA: the infile handler may send the chunk */
     /* The chunk's rows as LOAD DATA reads them (the infile handler's). */
     ns_buf data;
@@ -343,15 +345,6 @@ static ns_status savepoint(my_writer *w, const char *verb, int depth, ns_error *
     return exec(w, sql, err);
 }
 
-/* A failure that ends the chunk rather than a row: the connection, a
- * deadlock or lock wait (InnoDB rolled back the transaction or the
- * statement for reasons of its own), the watchdog's KILL QUERY. */
-static bool chunk_failure(unsigned no)
-{
-    return (no >= 2000 && no < 3000) || no == 1213 || no == 1205 || no == 1317 || no == 1927 ||
-           no == 1053 || no == 1040 || no == 1148 || no == 3948;
-}
-
 /* ------------------------------------------------------ one row alone */
 
 /* Sends one row as its own statement (`one`): its error, or a warning it
@@ -359,19 +352,17 @@ static bool chunk_failure(unsigned no)
 static ns_status one_row(my_writer *w, ns_item *it, ns_arena *a, ns_error *err)
 {
     ns_status st;
-    const char **p = calloc(w->ncols ? w->ncols : 1, sizeof(*p));
-    size_t *len = calloc(w->ncols ? w->ncols : 1, sizeof(*len));
-    if (!p || !len) {
-        free(p);
-        free(len);
+    if (!w->row_p)
+        w->row_p = calloc(w->ncols ? w->ncols : 1, sizeof(*w->row_p));
+    if (!w->row_len)
+        w->row_len = calloc(w->ncols ? w->ncols : 1, sizeof(*w->row_len));
+    if (!w->row_p || !w->row_len)
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
-    }
+    const char **p = w->row_p;
+    size_t *len = w->row_len;
     if (!w->ins && (st = ns__my_prepare(w->m, w->one, strlen(w->one), &w->ins, err, w->where,
-                                        "prepare the row statement")) != NS_OK) {
-        free(p);
-        free(len);
+                                        "prepare the row statement")) != NS_OK)
         return st;
-    }
     /* update: SET the other columns, WHERE the keys (the statement's order) */
     size_t k = 0;
     for (int pass = 0; pass < 2; pass++)
@@ -389,11 +380,9 @@ static ns_status one_row(my_writer *w, ns_item *it, ns_arena *a, ns_error *err)
         st = ns__my_execute_n(w->ins, p, len, k, &e);
     else
         e = *err;
-    free(p);
-    free(len);
     if (st != NS_OK) {
         unsigned no = ns__my_stmt_errno(w->ins);
-        if (st == NS_ENOMEM || no == 0 || chunk_failure(no)) {
+        if (st == NS_ENOMEM || no == 0 || ns__my_chunk_failure(no)) {
             *err = e; /* the chunk's failure, not the row's */
             return st;
         }
@@ -473,10 +462,9 @@ static bool doubtful(const my_writer *w, const ns_item *it)
  * a warning named; *unnamed tells that a warning or error named none.
  */
 static ns_status bulk(my_writer *w, ns_item *items, const size_t *idx, size_t n, bool *clean,
-                      bool *named, bool *unnamed, ns_arena *a, ns_error *err)
+                      bool *named, bool *unnamed, ns_error *err)
 {
     ns_status st;
-    (void)a;
     *clean = false;
     *unnamed = false;
     memset(named, 0, n * sizeof(*named));
@@ -494,7 +482,7 @@ static ns_status bulk(my_writer *w, ns_item *items, const size_t *idx, size_t n,
     w->loading = false;
     if (rc != 0) {
         unsigned no = mysql_errno(w->m);
-        if (chunk_failure(no)) {
+        if (ns__my_chunk_failure(no)) {
             st = fail(w, err, "load the chunk");
             if (no == 1148 || no == 3948)
                 ns__err_prefix(err, "the server does not allow LOAD DATA LOCAL INFILE (set "
@@ -543,7 +531,7 @@ static ns_status bulk(my_writer *w, ns_item *items, const size_t *idx, size_t n,
             mysql_free_result(r);
         }
         if (mysql_real_query(w->m, w->merge, (unsigned long)strlen(w->merge)) != 0) {
-            if (chunk_failure(mysql_errno(w->m))) {
+            if (ns__my_chunk_failure(mysql_errno(w->m))) {
                 st = fail(w, err, "merge the chunk");
                 goto out;
             }
@@ -577,13 +565,13 @@ out:
 /*
  * Writes rows idx[0..n): in bulk when they are clean; else the rows the
  * warnings named alone and the others again in bulk, or, when the warnings
- * name no row, the rows in FANOUT pieces, each again by these rules.
+ * name no row, the rows in FANOUT pieces, each again by these rules. top:
+ * the call is write_runs' (a split's is not): its first failure of a kind
+ * the guess learns from gives the rows back (w->requeue) to be guessed at.
  */
-static ns_status write_set(my_writer *w, ns_item *items, const size_t *idx, size_t n, ns_arena *a,
-                           ns_error *err)
+static ns_status write_set(my_writer *w, ns_item *items, const size_t *idx, size_t n, bool top,
+                           ns_arena *a, ns_error *err)
 {
-    bool top = w->top; /* the first call for a set (write_runs'), not a split's */
-    w->top = false;
     ns_status st;
     if (n == 0)
         return NS_OK;
@@ -598,7 +586,7 @@ static ns_status write_set(my_writer *w, ns_item *items, const size_t *idx, size
     if (!named)
         return ns__err(err, NS_ENOMEM, NULL, "out of memory");
     int armed = ns__my_guess_armed(w->guess);
-    if ((st = bulk(w, items, idx, n, &clean, named, &unnamed, a, err)) != NS_OK || clean)
+    if ((st = bulk(w, items, idx, n, &clean, named, &unnamed, err)) != NS_OK || clean)
         goto out;
     if (top && ns__my_guess_armed(w->guess) > armed) {
         /* The first failure of its kind: the rows go back to be guessed
@@ -616,7 +604,7 @@ static ns_status write_set(my_writer *w, ns_item *items, const size_t *idx, size
         for (size_t r = 0; r <= n && st == NS_OK; r++) {
             if (r < n && !named[r])
                 continue;
-            if ((st = write_set(w, items, idx + from, r - from, a, err)) != NS_OK)
+            if ((st = write_set(w, items, idx + from, r - from, false, a, err)) != NS_OK)
                 break;
             if (r < n)
                 st = one_row(w, &items[idx[r]], a, err);
@@ -635,7 +623,7 @@ static ns_status write_set(my_writer *w, ns_item *items, const size_t *idx, size
     if (piece < SMALL / 2)
         piece = SMALL / 2;
     for (size_t from = 0; from < n && st == NS_OK; from += piece)
-        st = write_set(w, items, idx + from, from + piece > n ? n - from : piece, a, err);
+        st = write_set(w, items, idx + from, from + piece > n ? n - from : piece, false, a, err);
 out:
     free(named);
     return st;
@@ -1066,6 +1054,61 @@ static ns_status open_guess(my_writer *w, ns_error *err)
     return st;
 }
 
+static int by_name(const void *a, const void *b)
+{
+    return strcasecmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* upsert is ON DUPLICATE KEY UPDATE: without a unique index on exactly its
+ * key, MySQL would insert every row (or update on another index). */
+static ns_status upsert_key(my_writer *w, const ns_writer_cfg *cfg, ns_error *err)
+{
+    const char *dot = strchr(w->table, '.');
+    char *schema = dot ? ns__strndup(w->table, (size_t)(dot - w->table)) : NULL;
+    const char *p[2] = {dot ? dot + 1 : w->table, schema};
+    const char *sql =
+        dot ? "SELECT group_concat(lower(column_name) ORDER BY lower(column_name) SEPARATOR ',')"
+              " FROM information_schema.statistics WHERE non_unique = 0 AND table_name = ?"
+              " AND table_schema = ? GROUP BY index_name"
+            : "SELECT group_concat(lower(column_name) ORDER BY lower(column_name) SEPARATOR ',')"
+              " FROM information_schema.statistics WHERE non_unique = 0 AND table_name = ?"
+              " AND table_schema = DATABASE() GROUP BY index_name";
+    const char **key = calloc(cfg->nkey ? cfg->nkey : 1, sizeof(*key));
+    ns_buf want = {0};
+    ns_my_stmt *s = NULL;
+    bool found = false;
+    ns_status st = key ? NS_OK : ns__err(err, NS_ENOMEM, NULL, "out of memory");
+    for (size_t i = 0; st == NS_OK && i < cfg->nkey; i++)
+        key[i] = cfg->key[i];
+    if (st == NS_OK) {
+        qsort(key, cfg->nkey, sizeof(*key), by_name);
+        for (size_t i = 0; i < cfg->nkey; i++) {
+            if (i)
+                ns__buf_putc(&want, ',');
+            for (const char *c = key[i]; *c; c++)
+                ns__buf_putc(&want, (char)tolower((unsigned char)*c));
+        }
+        st = ns__my_run(w->m, sql, strlen(sql), p, dot ? 2 : 1, &s, err, w->where,
+                        "read the table's unique keys");
+    }
+    for (bool eof = false; st == NS_OK && !found;) {
+        const char *const *v;
+        if ((st = ns__my_fetch(s, &v, &eof, err)) != NS_OK || eof)
+            break;
+        found = v[0] && strcmp(v[0], ns__buf_cstr(&want)) == 0;
+    }
+    ns__my_close(s);
+    if (st == NS_OK && !found)
+        st = ns__err(err, NS_ESCHEMA, NULL,
+                     "%s: upsert into %s needs a primary key or unique index on exactly its key "
+                     "(%s)",
+                     w->where, w->table, ns__buf_cstr(&want));
+    ns__buf_free(&want);
+    free(key);
+    free(schema);
+    return st;
+}
+
 static ns_status mw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *err)
 {
     my_writer *w = (my_writer *)base;
@@ -1088,6 +1131,8 @@ static ns_status mw_open(ns_writer *base, const ns_writer_cfg *cfg, ns_error *er
     st = exec(w, CKPT_TABLE, err);
     if (st == NS_OK && cfg->table && (st = map_columns(w, cfg, err)) == NS_OK)
         st = build_sql(w, err);
+    if (st == NS_OK && cfg->table && w->mode == NS_MODE_UPSERT)
+        st = upsert_key(w, cfg, err);
     if (st == NS_OK && cfg->table)
         st = open_guess(w, err);
     if (st == NS_OK)
@@ -1306,8 +1351,7 @@ static ns_status write_runs(my_writer *w, ns_item *items, const size_t *idx, siz
         len = m - from < piece ? m - from : piece;
         w->first_bad = 0;
         w->requeue = false;
-        w->top = true;
-        st = write_set(w, items, idx + from, len, a, err);
+        st = write_set(w, items, idx + from, len, true, a, err);
         w->sent_rows += (double)len;
         w->bad_rows += (double)w->first_bad;
         if (w->requeue) { /* not written: to be guessed at */
@@ -1458,6 +1502,8 @@ static void mw_close(ns_writer *base)
     my_writer *w = (my_writer *)base;
     mw_rollback(base);
     ns__my_close(w->ins);
+    free(w->row_p);
+    free(w->row_len);
     ns__my_close(w->ckpt_owner);
     ns__my_close(w->ckpt_put);
     if (w->m)
