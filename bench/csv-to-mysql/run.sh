@@ -52,12 +52,13 @@ reset() { # a fresh table, repository and checkpoint for every load (not timed);
     rm -f "$data"/repo.db* "$data"/rejects-*.csv
 }
 bad_of() { grep -c . "$files/$1.csv.bad" || true; }
+preload() { :; } # nothing is in the table before a load
 run_ns() {
     NIGHTSHIFT_REPOSITORY="sqlite:$data/repo.db" BENCH_URL="$url" BENCH_OUT="$data" CI=1 \
         /usr/bin/time -f "%M" -o "$data/rss" "$ns" run "$here/job.yaml" file="$files/$1.csv"
 }
 # The DBA's load: the clean file, as it is, in one statement.
-run_load() {
+run_ref() {
     my -e "LOAD DATA LOCAL INFILE '$clean' INTO TABLE accounts CHARACTER SET utf8mb4
            FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' LINES TERMINATED BY '\n' IGNORE 1 LINES"
 }
@@ -71,61 +72,4 @@ check() { # check NAME: the table and the rejects file hold exactly what they sh
         { echo "$1: $loaded rows loaded (want $want), $rejected rejected (want $bad): no figures" >&2; exit 1; }
 }
 
-declare -A times
-ld_t=() tg_t=() rss=()
-rm -f "$data/ratios"
-triggers=false
-[[ " $sel " == *" trigger"* ]] && triggers=true
-for i in $(seq "$runs"); do
-    reset
-    t=$(secs run_load); ld_t+=("$t")
-    [ "$(my -e "SELECT count(*) FROM accounts")" == "$rows" ] || { echo "LOAD DATA did not load every row" >&2; exit 1; }
-    line="run $i: LOAD DATA $(printf %.2f "$t")s"
-    if $triggers; then
-        reset trigger
-        t=$(secs run_load); tg_t+=("$t")
-        line+=" (with the trigger $(printf %.2f "$t")s)"
-    fi
-    k=0
-    for f in $sel; do
-        reset "$f"
-        t=$(secs run_ns "$f")
-        check "$f"
-        times[$f]+="$t "
-        [ "$f" == clean ] && rss+=("$(cat "$data/rss")")
-        line+="  $f $(printf %.2f "$t")"
-        k=$((k + 1))
-        if [ $((k % 8)) == 0 ] || [ "$k" == "$(wc -w <<< "$sel")" ]; then
-            reset
-            t=$(secs run_load); ld_t+=("$t")
-            line+="  [LOAD DATA $(printf %.2f "$t")]"
-        fi
-        if $triggers && [ "$k" == "$(wc -w <<< "$sel")" ]; then
-            reset trigger
-            t=$(secs run_load); tg_t+=("$t")
-            line+="  [with the trigger $(printf %.2f "$t")]"
-        fi
-    done
-    echo "$line"
-done
-m_ld=$(printf '%s\n' "${ld_t[@]}" | median)
-printf 'median: LOAD DATA of the clean file %.2fs (%s measurements: %s)\n' "$m_ld" "${#ld_t[@]}" \
-    "$(printf '%s\n' "${ld_t[@]}" | sort -g | awk '{printf "%s%.2f", (NR > 1 ? " " : ""), $1}')"
-if $triggers; then
-    m_tg=$(printf '%s\n' "${tg_t[@]}" | median)
-    printf 'median: LOAD DATA of the clean file into the table with the trigger %.2fs\n' "$m_tg"
-fi
-printf '%-18s %8s %8s %8s\n' file "bad rows" median "/ LOAD"
-for f in $sel; do
-    m=$(printf '%s\n' ${times[$f]} | median)
-    ref=$m_ld
-    [[ $f == trigger* ]] && ref=$m_tg
-    printf '%-18s %8s %7.2fs %8.2f\n' "$f" "$(bad_of "$f")" "$m" "$(echo "$m / $ref" | bc -l)"
-    echo "$f $(echo "$m / $ref" | bc -l)" >> "$data/ratios"
-done
-for rate in 0.1 1; do
-    grep -E -- "-$rate " "$data/ratios" | sort -k2 -g | tail -1 |
-        awk -v r="$rate" '{printf "worst at %s%% bad rows: %s, %.2f\n", r, $1, $2}'
-done
-rm -f "$data/ratios"
-printf 'peak RSS of nightshift (clean): %s KB (median)\n' "$(printf '%s\n' "${rss[@]}" | median)"
+per_file "LOAD DATA"

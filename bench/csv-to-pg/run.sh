@@ -57,7 +57,7 @@ run_ns() { # run_ns NAME: the load alone is timed (secs), not the preload
     NIGHTSHIFT_REPOSITORY="sqlite:$data/repo.db" BENCH_URL="$url" BENCH_OUT="$data" CI=1 \
         /usr/bin/time -f "%M" -o "$data/rss" "$ns" run "$here/job.yaml" file="$(input "$1")"
 }
-run_copy() { psql "$url" -qc "\\copy accounts FROM '$clean' WITH (FORMAT csv, HEADER true)"; }
+run_ref() { psql "$url" -qc "\\copy accounts FROM '$clean' WITH (FORMAT csv, HEADER true)"; }
 check() { # check NAME: the table and the rejects file hold exactly what they should
     local bad loaded rejected
     bad=$(bad_of "$1")
@@ -68,69 +68,7 @@ check() { # check NAME: the table and the rejects file hold exactly what they sh
         { echo "$1: $loaded rows loaded (want $want), $rejected rejected (want $bad): no figures" >&2; exit 1; }
 }
 
-declare -A times
-cp_t=() tg_t=() rss=()
-rm -f "$data/ratios"
-# A file named trigger-* goes into the table with the trigger: its yardstick
-# is \copy of the clean file into that table, measured in the same runs.
-triggers=false
-[[ " $sel " == *" trigger"* ]] && triggers=true
-for i in $(seq "$runs"); do
-    reset
-    t=$(secs run_copy); cp_t+=("$t")
-    line="run $i: \\copy $(printf %.2f "$t")s"
-    if $triggers; then
-        reset trigger
-        t=$(secs run_copy); tg_t+=("$t")
-        line+=" (with the trigger $(printf %.2f "$t")s)"
-    fi
-    k=0
-    for f in $sel; do
-        reset "$f"
-        preload "$f"
-        t=$(secs run_ns "$f")
-        check "$f"
-        times[$f]+="$t "
-        [ "$f" == clean ] && rss+=("$(cat "$data/rss")")
-        line+="  $f $(printf %.2f "$t")"
-        # A shared machine drifts over the minutes a run takes: \copy is
-        # measured again every 8 files and at the end, and the yardstick is
-        # the median of all of them.
-        k=$((k + 1))
-        if [ $((k % 8)) == 0 ] || [ "$k" == "$(wc -w <<< "$sel")" ]; then
-            reset
-            t=$(secs run_copy); cp_t+=("$t")
-            line+="  [\\copy $(printf %.2f "$t")]"
-        fi
-        if $triggers && [ "$k" == "$(wc -w <<< "$sel")" ]; then
-            reset trigger
-            t=$(secs run_copy); tg_t+=("$t")
-            line+="  [with the trigger $(printf %.2f "$t")]"
-        fi
-    done
-    echo "$line"
-done
-m_cp=$(printf '%s\n' "${cp_t[@]}" | median)
-printf 'median: \\copy of the clean file %.2fs (%s measurements: %s)\n' "$m_cp" "${#cp_t[@]}" \
-    "$(printf '%s\n' "${cp_t[@]}" | sort -g | awk '{printf "%s%.2f", (NR > 1 ? " " : ""), $1}')"
-if $triggers; then
-    m_tg=$(printf '%s\n' "${tg_t[@]}" | median)
-    printf 'median: \\copy of the clean file into the table with the trigger %.2fs\n' "$m_tg"
-fi
-printf '%-18s %8s %8s %8s\n' file "bad rows" median "/ \\copy"
-for f in $sel; do
-    m=$(printf '%s\n' ${times[$f]} | median)
-    ref=$m_cp
-    [[ $f == trigger* ]] && ref=$m_tg
-    printf '%-18s %8s %7.2fs %8.2f\n' "$f" "$(bad_of "$f")" "$m" "$(echo "$m / $ref" | bc -l)"
-    echo "$f $(echo "$m / $ref" | bc -l)" >> "$data/ratios"
-done
-for rate in 0.1 1; do
-    grep -E -- "-$rate " "$data/ratios" | sort -k2 -g | tail -1 |
-        awk -v r="$rate" '{printf "worst at %s%% bad rows: %s, %.2f\n", r, $1, $2}'
-done
-rm -f "$data/ratios"
-printf 'peak RSS of nightshift (clean): %s KB (median)\n' "$(printf '%s\n' "${rss[@]}" | median)"
+per_file "\\copy"
 
 # pgloader, when installed (Debian package pgloader): PGLOADER_RUNS runs
 # (default 1: it is slow) on the clean file and on mixed-0.1.
@@ -155,7 +93,7 @@ PGL
     m_pc=$(printf '%s\n' "${pl_c[@]}" | median)
     m_pd=$(printf '%s\n' "${pl_d[@]}" | median)
     printf 'pgloader: clean %.2fs (%.2f x \\copy); mixed-0.1 %.2fs, after which the table held %s rows (the file has %s good ones)\n' \
-        "$m_pc" "$(echo "$m_pc / $m_cp" | bc -l)" "$m_pd" "$pl_rows" "$((rows - $(bad_of mixed-0.1)))"
+        "$m_pc" "$(echo "$m_pc / $m_ref" | bc -l)" "$m_pd" "$pl_rows" "$((rows - $(bad_of mixed-0.1)))"
 else
     echo "pgloader: not installed (apt-get install pgloader) - not compared"
 fi
